@@ -1,0 +1,1 @@
+//! SNS subscription filter policies: parse, validate, compile, match.

@@ -1,0 +1,2 @@
+//! Switchyard: a local-first event router.
+pub use switchyard_filter as filter;
