@@ -1,6 +1,12 @@
 //! Switchyard: a local-first event router.
+pub mod api;
+pub mod attributes;
 pub mod backend;
+pub mod config;
 pub mod matching;
 pub mod model;
+pub mod router;
+pub mod server;
+pub mod time;
 
 pub use switchyard_filter as filter;

@@ -64,6 +64,9 @@ impl QueueHandle {
     }
 }
 
+/// Messages written to a queue by a move, to be indexed once the write is durable.
+type Moved = (Arc<QueueHandle>, Vec<(u64, Entry)>);
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct QueueRecord {
     id: u64,
@@ -444,7 +447,7 @@ impl Embedded {
         to: &Arc<QueueHandle>,
         entries: Vec<(u64, Entry)>,
         ops: &mut Vec<Op>,
-    ) -> Result<(Arc<QueueHandle>, Vec<(u64, Entry)>), StorageError> {
+    ) -> Result<Moved, StorageError> {
         let mut moved = Vec::with_capacity(entries.len());
         for (seq, e) in entries {
             let old = codec::msg_key(from.id, seq);
