@@ -56,8 +56,6 @@ struct TopicEntry {
     content_based_dedup: bool,
     #[serde(default)]
     max_message_bytes: Option<usize>,
-    #[serde(default)]
-    subscriptions: BTreeMap<String, toml::Value>,
 }
 
 /// A subscription entry; `filter_policy` may also be written as a JSON string.
@@ -71,6 +69,10 @@ struct SubscriptionEntry {
     filter_policy_scope: FilterScope,
     #[serde(default)]
     raw_message_delivery: bool,
+    #[serde(default)]
+    dead_letter_queue: Option<String>,
+    #[serde(default)]
+    delivery_policy: Option<JsonOrText>,
 }
 
 /// A JSON value written either as TOML or as a string holding JSON.
@@ -168,30 +170,40 @@ pub fn parse(
                     if let Err(e) = validate_name(Kind::Topic, &name) {
                         err(at.clone(), e);
                     }
-                    let entry = match v.try_into::<TopicEntry>() {
-                        Ok(e) => e,
-                        Err(e) => {
-                            err(at, e.message().to_string());
-                            continue;
+                    // Subscriptions are read apart from the topic's own keys, so a
+                    // mistake in one is reported without hiding mistakes in the other.
+                    let mut v = v;
+                    let subscriptions = match v.as_table_mut().map(|t| t.remove("subscriptions")) {
+                        Some(Some(toml::Value::Table(subs))) => subs,
+                        Some(Some(_)) => {
+                            err(format!("{at}.subscriptions"), "expected a table".into());
+                            toml::Table::new()
                         }
+                        _ => toml::Table::new(),
                     };
-                    let schema = match entry.schema.map(JsonOrText::into_json).transpose() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            err(format!("{at}.schema"), e);
-                            None
+                    match v.try_into::<TopicEntry>() {
+                        Ok(entry) => {
+                            let schema = match entry.schema.map(JsonOrText::into_json).transpose() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    err(format!("{at}.schema"), e);
+                                    None
+                                }
+                            };
+                            let spec = TopicSpec {
+                                fifo: entry.fifo,
+                                schema,
+                                content_based_dedup: entry.content_based_dedup,
+                                max_message_bytes: entry.max_message_bytes,
+                            };
+                            for FieldError { field, message } in spec.validate(&name) {
+                                err(format!("{at}.{field}"), message);
+                            }
+                            cfg.topics.insert(name.clone(), spec);
                         }
-                    };
-                    let spec = TopicSpec {
-                        fifo: entry.fifo,
-                        schema,
-                        content_based_dedup: entry.content_based_dedup,
-                        max_message_bytes: entry.max_message_bytes,
-                    };
-                    for FieldError { field, message } in spec.validate(&name) {
-                        err(format!("{at}.{field}"), message);
+                        Err(e) => err(at.clone(), e.message().to_string()),
                     }
-                    for (sub, v) in entry.subscriptions {
+                    for (sub, v) in subscriptions {
                         let sat = format!("{at}.subscriptions.{sub}");
                         if let Err(e) = validate_name(Kind::Subscription, &sub) {
                             err(sat.clone(), e);
@@ -216,13 +228,24 @@ pub fn parse(
                             filter_policy,
                             filter_policy_scope: se.filter_policy_scope,
                             raw_message_delivery: se.raw_message_delivery,
+                            dead_letter_queue: se.dead_letter_queue,
+                            delivery_policy: match se
+                                .delivery_policy
+                                .map(JsonOrText::into_json)
+                                .transpose()
+                            {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    err(format!("{sat}.delivery_policy"), e);
+                                    None
+                                }
+                            },
                         };
                         for FieldError { field, message } in spec.validate() {
                             err(format!("{sat}.{field}"), message);
                         }
                         cfg.subscriptions.insert((name.clone(), sub), spec);
                     }
-                    cfg.topics.insert(name, spec);
                 }
             }
             _ => err(
@@ -248,6 +271,14 @@ pub fn parse(
         if !queue_known(q) {
             err(
                 format!("topics.{topic}.subscriptions.{sub}.endpoint.queue"),
+                format!("queue {q:?} is not declared"),
+            );
+        }
+        if let Some(q) = &spec.dead_letter_queue
+            && !queue_known(q)
+        {
+            err(
+                format!("topics.{topic}.subscriptions.{sub}.dead_letter_queue"),
                 format!("queue {q:?} is not declared"),
             );
         }

@@ -2,6 +2,7 @@
 pub mod api;
 pub mod attributes;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod matching;
 pub mod model;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use switchyard::client::cli::{self as client_cli, ClientCommand};
 use switchyard::server;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the router.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +60,10 @@ fn main() -> ExitCode {
         .expect("a tokio runtime builds on any supported OS");
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Client(cmd) => rt.block_on(client_cli::run(cmd)).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }),
     }
 }
 

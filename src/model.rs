@@ -255,6 +255,14 @@ pub struct SubscriptionSpec {
     pub filter_policy_scope: FilterScope,
     #[serde(default)]
     pub raw_message_delivery: bool,
+    /// Queue that receives deliveries this subscription cannot make (its queue was
+    /// deleted), as SNS's subscription redrive policy.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    /// Retry policy for endpoints that can fail transiently (HTTP); queue endpoints
+    /// never need one.
+    #[serde(default)]
+    pub delivery_policy: Option<serde_json::Value>,
 }
 
 /// Which part of a message a filter policy looks at (SNS `FilterPolicyScope`).
@@ -279,6 +287,17 @@ impl SubscriptionSpec {
             && let Err(e) = crate::matching::parse_policy(policy)
         {
             errs.push(FieldError::new("filter_policy", e));
+        }
+        if let Some(q) = &self.dead_letter_queue
+            && let Err(e) = validate_name(Kind::Queue, q)
+        {
+            errs.push(FieldError::new("dead_letter_queue", e));
+        }
+        if self.delivery_policy.is_some() {
+            errs.push(FieldError::new(
+                "delivery_policy",
+                "a queue endpoint stores every delivery at once; delivery policies are for endpoints that can fail",
+            ));
         }
         errs
     }

@@ -191,14 +191,6 @@ impl Router {
     /// Creates a topic or updates what may change; `Ok(true)` when it was created.
     pub async fn put_topic(&self, name: &str, spec: TopicSpec) -> Result<bool, RouterError> {
         validate_name(Kind::Topic, name).map_err(RouterError::Invalid)?;
-        let errors = spec.validate(name);
-        if !errors.is_empty() {
-            return Err(RouterError::InvalidSpec {
-                kind: Kind::Topic,
-                name: name.into(),
-                errors,
-            });
-        }
         let existing = self.topic(name).ok();
         if let Some(old) = &existing {
             if let Some(field) = old.spec.immutable_diff(&spec) {
@@ -209,6 +201,14 @@ impl Router {
             if old.spec == spec {
                 return Ok(false);
             }
+        }
+        let errors = spec.validate(name);
+        if !errors.is_empty() {
+            return Err(RouterError::InvalidSpec {
+                kind: Kind::Topic,
+                name: name.into(),
+                errors,
+            });
         }
         let subs = existing
             .as_ref()
@@ -260,6 +260,15 @@ impl Router {
             },
             _ => {}
         }
+        if let Some(d) = &spec.dead_letter_queue
+            && errors.is_empty()
+            && self.backend.queue(d).is_none()
+        {
+            errors.push(FieldError::new(
+                "dead_letter_queue",
+                format!("queue {d:?} does not exist"),
+            ));
+        }
         if !errors.is_empty() {
             return Err(RouterError::InvalidSpec {
                 kind: Kind::Subscription,
@@ -310,6 +319,18 @@ impl Router {
     /// Creates a queue or updates what may change; `Ok(true)` when it was created.
     pub async fn put_queue(&self, name: &str, spec: QueueSpec) -> Result<bool, RouterError> {
         validate_name(Kind::Queue, name).map_err(RouterError::Invalid)?;
+        let existing = self.backend.queue(name);
+        if let Some(h) = &existing {
+            let old = h.spec();
+            if let Some(field) = old.immutable_diff(&spec) {
+                return Err(RouterError::Conflict(format!(
+                    "queue {name:?} exists with a different {field}, which cannot change; delete it first"
+                )));
+            }
+            if old == spec {
+                return Ok(false);
+            }
+        }
         let mut errors = spec.validate(name);
         if let Some(rp) = &spec.redrive_policy
             && errors.is_empty()
@@ -332,18 +353,6 @@ impl Router {
                 name: name.into(),
                 errors,
             });
-        }
-        let existing = self.backend.queue(name);
-        if let Some(h) = &existing {
-            let old = h.spec();
-            if let Some(field) = old.immutable_diff(&spec) {
-                return Err(RouterError::Conflict(format!(
-                    "queue {name:?} exists with a different {field}, which cannot change; delete it first"
-                )));
-            }
-            if old == spec {
-                return Ok(false);
-            }
         }
         self.backend.put_queue(name, spec).await?;
         Ok(existing.is_none())

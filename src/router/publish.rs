@@ -165,8 +165,11 @@ impl Router {
                 let name = &t.sub_order[id as usize];
                 let sub = &t.subscriptions[name];
                 let Endpoint::Queue(q) = &sub.endpoint;
-                let Some(h) = self.backend.queue(q) else {
-                    tracing::warn!(topic = %t.name, subscription = %name, queue = %q, "subscribed queue no longer exists; delivery skipped");
+                let Some(h) = self.backend.queue(q).or_else(|| {
+                    let dlq = sub.dead_letter_queue.as_deref().and_then(|d| self.backend.queue(d));
+                    tracing::warn!(topic = %t.name, subscription = %name, queue = %q, dead_letter = dlq.is_some(), "subscribed queue no longer exists");
+                    dlq
+                }) else {
                     continue;
                 };
                 let (payload, attrs) = if sub.raw_message_delivery {

@@ -1,0 +1,768 @@
+//! The client subcommands of the `switchyard` binary: `publish`, `send` and `receive`
+//! against a running server.
+//!
+//! `main` flattens [`ClientCommand`] into its own subcommands and hands a parsed command to
+//! [`run`]. Output is made for scripts: one JSON object per line on stdout, errors on stderr
+//! as `error: <title>: <detail>`. Exit codes: 0 success, 1 the server refused or could not
+//! be reached, 2 bad input (clap's own usage errors also exit 2).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+use super::{
+    AttributeValue, Attributes, BatchEntry, Client, ClientError, MAX_RECEIVE_MESSAGES, MAX_WAIT_S,
+    MessageAttribute, Publish, Receive, ReceivedMessage, SendMessage,
+};
+
+/// Where the client subcommands look for a server unless told otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8088";
+
+/// Lines of `--lines` input sent per batch request: small enough that a slow producer's
+/// lines still go out promptly, large enough to cut request overhead tenfold.
+const LINES_PER_REQUEST: usize = 10;
+
+/// Exit code when the server refused a request or could not be reached.
+const EXIT_FAILED: u8 = 1;
+/// Exit code for bad input (same as clap's usage errors).
+const EXIT_USAGE: u8 = 2;
+
+/// Client subcommands; `main` flattens these into the binary's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Publish events to a topic; prints {"message_id":…} per event.
+    Publish(PublishArgs),
+    /// Send messages straight to a queue; prints {"message_id":…} per message.
+    Send(SendArgs),
+    /// Receive messages from a queue; prints one JSON object per message.
+    Receive(ReceiveArgs),
+}
+
+/// Runs a client subcommand to completion.
+///
+/// Server refusals and unreachable servers are reported on stderr and turned into exit
+/// codes; `Err` is left for failures of the process itself (stdout closed with an error).
+pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::Publish(args) => publish(args).await,
+        ClientCommand::Send(args) => send(args).await,
+        ClientCommand::Receive(args) => receive(args).await,
+    }
+}
+
+/// Which server to talk to.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Base URL of the Switchyard server.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ConnectArgs {
+    fn client(&self) -> Result<Client, ClientError> {
+        let client = Client::new(&self.url)?;
+        Ok(match &self.token {
+            Some(token) => client.with_token(token),
+            None => client,
+        })
+    }
+}
+
+/// Where the message(s) come from: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct MessageInput {
+    /// The message, as JSON (a bare word must be quoted: '"hello"').
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub message: Option<Value>,
+    /// Read one JSON message from FILE ('-' for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Read one JSON message per line from stdin; blank lines are skipped.
+    #[arg(long)]
+    pub lines: bool,
+}
+
+/// A `--attr` argument, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeArg {
+    /// Attribute name.
+    pub name: String,
+    /// Its value in the request's form.
+    pub value: AttributeValue,
+}
+
+/// `publish TOPIC …`
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Topic to publish to.
+    pub topic: String,
+    #[command(flatten)]
+    pub input: MessageInput,
+    /// Message attribute; TYPE is String (default), Number, String.Array (a JSON array) or
+    /// Binary (base64). Repeat for several.
+    #[arg(long = "attr", value_name = "NAME[:TYPE]=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<AttributeArg>,
+    /// FIFO topics: the message group.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// FIFO topics: the deduplication id (not with --lines: every line would share it).
+    #[arg(long, conflicts_with = "lines")]
+    pub dedup_id: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `send QUEUE …`
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Queue to send to.
+    pub queue: String,
+    #[command(flatten)]
+    pub input: MessageInput,
+    /// Message attribute; TYPE is String (default), Number, String.Array (a JSON array) or
+    /// Binary (base64). Repeat for several.
+    #[arg(long = "attr", value_name = "NAME[:TYPE]=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<AttributeArg>,
+    /// Seconds before the message becomes visible (0..=900); default: the queue's delay.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=900))]
+    pub delay_s: Option<u32>,
+    /// FIFO queues: the message group.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// FIFO queues: the deduplication id (not with --lines: every line would share it).
+    #[arg(long, conflicts_with = "lines")]
+    pub dedup_id: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `receive QUEUE …`
+#[derive(Debug, Clone, Args)]
+pub struct ReceiveArgs {
+    /// Queue to receive from.
+    pub queue: String,
+    /// Most messages per receive (1..=10).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RECEIVE_MESSAGES)))]
+    pub max: u32,
+    /// Seconds to wait for a first message (0..=20); default 0, or 20 with --follow.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_WAIT_S)))]
+    pub wait_s: Option<u32>,
+    /// Seconds the received messages stay hidden from other receivers; default: the queue's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=43_200))]
+    pub visibility_timeout_s: Option<u32>,
+    /// Delete each message once it has been printed.
+    #[arg(long)]
+    pub ack: bool,
+    /// Keep receiving until interrupted (ctrl-c).
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Parses a `--message` value.
+fn parse_json(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))
+}
+
+/// Parses `NAME=VALUE` (a String) or `NAME:TYPE=VALUE`.
+pub fn parse_attribute(arg: &str) -> Result<AttributeArg, String> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE or NAME:TYPE=VALUE, got {arg:?}"))?;
+    // SNS attribute names have no ':', so the first one separates the type.
+    let (name, data_type) = match key.split_once(':') {
+        Some((name, data_type)) => (name, Some(data_type)),
+        None => (key, None),
+    };
+    if name.is_empty() {
+        return Err(format!("attribute name is empty in {arg:?}"));
+    }
+    let value = match data_type {
+        None | Some("String") => AttributeValue::String(value.to_owned()),
+        Some("Number") => {
+            // Sent in SNS form to keep the number exactly as written ("1.50" stays "1.50").
+            match serde_json::from_str::<Value>(value) {
+                Ok(Value::Number(_)) => AttributeValue::Typed(MessageAttribute::number(value)),
+                _ => return Err(format!("attribute {name}: {value:?} is not a number")),
+            }
+        }
+        Some("String.Array") => match serde_json::from_str::<Value>(value) {
+            Ok(Value::Array(items))
+                if items
+                    .iter()
+                    .all(|item| item.is_string() || item.is_number()) =>
+            {
+                AttributeValue::Array(items)
+            }
+            _ => {
+                return Err(format!(
+                    "attribute {name}: String.Array needs a JSON array of strings and numbers, got {value:?}"
+                ));
+            }
+        },
+        Some("Binary") => {
+            if !is_base64(value) {
+                return Err(format!(
+                    "attribute {name}: Binary needs base64, got {value:?}"
+                ));
+            }
+            AttributeValue::Typed(MessageAttribute {
+                data_type: "Binary".to_owned(),
+                value: value.to_owned(),
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "attribute {name}: unknown type {other:?} (expected String, Number, String.Array or Binary)"
+            ));
+        }
+    };
+    Ok(AttributeArg {
+        name: name.to_owned(),
+        value,
+    })
+}
+
+/// Standard base64 with padding, as SNS expects for Binary attributes.
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    text.len().is_multiple_of(4)
+        && text.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/')
+}
+
+/// Collects `--attr` arguments into a map, refusing a name given twice.
+fn collect_attributes(args: &[AttributeArg]) -> Result<Attributes, String> {
+    let mut attributes = BTreeMap::new();
+    for arg in args {
+        if attributes
+            .insert(arg.name.clone(), arg.value.clone())
+            .is_some()
+        {
+            return Err(format!("attribute {} is given more than once", arg.name));
+        }
+    }
+    Ok(attributes)
+}
+
+/// The single message of `--message` or `--file`, or `None` for `--lines`.
+async fn single_message(input: &MessageInput) -> Result<Option<Value>, String> {
+    if let Some(message) = &input.message {
+        return Ok(Some(message.clone()));
+    }
+    let Some(path) = &input.file else {
+        return Ok(None);
+    };
+    let text = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        tokio::io::stdin()
+            .read_to_string(&mut text)
+            .await
+            .map_err(|error| format!("cannot read stdin: {error}"))?;
+        text
+    } else {
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|error| format!("{} is not JSON: {error}", path.display()))
+}
+
+/// What publishing or sending does with each message: the part that differs between
+/// `publish` and `send`.
+trait Producer {
+    type Item: serde::Serialize;
+    fn item(&self, message: Value) -> Self::Item;
+    async fn one(&self, item: &Self::Item) -> Result<String, ClientError>;
+    async fn batch(
+        &self,
+        entries: &[BatchEntry<Self::Item>],
+    ) -> Result<super::BatchResult, ClientError>;
+}
+
+struct TopicProducer {
+    client: Client,
+    topic: String,
+    template: Publish,
+}
+
+impl Producer for TopicProducer {
+    type Item = Publish;
+    fn item(&self, message: Value) -> Publish {
+        Publish {
+            message,
+            ..self.template.clone()
+        }
+    }
+    async fn one(&self, item: &Publish) -> Result<String, ClientError> {
+        self.client.publish(&self.topic, item).await
+    }
+    async fn batch(
+        &self,
+        entries: &[BatchEntry<Publish>],
+    ) -> Result<super::BatchResult, ClientError> {
+        self.client.publish_batch(&self.topic, entries).await
+    }
+}
+
+struct QueueProducer {
+    client: Client,
+    queue: String,
+    template: SendMessage,
+}
+
+impl Producer for QueueProducer {
+    type Item = SendMessage;
+    fn item(&self, message: Value) -> SendMessage {
+        SendMessage {
+            message,
+            ..self.template.clone()
+        }
+    }
+    async fn one(&self, item: &SendMessage) -> Result<String, ClientError> {
+        self.client.send(&self.queue, item).await
+    }
+    async fn batch(
+        &self,
+        entries: &[BatchEntry<SendMessage>],
+    ) -> Result<super::BatchResult, ClientError> {
+        self.client.send_batch(&self.queue, entries).await
+    }
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let attributes = match collect_attributes(&args.attributes) {
+        Ok(attributes) => attributes,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let producer = TopicProducer {
+        client,
+        topic: args.topic,
+        template: Publish {
+            message: Value::Null,
+            attributes,
+            group_id: args.group_id,
+            dedup_id: args.dedup_id,
+        },
+    };
+    produce(&producer, &args.input).await
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let attributes = match collect_attributes(&args.attributes) {
+        Ok(attributes) => attributes,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let producer = QueueProducer {
+        client,
+        queue: args.queue,
+        template: SendMessage {
+            message: Value::Null,
+            attributes,
+            delay_s: args.delay_s,
+            group_id: args.group_id,
+            dedup_id: args.dedup_id,
+        },
+    };
+    produce(&producer, &args.input).await
+}
+
+/// Publishes or sends the input: one message, or every line of stdin.
+async fn produce<P: Producer>(producer: &P, input: &MessageInput) -> anyhow::Result<ExitCode> {
+    let message = match single_message(input).await {
+        Ok(message) => message,
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    let mut out = io::stdout().lock();
+    match message {
+        Some(message) => match producer.one(&producer.item(message)).await {
+            Ok(message_id) => {
+                let line = serde_json::json!({ "message_id": message_id });
+                Ok(print_line(&mut out, &line)?.unwrap_or(ExitCode::SUCCESS))
+            }
+            Err(error) => Ok(failed(&error)),
+        },
+        None => {
+            drop(out);
+            produce_lines(producer, tokio::io::stdin()).await
+        }
+    }
+}
+
+/// Sends each JSON line of `input` in batches of up to [`LINES_PER_REQUEST`], printing
+/// `{"line":N,"message_id":…}` per stored message. A batch goes out when it is full or
+/// when no further input is buffered, so a slow producer's lines are not held back.
+async fn produce_lines<P: Producer, R: AsyncRead + Unpin>(
+    producer: &P,
+    input: R,
+) -> anyhow::Result<ExitCode> {
+    let mut reader = BufReader::new(input);
+    let mut batch: Vec<(u64, Value)> = Vec::with_capacity(LINES_PER_REQUEST);
+    let mut line = String::new();
+    let mut line_number = 0_u64;
+    let mut outcome = LinesOutcome::default();
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .await
+            .context("cannot read stdin")?;
+        if read == 0 {
+            break;
+        }
+        line_number += 1;
+        let text = line.trim();
+        if !text.is_empty() {
+            match serde_json::from_str::<Value>(text) {
+                Ok(message) => batch.push((line_number, message)),
+                Err(error) => {
+                    eprintln!("error: line {line_number}: not JSON: {error}");
+                    outcome.bad_input = true;
+                }
+            }
+        }
+        let flush =
+            batch.len() == LINES_PER_REQUEST || (!batch.is_empty() && reader.buffer().is_empty());
+        if flush && let Some(code) = send_lines(producer, &mut batch, &mut outcome).await? {
+            return Ok(code);
+        }
+    }
+    if let Some(code) = send_lines(producer, &mut batch, &mut outcome).await? {
+        return Ok(code);
+    }
+    Ok(outcome.exit_code())
+}
+
+#[derive(Default)]
+struct LinesOutcome {
+    /// Some line was not JSON.
+    bad_input: bool,
+    /// Some line was refused by the server.
+    failed: bool,
+}
+
+impl LinesOutcome {
+    fn exit_code(&self) -> ExitCode {
+        if self.bad_input {
+            ExitCode::from(EXIT_USAGE)
+        } else if self.failed {
+            ExitCode::from(EXIT_FAILED)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Sends one batch of lines; `Some(code)` when the run must stop (request failed as a
+/// whole, or stdout is gone).
+async fn send_lines<P: Producer>(
+    producer: &P,
+    batch: &mut Vec<(u64, Value)>,
+    outcome: &mut LinesOutcome,
+) -> anyhow::Result<Option<ExitCode>> {
+    if batch.is_empty() {
+        return Ok(None);
+    }
+    let entries: Vec<BatchEntry<P::Item>> = batch
+        .drain(..)
+        .map(|(line, message)| BatchEntry {
+            id: line.to_string(),
+            item: producer.item(message),
+        })
+        .collect();
+    let result = match producer.batch(&entries).await {
+        Ok(result) => result,
+        Err(error) => return Ok(Some(failed(&error))),
+    };
+    let mut out = io::stdout().lock();
+    for success in &result.successful {
+        let line = serde_json::json!({
+            "line": success.id.parse::<u64>().ok(),
+            "message_id": success.message_id,
+        });
+        if let Some(code) = print_line(&mut out, &line)? {
+            return Ok(Some(code));
+        }
+    }
+    for failure in &result.failed {
+        let title = reqwest::StatusCode::from_u16(failure.status)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+            .unwrap_or("Error");
+        eprintln!("error: line {}: {title}: {}", failure.id, failure.detail);
+        outcome.failed = true;
+    }
+    Ok(None)
+}
+
+async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let wait_s = args
+        .wait_s
+        .unwrap_or(if args.follow { MAX_WAIT_S } else { 0 });
+    let request = Receive {
+        max_messages: args.max,
+        wait_s,
+        visibility_timeout_s: args.visibility_timeout_s,
+    };
+    loop {
+        let received = tokio::select! {
+            received = client.receive(&args.queue, &request) => received,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(error) => return Ok(failed(&error)),
+        };
+        if let Some(code) = print_messages(&messages)? {
+            return Ok(code);
+        }
+        if args.ack && !messages.is_empty() {
+            let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();
+            if let Err(error) = client.ack(&args.queue, &receipts).await {
+                return Ok(failed(&error));
+            }
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn print_messages(messages: &[ReceivedMessage]) -> anyhow::Result<Option<ExitCode>> {
+    let mut out = io::stdout().lock();
+    for message in messages {
+        if let Some(code) = print_line(&mut out, message)? {
+            return Ok(Some(code));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes one JSON line and flushes it (a consumer may be waiting on each line).
+/// `Some(SUCCESS)` when stdout was closed by the reader (`| head`): nothing more to do.
+fn print_line(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<Option<ExitCode>> {
+    let written = serde_json::to_writer(&mut *out, value)
+        .map_err(io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(Some(ExitCode::SUCCESS)),
+        Err(error) => Err(error).context("cannot write to stdout"),
+    }
+}
+
+fn failed(error: &ClientError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    /// Stands in for `main`'s parser.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attribute_without_type_is_a_string() {
+        let arg = parse_attribute("color=red=ish").unwrap();
+        assert_eq!(arg.name, "color");
+        assert_eq!(arg.value, AttributeValue::String("red=ish".into()));
+    }
+
+    #[test]
+    fn number_attribute_keeps_its_spelling() {
+        let arg = parse_attribute("price:Number=1.50").unwrap();
+        assert_eq!(
+            arg.value,
+            AttributeValue::Typed(MessageAttribute::number("1.50"))
+        );
+        assert!(parse_attribute("price:Number=cheap").is_err());
+    }
+
+    #[test]
+    fn string_array_attribute_needs_a_json_array_of_scalars() {
+        let arg = parse_attribute(r#"tags:String.Array=["a",1]"#).unwrap();
+        assert_eq!(arg.value, AttributeValue::Array(vec![json!("a"), json!(1)]));
+        assert!(parse_attribute(r#"tags:String.Array=["a",{"b":1}]"#).is_err());
+        assert!(parse_attribute("tags:String.Array=a,b").is_err());
+    }
+
+    #[test]
+    fn binary_attribute_needs_base64() {
+        let arg = parse_attribute("blob:Binary=aGk=").unwrap();
+        assert_eq!(
+            arg.value,
+            AttributeValue::Typed(MessageAttribute {
+                data_type: "Binary".into(),
+                value: "aGk=".into()
+            })
+        );
+        assert!(parse_attribute("blob:Binary=not base64!").is_err());
+    }
+
+    #[test]
+    fn malformed_attributes_are_refused_with_the_reason() {
+        assert!(
+            parse_attribute("novalue")
+                .unwrap_err()
+                .contains("NAME=VALUE")
+        );
+        assert!(parse_attribute("=x").unwrap_err().contains("empty"));
+        assert!(
+            parse_attribute("a:Bool=true")
+                .unwrap_err()
+                .contains("unknown type")
+        );
+    }
+
+    #[test]
+    fn attribute_given_twice_is_refused() {
+        let args = [
+            parse_attribute("a=1").unwrap(),
+            parse_attribute("a=2").unwrap(),
+        ];
+        assert!(
+            collect_attributes(&args)
+                .unwrap_err()
+                .contains("more than once")
+        );
+    }
+
+    #[test]
+    fn publish_parses_message_attributes_and_fifo_fields() {
+        let command = parse(&[
+            "publish",
+            "orders.fifo",
+            "--message",
+            r#"{"id":1}"#,
+            "--attr",
+            "color=red",
+            "--attr",
+            "n:Number=3",
+            "--group-id",
+            "g1",
+            "--dedup-id",
+            "d1",
+            "--url",
+            "http://127.0.0.1:9999",
+        ])
+        .unwrap();
+        let ClientCommand::Publish(args) = command else {
+            panic!("expected publish, got {command:?}");
+        };
+        assert_eq!(args.topic, "orders.fifo");
+        assert_eq!(args.input.message, Some(json!({"id": 1})));
+        assert_eq!(args.attributes.len(), 2);
+        assert_eq!(args.group_id.as_deref(), Some("g1"));
+        assert_eq!(args.dedup_id.as_deref(), Some("d1"));
+        assert_eq!(args.connect.url, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn publish_needs_exactly_one_message_source() {
+        assert!(parse(&["publish", "t"]).is_err());
+        assert!(parse(&["publish", "t", "--message", "1", "--lines"]).is_err());
+        assert!(parse(&["publish", "t", "--file", "f", "--message", "1"]).is_err());
+        assert!(parse(&["publish", "t", "--lines"]).is_ok());
+    }
+
+    #[test]
+    fn invalid_json_message_is_a_usage_error() {
+        let error = parse(&["publish", "t", "--message", "{oops"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn dedup_id_conflicts_with_lines() {
+        assert!(parse(&["send", "q", "--lines", "--dedup-id", "d"]).is_err());
+    }
+
+    #[test]
+    fn send_delay_is_bounded_like_the_queue_timer() {
+        let ClientCommand::Send(args) =
+            parse(&["send", "q", "--message", "1", "--delay-s", "900"]).unwrap()
+        else {
+            panic!("expected send");
+        };
+        assert_eq!(args.delay_s, Some(900));
+        assert!(parse(&["send", "q", "--message", "1", "--delay-s", "901"]).is_err());
+    }
+
+    #[test]
+    fn receive_defaults_to_one_message_without_waiting() {
+        let ClientCommand::Receive(args) = parse(&["receive", "q"]).unwrap() else {
+            panic!("expected receive");
+        };
+        assert_eq!(
+            (args.max, args.wait_s, args.ack, args.follow),
+            (1, None, false, false)
+        );
+        assert!(parse(&["receive", "q", "--max", "11"]).is_err());
+        assert!(parse(&["receive", "q", "--max", "0"]).is_err());
+        assert!(parse(&["receive", "q", "--wait-s", "21"]).is_err());
+    }
+
+    #[test]
+    fn base64_check_accepts_padding_and_refuses_other_characters() {
+        assert!(is_base64(""));
+        assert!(is_base64("aGk="));
+        assert!(is_base64("aGVsbG8h"));
+        assert!(!is_base64("aGk"));
+        assert!(!is_base64("a==="));
+        assert!(!is_base64("aG-k"));
+    }
+}

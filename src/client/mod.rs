@@ -1,0 +1,517 @@
+//! Typed HTTP client for a running Switchyard server: topics, subscriptions, queues.
+//!
+//! This is the edge the CLI client subcommands ([`cli`]) and the end-to-end tests use; it
+//! speaks only the public contract (the `/v1` HTTP API), never the server's internals.
+//! Every refusal comes back as [`ClientError::Api`] carrying the server's problem+json, so a
+//! caller can branch on the status and print the title and detail.
+//!
+//! It does not retry: whether a retry is safe depends on the call (a publish without a
+//! `dedup_id` is not idempotent), so that is the caller's decision
+//! ([`ClientError::is_retryable`] helps).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard::client::ClientError> {
+//! use serde_json::json;
+//! use switchyard::client::{Client, Publish, QueueSpec, Receive, SubscriptionSpec, TopicSpec};
+//!
+//! let client = Client::new("http://127.0.0.1:8088")?;
+//! client.put_topic("orders", &TopicSpec::default()).await?;
+//! client.put_queue("billing", &QueueSpec::default()).await?;
+//! client
+//!     .put_subscription("orders", "billing", &SubscriptionSpec::to_queue("billing"))
+//!     .await?;
+//! client.publish("orders", &Publish::new(json!({"id": 1}))).await?;
+//! for message in client.receive("billing", &Receive::new(10).wait_s(5)).await? {
+//!     client.ack("billing", &[message.receipt]).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cli;
+mod error;
+mod types;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::{ClientError, Problem};
+pub use types::*;
+
+/// Most entries one batch publish or batch send may carry.
+pub const MAX_BATCH_ENTRIES: usize = 100;
+
+/// Most messages one receive may return.
+pub const MAX_RECEIVE_MESSAGES: u32 = 10;
+
+/// Longest long-poll a receive may ask for, in seconds.
+pub const MAX_WAIT_S: u32 = 20;
+
+/// Time allowed for a call that does not long-poll. Generous because a publish is answered
+/// only once the event is durably stored, which under heavy load waits for a group commit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time allowed on top of a receive's own `wait_s`, so a long poll is never cut short by
+/// the client.
+const LONG_POLL_GRACE: Duration = Duration::from_secs(30);
+
+/// Time allowed to open a connection: the server is local, so this only bounds how long a
+/// call to a server that is not there hangs.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to one Switchyard server. Cheap to clone: clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// HTTP client with its keep-alive connection pool.
+    http: reqwest::Client,
+    /// Where the server listens, e.g. `http://127.0.0.1:8088/`; API paths are appended.
+    base: Url,
+    /// Sent as `Authorization: Bearer …` on every call when the server requires a token.
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8088`).
+    ///
+    /// Proxies from the environment are ignored for loopback addresses, which a proxy could
+    /// not reach anyway.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = parse_base(base_url)?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        if is_loopback(&base) {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
+        Ok(Client {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// A client that uses a caller-built HTTP client (own pool size, timeouts, proxy).
+    pub fn with_http(base_url: &str, http: reqwest::Client) -> Result<Self, ClientError> {
+        Ok(Client {
+            http,
+            base: parse_base(base_url)?,
+            token: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer token` on every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The URL of an API path given as segments; each segment is percent-encoded, so a name
+    /// can never escape its place in the path.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        // `parse_base` refused URLs that cannot be a base, so the path is always editable.
+        url.path_segments_mut()
+            .expect("base URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// `GET /healthz`: succeeds once the server accepts requests.
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        self.call_unit(Method::GET, &["healthz"], None::<&()>).await
+    }
+
+    // ---- topics -------------------------------------------------------------------------
+
+    /// Creates or updates a topic (idempotent; 409 for a change that is not allowed).
+    pub async fn put_topic(&self, topic: &str, spec: &TopicSpec) -> Result<(), ClientError> {
+        self.call_unit(Method::PUT, &["v1", "topics", topic], Some(spec))
+            .await
+    }
+
+    /// Describes a topic.
+    pub async fn get_topic(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+        self.call(Method::GET, &["v1", "topics", topic], None::<&()>)
+            .await
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        self.call_unit(Method::DELETE, &["v1", "topics", topic], None::<&()>)
+            .await
+    }
+
+    /// Publishes one event; returns its message id once it is durably stored.
+    pub async fn publish(&self, topic: &str, publish: &Publish) -> Result<String, ClientError> {
+        let response: MessageIdResponse = self
+            .call(
+                Method::POST,
+                &["v1", "topics", topic, "publish"],
+                Some(publish),
+            )
+            .await?;
+        Ok(response.message_id)
+    }
+
+    /// Publishes up to [`MAX_BATCH_ENTRIES`] events; each entry succeeds or fails on its own.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        entries: &[BatchEntry<Publish>],
+    ) -> Result<BatchResult, ClientError> {
+        self.call(
+            Method::POST,
+            &["v1", "topics", topic, "publish-batch"],
+            Some(&BatchRef { entries }),
+        )
+        .await
+    }
+
+    // ---- subscriptions ------------------------------------------------------------------
+
+    /// Creates or updates a subscription of `topic`.
+    pub async fn put_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), ClientError> {
+        self.call_unit(
+            Method::PUT,
+            &["v1", "topics", topic, "subscriptions", name],
+            Some(spec),
+        )
+        .await
+    }
+
+    /// Describes a subscription.
+    pub async fn get_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Result<SubscriptionInfo, ClientError> {
+        self.call(
+            Method::GET,
+            &["v1", "topics", topic, "subscriptions", name],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Deletes a subscription.
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<(), ClientError> {
+        self.call_unit(
+            Method::DELETE,
+            &["v1", "topics", topic, "subscriptions", name],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Lists a topic's subscriptions.
+    pub async fn list_subscriptions(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<SubscriptionInfo>, ClientError> {
+        let listing: SubscriptionListing = self
+            .call(
+                Method::GET,
+                &["v1", "topics", topic, "subscriptions"],
+                None::<&()>,
+            )
+            .await?;
+        Ok(match listing {
+            SubscriptionListing::Bare(subscriptions)
+            | SubscriptionListing::Wrapped { subscriptions } => subscriptions,
+        })
+    }
+
+    // ---- queues -------------------------------------------------------------------------
+
+    /// Creates or updates a queue (idempotent; 409 for a change that is not allowed).
+    pub async fn put_queue(&self, queue: &str, spec: &QueueSpec) -> Result<(), ClientError> {
+        self.call_unit(Method::PUT, &["v1", "queues", queue], Some(spec))
+            .await
+    }
+
+    /// Describes a queue, with approximate message counts.
+    pub async fn get_queue(&self, queue: &str) -> Result<QueueInfo, ClientError> {
+        self.call(Method::GET, &["v1", "queues", queue], None::<&()>)
+            .await
+    }
+
+    /// Deletes a queue and its messages.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), ClientError> {
+        self.call_unit(Method::DELETE, &["v1", "queues", queue], None::<&()>)
+            .await
+    }
+
+    /// Sends one message straight to a queue; returns its id once it is durably stored.
+    pub async fn send(&self, queue: &str, message: &SendMessage) -> Result<String, ClientError> {
+        let response: MessageIdResponse = self
+            .call(
+                Method::POST,
+                &["v1", "queues", queue, "messages"],
+                Some(message),
+            )
+            .await?;
+        Ok(response.message_id)
+    }
+
+    /// Sends several messages in one request; each entry succeeds or fails on its own.
+    pub async fn send_batch(
+        &self,
+        queue: &str,
+        entries: &[BatchEntry<SendMessage>],
+    ) -> Result<BatchResult, ClientError> {
+        self.call(
+            Method::POST,
+            &["v1", "queues", queue, "messages"],
+            Some(&BatchRef { entries }),
+        )
+        .await
+    }
+
+    /// Receives up to `max_messages`, long-polling up to `wait_s`. An empty result is not an
+    /// error.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        receive: &Receive,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let timeout = Duration::from_secs(u64::from(receive.wait_s)) + LONG_POLL_GRACE;
+        let received: Received = self
+            .call_with_timeout(
+                Method::POST,
+                &["v1", "queues", queue, "receive"],
+                Some(receive),
+                timeout,
+            )
+            .await?;
+        Ok(received.messages)
+    }
+
+    /// Deletes received messages. If any receipt is invalid or stale the server answers with
+    /// a problem (400 or 410) whose [`Problem::acked`] lists the receipts that did succeed.
+    pub async fn ack(&self, queue: &str, receipts: &[String]) -> Result<u64, ClientError> {
+        let acked: Acked = self
+            .call(
+                Method::POST,
+                &["v1", "queues", queue, "ack"],
+                Some(&AckRef { receipts }),
+            )
+            .await?;
+        Ok(acked.acked)
+    }
+
+    /// Changes how long a received message stays invisible; 0 makes it visible at once.
+    pub async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout_s: u32,
+    ) -> Result<(), ClientError> {
+        let body = ChangeVisibility {
+            receipt: receipt.to_owned(),
+            timeout_s,
+        };
+        self.call_unit(
+            Method::POST,
+            &["v1", "queues", queue, "visibility"],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Deletes every message in a queue.
+    pub async fn purge(&self, queue: &str) -> Result<(), ClientError> {
+        self.call_unit(Method::POST, &["v1", "queues", queue, "purge"], None::<&()>)
+            .await
+    }
+
+    /// Moves every message of a dead-letter queue back to the queue it came from; returns
+    /// how many moved.
+    pub async fn redrive(&self, dead_letter_queue: &str) -> Result<u64, ClientError> {
+        let moved: Moved = self
+            .call(
+                Method::POST,
+                &["v1", "queues", dead_letter_queue, "redrive"],
+                None::<&()>,
+            )
+            .await?;
+        Ok(moved.moved)
+    }
+
+    // ---- plumbing -----------------------------------------------------------------------
+
+    async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<R, ClientError> {
+        self.call_with_timeout(method, segments, body, REQUEST_TIMEOUT)
+            .await
+    }
+
+    async fn call_with_timeout<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<R, ClientError> {
+        let (url, bytes) = self.send_request(method, segments, body, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// A call whose success body, if any, carries nothing the caller needs.
+    async fn call_unit<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        self.send_request(method, segments, body, REQUEST_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Sends one request; a success status yields the body, anything else a [`Problem`].
+    async fn send_request<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<(Url, bytes::Bytes), ClientError> {
+        let url = self.url(segments);
+        let mut request = self.http.request(method, url.clone()).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let transport = |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            Ok((url, bytes))
+        } else {
+            Err(ClientError::Api(Box::new(problem_from(status, &bytes))))
+        }
+    }
+}
+
+/// Reads an error body as problem+json, or wraps whatever it is.
+fn problem_from(status: StatusCode, body: &[u8]) -> Problem {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => problem,
+        Err(_) => Problem::from_plain(status, body),
+    }
+}
+
+fn parse_base(base_url: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: String| ClientError::InvalidUrl {
+        url: base_url.to_owned(),
+        reason,
+    };
+    let url = Url::parse(base_url).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid("no host".to_owned()));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed, `[::1]`.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Borrowed `{"entries":[…]}` so batch calls need not clone their entries.
+#[derive(Serialize)]
+struct BatchRef<'a, T> {
+    entries: &'a [BatchEntry<T>],
+}
+
+/// Borrowed `{"receipts":[…]}`.
+#[derive(Serialize)]
+struct AckRef<'a> {
+    receipts: &'a [String],
+}
+
+/// The subscription listing, bare or wrapped in an object: the contract does not fix which.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum SubscriptionListing {
+    Bare(Vec<SubscriptionInfo>),
+    Wrapped {
+        subscriptions: Vec<SubscriptionInfo>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        let client = Client::new("http://127.0.0.1:8088").unwrap();
+        assert_eq!(
+            client.url(&["v1", "topics", "a/b c", "publish"]).as_str(),
+            "http://127.0.0.1:8088/v1/topics/a%2Fb%20c/publish"
+        );
+    }
+
+    #[test]
+    fn base_url_path_prefix_is_kept() {
+        let client = Client::new("http://localhost:9000/router/").unwrap();
+        assert_eq!(
+            client.url(&["healthz"]).as_str(),
+            "http://localhost:9000/router/healthz"
+        );
+    }
+
+    #[test]
+    fn base_url_must_be_http_with_a_host() {
+        assert!(matches!(
+            Client::new("mailto:someone@example.com"),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("not a url"),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: each module drives the real `switchyard` binary
+//! through its public interfaces. Shared helpers live in `harness`.
+
+mod harness;
+
+mod bad_input;
+mod crash;
+mod queues;
+mod topics;

@@ -1,0 +1,646 @@
+//! Queues end to end: visibility, long polling, delays, dead-letter queues and redrive,
+//! FIFO ordering and deduplication, retention, purge and counts, batch send.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard::client::{
+    Client, MessageAttribute, QueueInfo, QueueSpec, Receive, ReceivedMessage, RedrivePolicy,
+    SendMessage,
+};
+
+use crate::harness::{drain, eventually, receive_count, spawn_server};
+
+/// Deadline for a condition that a one-second timer makes true: generous for a loaded CI
+/// machine, short enough that a server that never fires fails the test quickly.
+const TIMER_WITHIN: Duration = Duration::from_secs(15);
+
+/// Deadline for messages that are already stored to come back from receives.
+const RECEIVE_WITHIN: Duration = Duration::from_secs(10);
+
+async fn queue(client: &Client, name: &str, spec: QueueSpec) {
+    client.put_queue(name, &spec).await.unwrap();
+}
+
+async fn receive_one_now(
+    client: &Client,
+    queue: &str,
+    receive: &Receive,
+) -> Option<ReceivedMessage> {
+    let mut messages = client.receive(queue, receive).await.unwrap();
+    assert!(messages.len() <= 1, "asked for one, got {messages:?}");
+    messages.pop()
+}
+
+async fn counts(client: &Client, queue: &str) -> (u64, u64, u64) {
+    let QueueInfo {
+        approximate_visible,
+        approximate_in_flight,
+        approximate_delayed,
+        ..
+    } = client.get_queue(queue).await.unwrap();
+    (
+        approximate_visible,
+        approximate_in_flight,
+        approximate_delayed,
+    )
+}
+
+#[tokio::test]
+async fn message_reappears_after_its_visibility_timeout_with_a_higher_receive_count() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    let spec = QueueSpec {
+        visibility_timeout_s: 1,
+        ..QueueSpec::default()
+    };
+    queue(client, "jobs", spec).await;
+    client
+        .send("jobs", &SendMessage::new(json!("work")))
+        .await
+        .unwrap();
+
+    let first = receive_one_now(client, "jobs", &Receive::new(1))
+        .await
+        .expect("a message");
+    assert_eq!(first.receive_count, 1);
+    assert!(
+        receive_one_now(client, "jobs", &Receive::new(1))
+            .await
+            .is_none(),
+        "message visible again while its receipt is fresh"
+    );
+
+    let again = eventually(TIMER_WITHIN, "message visible again", || async {
+        receive_one_now(client, "jobs", &Receive::new(1)).await
+    })
+    .await;
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.message, json!("work"));
+    assert_eq!(again.receive_count, 2);
+    assert_ne!(
+        again.receipt, first.receipt,
+        "a new receive gets a new receipt"
+    );
+}
+
+#[tokio::test]
+async fn receive_with_its_own_visibility_timeout_overrides_the_queue_default() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+    client
+        .send("jobs", &SendMessage::new(json!(1)))
+        .await
+        .unwrap();
+
+    let first = receive_one_now(client, "jobs", &Receive::new(1).visibility_timeout_s(1))
+        .await
+        .expect("a message");
+
+    let again = eventually(TIMER_WITHIN, "message visible again", || async {
+        receive_one_now(client, "jobs", &Receive::new(1)).await
+    })
+    .await;
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.receive_count, 2);
+}
+
+#[tokio::test]
+async fn changing_visibility_to_zero_makes_the_message_visible_at_once() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+    client
+        .send("jobs", &SendMessage::new(json!(1)))
+        .await
+        .unwrap();
+    let first = receive_one_now(client, "jobs", &Receive::new(1))
+        .await
+        .expect("a message");
+    assert!(
+        receive_one_now(client, "jobs", &Receive::new(1))
+            .await
+            .is_none()
+    );
+
+    client
+        .change_visibility("jobs", &first.receipt, 0)
+        .await
+        .unwrap();
+
+    let again = receive_one_now(client, "jobs", &Receive::new(1))
+        .await
+        .expect("visible at once");
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.receive_count, 2);
+}
+
+#[tokio::test]
+async fn long_poll_returns_as_soon_as_a_message_is_sent() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+    let wait_s = 10;
+    let receiver = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let received = client
+                .receive("jobs", &Receive::new(1).wait_s(wait_s))
+                .await;
+            (received, started.elapsed())
+        })
+    };
+    // One round trip on another connection gives the receive time to reach the server.
+    client.get_queue("jobs").await.unwrap();
+    assert!(
+        !receiver.is_finished(),
+        "a receive on an empty queue with wait_s={wait_s} returned at once"
+    );
+
+    client
+        .send("jobs", &SendMessage::new(json!("wake up")))
+        .await
+        .unwrap();
+
+    let (received, elapsed) = receiver.await.unwrap();
+    let received = received.unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].message, json!("wake up"));
+    assert!(
+        elapsed < Duration::from_secs(u64::from(wait_s) / 2),
+        "long poll took {elapsed:?}, so it did not wake on the send"
+    );
+}
+
+#[tokio::test]
+async fn long_poll_on_an_empty_queue_returns_empty_after_the_wait() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+
+    let started = Instant::now();
+    let received = client
+        .receive("jobs", &Receive::new(1).wait_s(1))
+        .await
+        .unwrap();
+
+    assert!(received.is_empty());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
+        "a 1 s long poll took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn queue_delay_hides_new_messages_until_it_passes() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    // Long enough that the checks right after the send run before it passes.
+    let spec = QueueSpec {
+        delay_s: 3,
+        ..QueueSpec::default()
+    };
+    queue(client, "later", spec).await;
+
+    client
+        .send("later", &SendMessage::new(json!("soon")))
+        .await
+        .unwrap();
+
+    assert!(
+        receive_one_now(client, "later", &Receive::new(1))
+            .await
+            .is_none()
+    );
+    assert_eq!(counts(client, "later").await, (0, 0, 1));
+    let received = eventually(TIMER_WITHIN, "delayed message visible", || async {
+        receive_one_now(client, "later", &Receive::new(1)).await
+    })
+    .await;
+    assert_eq!(received.message, json!("soon"));
+}
+
+#[tokio::test]
+async fn per_message_delay_hides_only_that_message() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+
+    client
+        .send("jobs", &SendMessage::new(json!("later")).delay_s(3))
+        .await
+        .unwrap();
+    client
+        .send("jobs", &SendMessage::new(json!("now")))
+        .await
+        .unwrap();
+
+    let now = client.receive("jobs", &Receive::new(10)).await.unwrap();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].message, json!("now"));
+    let later = eventually(TIMER_WITHIN, "delayed message visible", || async {
+        receive_one_now(client, "jobs", &Receive::new(1)).await
+    })
+    .await;
+    assert_eq!(later.message, json!("later"));
+}
+
+#[tokio::test]
+async fn message_moves_to_the_dead_letter_queue_after_max_receives_and_redrive_returns_it() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    let max_receive_count = 2;
+    queue(client, "jobs-dlq", QueueSpec::default()).await;
+    let spec = QueueSpec {
+        redrive_policy: Some(RedrivePolicy {
+            dead_letter_queue: "jobs-dlq".into(),
+            max_receive_count,
+        }),
+        ..QueueSpec::default()
+    };
+    queue(client, "jobs", spec).await;
+    let sent = client
+        .send("jobs", &SendMessage::new(json!("poison")))
+        .await
+        .unwrap();
+    // Visibility 0: each received message is visible again at once, as if its consumer
+    // failed straight away.
+    let fail_fast = Receive::new(1).visibility_timeout_s(0);
+
+    for attempt in 1..=max_receive_count {
+        let message = receive_one_now(client, "jobs", &fail_fast)
+            .await
+            .unwrap_or_else(|| panic!("receive {attempt} returned nothing"));
+        assert_eq!(message.message_id, sent);
+        assert_eq!(message.receive_count, attempt);
+    }
+    assert!(
+        receive_one_now(client, "jobs", &fail_fast).await.is_none(),
+        "a message received max_receive_count times was delivered again"
+    );
+
+    let dead = eventually(
+        RECEIVE_WITHIN,
+        "message in the dead-letter queue",
+        || async { receive_one_now(client, "jobs-dlq", &fail_fast).await },
+    )
+    .await;
+    assert_eq!(dead.message, json!("poison"));
+
+    assert_eq!(client.redrive("jobs-dlq").await.unwrap(), 1);
+
+    let back = receive_one_now(client, "jobs", &Receive::new(1))
+        .await
+        .expect("redriven message is back in its source queue");
+    assert_eq!(back.message, json!("poison"));
+    assert_eq!(counts(client, "jobs-dlq").await, (0, 0, 0));
+}
+
+/// Sends `(group, n)` messages with unique dedup ids to a FIFO queue.
+async fn send_fifo(client: &Client, queue: &str, messages: &[(&str, u32)]) {
+    for (group, n) in messages {
+        client
+            .send(
+                queue,
+                &SendMessage::new(json!({"group": group, "n": n}))
+                    .group_id(*group)
+                    .dedup_id(format!("{group}-{n}")),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn ns(messages: &[ReceivedMessage]) -> Vec<(String, u64)> {
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m.message["group"].as_str().unwrap().to_owned(),
+                m.message["n"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fifo_queue_delivers_each_group_in_send_order() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs.fifo", QueueSpec::fifo()).await;
+    let interleaved: Vec<(&str, u32)> = (1..=6)
+        .flat_map(|n| [("a", n), ("b", n), ("c", n)])
+        .collect();
+    send_fifo(client, "jobs.fifo", &interleaved).await;
+
+    let received = drain(client, "jobs.fifo", 100).await;
+
+    let mut by_group: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (group, n) in ns(&received) {
+        by_group.entry(group).or_default().push(n);
+    }
+    let in_order: Vec<u64> = (1..=6).collect();
+    for group in ["a", "b", "c"] {
+        assert_eq!(by_group[group], in_order, "group {group}");
+    }
+}
+
+#[tokio::test]
+async fn fifo_queue_holds_back_a_group_while_its_messages_are_in_flight() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs.fifo", QueueSpec::fifo()).await;
+    send_fifo(client, "jobs.fifo", &[("a", 1), ("a", 2), ("a", 3)]).await;
+
+    let first = client.receive("jobs.fifo", &Receive::new(2)).await.unwrap();
+    let first_ns = ns(&first);
+    assert!(!first.is_empty());
+    assert_eq!(first_ns[0], ("a".to_owned(), 1), "{first_ns:?}");
+    assert!(
+        client
+            .receive("jobs.fifo", &Receive::new(10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "group a delivered more while a batch of it is in flight"
+    );
+
+    send_fifo(client, "jobs.fifo", &[("b", 1)]).await;
+    let other_group = client
+        .receive("jobs.fifo", &Receive::new(10))
+        .await
+        .unwrap();
+    assert_eq!(ns(&other_group), vec![("b".to_owned(), 1)]);
+
+    let receipts: Vec<String> = first.iter().map(|m| m.receipt.clone()).collect();
+    client.ack("jobs.fifo", &receipts).await.unwrap();
+    let rest = client
+        .receive("jobs.fifo", &Receive::new(10))
+        .await
+        .unwrap();
+    let expected: Vec<(String, u64)> = (first.len() as u64 + 1..=3)
+        .map(|n| ("a".to_owned(), n))
+        .collect();
+    assert_eq!(ns(&rest), expected);
+}
+
+#[tokio::test]
+async fn fifo_queue_drops_a_send_with_a_repeated_dedup_id() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs.fifo", QueueSpec::fifo()).await;
+    let send = |body: Value, dedup: &str| SendMessage::new(body).group_id("g").dedup_id(dedup);
+
+    client
+        .send("jobs.fifo", &send(json!("x"), "d1"))
+        .await
+        .unwrap();
+    client
+        .send("jobs.fifo", &send(json!("y"), "d1"))
+        .await
+        .unwrap();
+    client
+        .send("jobs.fifo", &send(json!("z"), "d2"))
+        .await
+        .unwrap();
+
+    let bodies: Vec<Value> = drain(client, "jobs.fifo", 10)
+        .await
+        .into_iter()
+        .map(|m| m.message)
+        .collect();
+    assert_eq!(bodies, vec![json!("x"), json!("z")]);
+}
+
+#[tokio::test]
+async fn messages_older_than_the_retention_period_are_dropped() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    let short = QueueSpec {
+        retention_s: 1,
+        ..QueueSpec::default()
+    };
+    queue(client, "short", short).await;
+    queue(client, "long", QueueSpec::default()).await;
+    for name in ["short", "long"] {
+        client
+            .send(name, &SendMessage::new(json!("old")))
+            .await
+            .unwrap();
+    }
+    // Visibility 0 so that looking does not hide the message from the next look.
+    let peek = Receive::new(1).visibility_timeout_s(0);
+
+    eventually(TIMER_WITHIN, "message dropped after retention", || async {
+        receive_one_now(client, "short", &peek)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    assert_eq!(counts(client, "short").await, (0, 0, 0));
+    assert!(receive_one_now(client, "long", &peek).await.is_some());
+}
+
+/// 5 visible, 2 of them received (in flight), 1 delayed for a minute.
+async fn queue_with_every_kind_of_message(client: &Client) {
+    queue(client, "jobs", QueueSpec::default()).await;
+    for n in 0..5 {
+        client
+            .send("jobs", &SendMessage::new(json!(n)))
+            .await
+            .unwrap();
+    }
+    client
+        .send("jobs", &SendMessage::new(json!("delayed")).delay_s(60))
+        .await
+        .unwrap();
+    let received = client.receive("jobs", &Receive::new(2)).await.unwrap();
+    assert_eq!(received.len(), 2);
+}
+
+#[tokio::test]
+async fn queue_counts_visible_in_flight_and_delayed_messages() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+
+    queue_with_every_kind_of_message(client).await;
+
+    eventually(
+        RECEIVE_WITHIN,
+        "counts 3 visible, 2 in flight, 1 delayed",
+        || async { (counts(client, "jobs").await == (3, 2, 1)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn purge_deletes_every_message() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue_with_every_kind_of_message(client).await;
+
+    client.purge("jobs").await.unwrap();
+
+    eventually(RECEIVE_WITHIN, "all counts zero after purge", || async {
+        (counts(client, "jobs").await == (0, 0, 0)).then_some(())
+    })
+    .await;
+    assert!(
+        client
+            .receive("jobs", &Receive::new(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    client
+        .send("jobs", &SendMessage::new(json!("after")))
+        .await
+        .unwrap();
+    let after = client.receive("jobs", &Receive::new(10)).await.unwrap();
+    assert_eq!(after.len(), 1, "the queue works after a purge");
+}
+
+#[tokio::test]
+async fn acked_messages_are_deleted_for_good() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    let spec = QueueSpec {
+        visibility_timeout_s: 1,
+        ..QueueSpec::default()
+    };
+    queue(client, "jobs", spec).await;
+    for n in 0..3 {
+        client
+            .send("jobs", &SendMessage::new(json!(n)))
+            .await
+            .unwrap();
+    }
+    let received = receive_count(client, "jobs", 3, RECEIVE_WITHIN).await;
+    let receipts: Vec<String> = received.iter().map(|m| m.receipt.clone()).collect();
+
+    assert_eq!(client.ack("jobs", &receipts).await.unwrap(), 3);
+
+    assert_eq!(counts(client, "jobs").await, (0, 0, 0));
+    // Past the visibility timeout an unacknowledged message would be back; a 2 s long
+    // poll covers it.
+    let later = client
+        .receive("jobs", &Receive::new(10).wait_s(2))
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "acked messages came back: {later:?}");
+}
+
+#[tokio::test]
+async fn sent_attributes_come_back_in_sns_form() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs", QueueSpec::default()).await;
+
+    client
+        .send(
+            "jobs",
+            &SendMessage::new(json!({"id": 1}))
+                .attribute("color", "red")
+                .attribute("count", 5)
+                .attribute("price", MessageAttribute::number("1.50"))
+                .attribute(
+                    "tags",
+                    switchyard::client::AttributeValue::Array(vec![json!("a"), json!("b")]),
+                ),
+        )
+        .await
+        .unwrap();
+
+    let received = receive_count(client, "jobs", 1, RECEIVE_WITHIN).await;
+    let attributes = &received[0].attributes;
+    assert_eq!(attributes["color"], MessageAttribute::string("red"));
+    assert_eq!(attributes["count"], MessageAttribute::number("5"));
+    assert_eq!(attributes["price"], MessageAttribute::number("1.50"));
+    assert_eq!(attributes["tags"].data_type, "String.Array");
+    let tags: Value = serde_json::from_str(&attributes["tags"].value).unwrap();
+    assert_eq!(tags, json!(["a", "b"]));
+}
+
+#[tokio::test]
+async fn send_batch_stores_each_valid_entry_and_reports_oversized_ones() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    let spec = QueueSpec {
+        max_message_bytes: 1024,
+        ..QueueSpec::default()
+    };
+    queue(client, "jobs", spec).await;
+
+    let result = client
+        .send_batch(
+            "jobs",
+            &[
+                SendMessage::new(json!("small")).entry("e1"),
+                SendMessage::new(json!("x".repeat(2048))).entry("e2"),
+                SendMessage::new(json!("also small")).delay_s(0).entry("e3"),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let mut stored: Vec<&str> = result.successful.iter().map(|s| s.id.as_str()).collect();
+    stored.sort_unstable();
+    assert_eq!(stored, vec!["e1", "e3"]);
+    assert_eq!(result.failed.len(), 1, "{result:?}");
+    assert_eq!(
+        (result.failed[0].id.as_str(), result.failed[0].status),
+        ("e2", 413)
+    );
+    let received = receive_count(client, "jobs", 2, RECEIVE_WITHIN).await;
+    let ids: std::collections::BTreeSet<String> =
+        received.iter().map(|m| m.message_id.clone()).collect();
+    let sent: std::collections::BTreeSet<String> = result
+        .successful
+        .iter()
+        .map(|s| s.message_id.clone())
+        .collect();
+    assert_eq!(ids, sent);
+}
+
+#[tokio::test]
+async fn get_queue_reports_its_configuration() {
+    let server = spawn_server(None).await;
+    let client = &server.client;
+    queue(client, "jobs-dlq", QueueSpec::default()).await;
+    let spec = QueueSpec {
+        fifo: false,
+        visibility_timeout_s: 45,
+        delay_s: 2,
+        retention_s: 3_600,
+        max_message_bytes: 4_096,
+        receive_wait_s: 5,
+        redrive_policy: Some(RedrivePolicy {
+            dead_letter_queue: "jobs-dlq".into(),
+            max_receive_count: 4,
+        }),
+    };
+    queue(client, "jobs", spec.clone()).await;
+
+    let info = client.get_queue("jobs").await.unwrap();
+
+    assert_eq!(info.spec, spec);
+    assert_eq!(
+        (
+            info.approximate_visible,
+            info.approximate_in_flight,
+            info.approximate_delayed
+        ),
+        (0, 0, 0)
+    );
+    client.delete_queue("jobs").await.unwrap();
+    crate::harness::refused(
+        client.get_queue("jobs").await,
+        reqwest::StatusCode::NOT_FOUND,
+    );
+}
