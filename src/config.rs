@@ -16,7 +16,8 @@
 //! ```
 
 use crate::model::{
-    Endpoint, FieldError, FilterScope, Kind, QueueSpec, SubscriptionSpec, TopicSpec, validate_name,
+    Endpoint, FieldError, FilterScope, Kind, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec,
+    validate_name,
 };
 use crate::router::{Router, RouterError};
 use serde::Deserialize;
@@ -98,17 +99,21 @@ impl JsonOrText {
 #[derive(Debug, Default)]
 pub struct ValidConfig {
     pub queues: BTreeMap<String, QueueSpec>,
+    pub streams: BTreeMap<String, StreamSpec>,
     pub topics: BTreeMap<String, TopicSpec>,
     /// (topic, subscription) → spec.
     pub subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
 }
 
-/// Reads and validates a config file. `existing_queues` are queues already stored, which
-/// the file may refer to without declaring.
-pub fn load(
-    path: &Path,
-    existing_queues: &BTreeSet<String>,
-) -> Result<ValidConfig, Vec<ConfigError>> {
+/// Resources already stored, which a file may refer to without declaring them.
+#[derive(Debug, Default)]
+pub struct Existing {
+    pub queues: BTreeSet<String>,
+    pub streams: BTreeSet<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, existing: &Existing) -> Result<ValidConfig, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             file: path.to_path_buf(),
@@ -116,14 +121,14 @@ pub fn load(
             message: format!("cannot read: {e}"),
         }]
     })?;
-    parse(path, &text, existing_queues)
+    parse(path, &text, existing)
 }
 
 /// Parses and validates config text (pure).
 pub fn parse(
     file: &Path,
     text: &str,
-    existing_queues: &BTreeSet<String>,
+    existing: &Existing,
 ) -> Result<ValidConfig, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut err = |key: String, message: String| {
@@ -159,6 +164,23 @@ pub fn parse(
                                 err(format!("{at}.{field}"), message);
                             }
                             cfg.queues.insert(name, spec);
+                        }
+                        Err(e) => err(at, e.message().to_string()),
+                    }
+                }
+            }
+            "streams" => {
+                for (name, v) in entries {
+                    let at = format!("streams.{name}");
+                    if let Err(e) = validate_name(Kind::Stream, &name) {
+                        err(at.clone(), e);
+                    }
+                    match v.try_into::<StreamSpec>() {
+                        Ok(spec) => {
+                            for FieldError { field, message } in spec.validate() {
+                                err(format!("{at}.{field}"), message);
+                            }
+                            cfg.streams.insert(name, spec);
                         }
                         Err(e) => err(at, e.message().to_string()),
                     }
@@ -250,12 +272,13 @@ pub fn parse(
             }
             _ => err(
                 key,
-                "unknown section; expected [queues.NAME] or [topics.NAME]".into(),
+                "unknown section; expected [queues.NAME], [streams.NAME] or [topics.NAME]".into(),
             ),
         }
     }
     // References, checked once every entry is known.
-    let queue_known = |q: &str| cfg.queues.contains_key(q) || existing_queues.contains(q);
+    let queue_known = |q: &str| cfg.queues.contains_key(q) || existing.queues.contains(q);
+    let stream_known = |s: &str| cfg.streams.contains_key(s) || existing.streams.contains(s);
     for (name, spec) in &cfg.queues {
         if let Some(rp) = &spec.redrive_policy
             && !queue_known(&rp.dead_letter_queue)
@@ -267,12 +290,16 @@ pub fn parse(
         }
     }
     for ((topic, sub), spec) in &cfg.subscriptions {
-        let Endpoint::Queue(q) = &spec.endpoint;
-        if !queue_known(q) {
-            err(
+        match &spec.endpoint {
+            Endpoint::Queue(q) if !queue_known(q) => err(
                 format!("topics.{topic}.subscriptions.{sub}.endpoint.queue"),
                 format!("queue {q:?} is not declared"),
-            );
+            ),
+            Endpoint::Stream { stream, .. } if !stream_known(stream) => err(
+                format!("topics.{topic}.subscriptions.{sub}.endpoint.stream"),
+                format!("stream {stream:?} is not declared"),
+            ),
+            _ => {}
         }
         if let Some(q) = &spec.dead_letter_queue
             && !queue_known(q)
@@ -301,6 +328,9 @@ impl ValidConfig {
         for (name, spec) in plain.into_iter().chain(dlq_users) {
             router.put_queue(&name, spec).await?;
         }
+        for (name, spec) in self.streams {
+            router.put_stream(&name, spec).await?;
+        }
         for (name, spec) in self.topics {
             router.put_topic(&name, spec).await?;
         }
@@ -316,7 +346,7 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<ValidConfig, Vec<String>> {
-        parse(Path::new("sy.toml"), text, &BTreeSet::new())
+        parse(Path::new("sy.toml"), text, &Existing::default())
             .map_err(|es| es.iter().map(ToString::to_string).collect())
     }
 

@@ -8,6 +8,7 @@ pub mod matching;
 pub mod model;
 pub mod router;
 pub mod server;
+pub mod stream;
 pub mod time;
 
 pub use switchyard_filter as filter;

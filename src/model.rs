@@ -55,6 +55,9 @@ pub enum Kind {
     Topic,
     Queue,
     Subscription,
+    Stream,
+    Shard,
+    Group,
 }
 
 impl Kind {
@@ -63,6 +66,9 @@ impl Kind {
             Kind::Topic => "topic",
             Kind::Queue => "queue",
             Kind::Subscription => "subscription",
+            Kind::Stream => "stream",
+            Kind::Shard => "shard",
+            Kind::Group => "consumer group",
         }
     }
 }
@@ -237,11 +243,170 @@ impl QueueSpec {
     }
 }
 
-/// Where a subscription delivers.
+/// Where a subscription delivers. Written as `{"queue":"q"}` or
+/// `{"stream":"s","partition_key":"/json/pointer"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "EndpointRepr", into = "EndpointRepr")]
 pub enum Endpoint {
     Queue(String),
+    Stream {
+        stream: String,
+        /// JSON pointer into the message naming the partition key; the message id when
+        /// absent or when the pointer finds nothing.
+        partition_key: Option<String>,
+    },
+}
+
+/// The wire form of [`Endpoint`]: one object with exactly one kind key.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EndpointRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partition_key: Option<String>,
+    #[serde(default, skip_serializing)]
+    http: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    function: Option<serde_json::Value>,
+}
+
+impl TryFrom<EndpointRepr> for Endpoint {
+    type Error = String;
+
+    fn try_from(r: EndpointRepr) -> Result<Self, String> {
+        match (r.queue, r.stream, r.http, r.function) {
+            (Some(q), None, None, None) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not a queue".into());
+                }
+                Ok(Endpoint::Queue(q))
+            }
+            (None, Some(stream), None, None) => Ok(Endpoint::Stream {
+                stream,
+                partition_key: r.partition_key,
+            }),
+            (None, None, Some(_), None) => {
+                Err("http endpoints are not available in this build".into())
+            }
+            (None, None, None, Some(_)) => {
+                Err("function endpoints are not available in this build".into())
+            }
+            _ => Err(
+                r#"an endpoint names exactly one of "queue" or "stream" ("http" and "function" to come)"#
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl From<Endpoint> for EndpointRepr {
+    fn from(e: Endpoint) -> Self {
+        match e {
+            Endpoint::Queue(q) => EndpointRepr {
+                queue: Some(q),
+                ..Default::default()
+            },
+            Endpoint::Stream {
+                stream,
+                partition_key,
+            } => EndpointRepr {
+                stream: Some(stream),
+                partition_key,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// `PUT /v1/streams/{stream}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSpec {
+    pub shards: u32,
+    pub retention_hours: u64,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            retention_hours: crate::stream::DEFAULT_RETENTION_HOURS,
+        }
+    }
+}
+
+impl StreamSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_range(
+            "shards",
+            self.shards as u64,
+            1,
+            crate::stream::MAX_SHARDS as u64,
+            &mut errs,
+        );
+        check_range(
+            "retention_hours",
+            self.retention_hours,
+            1,
+            crate::stream::MAX_RETENTION_HOURS,
+            &mut errs,
+        );
+        errs
+    }
+
+    pub fn immutable_diff(&self, new: &StreamSpec) -> Option<&'static str> {
+        // Resharding (split and merge) is not supported: a shard count is fixed.
+        (self.shards != new.shards).then_some("shards")
+    }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+}
+
+/// Longest lease a consumer group may configure; past it a dead member holds shards for
+/// too long to call it failover.
+pub const MAX_LEASE_TIMEOUT_S: u64 = 300;
+
+/// `PUT /v1/streams/{stream}/groups/{group}` body; a group polled before it was put is
+/// created with the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSpec {
+    pub start_position: StartPosition,
+    pub lease_timeout_s: u64,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        Self {
+            start_position: StartPosition::TrimHorizon,
+            lease_timeout_s: 10,
+        }
+    }
+}
+
+impl GroupSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_range(
+            "lease_timeout_s",
+            self.lease_timeout_s,
+            1,
+            MAX_LEASE_TIMEOUT_S,
+            &mut errs,
+        );
+        errs
+    }
 }
 
 /// `PUT /v1/topics/{topic}/subscriptions/{name}` body.
@@ -280,6 +445,22 @@ impl SubscriptionSpec {
             Endpoint::Queue(q) => {
                 if let Err(e) = validate_name(Kind::Queue, q) {
                     errs.push(FieldError::new("endpoint.queue", e));
+                }
+            }
+            Endpoint::Stream {
+                stream,
+                partition_key,
+            } => {
+                if let Err(e) = validate_name(Kind::Stream, stream) {
+                    errs.push(FieldError::new("endpoint.stream", e));
+                }
+                if let Some(p) = partition_key
+                    && !(p.is_empty() || p.starts_with('/'))
+                {
+                    errs.push(FieldError::new(
+                        "endpoint.partition_key",
+                        format!("{p:?} is not a JSON pointer (it must start with '/')"),
+                    ));
                 }
             }
         }

@@ -4,7 +4,6 @@ use crate::api::{self, AppState, Metrics};
 use crate::backend::Embedded;
 use crate::router::Router;
 use anyhow::Context;
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +37,10 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
     );
     let router = Arc::new(Router::open(backend.clone()).context("loading resources")?);
     if let Some(path) = &opts.config {
-        let existing: BTreeSet<String> = backend.queue_names().into_iter().collect();
+        let existing = crate::config::Existing {
+            queues: backend.queue_names().into_iter().collect(),
+            streams: backend.stream_names().into_iter().collect(),
+        };
         let cfg = crate::config::load(path, &existing).map_err(PrepareError::Config)?;
         cfg.apply(&router)
             .await

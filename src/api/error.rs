@@ -69,6 +69,7 @@ impl From<RouterError> for Problem {
             RouterError::InvalidSpec { .. } => (StatusCode::BAD_REQUEST, "invalid-resource"),
             RouterError::Attribute(_) => (StatusCode::BAD_REQUEST, "invalid-attribute"),
             RouterError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            RouterError::Expired(_) => (StatusCode::GONE, "expired"),
             RouterError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message-too-large"),
             RouterError::SchemaViolation { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation")

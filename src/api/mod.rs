@@ -6,9 +6,14 @@
 pub mod error;
 
 use crate::backend::Received;
-use crate::model::{QueueSpec, SubscriptionSpec, TopicSpec};
-use crate::router::{PublishRequest, ReceiveRequest, Router, RouterError, SendRequest};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use crate::backend::StoredRecord;
+use crate::model::{GroupSpec, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec};
+use crate::router::{
+    CheckpointRequest, PollRequest, PublishRequest, PutRecord, ReceiveRequest, Router, RouterError,
+    SendRequest,
+};
+use crate::stream;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +79,23 @@ pub fn app(state: AppState) -> Routes {
         .route("/queues/{queue}/visibility", post(visibility))
         .route("/queues/{queue}/purge", post(purge))
         .route("/queues/{queue}/redrive", post(redrive))
+        .route("/streams", get(list_streams))
+        .route(
+            "/streams/{stream}",
+            get(get_stream).put(put_stream).delete(delete_stream),
+        )
+        .route("/streams/{stream}/records", post(put_records))
+        .route("/streams/{stream}/shards", get(list_shards))
+        .route("/streams/{stream}/shards/{shard}/records", get(read_shard))
+        .route(
+            "/streams/{stream}/groups/{group}",
+            get(get_group).put(put_group),
+        )
+        .route("/streams/{stream}/groups/{group}/poll", post(poll))
+        .route(
+            "/streams/{stream}/groups/{group}/checkpoint",
+            post(checkpoint),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Routes::new()
         .nest("/v1", v1)
@@ -531,4 +553,183 @@ async fn purge(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResul
 async fn redrive(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
     let n = s.router.redrive(&queue).await?;
     Ok(Json(json!({ "moved": n })).into_response())
+}
+
+// ---- streams --------------------------------------------------------------------------
+
+async fn list_streams(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "streams": s.router.backend.stream_names() }))
+}
+
+fn stream_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
+    let h = s.router.stream(name)?;
+    let mut v = serde_json::to_value(h.spec()).expect("spec serializes");
+    v["name"] = json!(name);
+    v["groups"] = json!(h.group_names());
+    Ok(v)
+}
+
+async fn get_stream(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(stream_json(&s, &name)?).into_response())
+}
+
+async fn put_stream(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(spec): ApiJson<StreamSpec>,
+) -> ApiResult {
+    let created = s.router.put_stream(&name, spec).await?;
+    Ok(created_or_ok(created, stream_json(&s, &name)?))
+}
+
+async fn delete_stream(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    s.router.delete_stream(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutRecords {
+    records: Vec<PutRecord>,
+}
+
+async fn put_records(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<PutRecords>,
+) -> ApiResult {
+    let placed = s.router.put_records(&name, req.records).await?;
+    let records: Vec<Value> = placed
+        .into_iter()
+        .map(|(shard, seq)| json!({"shard_id": stream::shard_id(shard), "sequence": seq.to_string()}))
+        .collect();
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+async fn list_shards(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let h = s.router.stream(&name)?;
+    let n = h.shard_count();
+    let shards: Vec<Value> = (0..n)
+        .map(|i| {
+            let (lo, hi) = stream::shard_range(i, n);
+            let (first, end) = h.bounds(i);
+            json!({
+                "shard_id": stream::shard_id(i),
+                "hash_key_range": {"start": lo.to_string(), "end": hi.to_string()},
+                "sequence_range": {"first": first.to_string(), "last": end.to_string()},
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "shards": shards })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    from: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Renders stream records; `data` is stored as JSON text and spliced in as it is.
+fn render_records(records: &[StoredRecord], next: Option<&str>) -> Response {
+    let mut out = String::with_capacity(
+        64 + records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len() + 96)
+            .sum::<usize>(),
+    );
+    out.push_str("{\"records\":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"shard_id\":\"{}\",\"sequence\":\"{}\",\"partition_key\":{},\"arrived_at\":{},\"data\":",
+            stream::shard_id(r.shard),
+            r.sequence,
+            json!(r.partition_key),
+            r.arrived_at
+        ));
+        out.push_str(std::str::from_utf8(&r.data).unwrap_or("null"));
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(next) = next {
+        out.push_str(",\"next\":");
+        out.push_str(&json!(next).to_string());
+    }
+    out.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+async fn read_shard(
+    State(s): State<AppState>,
+    Path((name, shard)): Path<(String, String)>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let from = q.from.as_deref().unwrap_or("trim_horizon");
+    let page = s.router.read_shard(&name, &shard, from, q.limit)?;
+    Ok(render_records(&page.records, Some(&page.next.to_string())))
+}
+
+fn group_json(s: &AppState, name: &str, group: &str) -> Result<Value, RouterError> {
+    let h = s.router.stream(name)?;
+    let g = h.group(group).ok_or_else(|| RouterError::NotFound {
+        kind: crate::model::Kind::Group,
+        name: format!("{group} of stream {name}"),
+    })?;
+    let st = g.lock();
+    let now = crate::backend::now_ms();
+    let shards: Vec<Value> = st
+        .leases
+        .snapshot(now)
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            json!({
+                "shard_id": stream::shard_id(i as u32),
+                "member": l.map(|l| l.member),
+                "checkpoint": st.checkpoints[i].map(|c| c.to_string()),
+            })
+        })
+        .collect();
+    let mut v = serde_json::to_value(&g.spec).expect("spec serializes");
+    v["name"] = json!(group);
+    v["shards"] = json!(shards);
+    Ok(v)
+}
+
+async fn get_group(
+    State(s): State<AppState>,
+    Path((name, group)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(group_json(&s, &name, &group)?).into_response())
+}
+
+async fn put_group(
+    State(s): State<AppState>,
+    Path((name, group)): Path<(String, String)>,
+    ApiJson(spec): ApiJson<GroupSpec>,
+) -> ApiResult {
+    let created = s.router.put_group(&name, &group, spec).await?;
+    Ok(created_or_ok(created, group_json(&s, &name, &group)?))
+}
+
+async fn poll(
+    State(s): State<AppState>,
+    Path((name, group)): Path<(String, String)>,
+    ApiJson(req): ApiJson<PollRequest>,
+) -> ApiResult {
+    let records = s.router.poll(&name, &group, req).await?;
+    Ok(render_records(&records, None))
+}
+
+async fn checkpoint(
+    State(s): State<AppState>,
+    Path((name, group)): Path<(String, String)>,
+    ApiJson(req): ApiJson<CheckpointRequest>,
+) -> ApiResult {
+    s.router.checkpoint(&name, &group, req).await?;
+    Ok(Json(json!({})).into_response())
 }

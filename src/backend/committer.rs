@@ -20,6 +20,7 @@ pub enum Space {
     Messages,
     State,
     Dedup,
+    Records,
 }
 
 /// One write.
@@ -47,6 +48,7 @@ pub struct Spaces {
     pub messages: Keyspace,
     pub state: Keyspace,
     pub dedup: Keyspace,
+    pub records: Keyspace,
 }
 
 impl Spaces {
@@ -56,6 +58,7 @@ impl Spaces {
             Space::Messages => &self.messages,
             Space::State => &self.state,
             Space::Dedup => &self.dedup,
+            Space::Records => &self.records,
         }
     }
 }
@@ -73,15 +76,23 @@ impl Committer {
 
     /// Writes `ops` atomically and returns once they are durable.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<(), String> {
+        self.send(ops).await
+    }
+
+    /// Hands `ops` to the committer now and returns a future for their durability.
+    /// Batches are committed in the order they were handed over, so a caller that sends
+    /// while holding a lock orders its writes by that lock.
+    pub fn send(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                ops,
-                done: Some(done),
-            })
-            .map_err(|_| "storage is shut down".to_string())?;
-        rx.await
-            .unwrap_or_else(|_| Err("storage is shut down".into()))
+        let sent = self.tx.send(Job {
+            ops,
+            done: Some(done),
+        });
+        async move {
+            sent.map_err(|_| "storage is shut down".to_string())?;
+            rx.await
+                .unwrap_or_else(|_| Err("storage is shut down".into()))
+        }
     }
 
     /// Queues `ops` without waiting; they become durable with the next batch.

@@ -9,7 +9,10 @@
 use super::codec::{self, Body};
 use super::committer::{Committer, Op, Space, Spaces};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
-use super::{Counts, Enqueued, NewMessage, ReceiptError, Received, StorageError, now_ms};
+use super::streams::StreamHandle;
+use super::{
+    Counts, Delivery, Enqueued, NewMessage, ReceiptError, Received, StorageError, Stored, now_ms,
+};
 use crate::model::QueueSpec;
 use fjall::{Database, KeyspaceCreateOptions};
 use std::collections::HashMap;
@@ -22,7 +25,9 @@ use tokio::sync::Notify;
 pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 const META_QUEUE: &str = "q/";
-const META_NEXT_QUEUE_ID: &str = "n/queue_id";
+/// The next free id of a queue or stream; ids are never reused, so the records of a
+/// deleted resource can never be mistaken for those of a new one.
+const META_NEXT_ID: &str = "n/id";
 
 /// One queue: its spec, index and the waiters of long polls.
 pub struct QueueHandle {
@@ -64,6 +69,18 @@ impl QueueHandle {
     }
 }
 
+/// A locked shard's append state, keyed by (stream id, shard).
+type ShardGuard<'a> = ((u64, u32), std::sync::MutexGuard<'a, (u64, u64)>);
+
+/// A store whose writes are with the committer: what to do once they are durable.
+struct Staged {
+    durable: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+    results: Vec<Stored>,
+    pending: Vec<(Arc<QueueHandle>, u64, Entry)>,
+    appended: Vec<(Arc<StreamHandle>, u32, u64)>,
+    claimed: Vec<(Arc<QueueHandle>, String)>,
+}
+
 /// Messages written to a queue by a move, to be indexed once the write is durable.
 type Moved = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 
@@ -74,11 +91,12 @@ struct QueueRecord {
 }
 
 pub struct Embedded {
-    spaces: Arc<Spaces>,
-    committer: Committer,
+    pub(super) spaces: Arc<Spaces>,
+    pub(super) committer: Committer,
     queues: RwLock<HashMap<String, Arc<QueueHandle>>>,
     by_id: RwLock<HashMap<u64, Arc<QueueHandle>>>,
-    next_queue_id: Mutex<u64>,
+    pub(super) streams: RwLock<HashMap<String, Arc<StreamHandle>>>,
+    next_id: Mutex<u64>,
 }
 
 impl Embedded {
@@ -95,6 +113,7 @@ impl Embedded {
             messages: db.keyspace("messages", KeyspaceCreateOptions::default)?,
             state: db.keyspace("state", KeyspaceCreateOptions::default)?,
             dedup: db.keyspace("dedup", KeyspaceCreateOptions::default)?,
+            records: db.keyspace("records", KeyspaceCreateOptions::default)?,
         };
         let spaces = Arc::new(spaces);
         let committer = Committer::start(db, clone_spaces(&spaces));
@@ -103,24 +122,45 @@ impl Embedded {
             committer,
             queues: RwLock::default(),
             by_id: RwLock::default(),
-            next_queue_id: Mutex::new(1),
+            streams: RwLock::default(),
+            next_id: Mutex::new(1),
         };
+        if let Some(v) = store.spaces.meta.get(META_NEXT_ID)? {
+            store.note_id(
+                serde_json::from_slice::<u64>(&v)
+                    .unwrap_or(1)
+                    .saturating_sub(1),
+            );
+        }
         store.recover()?;
+        store.recover_streams()?;
         Ok(store)
+    }
+
+    /// Makes sure ids up to `id` are never handed out again.
+    pub(super) fn note_id(&self, id: u64) {
+        let mut next = self.next_id.lock().expect("never poisoned");
+        *next = (*next).max(id + 1);
+    }
+
+    /// A fresh queue or stream id, durably reserved.
+    pub(super) async fn allocate_id(&self) -> Result<u64, StorageError> {
+        let id = {
+            let mut next = self.next_id.lock().expect("never poisoned");
+            let id = *next;
+            *next += 1;
+            id
+        };
+        self.put_meta(META_NEXT_ID, to_json(&(id + 1))).await?;
+        Ok(id)
     }
 
     fn recover(&self) -> Result<(), StorageError> {
         let now = now_ms();
-        let mut max_id = 0;
-        if let Some(v) = self.spaces.meta.get(META_NEXT_QUEUE_ID)? {
-            max_id = serde_json::from_slice::<u64>(&v)
-                .unwrap_or(0)
-                .saturating_sub(1);
-        }
         for (name, raw) in self.list_meta(META_QUEUE)? {
             let rec: QueueRecord = serde_json::from_slice(&raw)
                 .map_err(|e| StorageError(format!("queue record {name:?} is corrupt: {e}")))?;
-            max_id = max_id.max(rec.id);
+            self.note_id(rec.id);
             let h = new_handle(rec.id, name, rec.spec);
             {
                 let mut idx = h.lock_index();
@@ -142,7 +182,6 @@ impl Embedded {
             }
             self.install(h);
         }
-        *self.next_queue_id.lock().expect("never poisoned") = max_id + 1;
         let by_id = self.by_id.read().expect("never poisoned");
         for kv in self.spaces.dedup.iter() {
             let (k, v) = kv.into_inner()?;
@@ -243,31 +282,13 @@ impl Embedded {
             *h.spec.lock().expect("never poisoned") = spec;
             return Ok(h);
         }
-        let id = {
-            let mut next = self.next_queue_id.lock().expect("never poisoned");
-            let id = *next;
-            *next += 1;
-            id
-        };
+        let id = self.allocate_id().await?;
         let rec = QueueRecord {
             id,
             spec: spec.clone(),
         };
-        self.committer
-            .commit(vec![
-                Op::Put(
-                    Space::Meta,
-                    format!("{META_QUEUE}{name}").into_bytes(),
-                    to_json(&rec),
-                ),
-                Op::Put(
-                    Space::Meta,
-                    META_NEXT_QUEUE_ID.as_bytes().to_vec(),
-                    to_json(&(id + 1)),
-                ),
-            ])
-            .await
-            .map_err(StorageError)?;
+        self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
+            .await?;
         let h = new_handle(id, name.to_string(), spec);
         self.install(h.clone());
         Ok(h)
@@ -306,12 +327,36 @@ impl Embedded {
         &self,
         items: Vec<(Arc<QueueHandle>, NewMessage)>,
     ) -> Result<Vec<Enqueued>, StorageError> {
+        let stored = self
+            .store(
+                items
+                    .into_iter()
+                    .map(|(h, m)| Delivery::Queue(h, m))
+                    .collect(),
+            )
+            .await?;
+        Ok(stored
+            .into_iter()
+            .map(|s| match s {
+                Stored::Queue(e) => e,
+                Stored::Stream { .. } => unreachable!("only queue deliveries were given"),
+            })
+            .collect())
+    }
+
+    /// Stores a publish's deliveries (queue messages and stream records) with one atomic,
+    /// durable write. Nothing is visible to receivers before it is on disk.
+    pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, StorageError> {
         // FIFO queues are held in id order (no deadlock between concurrent fan-outs) for
         // the whole call so their messages enter the index in sequence order.
         let mut fifo: Vec<Arc<QueueHandle>> = items
             .iter()
-            .filter(|(h, _)| h.spec.lock().expect("never poisoned").fifo)
-            .map(|(h, _)| h.clone())
+            .filter_map(|d| match d {
+                Delivery::Queue(h, _) if h.spec.lock().expect("never poisoned").fifo => {
+                    Some(h.clone())
+                }
+                _ => None,
+            })
             .collect();
         fifo.sort_by_key(|h| h.id);
         fifo.dedup_by_key(|h| h.id);
@@ -319,20 +364,90 @@ impl Embedded {
         for h in &fifo {
             _order_guards.push(h.fifo_order.lock().await);
         }
+        let Staged {
+            durable,
+            results,
+            pending,
+            appended,
+            claimed,
+        } = self.stage(items);
+        if let Err(e) = durable.await {
+            // Forget the dedup ids claimed above, so a retry of this publish is not taken
+            // for a duplicate of something that was never stored.
+            for (h, id) in claimed {
+                h.dedup.lock().expect("never poisoned").remove(&id);
+            }
+            return Err(StorageError(e));
+        }
+        let now = now_ms();
+        for (h, seq, entry) in pending {
+            if !h.is_deleted() {
+                h.lock_index().insert(seq, entry, now);
+                h.arrivals.notify_waiters();
+            }
+        }
+        for (h, shard, seq) in appended {
+            Self::stream_appended(&h, &[(shard, seq)]);
+        }
+        Ok(results)
+    }
+
+    /// Locks the shards appended to (in order), allocates sequence numbers and hands the
+    /// writes to the committer, all without awaiting, so no lock is held across an await.
+    fn stage(&self, items: Vec<Delivery>) -> Staged {
+        // Shards appended to, locked in (stream, shard) order until the write is handed
+        // to the committer, so sequence order is commit order.
+        let mut shard_keys: Vec<(u64, u32, Arc<StreamHandle>)> = items
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Stream(h, s, _) => Some((h.id, *s, h.clone())),
+                _ => None,
+            })
+            .collect();
+        shard_keys.sort_by_key(|(id, s, _)| (*id, *s));
+        shard_keys.dedup_by_key(|(id, s, _)| (*id, *s));
+        let mut shard_guards: Vec<ShardGuard<'_>> = Vec::with_capacity(shard_keys.len());
+        for (id, s, h) in &shard_keys {
+            shard_guards.push((
+                (*id, *s),
+                h.shards[*s as usize]
+                    .append
+                    .lock()
+                    .expect("shard lock poisoned"),
+            ));
+        }
 
         let now = now_ms();
         let mut ops = Vec::with_capacity(items.len() * 2);
         let mut results = Vec::with_capacity(items.len());
         let mut pending: Vec<(Arc<QueueHandle>, u64, Entry)> = Vec::with_capacity(items.len());
+        let mut appended: Vec<(Arc<StreamHandle>, u32, u64)> = Vec::new();
         let mut claimed: Vec<(Arc<QueueHandle>, String)> = Vec::new();
-        for (h, m) in items {
+        for item in items {
+            let (h, m) = match item {
+                Delivery::Queue(h, m) => (h, m),
+                Delivery::Stream(h, shard, rec) => {
+                    let guard = shard_guards
+                        .iter_mut()
+                        .find(|(k, _)| *k == (h.id, shard))
+                        .map(|(_, g)| g)
+                        .expect("every appended shard was locked above");
+                    let (shard, seq) = Self::stream_ops(&h, shard, rec, &mut ops, guard);
+                    results.push(Stored::Stream {
+                        shard,
+                        sequence: seq,
+                    });
+                    appended.push((h, shard, seq));
+                    continue;
+                }
+            };
             if let Some(id) = &m.dedup_id {
                 let mut dd = h.dedup.lock().expect("never poisoned");
                 match dd.get(id) {
                     Some((exp, original)) if *exp > now => {
-                        results.push(Enqueued::Duplicate {
+                        results.push(Stored::Queue(Enqueued::Duplicate {
                             original_message_id: original.clone(),
-                        });
+                        }));
                         continue;
                     }
                     _ => {
@@ -368,24 +483,17 @@ impl Embedded {
             ));
             ops.push(Op::Put(Space::State, key, codec::encode_state(&entry)));
             pending.push((h, seq, entry));
-            results.push(Enqueued::Stored);
+            results.push(Stored::Queue(Enqueued::Stored));
         }
-        if let Err(e) = self.committer.commit(ops).await {
-            // Forget the dedup ids claimed above, so a retry of this publish is not taken
-            // for a duplicate of something that was never stored.
-            for (h, id) in claimed {
-                h.dedup.lock().expect("never poisoned").remove(&id);
-            }
-            return Err(StorageError(e));
+        let durable = Box::pin(self.committer.send(ops));
+        drop(shard_guards);
+        Staged {
+            durable,
+            results,
+            pending,
+            appended,
+            claimed,
         }
-        let now = now_ms();
-        for (h, seq, entry) in pending {
-            if !h.is_deleted() {
-                h.lock_index().insert(seq, entry, now);
-                h.arrivals.notify_waiters();
-            }
-        }
-        Ok(results)
     }
 
     /// Receives up to `max` visible messages without waiting.
@@ -624,6 +732,10 @@ impl Embedded {
     /// means they are swept again after restart.
     pub fn sweep(&self) {
         let now = now_ms();
+        let mut ops = Vec::new();
+        if let Err(e) = self.sweep_streams(&mut ops) {
+            tracing::error!(error = %e, "sweeping streams failed");
+        }
         let queues: Vec<Arc<QueueHandle>> = self
             .queues
             .read()
@@ -631,7 +743,6 @@ impl Embedded {
             .values()
             .cloned()
             .collect();
-        let mut ops = Vec::new();
         for h in queues {
             let retention_ms = h.spec().retention_s * 1000;
             for seq in h.lock_index().expire(now, retention_ms) {
@@ -674,6 +785,7 @@ fn clone_spaces(s: &Spaces) -> Spaces {
         messages: s.messages.clone(),
         state: s.state.clone(),
         dedup: s.dedup.clone(),
+        records: s.records.clone(),
     }
 }
 

@@ -9,9 +9,11 @@ mod codec;
 mod committer;
 mod embedded;
 pub mod index;
+mod streams;
 
 pub use embedded::{Embedded, QueueHandle};
 pub use index::Counts;
+pub use streams::{GroupHandle, GroupState, NewRecord, StoredRecord, StreamHandle};
 
 use std::sync::Arc;
 
@@ -29,6 +31,21 @@ pub struct NewMessage {
     pub group: Option<Arc<str>>,
     /// FIFO deduplication id (explicit or content hash).
     pub dedup_id: Option<String>,
+}
+
+/// One matched delivery of a publish: all of a publish's deliveries are stored with one
+/// durable write.
+pub enum Delivery {
+    Queue(Arc<QueueHandle>, NewMessage),
+    /// A record for a stream, on the shard given.
+    Stream(Arc<StreamHandle>, u32, NewRecord),
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Queue(Enqueued),
+    Stream { shard: u32, sequence: u64 },
 }
 
 /// What became of one message handed to [`Embedded::enqueue`].

@@ -8,9 +8,11 @@
 
 mod publish;
 mod queues;
+mod streams;
 
 pub use publish::{PublishOutcome, PublishRequest};
 pub use queues::{ReceiveRequest, SendRequest};
+pub use streams::{CheckpointRequest, PollRequest, PutRecord, ShardPage};
 
 use crate::attributes::AttributeError;
 use crate::backend::{Embedded, ReceiptError, StorageError};
@@ -42,6 +44,9 @@ pub enum RouterError {
     Attribute(#[from] AttributeError),
     #[error("{0}")]
     Conflict(String),
+    /// What was asked for existed but is gone (retention).
+    #[error("{0}")]
+    Expired(String),
     #[error("message is {size} bytes; {kind} {name:?} accepts at most {max}")]
     TooLarge {
         kind: Kind,
@@ -258,6 +263,9 @@ impl Router {
                 )),
                 Some(_) => {}
             },
+            Endpoint::Stream { stream, .. } if errors.is_empty() => {
+                self.check_stream_endpoint(stream, &mut errors)
+            }
             _ => {}
         }
         if let Some(d) = &spec.dead_letter_queue

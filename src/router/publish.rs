@@ -3,7 +3,7 @@
 
 use super::{Router, RouterError, TopicState};
 use crate::attributes::Attributes;
-use crate::backend::{Enqueued, NewMessage, QueueHandle, now_ms};
+use crate::backend::{Delivery, Enqueued, NewMessage, NewRecord, Stored, now_ms};
 use crate::model::{Endpoint, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -39,7 +39,7 @@ pub struct PublishOutcome {
 /// A message checked against its topic, ready to fan out.
 struct Checked {
     message_id: String,
-    deliveries: Vec<(Arc<QueueHandle>, NewMessage)>,
+    deliveries: Vec<Delivery>,
 }
 
 /// The SNS-style notification a subscriber receives unless raw delivery is on.
@@ -65,7 +65,7 @@ impl Router {
         let t = self.topic(topic)?;
         let checked = self.check(&t, req)?;
         let delivered = checked.deliveries.len();
-        let results = self.backend.enqueue(checked.deliveries).await?;
+        let results = self.backend.store(checked.deliveries).await?;
         Ok(PublishOutcome {
             message_id: original_id(&results).unwrap_or(checked.message_id),
             delivered,
@@ -104,7 +104,7 @@ impl Router {
                 Err(e) => out.push((id, Err(e))),
             }
         }
-        let results = self.backend.enqueue(all).await?;
+        let results = self.backend.store(all).await?;
         for (slot, start, n, mid) in spans {
             if let (_, Ok(o)) = &mut out[slot] {
                 o.delivered = n;
@@ -161,46 +161,90 @@ impl Router {
             let sns_attrs = attributes.to_sns_json();
             let published_at = crate::time::rfc3339_ms(now_ms());
             let sns_attrs_bytes = serde_json::to_vec(&sns_attrs).expect("JSON values serialize");
+            // Parsed only when a stream subscription needs a partition key from it.
+            let mut parsed: Option<Option<serde_json::Value>> = None;
             for id in matched {
                 let name = &t.sub_order[id as usize];
                 let sub = &t.subscriptions[name];
-                let Endpoint::Queue(q) = &sub.endpoint;
-                let Some(h) = self.backend.queue(q).or_else(|| {
-                    let dlq = sub.dead_letter_queue.as_deref().and_then(|d| self.backend.queue(d));
-                    tracing::warn!(topic = %t.name, subscription = %name, queue = %q, dead_letter = dlq.is_some(), "subscribed queue no longer exists");
-                    dlq
-                }) else {
-                    continue;
+                let payload = || {
+                    if sub.raw_message_delivery {
+                        body.to_vec()
+                    } else {
+                        serde_json::to_vec(&Envelope {
+                            kind: "Notification",
+                            message_id: &message_id,
+                            topic: &t.name,
+                            subscription: name,
+                            message: &req.message,
+                            attributes: &sns_attrs,
+                            published_at: &published_at,
+                        })
+                        .expect("envelope serializes")
+                    }
                 };
-                let (payload, attrs) = if sub.raw_message_delivery {
-                    (body.to_vec(), sns_attrs_bytes.clone())
-                } else {
-                    let env = Envelope {
-                        kind: "Notification",
-                        message_id: &message_id,
-                        topic: &t.name,
-                        subscription: name,
-                        message: &req.message,
-                        attributes: &sns_attrs,
-                        published_at: &published_at,
-                    };
-                    (
-                        serde_json::to_vec(&env).expect("envelope serializes"),
-                        b"{}".to_vec(),
-                    )
-                };
-                let fifo_queue = h.spec().fifo;
-                deliveries.push((
-                    h,
-                    NewMessage {
-                        message_id: message_id.clone(),
-                        payload,
-                        attributes: attrs,
-                        delay_ms: 0,
-                        group: group.clone().filter(|_| fifo_queue),
-                        dedup_id: dedup.clone().filter(|_| fifo_queue),
-                    },
-                ));
+                match &sub.endpoint {
+                    Endpoint::Queue(q) => {
+                        let Some(h) = self.backend.queue(q).or_else(|| {
+                            let dlq = sub
+                                .dead_letter_queue
+                                .as_deref()
+                                .and_then(|d| self.backend.queue(d));
+                            tracing::warn!(topic = %t.name, subscription = %name, queue = %q, dead_letter = dlq.is_some(), "subscribed queue no longer exists");
+                            dlq
+                        }) else {
+                            continue;
+                        };
+                        let fifo_queue = h.spec().fifo;
+                        let attrs = if sub.raw_message_delivery {
+                            sns_attrs_bytes.clone()
+                        } else {
+                            b"{}".to_vec()
+                        };
+                        deliveries.push(Delivery::Queue(
+                            h,
+                            NewMessage {
+                                message_id: message_id.clone(),
+                                payload: payload(),
+                                attributes: attrs,
+                                delay_ms: 0,
+                                group: group.clone().filter(|_| fifo_queue),
+                                dedup_id: dedup.clone().filter(|_| fifo_queue),
+                            },
+                        ));
+                    }
+                    Endpoint::Stream {
+                        stream,
+                        partition_key,
+                    } => {
+                        let Some(h) = self.backend.stream(stream) else {
+                            tracing::warn!(topic = %t.name, subscription = %name, stream = %stream, "subscribed stream no longer exists");
+                            continue;
+                        };
+                        let key = partition_key
+                            .as_deref()
+                            .and_then(|p| {
+                                parsed
+                                    .get_or_insert_with(|| serde_json::from_slice(body).ok())
+                                    .as_ref()
+                                    .and_then(|v| v.pointer(p))
+                                    .and_then(key_text)
+                            })
+                            .unwrap_or_else(|| message_id.clone());
+                        let shard = crate::stream::shard_for_hash(
+                            crate::stream::hash_key(&key),
+                            h.shard_count(),
+                        );
+                        deliveries.push(Delivery::Stream(
+                            h,
+                            shard,
+                            NewRecord {
+                                partition_key: key,
+                                explicit_hash_key: None,
+                                data: payload(),
+                            },
+                        ));
+                    }
+                }
             }
         }
         Ok(Checked {
@@ -211,17 +255,29 @@ impl Router {
 }
 
 /// When every delivery was a duplicate, the message id of the original publish.
-fn original_id(results: &[Enqueued]) -> Option<String> {
+fn original_id(results: &[Stored]) -> Option<String> {
     let mut original = None;
     for r in results {
         match r {
-            Enqueued::Stored => return None,
-            Enqueued::Duplicate {
+            Stored::Queue(Enqueued::Duplicate {
                 original_message_id,
-            } => original = Some(original_message_id.clone()),
+            }) => original = Some(original_message_id.clone()),
+            _ => return None,
         }
     }
     original
+}
+
+/// A partition key taken from the message: strings as they are, other scalars as their
+/// JSON text; null, objects and arrays give none (the message id is used instead).
+fn key_text(v: &serde_json::Value) -> Option<String> {
+    let k = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    (!k.is_empty() && k.len() <= crate::stream::MAX_PARTITION_KEY_LEN).then_some(k)
 }
 
 /// Checks the FIFO ids of a publish or send and derives the deduplication id.

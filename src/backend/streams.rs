@@ -1,0 +1,525 @@
+//! Streams in the embedded backend: per-shard ordered records, retention, and consumer
+//! group state (checkpoints durable, leases in memory).
+//!
+//! A shard's sequence numbers are allocated under its lock and its writes handed to the
+//! committer under the same lock, so batches reach disk in sequence order; a shard's
+//! `durable_end` is raised only after the commit, and readers never look past it.
+
+use super::committer::{Op, Space};
+use super::{Embedded, StorageError, now_ms};
+use crate::model::{GroupSpec, StartPosition, StreamSpec};
+use crate::stream::group::Leases;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+pub(super) const META_STREAM: &str = "st/";
+const META_GROUP: &str = "g/";
+
+/// One shard's append state.
+pub(super) struct Shard {
+    /// Next sequence number to hand out, and the arrival time of the last record (kept
+    /// monotonic so `at_timestamp` reads can stop at the first later record).
+    pub append: Mutex<(u64, u64)>,
+    /// Highest sequence number on disk; 0 when the shard has never had a record.
+    pub durable_end: AtomicU64,
+    /// Lowest sequence number still stored (the trim horizon); `durable_end + 1` when
+    /// the shard is empty.
+    pub first: AtomicU64,
+}
+
+pub struct StreamHandle {
+    pub id: u64,
+    pub name: String,
+    spec: Mutex<StreamSpec>,
+    pub(super) shards: Vec<Shard>,
+    groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    /// Woken on every append to any shard, so long polls and group polls answer at once.
+    pub arrivals: Notify,
+    deleted: AtomicBool,
+}
+
+/// A record to append.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub partition_key: String,
+    /// Overrides the partition key's MD5 when choosing the shard.
+    pub explicit_hash_key: Option<u128>,
+    /// JSON text.
+    pub data: Vec<u8>,
+}
+
+/// A stored record as read back.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub shard: u32,
+    pub sequence: u64,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub arrived_at: u64,
+}
+
+/// A consumer group: its settings, leases, checkpoints and read cursors.
+pub struct GroupHandle {
+    pub name: String,
+    pub spec: GroupSpec,
+    pub(super) state: Mutex<GroupState>,
+}
+
+pub struct GroupState {
+    pub leases: Leases,
+    /// Last processed sequence per shard, as members reported it.
+    pub checkpoints: Vec<Option<u64>>,
+    /// Where a shard without checkpoint starts: after this sequence (0 = from the start).
+    pub start_after: Vec<u64>,
+    /// Read position of the member holding each shard: last sequence handed out.
+    pub cursors: HashMap<u32, u64>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StreamRecord {
+    id: u64,
+    spec: StreamSpec,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GroupRecord {
+    spec: GroupSpec,
+    checkpoints: Vec<Option<u64>>,
+    start_after: Vec<u64>,
+}
+
+impl StreamHandle {
+    pub fn spec(&self) -> StreamSpec {
+        self.spec.lock().expect("never poisoned").clone()
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// (first stored sequence, last durable sequence) of a shard.
+    pub fn bounds(&self, shard: u32) -> (u64, u64) {
+        let s = &self.shards[shard as usize];
+        (
+            s.first.load(Ordering::Acquire),
+            s.durable_end.load(Ordering::Acquire),
+        )
+    }
+
+    pub fn group(&self, name: &str) -> Option<Arc<GroupHandle>> {
+        self.groups
+            .lock()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .groups
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl GroupHandle {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().expect("group state lock poisoned")
+    }
+}
+
+fn record_key(stream: u64, shard: u32, seq: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..8].copy_from_slice(&stream.to_be_bytes());
+    k[8..12].copy_from_slice(&shard.to_be_bytes());
+    k[12..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn shard_prefix(stream: u64, shard: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&stream.to_be_bytes());
+    k[8..].copy_from_slice(&shard.to_be_bytes());
+    k
+}
+
+fn encode_record(arrived_at: u64, pk: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 2 + pk.len() + data.len());
+    v.extend_from_slice(&arrived_at.to_be_bytes());
+    v.extend_from_slice(&(pk.len() as u16).to_be_bytes());
+    v.extend_from_slice(pk.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn decode_record(v: &[u8]) -> Option<(u64, String, Vec<u8>)> {
+    let at = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let n = u16::from_be_bytes(v.get(8..10)?.try_into().ok()?) as usize;
+    let pk = std::str::from_utf8(v.get(10..10 + n)?).ok()?.to_string();
+    Some((at, pk, v.get(10 + n..)?.to_vec()))
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(12..20)?.try_into().ok()?))
+}
+
+impl Embedded {
+    pub(super) fn recover_streams(&self) -> Result<(), StorageError> {
+        for (name, raw) in self.list_meta(META_STREAM)? {
+            let rec: StreamRecord = serde_json::from_slice(&raw)
+                .map_err(|e| StorageError(format!("stream record {name:?} is corrupt: {e}")))?;
+            self.note_id(rec.id);
+            let h = self.new_stream(rec.id, name, rec.spec)?;
+            for (gname, graw) in self.list_meta(&format!("{META_GROUP}{}/", h.id))? {
+                let g: GroupRecord = serde_json::from_slice(&graw).map_err(|e| {
+                    StorageError(format!("consumer group {gname:?} is corrupt: {e}"))
+                })?;
+                let n = h.shards.len();
+                let mut checkpoints = g.checkpoints;
+                checkpoints.resize(n, None);
+                let mut start_after = g.start_after;
+                start_after.resize(n, 0);
+                let gh = Arc::new(GroupHandle {
+                    name: gname.clone(),
+                    state: Mutex::new(GroupState {
+                        leases: Leases::new(n as u32, g.spec.lease_timeout_s * 1000),
+                        checkpoints,
+                        start_after,
+                        cursors: HashMap::new(),
+                    }),
+                    spec: g.spec,
+                });
+                h.groups.lock().expect("never poisoned").insert(gname, gh);
+            }
+            self.streams
+                .write()
+                .expect("never poisoned")
+                .insert(h.name.clone(), h);
+        }
+        Ok(())
+    }
+
+    /// Builds a stream handle, reading each shard's bounds from storage.
+    fn new_stream(
+        &self,
+        id: u64,
+        name: String,
+        spec: StreamSpec,
+    ) -> Result<Arc<StreamHandle>, StorageError> {
+        let mut shards = Vec::with_capacity(spec.shards as usize);
+        for s in 0..spec.shards {
+            let prefix = shard_prefix(id, s);
+            let first = match self.spaces.records.prefix(prefix).next() {
+                Some(kv) => seq_of(&kv.key()?).unwrap_or(1),
+                None => 0,
+            };
+            let (last, last_at) = match self.spaces.records.prefix(prefix).next_back() {
+                Some(kv) => {
+                    let (k, v) = kv.into_inner()?;
+                    (
+                        seq_of(&k).unwrap_or(0),
+                        decode_record(&v).map(|r| r.0).unwrap_or(0),
+                    )
+                }
+                None => (0, 0),
+            };
+            let first = if first == 0 { last + 1 } else { first };
+            shards.push(Shard {
+                append: Mutex::new((last + 1, last_at)),
+                durable_end: AtomicU64::new(last),
+                first: AtomicU64::new(first),
+            });
+        }
+        Ok(Arc::new(StreamHandle {
+            id,
+            name,
+            spec: Mutex::new(spec),
+            shards,
+            groups: Mutex::default(),
+            arrivals: Notify::new(),
+            deleted: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn stream(&self, name: &str) -> Option<Arc<StreamHandle>> {
+        self.streams
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .streams
+            .read()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Creates a stream or updates its retention (the shard count is fixed).
+    pub async fn put_stream(
+        &self,
+        name: &str,
+        spec: StreamSpec,
+    ) -> Result<Arc<StreamHandle>, StorageError> {
+        if let Some(h) = self.stream(name) {
+            let rec = StreamRecord {
+                id: h.id,
+                spec: spec.clone(),
+            };
+            self.put_meta(&format!("{META_STREAM}{name}"), to_json(&rec))
+                .await?;
+            *h.spec.lock().expect("never poisoned") = spec;
+            return Ok(h);
+        }
+        let id = self.allocate_id().await?;
+        let rec = StreamRecord {
+            id,
+            spec: spec.clone(),
+        };
+        self.put_meta(&format!("{META_STREAM}{name}"), to_json(&rec))
+            .await?;
+        let h = self.new_stream(id, name.to_string(), spec)?;
+        self.streams
+            .write()
+            .expect("never poisoned")
+            .insert(name.to_string(), h.clone());
+        Ok(h)
+    }
+
+    /// Deletes a stream, its records and its groups.
+    pub async fn delete_stream(&self, name: &str) -> Result<bool, StorageError> {
+        let Some(h) = self.streams.write().expect("never poisoned").remove(name) else {
+            return Ok(false);
+        };
+        h.deleted.store(true, Ordering::Release);
+        h.arrivals.notify_waiters();
+        let mut ops = vec![Op::Delete(
+            Space::Meta,
+            format!("{META_STREAM}{name}").into_bytes(),
+        )];
+        for g in h.group_names() {
+            ops.push(Op::Delete(
+                Space::Meta,
+                format!("{META_GROUP}{}/{g}", h.id).into_bytes(),
+            ));
+        }
+        for kv in self.spaces.records.prefix(h.id.to_be_bytes()) {
+            ops.push(Op::Delete(Space::Records, kv.key()?.to_vec()));
+        }
+        self.committer.commit(ops).await.map_err(StorageError)?;
+        Ok(true)
+    }
+
+    /// Allocates the next sequence number of a shard whose append lock the caller holds,
+    /// and adds the record's write to `ops`.
+    pub(super) fn stream_ops(
+        h: &StreamHandle,
+        shard: u32,
+        rec: NewRecord,
+        ops: &mut Vec<Op>,
+        append: &mut (u64, u64),
+    ) -> (u32, u64) {
+        let seq = append.0;
+        append.0 += 1;
+        // Arrival times never go backwards within a shard, even if the clock does.
+        append.1 = append.1.max(now_ms());
+        ops.push(Op::Put(
+            Space::Records,
+            record_key(h.id, shard, seq).to_vec(),
+            encode_record(append.1, &rec.partition_key, &rec.data),
+        ));
+        (shard, seq)
+    }
+
+    /// Marks appended records durable and wakes readers.
+    pub(super) fn stream_appended(h: &StreamHandle, appended: &[(u32, u64)]) {
+        for &(shard, seq) in appended {
+            h.shards[shard as usize]
+                .durable_end
+                .fetch_max(seq, Ordering::AcqRel);
+        }
+        h.arrivals.notify_waiters();
+    }
+
+    /// Reads up to `limit` records of a shard from sequence `from` on (inclusive), skipping
+    /// records past retention.
+    pub fn read_shard(
+        &self,
+        h: &StreamHandle,
+        shard: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StorageError> {
+        let (_, end) = h.bounds(shard);
+        if from > end || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cutoff = now_ms().saturating_sub(h.spec().retention_hours * 3_600_000);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let range = record_key(h.id, shard, from)..=record_key(h.id, shard, end);
+        for kv in self.spaces.records.range(range) {
+            let (k, v) = kv.into_inner()?;
+            let (Some(seq), Some((arrived_at, partition_key, data))) =
+                (seq_of(&k), decode_record(&v))
+            else {
+                return Err(StorageError("a stored stream record is corrupt".into()));
+            };
+            if arrived_at < cutoff {
+                continue;
+            }
+            out.push(StoredRecord {
+                shard,
+                sequence: seq,
+                partition_key,
+                data,
+                arrived_at,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first sequence of a shard that arrived at or after `ts` (unix ms), or the
+    /// next sequence to be written if none did.
+    pub fn sequence_at(&self, h: &StreamHandle, shard: u32, ts: u64) -> Result<u64, StorageError> {
+        let (first, end) = h.bounds(shard);
+        if first > end {
+            return Ok(end + 1);
+        }
+        let range = record_key(h.id, shard, first)..=record_key(h.id, shard, end);
+        for kv in self.spaces.records.range(range) {
+            let (k, v) = kv.into_inner()?;
+            if let (Some(seq), Some((at, _, _))) = (seq_of(&k), decode_record(&v))
+                && at >= ts
+            {
+                return Ok(seq);
+            }
+        }
+        Ok(end + 1)
+    }
+
+    /// Drops records past retention, oldest first, and moves each shard's trim horizon.
+    pub(super) fn sweep_streams(&self, ops: &mut Vec<Op>) -> Result<(), StorageError> {
+        let streams: Vec<Arc<StreamHandle>> = self
+            .streams
+            .read()
+            .expect("never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let now = now_ms();
+        for h in streams {
+            let cutoff = now.saturating_sub(h.spec().retention_hours * 3_600_000);
+            for (s, shard) in h.shards.iter().enumerate() {
+                let (first, end) = h.bounds(s as u32);
+                if first > end {
+                    continue;
+                }
+                let mut new_first = first;
+                let range = record_key(h.id, s as u32, first)..=record_key(h.id, s as u32, end);
+                for kv in self.spaces.records.range(range) {
+                    let (k, v) = kv.into_inner()?;
+                    match decode_record(&v) {
+                        Some((at, _, _)) if at < cutoff => {
+                            ops.push(Op::Delete(Space::Records, k.to_vec()));
+                            new_first = seq_of(&k).unwrap_or(new_first) + 1;
+                        }
+                        _ => break,
+                    }
+                }
+                shard.first.fetch_max(new_first, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer group, created with `spec` (and persisted) when it does not exist.
+    pub async fn group(
+        &self,
+        h: &Arc<StreamHandle>,
+        name: &str,
+        spec: Option<GroupSpec>,
+    ) -> Result<(Arc<GroupHandle>, bool), StorageError> {
+        if let Some(g) = h.group(name) {
+            return Ok((g, false));
+        }
+        let spec = spec.unwrap_or_default();
+        let n = h.shard_count();
+        let start_after: Vec<u64> = (0..n)
+            .map(|s| match spec.start_position {
+                StartPosition::TrimHorizon => 0,
+                StartPosition::Latest => h.bounds(s).1,
+            })
+            .collect();
+        let g = Arc::new(GroupHandle {
+            name: name.to_string(),
+            state: Mutex::new(GroupState {
+                leases: Leases::new(n, spec.lease_timeout_s * 1000),
+                checkpoints: vec![None; n as usize],
+                start_after,
+                cursors: HashMap::new(),
+            }),
+            spec,
+        });
+        let record = {
+            let st = g.lock();
+            GroupRecord {
+                spec: g.spec.clone(),
+                checkpoints: st.checkpoints.clone(),
+                start_after: st.start_after.clone(),
+            }
+        };
+        // Two first polls may race; the first to insert wins and both use its handle.
+        let g = {
+            let mut groups = h.groups.lock().expect("never poisoned");
+            if let Some(existing) = groups.get(name) {
+                return Ok((existing.clone(), false));
+            }
+            groups.insert(name.to_string(), g.clone());
+            g
+        };
+        self.put_meta(&format!("{META_GROUP}{}/{name}", h.id), to_json(&record))
+            .await?;
+        Ok((g, true))
+    }
+
+    /// Durably records a group's checkpoints.
+    pub async fn save_group(&self, h: &StreamHandle, g: &GroupHandle) -> Result<(), StorageError> {
+        let record = {
+            let st = g.lock();
+            GroupRecord {
+                spec: g.spec.clone(),
+                checkpoints: st.checkpoints.clone(),
+                start_after: st.start_after.clone(),
+            }
+        };
+        self.put_meta(
+            &format!("{META_GROUP}{}/{}", h.id, g.name),
+            to_json(&record),
+        )
+        .await
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data always serializes")
+}
