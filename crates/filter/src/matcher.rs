@@ -32,6 +32,8 @@ use std::cell::RefCell;
 #[derive(Debug, Default)]
 pub struct MatcherBuilder {
     entries: Vec<(u32, Scope, Policy)>,
+    /// Test hook: check every slot directly instead of through the indexes.
+    no_anchors: bool,
 }
 
 impl MatcherBuilder {
@@ -60,7 +62,19 @@ impl MatcherBuilder {
 
     /// Compile everything added into one matcher.
     pub fn build(self) -> Matcher {
-        Compiler::default().compile(self.entries)
+        Compiler {
+            no_anchors: self.no_anchors,
+            ..Compiler::default()
+        }
+        .compile(self.entries)
+    }
+
+    /// Compile without indexes: every conjunction is checked slot by slot for every message.
+    /// Slow; exists so tests can hold the direct path and the indexed path to the same spec.
+    #[doc(hidden)]
+    pub fn build_unindexed(mut self) -> Matcher {
+        self.no_anchors = true;
+        self.build()
     }
 }
 
@@ -696,6 +710,7 @@ fn rule_bucket(pid: u32, r: &Rule) -> Option<Bucket> {
 #[derive(Default)]
 struct Compiler {
     m: Matcher,
+    no_anchors: bool,
     body_paths: HashMap<String, u32>,
 }
 
@@ -774,6 +789,7 @@ impl Compiler {
                 .slots
                 .iter()
                 .enumerate()
+                .filter(|_| !self.no_anchors)
                 .filter_map(|(i, (pid, rules))| {
                     let bs = slot_buckets(*pid, rules)?;
                     Some((
