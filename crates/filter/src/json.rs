@@ -7,6 +7,9 @@
 //! nothing, and bodies that match nothing never pay for validation. The scanner is exact on
 //! valid JSON, and on any input it terminates without panicking.
 
+/// `f64::MAX` has 309 integer digits; anything shorter (sign included) is finite.
+const F64_MAX_INT_DIGITS: usize = 308;
+
 /// Deepest nesting `serde_json` accepts (its recursion limit is 128 levels, exclusive).
 pub const MAX_DEPTH: usize = 127;
 
@@ -574,17 +577,17 @@ impl Validator<'_> {
             }
             _ => return Err(Malformed),
         }
-        let mut exact_int = true;
+        let int_digits = self.i - s;
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
-            exact_int = false;
             if self.digits() == 0 {
                 return Err(Malformed);
             }
         }
+        let mut scaled = false;
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
             self.i += 1;
-            exact_int = false;
+            scaled = true;
             if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
@@ -592,9 +595,10 @@ impl Validator<'_> {
                 return Err(Malformed);
             }
         }
-        // serde_json refuses numbers that overflow f64; only long or scaled ones can.
-        let text = &self.b[s..self.i];
-        if !exact_int || text.len() > 300 {
+        // serde_json refuses numbers that overflow f64; without an exponent only an integer
+        // part of more than 308 digits can, so most numbers need no conversion here.
+        if scaled || int_digits > F64_MAX_INT_DIGITS {
+            let text = &self.b[s..self.i];
             let x: f64 = std::str::from_utf8(text)
                 .expect("ASCII")
                 .parse()
