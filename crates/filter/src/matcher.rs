@@ -1,0 +1,895 @@
+//! The compiled matcher: many policies of one topic in one immutable structure, so a publish
+//! costs work proportional to the message and to the matches, never a loop over all
+//! subscriptions.
+//!
+//! How it works. Every policy is expanded (`$or`) into conjunctions of *slots* (a path plus
+//! the rules one of which must hold there). Each conjunction picks one *anchor* slot, the one
+//! expected to be rarest: an exact value shared by few subscriptions beats a two-valued
+//! field, which beats a prefix, a numeric range or `exists`. Only anchor rules go into
+//! per-path indexes (hash maps for exact and case-folded values and for prefixes and
+//! suffixes by length, wildcard buckets keyed by their literal prefix or suffix, short lists
+//! for ranges and networks). A message is flattened once, only along paths some policy
+//! uses; every value is recorded and probed against its path's index, which yields candidate
+//! conjunctions. Each candidate then checks its remaining slots directly against the
+//! recorded values. Conjunctions without an indexable slot (only `anything-but` or
+//! `exists: false`) are checked for every message of their scope.
+//!
+//! A body is scanned without validating the parts it skips; before the first body-scope
+//! match is reported it is validated in full, so an invalid body matches nothing.
+
+use crate::Scope;
+use crate::attributes::{Attributes, Element, Parsed};
+use crate::cidr::Cidr;
+use crate::error::PolicyError;
+use crate::json::{self, PathTrie, ScanLeaf, Scanner};
+use crate::number;
+use crate::policy::{AnythingBut, KeyCond, Literal, NumRange, Policy, Rule, fold_case};
+use crate::wildcard::Wildcard;
+use foldhash::HashMap;
+use std::cell::RefCell;
+
+/// Collects policies, then compiles them into one [`Matcher`].
+#[derive(Debug, Default)]
+pub struct MatcherBuilder {
+    entries: Vec<(u32, Scope, Policy)>,
+    /// Test hook: check every slot directly instead of through the indexes.
+    no_anchors: bool,
+}
+
+impl MatcherBuilder {
+    /// An empty builder.
+    pub fn new() -> MatcherBuilder {
+        MatcherBuilder::default()
+    }
+
+    /// Add a policy under `id` for `scope`. Adding the same id again ORs the policies.
+    /// Fails only if the policy cannot be used in `scope` (nested keys in attribute scope).
+    pub fn add(&mut self, id: u32, policy: &Policy, scope: Scope) -> Result<(), PolicyError> {
+        policy.check_scope(scope)?;
+        self.entries.push((id, scope, policy.clone()));
+        Ok(())
+    }
+
+    /// Number of policies added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Compile everything added into one matcher.
+    pub fn build(self) -> Matcher {
+        Compiler {
+            no_anchors: self.no_anchors,
+            ..Compiler::default()
+        }
+        .compile(self.entries)
+    }
+
+    /// Compile without indexes: every conjunction is checked slot by slot for every message.
+    /// Slow; exists so tests can hold the direct path and the indexed path to the same spec.
+    #[doc(hidden)]
+    pub fn build_unindexed(mut self) -> Matcher {
+        self.no_anchors = true;
+        self.build()
+    }
+}
+
+/// A compiled set of policies. Immutable, `Send + Sync`; share it behind an `Arc` and swap
+/// the `Arc` when subscriptions change.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    /// Dense policy index → caller's id.
+    ids: Vec<u32>,
+    /// Policies with an alternative without conditions: they accept every message.
+    always: Vec<u32>,
+    body_trie: Trie,
+    attr_paths: HashMap<Box<str>, u32>,
+    /// Per path id (body and attribute paths share the numbering).
+    paths: Vec<PathInfo>,
+    conjs: Vec<Conj>,
+    /// Non-anchor slots of every conjunction, contiguous per conjunction.
+    slots: Vec<Slot>,
+    wildcards: Vec<Wildcard>,
+    body_unanchored: Vec<u32>,
+    attr_unanchored: Vec<u32>,
+    has_body: bool,
+    has_attrs: bool,
+}
+
+#[derive(Debug, Default)]
+struct PathInfo {
+    index: Option<Box<PathIndex>>,
+    /// Some rule at this path compares case-folded strings: fold values when recording.
+    fold: bool,
+}
+
+#[derive(Debug)]
+struct Conj {
+    /// Dense policy index.
+    policy: u32,
+    /// Range into `Matcher::slots` of the slots still to check once the anchor holds.
+    slots: (u32, u32),
+}
+
+#[derive(Debug)]
+struct Slot {
+    path: u32,
+    rules: Box<[Rule]>,
+}
+
+/// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
+#[derive(Debug, Default)]
+struct Affix<T> {
+    lens: Vec<usize>,
+    map: HashMap<Box<[u8]>, Vec<T>>,
+}
+
+impl<T> Affix<T> {
+    fn add(&mut self, key: &[u8], v: T) {
+        if !self.lens.contains(&key.len()) {
+            self.lens.push(key.len());
+            self.lens.sort_unstable();
+        }
+        self.map.entry(key.into()).or_default().push(v);
+    }
+
+    #[inline]
+    fn probe(&self, s: &[u8], suffix: bool, mut f: impl FnMut(&T)) {
+        for &l in &self.lens {
+            if l > s.len() {
+                break;
+            }
+            let k = if suffix { &s[s.len() - l..] } else { &s[..l] };
+            if let Some(v) = self.map.get(k) {
+                v.iter().for_each(&mut f);
+            }
+        }
+    }
+}
+
+/// Anchor rules of one path. Values are conjunction ids (wildcards: `(wildcard, conj)`).
+#[derive(Debug, Default)]
+struct PathIndex {
+    exact: HashMap<Box<[u8]>, Vec<u32>>,
+    num: HashMap<u64, Vec<u32>>,
+    bool_true: Vec<u32>,
+    bool_false: Vec<u32>,
+    null: Vec<u32>,
+    prefix: Affix<u32>,
+    suffix: Affix<u32>,
+    fold: HashMap<Box<[u8]>, Vec<u32>>,
+    wild_prefix: Affix<(u32, u32)>,
+    wild_suffix: Affix<(u32, u32)>,
+    wild_any: Vec<(u32, u32)>,
+    ranges: Vec<(NumRange, u32)>,
+    cidrs: Vec<(Cidr, u32)>,
+    exists: Vec<u32>,
+    has_strings: bool,
+}
+
+/// Body path trie over key segments.
+#[derive(Debug)]
+struct Trie {
+    nodes: Vec<TrieNode>,
+}
+
+impl Default for Trie {
+    fn default() -> Self {
+        Trie {
+            nodes: vec![TrieNode::default()],
+        }
+    }
+}
+
+/// Children of a node are compared linearly up to this many (cheaper than hashing for the
+/// handful of keys most JSON objects have), then through a hash map.
+const LINEAR_CHILDREN: usize = 8;
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    kids: Vec<(Box<[u8]>, u32)>,
+    map: Option<HashMap<Box<[u8]>, u32>>,
+    leaf: Option<u32>,
+}
+
+impl Trie {
+    fn segment(&self, node: u32, seg: &[u8]) -> Option<u32> {
+        let n = &self.nodes[node as usize];
+        if let Some(m) = &n.map {
+            return m.get(seg).copied();
+        }
+        n.kids.iter().find(|(k, _)| **k == *seg).map(|(_, c)| *c)
+    }
+
+    fn insert(&mut self, path: &str, pid: u32) {
+        let mut node = 0u32;
+        for seg in path.as_bytes().split(|&b| b == b'.') {
+            node = match self.segment(node, seg) {
+                Some(c) => c,
+                None => {
+                    let c = self.nodes.len() as u32;
+                    self.nodes.push(TrieNode::default());
+                    let n = &mut self.nodes[node as usize];
+                    n.kids.push((seg.into(), c));
+                    if n.kids.len() > LINEAR_CHILDREN {
+                        n.map = Some(n.kids.iter().cloned().collect());
+                    }
+                    c
+                }
+            };
+        }
+        self.nodes[node as usize].leaf = Some(pid);
+    }
+}
+
+impl PathTrie for Trie {
+    #[inline]
+    fn child(&self, node: u32, key: &[u8]) -> Option<u32> {
+        if memchr::memchr(b'.', key).is_none() {
+            return self.segment(node, key);
+        }
+        let mut n = node;
+        for seg in key.split(|&b| b == b'.') {
+            n = self.segment(n, seg)?;
+        }
+        Some(n)
+    }
+
+    #[inline]
+    fn has_children(&self, node: u32) -> bool {
+        !self.nodes[node as usize].kids.is_empty()
+    }
+
+    #[inline]
+    fn leaf(&self, node: u32) -> Option<u32> {
+        self.nodes[node as usize].leaf
+    }
+}
+
+/// Per-message working memory. Reused across messages (and across matchers) so matching
+/// does not allocate once it is warm; entries are valid only when stamped with the current
+/// epoch, so nothing is cleared between messages.
+#[derive(Debug, Default)]
+pub struct MatchScratch {
+    epoch: u32,
+    path_stamp: Vec<u32>,
+    path_head: Vec<u32>,
+    leaves: Vec<Leaf>,
+    arena: Vec<u8>,
+    conj_stamp: Vec<u32>,
+    policy_stamp: Vec<u32>,
+    cands: Vec<u32>,
+    body_out: Vec<u32>,
+    tmp: Vec<u8>,
+}
+
+const NO_LEAF: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Num,
+    True,
+    False,
+    Null,
+    Binary,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Leaf {
+    next: u32,
+    kind: Kind,
+    num: f64,
+    /// String bytes in the arena.
+    off: u32,
+    len: u32,
+    /// Case-folded string bytes in the arena (when the path needs them).
+    foff: u32,
+    flen: u32,
+}
+
+impl MatchScratch {
+    /// Fresh scratch space (grows to fit the matchers it is used with).
+    pub fn new() -> MatchScratch {
+        MatchScratch::default()
+    }
+
+    fn begin(&mut self, m: &Matcher) {
+        if self.epoch == u32::MAX {
+            // After four billion messages stamps could repeat: start over.
+            *self = MatchScratch::default();
+        }
+        self.epoch += 1;
+        let grow = |v: &mut Vec<u32>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0);
+            }
+        };
+        grow(&mut self.path_stamp, m.paths.len());
+        if self.path_head.len() < m.paths.len() {
+            self.path_head.resize(m.paths.len(), NO_LEAF);
+        }
+        grow(&mut self.conj_stamp, m.conjs.len());
+        grow(&mut self.policy_stamp, m.ids.len());
+        self.leaves.clear();
+        self.arena.clear();
+        self.cands.clear();
+        self.body_out.clear();
+    }
+
+    fn str_of(&self, l: &Leaf) -> &[u8] {
+        &self.arena[l.off as usize..(l.off + l.len) as usize]
+    }
+
+    fn fold_of(&self, l: &Leaf) -> &[u8] {
+        &self.arena[l.foff as usize..(l.foff + l.flen) as usize]
+    }
+
+    fn push_leaf(&mut self, pid: u32, kind: Kind, num: f64, s: &[u8], fold: bool) -> Leaf {
+        let off = self.arena.len() as u32;
+        self.arena.extend_from_slice(s);
+        let (mut foff, mut flen) = (off, s.len() as u32);
+        if fold && kind == Kind::Str {
+            foff = self.arena.len() as u32;
+            if s.is_ascii() {
+                self.arena.extend(s.iter().map(u8::to_ascii_lowercase));
+            } else {
+                let folded = fold_case(&String::from_utf8_lossy(s));
+                self.arena.extend_from_slice(folded.as_bytes());
+            }
+            flen = self.arena.len() as u32 - foff;
+        }
+        let p = pid as usize;
+        let next = if self.path_stamp[p] == self.epoch {
+            self.path_head[p]
+        } else {
+            NO_LEAF
+        };
+        self.path_stamp[p] = self.epoch;
+        self.path_head[p] = self.leaves.len() as u32;
+        let leaf = Leaf {
+            next,
+            kind,
+            num,
+            off,
+            len: s.len() as u32,
+            foff,
+            flen,
+        };
+        self.leaves.push(leaf);
+        leaf
+    }
+
+    fn first_leaf(&self, pid: u32) -> u32 {
+        if self.path_stamp[pid as usize] == self.epoch {
+            self.path_head[pid as usize]
+        } else {
+            NO_LEAF
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<MatchScratch> = RefCell::new(MatchScratch::new());
+}
+
+impl Matcher {
+    /// Append to `out` the id of every policy that accepts this message (each id once).
+    /// `body` is the raw payload as published; `attrs` its message attributes.
+    /// Uses a per-thread scratch space; see [`Matcher::matches_with`] to pass your own.
+    pub fn matches(&self, body: &[u8], attrs: &Attributes, out: &mut Vec<u32>) {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut sc) => self.matches_with(&mut sc, body, attrs, out),
+            Err(_) => self.matches_with(&mut MatchScratch::new(), body, attrs, out),
+        });
+    }
+
+    /// Number of distinct policy ids compiled in.
+    pub fn policy_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// [`Matcher::matches`] with caller-provided scratch space.
+    pub fn matches_with(
+        &self,
+        sc: &mut MatchScratch,
+        body: &[u8],
+        attrs: &Attributes,
+        out: &mut Vec<u32>,
+    ) {
+        sc.begin(self);
+        let epoch = sc.epoch;
+        for &p in &self.always {
+            if sc.policy_stamp[p as usize] != epoch {
+                sc.policy_stamp[p as usize] = epoch;
+                out.push(self.ids[p as usize]);
+            }
+        }
+        if self.has_attrs {
+            for (name, av) in attrs.iter() {
+                if let Some(&pid) = self.attr_paths.get(name) {
+                    self.record_attribute(sc, pid, av.value().as_bytes(), &av.parsed);
+                }
+            }
+            let absence_counts = !attrs.is_empty();
+            let mut cands = std::mem::take(&mut sc.cands);
+            for &c in cands.iter().chain(&self.attr_unanchored) {
+                self.try_conj(sc, c, absence_counts, false, out);
+            }
+            cands.clear();
+            sc.cands = cands;
+        }
+        if self.has_body {
+            let tmp = std::mem::take(&mut sc.tmp);
+            let mut scanner = Scanner::new(body, &self.body_trie, tmp);
+            let res = scanner.scan_body(0, &mut |pid, leaf| self.record_body_leaf(sc, pid, leaf));
+            sc.tmp = scanner.into_buffer();
+            if res == Ok(true) {
+                let cands = std::mem::take(&mut sc.cands);
+                for &c in cands.iter().chain(&self.body_unanchored) {
+                    let mut dummy = Vec::new();
+                    self.try_conj(sc, c, true, true, &mut dummy);
+                }
+                sc.cands = cands;
+                if !sc.body_out.is_empty() && json::validate(body) {
+                    out.extend(sc.body_out.iter().map(|&p| self.ids[p as usize]));
+                }
+            }
+        }
+    }
+
+    fn try_conj(
+        &self,
+        sc: &mut MatchScratch,
+        c: u32,
+        absence_counts: bool,
+        body: bool,
+        out: &mut Vec<u32>,
+    ) {
+        let conj = &self.conjs[c as usize];
+        let p = conj.policy as usize;
+        if sc.policy_stamp[p] == sc.epoch {
+            return;
+        }
+        let (s, e) = conj.slots;
+        if self.slots[s as usize..e as usize]
+            .iter()
+            .all(|slot| self.slot_holds(sc, slot, absence_counts))
+        {
+            sc.policy_stamp[p] = sc.epoch;
+            if body {
+                sc.body_out.push(p as u32);
+            } else {
+                out.push(self.ids[p]);
+            }
+        }
+    }
+
+    fn slot_holds(&self, sc: &MatchScratch, slot: &Slot, absence_counts: bool) -> bool {
+        let first = sc.first_leaf(slot.path);
+        let present = {
+            let mut i = first;
+            let mut any = false;
+            while i != NO_LEAF {
+                let l = &sc.leaves[i as usize];
+                if l.kind != Kind::Null {
+                    any = true;
+                    break;
+                }
+                i = l.next;
+            }
+            any
+        };
+        slot.rules.iter().any(|r| match r {
+            Rule::Exists(true) => present,
+            Rule::Exists(false) => !present && absence_counts,
+            _ => {
+                let mut i = first;
+                while i != NO_LEAF {
+                    let l = &sc.leaves[i as usize];
+                    if leaf_satisfies(r, l, sc) {
+                        return true;
+                    }
+                    i = l.next;
+                }
+                false
+            }
+        })
+    }
+
+    fn record_attribute(&self, sc: &mut MatchScratch, pid: u32, value: &[u8], parsed: &Parsed) {
+        let fold = self.paths[pid as usize].fold;
+        match parsed {
+            Parsed::Str => self.record(sc, pid, Kind::Str, 0.0, value, fold),
+            Parsed::Num(k) => self.record(sc, pid, Kind::Num, *k, b"", fold),
+            Parsed::Binary => self.record(sc, pid, Kind::Binary, 0.0, b"", fold),
+            Parsed::Array(items) => {
+                for e in items {
+                    match e {
+                        Element::Str(s) => self.record(sc, pid, Kind::Str, 0.0, s.as_bytes(), fold),
+                        Element::Num(k) => self.record(sc, pid, Kind::Num, *k, b"", fold),
+                        Element::Bool(b) => self.record(
+                            sc,
+                            pid,
+                            if *b { Kind::True } else { Kind::False },
+                            0.0,
+                            b"",
+                            fold,
+                        ),
+                        Element::Null => self.record(sc, pid, Kind::Null, 0.0, b"", fold),
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn record_body_leaf(&self, sc: &mut MatchScratch, pid: u32, leaf: ScanLeaf<'_>) {
+        let fold = self.paths[pid as usize].fold;
+        match leaf {
+            ScanLeaf::Str(s) => self.record(sc, pid, Kind::Str, 0.0, s, fold),
+            ScanLeaf::Num(x) => self.record(sc, pid, Kind::Num, number::key(x), b"", fold),
+            ScanLeaf::Bool(b) => self.record(
+                sc,
+                pid,
+                if b { Kind::True } else { Kind::False },
+                0.0,
+                b"",
+                fold,
+            ),
+            ScanLeaf::Null => self.record(sc, pid, Kind::Null, 0.0, b"", fold),
+        }
+    }
+
+    /// Record one value at `pid` and collect the conjunctions whose anchor it satisfies.
+    #[inline]
+    fn record(&self, sc: &mut MatchScratch, pid: u32, kind: Kind, num: f64, s: &[u8], fold: bool) {
+        let leaf = sc.push_leaf(pid, kind, num, s, fold);
+        let Some(ix) = &self.paths[pid as usize].index else {
+            return;
+        };
+        let epoch = sc.epoch;
+        let MatchScratch {
+            conj_stamp,
+            cands,
+            arena,
+            ..
+        } = sc;
+        let mut hit = |c: u32| {
+            if conj_stamp[c as usize] != epoch {
+                conj_stamp[c as usize] = epoch;
+                cands.push(c);
+            }
+        };
+        if kind != Kind::Null {
+            ix.exists.iter().for_each(|&c| hit(c));
+        }
+        match kind {
+            Kind::Str => {
+                let s = &arena[leaf.off as usize..(leaf.off + leaf.len) as usize];
+                if let Some(v) = ix.exact.get(s) {
+                    v.iter().for_each(|&c| hit(c));
+                }
+                if !ix.has_strings {
+                    return;
+                }
+                ix.prefix.probe(s, false, |&c| hit(c));
+                ix.suffix.probe(s, true, |&c| hit(c));
+                if !ix.fold.is_empty() {
+                    let f = &arena[leaf.foff as usize..(leaf.foff + leaf.flen) as usize];
+                    if let Some(v) = ix.fold.get(f) {
+                        v.iter().for_each(|&c| hit(c));
+                    }
+                }
+                let wild = &self.wildcards;
+                let mut check = |&(w, c): &(u32, u32)| {
+                    if wild[w as usize].is_match(s) {
+                        hit(c);
+                    }
+                };
+                ix.wild_prefix.probe(s, false, &mut check);
+                ix.wild_suffix.probe(s, true, &mut check);
+                ix.wild_any.iter().for_each(&mut check);
+                for (net, c) in &ix.cidrs {
+                    if net.contains(s) {
+                        hit(*c);
+                    }
+                }
+            }
+            Kind::Num => {
+                if let Some(v) = ix.num.get(&number::key_bits(num)) {
+                    v.iter().for_each(|&c| hit(c));
+                }
+                for (r, c) in &ix.ranges {
+                    if r.contains(num) {
+                        hit(*c);
+                    }
+                }
+            }
+            Kind::True => ix.bool_true.iter().for_each(|&c| hit(c)),
+            Kind::False => ix.bool_false.iter().for_each(|&c| hit(c)),
+            Kind::Null => ix.null.iter().for_each(|&c| hit(c)),
+            Kind::Binary => {}
+        }
+    }
+}
+
+fn leaf_satisfies(rule: &Rule, l: &Leaf, sc: &MatchScratch) -> bool {
+    match rule {
+        Rule::Exact(lit) => literal_eq(lit, l, sc),
+        Rule::Prefix(p) => l.kind == Kind::Str && sc.str_of(l).starts_with(p.as_bytes()),
+        Rule::Suffix(p) => l.kind == Kind::Str && sc.str_of(l).ends_with(p.as_bytes()),
+        Rule::EqualsIgnoreCase(p) => l.kind == Kind::Str && sc.fold_of(l) == p.as_bytes(),
+        Rule::Wildcard(w) => l.kind == Kind::Str && w.is_match(sc.str_of(l)),
+        Rule::Cidr(c) => l.kind == Kind::Str && c.contains(sc.str_of(l)),
+        Rule::Numeric(r) => l.kind == Kind::Num && r.contains(l.num),
+        Rule::Exists(_) => unreachable!("handled by slot_holds"),
+        Rule::AnythingBut(ab) => match ab {
+            AnythingBut::Values(vs) => {
+                matches!(l.kind, Kind::Str | Kind::Num | Kind::True | Kind::False)
+                    && !vs.iter().any(|v| literal_eq(v, l, sc))
+            }
+            AnythingBut::Prefix(p) => {
+                l.kind == Kind::Str && !sc.str_of(l).starts_with(p.as_bytes())
+            }
+            AnythingBut::Suffix(p) => l.kind == Kind::Str && !sc.str_of(l).ends_with(p.as_bytes()),
+            AnythingBut::Wildcard(w) => l.kind == Kind::Str && !w.is_match(sc.str_of(l)),
+            AnythingBut::EqualsIgnoreCase(p) => {
+                l.kind == Kind::Str && sc.fold_of(l) != p.as_bytes()
+            }
+        },
+    }
+}
+
+#[inline]
+fn literal_eq(lit: &Literal, l: &Leaf, sc: &MatchScratch) -> bool {
+    match lit {
+        Literal::Str(s) => l.kind == Kind::Str && sc.str_of(l) == s.as_bytes(),
+        Literal::Num(k) => l.kind == Kind::Num && l.num == *k,
+        Literal::Bool(true) => l.kind == Kind::True,
+        Literal::Bool(false) => l.kind == Kind::False,
+        Literal::Null => l.kind == Kind::Null,
+    }
+}
+
+/// Bucket of an anchor rule, for estimating how many conjunctions share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Bucket {
+    Exact(u32, Vec<u8>),
+    Num(u32, u64),
+    Literal(u32, u8),
+    Prefix(u32, Vec<u8>),
+    Suffix(u32, Vec<u8>),
+    Fold(u32, Vec<u8>),
+    WildPrefix(u32, Vec<u8>),
+    WildSuffix(u32, Vec<u8>),
+    Scan(u32, u8),
+}
+
+/// Relative cost of probing a bucket kind, beyond the number of conjunctions in it: affix
+/// and wildcard buckets also catch values that are not equal, ranges and `exists` catch most.
+fn bucket_weight(b: &Bucket) -> u64 {
+    match b {
+        Bucket::Exact(..) | Bucket::Num(..) | Bucket::Fold(..) => 1,
+        Bucket::Literal(..) => 2,
+        Bucket::Prefix(..) | Bucket::Suffix(..) => 3,
+        Bucket::WildPrefix(..) | Bucket::WildSuffix(..) => 4,
+        Bucket::Scan(..) => 16,
+    }
+}
+
+fn rule_bucket(pid: u32, r: &Rule) -> Option<Bucket> {
+    Some(match r {
+        Rule::Exact(Literal::Str(s)) => Bucket::Exact(pid, s.as_bytes().to_vec()),
+        Rule::Exact(Literal::Num(k)) => Bucket::Num(pid, number::key_bits(*k)),
+        Rule::Exact(Literal::Bool(b)) => Bucket::Literal(pid, u8::from(*b)),
+        Rule::Exact(Literal::Null) => Bucket::Literal(pid, 2),
+        Rule::Prefix(p) => Bucket::Prefix(pid, p.as_bytes().to_vec()),
+        Rule::Suffix(p) => Bucket::Suffix(pid, p.as_bytes().to_vec()),
+        Rule::EqualsIgnoreCase(p) => Bucket::Fold(pid, p.as_bytes().to_vec()),
+        Rule::Wildcard(w) => {
+            if !w.literal_prefix().is_empty() {
+                Bucket::WildPrefix(pid, w.literal_prefix().as_bytes().to_vec())
+            } else if !w.literal_suffix().is_empty() {
+                Bucket::WildSuffix(pid, w.literal_suffix().as_bytes().to_vec())
+            } else {
+                Bucket::Scan(pid, 0)
+            }
+        }
+        Rule::Numeric(_) => Bucket::Scan(pid, 1),
+        Rule::Cidr(_) => Bucket::Scan(pid, 2),
+        Rule::Exists(true) => Bucket::Scan(pid, 3),
+        Rule::Exists(false) | Rule::AnythingBut(_) => return None,
+    })
+}
+
+#[derive(Default)]
+struct Compiler {
+    m: Matcher,
+    no_anchors: bool,
+    body_paths: HashMap<String, u32>,
+}
+
+struct PendingConj {
+    policy: u32,
+    body: bool,
+    slots: Vec<(u32, Vec<Rule>)>,
+}
+
+impl Compiler {
+    fn path_id(&mut self, path: &str, body: bool) -> u32 {
+        let next = self.m.paths.len() as u32;
+        let id = if body {
+            if let Some(&id) = self.body_paths.get(path) {
+                return id;
+            }
+            self.body_paths.insert(path.to_owned(), next);
+            self.m.body_trie.insert(path, next);
+            next
+        } else {
+            if let Some(&id) = self.m.attr_paths.get(path) {
+                return id;
+            }
+            self.m.attr_paths.insert(path.into(), next);
+            next
+        };
+        self.m.paths.push(PathInfo::default());
+        id
+    }
+
+    fn compile(mut self, entries: Vec<(u32, Scope, Policy)>) -> Matcher {
+        let mut dense: HashMap<u32, u32> = HashMap::default();
+        let mut pending = Vec::new();
+        for (id, scope, policy) in &entries {
+            let next = self.m.ids.len() as u32;
+            let p = *dense.entry(*id).or_insert_with(|| {
+                self.m.ids.push(*id);
+                next
+            });
+            let body = *scope == Scope::MessageBody;
+            for alt in policy.alternatives() {
+                if alt.is_empty() {
+                    self.m.always.push(p);
+                    continue;
+                }
+                let slots = alt
+                    .iter()
+                    .map(|k: &&KeyCond| (self.path_id(&k.path, body), k.rules.clone()))
+                    .collect();
+                pending.push(PendingConj {
+                    policy: p,
+                    body,
+                    slots,
+                });
+            }
+        }
+        drop(entries);
+        self.m.always.sort_unstable();
+        self.m.always.dedup();
+
+        // How many conjunctions could anchor on each bucket.
+        let mut counts: HashMap<Bucket, u64> = HashMap::default();
+        for pc in &pending {
+            for (pid, rules) in &pc.slots {
+                if let Some(bs) = slot_buckets(*pid, rules) {
+                    for b in bs {
+                        *counts.entry(b).or_default() += 1;
+                    }
+                }
+            }
+        }
+
+        for pc in pending {
+            let c = self.m.conjs.len() as u32;
+            let anchor = pc
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|_| !self.no_anchors)
+                .filter_map(|(i, (pid, rules))| {
+                    let bs = slot_buckets(*pid, rules)?;
+                    Some((
+                        bs.iter().map(|b| counts[b] * bucket_weight(b)).sum::<u64>(),
+                        i,
+                    ))
+                })
+                .min()
+                .map(|(_, i)| i);
+            let start = self.m.slots.len() as u32;
+            for (i, (pid, rules)) in pc.slots.into_iter().enumerate() {
+                if rules.iter().any(|r| {
+                    matches!(
+                        r,
+                        Rule::EqualsIgnoreCase(_)
+                            | Rule::AnythingBut(AnythingBut::EqualsIgnoreCase(_))
+                    )
+                }) {
+                    self.m.paths[pid as usize].fold = true;
+                }
+                if Some(i) == anchor {
+                    for r in rules {
+                        self.index_rule(pid, r, c);
+                    }
+                } else {
+                    self.m.slots.push(Slot {
+                        path: pid,
+                        rules: rules.into_boxed_slice(),
+                    });
+                }
+            }
+            let end = self.m.slots.len() as u32;
+            self.m.conjs.push(Conj {
+                policy: pc.policy,
+                slots: (start, end),
+            });
+            if anchor.is_none() {
+                if pc.body {
+                    self.m.body_unanchored.push(c)
+                } else {
+                    self.m.attr_unanchored.push(c)
+                }
+            }
+            if pc.body {
+                self.m.has_body = true;
+            } else {
+                self.m.has_attrs = true;
+            }
+        }
+        self.m
+    }
+
+    fn index_rule(&mut self, pid: u32, r: Rule, c: u32) {
+        let ix = self.m.paths[pid as usize]
+            .index
+            .get_or_insert_with(Default::default);
+        match r {
+            Rule::Exact(Literal::Str(s)) => {
+                ix.exact.entry(s.into_bytes().into()).or_default().push(c)
+            }
+            Rule::Exact(Literal::Num(k)) => ix.num.entry(number::key_bits(k)).or_default().push(c),
+            Rule::Exact(Literal::Bool(true)) => ix.bool_true.push(c),
+            Rule::Exact(Literal::Bool(false)) => ix.bool_false.push(c),
+            Rule::Exact(Literal::Null) => ix.null.push(c),
+            Rule::Prefix(p) => {
+                ix.has_strings = true;
+                ix.prefix.add(p.as_bytes(), c)
+            }
+            Rule::Suffix(p) => {
+                ix.has_strings = true;
+                ix.suffix.add(p.as_bytes(), c)
+            }
+            Rule::EqualsIgnoreCase(p) => {
+                ix.has_strings = true;
+                ix.fold.entry(p.into_bytes().into()).or_default().push(c)
+            }
+            Rule::Wildcard(w) => {
+                ix.has_strings = true;
+                let wid = self.m.wildcards.len() as u32;
+                if !w.literal_prefix().is_empty() {
+                    ix.wild_prefix.add(w.literal_prefix().as_bytes(), (wid, c));
+                } else if !w.literal_suffix().is_empty() {
+                    ix.wild_suffix.add(w.literal_suffix().as_bytes(), (wid, c));
+                } else {
+                    ix.wild_any.push((wid, c));
+                }
+                self.m.wildcards.push(w);
+            }
+            Rule::Numeric(range) => ix.ranges.push((range, c)),
+            Rule::Cidr(net) => {
+                ix.has_strings = true;
+                ix.cidrs.push((net, c))
+            }
+            Rule::Exists(true) => ix.exists.push(c),
+            Rule::Exists(false) | Rule::AnythingBut(_) => unreachable!("never an anchor"),
+        }
+    }
+}
+
+/// The buckets of a slot when every rule of it can be indexed (so it can be an anchor).
+fn slot_buckets(pid: u32, rules: &[Rule]) -> Option<Vec<Bucket>> {
+    rules.iter().map(|r| rule_bucket(pid, r)).collect()
+}
