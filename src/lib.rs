@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod matching;
 pub mod model;
+pub mod policy_test;
 pub mod router;
 pub mod server;
 pub mod stream;

@@ -22,8 +22,38 @@ struct Cli {
 enum Command {
     /// Run the router.
     Serve(ServeArgs),
+    /// Check filter policies without a server.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Does a policy match a message? Prints `match` (exit 0) or `no match` (exit 1); an
+    /// invalid policy or message exits 2. With --jsonl, answers JSON lines from stdin.
+    Test(PolicyTestArgs),
+}
+
+#[derive(clap::Args)]
+struct PolicyTestArgs {
+    /// The filter policy (JSON).
+    #[arg(long, required_unless_present = "jsonl")]
+    policy: Option<String>,
+    /// What the policy looks at.
+    #[arg(long, default_value = "attributes", value_parser = ["attributes", "body", "MessageAttributes", "MessageBody"])]
+    scope: String,
+    /// The message body, as published (body scope).
+    #[arg(long, conflicts_with = "jsonl")]
+    message: Option<String>,
+    /// Message attributes: {"Name": "value"} or the SNS form {"Name": {"Type": …, "Value": …}}.
+    #[arg(long, conflicts_with = "jsonl")]
+    attributes: Option<String>,
+    /// Read cases as JSON lines on stdin, one answer line each:
+    /// {"policy", "scope", "attributes" | "body" | "body_raw"} -> {"match": bool} or {"error": …}.
+    #[arg(long)]
+    jsonl: bool,
 }
 
 #[derive(clap::Args)]
@@ -47,6 +77,9 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Policy(PolicyCommand::Test(args)) = &cli.command {
+        return policy_test(args);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -60,6 +93,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime builds on any supported OS");
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Policy(_) => unreachable!("handled before the runtime starts"),
         Command::Client(cmd) => rt.block_on(client_cli::run(cmd)).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -129,4 +163,55 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn policy_test(args: &PolicyTestArgs) -> ExitCode {
+    use switchyard::policy_test;
+    if args.jsonl {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        return match policy_test::run_jsonl(stdin, std::io::BufWriter::new(stdout)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let fail = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let policy: serde_json::Value = match serde_json::from_str(args.policy.as_deref().unwrap_or(""))
+    {
+        Ok(p) => p,
+        Err(e) => return fail(format!("--policy is not valid JSON: {e}")),
+    };
+    let scope = match policy_test::parse_scope(&args.scope) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let attrs = match &args.attributes {
+        None => switchyard::attributes::Attributes::new(),
+        Some(text) => match serde_json::from_str(text)
+            .map_err(|e| format!("--attributes is not valid JSON: {e}"))
+            .and_then(|v: serde_json::Value| {
+                switchyard::attributes::from_api(Some(&v)).map_err(|e| e.to_string())
+            }) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        },
+    };
+    let body = args.message.as_deref().unwrap_or("").as_bytes();
+    match policy_test::evaluate(&policy, scope, body, &attrs) {
+        Ok(true) => {
+            println!("match");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("no match");
+            ExitCode::from(1)
+        }
+        Err(e) => fail(e),
+    }
 }

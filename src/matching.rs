@@ -1,36 +1,109 @@
-//! Filter policies as the router uses them: one compiled matcher per topic.
-//!
-//! This build has no filter-policy engine yet, so a subscription that carries a policy is
-//! refused (never silently delivered everything) and every subscription without one
-//! matches every message.
+//! Filter policies as the router uses them: every subscription of a topic compiled into
+//! one matcher, so matching cost grows with the message, not with the subscriptions.
 
 use crate::attributes::Attributes;
-use crate::model::SubscriptionSpec;
+use crate::model::{FilterScope, SubscriptionSpec};
+use switchyard_filter::{Matcher, MatcherBuilder, Policy, Scope};
 
-/// Checks a filter policy; the error names what is wrong.
-pub fn parse_policy(_policy: &serde_json::Value) -> Result<(), String> {
-    Err("filter policies are not supported by this build yet".into())
+fn scope(s: FilterScope) -> Scope {
+    match s {
+        FilterScope::MessageAttributes => Scope::MessageAttributes,
+        FilterScope::MessageBody => Scope::MessageBody,
+    }
 }
 
-/// All subscriptions of one topic, compiled for matching.
+/// Checks a filter policy for the given scope; the error names the offending key and rule.
+pub fn parse_policy(policy: &serde_json::Value, s: FilterScope) -> Result<Policy, String> {
+    Policy::parse_scoped(policy, scope(s)).map_err(|e| e.to_string())
+}
+
+/// All subscriptions of one topic, compiled for matching. Ids are positions in the
+/// iteration order given to [`TopicMatcher::build`].
 pub struct TopicMatcher {
-    subscriptions: u32,
+    matcher: Matcher,
+    /// Subscriptions without a policy: they get every message.
+    unfiltered: Vec<u32>,
 }
 
 impl TopicMatcher {
     pub fn build<'a>(subs: impl Iterator<Item = &'a SubscriptionSpec>) -> Result<Self, String> {
-        let mut n = 0;
-        for s in subs {
-            if let Some(p) = &s.filter_policy {
-                parse_policy(p)?;
+        let mut builder = MatcherBuilder::new();
+        let mut unfiltered = Vec::new();
+        for (id, s) in subs.enumerate() {
+            let id = id as u32;
+            match &s.filter_policy {
+                None => unfiltered.push(id),
+                Some(p) => {
+                    let policy = parse_policy(p, s.filter_policy_scope)?;
+                    builder
+                        .add(id, &policy, scope(s.filter_policy_scope))
+                        .map_err(|e| e.to_string())?;
+                }
             }
-            n += 1;
         }
-        Ok(Self { subscriptions: n })
+        Ok(Self {
+            matcher: builder.build(),
+            unfiltered,
+        })
     }
 
-    /// Appends the ids (subscription order) of every subscription the message matches.
-    pub fn matches(&self, _body: &[u8], _attrs: &Attributes, out: &mut Vec<u32>) {
-        out.extend(0..self.subscriptions);
+    /// Appends the ids of every subscription the message matches, in id order.
+    pub fn matches(&self, body: &[u8], attrs: &Attributes, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.unfiltered);
+        if self.matcher.policy_count() > 0 {
+            self.matcher.matches(body, attrs, out);
+            out.sort_unstable();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Endpoint;
+    use serde_json::json;
+
+    fn sub(policy: Option<serde_json::Value>, scope: FilterScope) -> SubscriptionSpec {
+        SubscriptionSpec {
+            endpoint: Endpoint::Queue("q".into()),
+            filter_policy: policy,
+            filter_policy_scope: scope,
+            raw_message_delivery: false,
+            dead_letter_queue: None,
+            delivery_policy: None,
+        }
+    }
+
+    #[test]
+    fn one_matcher_serves_both_scopes_and_unfiltered_subscriptions() {
+        let subs = [
+            sub(None, FilterScope::MessageAttributes),
+            sub(
+                Some(json!({"event": ["order_placed"]})),
+                FilterScope::MessageAttributes,
+            ),
+            sub(
+                Some(json!({"total": [{"numeric": [">", 100]}]})),
+                FilterScope::MessageBody,
+            ),
+        ];
+        let m = TopicMatcher::build(subs.iter()).unwrap();
+        let attrs = crate::attributes::from_api(Some(&json!({"event": "order_placed"}))).unwrap();
+        let mut out = Vec::new();
+        m.matches(br#"{"total": 150}"#, &attrs, &mut out);
+        assert_eq!(out, [0, 1, 2]);
+        out.clear();
+        m.matches(br#"{"total": 50}"#, &Attributes::new(), &mut out);
+        assert_eq!(out, [0]);
+    }
+
+    #[test]
+    fn invalid_policy_names_the_key() {
+        let e = parse_policy(
+            &json!({"price": [{"numeric": ["<", "x"]}]}),
+            FilterScope::MessageBody,
+        )
+        .unwrap_err();
+        assert!(e.contains("price"), "{e}");
     }
 }

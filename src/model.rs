@@ -465,7 +465,7 @@ impl SubscriptionSpec {
             }
         }
         if let Some(policy) = &self.filter_policy
-            && let Err(e) = crate::matching::parse_policy(policy)
+            && let Err(e) = crate::matching::parse_policy(policy, self.filter_policy_scope)
         {
             errs.push(FieldError::new("filter_policy", e));
         }

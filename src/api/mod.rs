@@ -79,6 +79,7 @@ pub fn app(state: AppState) -> Routes {
         .route("/queues/{queue}/visibility", post(visibility))
         .route("/queues/{queue}/purge", post(purge))
         .route("/queues/{queue}/redrive", post(redrive))
+        .route("/policies/test", post(test_policy))
         .route("/streams", get(list_streams))
         .route(
             "/streams/{stream}",
@@ -297,10 +298,12 @@ async fn publish_batch(
 
 async fn list_subscriptions(State(s): State<AppState>, Path(topic): Path<String>) -> ApiResult {
     let t = s.router.topic(&topic)?;
-    Ok(
-        Json(json!({ "subscriptions": t.subscriptions.keys().collect::<Vec<_>>() }))
-            .into_response(),
-    )
+    let subs = t
+        .subscriptions
+        .keys()
+        .map(|name| subscription_json(&s, &topic, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "subscriptions": subs })).into_response())
 }
 
 fn subscription_json(s: &AppState, topic: &str, name: &str) -> Result<Value, RouterError> {
@@ -732,4 +735,35 @@ async fn checkpoint(
 ) -> ApiResult {
     s.router.checkpoint(&name, &group, req).await?;
     Ok(Json(json!({})).into_response())
+}
+
+// ---- policies -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyTest {
+    policy: Value,
+    #[serde(default)]
+    scope: Option<String>,
+    /// The message body (any JSON), for body scope.
+    #[serde(default)]
+    message: Option<Box<RawValue>>,
+    /// Attributes in the publish forms, for attribute scope.
+    #[serde(default)]
+    attributes: Option<Value>,
+}
+
+async fn test_policy(ApiJson(req): ApiJson<PolicyTest>) -> ApiResult {
+    use crate::policy_test;
+    let scope = policy_test::parse_scope(req.scope.as_deref().unwrap_or("MessageAttributes"))
+        .map_err(Problem::bad_request)?;
+    let attrs = crate::attributes::from_api(req.attributes.as_ref()).map_err(RouterError::from)?;
+    let body = req
+        .message
+        .as_ref()
+        .map(|m| m.get().as_bytes())
+        .unwrap_or(b"");
+    let m = policy_test::evaluate(&req.policy, scope, body, &attrs)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-filter-policy", e))?;
+    Ok(Json(json!({ "match": m })).into_response())
 }

@@ -2,7 +2,6 @@
 //! and store every matched delivery in one durable write before answering.
 
 use super::{Router, RouterError, TopicState};
-use crate::attributes::Attributes;
 use crate::backend::{Delivery, Enqueued, NewMessage, NewRecord, Stored, now_ms};
 use crate::model::{Endpoint, Kind};
 use serde::{Deserialize, Serialize};
@@ -116,8 +115,8 @@ impl Router {
 
     fn check(&self, t: &TopicState, req: PublishRequest) -> Result<Checked, RouterError> {
         let body = req.message.get().as_bytes();
-        let attributes = Attributes::from_api(req.attributes.as_ref())?;
-        let size = body.len() + attributes.byte_len();
+        let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
+        let size = body.len() + crate::attributes::byte_len(&attributes);
         let max = t.spec.max_message_bytes();
         if size > max {
             return Err(RouterError::TooLarge {

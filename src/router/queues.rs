@@ -4,7 +4,6 @@
 
 use super::publish::fifo_ids;
 use super::{Router, RouterError};
-use crate::attributes::Attributes;
 use crate::backend::{Counts, NewMessage, QueueHandle, ReceiptError, Received, now_ms};
 use crate::model::{Kind, MAX_DELAY_S, MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
 use serde::Deserialize;
@@ -68,8 +67,8 @@ impl Router {
             let id = req.id.clone().unwrap_or_else(|| i.to_string());
             let checked = (|| {
                 let body = req.message.get().as_bytes();
-                let attributes = Attributes::from_api(req.attributes.as_ref())?;
-                let size = body.len() + attributes.byte_len();
+                let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
+                let size = body.len() + crate::attributes::byte_len(&attributes);
                 if size > spec.max_message_bytes {
                     return Err(RouterError::TooLarge {
                         kind: Kind::Queue,

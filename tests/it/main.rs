@@ -5,5 +5,6 @@ mod harness;
 
 mod bad_input;
 mod crash;
+mod policies;
 mod queues;
 mod topics;
