@@ -73,8 +73,8 @@ pub struct GroupState {
     pub checkpoints: Vec<Option<u64>>,
     /// Where a shard without checkpoint starts: after this sequence (0 = from the start).
     pub start_after: Vec<u64>,
-    /// Read position of the member holding each shard: last sequence handed out.
-    pub cursors: HashMap<u32, u64>,
+    /// Read position per shard: the member reading it and the last sequence handed out.
+    pub cursors: HashMap<u32, (String, u64)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -371,7 +371,7 @@ impl Embedded {
         if from > end || limit == 0 {
             return Ok(Vec::new());
         }
-        let cutoff = now_ms().saturating_sub(h.spec().retention_hours * 3_600_000);
+        let cutoff = now_ms().saturating_sub(h.spec().retention_ms());
         let mut out = Vec::with_capacity(limit.min(1024));
         let range = record_key(h.id, shard, from)..=record_key(h.id, shard, end);
         for kv in self.spaces.records.range(range) {
@@ -428,7 +428,7 @@ impl Embedded {
             .collect();
         let now = now_ms();
         for h in streams {
-            let cutoff = now.saturating_sub(h.spec().retention_hours * 3_600_000);
+            let cutoff = now.saturating_sub(h.spec().retention_ms());
             for (s, shard) in h.shards.iter().enumerate() {
                 let (first, end) = h.bounds(s as u32);
                 if first > end {

@@ -320,23 +320,39 @@ impl Router {
             let plan: Vec<(u32, u64)> = {
                 let mut st = g.lock();
                 let a = st.leases.heartbeat(&req.member, now);
-                for s in &a.acquired {
-                    let resume = st.checkpoints[*s as usize].unwrap_or(st.start_after[*s as usize]);
-                    st.cursors.insert(*s, resume);
+                for &s in &a.acquired {
+                    let resume = st.checkpoints[s as usize].unwrap_or(st.start_after[s as usize]);
+                    st.cursors.insert(s, (req.member.clone(), resume));
                 }
-                st.cursors.retain(|s, _| a.held.contains(s));
-                a.held.iter().map(|s| (*s, st.cursors[s])).collect()
+                let member = &req.member;
+                st.cursors
+                    .retain(|s, (m, _)| m != member || a.held.contains(s));
+                a.held
+                    .iter()
+                    .map(|s| match st.cursors.get(s) {
+                        Some((m, seq)) if m == member => (*s, *seq),
+                        // Cannot happen (held shards were acquired with a cursor); resume
+                        // from the checkpoint rather than guess.
+                        _ => (
+                            *s,
+                            st.checkpoints[*s as usize].unwrap_or(st.start_after[*s as usize]),
+                        ),
+                    })
+                    .collect()
             };
             let mut out = Vec::new();
             let mut advanced = Vec::new();
-            for (shard, after) in plan {
+            let shards_held = plan.len();
+            for (i, (shard, after)) in plan.into_iter().enumerate() {
                 if out.len() >= max {
                     break;
                 }
+                // Share the batch fairly so one busy shard does not starve the others.
+                let share = (max - out.len()).div_ceil(shards_held - i);
                 // A cursor behind the trim horizon resumes at the oldest record still kept.
                 let (first, _) = h.bounds(shard);
                 let from = (after + 1).max(first);
-                let recs = self.backend.read_shard(&h, shard, from, max - out.len())?;
+                let recs = self.backend.read_shard(&h, shard, from, share)?;
                 if let Some(last) = recs.last() {
                     advanced.push((shard, last.sequence));
                 }
@@ -351,7 +367,7 @@ impl Router {
                         .leases
                         .holds(&req.member, shard, crate::backend::now_ms())
                     {
-                        st.cursors.insert(shard, seq);
+                        st.cursors.insert(shard, (req.member.clone(), seq));
                     }
                 }
             }

@@ -7,4 +7,5 @@ mod bad_input;
 mod crash;
 mod policies;
 mod queues;
+mod streams;
 mod topics;
