@@ -1,3 +1,13 @@
 //! Switchyard: a local-first event router.
-pub use switchyard_filter as filter;
+pub mod api;
+pub mod attributes;
+pub mod backend;
 pub mod client;
+pub mod config;
+pub mod matching;
+pub mod model;
+pub mod router;
+pub mod server;
+pub mod time;
+
+pub use switchyard_filter as filter;

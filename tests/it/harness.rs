@@ -273,7 +273,9 @@ fn server_command(data_dir: &Path, config: Option<&Path>) -> Command {
         .stdin(Stdio::null())
         // A token in the developer's environment must not turn on auth in tests.
         .env_remove("SWITCHYARD_TOKEN")
-        .env_remove("SWITCHYARD_URL");
+        .env_remove("SWITCHYARD_URL")
+        // Plain text: the log is read by people in a failing test's output.
+        .env("NO_COLOR", "1");
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }

@@ -1,0 +1,129 @@
+//! Errors as HTTP answers: every failure becomes an RFC 9457 `application/problem+json`
+//! body, with a 4xx status for whatever the caller got wrong. This is the one place that
+//! maps router errors to statuses.
+
+use crate::backend::ReceiptError;
+use crate::router::RouterError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    /// Short slug naming the kind of problem; becomes the `type` URI.
+    pub kind: &'static str,
+    pub detail: String,
+    /// Extension members (RFC 9457 §3.2).
+    pub extra: Option<Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.kind),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let (Some(Value::Object(extra)), Value::Object(b)) = (self.extra, &mut body) {
+            b.extend(extra);
+        }
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), detail = %body["detail"], "request failed");
+        }
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<RouterError> for Problem {
+    fn from(e: RouterError) -> Self {
+        let detail = e.to_string();
+        let (status, kind) = match &e {
+            RouterError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
+            RouterError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            RouterError::InvalidSpec { .. } => (StatusCode::BAD_REQUEST, "invalid-resource"),
+            RouterError::Attribute(_) => (StatusCode::BAD_REQUEST, "invalid-attribute"),
+            RouterError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            RouterError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message-too-large"),
+            RouterError::SchemaViolation { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation")
+            }
+            RouterError::Receipt(r) => receipt_status(r),
+            RouterError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+        };
+        Problem::new(status, kind, detail)
+    }
+}
+
+pub fn receipt_status(r: &ReceiptError) -> (StatusCode, &'static str) {
+    match r {
+        ReceiptError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-receipt"),
+        ReceiptError::Expired(_) => (StatusCode::GONE, "expired-receipt"),
+    }
+}
+
+/// A JSON body, parsed whatever the `Content-Type`, with parse errors (position and the
+/// offending field included) and size limits answered as problems.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request-too-large",
+                    format!(
+                        "request body is larger than {} bytes",
+                        super::MAX_BODY_BYTES
+                    ),
+                )
+            } else {
+                Problem::bad_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(Problem::bad_request(
+                "the request needs a JSON body".to_string(),
+            ));
+        }
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("invalid JSON body: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Byte layouts of what the embedded backend stores.
+//!
+//! Keys are big-endian so fjall's lexicographic order is numeric order. A message is split
+//! in two records: the immutable body record (written once, read on receive) and a small
+//! state record (rewritten on every receive), so a receive never rewrites the body and a
+//! restart rebuilds the index from the small records alone.
+
+use super::index::{Entry, MsgState};
+use std::sync::Arc;
+
+pub fn msg_key(queue_id: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&queue_id.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn split_msg_key(k: &[u8]) -> Option<(u64, u64)> {
+    let q = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let s = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+    Some((q, s))
+}
+
+pub fn queue_prefix(queue_id: u64) -> [u8; 8] {
+    queue_id.to_be_bytes()
+}
+
+pub fn dedup_key(queue_id: u64, dedup_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + dedup_id.len());
+    k.extend_from_slice(&queue_id.to_be_bytes());
+    k.extend_from_slice(dedup_id.as_bytes());
+    k
+}
+
+/// The immutable part of a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub message_id: String,
+    /// Attributes in SNS form, as JSON text (`{}` when there are none).
+    pub attributes: Vec<u8>,
+    /// The payload as delivered: JSON text.
+    pub payload: Vec<u8>,
+}
+
+const BODY_V1: u8 = 1;
+
+pub fn encode_body(b: &Body) -> Vec<u8> {
+    let mut v =
+        Vec::with_capacity(1 + 2 + b.message_id.len() + 4 + b.attributes.len() + b.payload.len());
+    v.push(BODY_V1);
+    put_str16(&mut v, b.message_id.as_bytes());
+    v.extend_from_slice(&(b.attributes.len() as u32).to_be_bytes());
+    v.extend_from_slice(&b.attributes);
+    v.extend_from_slice(&b.payload);
+    v
+}
+
+pub fn decode_body(v: &[u8]) -> Option<Body> {
+    let mut r = Reader(v);
+    if r.u8()? != BODY_V1 {
+        return None;
+    }
+    let message_id = String::from_utf8(r.str16()?.to_vec()).ok()?;
+    let n = r.u32()? as usize;
+    let attributes = r.take(n)?.to_vec();
+    Some(Body {
+        message_id,
+        attributes,
+        payload: r.0.to_vec(),
+    })
+}
+
+const STATE_V1: u8 = 1;
+
+pub fn encode_state(e: &Entry) -> Vec<u8> {
+    let g = e.group.as_deref().unwrap_or("");
+    let mut v = Vec::with_capacity(1 + 4 + 8 + 8 + 8 + 2 + g.len());
+    v.push(STATE_V1);
+    v.extend_from_slice(&e.receive_count.to_be_bytes());
+    v.extend_from_slice(&e.visible_at.to_be_bytes());
+    v.extend_from_slice(&e.sent_at.to_be_bytes());
+    // Queue ids start at 1, so 0 means "no origin".
+    v.extend_from_slice(&e.origin.unwrap_or(0).to_be_bytes());
+    put_str16(&mut v, g.as_bytes());
+    v
+}
+
+pub fn decode_state(v: &[u8]) -> Option<Entry> {
+    let mut r = Reader(v);
+    if r.u8()? != STATE_V1 {
+        return None;
+    }
+    let receive_count = r.u32()?;
+    let visible_at = r.u64()?;
+    let sent_at = r.u64()?;
+    let origin = Some(r.u64()?).filter(|&o| o != 0);
+    let g = r.str16()?;
+    let group = (!g.is_empty())
+        .then(|| std::str::from_utf8(g).ok().map(Arc::<str>::from))
+        .flatten();
+    Some(Entry {
+        sent_at,
+        visible_at,
+        receive_count,
+        state: MsgState::Visible,
+        group,
+        origin,
+    })
+}
+
+pub fn encode_dedup(expires_at: u64, message_id: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + message_id.len());
+    v.extend_from_slice(&expires_at.to_be_bytes());
+    v.extend_from_slice(message_id.as_bytes());
+    v
+}
+
+pub fn decode_dedup(v: &[u8]) -> Option<(u64, String)> {
+    let mut r = Reader(v);
+    let at = r.u64()?;
+    Some((at, String::from_utf8(r.0.to_vec()).ok()?))
+}
+
+fn put_str16(v: &mut Vec<u8>, s: &[u8]) {
+    // Message ids and group ids are capped far below 64 KiB by validation.
+    let n = s.len().min(u16::MAX as usize);
+    v.extend_from_slice(&(n as u16).to_be_bytes());
+    v.extend_from_slice(&s[..n]);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+    }
+    fn str16(&mut self) -> Option<&'a [u8]> {
+        let n = self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))? as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_and_state_round_trip() {
+        let b = Body {
+            message_id: "m1".into(),
+            attributes: br#"{"a":{"Type":"String","Value":"x"}}"#.to_vec(),
+            payload: br#"{"hello":1}"#.to_vec(),
+        };
+        assert_eq!(decode_body(&encode_body(&b)), Some(b));
+        let e = Entry {
+            sent_at: 5,
+            visible_at: 9,
+            receive_count: 3,
+            state: MsgState::Visible,
+            group: Some("g".into()),
+            origin: Some(7),
+        };
+        assert_eq!(decode_state(&encode_state(&e)), Some(e));
+        assert_eq!(split_msg_key(&msg_key(3, 9)), Some((3, 9)));
+    }
+
+    #[test]
+    fn truncated_records_are_refused_not_misread() {
+        let b = encode_body(&Body {
+            message_id: "m".into(),
+            attributes: b"{}".to_vec(),
+            payload: b"1".to_vec(),
+        });
+        assert!(decode_body(&b[..4]).is_none());
+        assert!(decode_state(&[1, 0, 0]).is_none());
+    }
+}

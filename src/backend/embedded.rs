@@ -1,0 +1,828 @@
+//! The embedded backend: one fjall database in the data directory, no server needed.
+//!
+//! Every write that a caller is answered for goes through the group committer, so it is on
+//! disk before the answer. Each queue has an in-memory [`QueueIndex`] rebuilt at start from
+//! the small state records; the index is changed under the queue's lock and the matching
+//! writes are committed before the caller hears back. A crash between the two loses nothing
+//! acknowledged: at worst a received message becomes visible again (at-least-once).
+
+use super::codec::{self, Body};
+use super::committer::{Committer, Op, Space, Spaces};
+use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
+use super::{Counts, Enqueued, NewMessage, ReceiptError, Received, StorageError, now_ms};
+use crate::model::QueueSpec;
+use fjall::{Database, KeyspaceCreateOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// How long a FIFO deduplication id is remembered (SQS and SNS: 5 minutes).
+pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+const META_QUEUE: &str = "q/";
+const META_NEXT_QUEUE_ID: &str = "n/queue_id";
+
+/// One queue: its spec, index and the waiters of long polls.
+pub struct QueueHandle {
+    pub id: u64,
+    pub name: String,
+    spec: Mutex<QueueSpec>,
+    index: Mutex<QueueIndex>,
+    next_seq: AtomicU64,
+    /// FIFO deduplication ids still inside the window: id -> (expires_at, message id).
+    dedup: Mutex<HashMap<String, (u64, String)>>,
+    /// FIFO queues hold this across allocate-commit-index so messages enter the index in
+    /// sequence order, which group order depends on.
+    fifo_order: tokio::sync::Mutex<()>,
+    /// Woken whenever messages are added, so long polls answer at once.
+    pub arrivals: Notify,
+    deleted: AtomicBool,
+}
+
+impl QueueHandle {
+    pub fn spec(&self) -> QueueSpec {
+        self.spec
+            .lock()
+            .expect("spec lock is never held across a panic")
+            .clone()
+    }
+
+    /// When the next delayed or in-flight message becomes visible (unix ms).
+    pub fn next_due(&self) -> Option<u64> {
+        self.lock_index().next_due()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, QueueIndex> {
+        // The index is only mutated by code that cannot panic halfway (no I/O under it).
+        self.index.lock().expect("queue index lock poisoned")
+    }
+}
+
+/// Messages written to a queue by a move, to be indexed once the write is durable.
+type Moved = (Arc<QueueHandle>, Vec<(u64, Entry)>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QueueRecord {
+    id: u64,
+    spec: QueueSpec,
+}
+
+pub struct Embedded {
+    spaces: Arc<Spaces>,
+    committer: Committer,
+    queues: RwLock<HashMap<String, Arc<QueueHandle>>>,
+    by_id: RwLock<HashMap<u64, Arc<QueueHandle>>>,
+    next_queue_id: Mutex<u64>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `dir` and rebuilds every queue's index.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Database::builder(dir)
+            // Journal writes are synced by the committer, once per group.
+            .manual_journal_persist(true)
+            .open()?;
+        let spaces = Spaces {
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
+            messages: db.keyspace("messages", KeyspaceCreateOptions::default)?,
+            state: db.keyspace("state", KeyspaceCreateOptions::default)?,
+            dedup: db.keyspace("dedup", KeyspaceCreateOptions::default)?,
+        };
+        let spaces = Arc::new(spaces);
+        let committer = Committer::start(db, clone_spaces(&spaces));
+        let store = Embedded {
+            spaces,
+            committer,
+            queues: RwLock::default(),
+            by_id: RwLock::default(),
+            next_queue_id: Mutex::new(1),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn recover(&self) -> Result<(), StorageError> {
+        let now = now_ms();
+        let mut max_id = 0;
+        if let Some(v) = self.spaces.meta.get(META_NEXT_QUEUE_ID)? {
+            max_id = serde_json::from_slice::<u64>(&v)
+                .unwrap_or(0)
+                .saturating_sub(1);
+        }
+        for (name, raw) in self.list_meta(META_QUEUE)? {
+            let rec: QueueRecord = serde_json::from_slice(&raw)
+                .map_err(|e| StorageError(format!("queue record {name:?} is corrupt: {e}")))?;
+            max_id = max_id.max(rec.id);
+            let h = new_handle(rec.id, name, rec.spec);
+            {
+                let mut idx = h.lock_index();
+                let mut last = 0;
+                for kv in self.spaces.state.prefix(codec::queue_prefix(rec.id)) {
+                    let (k, v) = kv.into_inner()?;
+                    let (Some((_, seq)), Some(e)) =
+                        (codec::split_msg_key(&k), codec::decode_state(&v))
+                    else {
+                        return Err(StorageError(format!(
+                            "a message state record of queue {:?} is corrupt",
+                            h.name
+                        )));
+                    };
+                    last = last.max(seq);
+                    idx.insert(seq, e, now);
+                }
+                h.next_seq.store(last + 1, Ordering::Relaxed);
+            }
+            self.install(h);
+        }
+        *self.next_queue_id.lock().expect("never poisoned") = max_id + 1;
+        let by_id = self.by_id.read().expect("never poisoned");
+        for kv in self.spaces.dedup.iter() {
+            let (k, v) = kv.into_inner()?;
+            let Some(qid) = k
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+            else {
+                continue;
+            };
+            let (Some(h), Some((exp, mid))) = (by_id.get(&qid), codec::decode_dedup(&v)) else {
+                continue;
+            };
+            if exp > now {
+                let id = String::from_utf8_lossy(&k[8..]).into_owned();
+                h.dedup
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(id, (exp, mid));
+            }
+        }
+        Ok(())
+    }
+
+    fn install(&self, h: Arc<QueueHandle>) {
+        self.by_id
+            .write()
+            .expect("never poisoned")
+            .insert(h.id, h.clone());
+        self.queues
+            .write()
+            .expect("never poisoned")
+            .insert(h.name.clone(), h);
+    }
+
+    // ---- metadata -------------------------------------------------------------------
+
+    /// Stores a metadata record durably.
+    pub async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.committer
+            .commit(vec![Op::Put(Space::Meta, key.as_bytes().to_vec(), value)])
+            .await
+            .map_err(StorageError)
+    }
+
+    pub async fn delete_meta(&self, key: &str) -> Result<(), StorageError> {
+        self.committer
+            .commit(vec![Op::Delete(Space::Meta, key.as_bytes().to_vec())])
+            .await
+            .map_err(StorageError)
+    }
+
+    /// Every metadata record under `prefix`, with the prefix stripped from the keys.
+    pub fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.spaces.meta.prefix(prefix) {
+            let (k, v) = kv.into_inner()?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((name, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    // ---- queues ---------------------------------------------------------------------
+
+    pub fn queue(&self, name: &str) -> Option<Arc<QueueHandle>> {
+        self.queues
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .queues
+            .read()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Creates a queue, or updates the mutable settings of an existing one.
+    pub async fn put_queue(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+    ) -> Result<Arc<QueueHandle>, StorageError> {
+        if let Some(h) = self.queue(name) {
+            let rec = QueueRecord {
+                id: h.id,
+                spec: spec.clone(),
+            };
+            self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
+                .await?;
+            *h.spec.lock().expect("never poisoned") = spec;
+            return Ok(h);
+        }
+        let id = {
+            let mut next = self.next_queue_id.lock().expect("never poisoned");
+            let id = *next;
+            *next += 1;
+            id
+        };
+        let rec = QueueRecord {
+            id,
+            spec: spec.clone(),
+        };
+        self.committer
+            .commit(vec![
+                Op::Put(
+                    Space::Meta,
+                    format!("{META_QUEUE}{name}").into_bytes(),
+                    to_json(&rec),
+                ),
+                Op::Put(
+                    Space::Meta,
+                    META_NEXT_QUEUE_ID.as_bytes().to_vec(),
+                    to_json(&(id + 1)),
+                ),
+            ])
+            .await
+            .map_err(StorageError)?;
+        let h = new_handle(id, name.to_string(), spec);
+        self.install(h.clone());
+        Ok(h)
+    }
+
+    /// Deletes a queue and every message in it.
+    pub async fn delete_queue(&self, name: &str) -> Result<bool, StorageError> {
+        let Some(h) = self.queues.write().expect("never poisoned").remove(name) else {
+            return Ok(false);
+        };
+        self.by_id.write().expect("never poisoned").remove(&h.id);
+        h.deleted.store(true, Ordering::Release);
+        h.arrivals.notify_waiters();
+        let mut ops = vec![Op::Delete(
+            Space::Meta,
+            format!("{META_QUEUE}{name}").into_bytes(),
+        )];
+        let prefix = codec::queue_prefix(h.id);
+        for space in [Space::Messages, Space::State, Space::Dedup] {
+            let ks = match space {
+                Space::Messages => &self.spaces.messages,
+                Space::State => &self.spaces.state,
+                _ => &self.spaces.dedup,
+            };
+            for kv in ks.prefix(prefix) {
+                ops.push(Op::Delete(space, kv.key()?.to_vec()));
+            }
+        }
+        self.committer.commit(ops).await.map_err(StorageError)?;
+        Ok(true)
+    }
+
+    /// Stores messages in their queues atomically and durably: all are on disk when this
+    /// returns `Ok`, none is visible to receivers before.
+    pub async fn enqueue(
+        &self,
+        items: Vec<(Arc<QueueHandle>, NewMessage)>,
+    ) -> Result<Vec<Enqueued>, StorageError> {
+        // FIFO queues are held in id order (no deadlock between concurrent fan-outs) for
+        // the whole call so their messages enter the index in sequence order.
+        let mut fifo: Vec<Arc<QueueHandle>> = items
+            .iter()
+            .filter(|(h, _)| h.spec.lock().expect("never poisoned").fifo)
+            .map(|(h, _)| h.clone())
+            .collect();
+        fifo.sort_by_key(|h| h.id);
+        fifo.dedup_by_key(|h| h.id);
+        let mut _order_guards = Vec::with_capacity(fifo.len());
+        for h in &fifo {
+            _order_guards.push(h.fifo_order.lock().await);
+        }
+
+        let now = now_ms();
+        let mut ops = Vec::with_capacity(items.len() * 2);
+        let mut results = Vec::with_capacity(items.len());
+        let mut pending: Vec<(Arc<QueueHandle>, u64, Entry)> = Vec::with_capacity(items.len());
+        let mut claimed: Vec<(Arc<QueueHandle>, String)> = Vec::new();
+        for (h, m) in items {
+            if let Some(id) = &m.dedup_id {
+                let mut dd = h.dedup.lock().expect("never poisoned");
+                match dd.get(id) {
+                    Some((exp, original)) if *exp > now => {
+                        results.push(Enqueued::Duplicate {
+                            original_message_id: original.clone(),
+                        });
+                        continue;
+                    }
+                    _ => {
+                        let exp = now + DEDUP_WINDOW_MS;
+                        dd.insert(id.clone(), (exp, m.message_id.clone()));
+                        ops.push(Op::Put(
+                            Space::Dedup,
+                            codec::dedup_key(h.id, id),
+                            codec::encode_dedup(exp, &m.message_id),
+                        ));
+                        claimed.push((h.clone(), id.clone()));
+                    }
+                }
+            }
+            let seq = h.next_seq.fetch_add(1, Ordering::Relaxed);
+            let entry = Entry {
+                sent_at: now,
+                visible_at: now + m.delay_ms,
+                receive_count: 0,
+                state: MsgState::Visible,
+                group: m.group,
+                origin: None,
+            };
+            let key = codec::msg_key(h.id, seq).to_vec();
+            ops.push(Op::Put(
+                Space::Messages,
+                key.clone(),
+                codec::encode_body(&Body {
+                    message_id: m.message_id,
+                    attributes: m.attributes,
+                    payload: m.payload,
+                }),
+            ));
+            ops.push(Op::Put(Space::State, key, codec::encode_state(&entry)));
+            pending.push((h, seq, entry));
+            results.push(Enqueued::Stored);
+        }
+        if let Err(e) = self.committer.commit(ops).await {
+            // Forget the dedup ids claimed above, so a retry of this publish is not taken
+            // for a duplicate of something that was never stored.
+            for (h, id) in claimed {
+                h.dedup.lock().expect("never poisoned").remove(&id);
+            }
+            return Err(StorageError(e));
+        }
+        let now = now_ms();
+        for (h, seq, entry) in pending {
+            if !h.is_deleted() {
+                h.lock_index().insert(seq, entry, now);
+                h.arrivals.notify_waiters();
+            }
+        }
+        Ok(results)
+    }
+
+    /// Receives up to `max` visible messages without waiting.
+    pub async fn receive(
+        &self,
+        h: &Arc<QueueHandle>,
+        max: usize,
+        visibility_ms: u64,
+    ) -> Result<Vec<Received>, StorageError> {
+        let spec = h.spec();
+        let dlq = spec.redrive_policy.as_ref().and_then(|rp| {
+            self.queue(&rp.dead_letter_queue)
+                .map(|d| (d, rp.max_receive_count))
+        });
+        let now = now_ms();
+        let taken = h
+            .lock_index()
+            .take(now, max, visibility_ms, dlq.as_ref().map(|(_, m)| *m));
+        if taken.received.is_empty() && taken.to_dead_letter.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ops = Vec::with_capacity(taken.received.len() + taken.to_dead_letter.len() * 4);
+        let mut out = Vec::with_capacity(taken.received.len());
+        for (seq, e) in &taken.received {
+            let key = codec::msg_key(h.id, *seq);
+            let Some(body) = self.read_body(&key)? else {
+                tracing::error!(queue = %h.name, seq, "message body missing; dropping it from the index");
+                h.lock_index().remove(*seq);
+                continue;
+            };
+            ops.push(Op::Put(Space::State, key.to_vec(), codec::encode_state(e)));
+            out.push(Received {
+                message_id: body.message_id,
+                receipt: format!("{:x}-{:x}-{:x}", h.id, seq, e.receive_count),
+                payload: body.payload,
+                attributes: body.attributes,
+                receive_count: e.receive_count,
+                sent_at: e.sent_at,
+            });
+        }
+        let moved = match dlq {
+            Some((d, _)) if !taken.to_dead_letter.is_empty() => {
+                Some(self.move_ops(h, &d, taken.to_dead_letter, &mut ops)?)
+            }
+            _ => None,
+        };
+        self.committer.commit(ops).await.map_err(StorageError)?;
+        if let Some((d, entries)) = moved {
+            self.index_moved(&d, entries);
+        }
+        Ok(out)
+    }
+
+    /// Builds the writes that move messages from `from` to `to` (new sequence numbers in
+    /// `to`, receive count reset, original send time kept for retention as SQS does).
+    fn move_ops(
+        &self,
+        from: &Arc<QueueHandle>,
+        to: &Arc<QueueHandle>,
+        entries: Vec<(u64, Entry)>,
+        ops: &mut Vec<Op>,
+    ) -> Result<Moved, StorageError> {
+        let mut moved = Vec::with_capacity(entries.len());
+        for (seq, e) in entries {
+            let old = codec::msg_key(from.id, seq);
+            let Some(body) = self.spaces.messages.get(old)? else {
+                continue;
+            };
+            let new_seq = to.next_seq.fetch_add(1, Ordering::Relaxed);
+            let new_key = codec::msg_key(to.id, new_seq).to_vec();
+            let origin = if e.origin.is_some() {
+                // Back to where it came from: it is no longer a dead letter.
+                None
+            } else {
+                Some(from.id)
+            };
+            let ne = Entry {
+                sent_at: e.sent_at,
+                visible_at: 0,
+                receive_count: 0,
+                state: MsgState::Visible,
+                group: if to.spec().fifo { e.group } else { None },
+                origin,
+            };
+            ops.push(Op::Delete(Space::Messages, old.to_vec()));
+            ops.push(Op::Delete(Space::State, old.to_vec()));
+            ops.push(Op::Put(Space::Messages, new_key.clone(), body.to_vec()));
+            ops.push(Op::Put(Space::State, new_key, codec::encode_state(&ne)));
+            moved.push((new_seq, ne));
+        }
+        Ok((to.clone(), moved))
+    }
+
+    fn index_moved(&self, to: &Arc<QueueHandle>, entries: Vec<(u64, Entry)>) {
+        let now = now_ms();
+        let mut idx = to.lock_index();
+        for (seq, e) in entries {
+            idx.insert(seq, e, now);
+        }
+        drop(idx);
+        to.arrivals.notify_waiters();
+    }
+
+    fn read_body(&self, key: &[u8]) -> Result<Option<Body>, StorageError> {
+        match self.spaces.messages.get(key)? {
+            None => Ok(None),
+            Some(v) => codec::decode_body(&v)
+                .map(Some)
+                .ok_or_else(|| StorageError("a stored message body is corrupt".into())),
+        }
+    }
+
+    /// Deletes received messages by receipt. Each receipt gets its own verdict; the
+    /// accepted deletions are durable when this returns.
+    pub async fn ack(
+        &self,
+        h: &Arc<QueueHandle>,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), ReceiptError>>, StorageError> {
+        let mut ops = Vec::with_capacity(receipts.len() * 2);
+        let mut verdicts = Vec::with_capacity(receipts.len());
+        {
+            let mut idx = h.lock_index();
+            for r in receipts {
+                let v = parse_receipt(h.id, r).and_then(|(seq, rc)| {
+                    idx.ack(seq, rc)
+                        .map(|_| seq)
+                        .map_err(|p| receipt_error(p, r))
+                });
+                match v {
+                    Ok(seq) => {
+                        let key = codec::msg_key(h.id, seq).to_vec();
+                        ops.push(Op::Delete(Space::Messages, key.clone()));
+                        ops.push(Op::Delete(Space::State, key));
+                        verdicts.push(Ok(()));
+                    }
+                    Err(e) => verdicts.push(Err(e)),
+                }
+            }
+        }
+        if !ops.is_empty() {
+            self.committer.commit(ops).await.map_err(StorageError)?;
+        }
+        Ok(verdicts)
+    }
+
+    /// Changes how long a received message stays invisible, counted from now.
+    pub async fn change_visibility(
+        &self,
+        h: &Arc<QueueHandle>,
+        receipt: &str,
+        visibility_ms: u64,
+    ) -> Result<Result<(), ReceiptError>, StorageError> {
+        let r = parse_receipt(h.id, receipt).and_then(|(seq, rc)| {
+            h.lock_index()
+                .change_visibility(seq, rc, now_ms(), visibility_ms)
+                .map(|e| (seq, e))
+                .map_err(|p| receipt_error(p, receipt))
+        });
+        let (seq, e) = match r {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = codec::msg_key(h.id, seq).to_vec();
+        self.committer
+            .commit(vec![Op::Put(Space::State, key, codec::encode_state(&e))])
+            .await
+            .map_err(StorageError)?;
+        if visibility_ms == 0 {
+            h.arrivals.notify_waiters();
+        }
+        Ok(Ok(()))
+    }
+
+    /// Deletes every message in the queue; returns how many.
+    pub async fn purge(&self, h: &Arc<QueueHandle>) -> Result<u64, StorageError> {
+        let seqs = h.lock_index().purge();
+        let mut ops = Vec::with_capacity(seqs.len() * 2);
+        for seq in &seqs {
+            let key = codec::msg_key(h.id, *seq).to_vec();
+            ops.push(Op::Delete(Space::Messages, key.clone()));
+            ops.push(Op::Delete(Space::State, key));
+        }
+        self.committer.commit(ops).await.map_err(StorageError)?;
+        Ok(seqs.len() as u64)
+    }
+
+    pub fn counts(&self, h: &QueueHandle) -> Counts {
+        h.lock_index().counts(now_ms())
+    }
+
+    /// Moves every visible message of a dead-letter queue back to the queue it came from.
+    /// Messages whose source queue no longer exists stay. Returns how many moved.
+    pub async fn redrive_back(&self, dlq: &Arc<QueueHandle>) -> Result<u64, StorageError> {
+        let now = now_ms();
+        let mut by_source: HashMap<u64, Vec<(u64, Entry)>> = HashMap::new();
+        {
+            let by_id = self.by_id.read().expect("never poisoned");
+            let mut idx = dlq.lock_index();
+            idx.promote(now);
+            for seq in idx.seqs() {
+                let e = idx.get(seq).expect("seq listed above");
+                let Some(origin) = e.origin else { continue };
+                if e.state != MsgState::Visible || !by_id.contains_key(&origin) {
+                    continue;
+                }
+                let e = idx.remove(seq).expect("seq listed above");
+                by_source.entry(origin).or_default().push((seq, e));
+            }
+        }
+        let mut ops = Vec::new();
+        let mut moved = Vec::new();
+        let mut n = 0;
+        for (origin, entries) in by_source {
+            let Some(src) = self
+                .by_id
+                .read()
+                .expect("never poisoned")
+                .get(&origin)
+                .cloned()
+            else {
+                continue;
+            };
+            n += entries.len() as u64;
+            moved.push(self.move_ops(dlq, &src, entries, &mut ops)?);
+        }
+        self.committer.commit(ops).await.map_err(StorageError)?;
+        for (to, entries) in moved {
+            self.index_moved(&to, entries);
+        }
+        Ok(n)
+    }
+
+    /// Drops messages past their queue's retention and forgets dedup ids past the window.
+    /// The deletions ride along with the next durable batch: losing them in a crash only
+    /// means they are swept again after restart.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        let queues: Vec<Arc<QueueHandle>> = self
+            .queues
+            .read()
+            .expect("never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut ops = Vec::new();
+        for h in queues {
+            let retention_ms = h.spec().retention_s * 1000;
+            for seq in h.lock_index().expire(now, retention_ms) {
+                let key = codec::msg_key(h.id, seq).to_vec();
+                ops.push(Op::Delete(Space::Messages, key.clone()));
+                ops.push(Op::Delete(Space::State, key));
+            }
+            h.dedup
+                .lock()
+                .expect("never poisoned")
+                .retain(|id, (exp, _)| {
+                    let keep = *exp > now;
+                    if !keep {
+                        ops.push(Op::Delete(Space::Dedup, codec::dedup_key(h.id, id)));
+                    }
+                    keep
+                });
+        }
+        self.committer.submit(ops);
+    }
+}
+
+fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
+    Arc::new(QueueHandle {
+        id,
+        name,
+        index: Mutex::new(QueueIndex::new(spec.fifo)),
+        spec: Mutex::new(spec),
+        next_seq: AtomicU64::new(1),
+        dedup: Mutex::default(),
+        fifo_order: tokio::sync::Mutex::new(()),
+        arrivals: Notify::new(),
+        deleted: AtomicBool::new(false),
+    })
+}
+
+fn clone_spaces(s: &Spaces) -> Spaces {
+    Spaces {
+        meta: s.meta.clone(),
+        messages: s.messages.clone(),
+        state: s.state.clone(),
+        dedup: s.dedup.clone(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data always serializes")
+}
+
+/// A receipt is `QUEUE_ID-SEQ-RECEIVE_COUNT` in hex: it names the queue, the message and
+/// the receive it came from, so a receipt from an earlier receive is recognisably stale.
+fn parse_receipt(queue_id: u64, r: &str) -> Result<(u64, u32), ReceiptError> {
+    let invalid = || ReceiptError::Invalid(r.to_string());
+    let mut it = r.splitn(3, '-');
+    let (Some(q), Some(s), Some(c)) = (it.next(), it.next(), it.next()) else {
+        return Err(invalid());
+    };
+    let q = u64::from_str_radix(q, 16).map_err(|_| invalid())?;
+    let s = u64::from_str_radix(s, 16).map_err(|_| invalid())?;
+    let c = u32::from_str_radix(c, 16).map_err(|_| invalid())?;
+    if q != queue_id {
+        return Err(invalid());
+    }
+    Ok((s, c))
+}
+
+fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
+    match p {
+        ReceiptProblem::Gone | ReceiptProblem::Stale => ReceiptError::Expired(r.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            payload: format!("{{\"n\":\"{id}\"}}").into_bytes(),
+            attributes: b"{}".to_vec(),
+            delay_ms: 0,
+            group: None,
+            dedup_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_messages_survive_reopen_with_their_receive_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let q = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            s.enqueue(vec![(q.clone(), msg("a")), (q.clone(), msg("b"))])
+                .await
+                .unwrap();
+            let got = s.receive(&q, 1, 60_000).await.unwrap();
+            assert_eq!(got[0].message_id, "a");
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        let q = s.queue("q").unwrap();
+        let c = s.counts(&q);
+        assert_eq!((c.visible, c.in_flight), (1, 1));
+        let got = s.receive(&q, 10, 1000).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].message_id, "b");
+        assert_eq!(got[0].payload, br#"{"n":"b"}"#);
+        // New messages continue the sequence instead of overwriting old ones.
+        s.enqueue(vec![(q.clone(), msg("c"))]).await.unwrap();
+        assert_eq!(s.counts(&q).visible, 1);
+    }
+
+    #[tokio::test]
+    async fn ack_is_durable_and_receipts_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let q = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            s.enqueue(vec![(q.clone(), msg("a"))]).await.unwrap();
+            let r = s.receive(&q, 1, 60_000).await.unwrap();
+            let verdicts = s
+                .ack(
+                    &q,
+                    &[r[0].receipt.clone(), "nonsense".into(), "1-99-1".into()],
+                )
+                .await
+                .unwrap();
+            assert!(verdicts[0].is_ok());
+            assert!(matches!(verdicts[1], Err(ReceiptError::Invalid(_))));
+            assert!(matches!(verdicts[2], Err(ReceiptError::Expired(_))));
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        let q = s.queue("q").unwrap();
+        assert_eq!(s.counts(&q), Counts::default());
+    }
+
+    #[tokio::test]
+    async fn dead_letters_move_and_redrive_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        let dlq = s.put_queue("dlq", QueueSpec::default()).await.unwrap();
+        let q = s
+            .put_queue(
+                "q",
+                QueueSpec {
+                    redrive_policy: Some(crate::model::RedrivePolicy {
+                        dead_letter_queue: "dlq".into(),
+                        max_receive_count: 1,
+                    }),
+                    ..QueueSpec::default()
+                },
+            )
+            .await
+            .unwrap();
+        s.enqueue(vec![(q.clone(), msg("a"))]).await.unwrap();
+        assert_eq!(s.receive(&q, 1, 0).await.unwrap().len(), 1);
+        assert!(s.receive(&q, 1, 0).await.unwrap().is_empty());
+        assert_eq!(s.counts(&dlq).visible, 1);
+        assert_eq!(s.redrive_back(&dlq).await.unwrap(), 1);
+        let got = s.receive(&q, 1, 0).await.unwrap();
+        assert_eq!(got[0].message_id, "a");
+        assert_eq!(got[0].receive_count, 1);
+    }
+
+    #[tokio::test]
+    async fn fifo_dedup_id_is_remembered_across_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = QueueSpec {
+            fifo: true,
+            ..QueueSpec::default()
+        };
+        let fifo_msg = |id: &str| NewMessage {
+            group: Some("g".into()),
+            dedup_id: Some("d1".into()),
+            ..msg(id)
+        };
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let q = s.put_queue("q.fifo", spec.clone()).await.unwrap();
+            let r = s.enqueue(vec![(q.clone(), fifo_msg("a"))]).await.unwrap();
+            assert_eq!(r, [Enqueued::Stored]);
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        let q = s.queue("q.fifo").unwrap();
+        let r = s.enqueue(vec![(q.clone(), fifo_msg("b"))]).await.unwrap();
+        assert_eq!(
+            r,
+            [Enqueued::Duplicate {
+                original_message_id: "a".into()
+            }]
+        );
+        assert_eq!(s.counts(&q).visible, 1);
+    }
+}

@@ -1,0 +1,566 @@
+//! The in-memory index of one queue: which messages exist, which are visible, in flight or
+//! delayed, and which FIFO groups are locked.
+//!
+//! Pure bookkeeping with the clock passed in, so SQS semantics (visibility, delay, receive
+//! counts, FIFO group locking, retention) are unit-tested without storage or sleeping. Only
+//! small per-message metadata lives here; bodies stay on disk, which keeps a backlog of a
+//! million messages within a few tens of megabytes.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+/// What the index keeps per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// When the message was first stored (unix ms); retention counts from here.
+    pub sent_at: u64,
+    /// Before this instant (unix ms) the message is delayed or in flight.
+    pub visible_at: u64,
+    /// Receives so far. Also the receipt generation: a receipt names the count it was
+    /// issued at, so a receipt from before the latest receive is stale.
+    pub receive_count: u32,
+    /// Whether the message is visible, delayed or in flight.
+    pub state: MsgState,
+    /// FIFO message group.
+    pub group: Option<Arc<str>>,
+    /// For a message moved to a dead-letter queue: the queue id it came from.
+    pub origin: Option<u64>,
+}
+
+/// Where a message stands. `visible_at` says until when a non-visible message waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgState {
+    Visible,
+    /// Not yet visible for the first time (queue or per-message delay).
+    Delayed,
+    /// Received and not yet acknowledged or visible again.
+    InFlight,
+}
+
+/// Why a receipt was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptProblem {
+    /// The message is gone (acknowledged, expired, purged or moved).
+    Gone,
+    /// The message was received again since this receipt was issued.
+    Stale,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// Result of one receive.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Messages handed to the caller, with their updated entries.
+    pub received: Vec<(u64, Entry)>,
+    /// Messages past their queue's `max_receive_count`, removed here for the caller to move
+    /// to the dead-letter queue.
+    pub to_dead_letter: Vec<(u64, Entry)>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    seqs: BTreeSet<u64>,
+    /// Messages of this group in flight; while non-zero the group is locked.
+    in_flight: u32,
+    /// The key under which the group sits in `QueueIndex::open_groups`, if it does.
+    open_key: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct QueueIndex {
+    fifo: bool,
+    entries: BTreeMap<u64, Entry>,
+    /// Standard queues: messages visible now, oldest first.
+    ready: BTreeSet<u64>,
+    /// Delayed and in-flight messages by the instant they become visible. Entries whose
+    /// message has since changed are skipped when popped (lazy deletion).
+    timers: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// FIFO queues: groups by message group id.
+    groups: HashMap<Arc<str>, Group>,
+    /// FIFO queues: unlocked, non-empty groups by the sequence of their oldest message.
+    open_groups: BTreeSet<(u64, Arc<str>)>,
+    in_flight: u64,
+    delayed: u64,
+}
+
+impl QueueIndex {
+    pub fn new(fifo: bool) -> Self {
+        Self {
+            fifo,
+            entries: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            groups: HashMap::new(),
+            open_groups: BTreeSet::new(),
+            in_flight: 0,
+            delayed: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&Entry> {
+        self.entries.get(&seq)
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries.keys().next_back().copied()
+    }
+
+    /// Adds a message (new, or recovered from storage). Its state is derived: waiting
+    /// until a future `visible_at` means in flight once received, delayed before.
+    pub fn insert(&mut self, seq: u64, mut entry: Entry, now: u64) {
+        entry.state = if entry.visible_at <= now {
+            MsgState::Visible
+        } else if entry.receive_count > 0 {
+            MsgState::InFlight
+        } else {
+            MsgState::Delayed
+        };
+        match entry.state {
+            MsgState::Visible => {}
+            MsgState::Delayed => self.delayed += 1,
+            MsgState::InFlight => self.in_flight += 1,
+        }
+        if entry.state != MsgState::Visible {
+            self.timers
+                .push(Reverse((entry.visible_at, seq, entry.receive_count)));
+        }
+        let state = entry.state;
+        let group = entry.group.clone();
+        self.entries.insert(seq, entry);
+        match group {
+            Some(g) if self.fifo => {
+                let grp = self.groups.entry(g.clone()).or_default();
+                grp.seqs.insert(seq);
+                if state == MsgState::InFlight {
+                    grp.in_flight += 1;
+                }
+                self.reopen(&g);
+            }
+            _ => {
+                if state == MsgState::Visible {
+                    self.ready.insert(seq);
+                }
+            }
+        }
+    }
+
+    /// Makes every message whose delay or visibility timeout has passed visible.
+    pub fn promote(&mut self, now: u64) {
+        while let Some(Reverse((at, seq, rc))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.entries.get_mut(&seq) else {
+                continue;
+            };
+            if e.visible_at != at || e.receive_count != rc || e.state == MsgState::Visible {
+                continue;
+            }
+            let was = e.state;
+            e.state = MsgState::Visible;
+            match was {
+                MsgState::InFlight => self.in_flight -= 1,
+                _ => self.delayed -= 1,
+            }
+            match e.group.clone() {
+                Some(g) if self.fifo => {
+                    if was == MsgState::InFlight
+                        && let Some(grp) = self.groups.get_mut(&g)
+                    {
+                        grp.in_flight -= 1;
+                    }
+                    self.reopen(&g);
+                }
+                _ => {
+                    self.ready.insert(seq);
+                }
+            }
+        }
+    }
+
+    /// The earliest instant a delayed or in-flight message becomes visible.
+    pub fn next_due(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Receives up to `max` visible messages, making each invisible until `now +
+    /// visibility_ms`. With `max_receive_count`, messages already received that often are
+    /// taken out for the dead-letter queue instead.
+    pub fn take(
+        &mut self,
+        now: u64,
+        max: usize,
+        visibility_ms: u64,
+        max_receive_count: Option<u32>,
+    ) -> Taken {
+        self.promote(now);
+        let mut taken = Taken::default();
+        if self.fifo {
+            self.take_fifo(now, max, visibility_ms, max_receive_count, &mut taken);
+        } else {
+            while taken.received.len() < max {
+                let Some(seq) = self.ready.pop_first() else {
+                    break;
+                };
+                let e = self.entries.get_mut(&seq).expect("ready holds live seqs");
+                if max_receive_count.is_some_and(|m| e.receive_count >= m) {
+                    let e = self.entries.remove(&seq).expect("checked above");
+                    taken.to_dead_letter.push((seq, e));
+                    continue;
+                }
+                e.receive_count += 1;
+                e.visible_at = now + visibility_ms;
+                e.state = MsgState::InFlight;
+                self.in_flight += 1;
+                self.timers
+                    .push(Reverse((e.visible_at, seq, e.receive_count)));
+                taken.received.push((seq, e.clone()));
+            }
+        }
+        taken
+    }
+
+    fn take_fifo(
+        &mut self,
+        now: u64,
+        max: usize,
+        visibility_ms: u64,
+        max_receive_count: Option<u32>,
+        taken: &mut Taken,
+    ) {
+        // Groups taken from are locked at the end so each is visited once per receive.
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        let mut cursor = self.open_groups.iter().next().cloned();
+        while let Some(key) = cursor {
+            if taken.received.len() >= max {
+                break;
+            }
+            cursor = self
+                .open_groups
+                .range((
+                    std::ops::Bound::Excluded(key.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .cloned();
+            let g = key.1.clone();
+            let seqs: Vec<u64> = self.groups[&g].seqs.iter().copied().collect();
+            let mut took_any = false;
+            for seq in seqs {
+                if taken.received.len() >= max {
+                    break;
+                }
+                let e = self.entries.get_mut(&seq).expect("groups hold live seqs");
+                if e.state != MsgState::Visible {
+                    // Order within a group: nothing after a message that is not available.
+                    break;
+                }
+                if max_receive_count.is_some_and(|m| e.receive_count >= m) {
+                    let e = self.entries.remove(&seq).expect("checked above");
+                    self.groups
+                        .get_mut(&g)
+                        .expect("group exists")
+                        .seqs
+                        .remove(&seq);
+                    taken.to_dead_letter.push((seq, e));
+                    continue;
+                }
+                e.receive_count += 1;
+                e.visible_at = now + visibility_ms;
+                e.state = MsgState::InFlight;
+                self.in_flight += 1;
+                self.timers
+                    .push(Reverse((e.visible_at, seq, e.receive_count)));
+                taken.received.push((seq, e.clone()));
+                self.groups.get_mut(&g).expect("group exists").in_flight += 1;
+                took_any = true;
+            }
+            if took_any || self.groups[&g].seqs.is_empty() {
+                touched.push(g);
+            }
+        }
+        for g in touched {
+            self.reopen(&g);
+        }
+    }
+
+    /// Re-files a FIFO group in `open_groups` after its head or lock changed.
+    fn reopen(&mut self, g: &Arc<str>) {
+        let Some(grp) = self.groups.get_mut(g) else {
+            return;
+        };
+        if let Some(k) = grp.open_key.take() {
+            self.open_groups.remove(&(k, g.clone()));
+        }
+        if grp.seqs.is_empty() && grp.in_flight == 0 {
+            self.groups.remove(g);
+            return;
+        }
+        if grp.in_flight == 0
+            && let Some(&head) = grp.seqs.first()
+        {
+            grp.open_key = Some(head);
+            self.open_groups.insert((head, g.clone()));
+        }
+    }
+
+    /// Checks that `receipt_count` is the current receipt of message `seq`.
+    pub fn check_receipt(&self, seq: u64, receipt_count: u32) -> Result<&Entry, ReceiptProblem> {
+        let e = self.entries.get(&seq).ok_or(ReceiptProblem::Gone)?;
+        if e.receive_count != receipt_count {
+            return Err(ReceiptProblem::Stale);
+        }
+        Ok(e)
+    }
+
+    /// Deletes a received message by its receipt.
+    pub fn ack(&mut self, seq: u64, receipt_count: u32) -> Result<Entry, ReceiptProblem> {
+        self.check_receipt(seq, receipt_count)?;
+        Ok(self.remove(seq).expect("checked above"))
+    }
+
+    /// Changes how long a received message stays invisible, counted from `now`.
+    pub fn change_visibility(
+        &mut self,
+        seq: u64,
+        receipt_count: u32,
+        now: u64,
+        visibility_ms: u64,
+    ) -> Result<Entry, ReceiptProblem> {
+        self.promote(now);
+        self.check_receipt(seq, receipt_count)?;
+        let e = self.entries.get_mut(&seq).expect("checked above");
+        if e.state != MsgState::InFlight {
+            // SQS refuses this too: the message is visible again, the receipt has lapsed.
+            return Err(ReceiptProblem::Stale);
+        }
+        e.visible_at = now + visibility_ms;
+        self.timers
+            .push(Reverse((e.visible_at, seq, e.receive_count)));
+        let e = e.clone();
+        self.promote(now);
+        Ok(e)
+    }
+
+    /// Removes one message whatever its state.
+    pub fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.entries.remove(&seq)?;
+        match e.state {
+            MsgState::Visible => {
+                self.ready.remove(&seq);
+            }
+            // Its timer is skipped when popped.
+            MsgState::Delayed => self.delayed -= 1,
+            MsgState::InFlight => self.in_flight -= 1,
+        }
+        if let Some(g) = &e.group
+            && self.fifo
+        {
+            if let Some(grp) = self.groups.get_mut(g) {
+                grp.seqs.remove(&seq);
+                if e.state == MsgState::InFlight {
+                    grp.in_flight -= 1;
+                }
+            }
+            self.reopen(g);
+        }
+        Some(e)
+    }
+
+    /// Removes and returns messages older than `retention_ms`, oldest first.
+    pub fn expire(&mut self, now: u64, retention_ms: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some((&seq, e)) = self.entries.first_key_value() {
+            if e.sent_at.saturating_add(retention_ms) > now {
+                break;
+            }
+            self.remove(seq);
+            out.push(seq);
+        }
+        out
+    }
+
+    /// Removes every message.
+    pub fn purge(&mut self) -> Vec<u64> {
+        let seqs: Vec<u64> = self.entries.keys().copied().collect();
+        *self = Self::new(self.fifo);
+        seqs
+    }
+
+    /// Every message, oldest first (for moving a dead-letter queue back).
+    pub fn seqs(&self) -> Vec<u64> {
+        self.entries.keys().copied().collect()
+    }
+
+    pub fn counts(&mut self, now: u64) -> Counts {
+        self.promote(now);
+        let total = self.entries.len() as u64;
+        Counts {
+            visible: total - self.in_flight - self.delayed,
+            in_flight: self.in_flight,
+            delayed: self.delayed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sent_at: u64, visible_at: u64, group: Option<&str>) -> Entry {
+        Entry {
+            sent_at,
+            visible_at,
+            receive_count: 0,
+            state: MsgState::Visible,
+            group: group.map(Arc::from),
+            origin: None,
+        }
+    }
+
+    fn seqs(t: &Taken) -> Vec<u64> {
+        t.received.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn received_message_is_invisible_until_its_timeout() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 0, None), 0);
+        assert_eq!(seqs(&q.take(0, 10, 30, None)), [1]);
+        assert!(q.take(29, 10, 30, None).received.is_empty());
+        let again = q.take(30, 10, 30, None);
+        assert_eq!(seqs(&again), [1]);
+        assert_eq!(again.received[0].1.receive_count, 2);
+    }
+
+    #[test]
+    fn delayed_message_appears_after_its_delay() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 100, None), 0);
+        assert_eq!(
+            q.counts(0),
+            Counts {
+                visible: 0,
+                in_flight: 0,
+                delayed: 1
+            }
+        );
+        assert!(q.take(99, 10, 30, None).received.is_empty());
+        assert_eq!(seqs(&q.take(100, 10, 30, None)), [1]);
+        assert_eq!(
+            q.counts(100),
+            Counts {
+                visible: 0,
+                in_flight: 1,
+                delayed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn stale_receipt_is_refused_after_a_new_receive() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 0, None), 0);
+        q.take(0, 1, 10, None);
+        q.take(10, 1, 10, None);
+        assert_eq!(q.ack(1, 1), Err(ReceiptProblem::Stale));
+        assert!(q.ack(1, 2).is_ok());
+        assert_eq!(q.ack(1, 2), Err(ReceiptProblem::Gone));
+        assert_eq!(q.counts(10), Counts::default());
+    }
+
+    #[test]
+    fn visibility_zero_makes_message_visible_at_once() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 0, None), 0);
+        q.take(0, 1, 1000, None);
+        q.change_visibility(1, 1, 5, 0).unwrap();
+        assert_eq!(seqs(&q.take(5, 1, 1000, None)), [1]);
+    }
+
+    #[test]
+    fn message_over_max_receive_count_goes_to_dead_letter() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 0, None), 0);
+        for t in 0..2 {
+            assert_eq!(seqs(&q.take(t * 10, 1, 10, Some(2))), [1]);
+        }
+        let t = q.take(20, 1, 10, Some(2));
+        assert!(t.received.is_empty());
+        assert_eq!(t.to_dead_letter.len(), 1);
+        assert!(q.is_empty());
+        assert_eq!(q.counts(20), Counts::default());
+    }
+
+    #[test]
+    fn fifo_group_is_locked_while_a_batch_is_in_flight() {
+        let mut q = QueueIndex::new(true);
+        for s in 1..=3 {
+            q.insert(s, entry(0, 0, Some("a")), 0);
+        }
+        q.insert(4, entry(0, 0, Some("b")), 0);
+        assert_eq!(seqs(&q.take(0, 2, 10, None)), [1, 2]);
+        // Group a is locked; only b is available.
+        assert_eq!(seqs(&q.take(0, 10, 10, None)), [4]);
+        assert!(q.take(0, 10, 10, None).received.is_empty());
+        q.ack(1, 1).unwrap();
+        assert!(q.take(0, 10, 10, None).received.is_empty());
+        q.ack(2, 1).unwrap();
+        assert_eq!(seqs(&q.take(0, 10, 10, None)), [3]);
+    }
+
+    #[test]
+    fn fifo_expired_batch_is_redelivered_in_order() {
+        let mut q = QueueIndex::new(true);
+        for s in 1..=3 {
+            q.insert(s, entry(0, 0, Some("a")), 0);
+        }
+        assert_eq!(seqs(&q.take(0, 2, 10, None)), [1, 2]);
+        assert_eq!(seqs(&q.take(10, 10, 10, None)), [1, 2, 3]);
+    }
+
+    #[test]
+    fn retention_removes_oldest_messages_in_any_state() {
+        let mut q = QueueIndex::new(false);
+        q.insert(1, entry(0, 0, None), 0);
+        q.insert(2, entry(5, 50, None), 5);
+        q.insert(3, entry(20, 20, None), 20);
+        q.take(20, 1, 100, None);
+        assert_eq!(q.expire(26, 20), [1, 2]);
+        assert_eq!(
+            q.counts(26),
+            Counts {
+                visible: 1,
+                in_flight: 0,
+                delayed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn recovered_in_flight_message_stays_invisible() {
+        let mut q = QueueIndex::new(false);
+        let mut e = entry(0, 100, None);
+        e.receive_count = 1;
+        q.insert(1, e, 50);
+        assert_eq!(q.counts(50).in_flight, 1);
+        assert!(q.take(50, 1, 10, None).received.is_empty());
+        assert_eq!(q.take(100, 1, 10, None).received[0].1.receive_count, 2);
+    }
+}

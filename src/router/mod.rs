@@ -1,0 +1,371 @@
+//! The router: topics, subscriptions and queues, and the operations on them that the HTTP
+//! API and the config file call.
+//!
+//! A topic's subscriptions and filter policies are compiled into one immutable
+//! [`TopicState`]; a change builds a new one and swaps the `Arc` under a write lock held
+//! only for the swap, so publishers never wait on a rebuild. Resource changes are written
+//! to the backend's metadata before they take effect, so they survive restarts.
+
+mod publish;
+mod queues;
+
+pub use publish::{PublishOutcome, PublishRequest};
+pub use queues::{ReceiveRequest, SendRequest};
+
+use crate::attributes::AttributeError;
+use crate::backend::{Embedded, ReceiptError, StorageError};
+use crate::matching::TopicMatcher;
+use crate::model::{
+    Endpoint, FieldError, Kind, QueueSpec, SubscriptionSpec, TopicSpec, validate_name,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+const META_TOPIC: &str = "t/";
+const META_SUBSCRIPTION: &str = "s/";
+
+/// Everything a caller can get wrong, plus storage failures (the one non-caller case).
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("{kind} {name:?} does not exist")]
+    NotFound { kind: Kind, name: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid {kind} {name:?}: {}", join(.errors))]
+    InvalidSpec {
+        kind: Kind,
+        name: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Attribute(#[from] AttributeError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("message is {size} bytes; {kind} {name:?} accepts at most {max}")]
+    TooLarge {
+        kind: Kind,
+        name: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("message does not match the schema of topic {topic:?} at {pointer:?}: {message}")]
+    SchemaViolation {
+        topic: String,
+        pointer: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Receipt(#[from] ReceiptError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RouterError {
+    fn not_found(kind: Kind, name: &str) -> Self {
+        RouterError::NotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// A topic as publishers see it: immutable, replaced whole on any change.
+pub struct TopicState {
+    pub name: String,
+    pub spec: TopicSpec,
+    schema: Option<jsonschema::Validator>,
+    /// Subscriptions by name.
+    pub subscriptions: BTreeMap<String, SubscriptionSpec>,
+    /// Subscription names in the order the matcher's ids refer to.
+    sub_order: Vec<String>,
+    matcher: TopicMatcher,
+}
+
+impl TopicState {
+    fn build(
+        name: &str,
+        spec: TopicSpec,
+        subscriptions: BTreeMap<String, SubscriptionSpec>,
+    ) -> Result<Self, RouterError> {
+        let schema = match &spec.schema {
+            Some(s) => {
+                Some(
+                    jsonschema::validator_for(s).map_err(|e| RouterError::InvalidSpec {
+                        kind: Kind::Topic,
+                        name: name.to_string(),
+                        errors: vec![FieldError::new("schema", e.to_string())],
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let sub_order: Vec<String> = subscriptions.keys().cloned().collect();
+        let matcher = TopicMatcher::build(subscriptions.values())
+            .map_err(|e| RouterError::Invalid(format!("topic {name:?}: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            spec,
+            schema,
+            subscriptions,
+            sub_order,
+            matcher,
+        })
+    }
+}
+
+/// The shared state behind every API call.
+pub struct Router {
+    pub backend: Arc<Embedded>,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    /// Cancelled at shutdown so long polls answer instead of holding the drain up.
+    pub shutdown: CancellationToken,
+}
+
+impl Router {
+    /// Loads topics and subscriptions from the backend's metadata.
+    pub fn open(backend: Arc<Embedded>) -> Result<Self, RouterError> {
+        let mut subs: HashMap<String, BTreeMap<String, SubscriptionSpec>> = HashMap::new();
+        for (key, raw) in backend.list_meta(META_SUBSCRIPTION)? {
+            let Some((topic, sub)) = key.split_once('/') else {
+                continue;
+            };
+            let spec: SubscriptionSpec = serde_json::from_slice(&raw).map_err(|e| {
+                StorageError(format!("stored subscription {key:?} is unreadable: {e}"))
+            })?;
+            subs.entry(topic.to_string())
+                .or_default()
+                .insert(sub.to_string(), spec);
+        }
+        let mut topics = HashMap::new();
+        for (name, raw) in backend.list_meta(META_TOPIC)? {
+            let spec: TopicSpec = serde_json::from_slice(&raw)
+                .map_err(|e| StorageError(format!("stored topic {name:?} is unreadable: {e}")))?;
+            let state = TopicState::build(&name, spec, subs.remove(&name).unwrap_or_default())?;
+            topics.insert(name, Arc::new(state));
+        }
+        Ok(Self {
+            backend,
+            topics: RwLock::new(topics),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicState>, RouterError> {
+        self.topics
+            .read()
+            .expect("topic map lock is never held across a panic")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RouterError::not_found(Kind::Topic, name))
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .topics
+            .read()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn swap_topic(&self, state: Option<TopicState>, name: &str) {
+        let mut map = self.topics.write().expect("never poisoned");
+        match state {
+            Some(s) => map.insert(name.to_string(), Arc::new(s)),
+            None => map.remove(name),
+        };
+    }
+
+    /// Creates a topic or updates what may change; `Ok(true)` when it was created.
+    pub async fn put_topic(&self, name: &str, spec: TopicSpec) -> Result<bool, RouterError> {
+        validate_name(Kind::Topic, name).map_err(RouterError::Invalid)?;
+        let existing = self.topic(name).ok();
+        if let Some(old) = &existing {
+            if let Some(field) = old.spec.immutable_diff(&spec) {
+                return Err(RouterError::Conflict(format!(
+                    "topic {name:?} exists with a different {field}, which cannot change; delete it first"
+                )));
+            }
+            if old.spec == spec {
+                return Ok(false);
+            }
+        }
+        let errors = spec.validate(name);
+        if !errors.is_empty() {
+            return Err(RouterError::InvalidSpec {
+                kind: Kind::Topic,
+                name: name.into(),
+                errors,
+            });
+        }
+        let subs = existing
+            .as_ref()
+            .map(|t| t.subscriptions.clone())
+            .unwrap_or_default();
+        let state = TopicState::build(name, spec.clone(), subs)?;
+        self.backend
+            .put_meta(&format!("{META_TOPIC}{name}"), to_json(&spec))
+            .await?;
+        self.swap_topic(Some(state), name);
+        Ok(existing.is_none())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), RouterError> {
+        let t = self.topic(name)?;
+        for sub in t.subscriptions.keys() {
+            self.backend
+                .delete_meta(&format!("{META_SUBSCRIPTION}{name}/{sub}"))
+                .await?;
+        }
+        self.backend
+            .delete_meta(&format!("{META_TOPIC}{name}"))
+            .await?;
+        self.swap_topic(None, name);
+        Ok(())
+    }
+
+    /// Creates or updates a subscription; `Ok(true)` when it was created.
+    pub async fn put_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: SubscriptionSpec,
+    ) -> Result<bool, RouterError> {
+        validate_name(Kind::Subscription, name).map_err(RouterError::Invalid)?;
+        let t = self.topic(topic)?;
+        let mut errors = spec.validate();
+        match &spec.endpoint {
+            Endpoint::Queue(q) if errors.is_empty() => match self.backend.queue(q) {
+                None => errors.push(FieldError::new(
+                    "endpoint.queue",
+                    format!("queue {q:?} does not exist"),
+                )),
+                Some(h) if h.spec().fifo && !t.spec.fifo => errors.push(FieldError::new(
+                    "endpoint.queue",
+                    format!("FIFO queue {q:?} can only subscribe to a FIFO topic"),
+                )),
+                Some(_) => {}
+            },
+            _ => {}
+        }
+        if let Some(d) = &spec.dead_letter_queue
+            && errors.is_empty()
+            && self.backend.queue(d).is_none()
+        {
+            errors.push(FieldError::new(
+                "dead_letter_queue",
+                format!("queue {d:?} does not exist"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(RouterError::InvalidSpec {
+                kind: Kind::Subscription,
+                name: name.into(),
+                errors,
+            });
+        }
+        let existing = t.subscriptions.get(name);
+        if let Some(old) = existing {
+            if let Some(field) = old.immutable_diff(&spec) {
+                return Err(RouterError::Conflict(format!(
+                    "subscription {name:?} exists with a different {field}, which cannot change; delete it first"
+                )));
+            }
+            if *old == spec {
+                return Ok(false);
+            }
+        }
+        let created = existing.is_none();
+        let mut subs = t.subscriptions.clone();
+        subs.insert(name.to_string(), spec.clone());
+        let state = TopicState::build(topic, t.spec.clone(), subs)?;
+        self.backend
+            .put_meta(
+                &format!("{META_SUBSCRIPTION}{topic}/{name}"),
+                to_json(&spec),
+            )
+            .await?;
+        self.swap_topic(Some(state), topic);
+        Ok(created)
+    }
+
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<(), RouterError> {
+        let t = self.topic(topic)?;
+        if !t.subscriptions.contains_key(name) {
+            return Err(RouterError::not_found(Kind::Subscription, name));
+        }
+        let mut subs = t.subscriptions.clone();
+        subs.remove(name);
+        let state = TopicState::build(topic, t.spec.clone(), subs)?;
+        self.backend
+            .delete_meta(&format!("{META_SUBSCRIPTION}{topic}/{name}"))
+            .await?;
+        self.swap_topic(Some(state), topic);
+        Ok(())
+    }
+
+    /// Creates a queue or updates what may change; `Ok(true)` when it was created.
+    pub async fn put_queue(&self, name: &str, spec: QueueSpec) -> Result<bool, RouterError> {
+        validate_name(Kind::Queue, name).map_err(RouterError::Invalid)?;
+        let existing = self.backend.queue(name);
+        if let Some(h) = &existing {
+            let old = h.spec();
+            if let Some(field) = old.immutable_diff(&spec) {
+                return Err(RouterError::Conflict(format!(
+                    "queue {name:?} exists with a different {field}, which cannot change; delete it first"
+                )));
+            }
+            if old == spec {
+                return Ok(false);
+            }
+        }
+        let mut errors = spec.validate(name);
+        if let Some(rp) = &spec.redrive_policy
+            && errors.is_empty()
+        {
+            match self.backend.queue(&rp.dead_letter_queue) {
+                None => errors.push(FieldError::new(
+                    "redrive_policy.dead_letter_queue",
+                    format!("queue {:?} does not exist", rp.dead_letter_queue),
+                )),
+                Some(d) if d.spec().fifo != spec.fifo => errors.push(FieldError::new(
+                    "redrive_policy.dead_letter_queue",
+                    "a FIFO queue needs a FIFO dead-letter queue, a standard queue a standard one",
+                )),
+                Some(_) => {}
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RouterError::InvalidSpec {
+                kind: Kind::Queue,
+                name: name.into(),
+                errors,
+            });
+        }
+        self.backend.put_queue(name, spec).await?;
+        Ok(existing.is_none())
+    }
+
+    pub async fn delete_queue(&self, name: &str) -> Result<(), RouterError> {
+        if !self.backend.delete_queue(name).await? {
+            return Err(RouterError::not_found(Kind::Queue, name));
+        }
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data always serializes")
+}

@@ -1,0 +1,275 @@
+//! The publish pipeline: check the message, match it against the topic's subscriptions,
+//! and store every matched delivery in one durable write before answering.
+
+use super::{Router, RouterError, TopicState};
+use crate::attributes::Attributes;
+use crate::backend::{Enqueued, NewMessage, QueueHandle, now_ms};
+use crate::model::{Endpoint, Kind};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Longest FIFO group or deduplication id (SQS: 128 characters).
+pub const MAX_FIFO_ID_LEN: usize = 128;
+
+/// `POST /v1/topics/{topic}/publish` body, also one entry of a batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub message: Box<RawValue>,
+    #[serde(default)]
+    pub attributes: Option<serde_json::Value>,
+    #[serde(default)]
+    pub group_id: Option<String>,
+    #[serde(default)]
+    pub dedup_id: Option<String>,
+    /// Batch entries only: the caller's id for the entry.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub message_id: String,
+    /// Subscriptions that received the message.
+    pub delivered: usize,
+}
+
+/// A message checked against its topic, ready to fan out.
+struct Checked {
+    message_id: String,
+    deliveries: Vec<(Arc<QueueHandle>, NewMessage)>,
+}
+
+/// The SNS-style notification a subscriber receives unless raw delivery is on.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message_id: &'a str,
+    topic: &'a str,
+    subscription: &'a str,
+    message: &'a RawValue,
+    attributes: &'a serde_json::Value,
+    published_at: &'a str,
+}
+
+impl Router {
+    /// Publishes one message; answers once every matched delivery is durably stored.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        req: PublishRequest,
+    ) -> Result<PublishOutcome, RouterError> {
+        let t = self.topic(topic)?;
+        let checked = self.check(&t, req)?;
+        let delivered = checked.deliveries.len();
+        let results = self.backend.enqueue(checked.deliveries).await?;
+        Ok(PublishOutcome {
+            message_id: original_id(&results).unwrap_or(checked.message_id),
+            delivered,
+        })
+    }
+
+    /// Publishes many messages with one durable write; each entry succeeds or fails alone.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        entries: Vec<PublishRequest>,
+    ) -> Result<Vec<(String, Result<PublishOutcome, RouterError>)>, RouterError> {
+        let t = self.topic(topic)?;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut all = Vec::new();
+        let mut spans = Vec::new();
+        for (i, req) in entries.into_iter().enumerate() {
+            let id = req.id.clone().unwrap_or_else(|| i.to_string());
+            match self.check(&t, req) {
+                Ok(c) => {
+                    spans.push((
+                        out.len(),
+                        all.len(),
+                        c.deliveries.len(),
+                        c.message_id.clone(),
+                    ));
+                    all.extend(c.deliveries);
+                    out.push((
+                        id,
+                        Ok(PublishOutcome {
+                            message_id: c.message_id,
+                            delivered: 0,
+                        }),
+                    ));
+                }
+                Err(e) => out.push((id, Err(e))),
+            }
+        }
+        let results = self.backend.enqueue(all).await?;
+        for (slot, start, n, mid) in spans {
+            if let (_, Ok(o)) = &mut out[slot] {
+                o.delivered = n;
+                o.message_id = original_id(&results[start..start + n]).unwrap_or(mid);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self, t: &TopicState, req: PublishRequest) -> Result<Checked, RouterError> {
+        let body = req.message.get().as_bytes();
+        let attributes = Attributes::from_api(req.attributes.as_ref())?;
+        let size = body.len() + attributes.byte_len();
+        let max = t.spec.max_message_bytes();
+        if size > max {
+            return Err(RouterError::TooLarge {
+                kind: Kind::Topic,
+                name: t.name.clone(),
+                size,
+                max,
+            });
+        }
+        let (group, dedup) = fifo_ids(
+            Kind::Topic,
+            &t.name,
+            t.spec.fifo,
+            t.spec.content_based_dedup,
+            req.group_id,
+            req.dedup_id,
+            body,
+        )?;
+        if let Some(schema) = &t.schema {
+            let value: serde_json::Value = serde_json::from_str(req.message.get())
+                .map_err(|e| RouterError::Invalid(format!("message is not valid JSON: {e}")))?;
+            if let Some(e) = schema.iter_errors(&value).next() {
+                let pointer = e.instance_path().to_string();
+                return Err(RouterError::SchemaViolation {
+                    topic: t.name.clone(),
+                    pointer: if pointer.is_empty() {
+                        "/".into()
+                    } else {
+                        pointer
+                    },
+                    message: e.to_string(),
+                });
+            }
+        }
+
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let mut matched = Vec::new();
+        t.matcher.matches(body, &attributes, &mut matched);
+        let mut deliveries = Vec::with_capacity(matched.len());
+        if !matched.is_empty() {
+            let sns_attrs = attributes.to_sns_json();
+            let published_at = crate::time::rfc3339_ms(now_ms());
+            let sns_attrs_bytes = serde_json::to_vec(&sns_attrs).expect("JSON values serialize");
+            for id in matched {
+                let name = &t.sub_order[id as usize];
+                let sub = &t.subscriptions[name];
+                let Endpoint::Queue(q) = &sub.endpoint;
+                let Some(h) = self.backend.queue(q).or_else(|| {
+                    let dlq = sub.dead_letter_queue.as_deref().and_then(|d| self.backend.queue(d));
+                    tracing::warn!(topic = %t.name, subscription = %name, queue = %q, dead_letter = dlq.is_some(), "subscribed queue no longer exists");
+                    dlq
+                }) else {
+                    continue;
+                };
+                let (payload, attrs) = if sub.raw_message_delivery {
+                    (body.to_vec(), sns_attrs_bytes.clone())
+                } else {
+                    let env = Envelope {
+                        kind: "Notification",
+                        message_id: &message_id,
+                        topic: &t.name,
+                        subscription: name,
+                        message: &req.message,
+                        attributes: &sns_attrs,
+                        published_at: &published_at,
+                    };
+                    (
+                        serde_json::to_vec(&env).expect("envelope serializes"),
+                        b"{}".to_vec(),
+                    )
+                };
+                let fifo_queue = h.spec().fifo;
+                deliveries.push((
+                    h,
+                    NewMessage {
+                        message_id: message_id.clone(),
+                        payload,
+                        attributes: attrs,
+                        delay_ms: 0,
+                        group: group.clone().filter(|_| fifo_queue),
+                        dedup_id: dedup.clone().filter(|_| fifo_queue),
+                    },
+                ));
+            }
+        }
+        Ok(Checked {
+            message_id,
+            deliveries,
+        })
+    }
+}
+
+/// When every delivery was a duplicate, the message id of the original publish.
+fn original_id(results: &[Enqueued]) -> Option<String> {
+    let mut original = None;
+    for r in results {
+        match r {
+            Enqueued::Stored => return None,
+            Enqueued::Duplicate {
+                original_message_id,
+            } => original = Some(original_message_id.clone()),
+        }
+    }
+    original
+}
+
+/// Checks the FIFO ids of a publish or send and derives the deduplication id.
+pub(crate) fn fifo_ids(
+    kind: Kind,
+    name: &str,
+    fifo: bool,
+    content_based_dedup: bool,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
+    body: &[u8],
+) -> Result<(Option<Arc<str>>, Option<String>), RouterError> {
+    if !fifo {
+        if group_id.is_some() || dedup_id.is_some() {
+            return Err(RouterError::Invalid(format!(
+                "group_id and dedup_id are only for FIFO resources; {kind} {name:?} is not FIFO"
+            )));
+        }
+        return Ok((None, None));
+    }
+    let Some(group) = group_id else {
+        return Err(RouterError::Invalid(format!(
+            "FIFO {kind} {name:?} needs a group_id on every message"
+        )));
+    };
+    for (field, v) in [("group_id", Some(&group)), ("dedup_id", dedup_id.as_ref())] {
+        if let Some(v) = v
+            && (v.is_empty()
+                || v.len() > MAX_FIFO_ID_LEN
+                || !v.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(RouterError::Invalid(format!(
+                "{field} must be 1 to {MAX_FIFO_ID_LEN} printable ASCII characters"
+            )));
+        }
+    }
+    let dedup = match dedup_id {
+        Some(d) => d,
+        None if content_based_dedup => hex(&Sha256::digest(body)),
+        None => {
+            return Err(RouterError::Invalid(format!(
+                "FIFO {kind} {name:?} needs a dedup_id, or content_based_dedup enabled"
+            )));
+        }
+    };
+    Ok((Some(Arc::from(group.as_str())), Some(dedup)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,100 @@
+//! Wires storage, router, HTTP API and background work together, and drains on shutdown.
+
+use crate::api::{self, AppState, Metrics};
+use crate::backend::Embedded;
+use crate::router::Router;
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often expired messages and dedup ids are swept. Retention is enforced on receive
+/// too, so this only bounds how long expired messages occupy disk and counts.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `switchyard serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub config: Option<PathBuf>,
+    pub token: Option<String>,
+}
+
+/// Everything `run` needs, opened and checked before the listener accepts anything.
+pub struct Prepared {
+    router: Arc<Router>,
+    token: Option<String>,
+}
+
+/// Opens storage and applies the config file. Config errors come back as a list, so the
+/// caller can print every one of them.
+pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
+    let backend = Arc::new(
+        Embedded::open(&opts.data_dir)
+            .with_context(|| format!("opening the data directory {}", opts.data_dir.display()))?,
+    );
+    let router = Arc::new(Router::open(backend.clone()).context("loading resources")?);
+    if let Some(path) = &opts.config {
+        let existing: BTreeSet<String> = backend.queue_names().into_iter().collect();
+        let cfg = crate::config::load(path, &existing).map_err(PrepareError::Config)?;
+        cfg.apply(&router)
+            .await
+            .with_context(|| format!("applying {}", path.display()))?;
+    }
+    Ok(Prepared {
+        router,
+        token: opts.token,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("invalid config")]
+    Config(Vec<crate::config::ConfigError>),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Serves until `shutdown` completes, then stops accepting, ends long polls and waits for
+/// requests in flight.
+pub async fn run(
+    listener: TcpListener,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let router = prepared.router;
+    let state = AppState {
+        router: router.clone(),
+        metrics: Arc::new(Metrics::default()),
+        token: prepared.token.map(Arc::from),
+    };
+    let sweeper = {
+        let backend = router.backend.clone();
+        let stop = router.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => backend.sweep(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    };
+    let stop = router.shutdown.clone();
+    let app = api::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+    router.shutdown.cancel();
+    let _ = sweeper.await;
+    Ok(())
+}
