@@ -561,3 +561,54 @@ endpoint = { queue = "missing-queue" }
 async fn config_that_is_not_toml_stops_the_server_with_exit_2() {
     assert_config_refused("[topics.orders\nfifo = ", &[]).await;
 }
+
+#[tokio::test]
+async fn cli_prints_the_server_problem_and_exits_1() {
+    let server = spawn_server(None).await;
+
+    let output = server.cli(&["publish", "nope", "--message", "1"], "").await;
+
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("nope"),
+        "the detail names the topic: {stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn cli_refuses_bad_arguments_with_exit_2() {
+    let server = spawn_server(None).await;
+    server
+        .client
+        .put_queue("jobs", &QueueSpec::default())
+        .await
+        .unwrap();
+
+    for args in [
+        &["send", "jobs", "--message", "{not json"][..],
+        &["send", "jobs", "--message", "1", "--attr", "no-equals-sign"],
+        &["send", "jobs", "--message", "1", "--attr", "n:Number=abc"],
+        &["receive", "jobs", "--max", "11"],
+        &["send", "jobs"],
+    ] {
+        let output = server.cli(args, "").await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+    }
+    let lines = server
+        .cli(&["send", "jobs", "--lines"], "1\nnot json\n")
+        .await;
+    assert_eq!(lines.status.code(), Some(2), "{lines:?}");
+    assert_eq!(
+        server
+            .client
+            .get_queue("jobs")
+            .await
+            .unwrap()
+            .approximate_visible,
+        1,
+        "the valid line was still sent"
+    );
+}

@@ -4,9 +4,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -24,6 +24,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest time a SIGTERM'd server may take to drain and exit.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a client subcommand may run.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First poll interval of [`eventually`]; it doubles up to [`MAX_POLL_INTERVAL`].
 const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -168,6 +171,41 @@ impl TestServer {
         }
     }
 
+    /// Runs a client subcommand of the binary against this server (`--url` added), feeding
+    /// `stdin`; panics if it runs past [`CLI_TIMEOUT`].
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .arg("--url")
+            .arg(&self.base_url)
+            .env_remove("SWITCHYARD_TOKEN")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn the switchyard binary");
+        let pid = pid_of(&child);
+        let mut input = child.stdin.take().expect("stdin is piped");
+        let stdin = stdin.to_owned();
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            // Closing stdin after writing is what ends a `--lines` run.
+            let _ = input.write_all(stdin.as_bytes());
+            drop(input);
+            let _ = tx.send(child.wait_with_output());
+        });
+        match tokio::time::timeout(CLI_TIMEOUT, rx).await {
+            Ok(output) => output
+                .expect("waiter thread sends")
+                .expect("wait for the CLI"),
+            Err(_) => {
+                signal(pid, libc::SIGKILL);
+                panic!("`switchyard {}` ran past {CLI_TIMEOUT:?}", args.join(" "));
+            }
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.scratch.path().join("server.log")
     }
@@ -273,7 +311,9 @@ fn server_command(data_dir: &Path, config: Option<&Path>) -> Command {
         .stdin(Stdio::null())
         // A token in the developer's environment must not turn on auth in tests.
         .env_remove("SWITCHYARD_TOKEN")
-        .env_remove("SWITCHYARD_URL");
+        .env_remove("SWITCHYARD_URL")
+        // Plain text: the log is read by people in a failing test's output.
+        .env("NO_COLOR", "1");
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }

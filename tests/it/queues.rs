@@ -644,3 +644,66 @@ async fn get_queue_reports_its_configuration() {
         reqwest::StatusCode::NOT_FOUND,
     );
 }
+
+/// Parses each stdout line of a CLI run as JSON.
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_send_and_receive_print_one_json_line_per_message() {
+    let server = spawn_server(None).await;
+    queue(&server.client, "jobs", QueueSpec::default()).await;
+
+    let one = server
+        .cli(
+            &[
+                "send",
+                "jobs",
+                "--message",
+                r#"{"id":1}"#,
+                "--attr",
+                "color=red",
+            ],
+            "",
+        )
+        .await;
+    assert!(one.status.success(), "{one:?}");
+    let sent = json_lines(&one);
+    assert!(sent[0]["message_id"].is_string(), "{sent:?}");
+    let lines = server
+        .cli(
+            &["send", "jobs", "--lines"],
+            "{\"id\":2}\n\n{\"id\":3}\n\"four\"\n",
+        )
+        .await;
+    assert!(lines.status.success(), "{lines:?}");
+    let numbered: Vec<(u64, bool)> = json_lines(&lines)
+        .iter()
+        .map(|l| (l["line"].as_u64().unwrap(), l["message_id"].is_string()))
+        .collect();
+    assert_eq!(numbered, vec![(1, true), (3, true), (4, true)]);
+
+    let received = server
+        .cli(&["receive", "jobs", "--max", "10", "--ack"], "")
+        .await;
+
+    assert!(received.status.success(), "{received:?}");
+    let mut bodies: Vec<String> = json_lines(&received)
+        .iter()
+        .map(|m| m["message"].to_string())
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![r#""four""#, r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#]
+    );
+    assert_eq!(
+        counts(&server.client, "jobs").await,
+        (0, 0, 0),
+        "--ack deleted them"
+    );
+}

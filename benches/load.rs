@@ -1,0 +1,817 @@
+//! End-to-end load tool: starts the real `switchyard` binary (built with the bench profile)
+//! on loopback and measures what a user of the HTTP API would see.
+//!
+//! Run: `cargo bench --bench load`. Every phase is bounded in time and count, and only
+//! loopback addresses are used.
+//!
+//! | variable           | default   | meaning                                           |
+//! |--------------------|-----------|---------------------------------------------------|
+//! | `LOAD_SECONDS`     | 5         | length of each throughput phase                   |
+//! | `LOAD_CONNECTIONS` | 64        | concurrent connections of the publish phase       |
+//! | `LOAD_RATE`        | 5000      | events/s of the fixed-rate latency phase          |
+//! | `LOAD_BACKLOG`     | 1000000   | 1 KiB messages backlogged for the RSS measurement |
+//! | `LOAD_BACKLOG_MAX_SECONDS` | 600 | give up filling the backlog after this long    |
+//! | `SWITCHYARD_BIN`   | (cargo's) | server binary to measure instead                  |
+//!
+//! Phases:
+//! - (a) publish of 1 KiB events with one matching queue subscription from
+//!   `LOAD_CONNECTIONS` connections, against a bare axum handler in this process that
+//!   parses the same JSON and answers 202;
+//! - (b) batch publish, 100 events per request;
+//! - (c) receive 10 and ack them;
+//! - (d) publish latency at a fixed rate, open loop, measured from each request's intended
+//!   start so a stall is not hidden (no coordinated omission);
+//! - (e) start to healthy, idle RSS, and RSS with a backlog.
+//!
+//! The load generator runs on one thread so that the server gets the other core; the bare
+//! handler gets its own two-thread runtime, as the server process would.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use switchyard::client::{
+    BatchResult, Client, ClientError, QueueSpec, Receive, SendMessage, SubscriptionSpec, TopicSpec,
+};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Size of the `pad` string that makes each event about 1 KiB of JSON.
+const EVENT_PAD: usize = 1_000;
+/// Events per batch-publish request: the API's maximum.
+const PUBLISH_BATCH: usize = 100;
+/// Concurrent requests of the batch phases: enough to keep group commit busy.
+const BATCH_CONNECTIONS: usize = 8;
+/// Concurrent consumers of the receive phase.
+const CONSUMERS: usize = 16;
+/// Upper bound on requests in one throughput phase, whatever the time limit.
+const MAX_REQUESTS_PER_PHASE: u64 = 5_000_000;
+/// Most requests in flight in the fixed-rate phase; past that the server is overloaded and
+/// waiting for a slot counts as latency.
+const MAX_IN_FLIGHT: usize = 512;
+/// Starts measured for the start-to-healthy time (the median is reported).
+const START_SAMPLES: usize = 5;
+/// Longest a start may take before the tool gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    // `cargo test --all-targets` runs benches without `--bench`: do not load the machine.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("load: skipped (run with `cargo bench --bench load`)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build the load generator runtime");
+    match runtime.block_on(run(Settings::from_env())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("load: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What to run, from the environment.
+struct Settings {
+    seconds: Duration,
+    connections: usize,
+    rate: u64,
+    backlog: u64,
+    backlog_max: Duration,
+    binary: PathBuf,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+            std::env::var(name)
+                .ok()
+                .and_then(|value| value.replace('_', "").parse().ok())
+                .unwrap_or(default)
+        }
+        Settings {
+            seconds: Duration::from_secs_f64(var("LOAD_SECONDS", 5.0)),
+            connections: var("LOAD_CONNECTIONS", 64),
+            rate: var("LOAD_RATE", 5_000),
+            backlog: var("LOAD_BACKLOG", 1_000_000),
+            backlog_max: Duration::from_secs(var("LOAD_BACKLOG_MAX_SECONDS", 600)),
+            binary: std::env::var_os("SWITCHYARD_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
+        }
+    }
+}
+
+/// One row of the final table.
+struct Row {
+    what: String,
+    result: String,
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let row = |rows: &mut Vec<Row>, what: String, result: String| {
+        eprintln!("  {what}: {result}");
+        rows.push(Row { what, result });
+    };
+    eprintln!("load: server binary {}", settings.binary.display());
+
+    // (e) Start to healthy and idle RSS, on fresh empty stores.
+    let mut starts = Vec::with_capacity(START_SAMPLES);
+    let mut idle_rss = 0.0;
+    for _ in 0..START_SAMPLES {
+        let server = Server::start(&settings.binary).await?;
+        starts.push(server.started_in);
+        idle_rss = server.rss_mb()?;
+    }
+    starts.sort();
+    let median = starts[starts.len() / 2];
+    row(
+        &mut rows,
+        "(e) start to healthy, empty store".into(),
+        format!(
+            "{:.1} ms (median of {START_SAMPLES}; min {:.1}, max {:.1})",
+            ms(median),
+            ms(starts[0]),
+            ms(starts[starts.len() - 1])
+        ),
+    );
+    row(
+        &mut rows,
+        "(e) idle RSS".into(),
+        format!("{idle_rss:.1} MB"),
+    );
+
+    let server = Server::start(&settings.binary).await?;
+    let client = Client::with_http(&server.base_url, http_client(settings.connections)?)?;
+    client.put_topic("bench", &TopicSpec::default()).await?;
+    client
+        .put_queue("bench-sink", &QueueSpec::default())
+        .await?;
+    client
+        .put_subscription("bench", "sink", &SubscriptionSpec::to_queue("bench-sink"))
+        .await?;
+    let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
+
+    // (a) Publish throughput against the bare handler.
+    let bare = BareHandler::start().await?;
+    let bare_result = closed_loop(
+        &bare.url("/v1/topics/bench/publish"),
+        event.clone(),
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    let result = closed_loop(
+        &format!("{}/v1/topics/bench/publish", server.base_url),
+        event.clone(),
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    row(
+        &mut rows,
+        format!(
+            "(a) publish 1 KiB, 1 queue subscription, {} connections",
+            settings.connections
+        ),
+        format!(
+            "{:.0} req/s{}; bare axum 202 handler {:.0} req/s; ratio {:.2}",
+            result.per_second(),
+            result.errors_note(),
+            bare_result.per_second(),
+            result.per_second() / bare_result.per_second().max(1.0)
+        ),
+    );
+    drop(bare);
+
+    // (b) Batch publish, into its own queue that (c) then drains.
+    client
+        .put_topic("bench-batch", &TopicSpec::default())
+        .await?;
+    client
+        .put_queue("bench-drain", &QueueSpec::default())
+        .await?;
+    client
+        .put_subscription(
+            "bench-batch",
+            "drain",
+            &SubscriptionSpec::to_queue("bench-drain"),
+        )
+        .await?;
+    let stored = batch_publish(&client, "bench-batch", settings.seconds).await?;
+    row(
+        &mut rows,
+        format!(
+            "(b) batch publish, {PUBLISH_BATCH} x 1 KiB per request, {BATCH_CONNECTIONS} connections"
+        ),
+        format!(
+            "{:.0} events/s stored{}",
+            stored.per_second(),
+            stored.errors_note()
+        ),
+    );
+
+    // (c) Receive + ack.
+    let consumed = receive_and_ack(&client, "bench-drain", settings.seconds).await?;
+    row(
+        &mut rows,
+        format!("(c) receive 10 + ack, {CONSUMERS} consumers"),
+        format!(
+            "{:.0} msgs/s{}",
+            consumed.per_second(),
+            consumed.errors_note()
+        ),
+    );
+
+    // (d) Latency at a fixed rate.
+    let latency = fixed_rate(
+        &format!("{}/v1/topics/bench/publish", server.base_url),
+        event,
+        settings.rate,
+        settings.seconds,
+    )
+    .await?;
+    row(
+        &mut rows,
+        format!(
+            "(d) publish latency at {} events/s, open loop",
+            settings.rate
+        ),
+        latency,
+    );
+
+    // (e) RSS with a backlog.
+    let backlog = fill_backlog(
+        &client,
+        "bench-backlog",
+        settings.backlog,
+        settings.backlog_max,
+    )
+    .await?;
+    let rss = server.rss_mb()?;
+    row(
+        &mut rows,
+        format!("(e) RSS with {} x 1 KiB messages backlogged", backlog.ok),
+        format!(
+            "{rss:.1} MB (filled at {:.0} msgs/s{})",
+            backlog.per_second(),
+            backlog.errors_note()
+        ),
+    );
+    drop(server);
+
+    print_table(&rows);
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+/// Keep-alive pool sized for `connections`, no proxy (loopback only).
+fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(connections.max(CONSUMERS))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .context("build the HTTP client")
+}
+
+/// A publish body of about 1 KiB; `n` makes it distinct.
+fn publish_body(n: u64) -> Value {
+    json!({
+        "message": {"n": n, "kind": "order", "pad": "x".repeat(EVENT_PAD)},
+        "attributes": {"kind": "order"}
+    })
+}
+
+/// What a phase achieved.
+struct Outcome {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn errors_note(&self) -> String {
+        match &self.first_error {
+            Some(error) => format!(" ({} errors, first: {error})", self.errors),
+            None => String::new(),
+        }
+    }
+}
+
+/// Counters shared by the tasks of one phase.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn error(&self, error: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().expect("not poisoned");
+        if first.is_none() {
+            *first = Some(error.to_string());
+        }
+    }
+
+    fn outcome(&self, elapsed: Duration) -> Outcome {
+        Outcome {
+            ok: self.ok.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            first_error: self.first_error.lock().expect("not poisoned").clone(),
+            elapsed,
+        }
+    }
+}
+
+/// `connections` tasks POST `body` to `url` back to back for `duration`.
+async fn closed_loop(
+    url: &str,
+    body: Bytes,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let http = http_client(connections)?;
+    // Warm the pool and check the target answers before timing.
+    let warm = post(&http, url, body.clone()).await?;
+    ensure!(
+        warm.is_success(),
+        "{url} answered {warm} to a warm-up publish"
+    );
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let per_task = MAX_REQUESTS_PER_PHASE / connections as u64;
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (http, url, body, tally) = (http.clone(), url.to_owned(), body.clone(), tally.clone());
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match post(&http, &url, body.clone()).await {
+                    Ok(status) if status.is_success() => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(status) => tally.error(status),
+                    Err(error) => tally.error(format!("{error:#}")),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(tally.outcome(started.elapsed()))
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: Bytes,
+) -> anyhow::Result<reqwest::StatusCode> {
+    let response = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    // Read the body so the connection goes back to the pool.
+    response.bytes().await?;
+    Ok(status)
+}
+
+/// Batch publishes of [`PUBLISH_BATCH`] events from [`BATCH_CONNECTIONS`] tasks.
+async fn batch_publish(
+    client: &Client,
+    topic: &str,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let entries: Vec<Value> = (0..PUBLISH_BATCH as u64)
+        .map(|n| {
+            let mut entry = publish_body(n);
+            entry["id"] = json!(format!("e{n}"));
+            entry
+        })
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(&json!({ "entries": entries }))?);
+    let url = client
+        .url(&["v1", "topics", topic, "publish-batch"])
+        .to_string();
+    let http = http_client(BATCH_CONNECTIONS)?;
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..BATCH_CONNECTIONS {
+        let (http, url, body, tally) = (http.clone(), url.clone(), body.clone(), tally.clone());
+        tasks.spawn(async move {
+            for _ in 0..MAX_REQUESTS_PER_PHASE / PUBLISH_BATCH as u64 {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match post_batch(&http, &url, body.clone()).await {
+                    Ok(result) => {
+                        tally
+                            .ok
+                            .fetch_add(result.successful.len() as u64, Ordering::Relaxed);
+                        for failure in result.failed {
+                            tally.error(format!("{} {}", failure.status, failure.detail));
+                        }
+                    }
+                    Err(error) => tally.error(format!("{error:#}")),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(tally.outcome(started.elapsed()))
+}
+
+async fn post_batch(http: &reqwest::Client, url: &str, body: Bytes) -> anyhow::Result<BatchResult> {
+    let response = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// [`CONSUMERS`] tasks receive 10 and ack them until `duration` passes or the queue is
+/// empty.
+async fn receive_and_ack(
+    client: &Client,
+    queue: &str,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..CONSUMERS {
+        let (client, queue, tally) = (client.clone(), queue.to_owned(), tally.clone());
+        tasks.spawn(async move {
+            for _ in 0..MAX_REQUESTS_PER_PHASE {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let messages = match client.receive(&queue, &Receive::new(10)).await {
+                    Ok(messages) if messages.is_empty() => break,
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        tally.error(error);
+                        continue;
+                    }
+                };
+                let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();
+                match client.ack(&queue, &receipts).await {
+                    Ok(acked) => {
+                        tally.ok.fetch_add(acked, Ordering::Relaxed);
+                    }
+                    Err(error) => tally.error(error),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(tally.outcome(started.elapsed()))
+}
+
+/// Publishes at `rate` per second for `duration` whatever the responses do (open loop)
+/// and reports latency percentiles, each measured from the request's scheduled start.
+async fn fixed_rate(
+    url: &str,
+    body: Bytes,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<String> {
+    ensure!(rate > 0, "LOAD_RATE must be positive");
+    let http = http_client(MAX_IN_FLIGHT)?;
+    let histogram = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).context("histogram bounds")?,
+    ));
+    let tally = Arc::new(Tally::default());
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    for n in 0..total {
+        let scheduled = started + period.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+        let (histogram, tally, slots) = (histogram.clone(), tally.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            match post(&http, &url, body).await {
+                Ok(status) if status.is_success() => {
+                    let micros = scheduled.elapsed().as_micros() as u64;
+                    tally.ok.fetch_add(1, Ordering::Relaxed);
+                    histogram
+                        .lock()
+                        .expect("not poisoned")
+                        .saturating_record(micros.max(1));
+                }
+                Ok(status) => tally.error(status),
+                Err(error) => tally.error(format!("{error:#}")),
+            }
+        });
+        // Reap finished tasks as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let outcome = tally.outcome(started.elapsed());
+    let histogram = histogram.lock().expect("not poisoned");
+    let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
+    Ok(format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({:.0}/s achieved{})",
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        histogram.max() as f64 / 1_000.0,
+        outcome.per_second(),
+        outcome.errors_note()
+    ))
+}
+
+/// Sends `count` 1 KiB messages to a fresh queue in batches; stops at `max_time`.
+async fn fill_backlog(
+    client: &Client,
+    queue: &str,
+    count: u64,
+    max_time: Duration,
+) -> anyhow::Result<Outcome> {
+    client.put_queue(queue, &QueueSpec::default()).await?;
+    let mut batch_size = PUBLISH_BATCH;
+    let entry = |n: u64| {
+        SendMessage::new(json!({"n": n, "pad": "x".repeat(EVENT_PAD)})).entry(format!("e{n}"))
+    };
+    // Find the largest batch the server takes: the contract fixes 100 for publish; a
+    // server may hold sends to SQS's 10.
+    let probe: Vec<_> = (0..batch_size as u64).map(entry).collect();
+    if let Err(ClientError::Api(problem)) = client.send_batch(queue, &probe).await {
+        eprintln!("  batch send of {batch_size} refused ({problem}); using 10");
+        batch_size = 10;
+    } else {
+        client.purge(queue).await?;
+    }
+    let batch: Arc<Vec<_>> = Arc::new((0..batch_size as u64).map(entry).collect());
+    let requests = count.div_ceil(batch_size as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + max_time;
+    let mut tasks = JoinSet::new();
+    for _ in 0..BATCH_CONNECTIONS {
+        let (client, queue, batch) = (client.clone(), queue.to_owned(), batch.clone());
+        let (next, stop, tally) = (next.clone(), stop.clone(), tally.clone());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < requests {
+                if Instant::now() >= deadline {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                match client.send_batch(&queue, &batch).await {
+                    Ok(result) => {
+                        tally
+                            .ok
+                            .fetch_add(result.successful.len() as u64, Ordering::Relaxed);
+                        for failure in result.failed {
+                            tally.error(format!("{} {}", failure.status, failure.detail));
+                        }
+                    }
+                    Err(error) => {
+                        tally.error(&error);
+                        if !error.is_retryable() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut reported = Instant::now();
+    while tasks.join_next().await.is_some() {
+        if reported.elapsed() > Duration::from_secs(10) {
+            eprintln!("  backlog: {} sent", tally.ok.load(Ordering::Relaxed));
+            reported = Instant::now();
+        }
+    }
+    Ok(tally.outcome(started.elapsed()))
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|row| row.what.len()).max().unwrap_or(0);
+    println!();
+    println!("switchyard end-to-end load (loopback; the load generator shares the machine)");
+    println!("{:width$}  result", "measurement");
+    println!("{}  {}", "-".repeat(width), "-".repeat(40));
+    for row in rows {
+        println!("{:width$}  {}", row.what, row.result);
+    }
+}
+
+/// The server under test: a child process on a fresh temporary data dir.
+struct Server {
+    child: Child,
+    base_url: String,
+    started_in: Duration,
+    /// Kept so the data dir lives as long as the server.
+    _data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Spawns the binary and returns once `/healthz` answers 200.
+    async fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("switchyard-load-")
+            .tempdir()
+            .context("create a data dir")?;
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env_remove("SWITCHYARD_TOKEN");
+        if std::env::var_os("RUST_LOG").is_none() {
+            // Per-request logging would measure the logger.
+            command.env("RUST_LOG", "warn");
+        }
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("spawn {}", binary.display()))?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = line.trim().strip_prefix("listening on ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            base_url: String::new(),
+            started_in: Duration::ZERO,
+            _data_dir: data_dir,
+        };
+        let address = tokio::time::timeout(START_TIMEOUT, rx)
+            .await
+            .context("no `listening on` line in time")?
+            .context("server exited before listening")?;
+        server.base_url = format!("http://{address}");
+        let client = Client::with_http(&server.base_url, http_client(1)?)?;
+        let healthy_by = started + START_TIMEOUT;
+        let mut attempts = 0_u32;
+        while client.healthz().await.is_err() {
+            ensure!(
+                Instant::now() < healthy_by,
+                "server not healthy within {START_TIMEOUT:?}"
+            );
+            attempts += 1;
+            tokio::time::sleep(Duration::from_millis(u64::from(attempts.min(20)))).await;
+        }
+        server.started_in = started.elapsed();
+        Ok(server)
+    }
+
+    /// Resident set size from `/proc/PID/status`, in MB.
+    fn rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("read /proc/PID/status")?;
+        let fields: BTreeMap<&str, &str> = status
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key, value.trim()))
+            .collect();
+        let kib: f64 = fields
+            .get("VmRSS")
+            .and_then(|value| value.trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS missing")?;
+        Ok(kib / 1_024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An axum handler that parses the publish body and answers 202: the floor of what any
+/// HTTP publish can cost on this machine. Runs on its own two-thread runtime, as a server
+/// process would.
+struct BareHandler {
+    address: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The publish body as the server reads it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // Parsed for its cost, never read.
+struct PublishBody {
+    message: Value,
+    #[serde(default)]
+    attributes: BTreeMap<String, Value>,
+    #[serde(default)]
+    group_id: Option<String>,
+    #[serde(default)]
+    dedup_id: Option<String>,
+}
+
+impl BareHandler {
+    async fn start() -> anyhow::Result<BareHandler> {
+        use axum::Json;
+        use axum::extract::Path;
+        use axum::http::StatusCode;
+        use axum::routing::post;
+
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind the bare handler")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("build the bare handler runtime");
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/v1/topics/{topic}/publish",
+                    post(
+                        |Path(topic): Path<String>, Json(body): Json<PublishBody>| async move {
+                            std::hint::black_box((topic, body));
+                            StatusCode::ACCEPTED
+                        },
+                    ),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(BareHandler {
+            address,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for BareHandler {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
