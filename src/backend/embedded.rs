@@ -21,6 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
+/// Memtable size of the keyspaces holding message bodies and stream records.
+const BODY_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Memtable size of the keyspaces holding small records (state, metadata, dedup ids).
+const SMALL_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Block cache: reads of recent bodies mostly hit memtables or the OS page cache.
+const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How long a FIFO deduplication id is remembered (SQS and SNS: 5 minutes).
 pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
@@ -107,13 +114,23 @@ impl Embedded {
         let db = Database::builder(dir)
             // Journal writes are synced by the committer, once per group.
             .manual_journal_persist(true)
+            .cache_size(BLOCK_CACHE_BYTES)
             .open()?;
+        // Memtables are where unflushed writes sit in memory; fjall's 64 MiB default per
+        // keyspace lets a backlog's bodies pile up in RAM. Bodies also go to blob files
+        // (key-value separation), so compaction does not rewrite them.
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
+        let bodies = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(BODY_MEMTABLE_BYTES)
+                .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+        };
         let spaces = Spaces {
-            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
-            messages: db.keyspace("messages", KeyspaceCreateOptions::default)?,
-            state: db.keyspace("state", KeyspaceCreateOptions::default)?,
-            dedup: db.keyspace("dedup", KeyspaceCreateOptions::default)?,
-            records: db.keyspace("records", KeyspaceCreateOptions::default)?,
+            meta: db.keyspace("meta", small)?,
+            messages: db.keyspace("messages", bodies)?,
+            state: db.keyspace("state", small)?,
+            dedup: db.keyspace("dedup", small)?,
+            records: db.keyspace("records", bodies)?,
         };
         let spaces = Arc::new(spaces);
         let committer = Committer::start(db, clone_spaces(&spaces));
