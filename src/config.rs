@@ -73,7 +73,7 @@ struct SubscriptionEntry {
     #[serde(default)]
     dead_letter_queue: Option<String>,
     #[serde(default)]
-    delivery_policy: Option<JsonOrText>,
+    delivery_policy: Option<crate::deliver::retry::DeliveryPolicy>,
 }
 
 /// A JSON value written either as TOML or as a string holding JSON.
@@ -251,17 +251,7 @@ pub fn parse(
                             filter_policy_scope: se.filter_policy_scope,
                             raw_message_delivery: se.raw_message_delivery,
                             dead_letter_queue: se.dead_letter_queue,
-                            delivery_policy: match se
-                                .delivery_policy
-                                .map(JsonOrText::into_json)
-                                .transpose()
-                            {
-                                Ok(p) => p,
-                                Err(e) => {
-                                    err(format!("{sat}.delivery_policy"), e);
-                                    None
-                                }
-                            },
+                            delivery_policy: se.delivery_policy,
                         };
                         for FieldError { field, message } in spec.validate() {
                             err(format!("{sat}.{field}"), message);

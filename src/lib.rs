@@ -4,6 +4,7 @@ pub mod attributes;
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod deliver;
 pub mod matching;
 pub mod model;
 pub mod policy_test;

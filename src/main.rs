@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on every /v1 call.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Refuse webhook subscriptions and deliveries to private and loopback addresses (for
+    /// servers that accept subscriptions from untrusted users; off for local work).
+    #[arg(long)]
+    deny_private_endpoints: bool,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +117,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         config: args.config,
         token: args.token,
+        deny_private_endpoints: args.deny_private_endpoints,
     })
     .await
     {

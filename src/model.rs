@@ -7,6 +7,7 @@
 //! here does I/O.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Longest resource name. Short enough to keep storage keys small, long enough for
@@ -255,6 +256,106 @@ pub enum Endpoint {
         /// absent or when the pointer finds nothing.
         partition_key: Option<String>,
     },
+    Http(HttpEndpoint),
+}
+
+/// How an HTTP endpoint receives a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpFormat {
+    /// The JSON envelope (or, with raw delivery, the message itself).
+    #[default]
+    Envelope,
+    /// CloudEvents 1.0 binary mode: `ce-*` headers, the message as the body.
+    Cloudevents,
+    /// CloudEvents 1.0 structured mode: `application/cloudevents+json`.
+    CloudeventsStructured,
+}
+
+/// Default time an endpoint has to answer (SNS: 15 s; local endpoints answer faster).
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 5_000;
+/// Longest an endpoint may take to answer before the attempt counts as failed.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 60_000;
+/// Default and largest number of requests in flight to one endpoint.
+pub const DEFAULT_HTTP_CONCURRENCY: u32 = 16;
+pub const MAX_HTTP_CONCURRENCY: u32 = 256;
+
+/// `{"http": {...}}`: a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpoint {
+    pub url: String,
+    /// Extra request headers, e.g. an API key of the receiver.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_http_concurrency")]
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub format: HttpFormat,
+    /// Key of the `x-switchyard-signature` HMAC. Generated when not given; shown once, in
+    /// the answer to the `PUT` that created the subscription.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    DEFAULT_HTTP_TIMEOUT_MS
+}
+
+fn default_http_concurrency() -> u32 {
+    DEFAULT_HTTP_CONCURRENCY
+}
+
+impl HttpEndpoint {
+    pub fn validate(&self, errs: &mut Vec<FieldError>) {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => errs.push(FieldError::new(
+                "endpoint.http.url",
+                format!(
+                    "{:?} must be an http or https URL with a host, not {:?}",
+                    self.url,
+                    u.scheme()
+                ),
+            )),
+            Err(e) => errs.push(FieldError::new(
+                "endpoint.http.url",
+                format!("{:?} is not a URL: {e}", self.url),
+            )),
+        }
+        for (k, v) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                errs.push(FieldError::new(
+                    format!("endpoint.http.headers.{k}"),
+                    "not a valid HTTP header",
+                ));
+            }
+        }
+        if !(1..=MAX_HTTP_TIMEOUT_MS).contains(&self.timeout_ms) {
+            errs.push(FieldError::new(
+                "endpoint.http.timeout_ms",
+                format!("must be between 1 and {MAX_HTTP_TIMEOUT_MS}"),
+            ));
+        }
+        if !(1..=MAX_HTTP_CONCURRENCY).contains(&self.max_concurrency) {
+            errs.push(FieldError::new(
+                "endpoint.http.max_concurrency",
+                format!("must be between 1 and {MAX_HTTP_CONCURRENCY}"),
+            ));
+        }
+        if let Some(s) = &self.secret
+            && !(16..=256).contains(&s.len())
+        {
+            errs.push(FieldError::new(
+                "endpoint.http.secret",
+                "must be 16 to 256 characters",
+            ));
+        }
+    }
 }
 
 /// The wire form of [`Endpoint`]: one object with exactly one kind key.
@@ -267,8 +368,8 @@ struct EndpointRepr {
     stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     partition_key: Option<String>,
-    #[serde(default, skip_serializing)]
-    http: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<HttpEndpoint>,
     #[serde(default, skip_serializing)]
     function: Option<serde_json::Value>,
 }
@@ -288,14 +389,17 @@ impl TryFrom<EndpointRepr> for Endpoint {
                 stream,
                 partition_key: r.partition_key,
             }),
-            (None, None, Some(_), None) => {
-                Err("http endpoints are not available in this build".into())
+            (None, None, Some(h), None) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not http".into());
+                }
+                Ok(Endpoint::Http(h))
             }
             (None, None, None, Some(_)) => {
                 Err("function endpoints are not available in this build".into())
             }
             _ => Err(
-                r#"an endpoint names exactly one of "queue" or "stream" ("http" and "function" to come)"#
+                r#"an endpoint names exactly one of "queue", "stream" or "http" ("function" to come)"#
                     .into(),
             ),
         }
@@ -315,6 +419,10 @@ impl From<Endpoint> for EndpointRepr {
             } => EndpointRepr {
                 stream: Some(stream),
                 partition_key,
+                ..Default::default()
+            },
+            Endpoint::Http(h) => EndpointRepr {
+                http: Some(h),
                 ..Default::default()
             },
         }
@@ -445,10 +553,10 @@ pub struct SubscriptionSpec {
     /// deleted), as SNS's subscription redrive policy.
     #[serde(default)]
     pub dead_letter_queue: Option<String>,
-    /// Retry policy for endpoints that can fail transiently (HTTP); queue endpoints
-    /// never need one.
+    /// Retry policy for endpoints that can fail transiently (HTTP); queue and stream
+    /// endpoints store every delivery at once and take none.
     #[serde(default)]
-    pub delivery_policy: Option<serde_json::Value>,
+    pub delivery_policy: Option<crate::deliver::retry::DeliveryPolicy>,
 }
 
 /// Which part of a message a filter policy looks at (SNS `FilterPolicyScope`).
@@ -468,6 +576,7 @@ impl SubscriptionSpec {
                     errs.push(FieldError::new("endpoint.queue", e));
                 }
             }
+            Endpoint::Http(h) => h.validate(&mut errs),
             Endpoint::Stream {
                 stream,
                 partition_key,
@@ -495,11 +604,13 @@ impl SubscriptionSpec {
         {
             errs.push(FieldError::new("dead_letter_queue", e));
         }
-        if self.delivery_policy.is_some() {
-            errs.push(FieldError::new(
+        match (&self.endpoint, &self.delivery_policy) {
+            (Endpoint::Http(_), Some(p)) => errs.extend(p.validate()),
+            (Endpoint::Queue(_) | Endpoint::Stream { .. }, Some(_)) => errs.push(FieldError::new(
                 "delivery_policy",
-                "a queue endpoint stores every delivery at once; delivery policies are for endpoints that can fail",
-            ));
+                "queue and stream endpoints store every delivery at once; delivery policies are for endpoints that can fail (http)",
+            )),
+            _ => {}
         }
         errs
     }

@@ -20,6 +20,9 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub token: Option<String>,
+    /// Refuse webhooks to private and loopback addresses (for servers that accept
+    /// subscriptions from untrusted users).
+    pub deny_private_endpoints: bool,
 }
 
 /// Everything `run` needs, opened and checked before the listener accepts anything.
@@ -35,7 +38,11 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
         Embedded::open(&opts.data_dir)
             .with_context(|| format!("opening the data directory {}", opts.data_dir.display()))?,
     );
-    let router = Arc::new(Router::open(backend.clone()).context("loading resources")?);
+    let router = Arc::new(
+        Router::open(backend.clone(), opts.deny_private_endpoints)
+            .await
+            .context("loading resources")?,
+    );
     if let Some(path) = &opts.config {
         let existing = crate::config::Existing {
             queues: backend.queue_names().into_iter().collect(),

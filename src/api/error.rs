@@ -119,12 +119,21 @@ where
                 "the request needs a JSON body".to_string(),
             ));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                format!("invalid JSON body: {e}"),
-            )
-        })
+        parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Parses a JSON body; the error names the offending field's path, e.g.
+/// `invalid JSON body at delivery_policy.backoff: unknown variant ...`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = if path.is_empty() || path == "." {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("invalid JSON body at {path}: {}", e.inner())
+        };
+        Problem::new(StatusCode::BAD_REQUEST, "malformed-json", detail)
+    })
 }

@@ -167,6 +167,39 @@ async fn metrics(State(s): State<AppState>) -> Response {
             v.load(Ordering::Relaxed)
         ));
     }
+    let d = &s.router.workers.metrics;
+    for (name, help, v) in [
+        (
+            "switchyard_delivery_attempts_total",
+            "Webhook delivery attempts",
+            &d.attempts,
+        ),
+        (
+            "switchyard_delivered_total",
+            "Webhook deliveries answered 2xx",
+            &d.delivered,
+        ),
+        (
+            "switchyard_delivery_retries_total",
+            "Failed attempts scheduled for a retry",
+            &d.retries,
+        ),
+        (
+            "switchyard_dead_lettered_total",
+            "Deliveries given up and moved to a dead-letter queue",
+            &d.dead_lettered,
+        ),
+        (
+            "switchyard_dropped_total",
+            "Deliveries given up without a dead-letter queue",
+            &d.dropped,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
     for q in s.router.backend.queue_names() {
         if let Ok(c) = s.router.counts(&q) {
             for (state, v) in [
@@ -301,12 +334,19 @@ async fn list_subscriptions(State(s): State<AppState>, Path(topic): Path<String>
     let subs = t
         .subscriptions
         .keys()
-        .map(|name| subscription_json(&s, &topic, name))
+        .map(|name| subscription_json(&s, &topic, name, false))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "subscriptions": subs })).into_response())
 }
 
-fn subscription_json(s: &AppState, topic: &str, name: &str) -> Result<Value, RouterError> {
+/// A subscription as the API shows it. An http endpoint's secret is shown only when
+/// `reveal_secret` (in the answer to the `PUT` that created it).
+fn subscription_json(
+    s: &AppState,
+    topic: &str,
+    name: &str,
+    reveal_secret: bool,
+) -> Result<Value, RouterError> {
     let t = s.router.topic(topic)?;
     let spec = t
         .subscriptions
@@ -318,6 +358,9 @@ fn subscription_json(s: &AppState, topic: &str, name: &str) -> Result<Value, Rou
     let mut v = serde_json::to_value(spec).expect("spec serializes");
     v["name"] = json!(name);
     v["topic"] = json!(topic);
+    if !reveal_secret && let Some(http) = v["endpoint"].get_mut("http") {
+        http["secret"] = json!("(set; shown only when the subscription was created)");
+    }
     Ok(v)
 }
 
@@ -325,7 +368,7 @@ async fn get_subscription(
     State(s): State<AppState>,
     Path((topic, name)): Path<(String, String)>,
 ) -> ApiResult {
-    Ok(Json(subscription_json(&s, &topic, &name)?).into_response())
+    Ok(Json(subscription_json(&s, &topic, &name, false)?).into_response())
 }
 
 async fn put_subscription(
@@ -336,7 +379,7 @@ async fn put_subscription(
     let created = s.router.put_subscription(&topic, &name, spec).await?;
     Ok(created_or_ok(
         created,
-        subscription_json(&s, &topic, &name)?,
+        subscription_json(&s, &topic, &name, created)?,
     ))
 }
 
@@ -402,17 +445,10 @@ async fn send(
         .ok()
         .is_some_and(|v| v.get("entries").is_some());
     let parsed = if is_batch {
-        serde_json::from_str::<Batch<SendRequest>>(body.get()).map(SendBody::Batch)
+        error::parse_json::<Batch<SendRequest>>(body.get().as_bytes()).map(SendBody::Batch)
     } else {
-        serde_json::from_str::<SendRequest>(body.get()).map(SendBody::One)
-    }
-    .map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-json",
-            format!("invalid JSON body: {e}"),
-        )
-    })?;
+        error::parse_json::<SendRequest>(body.get().as_bytes()).map(SendBody::One)
+    }?;
     match parsed {
         SendBody::One(req) => {
             let (_, r) = s
@@ -473,13 +509,7 @@ async fn receive(
     let req: ReceiveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReceiveRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                format!("invalid JSON body: {e}"),
-            )
-        })?
+        error::parse_json(&body)?
     };
     let msgs = s.router.receive(&queue, req).await?;
     s.metrics

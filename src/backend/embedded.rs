@@ -271,12 +271,14 @@ impl Embedded {
             .cloned()
     }
 
+    /// Names of the user's queues (delivery queues are internal and left out).
     pub fn queue_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .queues
             .read()
             .expect("never poisoned")
             .keys()
+            .filter(|n| !crate::deliver::is_internal(n))
             .cloned()
             .collect();
         v.sort();
@@ -564,6 +566,45 @@ impl Embedded {
         Ok(out)
     }
 
+    /// Receives up to `max` messages, waiting up to `wait` for the first to arrive or to
+    /// become visible (long polling). Returns early, maybe empty, when `stop` is cancelled
+    /// or the queue is deleted.
+    pub async fn receive_wait(
+        &self,
+        h: &Arc<QueueHandle>,
+        max: usize,
+        visibility_ms: u64,
+        wait: std::time::Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Received>, StorageError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so an arrival between the look and the wait is
+            // not missed.
+            let arrived = h.arrivals.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let got = self.receive(h, max, visibility_ms).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline || h.is_deleted() || stop.is_cancelled() {
+                return Ok(got);
+            }
+            // Also wake when a delayed or in-flight message becomes visible.
+            let wake = match h.next_due() {
+                Some(at) => {
+                    let ms = at.saturating_sub(now_ms());
+                    deadline.min(now + std::time::Duration::from_millis(ms))
+                }
+                None => deadline,
+            };
+            tokio::select! {
+                _ = arrived => {}
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+
     /// Builds the writes that move messages from `from` to `to` (new sequence numbers in
     /// `to`, receive count reset, original send time kept for retention as SQS does).
     fn move_ops(
@@ -679,9 +720,9 @@ impl Embedded {
             .commit(vec![Op::Put(Space::State, key, codec::encode_state(&e))])
             .await
             .map_err(StorageError)?;
-        if visibility_ms == 0 {
-            h.arrivals.notify_waiters();
-        }
+        // Waiting receivers sleep until the earliest visibility they knew of; this one may
+        // now be earlier.
+        h.arrivals.notify_waiters();
         Ok(Ok(()))
     }
 

@@ -130,14 +130,17 @@ impl TopicState {
 /// The shared state behind every API call.
 pub struct Router {
     pub backend: Arc<Embedded>,
+    /// Delivery workers of `http` subscriptions.
+    pub workers: crate::deliver::Workers,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     /// Cancelled at shutdown so long polls answer instead of holding the drain up.
     pub shutdown: CancellationToken,
 }
 
 impl Router {
-    /// Loads topics and subscriptions from the backend's metadata.
-    pub fn open(backend: Arc<Embedded>) -> Result<Self, RouterError> {
+    /// Loads topics and subscriptions from the backend's metadata and starts the delivery
+    /// workers of their `http` subscriptions.
+    pub async fn open(backend: Arc<Embedded>, deny_private: bool) -> Result<Self, RouterError> {
         let mut subs: HashMap<String, BTreeMap<String, SubscriptionSpec>> = HashMap::new();
         for (key, raw) in backend.list_meta(META_SUBSCRIPTION)? {
             let Some((topic, sub)) = key.split_once('/') else {
@@ -157,11 +160,26 @@ impl Router {
             let state = TopicState::build(&name, spec, subs.remove(&name).unwrap_or_default())?;
             topics.insert(name, Arc::new(state));
         }
-        Ok(Self {
+        let shutdown = CancellationToken::new();
+        let router = Self {
+            workers: crate::deliver::Workers::new(backend.clone(), deny_private, shutdown.clone()),
             backend,
             topics: RwLock::new(topics),
-            shutdown: CancellationToken::new(),
-        })
+            shutdown,
+        };
+        let topics: Vec<Arc<TopicState>> = router
+            .topics
+            .read()
+            .expect("never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for t in topics {
+            for (name, sub) in &t.subscriptions {
+                router.workers.ensure(&t.name, name, sub).await?;
+            }
+        }
+        Ok(router)
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<TopicState>, RouterError> {
@@ -233,6 +251,7 @@ impl Router {
             self.backend
                 .delete_meta(&format!("{META_SUBSCRIPTION}{name}/{sub}"))
                 .await?;
+            self.workers.remove(name, sub).await?;
         }
         self.backend
             .delete_meta(&format!("{META_TOPIC}{name}"))
@@ -246,11 +265,37 @@ impl Router {
         &self,
         topic: &str,
         name: &str,
-        spec: SubscriptionSpec,
+        mut spec: SubscriptionSpec,
     ) -> Result<bool, RouterError> {
         validate_name(Kind::Subscription, name).map_err(RouterError::Invalid)?;
         let t = self.topic(topic)?;
+        if let Endpoint::Http(h) = &mut spec.endpoint
+            && h.secret.is_none()
+        {
+            // Keep the secret a receiver already verifies with; make one for a new
+            // subscription.
+            h.secret = match t.subscriptions.get(name).map(|s| &s.endpoint) {
+                Some(Endpoint::Http(old)) => old.secret.clone(),
+                _ => None,
+            }
+            .or_else(|| Some(crate::deliver::new_secret()));
+        }
         let mut errors = spec.validate();
+        if let Endpoint::Http(h) = &spec.endpoint
+            && self.workers.denies_private()
+            && let Some(ip) = reqwest::Url::parse(&h.url).ok().and_then(|u| {
+                u.host_str()
+                    .and_then(|x| x.trim_matches(['[', ']']).parse().ok())
+            })
+            && !crate::deliver::http::is_public(ip)
+        {
+            errors.push(FieldError::new(
+                "endpoint.http.url",
+                format!(
+                    "{ip} is a private or loopback address, which this server does not deliver to"
+                ),
+            ));
+        }
         match &spec.endpoint {
             Endpoint::Queue(q) if errors.is_empty() => match self.backend.queue(q) {
                 None => errors.push(FieldError::new(
@@ -305,6 +350,8 @@ impl Router {
                 to_json(&spec),
             )
             .await?;
+        // The delivery queue exists before the topic state that routes to it is visible.
+        self.workers.ensure(topic, name, &spec).await?;
         self.swap_topic(Some(state), topic);
         Ok(created)
     }
@@ -321,6 +368,7 @@ impl Router {
             .delete_meta(&format!("{META_SUBSCRIPTION}{topic}/{name}"))
             .await?;
         self.swap_topic(Some(state), topic);
+        self.workers.remove(topic, name).await?;
         Ok(())
     }
 

@@ -182,6 +182,36 @@ impl Router {
                     }
                 };
                 match &sub.endpoint {
+                    Endpoint::Http(_) => {
+                        let q = crate::deliver::delivery_queue_name(&t.name, name);
+                        let Some(h) = self.backend.queue(&q) else {
+                            tracing::error!(topic = %t.name, subscription = %name, "delivery queue missing; delivery skipped");
+                            continue;
+                        };
+                        // The worker needs everything the envelope carries, whatever
+                        // format it finally sends.
+                        let envelope = serde_json::to_vec(&Envelope {
+                            kind: "Notification",
+                            message_id: &message_id,
+                            topic: &t.name,
+                            subscription: name,
+                            message: &req.message,
+                            attributes: &sns_attrs,
+                            published_at: &published_at,
+                        })
+                        .expect("envelope serializes");
+                        deliveries.push(Delivery::Queue(
+                            h,
+                            NewMessage {
+                                message_id: message_id.clone(),
+                                payload: envelope,
+                                attributes: b"{}".to_vec(),
+                                delay_ms: 0,
+                                group: None,
+                                dedup_id: None,
+                            },
+                        ));
+                    }
                     Endpoint::Queue(q) => {
                         let Some(h) = self.backend.queue(q).or_else(|| {
                             let dlq = sub

@@ -4,7 +4,7 @@
 
 use super::publish::fifo_ids;
 use super::{Router, RouterError};
-use crate::backend::{Counts, NewMessage, QueueHandle, ReceiptError, Received, now_ms};
+use crate::backend::{Counts, NewMessage, QueueHandle, ReceiptError, Received};
 use crate::model::{Kind, MAX_DELAY_S, MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -45,9 +45,11 @@ pub struct ReceiveRequest {
 }
 
 impl Router {
+    /// A user's queue; delivery queues are internal and not reachable through the API.
     pub fn queue(&self, name: &str) -> Result<Arc<QueueHandle>, RouterError> {
         self.backend
             .queue(name)
+            .filter(|_| !crate::deliver::is_internal(name))
             .ok_or_else(|| RouterError::not_found(Kind::Queue, name))
     }
 
@@ -156,33 +158,16 @@ impl Router {
                 "visibility_timeout_s must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}, got {vis}"
             )));
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
-        loop {
-            // Registered before looking, so an arrival between the look and the wait is
-            // not missed.
-            let arrived = h.arrivals.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let got = self.backend.receive(&h, max, vis * 1000).await?;
-            let now = tokio::time::Instant::now();
-            if !got.is_empty() || now >= deadline || h.is_deleted() || self.shutdown.is_cancelled()
-            {
-                return Ok(got);
-            }
-            // Also wake when a delayed or in-flight message becomes visible.
-            let wake = match h.next_due() {
-                Some(at) => {
-                    let ms = at.saturating_sub(now_ms());
-                    deadline.min(now + Duration::from_millis(ms))
-                }
-                None => deadline,
-            };
-            tokio::select! {
-                _ = arrived => {}
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = self.shutdown.cancelled() => {}
-            }
-        }
+        Ok(self
+            .backend
+            .receive_wait(
+                &h,
+                max,
+                vis * 1000,
+                Duration::from_secs(wait_s),
+                &self.shutdown,
+            )
+            .await?)
     }
 
     /// Acknowledges (deletes) messages; every receipt gets its own verdict.

@@ -51,10 +51,17 @@ pub struct TestServer {
     config_path: Option<PathBuf>,
     /// The current process; `None` after a kill until the next restart.
     child: Option<Child>,
+    /// Further `serve` arguments, kept across restarts.
+    extra_args: Vec<String>,
 }
 
 /// Starts the server with an optional config file (TOML text) and waits until it listens.
 pub async fn spawn_server(config: Option<&str>) -> TestServer {
+    spawn_server_with_args(config, &[]).await
+}
+
+/// As [`spawn_server`], with further `serve` arguments.
+pub async fn spawn_server_with_args(config: Option<&str>, args: &[&str]) -> TestServer {
     let data_dir = tempfile::Builder::new()
         .prefix("switchyard-data-")
         .tempdir()
@@ -80,6 +87,7 @@ pub async fn spawn_server(config: Option<&str>) -> TestServer {
         scratch,
         config_path,
         child: None,
+        extra_args: args.iter().map(|a| a.to_string()).collect(),
     };
     server.start().await;
     server
@@ -228,6 +236,7 @@ impl TestServer {
             .open(self.log_path())
             .expect("open the server log");
         let mut command = server_command(self.data_dir.path(), self.config_path.as_deref());
+        command.args(&self.extra_args);
         command.stdout(Stdio::piped()).stderr(log);
         let mut child = command.spawn().expect("spawn the switchyard binary");
         let stdout = child.stdout.take().expect("stdout is piped");

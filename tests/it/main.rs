@@ -9,3 +9,4 @@ mod policies;
 mod queues;
 mod streams;
 mod topics;
+mod webhooks;

@@ -1,0 +1,348 @@
+//! Delivery workers: the consumers of the internal delivery queues behind `http`
+//! subscriptions.
+//!
+//! A publish stores a matched `http` delivery in its subscription's delivery queue (an
+//! ordinary queue with an internal name), so retries, backoff and crash safety are the
+//! queue's mechanics: a failed attempt makes the message invisible until its next retry
+//! (`change_visibility`), the receive count is the attempt number, and a restart picks the
+//! schedule up where it was. One worker per subscription pulls from its queue, with at most
+//! `max_concurrency` requests in flight, so a slow endpoint only slows itself.
+
+pub mod http;
+pub mod retry;
+
+use crate::backend::{Embedded, NewMessage, QueueHandle, Received, StorageError, now_ms};
+use crate::model::{Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
+use http::{Notification, Outcome};
+use retry::DeliveryPolicy;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long a worker's receive waits for new deliveries before looking again.
+const POLL_WAIT: Duration = Duration::from_secs(20);
+/// Messages per receive (the queue maximum).
+const RECEIVE_BATCH: usize = 10;
+/// Added to an endpoint's timeout for the visibility of a message being delivered, so it
+/// only reappears when the worker holding it has died.
+const IN_FLIGHT_MARGIN_MS: u64 = 10_000;
+/// After a storage error, wait this long before the next receive.
+const STORAGE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The internal queue that feeds a subscription's endpoint. User names cannot contain
+/// `:`, so this never collides with a queue a user creates.
+pub fn delivery_queue_name(topic: &str, subscription: &str) -> String {
+    format!("{topic}:{subscription}")
+}
+
+/// Whether a queue is internal (a delivery queue) rather than a user's.
+pub fn is_internal(queue: &str) -> bool {
+    queue.contains(':')
+}
+
+/// Settings of a delivery queue: kept as long as any queue keeps messages, since the
+/// retry policy, not retention, decides when to give up.
+fn delivery_queue_spec(endpoint: &HttpEndpoint) -> QueueSpec {
+    QueueSpec {
+        visibility_timeout_s: (endpoint.timeout_ms + IN_FLIGHT_MARGIN_MS).div_ceil(1000),
+        retention_s: crate::model::MAX_RETENTION_S,
+        // Envelopes are larger than the messages they carry.
+        max_message_bytes: 2 * crate::model::DEFAULT_MAX_MESSAGE_BYTES,
+        ..QueueSpec::default()
+    }
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Default)]
+pub struct DeliveryMetrics {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// The running workers, one per `http` subscription.
+pub struct Workers {
+    backend: Arc<Embedded>,
+    client: reqwest::Client,
+    deny_private: bool,
+    pub metrics: Arc<DeliveryMetrics>,
+    running: Mutex<HashMap<(String, String), CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+impl Workers {
+    pub fn new(backend: Arc<Embedded>, deny_private: bool, shutdown: CancellationToken) -> Self {
+        Self {
+            backend,
+            client: http::client(deny_private),
+            deny_private,
+            metrics: Arc::default(),
+            running: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    /// Whether webhooks to private and loopback addresses are refused.
+    pub fn denies_private(&self) -> bool {
+        self.deny_private
+    }
+
+    /// Makes sure the subscription's delivery queue exists and a worker with its current
+    /// settings runs (restarting it when they changed).
+    pub async fn ensure(
+        &self,
+        topic: &str,
+        sub: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), StorageError> {
+        let Endpoint::Http(endpoint) = &spec.endpoint else {
+            return Ok(());
+        };
+        let name = delivery_queue_name(topic, sub);
+        let queue = match self.backend.queue(&name) {
+            Some(q) => q,
+            None => {
+                self.backend
+                    .put_queue(&name, delivery_queue_spec(endpoint))
+                    .await?
+            }
+        };
+        let stop = self.shutdown.child_token();
+        if let Some(old) = self
+            .running
+            .lock()
+            .expect("never poisoned")
+            .insert((topic.to_string(), sub.to_string()), stop.clone())
+        {
+            old.cancel();
+        }
+        let worker = Arc::new(Worker {
+            backend: self.backend.clone(),
+            queue,
+            topic: topic.to_string(),
+            subscription: sub.to_string(),
+            endpoint: endpoint.clone(),
+            raw: spec.raw_message_delivery,
+            policy: spec.delivery_policy.clone().unwrap_or_default(),
+            dead_letter_queue: spec.dead_letter_queue.clone(),
+            client: self.client.clone(),
+            deny_private: self.deny_private,
+            metrics: self.metrics.clone(),
+            stop,
+        });
+        tokio::spawn(worker.run());
+        Ok(())
+    }
+
+    /// Stops the subscription's worker and deletes its delivery queue.
+    pub async fn remove(&self, topic: &str, sub: &str) -> Result<(), StorageError> {
+        if let Some(stop) = self
+            .running
+            .lock()
+            .expect("never poisoned")
+            .remove(&(topic.to_string(), sub.to_string()))
+        {
+            stop.cancel();
+        }
+        self.backend
+            .delete_queue(&delivery_queue_name(topic, sub))
+            .await?;
+        Ok(())
+    }
+}
+
+struct Worker {
+    backend: Arc<Embedded>,
+    queue: Arc<QueueHandle>,
+    topic: String,
+    subscription: String,
+    endpoint: HttpEndpoint,
+    raw: bool,
+    policy: DeliveryPolicy,
+    dead_letter_queue: Option<String>,
+    client: reqwest::Client,
+    deny_private: bool,
+    metrics: Arc<DeliveryMetrics>,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(self.endpoint.max_concurrency as usize));
+        let visibility_ms = self.endpoint.timeout_ms + IN_FLIGHT_MARGIN_MS;
+        tracing::debug!(topic = %self.topic, subscription = %self.subscription, "delivery worker started");
+        loop {
+            // Take a free slot before receiving, so no message waits invisible in memory
+            // while the endpoint is saturated.
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                _ = self.stop.cancelled() => break,
+            };
+            let n = (1 + permits.available_permits()).min(RECEIVE_BATCH);
+            let msgs = match self
+                .backend
+                .receive_wait(&self.queue, n, visibility_ms, POLL_WAIT, &self.stop)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(topic = %self.topic, subscription = %self.subscription, error = %e, "delivery queue receive failed");
+                    tokio::time::sleep(STORAGE_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            if self.queue.is_deleted() {
+                break;
+            }
+            let mut first = Some(first);
+            for m in msgs {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                };
+                let w = self.clone();
+                tokio::spawn(async move {
+                    w.attempt(m).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracing::debug!(topic = %self.topic, subscription = %self.subscription, "delivery worker stopped");
+    }
+
+    async fn attempt(&self, m: Received) {
+        let attempt = m.receive_count;
+        let n: Notification<'_> = match serde_json::from_slice(&m.payload) {
+            Ok(n) => n,
+            Err(e) => {
+                return self
+                    .give_up(&m, &format!("stored delivery is unreadable: {e}"))
+                    .await;
+            }
+        };
+        let req = http::build(
+            &self.endpoint,
+            self.raw,
+            &m.payload,
+            &n,
+            attempt,
+            now_ms() / 1000,
+        );
+        self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        let outcome = http::send(&self.client, &self.endpoint, req, self.deny_private).await;
+        match outcome {
+            Outcome::Delivered => {
+                tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, "delivered");
+                self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                self.ack(&m).await;
+            }
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                let elapsed = Duration::from_millis(now_ms().saturating_sub(m.sent_at));
+                match self.policy.next_delay(attempt, elapsed, random_unit()) {
+                    Some(delay) => {
+                        let delay = delay.max(retry_after.unwrap_or_default());
+                        tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; will retry");
+                        self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = self
+                            .backend
+                            .change_visibility(&self.queue, &m.receipt, delay.as_millis() as u64)
+                            .await
+                        {
+                            tracing::error!(error = %e, "scheduling a retry failed; the message reappears after its visibility timeout");
+                        }
+                    }
+                    None => {
+                        self.give_up(&m, &format!("{reason} (after {attempt} attempts)"))
+                            .await
+                    }
+                }
+            }
+            Outcome::Failed { reason } => self.give_up(&m, &reason).await,
+        }
+    }
+
+    /// The last attempt failed: to the dead-letter queue with the reason and the attempt
+    /// count, or dropped with an error log when the subscription has none.
+    async fn give_up(&self, m: &Received, reason: &str) {
+        let attempts = m.receive_count;
+        let dlq = self
+            .dead_letter_queue
+            .as_deref()
+            .and_then(|q| self.backend.queue(q));
+        match dlq {
+            Some(dlq) => {
+                let attributes = serde_json::json!({
+                    "ErrorCode": {"Type": "String", "Value": "DeliveryFailed"},
+                    "ErrorMessage": {"Type": "String", "Value": reason},
+                    "Attempts": {"Type": "Number", "Value": attempts.to_string()},
+                    "Subscription": {"Type": "String", "Value": format!("{}/{}", self.topic, self.subscription)},
+                });
+                let stored = self
+                    .backend
+                    .enqueue(vec![(
+                        dlq,
+                        NewMessage {
+                            message_id: m.message_id.clone(),
+                            payload: m.payload.clone(),
+                            attributes: serde_json::to_vec(&attributes)
+                                .expect("JSON values serialize"),
+                            delay_ms: 0,
+                            group: None,
+                            dedup_id: None,
+                        },
+                    )])
+                    .await;
+                if let Err(e) = stored {
+                    // Keep the delivery: it reappears and is given up on again.
+                    tracing::error!(error = %e, "storing a dead letter failed");
+                    return;
+                }
+                tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up; moved to the dead-letter queue");
+                self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                tracing::error!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up and dropped: the subscription has no dead-letter queue");
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.ack(m).await;
+    }
+
+    async fn ack(&self, m: &Received) {
+        if let Err(e) = self
+            .backend
+            .ack(&self.queue, std::slice::from_ref(&m.receipt))
+            .await
+        {
+            tracing::error!(error = %e, "acknowledging a delivery failed; it will be delivered again");
+        }
+    }
+}
+
+/// A uniform draw in [0, 1) for retry jitter.
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A fresh signing secret: 32 random bytes, hex-encoded.
+pub fn new_secret() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
