@@ -34,15 +34,18 @@ impl Hit {
     }
 }
 
+/// A scripted answer: status and `Retry-After` seconds.
+type Answer = (u16, Option<u64>);
+
 /// Answers: a queue of (status, Retry-After) consumed one per request; 200 when empty.
 #[derive(Clone, Default)]
 struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Receiver {
-    async fn start(script: &[(u16, Option<u64>)]) -> (Self, String) {
+    async fn start(script: &[Answer]) -> (Self, String) {
         let r = Receiver::default();
         r.script.lock().unwrap().extend(script.iter().copied());
         let app = axum::Router::new().fallback(handle).with_state(r.clone());
