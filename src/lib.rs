@@ -1,2 +1,3 @@
 //! Switchyard: a local-first event router.
 pub use switchyard_filter as filter;
+pub mod runtime;
