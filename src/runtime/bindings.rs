@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use switchyard::handler::types as wit;
+pub(crate) use self::switchyard::handler::types as wit;
 
 impl From<own::Event> for wit::Event {
     fn from(event: own::Event) -> Self {

@@ -29,6 +29,11 @@ pub enum LoadError {
         import: String,
         reason: String,
     },
+    /// An allowed interface is imported with functions or types that do not
+    /// match what the runtime provides (for example a newer minor version
+    /// using a function this host lacks).
+    #[error("function {function}: imports do not match what the runtime provides: {reason}")]
+    IncompatibleImports { function: String, reason: String },
     /// The component does not export the `switchyard:handler` world.
     #[error(
         "function {function}: not a switchyard:handler component (it must export `handle` and `handle-batch`): {reason}"

@@ -73,6 +73,17 @@ impl Default for FunctionLimits {
 }
 
 impl FunctionLimits {
+    /// The limits as the functions API states them (`timeout_ms`,
+    /// `memory_mb`, `concurrency`); out-of-range values saturate and are then
+    /// refused by the load's validation.
+    pub fn from_api(timeout_ms: u64, memory_mb: u64, concurrency: usize) -> FunctionLimits {
+        FunctionLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            memory_bytes: usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            concurrency,
+        }
+    }
+
     /// Checks the limits against the runtime's maximum memory per instance;
     /// every problem is reported, not only the first.
     pub(crate) fn validate(&self, max_memory_bytes: usize) -> Result<(), String> {
@@ -182,6 +193,19 @@ mod tests {
     use super::*;
 
     const MAX_MEMORY: usize = 256 << 20;
+
+    #[test]
+    fn api_limits_convert_to_bytes_and_durations() {
+        let limits = FunctionLimits::from_api(1500, 64, 3);
+        assert_eq!(limits.timeout, Duration::from_millis(1500));
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        assert_eq!(limits.concurrency, 3);
+        assert!(
+            FunctionLimits::from_api(1, u64::MAX, 1)
+                .validate(MAX_MEMORY)
+                .is_err()
+        );
+    }
 
     #[test]
     fn default_limits_are_valid() {

@@ -302,7 +302,20 @@ fn check_resources(component: &Component, limits: &FunctionLimits) -> Result<(),
             ));
         }
     }
-    let _ = needs.num_memories;
+    if needs.num_memories > engine::MEMORIES_PER_COMPONENT {
+        return Err(format!(
+            "it has {} memories, a pool slot holds {}",
+            needs.num_memories,
+            engine::MEMORIES_PER_COMPONENT
+        ));
+    }
+    if needs.num_tables > engine::TABLES_PER_COMPONENT {
+        return Err(format!(
+            "it has {} tables, a pool slot holds {}",
+            needs.num_tables,
+            engine::TABLES_PER_COMPONENT
+        ));
+    }
     Ok(())
 }
 

@@ -204,6 +204,23 @@ async fn a_spinning_guest_times_out_at_its_deadline() {
     );
 }
 
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_times_out_too() {
+    let timeout = Duration::from_millis(50);
+    let limits = FunctionLimits {
+        timeout,
+        ..FunctionLimits::default()
+    };
+    let spin = load_with(&runtime(), "spin", limits, &[]);
+    let invocation = spin.invoke(event("e-sleep", "sleep")).await;
+    assert_eq!(invocation.outcome, Err(InvokeError::Timeout(timeout)));
+    assert!(
+        invocation.duration < timeout * 20,
+        "{:?}",
+        invocation.duration
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_spinning_guest_leaves_the_executor_free_for_other_tasks() {
     let timeout = Duration::from_millis(200);

@@ -1,12 +1,23 @@
 //! Test guest: never returns. The host must end the call at its deadline.
+//!
+//! With the body `sleep` it blocks in a host call (a WASI sleep of an hour)
+//! instead of running wasm code, which the epoch deadline alone cannot
+//! interrupt; any other body spins in a loop.
 
 use std::hint::black_box;
+use std::time::Duration;
 use switchyard_guest::{BatchResult, Error, Event, Guest};
+
+/// Longer than any deadline a function can have.
+const SLEEP: Duration = Duration::from_secs(3600);
 
 struct Spin;
 
 impl Guest for Spin {
-    fn handle(_event: Event) -> Result<(), Error> {
+    fn handle(event: Event) -> Result<(), Error> {
+        if event.text() == Some("sleep") {
+            std::thread::sleep(SLEEP);
+        }
         spin()
     }
 
