@@ -140,6 +140,7 @@ impl Function {
 
     /// Invokes the handler's `handle` export with one event.
     pub async fn invoke(&self, event: Event) -> Invocation {
+        let message_id = event.id.clone();
         let event = wit::Event::from(event);
         let run = self
             .execute(move |handler, store| {
@@ -151,6 +152,9 @@ impl Function {
             Ok(Err(error)) => Err(handler_error(error)),
             Err(error) => Err(error),
         };
+        if let Err(error) = &outcome {
+            tracing::debug!(function = %self.name, %message_id, %error, "invocation failed");
+        }
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         Invocation {
             outcome,
@@ -187,6 +191,15 @@ impl Function {
             })
             .await;
         let outcome = run.result.and_then(|result| item_failures(result, &ids));
+        match &outcome {
+            Err(error) => {
+                tracing::debug!(function = %self.name, events = ids.len(), %error, "batch failed")
+            }
+            Ok(failures) if !failures.is_empty() => {
+                tracing::debug!(function = %self.name, events = ids.len(), failed = failures.len(), "batch items failed")
+            }
+            Ok(_) => {}
+        }
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         BatchInvocation {
             outcome,
@@ -252,17 +265,13 @@ impl Function {
 
         let state = store.into_data();
         let (logs, logs_dropped) = state.guest.logs.take().finish();
-        let execution = Execution {
+        Execution {
             result,
             published: state.guest.published,
             logs,
             logs_dropped,
             duration: started.elapsed(),
-        };
-        if let Err(error) = &execution.result {
-            tracing::debug!(function = %self.name, %error, "invocation failed");
         }
-        execution
     }
 }
 
