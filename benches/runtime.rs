@@ -5,11 +5,14 @@
 //! Run: `cargo bench --bench runtime` (builds the guests in `guests/` first,
 //! as the tests do). Prints one table; every loop is bounded.
 //! `cargo bench --bench runtime -- single` runs only the measures whose name
-//! contains `single` (also: `batch`, `load`, `deadline`), for profiling.
+//! contains `single` (also: `handoff`, `batch`, `load`, `deadline`), for profiling.
 //!
 //! - single invocation: `Function::invoke` of the `noop` guest (fresh store,
 //!   instantiation from the pre-instantiated component, call, teardown) and of
 //!   `email` (parses JSON, logs a line), on a current-thread executor;
+//! - hand-off: a round trip through tokio's blocking pool, the cost the
+//!   alternative design (synchronous guests on a bounded blocking pool) would
+//!   add to each invocation;
 //! - batch: `Function::invoke_batch` of 100 events to `noop`, per event;
 //! - cached load: `Runtime::load` of `noop` served from the disk cache
 //!   (digest check, mapping, import checks, pre-instantiation);
@@ -86,6 +89,14 @@ fn main() {
             "",
         );
     }
+    if selected("handoff") {
+        let handoff = executor.block_on(per_blocking_handoff(SINGLE_ITERATIONS));
+        row(
+            "for comparison: hand-off to a blocking pool",
+            micros(handoff),
+            "",
+        );
+    }
     if selected("batch") {
         let batch = executor.block_on(per_batch(&noop, BATCH_ITERATIONS)) / BATCH_SIZE as u32;
         row(
@@ -156,6 +167,21 @@ async fn per_invocation(function: &Function, iterations: u32) -> Duration {
         let invocation = function.invoke(event).await;
         assert!(invocation.outcome.is_ok(), "{:?}", invocation.outcome);
         black_box(invocation);
+    }
+    started.elapsed() / iterations
+}
+
+/// Mean round trip of an empty closure through tokio's blocking pool: what
+/// running guests synchronously on a bounded blocking pool would add to every
+/// invocation, against the fiber switch of async execution.
+async fn per_blocking_handoff(iterations: u32) -> Duration {
+    let started = Instant::now();
+    for i in 0..iterations {
+        black_box(
+            tokio::task::spawn_blocking(move || black_box(i))
+                .await
+                .unwrap(),
+        );
     }
     started.elapsed() / iterations
 }

@@ -6,6 +6,12 @@
 //! the pooling instance allocator, which makes a per-invocation instance a
 //! cheap reuse of a preallocated slot (copy-on-write memory images, no mmap
 //! per call). One thread increments the epoch every [`EPOCH_TICK`].
+//!
+//! Async rather than synchronous guests on a bounded blocking pool, by
+//! measurement (`cargo bench --bench runtime`): a round trip through tokio's
+//! blocking pool alone costs more than a whole async invocation (instantiation,
+//! call and teardown), and the fiber the async call runs on is reused from the
+//! pool.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
