@@ -30,9 +30,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// built for `wasm32-wasip2` has its own module plus a few small shims.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// Linear memories one component may hold (a Rust guest has one).
-pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
+const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables one component may hold (a Rust guest and its shims use a few).
-pub(crate) const TABLES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 4;
 /// Wasm stack of a guest: enough for deep recursion in ordinary handlers,
 /// small enough that a runaway recursion traps quickly.
 const MAX_WASM_STACK: usize = 512 << 10;

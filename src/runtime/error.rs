@@ -39,9 +39,9 @@ pub enum LoadError {
         "function {function}: not a switchyard:handler component (it must export `handle` and `handle-batch`): {reason}"
     )]
     NotAHandler { function: String, reason: String },
-    /// The component needs more instance resources (memories, tables, core
-    /// instances) than one slot of the instance pool holds.
-    #[error("function {function}: too large for the instance pool: {reason}")]
+    /// The component needs more than the function's limits allow before it
+    /// runs at all (its initial memory exceeds the memory cap).
+    #[error("function {function}: too large for its limits: {reason}")]
     TooLarge { function: String, reason: String },
 }
 

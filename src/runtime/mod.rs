@@ -231,7 +231,7 @@ impl Runtime {
             .load(engine, bytes, || Component::from_binary(engine, bytes))
             .map_err(|error| LoadError::Compile {
                 function: function.clone(),
-                reason: error.to_string(),
+                reason: error_chain(&error),
             })?;
 
         for (import, _) in component.component_type().imports(engine) {
@@ -249,14 +249,13 @@ impl Runtime {
             .shared
             .linker
             .instantiate_pre(&component)
-            .map_err(|error| LoadError::UnsupportedImport {
+            .map_err(|error| LoadError::IncompatibleImports {
                 function: function.clone(),
-                import: "(type mismatch)".into(),
-                reason: error.to_string(),
+                reason: error_chain(&error),
             })?;
         let pre = HandlerPre::new(pre).map_err(|error| LoadError::NotAHandler {
             function: function.clone(),
-            reason: error.to_string(),
+            reason: error_chain(&error),
         })?;
 
         Ok(Function {
@@ -276,6 +275,16 @@ impl Runtime {
     }
 }
 
+/// An error with its causes, outermost first: wasmtime puts the detail (which
+/// function, which type) in the inner ones.
+fn error_chain(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Whether `bytes` start with the header of a component (not a core module).
 fn is_component(bytes: &[u8]) -> bool {
     const MAGIC: &[u8] = b"\0asm";
@@ -284,8 +293,9 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == MAGIC && &bytes[4..8] == COMPONENT_VERSION_AND_LAYER
 }
 
-/// Checks what one instance of `component` needs against a pool slot and the
-/// function's memory cap, so a load fails instead of every invocation.
+/// Checks the initial memory of `component` against the function's memory
+/// cap, so a load fails instead of every invocation. (Whether its memories and
+/// tables fit a pool slot is checked by wasmtime when compiling.)
 fn check_resources(component: &Component, limits: &FunctionLimits) -> Result<(), String> {
     // `None` means the component instantiates nested components or modules
     // whose needs are only known at instantiation; the pool then decides.
@@ -301,20 +311,6 @@ fn check_resources(component: &Component, limits: &FunctionLimits) -> Result<(),
                 limits.memory_bytes
             ));
         }
-    }
-    if needs.num_memories > engine::MEMORIES_PER_COMPONENT {
-        return Err(format!(
-            "it has {} memories, a pool slot holds {}",
-            needs.num_memories,
-            engine::MEMORIES_PER_COMPONENT
-        ));
-    }
-    if needs.num_tables > engine::TABLES_PER_COMPONENT {
-        return Err(format!(
-            "it has {} tables, a pool slot holds {}",
-            needs.num_tables,
-            engine::TABLES_PER_COMPONENT
-        ));
     }
     Ok(())
 }

@@ -458,6 +458,63 @@ fn a_component_importing_an_unsupported_interface_is_refused_naming_it() {
 }
 
 #[test]
+fn a_component_importing_the_host_interface_with_wrong_types_is_refused() {
+    let component = wat::parse_str(
+        r#"(component (import "switchyard:handler/host@0.1.0" (instance (export "log" (func (param "x" u32))))))"#,
+    )
+    .expect("valid component text");
+    let error = runtime()
+        .load(
+            "wrong",
+            &component,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    match error {
+        LoadError::IncompatibleImports { reason, .. } => {
+            assert!(reason.contains("log"), "{reason}")
+        }
+        other => panic!("expected incompatible imports, got {other}"),
+    }
+}
+
+#[test]
+fn a_component_whose_initial_memory_exceeds_its_cap_is_refused_at_load() {
+    // 300 pages of 64 KiB: 18.75 MiB, over a 16 MiB cap.
+    let component = wat::parse_str(
+        "(component (core module $m (memory 300)) (core instance (instantiate $m)))",
+    )
+    .expect("valid component text");
+    let limits = FunctionLimits {
+        memory_bytes: 16 << 20,
+        ..FunctionLimits::default()
+    };
+    let error = runtime()
+        .load("big", &component, limits, BTreeMap::new())
+        .unwrap_err();
+    assert!(matches!(error, LoadError::TooLarge { .. }), "{error}");
+}
+
+#[test]
+fn a_component_with_more_memories_than_a_pool_slot_holds_is_refused_at_load() {
+    let component = wat::parse_str(
+        "(component (core module $m (memory 1))
+           (core instance (instantiate $m)) (core instance (instantiate $m)) (core instance (instantiate $m)))",
+    )
+    .expect("valid component text");
+    let error = runtime()
+        .load(
+            "big",
+            &component,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+}
+
+#[test]
 fn a_component_without_the_handler_exports_is_refused() {
     let component = wat::parse_str("(component)").expect("valid component text");
     let error = runtime()
