@@ -673,6 +673,53 @@ async fn a_hot_swap_changes_new_invocations_while_old_ones_keep_their_module() {
     assert_eq!(registry.names(), ["orders"]);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn an_invocation_in_flight_during_a_hot_swap_finishes_on_the_old_module() {
+    let runtime = runtime();
+    let registry = FunctionRegistry::new();
+    // The old module sleeps in a host call until this deadline: it stays in
+    // flight without using the CPU, and only the old module can time out.
+    let timeout = Duration::from_secs(1);
+    let limits = FunctionLimits {
+        timeout,
+        ..FunctionLimits::default()
+    };
+    registry.insert(
+        runtime
+            .load("orders", &guests::bytes("spin"), limits, BTreeMap::new())
+            .unwrap(),
+    );
+    let email = runtime
+        .load(
+            "orders",
+            &guests::bytes("email"),
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .unwrap();
+
+    let old = registry.get("orders").unwrap();
+    let in_flight = tokio::spawn(async move { old.invoke(event("slow", "sleep")).await });
+    // Let the old module start; it returns control once it blocks in its sleep.
+    tokio::task::yield_now().await;
+    assert!(
+        !in_flight.is_finished(),
+        "the old invocation is in flight during the swap"
+    );
+
+    registry.insert(email);
+    let new = registry
+        .get("orders")
+        .unwrap()
+        .invoke(order("o-15", 1.0, "DE"))
+        .await;
+    assert_eq!(new.outcome, Ok(()));
+    assert_eq!(
+        in_flight.await.unwrap().outcome,
+        Err(InvokeError::Timeout(timeout))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_concurrent_invocations_than_permits_all_complete() {
     let runtime = Runtime::new(RuntimeConfig {
