@@ -14,3 +14,4 @@ pub mod stream;
 pub mod time;
 
 pub use switchyard_filter as filter;
+pub mod runtime;

@@ -1,12 +1,15 @@
-//! The one integration-test binary: each module drives the real `switchyard` binary
-//! through its public interfaces. Shared helpers live in `harness`.
+//! The one integration-test binary: each module drives the real `switchyard` binary or the
+//! real guest components through public interfaces, so the crate and the guests are built
+//! once. Shared helpers live in `harness` (server) and `guests` (WebAssembly components).
 
+mod guests;
 mod harness;
 
 mod bad_input;
 mod crash;
 mod policies;
 mod queues;
+mod runtime;
 mod streams;
 mod topics;
 mod webhooks;

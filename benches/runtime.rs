@@ -1,0 +1,311 @@
+//! Benchmark of the function runtime: the cost of invoking a WebAssembly
+//! handler, per event in batches, of loading a cached component, and of the
+//! deadline mechanism.
+//!
+//! Run: `cargo bench --bench runtime` (builds the guests in `guests/` first,
+//! as the tests do). Prints one table; every loop is bounded.
+//! `cargo bench --bench runtime -- single` runs only the measures whose name
+//! contains `single` (also: `handoff`, `batch`, `load`, `deadline`), for profiling.
+//!
+//! - single invocation: `Function::invoke` of the `noop` guest (fresh store,
+//!   instantiation from the pre-instantiated component, call, teardown) and of
+//!   `email` (parses JSON, logs a line), on a current-thread executor;
+//! - hand-off: a round trip through tokio's blocking pool, the cost the
+//!   alternative design (synchronous guests on a bounded blocking pool) would
+//!   add to each invocation;
+//! - batch: `Function::invoke_batch` of 100 events to `noop`, per event;
+//! - cached load: `Runtime::load` of `noop` served from the disk cache
+//!   (digest check, mapping, import checks, pre-instantiation);
+//! - deadline cost: the same CPU-bound kernels (each about 0.1 s of work) on
+//!   engines with and without epoch interruption, the first with the ticker
+//!   running and a deadline callback as in the runtime: a worst case (a loop
+//!   calling a tiny function) and a byte-scanning loop like parsing.
+
+#[path = "../tests/it/guests.rs"]
+mod guests;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard::runtime::{
+    Body, EPOCH_TICK, Event, Function, FunctionLimits, Runtime, RuntimeConfig,
+};
+use wasmtime::{Config, Engine, Instance, Module, Store, UpdateDeadline};
+
+/// Invocations per single-event measurement.
+const SINGLE_ITERATIONS: u32 = 20_000;
+/// Batches per batch measurement.
+const BATCH_ITERATIONS: u32 = 1_000;
+/// Events per batch.
+const BATCH_SIZE: usize = 100;
+/// Cached loads measured.
+const LOAD_ITERATIONS: u32 = 200;
+/// Calls of the kernel per engine; the fastest is kept.
+const KERNEL_RUNS: u32 = 5;
+
+fn main() {
+    let cache = tempfile::tempdir().expect("temporary cache directory");
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let noop_bytes = guests::bytes("noop");
+    let noop = load(&runtime, "noop", &noop_bytes);
+    let email = load(&runtime, "email", &guests::bytes("email"));
+
+    // `cargo bench` passes `--bench`; any other argument selects measures.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let selected = |name: &str| {
+        filters.is_empty() || filters.iter().any(|filter| name.contains(filter.as_str()))
+    };
+
+    println!(
+        "runtime benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    row("measure", "result".to_string(), "target");
+    if selected("single") {
+        let single_noop = executor.block_on(per_invocation(&noop, SINGLE_ITERATIONS));
+        row(
+            "single invocation, noop guest",
+            micros(single_noop),
+            "<= 10 µs",
+        );
+        let single_email = executor.block_on(per_invocation(&email, SINGLE_ITERATIONS / 4));
+        row(
+            "single invocation, email guest (JSON + log)",
+            micros(single_email),
+            "",
+        );
+    }
+    if selected("handoff") {
+        let handoff = executor.block_on(per_blocking_handoff(SINGLE_ITERATIONS));
+        row(
+            "for comparison: hand-off to a blocking pool",
+            micros(handoff),
+            "",
+        );
+    }
+    if selected("batch") {
+        let batch = executor.block_on(per_batch(&noop, BATCH_ITERATIONS)) / BATCH_SIZE as u32;
+        row(
+            "batch of 100, noop guest, per event",
+            micros(batch),
+            "<= 1 µs",
+        );
+    }
+    if selected("load") {
+        let cached_load = per_cached_load(&runtime, &noop_bytes);
+        row(
+            "load from the disk cache, noop guest",
+            format!("{:.2} ms", cached_load.as_secs_f64() * 1e3),
+            "< 5 ms",
+        );
+    }
+    if selected("deadline") {
+        for (name, wat, turns) in KERNELS {
+            let (on, off) = deadline_kernel(wat, *turns);
+            let cost = on.as_secs_f64() / off.as_secs_f64() - 1.0;
+            let result = format!("{:+.1} %", cost * 100.0);
+            let detail = format!(
+                "deadline cost, {name} kernel ({:.0} vs {:.0} ms)",
+                on.as_secs_f64() * 1e3,
+                off.as_secs_f64() * 1e3
+            );
+            row(&detail, result, "< 15 %");
+        }
+    }
+}
+
+fn row(measure: &str, result: String, target: &str) {
+    println!("{measure:<52} {result:>12}   {target}");
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.2} µs", duration.as_secs_f64() * 1e6)
+}
+
+fn load(runtime: &Runtime, name: &str, bytes: &[u8]) -> Function {
+    runtime
+        .load(name, bytes, FunctionLimits::default(), BTreeMap::new())
+        .unwrap_or_else(|error| panic!("loading {name}: {error}"))
+}
+
+fn event(i: usize) -> Event {
+    Event {
+        id: format!("evt-{i}"),
+        topic: "orders".into(),
+        subscription: "bench".into(),
+        attributes: Vec::new(),
+        body: Body::Text(format!(
+            r#"{{"order_id":"o-{i}","customer_email":"ada@example.com","total":12.5,"country":"DE","items":1}}"#
+        )),
+        published_at_ms: 1_700_000_000_000,
+        receive_count: 1,
+    }
+}
+
+/// Mean time of one `invoke`, after a warm-up of a tenth of the iterations.
+async fn per_invocation(function: &Function, iterations: u32) -> Duration {
+    for i in 0..iterations / 10 {
+        assert!(function.invoke(event(i as usize)).await.outcome.is_ok());
+    }
+    let events: Vec<Event> = (0..iterations as usize).map(event).collect();
+    let started = Instant::now();
+    for event in events {
+        let invocation = function.invoke(event).await;
+        assert!(invocation.outcome.is_ok(), "{:?}", invocation.outcome);
+        black_box(invocation);
+    }
+    started.elapsed() / iterations
+}
+
+/// Mean round trip of an empty closure through tokio's blocking pool: what
+/// running guests synchronously on a bounded blocking pool would add to every
+/// invocation, against the fiber switch of async execution.
+async fn per_blocking_handoff(iterations: u32) -> Duration {
+    let started = Instant::now();
+    for i in 0..iterations {
+        black_box(
+            tokio::task::spawn_blocking(move || black_box(i))
+                .await
+                .unwrap(),
+        );
+    }
+    started.elapsed() / iterations
+}
+
+/// Mean time of one `invoke_batch` of [`BATCH_SIZE`] events.
+async fn per_batch(function: &Function, iterations: u32) -> Duration {
+    let batches: Vec<Vec<Event>> = (0..iterations as usize)
+        .map(|b| (0..BATCH_SIZE).map(|i| event(b * BATCH_SIZE + i)).collect())
+        .collect();
+    let warm: Vec<Event> = (0..BATCH_SIZE).map(event).collect();
+    assert!(function.invoke_batch(warm).await.outcome.is_ok());
+    let started = Instant::now();
+    for batch in batches {
+        let invocation = function.invoke_batch(batch).await;
+        assert_eq!(invocation.outcome, Ok(Vec::new()));
+        black_box(invocation);
+    }
+    started.elapsed() / iterations
+}
+
+/// Mean time of a `load` served from the disk cache.
+fn per_cached_load(runtime: &Runtime, bytes: &[u8]) -> Duration {
+    let hits_before = runtime.cache_stats().hits;
+    let started = Instant::now();
+    for _ in 0..LOAD_ITERATIONS {
+        let function = load(runtime, "noop", bytes);
+        assert!(function.from_cache());
+        black_box(function);
+    }
+    let elapsed = started.elapsed() / LOAD_ITERATIONS;
+    assert_eq!(
+        runtime.cache_stats().hits - hits_before,
+        u64::from(LOAD_ITERATIONS)
+    );
+    elapsed
+}
+
+/// Two CPU-bound kernels, each exported as `run(n) -> i64`:
+/// - `call-loop`: a loop calling a tiny function each turn, the worst case
+///   for epoch checks (one on every function entry and loop back-edge, with
+///   almost no work between them);
+/// - `scan`: FNV-1a over a 64 KiB buffer, byte by byte, `n` times: the shape
+///   of parsing and hashing, what handlers mostly do.
+const KERNELS: &[(&str, &str, i64)] = &[
+    (
+        "call-loop",
+        r#"
+(module
+  (func $step (param i64 i64) (result i64)
+    (i64.add (i64.mul (local.get 0) (i64.const 6364136223846793005)) (local.get 1)))
+  (func (export "run") (param $n i64) (result i64)
+    (local $i i64) (local $acc i64)
+    (loop $turn
+      (local.set $acc (call $step (local.get $acc) (local.get $i)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br_if $turn (i64.lt_s (local.get $i) (local.get $n))))
+    (local.get $acc)))
+"#,
+        50_000_000,
+    ),
+    (
+        "scan",
+        r#"
+(module
+  (memory 1)
+  (func (export "run") (param $n i64) (result i64)
+    (local $round i64) (local $at i32) (local $hash i64)
+    (local.set $hash (i64.const 0xcbf29ce484222325))
+    (loop $rounds
+      (local.set $at (i32.const 0))
+      (loop $bytes
+        (local.set $hash
+          (i64.mul
+            (i64.xor (local.get $hash) (i64.load8_u (local.get $at)))
+            (i64.const 0x100000001b3)))
+        (i32.store8 (local.get $at) (i32.wrap_i64 (local.get $hash)))
+        (local.set $at (i32.add (local.get $at) (i32.const 1)))
+        (br_if $bytes (i32.lt_u (local.get $at) (i32.const 65536))))
+      (local.set $round (i64.add (local.get $round) (i64.const 1)))
+      (br_if $rounds (i64.lt_s (local.get $round) (local.get $n))))
+    (local.get $hash)))
+"#,
+        400,
+    ),
+];
+
+/// Fastest run of a kernel with and without epoch interruption.
+fn deadline_kernel(wat: &str, turns: i64) -> (Duration, Duration) {
+    let wasm = wat::parse_str(wat).expect("valid kernel");
+    let run = |epoch: bool| -> Duration {
+        let mut config = Config::new();
+        config.epoch_interruption(epoch);
+        let engine = Engine::new(&config).unwrap();
+        let module = Module::new(&engine, &wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let ticking = Arc::new(AtomicBool::new(epoch));
+        let ticker = {
+            let (engine, ticking) = (engine.clone(), ticking.clone());
+            std::thread::spawn(move || {
+                while ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+        };
+        if epoch {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+        }
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let kernel = instance
+            .get_typed_func::<i64, i64>(&mut store, "run")
+            .unwrap();
+        let fastest = (0..KERNEL_RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                black_box(kernel.call(&mut store, black_box(turns)).unwrap());
+                started.elapsed()
+            })
+            .min()
+            .expect("at least one run");
+        ticking.store(false, Ordering::Relaxed);
+        ticker.join().unwrap();
+        fastest
+    };
+    (run(true), run(false))
+}

@@ -1,0 +1,91 @@
+//! Builds the guest components in `guests/` once per test run and hands out
+//! their paths.
+//!
+//! The guests are their own cargo workspace, compiled for `wasm32-wasip2`;
+//! the target is added with rustup when it is missing. A failure panics with
+//! the command that failed, so the fix is obvious from the test output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The WebAssembly target the guests are built for.
+const TARGET: &str = "wasm32-wasip2";
+
+/// Path of the built component of guest `name` (a member of `guests/`).
+pub fn path(name: &str) -> PathBuf {
+    let path = built_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "guest `{name}` was not built: no {}",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of the built component of guest `name`.
+pub fn bytes(name: &str) -> Vec<u8> {
+    let path = path(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+fn built_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build)
+}
+
+fn build() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests");
+    ensure_target();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let command = format!(
+        "cargo build --release --target {TARGET} (in {})",
+        workspace.display()
+    );
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--target", TARGET])
+        .current_dir(&workspace)
+        // The guests have their own target directory and flags: settings meant
+        // for the host build must not leak into theirs.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run `{command}`: {error}"));
+    assert!(
+        status.success(),
+        "building the guests failed: `{command}` exited with {status}"
+    );
+    workspace.join("target").join(TARGET).join("release")
+}
+
+/// Adds the wasm target with rustup when the toolchain lacks it.
+fn ensure_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let installed = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| {
+            let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            Path::new(&sysroot)
+                .join("lib")
+                .join("rustlib")
+                .join(TARGET)
+                .is_dir()
+        })
+        .unwrap_or(false);
+    if installed {
+        return;
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run `rustup target add {TARGET}`: {error}"));
+    assert!(
+        status.success(),
+        "`rustup target add {TARGET}` exited with {status}"
+    );
+}
