@@ -16,8 +16,8 @@
 //! ```
 
 use crate::model::{
-    Endpoint, FieldError, FilterScope, Kind, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec,
-    validate_name,
+    Endpoint, FieldError, FilterScope, FunctionSpec, Kind, QueueSpec, SourceSpec, StreamSpec,
+    SubscriptionSpec, TopicSpec, validate_name,
 };
 use crate::router::{Router, RouterError};
 use serde::Deserialize;
@@ -100,6 +100,7 @@ impl JsonOrText {
 pub struct ValidConfig {
     pub queues: BTreeMap<String, QueueSpec>,
     pub streams: BTreeMap<String, StreamSpec>,
+    pub functions: BTreeMap<String, FunctionSpec>,
     pub topics: BTreeMap<String, TopicSpec>,
     /// (topic, subscription) → spec.
     pub subscriptions: BTreeMap<(String, String), SubscriptionSpec>,
@@ -110,6 +111,7 @@ pub struct ValidConfig {
 pub struct Existing {
     pub queues: BTreeSet<String>,
     pub streams: BTreeSet<String>,
+    pub functions: BTreeSet<String>,
 }
 
 /// Reads and validates a config file.
@@ -181,6 +183,30 @@ pub fn parse(
                                 err(format!("{at}.{field}"), message);
                             }
                             cfg.streams.insert(name, spec);
+                        }
+                        Err(e) => err(at, e.message().to_string()),
+                    }
+                }
+            }
+            "functions" => {
+                for (name, v) in entries {
+                    let at = format!("functions.{name}");
+                    if let Err(e) = validate_name(Kind::Function, &name) {
+                        err(at.clone(), e);
+                    }
+                    match v.try_into::<FunctionSpec>() {
+                        Ok(mut spec) => {
+                            // A module path is relative to the config file, so a config and
+                            // its components can move together.
+                            let module = Path::new(&spec.module);
+                            if spec.module.ends_with(".wasm") && module.is_relative() {
+                                let base = file.parent().unwrap_or(Path::new("."));
+                                spec.module = base.join(module).to_string_lossy().into_owned();
+                            }
+                            for FieldError { field, message } in spec.validate() {
+                                err(format!("{at}.{field}"), message);
+                            }
+                            cfg.functions.insert(name, spec);
                         }
                         Err(e) => err(at, e.message().to_string()),
                     }
@@ -262,13 +288,29 @@ pub fn parse(
             }
             _ => err(
                 key,
-                "unknown section; expected [queues.NAME], [streams.NAME] or [topics.NAME]".into(),
+                "unknown section; expected [queues.NAME], [streams.NAME], [functions.NAME] or [topics.NAME]".into(),
             ),
         }
     }
     // References, checked once every entry is known.
     let queue_known = |q: &str| cfg.queues.contains_key(q) || existing.queues.contains(q);
     let stream_known = |s: &str| cfg.streams.contains_key(s) || existing.streams.contains(s);
+    let function_known = |f: &str| cfg.functions.contains_key(f) || existing.functions.contains(f);
+    for (name, spec) in &cfg.functions {
+        for (i, src) in spec.sources.iter().enumerate() {
+            match src {
+                SourceSpec::Queue { queue, .. } if !queue_known(queue) => err(
+                    format!("functions.{name}.sources[{i}].queue"),
+                    format!("queue {queue:?} is not declared"),
+                ),
+                SourceSpec::Stream { stream, .. } if !stream_known(stream) => err(
+                    format!("functions.{name}.sources[{i}].stream"),
+                    format!("stream {stream:?} is not declared"),
+                ),
+                _ => {}
+            }
+        }
+    }
     for (name, spec) in &cfg.queues {
         if let Some(rp) = &spec.redrive_policy
             && !queue_known(&rp.dead_letter_queue)
@@ -288,6 +330,10 @@ pub fn parse(
             Endpoint::Stream { stream, .. } if !stream_known(stream) => err(
                 format!("topics.{topic}.subscriptions.{sub}.endpoint.stream"),
                 format!("stream {stream:?} is not declared"),
+            ),
+            Endpoint::Function(f) if !function_known(f) => err(
+                format!("topics.{topic}.subscriptions.{sub}.endpoint.function"),
+                format!("function {f:?} is not declared"),
             ),
             _ => {}
         }
@@ -320,6 +366,12 @@ impl ValidConfig {
         }
         for (name, spec) in self.streams {
             router.put_stream(&name, spec).await?;
+        }
+        for (name, spec) in self.functions {
+            // Loading the same module again is a cache hit; only changes take effect.
+            if router.function_spec(&name).as_ref() != Some(&spec) {
+                router.put_function(&name, spec).await?;
+            }
         }
         for (name, spec) in self.topics {
             router.put_topic(&name, spec).await?;

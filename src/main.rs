@@ -25,6 +25,8 @@ enum Command {
     /// Check filter policies without a server.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run a function on one event and show its result, logs and published events.
+    Invoke(switchyard::client::functions::InvokeArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::Policy(_) => unreachable!("handled before the runtime starts"),
+        Command::Invoke(args) => rt.block_on(switchyard::client::functions::run_invoke(args)),
         Command::Client(cmd) => rt.block_on(client_cli::run(cmd)).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

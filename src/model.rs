@@ -59,6 +59,7 @@ pub enum Kind {
     Stream,
     Shard,
     Group,
+    Function,
 }
 
 impl Kind {
@@ -70,6 +71,7 @@ impl Kind {
             Kind::Stream => "stream",
             Kind::Shard => "shard",
             Kind::Group => "consumer group",
+            Kind::Function => "function",
         }
     }
 }
@@ -257,6 +259,8 @@ pub enum Endpoint {
         partition_key: Option<String>,
     },
     Http(HttpEndpoint),
+    /// A WebAssembly function, by name.
+    Function(String),
 }
 
 /// How an HTTP endpoint receives a message.
@@ -370,8 +374,8 @@ struct EndpointRepr {
     partition_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     http: Option<HttpEndpoint>,
-    #[serde(default, skip_serializing)]
-    function: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    function: Option<String>,
 }
 
 impl TryFrom<EndpointRepr> for Endpoint {
@@ -395,11 +399,14 @@ impl TryFrom<EndpointRepr> for Endpoint {
                 }
                 Ok(Endpoint::Http(h))
             }
-            (None, None, None, Some(_)) => {
-                Err("function endpoints are not available in this build".into())
+            (None, None, None, Some(f)) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not a function".into());
+                }
+                Ok(Endpoint::Function(f))
             }
             _ => Err(
-                r#"an endpoint names exactly one of "queue", "stream" or "http" ("function" to come)"#
+                r#"an endpoint names exactly one of "queue", "stream", "http" or "function""#
                     .into(),
             ),
         }
@@ -423,6 +430,10 @@ impl From<Endpoint> for EndpointRepr {
             },
             Endpoint::Http(h) => EndpointRepr {
                 http: Some(h),
+                ..Default::default()
+            },
+            Endpoint::Function(f) => EndpointRepr {
+                function: Some(f),
                 ..Default::default()
             },
         }
@@ -577,6 +588,11 @@ impl SubscriptionSpec {
                 }
             }
             Endpoint::Http(h) => h.validate(&mut errs),
+            Endpoint::Function(f) => {
+                if let Err(e) = validate_name(Kind::Function, f) {
+                    errs.push(FieldError::new("endpoint.function", e));
+                }
+            }
             Endpoint::Stream {
                 stream,
                 partition_key,
@@ -605,7 +621,7 @@ impl SubscriptionSpec {
             errs.push(FieldError::new("dead_letter_queue", e));
         }
         match (&self.endpoint, &self.delivery_policy) {
-            (Endpoint::Http(_), Some(p)) => errs.extend(p.validate()),
+            (Endpoint::Http(_) | Endpoint::Function(_), Some(p)) => errs.extend(p.validate()),
             (Endpoint::Queue(_) | Endpoint::Stream { .. }, Some(_)) => errs.push(FieldError::new(
                 "delivery_policy",
                 "queue and stream endpoints store every delivery at once; delivery policies are for endpoints that can fail (http)",
@@ -714,5 +730,136 @@ mod tests {
             serde_json::from_str::<SubscriptionSpec>(r#"{"endpoint":{"queue":"q"},"x":1}"#)
                 .is_err()
         );
+    }
+}
+
+/// Lambda's default number of retries of an asynchronous invocation.
+pub const DEFAULT_FUNCTION_RETRIES: u32 = 2;
+
+/// `PUT /v1/functions/{function}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Path of a WebAssembly component (`.wasm`), or the component itself in base64.
+    pub module: String,
+    #[serde(default = "default_function_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_function_memory_mb")]
+    pub memory_mb: u64,
+    /// Invocations of this function running at once; more wait.
+    #[serde(default = "default_function_concurrency")]
+    pub concurrency: usize,
+    /// Values the guest reads with `config(key)`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Queues and streams the function consumes in batches.
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+}
+
+fn default_function_timeout_ms() -> u64 {
+    1000
+}
+fn default_function_memory_mb() -> u64 {
+    64
+}
+fn default_function_concurrency() -> usize {
+    4
+}
+
+/// Most events in one batch a source hands a function.
+pub const MAX_SOURCE_BATCH: usize = 1000;
+/// Longest a queue source waits to fill a batch.
+pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
+
+/// A function source (Lambda's event source mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SourceSpec {
+    Queue {
+        queue: String,
+        #[serde(default = "default_queue_batch")]
+        batch_size: usize,
+        /// How long to gather messages before invoking with a partial batch.
+        #[serde(default)]
+        batch_window_ms: u64,
+    },
+    Stream {
+        stream: String,
+        group: String,
+        #[serde(default = "default_stream_batch")]
+        batch_size: usize,
+        #[serde(default)]
+        starting_position: StartPosition,
+    },
+}
+
+fn default_queue_batch() -> usize {
+    10
+}
+fn default_stream_batch() -> usize {
+    100
+}
+
+impl FunctionSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if self.module.is_empty() {
+            errs.push(FieldError::new(
+                "module",
+                "must name a .wasm file or hold one in base64",
+            ));
+        }
+        check_range("timeout_ms", self.timeout_ms, 1, 15 * 60 * 1000, &mut errs);
+        check_range("memory_mb", self.memory_mb, 2, 512, &mut errs);
+        check_range("concurrency", self.concurrency as u64, 1, 1000, &mut errs);
+        for (i, s) in self.sources.iter().enumerate() {
+            match s {
+                SourceSpec::Queue {
+                    queue,
+                    batch_size,
+                    batch_window_ms,
+                } => {
+                    if let Err(e) = validate_name(Kind::Queue, queue) {
+                        errs.push(FieldError::new(format!("sources[{i}].queue"), e));
+                    }
+                    check_range(
+                        &format!("sources[{i}].batch_size"),
+                        *batch_size as u64,
+                        1,
+                        MAX_SOURCE_BATCH as u64,
+                        &mut errs,
+                    );
+                    check_range(
+                        &format!("sources[{i}].batch_window_ms"),
+                        *batch_window_ms,
+                        0,
+                        MAX_BATCH_WINDOW_MS,
+                        &mut errs,
+                    );
+                }
+                SourceSpec::Stream {
+                    stream,
+                    group,
+                    batch_size,
+                    ..
+                } => {
+                    if let Err(e) = validate_name(Kind::Stream, stream) {
+                        errs.push(FieldError::new(format!("sources[{i}].stream"), e));
+                    }
+                    if let Err(e) = validate_name(Kind::Group, group) {
+                        errs.push(FieldError::new(format!("sources[{i}].group"), e));
+                    }
+                    check_range(
+                        &format!("sources[{i}].batch_size"),
+                        *batch_size as u64,
+                        1,
+                        MAX_SOURCE_BATCH as u64,
+                        &mut errs,
+                    );
+                }
+            }
+        }
+        errs
     }
 }

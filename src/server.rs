@@ -39,14 +39,22 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
             .with_context(|| format!("opening the data directory {}", opts.data_dir.display()))?,
     );
     let router = Arc::new(
-        Router::open(backend.clone(), opts.deny_private_endpoints)
-            .await
-            .context("loading resources")?,
+        Router::open(
+            backend.clone(),
+            opts.deny_private_endpoints,
+            Some(opts.data_dir.join("compiled")),
+        )
+        .context("loading resources")?,
     );
+    router
+        .start()
+        .await
+        .context("starting functions and workers")?;
     if let Some(path) = &opts.config {
         let existing = crate::config::Existing {
             queues: backend.queue_names().into_iter().collect(),
             streams: backend.stream_names().into_iter().collect(),
+            functions: router.function_names().into_iter().collect(),
         };
         let cfg = crate::config::load(path, &existing).map_err(PrepareError::Config)?;
         cfg.apply(&router)

@@ -7,7 +7,7 @@ pub mod error;
 
 use crate::backend::Received;
 use crate::backend::StoredRecord;
-use crate::model::{GroupSpec, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec};
+use crate::model::{FunctionSpec, GroupSpec, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec};
 use crate::router::{
     CheckpointRequest, PollRequest, PublishRequest, PutRecord, ReceiveRequest, Router, RouterError,
     SendRequest,
@@ -80,6 +80,12 @@ pub fn app(state: AppState) -> Routes {
         .route("/queues/{queue}/purge", post(purge))
         .route("/queues/{queue}/redrive", post(redrive))
         .route("/policies/test", post(test_policy))
+        .route("/functions", get(list_functions))
+        .route(
+            "/functions/{function}",
+            get(get_function).put(put_function).delete(delete_function),
+        )
+        .route("/functions/{function}/invoke", post(invoke_function))
         .route("/streams", get(list_streams))
         .route(
             "/streams/{stream}",
@@ -796,4 +802,63 @@ async fn test_policy(ApiJson(req): ApiJson<PolicyTest>) -> ApiResult {
     let m = policy_test::evaluate(&req.policy, scope, body, &attrs)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid-filter-policy", e))?;
     Ok(Json(json!({ "match": m })).into_response())
+}
+
+// ---- functions ------------------------------------------------------------------------
+
+async fn list_functions(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "functions": s.router.function_names() }))
+}
+
+fn function_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
+    let spec = s
+        .router
+        .function_spec(name)
+        .ok_or_else(|| RouterError::NotFound {
+            kind: crate::model::Kind::Function,
+            name: name.to_string(),
+        })?;
+    let mut v = serde_json::to_value(spec).expect("spec serializes");
+    v["name"] = json!(name);
+    Ok(v)
+}
+
+async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(function_json(&s, &name)?).into_response())
+}
+
+async fn put_function(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(spec): ApiJson<FunctionSpec>,
+) -> ApiResult {
+    let created = s.router.put_function(&name, spec).await?;
+    Ok(created_or_ok(created, function_json(&s, &name)?))
+}
+
+async fn delete_function(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    s.router.delete_function(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeRequest {
+    message: Value,
+    #[serde(default)]
+    attributes: Option<Value>,
+}
+
+/// Runs a function on one event: `{"message": ANY, "attributes"?}` -> the handler's
+/// result, its logs and what it published (not routed: this is a trial run).
+async fn invoke_function(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<InvokeRequest>,
+) -> ApiResult {
+    let v = s
+        .router
+        .invoke(&name, &req.message, req.attributes.as_ref())
+        .await?;
+    Ok(Json(v).into_response())
 }

@@ -68,7 +68,7 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    fn client(&self) -> Result<Client, ClientError> {
+    pub(crate) fn client(&self) -> Result<Client, ClientError> {
         let client = Client::new(&self.url)?;
         Ok(match &self.token {
             Some(token) => client.with_token(token),

@@ -30,6 +30,7 @@
 
 pub mod cli;
 mod error;
+pub mod functions;
 mod types;
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
-//! Delivery workers: the consumers of the internal delivery queues behind `http`
-//! subscriptions.
+//! Delivery workers: the consumers of the internal delivery queues behind `http` and
+//! `function` subscriptions.
 //!
-//! A publish stores a matched `http` delivery in its subscription's delivery queue (an
+//! A publish stores such a matched delivery in its subscription's delivery queue (an
 //! ordinary queue with an internal name), so retries, backoff and crash safety are the
 //! queue's mechanics: a failed attempt makes the message invisible until its next retry
 //! (`change_visibility`), the receive count is the attempt number, and a restart picks the
@@ -10,14 +10,16 @@
 
 pub mod http;
 pub mod retry;
+pub mod sources;
 
 use crate::backend::{Embedded, NewMessage, QueueHandle, Received, StorageError, now_ms};
-use crate::model::{Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
+use crate::model::{DEFAULT_FUNCTION_RETRIES, Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
+use crate::router::Router;
 use http::{Notification, Outcome};
-use retry::DeliveryPolicy;
+use retry::{Backoff, DeliveryPolicy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -43,11 +45,23 @@ pub fn is_internal(queue: &str) -> bool {
     queue.contains(':')
 }
 
+/// Lambda's retry schedule of an asynchronous invocation: two retries, about a minute
+/// and two minutes after the failure.
+pub fn default_function_policy() -> DeliveryPolicy {
+    DeliveryPolicy {
+        num_retries: DEFAULT_FUNCTION_RETRIES,
+        min_delay_s: 60,
+        max_delay_s: 120,
+        backoff: Backoff::Exponential,
+        ..DeliveryPolicy::default()
+    }
+}
+
 /// Settings of a delivery queue: kept as long as any queue keeps messages, since the
 /// retry policy, not retention, decides when to give up.
-fn delivery_queue_spec(endpoint: &HttpEndpoint) -> QueueSpec {
+fn delivery_queue_spec(attempt_timeout_ms: u64) -> QueueSpec {
     QueueSpec {
-        visibility_timeout_s: (endpoint.timeout_ms + IN_FLIGHT_MARGIN_MS).div_ceil(1000),
+        visibility_timeout_s: (attempt_timeout_ms + IN_FLIGHT_MARGIN_MS).div_ceil(1000),
         retention_s: crate::model::MAX_RETENTION_S,
         // Envelopes are larger than the messages they carry.
         max_message_bytes: 2 * crate::model::DEFAULT_MAX_MESSAGE_BYTES,
@@ -65,9 +79,17 @@ pub struct DeliveryMetrics {
     pub dropped: AtomicU64,
 }
 
-/// The running workers, one per `http` subscription.
+/// Where a worker delivers.
+enum Target {
+    Http { endpoint: HttpEndpoint, raw: bool },
+    Function(String),
+}
+
+/// The running workers, one per `http` or `function` subscription.
 pub struct Workers {
     backend: Arc<Embedded>,
+    /// Set once the router is shared; function workers invoke and publish through it.
+    router: OnceLock<Weak<Router>>,
     client: reqwest::Client,
     deny_private: bool,
     pub metrics: Arc<DeliveryMetrics>,
@@ -79,12 +101,18 @@ impl Workers {
     pub fn new(backend: Arc<Embedded>, deny_private: bool, shutdown: CancellationToken) -> Self {
         Self {
             backend,
+            router: OnceLock::new(),
             client: http::client(deny_private),
             deny_private,
             metrics: Arc::default(),
             running: Mutex::default(),
             shutdown,
         }
+    }
+
+    /// Connects the workers to the router they serve.
+    pub fn attach(&self, router: Weak<Router>) {
+        let _ = self.router.set(router);
     }
 
     /// Whether webhooks to private and loopback addresses are refused.
@@ -100,15 +128,36 @@ impl Workers {
         sub: &str,
         spec: &SubscriptionSpec,
     ) -> Result<(), StorageError> {
-        let Endpoint::Http(endpoint) = &spec.endpoint else {
-            return Ok(());
+        let router = self.router.get().cloned().unwrap_or_default();
+        let (target, attempt_ms, default_policy) = match &spec.endpoint {
+            Endpoint::Http(h) => (
+                Target::Http {
+                    endpoint: h.clone(),
+                    raw: spec.raw_message_delivery,
+                },
+                h.timeout_ms,
+                DeliveryPolicy::default(),
+            ),
+            Endpoint::Function(f) => {
+                let timeout = router
+                    .upgrade()
+                    .and_then(|r| r.function_spec(f))
+                    .map(|s| s.timeout_ms)
+                    .unwrap_or(crate::model::MAX_HTTP_TIMEOUT_MS);
+                (
+                    Target::Function(f.clone()),
+                    timeout,
+                    default_function_policy(),
+                )
+            }
+            _ => return Ok(()),
         };
         let name = delivery_queue_name(topic, sub);
         let queue = match self.backend.queue(&name) {
             Some(q) => q,
             None => {
                 self.backend
-                    .put_queue(&name, delivery_queue_spec(endpoint))
+                    .put_queue(&name, delivery_queue_spec(attempt_ms))
                     .await?
             }
         };
@@ -123,12 +172,13 @@ impl Workers {
         }
         let worker = Arc::new(Worker {
             backend: self.backend.clone(),
+            router,
             queue,
             topic: topic.to_string(),
             subscription: sub.to_string(),
-            endpoint: endpoint.clone(),
-            raw: spec.raw_message_delivery,
-            policy: spec.delivery_policy.clone().unwrap_or_default(),
+            target,
+            attempt_ms,
+            policy: spec.delivery_policy.clone().unwrap_or(default_policy),
             dead_letter_queue: spec.dead_letter_queue.clone(),
             client: self.client.clone(),
             deny_private: self.deny_private,
@@ -158,11 +208,13 @@ impl Workers {
 
 struct Worker {
     backend: Arc<Embedded>,
+    router: Weak<Router>,
     queue: Arc<QueueHandle>,
     topic: String,
     subscription: String,
-    endpoint: HttpEndpoint,
-    raw: bool,
+    target: Target,
+    /// Longest one attempt may take.
+    attempt_ms: u64,
     policy: DeliveryPolicy,
     dead_letter_queue: Option<String>,
     client: reqwest::Client,
@@ -173,8 +225,14 @@ struct Worker {
 
 impl Worker {
     async fn run(self: Arc<Self>) {
-        let permits = Arc::new(Semaphore::new(self.endpoint.max_concurrency as usize));
-        let visibility_ms = self.endpoint.timeout_ms + IN_FLIGHT_MARGIN_MS;
+        let concurrency = match &self.target {
+            Target::Http { endpoint, .. } => endpoint.max_concurrency as usize,
+            // The function's own semaphore bounds its instances; this bounds the
+            // deliveries held in memory waiting for one.
+            Target::Function(_) => crate::model::DEFAULT_HTTP_CONCURRENCY as usize,
+        };
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let visibility_ms = self.attempt_ms + IN_FLIGHT_MARGIN_MS;
         tracing::debug!(topic = %self.topic, subscription = %self.subscription, "delivery worker started");
         loop {
             // Take a free slot before receiving, so no message waits invisible in memory
@@ -229,16 +287,14 @@ impl Worker {
                     .await;
             }
         };
-        let req = http::build(
-            &self.endpoint,
-            self.raw,
-            &m.payload,
-            &n,
-            attempt,
-            now_ms() / 1000,
-        );
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
-        let outcome = http::send(&self.client, &self.endpoint, req, self.deny_private).await;
+        let outcome = match &self.target {
+            Target::Http { endpoint, raw } => {
+                let req = http::build(endpoint, *raw, &m.payload, &n, attempt, now_ms() / 1000);
+                http::send(&self.client, endpoint, req, self.deny_private).await
+            }
+            Target::Function(f) => self.invoke(f, &n, &m).await,
+        };
         match outcome {
             Outcome::Delivered => {
                 tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, "delivered");
@@ -270,6 +326,55 @@ impl Worker {
                 }
             }
             Outcome::Failed { reason } => self.give_up(&m, &reason).await,
+        }
+    }
+
+    /// One function invocation for a delivery; what it published is published once it
+    /// succeeded, and dropped with it when it failed.
+    async fn invoke(&self, function: &str, n: &Notification<'_>, m: &Received) -> Outcome {
+        let Some(router) = self.router.upgrade() else {
+            return Outcome::Retry {
+                reason: "the server is shutting down".into(),
+                retry_after: None,
+            };
+        };
+        let f = match router.function(function) {
+            Ok(f) => f,
+            // It may be registered again; the policy decides how long to wait for that.
+            Err(e) => {
+                return Outcome::Retry {
+                    reason: e.to_string(),
+                    retry_after: None,
+                };
+            }
+        };
+        let event = crate::runtime::Event {
+            id: n.message_id.to_string(),
+            topic: n.topic.to_string(),
+            subscription: n.subscription.to_string(),
+            attributes: crate::router::runtime_attributes(
+                &serde_json::from_str(n.attributes.get()).unwrap_or_default(),
+            ),
+            body: crate::runtime::Body::Text(n.message.get().to_string()),
+            published_at_ms: m.sent_at,
+            receive_count: m.receive_count,
+        };
+        let inv = f.invoke(event).await;
+        for l in &inv.logs {
+            tracing::info!(function, message_id = %n.message_id, level = ?l.level, "{}", l.message);
+        }
+        match inv.outcome {
+            Ok(()) => {
+                router.publish_from_function(function, inv.published).await;
+                Outcome::Delivered
+            }
+            Err(e) if e.is_retryable() => Outcome::Retry {
+                reason: format!("function {function:?} failed: {e}"),
+                retry_after: None,
+            },
+            Err(e) => Outcome::Failed {
+                reason: format!("function {function:?} failed: {e}"),
+            },
         }
     }
 

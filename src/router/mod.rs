@@ -6,13 +6,15 @@
 //! only for the swap, so publishers never wait on a rebuild. Resource changes are written
 //! to the backend's metadata before they take effect, so they survive restarts.
 
+mod functions;
 mod publish;
 mod queues;
 mod streams;
 
+pub use functions::{TopicGate, runtime_attributes};
 pub use publish::{PublishOutcome, PublishRequest};
 pub use queues::{ReceiveRequest, SendRequest};
-pub use streams::{CheckpointRequest, PollRequest, PutRecord, ShardPage};
+pub use streams::{CheckpointRequest, PollRequest, PutRecord, SequenceArg, ShardPage};
 
 use crate::attributes::AttributeError;
 use crate::backend::{Embedded, ReceiptError, StorageError};
@@ -130,17 +132,30 @@ impl TopicState {
 /// The shared state behind every API call.
 pub struct Router {
     pub backend: Arc<Embedded>,
-    /// Delivery workers of `http` subscriptions.
+    /// Delivery workers of `http` and `function` subscriptions.
     pub workers: crate::deliver::Workers,
+    /// Queue and stream consumers of functions.
+    sources: crate::deliver::sources::Sources,
+    /// The WebAssembly engine and its compiled-component cache.
+    runtime: crate::runtime::Runtime,
+    /// Loaded functions, swapped whole on a new module.
+    functions: crate::runtime::FunctionRegistry,
+    /// Functions' specs as put (for `GET` and their sources).
+    function_specs: RwLock<HashMap<String, crate::model::FunctionSpec>>,
+    gate: Arc<TopicGate>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     /// Cancelled at shutdown so long polls answer instead of holding the drain up.
     pub shutdown: CancellationToken,
 }
 
 impl Router {
-    /// Loads topics and subscriptions from the backend's metadata and starts the delivery
-    /// workers of their `http` subscriptions.
-    pub async fn open(backend: Arc<Embedded>, deny_private: bool) -> Result<Self, RouterError> {
+    /// Loads topics and subscriptions from the backend's metadata. Nothing runs until
+    /// [`Router::start`].
+    pub fn open(
+        backend: Arc<Embedded>,
+        deny_private: bool,
+        compiled_cache: Option<std::path::PathBuf>,
+    ) -> Result<Self, RouterError> {
         let mut subs: HashMap<String, BTreeMap<String, SubscriptionSpec>> = HashMap::new();
         for (key, raw) in backend.list_meta(META_SUBSCRIPTION)? {
             let Some((topic, sub)) = key.split_once('/') else {
@@ -161,12 +176,33 @@ impl Router {
             topics.insert(name, Arc::new(state));
         }
         let shutdown = CancellationToken::new();
-        let router = Self {
+        let gate = Arc::new(TopicGate::default());
+        let runtime = crate::runtime::Runtime::new(crate::runtime::RuntimeConfig {
+            cache_dir: compiled_cache,
+            publish_gate: gate.clone(),
+            ..crate::runtime::RuntimeConfig::default()
+        })
+        .map_err(|e| StorageError(format!("starting the WebAssembly runtime: {e}")))?;
+        Ok(Self {
             workers: crate::deliver::Workers::new(backend.clone(), deny_private, shutdown.clone()),
+            sources: crate::deliver::sources::Sources::new(shutdown.clone()),
+            runtime,
+            functions: crate::runtime::FunctionRegistry::new(),
+            function_specs: RwLock::default(),
+            gate,
             backend,
             topics: RwLock::new(topics),
             shutdown,
-        };
+        })
+    }
+
+    /// Loads the stored functions and starts their sources and the delivery workers.
+    pub async fn start(self: &Arc<Self>) -> Result<(), RouterError> {
+        let router = self;
+        router.gate.attach(Arc::downgrade(self));
+        router.workers.attach(Arc::downgrade(self));
+        router.sources.attach(Arc::downgrade(self));
+        router.load_functions().await?;
         let topics: Vec<Arc<TopicState>> = router
             .topics
             .read()
@@ -179,7 +215,7 @@ impl Router {
                 router.workers.ensure(&t.name, name, sub).await?;
             }
         }
-        Ok(router)
+        Ok(())
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<TopicState>, RouterError> {
@@ -311,6 +347,11 @@ impl Router {
             Endpoint::Stream { stream, .. } if errors.is_empty() => {
                 self.check_stream_endpoint(stream, &mut errors)
             }
+            Endpoint::Function(f) if errors.is_empty() && self.function_spec(f).is_none() => errors
+                .push(FieldError::new(
+                    "endpoint.function",
+                    format!("function {f:?} does not exist"),
+                )),
             _ => {}
         }
         if let Some(d) = &spec.dead_letter_queue

@@ -182,7 +182,7 @@ impl Router {
                     }
                 };
                 match &sub.endpoint {
-                    Endpoint::Http(_) => {
+                    Endpoint::Http(_) | Endpoint::Function(_) => {
                         let q = crate::deliver::delivery_queue_name(&t.name, name);
                         let Some(h) = self.backend.queue(&q) else {
                             tracing::error!(topic = %t.name, subscription = %name, "delivery queue missing; delivery skipped");

@@ -425,6 +425,19 @@ impl Router {
         Ok(())
     }
 
+    /// Moves a member's read position on a shard back to just after `after_seq`, so its
+    /// next poll reads those records again (a function source retrying from a failure).
+    pub fn rewind(&self, name: &str, group: &str, member: &str, shard: u32, after_seq: u64) {
+        if let Ok(h) = self.stream(name)
+            && let Some(g) = h.group(group)
+        {
+            let mut st = g.lock();
+            if st.leases.holds(member, shard, crate::backend::now_ms()) {
+                st.cursors.insert(shard, (member.to_string(), after_seq));
+            }
+        }
+    }
+
     /// Checks a stream reference of a subscription.
     pub(super) fn check_stream_endpoint(&self, stream: &str, errors: &mut Vec<FieldError>) {
         if self.backend.stream(stream).is_none() {

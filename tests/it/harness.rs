@@ -148,6 +148,37 @@ impl TestServer {
         self.start().await;
     }
 
+    /// Sends `body` as JSON (none for `Value::Null`) and returns the status and the JSON
+    /// answer (`Value::Null` when empty); for resources the typed client has no call for.
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status();
+        let text = res.text().await.expect("read the body");
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {text}"))
+        };
+        (status, v)
+    }
+
+    /// As [`TestServer::json`], asserting a 2xx answer.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, v) = self.json(method, path, body).await;
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
     /// Sends a raw request; for bodies the typed client cannot produce.
     pub async fn raw(
         &self,

@@ -7,6 +7,8 @@ mod harness;
 
 mod bad_input;
 mod crash;
+mod example;
+mod functions;
 mod policies;
 mod queues;
 mod runtime;

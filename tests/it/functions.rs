@@ -1,0 +1,451 @@
+//! WebAssembly functions end to end through the real server: registration, subscriptions
+//! with retries and dead letters, publishing from a guest, hot swap, trial invocation, and
+//! queue and stream sources with partial batch failures. Guests come from `guests/`.
+
+use crate::guests;
+use crate::harness::{TestServer, eventually, spawn_server};
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn module(name: &str) -> String {
+    guests::path(name).to_string_lossy().into_owned()
+}
+
+async fn put_function(server: &TestServer, name: &str, spec: Value) -> Value {
+    server
+        .ok(Method::PUT, &format!("/v1/functions/{name}"), spec)
+        .await
+}
+
+async fn put_queue(server: &TestServer, name: &str, spec: Value) {
+    server
+        .ok(Method::PUT, &format!("/v1/queues/{name}"), spec)
+        .await;
+}
+
+async fn receive_all(server: &TestServer, queue: &str) -> Vec<Value> {
+    let v = server
+        .ok(
+            Method::POST,
+            &format!("/v1/queues/{queue}/receive"),
+            json!({"max_messages": 10}),
+        )
+        .await;
+    v["messages"].as_array().cloned().unwrap_or_default()
+}
+
+async fn eventually_received(
+    server: &TestServer,
+    queue: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    while got.len() < n {
+        got.extend(receive_all(server, queue).await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue}: {} of {n} messages within {within:?}: {got:?}",
+            got.len()
+        );
+        if got.len() < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    got
+}
+
+fn fast_retries(n: u32) -> Value {
+    json!({"num_retries": n, "min_delay_s": 1, "max_delay_s": 1})
+}
+
+#[tokio::test]
+async fn functions_register_from_a_path_or_an_upload_and_bad_modules_are_refused() {
+    let server = spawn_server(None).await;
+    let v = put_function(&server, "email", json!({"module": module("email")})).await;
+    assert_eq!(v["timeout_ms"], 1000);
+    let upload = base64::engine::general_purpose::STANDARD.encode(guests::bytes("noop"));
+    let v = put_function(&server, "noop", json!({"module": upload})).await;
+    assert!(v["module"].as_str().unwrap().contains("uploaded"), "{v}");
+    let listed = server.ok(Method::GET, "/v1/functions", Value::Null).await;
+    assert_eq!(listed["functions"], json!(["email", "noop"]));
+
+    let (st, v) = server
+        .json(
+            Method::PUT,
+            "/v1/functions/bad",
+            json!({"module": "/nonexistent/x.wasm"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("module"), "{v}");
+    let not_wasm = base64::engine::general_purpose::STANDARD.encode(b"\0asm but not really");
+    let (st, v) = server
+        .json(
+            Method::PUT,
+            "/v1/functions/bad",
+            json!({"module": not_wasm}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = server
+        .json(
+            Method::PUT,
+            "/v1/functions/bad",
+            json!({"module": module("noop"), "memory_mb": 100000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = server
+        .json(
+            Method::POST,
+            "/v1/functions/missing/invoke",
+            json!({"message": {}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn invoke_shows_the_result_logs_and_published_events_without_routing_them() {
+    let server = spawn_server(None).await;
+    server
+        .ok(Method::PUT, "/v1/topics/order_flagged", json!({}))
+        .await;
+    put_function(
+        &server,
+        "fraud",
+        json!({"module": module("fraud"), "env": {"max_total": "100"}}),
+    )
+    .await;
+    let v = server
+        .ok(
+            Method::POST,
+            "/v1/functions/fraud/invoke",
+            json!({"message": {"order_id": "o-1", "total": 500, "country": "NL"}}),
+        )
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["published"][0]["topic"], "order_flagged", "{v}");
+    let v = server
+        .ok(
+            Method::POST,
+            "/v1/functions/fraud/invoke",
+            json!({"message": {"order_id": "o-2", "total": 5, "country": "NL"}}),
+        )
+        .await;
+    assert_eq!(v["published"], json!([]), "{v}");
+}
+
+#[tokio::test]
+async fn a_function_subscriber_publishes_and_its_events_are_delivered_downstream() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "flagged", json!({})).await;
+    server.ok(Method::PUT, "/v1/topics/orders", json!({})).await;
+    server
+        .ok(Method::PUT, "/v1/topics/order_flagged", json!({}))
+        .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/order_flagged/subscriptions/review",
+            json!({"endpoint": {"queue": "flagged"}, "raw_message_delivery": true}),
+        )
+        .await;
+    put_function(
+        &server,
+        "fraud",
+        json!({"module": module("fraud"), "env": {"max_total": "100"}}),
+    )
+    .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/orders/subscriptions/fraud",
+            json!({"endpoint": {"function": "fraud"}, "filter_policy": {"event": ["order_placed"]}}),
+        )
+        .await;
+    for (id, total, event) in [
+        ("o-1", 500, "order_placed"),
+        ("o-2", 5, "order_placed"),
+        ("o-3", 900, "order_cancelled"),
+    ] {
+        server
+            .ok(
+                Method::POST,
+                "/v1/topics/orders/publish",
+                json!({"message": {"order_id": id, "total": total, "country": "NL"}, "attributes": {"event": event}}),
+            )
+            .await;
+    }
+    let flagged = eventually_received(&server, "flagged", 1, Duration::from_secs(20)).await;
+    assert_eq!(flagged.len(), 1);
+    assert!(
+        flagged[0]["message"].to_string().contains("o-1"),
+        "{flagged:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receive_all(&server, "flagged").await.is_empty(),
+        "only o-1 is suspicious"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_invocation_publishes_nothing_and_ends_in_the_dead_letter_queue() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "out", json!({})).await;
+    put_queue(&server, "dead", json!({})).await;
+    server.ok(Method::PUT, "/v1/topics/in", json!({})).await;
+    server.ok(Method::PUT, "/v1/topics/out", json!({})).await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/out/subscriptions/q",
+            json!({"endpoint": {"queue": "out"}}),
+        )
+        .await;
+    put_function(
+        &server,
+        "pub",
+        json!({"module": module("publisher"), "env": {"topic": "out"}}),
+    )
+    .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/in/subscriptions/f",
+            json!({"endpoint": {"function": "pub"}, "delivery_policy": fast_retries(1), "dead_letter_queue": "dead"}),
+        )
+        .await;
+    // Succeeds: its two publishes are routed.
+    server
+        .ok(
+            Method::POST,
+            "/v1/topics/in/publish",
+            json!({"message": {"count": 2}}),
+        )
+        .await;
+    eventually_received(&server, "out", 2, Duration::from_secs(20)).await;
+    // Fails after publishing: the publishes are discarded, twice (attempt and retry).
+    server
+        .ok(
+            Method::POST,
+            "/v1/topics/in/publish",
+            json!({"message": {"count": 3, "fail": true}}),
+        )
+        .await;
+    let dead = eventually_received(&server, "dead", 1, Duration::from_secs(20)).await;
+    assert_eq!(dead[0]["attributes"]["Attempts"]["Value"], "2");
+    assert!(
+        receive_all(&server, "out").await.is_empty(),
+        "a failed invocation's publishes are discarded"
+    );
+}
+
+#[tokio::test]
+async fn traps_timeouts_and_memory_exhaustion_are_failed_attempts_then_dead_letters() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "dead", json!({})).await;
+    server.ok(Method::PUT, "/v1/topics/t", json!({})).await;
+    put_function(&server, "trap", json!({"module": module("trap")})).await;
+    put_function(
+        &server,
+        "spin",
+        json!({"module": module("spin"), "timeout_ms": 200}),
+    )
+    .await;
+    put_function(
+        &server,
+        "memhog",
+        json!({"module": module("memhog"), "memory_mb": 8}),
+    )
+    .await;
+    for f in ["trap", "spin", "memhog"] {
+        server
+            .ok(
+                Method::PUT,
+                &format!("/v1/topics/t/subscriptions/{f}"),
+                json!({"endpoint": {"function": f}, "delivery_policy": fast_retries(1), "dead_letter_queue": "dead"}),
+            )
+            .await;
+    }
+    server
+        .ok(
+            Method::POST,
+            "/v1/topics/t/publish",
+            json!({"message": "go"}),
+        )
+        .await;
+    let dead = eventually_received(&server, "dead", 3, Duration::from_secs(30)).await;
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m["attributes"]["Subscription"]["Value"].as_str().unwrap(),
+                m["attributes"]["ErrorMessage"]["Value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("t/memhog") && reasons[0].to_lowercase().contains("memory"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("t/spin") && reasons[1].contains("deadline"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("t/trap") && reasons[2].to_lowercase().contains("trap"),
+        "{reasons:?}"
+    );
+    // The server kept serving throughout.
+    server.ok(Method::GET, "/v1/topics/t", Value::Null).await;
+}
+
+#[tokio::test]
+async fn putting_a_new_module_swaps_it_for_new_invocations() {
+    let server = spawn_server(None).await;
+    put_function(&server, "f", json!({"module": module("email")})).await;
+    let before = server
+        .ok(
+            Method::POST,
+            "/v1/functions/f/invoke",
+            json!({"message": {"order_id": "o", "customer_email": "a@b.example"}}),
+        )
+        .await;
+    put_function(&server, "f", json!({"module": module("trap")})).await;
+    let after = server
+        .ok(
+            Method::POST,
+            "/v1/functions/f/invoke",
+            json!({"message": {"order_id": "o"}}),
+        )
+        .await;
+    assert_eq!(before["ok"], true, "{before}");
+    assert_eq!(after["ok"], false, "{after}");
+}
+
+#[tokio::test]
+async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_policy() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "poison", json!({})).await;
+    put_queue(
+        &server,
+        "work",
+        json!({"visibility_timeout_s": 1, "redrive_policy": {"dead_letter_queue": "poison", "max_receive_count": 2}}),
+    )
+    .await;
+    for body in ["ok-1", "fail-retry", "ok-2"] {
+        server
+            .ok(
+                Method::POST,
+                "/v1/queues/work/messages",
+                json!({"message": body}),
+            )
+            .await;
+    }
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("batch"), "sources": [{"queue": "work", "batch_size": 10, "batch_window_ms": 200}]}),
+    )
+    .await;
+    let poison = eventually_received(&server, "poison", 1, Duration::from_secs(30)).await;
+    assert_eq!(poison[0]["message"], "fail-retry");
+    let q = server.ok(Method::GET, "/v1/queues/work", Value::Null).await;
+    assert_eq!(
+        q["approximate_visible"].as_u64().unwrap() + q["approximate_in_flight"].as_u64().unwrap(),
+        0,
+        "{q}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_source_checkpoints_successes_and_resumes_from_the_lowest_failure() {
+    let server = spawn_server(None).await;
+    server
+        .ok(Method::PUT, "/v1/streams/s", json!({"shards": 1}))
+        .await;
+    server
+        .ok(
+            Method::POST,
+            "/v1/streams/s/records",
+            json!({"records": [
+                {"partition_key": "k", "data": "ok-1"},
+                {"partition_key": "k", "data": "fail-retry"},
+                {"partition_key": "k", "data": "ok-2"}
+            ]}),
+        )
+        .await;
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("batch"), "sources": [{"stream": "s", "group": "g", "batch_size": 10}]}),
+    )
+    .await;
+    // The source creates the group on its first poll: until then there is no checkpoint.
+    let checkpoint = || async {
+        let (_, g) = server
+            .json(Method::GET, "/v1/streams/s/groups/g", Value::Null)
+            .await;
+        g["shards"][0]["checkpoint"].as_str().map(str::to_string)
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the first record is checkpointed",
+        || async { (checkpoint().await.as_deref() == Some("1")).then_some(()) },
+    )
+    .await;
+    // The failure holds the shard at record 2 while it keeps failing...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(checkpoint().await.as_deref(), Some("1"));
+    // ...and once the handler is fixed, processing resumes from it to the end.
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("noop"), "sources": [{"stream": "s", "group": "g", "batch_size": 10}]}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the shard is processed to the end",
+        || async { (checkpoint().await.as_deref() == Some("3")).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_invoke_command_prints_the_result_and_exits_by_outcome() {
+    let server = spawn_server(None).await;
+    put_function(&server, "email", json!({"module": module("email")})).await;
+    let out = server
+        .cli(
+            &[
+                "invoke",
+                "email",
+                "--message",
+                r#"{"order_id":"o-9","customer_email":"x@y.example"}"#,
+            ],
+            "",
+        )
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(!v["logs"].as_array().unwrap().is_empty(), "{v}");
+    let out = server
+        .cli(
+            &["invoke", "email", "--message", r#"{"order_id":"o-9"}"#],
+            "",
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "a handler error exits 1");
+    let out = server.cli(&["invoke", "email", "--message", "{"], "").await;
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+}
