@@ -5,6 +5,8 @@ mod harness;
 
 mod bad_input;
 mod crash;
+mod jetstream;
+mod nats;
 mod policies;
 mod queues;
 mod streams;
