@@ -822,49 +822,71 @@ async fn a_long_poll_answers_as_soon_as_a_message_arrives() {
 async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
     let mut server = NatsServer::start();
     let js = Arc::new(connect(&server).await);
+    let other = connect(&server).await;
     let q = js.put_queue("q", spec(30)).await.unwrap();
 
+    // Publishes of four messages each, back to back, until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let producer = {
-        let (js, q) = (js.clone(), q.clone());
+        let (js, q, stop, acked) = (js.clone(), q.clone(), stop.clone(), acked.clone());
         tokio::spawn(async move {
-            let mut acked = Vec::new();
             let mut failed = 0;
-            for i in 0..400 {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
                 let batch: Vec<NewMessage> = (0..4).map(|j| msg(&format!("m{i}-{j}"))).collect();
                 let ids: Vec<String> = batch.iter().map(|m| m.message_id.clone()).collect();
                 match js
                     .enqueue(batch.into_iter().map(|m| (q.clone(), m)).collect())
                     .await
                 {
-                    Ok(_) => acked.extend(ids),
+                    Ok(_) => acked.lock().unwrap().extend(ids),
+                    // Never acknowledged, so allowed to be lost; but only as unavailable.
                     Err(e) => {
                         assert!(e.is_unavailable(), "{e}");
                         failed += 1;
                     }
                 }
             }
-            (acked, failed)
+            failed
         })
     };
-    // Kill the server while publishes are in flight, then bring it back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = || acked.lock().unwrap().len();
+    eventually(SOON, "publishes before the kill", || async {
+        (count() >= 200).then_some(())
+    })
+    .await;
     server.kill9();
+    let at_kill = count();
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart();
-    let (acked, failed) = producer.await.unwrap();
-    assert!(
-        acked.len() > 100,
-        "only {} acknowledged ({failed} failed)",
-        acked.len()
-    );
+    // Publishing resumes on its own once the server is back.
+    eventually(
+        Duration::from_secs(15),
+        "publishes after the restart",
+        || async { (count() >= at_kill + 200).then_some(()) },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    // Metadata watches resume too: another router sees a queue made after the restart.
+    js.put_queue("after", spec(30)).await.unwrap();
+    eventually(SOON, "the other router to see the new queue", || async {
+        other.queue("after")
+    })
+    .await;
 
     let mut received = BTreeSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !acked.iter().all(|id| received.contains(id)) {
         assert!(
             std::time::Instant::now() < deadline,
-            "{} acknowledged messages never arrived",
-            acked.iter().filter(|id| !received.contains(*id)).count()
+            "{} of {} acknowledged messages never arrived",
+            acked.iter().filter(|id| !received.contains(*id)).count(),
+            acked.len()
         );
         if let Ok(got) = js.receive(&q, 10, 30_000, Duration::from_millis(200)).await {
             for r in &got {

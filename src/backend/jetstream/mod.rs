@@ -50,6 +50,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// producer is answered (503) well before typical HTTP client timeouts.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Pause before recreating a failed metadata watch (the server is likely restarting).
+const WATCH_RETRY: Duration = Duration::from_millis(200);
+
 /// Metadata changes buffered per watcher; a watcher that falls further behind is told it
 /// lagged and should re-list.
 const META_CHANGES_CAPACITY: usize = 1024;
@@ -145,8 +148,8 @@ pub(crate) struct Mirror {
     /// key -> (revision, value); `None` is a deletion, kept so an older change arriving late
     /// cannot bring a record back.
     entries: RwLock<BTreeMap<String, (u64, Option<Bytes>)>>,
-    /// The highest revision applied.
-    max_revision: AtomicU64,
+    /// The highest revision the watch delivered: where a recreated watch resumes.
+    watched: AtomicU64,
     changes: broadcast::Sender<MetaChange>,
     queues: RwLock<HashMap<String, Arc<QueueHandle>>>,
     streams: RwLock<HashMap<String, Arc<StreamHandle>>>,
@@ -183,7 +186,7 @@ impl JetStream {
         let (changes, _) = broadcast::channel(META_CHANGES_CAPACITY);
         let mirror = Arc::new(Mirror {
             entries: RwLock::default(),
-            max_revision: AtomicU64::new(0),
+            watched: AtomicU64::new(0),
             changes,
             queues: RwLock::default(),
             streams: RwLock::default(),
@@ -533,7 +536,8 @@ async fn open_bucket(
 }
 
 /// Follows the metadata bucket from its current state on, and returns once the mirror
-/// holds that state.
+/// holds that state. If the watch fails (a server restart), it is recreated from the
+/// last revision it delivered, so no change is missed.
 async fn start_watcher(
     meta: &kv::Store,
     mirror: Arc<Mirror>,
@@ -552,32 +556,46 @@ async fn start_watcher(
         .await
         .map_err(|e| unavailable(&e))?;
     // The initial state: every key's last entry, up to the bucket's last revision.
-    while mirror.max_revision() < last {
+    while mirror.watched.load(Ordering::Acquire) < last {
         match tokio::time::timeout(REQUEST_TIMEOUT, watch.next()).await {
             Ok(Some(Ok(entry))) => mirror.apply_entry(entry),
             Ok(Some(Err(e))) => return Err(unavailable(&e)),
             Ok(None) | Err(_) => return Err(unavailable(&"ended before the current state")),
         }
     }
+    let meta = meta.clone();
     Ok(tokio::spawn(async move {
-        while let Some(entry) = watch.next().await {
-            match entry {
-                Ok(entry) => mirror.apply_entry(entry),
-                // The ordered consumer behind the watch recreates itself after
-                // disconnects; errors in between are worth a line, not a stop.
-                Err(e) => tracing::warn!(error = %e, "metadata watch error"),
+        loop {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(entry) => mirror.apply_entry(entry),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metadata watch failed; resuming it");
+                        break;
+                    }
+                }
+            }
+            // Resume after the last revision the watch delivered (not the last applied:
+            // this instance's own writes are applied before the watch sees them).
+            loop {
+                tokio::time::sleep(WATCH_RETRY).await;
+                let from = mirror.watched.load(Ordering::Acquire) + 1;
+                match meta.watch_all_from_revision(from).await {
+                    Ok(w) => {
+                        watch = w;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "metadata watch not back yet"),
+                }
             }
         }
-        tracing::warn!("metadata watch ended");
     }))
 }
 
 impl Mirror {
-    fn max_revision(&self) -> u64 {
-        self.max_revision.load(Ordering::Acquire)
-    }
-
+    /// Applies a change delivered by the watch.
     fn apply_entry(&self, e: kv::Entry) {
+        self.watched.fetch_max(e.revision, Ordering::AcqRel);
         let value = match e.operation {
             kv::Operation::Put => Some(e.value),
             kv::Operation::Delete | kv::Operation::Purge => None,
@@ -595,7 +613,6 @@ impl Mirror {
                 _ => {}
             }
             entries.insert(key.to_string(), (revision, value.clone()));
-            self.max_revision.fetch_max(revision, Ordering::AcqRel);
         }
         if let Some(name) = key.strip_prefix(queues::META_QUEUE) {
             self.sync_queue(name, value.as_ref());
