@@ -113,6 +113,8 @@ async fn receipts_of_another_or_a_recreated_queue_are_refused() {
     ));
 
     assert!(js.delete_queue("q").await.unwrap());
+    assert!(!js.delete_queue("q").await.unwrap());
+    assert!(q.is_deleted());
     let q2 = js.put_queue("q", spec(30)).await.unwrap();
     assert!(matches!(
         js.ack(&q2, &[receipt]).await.unwrap()[0],
@@ -262,6 +264,45 @@ async fn a_delayed_message_stays_hidden_until_due() {
     // The wait was not a receive.
     assert_eq!(late[0].receive_count, 1);
     assert_eq!(js.counts(&q).await.unwrap().delayed, 0);
+}
+
+#[tokio::test]
+async fn delayed_fifo_messages_keep_their_group_order() {
+    let server = NatsServer::start();
+    let js = connect(&server).await;
+    let q = js
+        .put_queue(
+            "q.fifo",
+            QueueSpec {
+                fifo: true,
+                delay_s: 1,
+                ..spec(30)
+            },
+        )
+        .await
+        .unwrap();
+    let delayed = |id: &str| NewMessage {
+        delay_ms: 500,
+        ..in_group(id, "g")
+    };
+    send(&js, &q, vec![delayed("g-0"), delayed("g-1")]).await;
+    assert!(
+        js.receive(&q, 10, 30_000, NO_WAIT)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let got = js
+            .receive(&q, 10, 30_000, Duration::from_secs(3))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "one message of the group at a time");
+        order.push(got[0].message_id.clone());
+        js.ack(&q, &[got[0].receipt.clone()]).await.unwrap();
+    }
+    assert_eq!(order, ["g-0", "g-1"]);
 }
 
 #[tokio::test]
@@ -523,23 +564,27 @@ async fn each_shard_numbers_its_records_and_reads_from_any_position() {
             .unwrap(),
         4
     );
+    // A record that arrives after a moment is found by that moment.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mark = switchyard::backend::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = NewRecord {
+        partition_key: "k".into(),
+        explicit_hash_key: None,
+        data: b"1".to_vec(),
+    };
+    js.store(vec![Delivery::Stream(st.clone(), 0, later)])
+        .await
+        .unwrap();
+    assert_eq!(js.sequence_at(&st, 0, mark).await.unwrap(), 4);
+    assert_eq!(js.sequence_at(&st, 1, mark).await.unwrap(), 3);
 }
 
 #[tokio::test]
 async fn records_past_retention_are_dropped() {
     let server = NatsServer::start();
     let js = connect(&server).await;
-    let st = js
-        .put_stream(
-            "short",
-            StreamSpec {
-                shards: 1,
-                retention_s: Some(1),
-                ..StreamSpec::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = js.put_stream("short", StreamSpec::default()).await.unwrap();
     let rec = NewRecord {
         partition_key: "k".into(),
         explicit_hash_key: None,
@@ -549,6 +594,13 @@ async fn records_past_retention_are_dropped() {
         .await
         .unwrap();
     assert_eq!(js.read_shard(&st, 0, 1, 10).await.unwrap().len(), 1);
+    // Retention may change on a live stream.
+    let shorter = StreamSpec {
+        retention_s: Some(1),
+        ..StreamSpec::default()
+    };
+    let st = js.put_stream("short", shorter.clone()).await.unwrap();
+    assert_eq!(st.spec(), shorter);
     eventually(SOON, "the record to expire", || async {
         let (first, last) = js.bounds(&st, 0).await.unwrap();
         (first > last && js.read_shard(&st, 0, 1, 10).await.unwrap().is_empty()).then_some(())
