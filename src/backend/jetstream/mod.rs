@@ -390,6 +390,16 @@ pub(crate) enum ApiError {
     Other(JsError),
 }
 
+impl From<ApiError> for JsError {
+    /// For requests about something that must exist: a 404 is the server's problem.
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(t) => JsError::Server(t),
+            ApiError::Other(e) => e,
+        }
+    }
+}
+
 impl ApiError {
     fn into_js(self, kind: Kind, name: &str) -> JsError {
         match self {
@@ -526,10 +536,7 @@ async fn open_bucket(
         }),
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(t) => JsError::Server(t),
-        ApiError::Other(e) => e,
-    })?;
+    .map_err(JsError::from)?;
     js.get_key_value(bucket)
         .await
         .map_err(|e| JsError::Unavailable(format!("cannot open bucket {bucket}: {e}")))

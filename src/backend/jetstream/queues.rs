@@ -956,12 +956,3 @@ async fn pump(ctx: PumpContext, names: QueueNames, partitions: u32) {
         .await;
     }
 }
-
-impl From<ApiError> for JsError {
-    fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::NotFound(t) => JsError::Server(t),
-            ApiError::Other(e) => e,
-        }
-    }
-}
