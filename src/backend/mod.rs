@@ -9,6 +9,7 @@ mod codec;
 mod committer;
 mod embedded;
 pub mod index;
+pub mod jetstream;
 mod streams;
 
 pub use embedded::{Embedded, QueueHandle};

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub member: String,
     pub expires_at: u64,
@@ -24,7 +24,9 @@ pub struct Assignment {
     pub acquired: Vec<u32>,
 }
 
-#[derive(Debug)]
+/// Serializable so a shared backend can keep the whole table in one record and change it
+/// only with revision-checked writes.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Leases {
     lease_timeout_ms: u64,
     /// Member -> last poll (unix ms).

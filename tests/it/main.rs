@@ -9,6 +9,8 @@ mod bad_input;
 mod crash;
 mod example;
 mod functions;
+mod jetstream;
+mod nats;
 mod policies;
 mod queues;
 mod runtime;

@@ -1,0 +1,958 @@
+//! Queues on JetStream: SQS semantics from a work-queue stream and durable pull consumers.
+//!
+//! - **Visibility** is the consumer's ack wait (the queue's `visibility_timeout_s`); a
+//!   receive asking for another timeout naks each message with that delay, which keeps it
+//!   pending (in flight) and redelivers it when the delay ends. `change_visibility` is
+//!   the same nak; 0 makes the message visible at once.
+//! - **Receive count** is JetStream's delivery count, read from the ack subject.
+//! - **Receipts** carry the ack subject, so any router can ack or nak any message.
+//! - **Redrive**: a message delivered more than `max_receive_count` times is moved to the
+//!   dead-letter queue by the receive that sees it (publish there, then ack here).
+//! - **Delay**: JetStream 2.9 cannot schedule a message, so delayed messages go to the
+//!   queue's `.d` subject, where a second consumer holds them: each router's delay pump
+//!   pulls them and naks each with a delay until it is due, then publishes it to the ready
+//!   subject (under a message id, so a pump that dies halfway never doubles it) and acks.
+//!   This keeps delayed messages out of the receivers' way, their receive count exact, and
+//!   `approximate_delayed` a plain consumer count. (The alternative, a nak with delay at
+//!   the first delivery, would count the delay as a receive and fill the in-flight window.)
+//! - **FIFO**: a group's messages go to one of [`FIFO_PARTITIONS`] subjects by a hash of
+//!   the group, each with its own consumer allowing one message in flight. So a group's
+//!   next message is delivered only once the one before it is acknowledged (or, after its
+//!   visibility timeout, redelivered first), as SQS locks a group; different groups in
+//!   different partitions are received in parallel.
+//! - **Dedup**: the `Nats-Msg-Id` header within the stream's duplicate window. Every
+//!   message has one (its deduplication id, else its message id), so a publish retried
+//!   after a lost acknowledgement is stored once.
+
+use super::codec::{self, AckInfo, Frame, QueueNames};
+use super::{ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, Target};
+use crate::backend::{Counts, Enqueued, NewMessage, ReceiptError, Received, now_ms};
+use crate::model::{Kind, QueueSpec};
+use async_nats::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(super) const META_QUEUE: &str = "q/";
+
+/// Partitions of a FIFO queue: how many message groups can be in flight at once. Fixed
+/// when the queue is created (it is stored with it).
+pub const FIFO_PARTITIONS: u32 = 8;
+
+/// SQS's in-flight limit for standard queues; JetStream stops delivering past it.
+const MAX_IN_FLIGHT: i64 = 120_000;
+
+/// How long FIFO deduplication ids are remembered (SQS: 5 minutes).
+const FIFO_DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// How long message ids of standard queues are remembered: only to absorb retried
+/// publishes, so short, which keeps the server's dedup map small at high rates.
+const RETRY_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
+
+/// How long a delayed message may sit with a pump that died before another one gets it.
+const DELAY_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long one pump pull waits for due messages.
+const PUMP_WAIT: Duration = Duration::from_secs(5);
+/// Delayed messages handled per pump pull.
+const PUMP_BATCH: usize = 256;
+
+/// FIFO receives poll the partitions (a pull waits on one consumer only); the interval
+/// starts short and doubles to this.
+const FIFO_MAX_POLL: Duration = Duration::from_millis(200);
+
+/// How long a pull that should not wait may still wait on the server: only when the
+/// consumer has messages but cannot hand them out (a FIFO partition with its message in
+/// flight), so it is short.
+const NO_WAIT_EXPIRY: Duration = Duration::from_millis(50);
+
+/// Message headers of this backend.
+const H_DUE: &str = "Sy-Due";
+const H_ORIGIN: &str = "Sy-Origin";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QueueRecord {
+    spec: QueueSpec,
+    /// FIFO partitions (1 for standard queues).
+    partitions: u32,
+    /// Random per creation: receipts name it, so they never act on a recreated queue.
+    incarnation: u64,
+}
+
+/// What a delay pump needs of the backend.
+#[derive(Clone)]
+pub(crate) struct PumpContext {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub prefix: String,
+}
+
+/// One queue as this instance knows it.
+pub struct QueueHandle {
+    pub name: String,
+    names: QueueNames,
+    spec: Mutex<QueueSpec>,
+    partitions: u32,
+    incarnation: u64,
+    ctx: PumpContext,
+    /// Next FIFO partition to look at first, so receivers spread over the partitions.
+    rotation: AtomicU32,
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    deleted: AtomicBool,
+}
+
+impl QueueHandle {
+    pub fn spec(&self) -> QueueSpec {
+        self.spec.lock().expect("never poisoned").clone()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        if let Some(p) = self.pump.lock().expect("never poisoned").take() {
+            p.abort();
+        }
+    }
+
+    fn fifo(&self) -> bool {
+        self.partitions > 1 || self.spec().fifo
+    }
+
+    fn consumers(&self) -> Vec<String> {
+        let fifo = self.fifo();
+        (0..self.partitions)
+            .map(|p| QueueNames::ready_consumer(fifo, p))
+            .collect()
+    }
+
+    /// The consumer's ack wait: the queue's visibility timeout (JetStream has no zero).
+    fn ack_wait_ms(&self) -> u64 {
+        (self.spec().visibility_timeout_s * 1000).max(1000)
+    }
+
+    fn partition(&self, group: Option<&str>) -> u32 {
+        match group {
+            Some(g) if self.partitions > 1 => codec::partition_of(g, self.partitions),
+            _ => 0,
+        }
+    }
+
+    pub(super) fn prepare(self: &Arc<Self>, m: NewMessage, now: u64) -> Prepared {
+        let mut headers = HeaderMap::new();
+        let subject = if m.delay_ms > 0 {
+            headers.insert(H_DUE, (now + m.delay_ms).to_string().as_str());
+            self.names.delayed.clone()
+        } else {
+            self.names.ready_subject(self.partition(m.group.as_deref()))
+        };
+        let dedup = m.dedup_id.is_some();
+        let msg_id = match &m.dedup_id {
+            Some(d) => format!("d:{d}"),
+            None => format!("m:{}", m.message_id),
+        };
+        let payload = codec::encode_frame(
+            &m.message_id,
+            now,
+            m.group.as_deref(),
+            &m.attributes,
+            &m.payload,
+        );
+        Prepared {
+            subject,
+            headers,
+            payload: Bytes::from(payload),
+            msg_id,
+            target: Target::Queue {
+                queue: self.clone(),
+                message_id: m.message_id,
+                dedup,
+            },
+        }
+    }
+
+    /// What a publish JetStream found to be a duplicate of the message at `seq` was: this
+    /// very publish retried, or a duplicate of another message. Once the original has been
+    /// received and acknowledged JetStream no longer has it, and its id is unknown.
+    pub(super) async fn duplicate_of(&self, seq: u64, message_id: &str) -> Enqueued {
+        let original = match self.ctx.js.get_stream_no_info(&self.names.stream).await {
+            Ok(s) => s
+                .direct_get(seq)
+                .await
+                .ok()
+                .and_then(|m| codec::decode_frame(&m.payload))
+                .map(|f| f.message_id),
+            Err(_) => None,
+        };
+        match original {
+            Some(id) if id == message_id => Enqueued::Stored,
+            Some(id) => Enqueued::Duplicate {
+                original_message_id: id,
+            },
+            None => Enqueued::Duplicate {
+                original_message_id: String::new(),
+            },
+        }
+    }
+}
+
+impl Mirror {
+    /// Reflects a queue record (or its deletion) in the queue handles.
+    pub(super) fn sync_queue(&self, name: &str, value: Option<&Bytes>) {
+        let mut queues = self.queues.write().expect("never poisoned");
+        let Some(value) = value else {
+            if let Some(h) = queues.remove(name) {
+                h.mark_deleted();
+            }
+            return;
+        };
+        let Ok(rec) = serde_json::from_slice::<QueueRecord>(value) else {
+            tracing::error!(queue = name, "queue record is corrupt; ignoring it");
+            return;
+        };
+        if let Some(h) = queues.get(name)
+            && h.incarnation == rec.incarnation
+        {
+            *h.spec.lock().expect("never poisoned") = rec.spec;
+            return;
+        }
+        let h = Arc::new(QueueHandle {
+            name: name.to_string(),
+            names: QueueNames::new(&self.ctx.prefix, name),
+            spec: Mutex::new(rec.spec),
+            partitions: rec.partitions.max(1),
+            incarnation: rec.incarnation,
+            ctx: self.ctx.clone(),
+            rotation: AtomicU32::new(0),
+            pump: Mutex::new(None),
+            deleted: AtomicBool::new(false),
+        });
+        let pump = tokio::spawn(pump(self.ctx.clone(), h.names.clone(), h.partitions));
+        *h.pump.lock().expect("never poisoned") = Some(pump);
+        if let Some(old) = queues.insert(name.to_string(), h) {
+            old.mark_deleted();
+        }
+    }
+}
+
+impl JetStream {
+    pub fn queue(&self, name: &str) -> Option<Arc<QueueHandle>> {
+        self.mirror
+            .queues
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .mirror
+            .queues
+            .read()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Creates a queue, or updates the mutable settings of an existing one (retention and
+    /// visibility timeout). Safe to run from several routers at once.
+    pub async fn put_queue(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+    ) -> Result<Arc<QueueHandle>, JsError> {
+        let existing = self.queue(name);
+        let (partitions, incarnation) = match &existing {
+            Some(h) => (h.partitions, h.incarnation),
+            None => (
+                if spec.fifo { FIFO_PARTITIONS } else { 1 },
+                uuid::Uuid::now_v7().as_u128() as u64,
+            ),
+        };
+        let names = QueueNames::new(&self.prefix, name);
+        let retention = Duration::from_secs(spec.retention_s.max(1));
+        let window = if spec.fifo {
+            FIFO_DEDUP_WINDOW
+        } else {
+            RETRY_DEDUP_WINDOW
+        }
+        .min(retention);
+        let config = json!({
+            "name": names.stream,
+            "subjects": [format!("{}.>", names.ready), names.delayed],
+            "retention": "workqueue",
+            "storage": "file",
+            "discard": "old",
+            "num_replicas": 1,
+            "max_age": retention.as_nanos() as u64,
+            "duplicate_window": window.as_nanos() as u64,
+            "allow_direct": true,
+        });
+        let op = if existing.is_some() {
+            "UPDATE"
+        } else {
+            "CREATE"
+        };
+        match self
+            .api(&format!("STREAM.{op}.{}", names.stream), config.clone())
+            .await
+        {
+            Ok(_) => {}
+            // Another router's record may be newer than ours: try the other verb.
+            Err(_) => {
+                let other = if existing.is_some() {
+                    "CREATE"
+                } else {
+                    "UPDATE"
+                };
+                self.api(&format!("STREAM.{other}.{}", names.stream), config)
+                    .await
+                    .map_err(|e| e.into_js(Kind::Queue, name))?;
+            }
+        }
+        let fifo = partitions > 1;
+        let ack_wait = Duration::from_millis((spec.visibility_timeout_s * 1000).max(1000));
+        for p in 0..partitions {
+            let consumer = QueueNames::ready_consumer(fifo, p);
+            let filter = if fifo {
+                names.ready_subject(p)
+            } else {
+                format!("{}.>", names.ready)
+            };
+            self.put_consumer(
+                &names.stream,
+                &consumer,
+                &filter,
+                ack_wait,
+                if fifo { 1 } else { MAX_IN_FLIGHT },
+            )
+            .await
+            .map_err(|e| e.into_js(Kind::Queue, name))?;
+        }
+        self.put_consumer(
+            &names.stream,
+            codec::DELAY_CONSUMER,
+            &names.delayed,
+            DELAY_ACK_WAIT,
+            MAX_IN_FLIGHT,
+        )
+        .await
+        .map_err(|e| e.into_js(Kind::Queue, name))?;
+        let rec = QueueRecord {
+            spec,
+            partitions,
+            incarnation,
+        };
+        self.put_meta(
+            &format!("{META_QUEUE}{name}"),
+            serde_json::to_vec(&rec).expect("plain data always serializes"),
+        )
+        .await?;
+        self.queue(name).ok_or_else(|| JsError::NotFound {
+            kind: Kind::Queue,
+            name: name.to_string(),
+        })
+    }
+
+    /// Creates a durable pull consumer, or updates the settings that may change.
+    async fn put_consumer(
+        &self,
+        stream: &str,
+        durable: &str,
+        filter: &str,
+        ack_wait: Duration,
+        max_ack_pending: i64,
+    ) -> Result<(), ApiError> {
+        self.api(
+            &format!("CONSUMER.DURABLE.CREATE.{stream}.{durable}"),
+            json!({
+                "stream_name": stream,
+                "config": {
+                    "durable_name": durable,
+                    "deliver_policy": "all",
+                    "ack_policy": "explicit",
+                    "ack_wait": ack_wait.as_nanos() as u64,
+                    "max_deliver": -1,
+                    "filter_subject": filter,
+                    "replay_policy": "instant",
+                    "max_ack_pending": max_ack_pending,
+                }
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a queue and every message in it.
+    pub async fn delete_queue(&self, name: &str) -> Result<bool, JsError> {
+        if self.queue(name).is_none() {
+            return Ok(false);
+        }
+        let names = QueueNames::new(&self.prefix, name);
+        match self
+            .api(&format!("STREAM.DELETE.{}", names.stream), json!({}))
+            .await
+        {
+            Ok(_) | Err(ApiError::NotFound(_)) => {}
+            Err(ApiError::Other(e)) => return Err(e),
+        }
+        self.delete_meta(&format!("{META_QUEUE}{name}")).await?;
+        Ok(true)
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first, and hides them
+    /// for `visibility_ms`. Messages past the queue's `max_receive_count` are moved to its
+    /// dead-letter queue instead of being returned.
+    pub async fn receive(
+        &self,
+        q: &Arc<QueueHandle>,
+        max: usize,
+        visibility_ms: u64,
+        wait: Duration,
+    ) -> Result<Vec<Received>, JsError> {
+        let deadline = Instant::now() + wait;
+        let mut poll = Duration::from_millis(10);
+        loop {
+            let msgs = if q.fifo() {
+                self.pull_fifo(q, max).await?
+            } else {
+                self.pull_standard(q, max, deadline).await?
+            };
+            let fetched = msgs.len();
+            let out = self.take(q, msgs, visibility_ms).await?;
+            if !out.is_empty() || Instant::now() >= deadline || q.is_deleted() {
+                return Ok(out);
+            }
+            if fetched == 0 && q.fifo() {
+                tokio::time::sleep_until(deadline.min(Instant::now() + poll)).await;
+                poll = (poll * 2).min(FIFO_MAX_POLL);
+            }
+        }
+    }
+
+    /// Standard queues: take what is there; if nothing is, wait on one pull for the first
+    /// message and then take what else is there. (A pull for `max` would wait for all
+    /// `max` or the expiry; SQS answers as soon as there is something.)
+    async fn pull_standard(
+        &self,
+        q: &QueueHandle,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<Vec<async_nats::Message>, JsError> {
+        let stream = &q.names.stream;
+        let mut msgs = pull(&self.client, stream, "ready", max, None).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if msgs.is_empty() && left >= Duration::from_millis(10) {
+            msgs = pull(&self.client, stream, "ready", 1, Some(left)).await?;
+            if !msgs.is_empty() && max > 1 {
+                msgs.extend(pull(&self.client, stream, "ready", max - 1, None).await?);
+            }
+        }
+        Ok(msgs)
+    }
+
+    /// FIFO queues: one message per partition (each allows one in flight), starting at a
+    /// rotating partition, asking only as many partitions at once as there is room for.
+    async fn pull_fifo(
+        &self,
+        q: &QueueHandle,
+        max: usize,
+    ) -> Result<Vec<async_nats::Message>, JsError> {
+        let n = q.partitions;
+        let start = q.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        let order: Vec<String> = (0..n)
+            .map(|i| QueueNames::ready_consumer(true, (start + i) % n))
+            .collect();
+        let mut out = Vec::new();
+        let mut next = 0;
+        while out.len() < max && next < order.len() {
+            let wave = (max - out.len()).min(order.len() - next);
+            let got = futures::future::join_all(
+                order[next..next + wave]
+                    .iter()
+                    .map(|c| pull(&self.client, &q.names.stream, c, 1, None)),
+            )
+            .await;
+            next += wave;
+            for g in got {
+                out.extend(g?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns pulled messages into received ones: dead-letters those past the receive
+    /// limit and applies the requested visibility timeout.
+    async fn take(
+        &self,
+        q: &Arc<QueueHandle>,
+        msgs: Vec<async_nats::Message>,
+        visibility_ms: u64,
+    ) -> Result<Vec<Received>, JsError> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spec = q.spec();
+        let dlq = spec.redrive_policy.as_ref().and_then(|rp| {
+            self.queue(&rp.dead_letter_queue)
+                .map(|d| (d, rp.max_receive_count))
+        });
+        let mut out = Vec::with_capacity(msgs.len());
+        let mut dead = Vec::new();
+        let mut subjects = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let Some((subject, info, frame)) = delivered(&m) else {
+                tracing::error!(queue = %q.name, "unreadable message; dropping it");
+                if let Some(r) = &m.reply {
+                    let _ = ack_request(&self.client, r, b"+TERM").await;
+                }
+                continue;
+            };
+            match &dlq {
+                Some((_, max_rc)) if info.delivered > *max_rc as u64 => {
+                    dead.push((subject, info, frame));
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(Received {
+                message_id: frame.message_id,
+                receipt: codec::encode_receipt(q.incarnation, &subject),
+                payload: frame.payload,
+                attributes: frame.attributes,
+                receive_count: info.delivered.min(u32::MAX as u64) as u32,
+                sent_at: frame.sent_at,
+            });
+            subjects.push(subject);
+        }
+        if let Some((d, _)) = &dlq
+            && !dead.is_empty()
+        {
+            self.move_messages(&q.names.stream, d, dead, Some(&q.name))
+                .await?;
+        }
+        if visibility_ms != q.ack_wait_ms() {
+            let body = nak_body(visibility_ms);
+            let naks = futures::future::join_all(
+                subjects.iter().map(|s| ack_request(&self.client, s, &body)),
+            )
+            .await;
+            for n in naks {
+                n?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves delivered messages to queue `to` and acks them where they were: publish
+    /// first (under an id naming the source message, so a move repeated after a crash is
+    /// stored once), then ack.
+    async fn move_messages(
+        &self,
+        from_stream: &str,
+        to: &Arc<QueueHandle>,
+        msgs: Vec<(String, AckInfo, Frame)>,
+        origin: Option<&str>,
+    ) -> Result<(), JsError> {
+        let deadline = Instant::now() + super::PUBLISH_DEADLINE;
+        let prepared: Vec<Prepared> = msgs
+            .iter()
+            .map(|(_, info, f)| {
+                let mut headers = HeaderMap::new();
+                if let Some(o) = origin {
+                    headers.insert(H_ORIGIN, o);
+                }
+                Prepared {
+                    subject: to.names.ready_subject(to.partition(f.group.as_deref())),
+                    headers,
+                    payload: Bytes::from(codec::encode_frame(
+                        &f.message_id,
+                        f.sent_at,
+                        f.group.as_deref(),
+                        &f.attributes,
+                        &f.payload,
+                    )),
+                    msg_id: format!("mv:{from_stream}:{}", info.stream_seq),
+                    target: Target::Move,
+                }
+            })
+            .collect();
+        let published =
+            futures::future::join_all(prepared.iter().map(|p| self.publish_until(p, deadline)))
+                .await;
+        for p in published {
+            p?;
+        }
+        let acks = futures::future::join_all(
+            msgs.iter()
+                .map(|(s, _, _)| ack_request(&self.client, s, b"+ACK")),
+        )
+        .await;
+        for a in acks {
+            a?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges (deletes) received messages; each receipt gets its own verdict.
+    ///
+    /// Unlike the embedded backend, JetStream accepts the ack of a receipt from an earlier
+    /// receive of a message (as SQS does for standard queues), and of a message already
+    /// acknowledged; only receipts of another or a recreated queue are refused.
+    pub async fn ack(
+        &self,
+        q: &QueueHandle,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), ReceiptError>>, JsError> {
+        self.settle(q, receipts, b"+ACK").await
+    }
+
+    /// Changes how long a received message stays invisible, counted from now.
+    pub async fn change_visibility(
+        &self,
+        q: &QueueHandle,
+        receipt: &str,
+        visibility_ms: u64,
+    ) -> Result<Result<(), ReceiptError>, JsError> {
+        let body = nak_body(visibility_ms);
+        let mut v = self.settle(q, &[receipt.to_string()], &body).await?;
+        Ok(v.pop().expect("one verdict per receipt"))
+    }
+
+    async fn settle(
+        &self,
+        q: &QueueHandle,
+        receipts: &[String],
+        body: &[u8],
+    ) -> Result<Vec<Result<(), ReceiptError>>, JsError> {
+        let parsed: Vec<Result<String, ReceiptError>> = receipts
+            .iter()
+            .map(|r| codec::parse_receipt(r, q.incarnation, &q.names).map(|(s, _)| s))
+            .collect();
+        let sent = futures::future::join_all(parsed.iter().map(|p| async move {
+            match p {
+                Ok(subject) => Some(ack_request(&self.client, subject, body).await),
+                Err(_) => None,
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(receipts.len());
+        for ((p, s), r) in parsed.into_iter().zip(sent).zip(receipts) {
+            out.push(match (p, s) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(Ok(()))) => Ok(()),
+                // Nobody answers for the consumer: the queue is gone.
+                (Ok(_), Some(Err(AckFailure::Gone))) => Err(ReceiptError::Expired(r.clone())),
+                (Ok(_), Some(Err(AckFailure::Unavailable(e)))) => return Err(e),
+                (Ok(_), None) => unreachable!("a parsed receipt is always sent"),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every message in the queue (delayed and in flight too); returns how many.
+    pub async fn purge(&self, q: &QueueHandle) -> Result<u64, JsError> {
+        let v = self
+            .api(&format!("STREAM.PURGE.{}", q.names.stream), json!({}))
+            .await
+            .map_err(|e| e.into_js(Kind::Queue, &q.name))?;
+        Ok(v.get("purged").and_then(|p| p.as_u64()).unwrap_or(0))
+    }
+
+    /// Approximate counts from the consumers: not yet delivered (visible), delivered and
+    /// not acknowledged (in flight, including those whose visibility has just run out),
+    /// and held by the delay consumer (delayed).
+    pub async fn counts(&self, q: &QueueHandle) -> Result<Counts, JsError> {
+        let mut consumers = q.consumers();
+        consumers.push(codec::DELAY_CONSUMER.to_string());
+        let subjects: Vec<String> = consumers
+            .iter()
+            .map(|c| format!("CONSUMER.INFO.{}.{c}", q.names.stream))
+            .collect();
+        let infos =
+            futures::future::join_all(subjects.iter().map(|s| self.api(s, json!({})))).await;
+        let mut counts = Counts::default();
+        let n = infos.len();
+        for (i, info) in infos.into_iter().enumerate() {
+            let info = info.map_err(|e| e.into_js(Kind::Queue, &q.name))?;
+            let field = |f: &str| info.get(f).and_then(|v| v.as_u64()).unwrap_or(0);
+            if i + 1 == n {
+                counts.delayed = field("num_pending") + field("num_ack_pending");
+            } else {
+                counts.visible += field("num_pending");
+                counts.in_flight += field("num_ack_pending");
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Moves every visible message of a dead-letter queue back to the queue it came from.
+    /// Messages whose source queue no longer exists stay. Returns how many moved.
+    pub async fn redrive_back(&self, dlq: &Arc<QueueHandle>) -> Result<u64, JsError> {
+        let mut moved = 0;
+        let mut kept = Vec::new();
+        loop {
+            let mut msgs = Vec::new();
+            for c in dlq.consumers() {
+                msgs.extend(pull(&self.client, &dlq.names.stream, &c, 256, None).await?);
+            }
+            if msgs.is_empty() {
+                break;
+            }
+            let mut by_source: std::collections::HashMap<String, Vec<(String, AckInfo, Frame)>> =
+                Default::default();
+            for m in msgs {
+                let origin = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(H_ORIGIN))
+                    .map(|v| v.as_str().to_string());
+                let Some((subject, info, frame)) = delivered(&m) else {
+                    continue;
+                };
+                match origin.filter(|o| self.queue(o).is_some()) {
+                    Some(o) => by_source.entry(o).or_default().push((subject, info, frame)),
+                    None => kept.push(subject),
+                }
+            }
+            for (source, msgs) in by_source {
+                let Some(to) = self.queue(&source) else {
+                    continue;
+                };
+                moved += msgs.len() as u64;
+                self.move_messages(&dlq.names.stream, &to, msgs, None)
+                    .await?;
+            }
+        }
+        // Make what stays visible again (its receive count goes up by one).
+        let naks =
+            futures::future::join_all(kept.iter().map(|s| ack_request(&self.client, s, b"-NAK")))
+                .await;
+        for n in naks {
+            n?;
+        }
+        Ok(moved)
+    }
+}
+
+/// The ack subject, delivery facts and frame of a pulled message.
+fn delivered(m: &async_nats::Message) -> Option<(String, AckInfo, Frame)> {
+    let subject = m.reply.as_ref()?.to_string();
+    let info = codec::parse_ack_subject(&subject)?;
+    let frame = codec::decode_frame(&m.payload)?;
+    Some((subject, info, frame))
+}
+
+/// A nak that redelivers after `ms` (at once for 0).
+fn nak_body(ms: u64) -> Vec<u8> {
+    if ms == 0 {
+        b"-NAK".to_vec()
+    } else {
+        format!("-NAK {{\"delay\":{}}}", ms * 1_000_000).into_bytes()
+    }
+}
+
+pub(crate) enum AckFailure {
+    /// No consumer answers for the subject: its queue is gone.
+    Gone,
+    Unavailable(JsError),
+}
+
+impl From<AckFailure> for JsError {
+    fn from(f: AckFailure) -> Self {
+        match f {
+            AckFailure::Gone => JsError::Server("the consumer of a message is gone".into()),
+            AckFailure::Unavailable(e) => e,
+        }
+    }
+}
+
+/// Acks, naks or terms a delivery and waits for the server to confirm it.
+pub(crate) async fn ack_request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &[u8],
+) -> Result<(), AckFailure> {
+    let r = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.request(subject.to_string(), Bytes::copy_from_slice(body)),
+    )
+    .await;
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            Err(AckFailure::Gone)
+        }
+        Ok(Err(e)) => Err(AckFailure::Unavailable(JsError::Unavailable(format!(
+            "ack: {e}"
+        )))),
+        Err(_) => Err(AckFailure::Unavailable(JsError::Unavailable(
+            "ack: timed out".into(),
+        ))),
+    }
+}
+
+/// One pull request on a durable consumer: without `wait` it answers at once with what is
+/// there (up to `batch`); with it, the server holds the request until `batch` messages
+/// were delivered or `wait` ran out.
+pub(crate) async fn pull(
+    client: &async_nats::Client,
+    stream: &str,
+    consumer: &str,
+    batch: usize,
+    wait: Option<Duration>,
+) -> Result<Vec<async_nats::Message>, JsError> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    // A no-wait pull still gets an expiry: without one, a pull the server cannot answer
+    // yet (the consumer's in-flight limit is reached) waits on the server after we gave
+    // up, and a message it later delivers would sit unseen until its ack wait ran out.
+    let request = match wait {
+        None => json!({
+            "batch": batch,
+            "no_wait": true,
+            "expires": NO_WAIT_EXPIRY.as_nanos() as u64,
+        }),
+        Some(w) => json!({ "batch": batch, "expires": w.as_nanos() as u64 }),
+    };
+    client
+        .publish_with_reply(
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            inbox,
+            serde_json::to_vec(&request)
+                .expect("JSON values always serialize")
+                .into(),
+        )
+        .await?;
+    let until = Instant::now() + wait.unwrap_or(NO_WAIT_EXPIRY) + REQUEST_TIMEOUT;
+    let mut out = Vec::new();
+    let result = loop {
+        if out.len() >= batch {
+            break Ok(());
+        }
+        match tokio::time::timeout_at(until, sub.next()).await {
+            Err(_) => {
+                break Err(JsError::Unavailable(format!(
+                    "pull from {stream}/{consumer}: no answer"
+                )));
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(m)) => match m.status {
+                None | Some(StatusCode::OK) => out.push(m),
+                Some(StatusCode::IDLE_HEARTBEAT) => {}
+                Some(StatusCode::NOT_FOUND) | Some(StatusCode::TIMEOUT) => break Ok(()),
+                Some(StatusCode::NO_RESPONDERS) => {
+                    break Err(JsError::Unavailable(format!(
+                        "pull from {stream}/{consumer}: JetStream does not answer"
+                    )));
+                }
+                Some(s) => {
+                    break Err(JsError::Server(format!(
+                        "pull from {stream}/{consumer}: {s} {}",
+                        m.description.as_deref().unwrap_or("")
+                    )));
+                }
+            },
+        }
+    };
+    let _ = sub.unsubscribe().await;
+    match result {
+        // Whatever was delivered is in flight: hand it out even if the end went wrong.
+        Err(e) if out.is_empty() => Err(e),
+        _ => Ok(out),
+    }
+}
+
+/// Moves a queue's delayed messages to its ready subject once they are due. Every router
+/// runs one per queue; they share the delay consumer, so each message is moved once (and
+/// if a pump dies halfway, by another after [`DELAY_ACK_WAIT`], under the same id).
+async fn pump(ctx: PumpContext, names: QueueNames, partitions: u32) {
+    loop {
+        // As receivers do: take what is due, else wait on a pull for one message (a pull
+        // for a batch would only answer once the batch is full or expired).
+        let pulled = match pull(
+            &ctx.client,
+            &names.stream,
+            codec::DELAY_CONSUMER,
+            PUMP_BATCH,
+            None,
+        )
+        .await
+        {
+            Ok(m) if m.is_empty() => {
+                pull(
+                    &ctx.client,
+                    &names.stream,
+                    codec::DELAY_CONSUMER,
+                    1,
+                    Some(PUMP_WAIT),
+                )
+                .await
+            }
+            other => other,
+        };
+        let msgs = match pulled {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(stream = %names.stream, error = %e, "delay pump pull failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let now = now_ms();
+        futures::future::join_all(msgs.into_iter().map(|m| {
+            let ctx = &ctx;
+            let names = &names;
+            async move {
+                let Some(reply) = m.reply.as_ref().map(|r| r.to_string()) else {
+                    return;
+                };
+                let due = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(H_DUE))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+                    .unwrap_or(0);
+                if due > now {
+                    let _ = ack_request(&ctx.client, &reply, &nak_body(due - now)).await;
+                    return;
+                }
+                let (Some(info), Some(frame)) = (
+                    codec::parse_ack_subject(&reply),
+                    codec::decode_frame(&m.payload),
+                ) else {
+                    let _ = ack_request(&ctx.client, &reply, b"+TERM").await;
+                    return;
+                };
+                let partition = match frame.group.as_deref() {
+                    Some(g) if partitions > 1 => codec::partition_of(g, partitions),
+                    _ => 0,
+                };
+                let msg = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(m.payload.clone())
+                    .message_id(format!("dl:{}", info.stream_seq));
+                let stored = match ctx
+                    .js
+                    .send_publish(names.ready_subject(partition), msg)
+                    .await
+                {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                };
+                if stored {
+                    let _ = ack_request(&ctx.client, &reply, b"+ACK").await;
+                }
+                // Else it comes back after the ack wait and is moved then.
+            }
+        }))
+        .await;
+    }
+}
