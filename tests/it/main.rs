@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod cli_streams;
 mod crash;
 mod policies;
 mod queues;
