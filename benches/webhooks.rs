@@ -123,11 +123,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.concurrency
         ),
         format!(
-            "{healthy_rate:.0} deliveries/s end to end, {} events in {:.2} s (published in {:.2} s){}; target >= {TARGET_RATE:.0}: {}",
+            "{healthy_rate:.0} deliveries/s end to end, {} events in {:.2} s (published in {:.2} s{}; {}); target >= {TARGET_RATE:.0}: {}",
             healthy.events,
             healthy.elapsed.as_secs_f64(),
             healthy.published_in.as_secs_f64(),
             healthy.duplicates_note(),
+            healthy.cpu_note(),
             if healthy_rate >= TARGET_RATE {
                 "met"
             } else {
@@ -154,11 +155,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             &mut rows,
             what.into(),
             format!(
-                "{beside_rate:.0} deliveries/s to the healthy one, {} events in {:.2} s (published in {:.2} s){}; ratio to (a) {ratio:.2}, target >= {TARGET_RATIO}: {}",
+                "{beside_rate:.0} deliveries/s to the healthy one, {} events in {:.2} s (published in {:.2} s{}; {}); ratio to (a) {ratio:.2}, target >= {TARGET_RATIO}: {}",
                 beside.events,
                 beside.elapsed.as_secs_f64(),
                 beside.published_in.as_secs_f64(),
                 beside.duplicates_note(),
+                beside.cpu_note(),
                 if ratio >= TARGET_RATIO {
                     "met"
                 } else {
@@ -179,6 +181,8 @@ struct RunOutcome {
     elapsed: Duration,
     /// From the first publish until the last publish was answered (all stored).
     published_in: Duration,
+    /// CPU time the server used during `elapsed`.
+    server_cpu: Duration,
     /// Requests beyond one per message id (redeliveries).
     duplicates: u64,
 }
@@ -188,11 +192,20 @@ impl RunOutcome {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Server CPU per healthy delivery, and how many cores it kept busy on average.
+    fn cpu_note(&self) -> String {
+        format!(
+            "server CPU {:.0} us/delivery, {:.2} cores busy",
+            self.server_cpu.as_secs_f64() * 1e6 / self.events as f64,
+            self.server_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+        )
+    }
+
     fn duplicates_note(&self) -> String {
         if self.duplicates == 0 {
             String::new()
         } else {
-            format!(" ({} redelivered)", self.duplicates)
+            format!(", {} redelivered", self.duplicates)
         }
     }
 }
@@ -242,6 +255,7 @@ async fn delivery_run(
     let requests = settings.events.div_ceil(MAX_BATCH_ENTRIES as u64);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
+    let cpu_before = server.cpu_time()?;
     let started = Instant::now();
     let mut publishers = JoinSet::new();
     for _ in 0..settings.connections {
@@ -281,6 +295,7 @@ async fn delivery_run(
         tokio::time::sleep(CHECK_INTERVAL).await;
     }
     let elapsed = started.elapsed();
+    let server_cpu = server.cpu_time()? - cpu_before;
     let mut published_at = started;
     while let Some(joined) = publishers.join_next().await {
         published_at = published_at.max(joined.context("publisher task")??);
@@ -289,6 +304,7 @@ async fn delivery_run(
         events: published,
         elapsed,
         published_in: published_at - started,
+        server_cpu,
         duplicates: receiver.requests() - receiver.distinct(),
     })
 }
@@ -509,6 +525,29 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(server)
+    }
+}
+
+impl Server {
+    /// CPU time the server process has used so far (user + system), from `/proc`.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("read /proc/PID/stat")?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed /proc/PID/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|&hz| hz > 0)
+            .unwrap_or(100);
+        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
     }
 }
 
