@@ -93,10 +93,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut held: BTreeSet<String> = BTreeSet::new();
+    // One listener for the whole run, so a ctrl-c while printing is seen at the next poll.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let batch = tokio::select! {
             batch = consumer.next_batch() => batch,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupted => break,
         };
         let records = match batch {
             Ok(records) => records,

@@ -673,10 +673,14 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
         wait_s,
         visibility_timeout_s: args.visibility_timeout_s,
     };
+    // One listener for the whole run: an interrupt while printing or acknowledging is then
+    // seen at the next receive instead of being lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let received = tokio::select! {
             received = client.receive(&args.queue, &request) => received,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
         };
         let messages = match received {
             Ok(messages) => messages,
@@ -811,6 +815,10 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     {
         return Ok(failed(&error));
     }
+    // One listener for the whole run: an interrupt while printing or checkpointing is then
+    // seen at the next poll instead of being lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let mut printed = 0_u64;
     loop {
         let limit = match args.count {
@@ -821,7 +829,7 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         };
         let polled = tokio::select! {
             polled = consumer.next_batch_up_to(limit) => polled,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
         };
         let records = match polled {
             Ok(records) => records,
