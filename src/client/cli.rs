@@ -1,5 +1,5 @@
-//! The client subcommands of the `switchyard` binary: `publish`, `send` and `receive`
-//! against a running server.
+//! The client subcommands of the `switchyard` binary: `publish`, `send`, `receive`,
+//! `put-records` and `consume` against a running server.
 //!
 //! `main` flattens [`ClientCommand`] into its own subcommands and hands a parsed command to
 //! [`run`]. Output is made for scripts: one JSON object per line on stdout, errors on stderr
@@ -17,8 +17,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::{
-    AttributeValue, Attributes, BatchEntry, Client, ClientError, MAX_RECEIVE_MESSAGES, MAX_WAIT_S,
-    MessageAttribute, Publish, Receive, ReceivedMessage, SendMessage,
+    AttributeValue, Attributes, BatchEntry, Client, ClientError, GroupSpec, MAX_PUT_RECORDS,
+    MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S, MessageAttribute, Publish, PutRecord,
+    Receive, ReceivedMessage, SendMessage, StartPosition, StreamConsumer, StreamRecord,
 };
 
 /// Where the client subcommands look for a server unless told otherwise.
@@ -42,6 +43,11 @@ pub enum ClientCommand {
     Send(SendArgs),
     /// Receive messages from a queue; prints one JSON object per message.
     Receive(ReceiveArgs),
+    /// Put records into a stream; prints {"shard_id":…,"sequence":…} per record.
+    PutRecords(PutRecordsArgs),
+    /// Consume a stream as a member of a consumer group; prints one JSON object per record
+    /// and checkpoints each shard once its records are printed.
+    Consume(ConsumeArgs),
 }
 
 /// Runs a client subcommand to completion.
@@ -53,6 +59,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Publish(args) => publish(args).await,
         ClientCommand::Send(args) => send(args).await,
         ClientCommand::Receive(args) => receive(args).await,
+        ClientCommand::PutRecords(args) => put_records(args).await,
+        ClientCommand::Consume(args) => consume(args).await,
     }
 }
 
@@ -168,6 +176,140 @@ pub struct ReceiveArgs {
     pub follow: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// How each record's partition key is chosen: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeyInput {
+    /// The partition key of every record.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Take each record's partition key from its data at this JSON pointer (a string or
+    /// number), e.g. /customer.
+    #[arg(long, value_name = "POINTER", value_parser = parse_pointer)]
+    pub key_pointer: Option<String>,
+}
+
+/// Where the record(s) come from: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RecordInput {
+    /// The record's data, as JSON (a bare word must be quoted: '"hello"').
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub data: Option<Value>,
+    /// Read one JSON record per line from stdin; blank lines are skipped.
+    #[arg(long)]
+    pub lines: bool,
+}
+
+/// `put-records STREAM …`
+#[derive(Debug, Clone, Args)]
+pub struct PutRecordsArgs {
+    /// Stream to put records into.
+    pub stream: String,
+    #[command(flatten)]
+    pub key: KeyInput,
+    #[command(flatten)]
+    pub input: RecordInput,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// `consume STREAM …`
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    /// Stream to consume.
+    pub stream: String,
+    /// Consumer group; members of one group share the shards, each group reads everything.
+    #[arg(long)]
+    pub group: String,
+    /// This consumer's name in the group. Reusing a name resumes its leases.
+    #[arg(long)]
+    pub member: String,
+    /// Most records per poll (1..=10000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_READ_RECORDS)))]
+    pub max: u32,
+    /// Seconds a poll waits for records (0..=20); default 0, or 20 with --follow.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_WAIT_S)))]
+    pub wait_s: Option<u32>,
+    /// A new group starts at the oldest retained record (the default).
+    #[arg(long, conflicts_with = "latest")]
+    pub from_start: bool,
+    /// A new group starts after the newest record: only records put from now on.
+    #[arg(long)]
+    pub latest: bool,
+    /// A new group's lease timeout in seconds (1..=300; default 10): how long after its last
+    /// poll a member's shards pass to the others.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub lease_timeout_s: Option<u64>,
+    /// Print without checkpointing: the group will deliver these records again.
+    #[arg(long)]
+    pub no_checkpoint: bool,
+    /// Stop after this many records.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Keep polling until interrupted (ctrl-c) or --count is reached; without it, stop at
+    /// the first poll that returns nothing.
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl ConsumeArgs {
+    /// The group to create if it does not exist yet; `None` leaves that to the first poll,
+    /// which creates it with the server's defaults.
+    pub fn new_group_spec(&self) -> Option<GroupSpec> {
+        if !(self.from_start || self.latest || self.lease_timeout_s.is_some()) {
+            return None;
+        }
+        let start = if self.latest {
+            StartPosition::Latest
+        } else {
+            StartPosition::TrimHorizon
+        };
+        let spec = GroupSpec::new(start);
+        Some(match self.lease_timeout_s {
+            Some(seconds) => spec.lease_timeout_s(seconds),
+            None => spec,
+        })
+    }
+
+    /// Seconds each poll waits.
+    pub fn poll_wait_s(&self) -> u32 {
+        self.wait_s
+            .unwrap_or(if self.follow { MAX_WAIT_S } else { 0 })
+    }
+}
+
+/// Parses a `--key-pointer` value: empty (the whole data) or starting with '/'.
+fn parse_pointer(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('/') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a JSON pointer (it must start with '/')"
+        ))
+    }
+}
+
+/// The partition key of a record with `data`.
+fn partition_key(key: &KeyInput, data: &Value) -> Result<String, String> {
+    if let Some(key) = &key.key {
+        return Ok(key.clone());
+    }
+    let pointer = key.key_pointer.as_deref().unwrap_or_default();
+    match data.pointer(pointer) {
+        Some(Value::String(text)) if !text.is_empty() => Ok(text.clone()),
+        Some(Value::Number(number)) => Ok(number.to_string()),
+        Some(other) => Err(format!(
+            "the partition key at {pointer:?} must be a non-empty string or a number, got {other}"
+        )),
+        None => Err(format!(
+            "the data has nothing at {pointer:?} for the partition key"
+        )),
+    }
 }
 
 /// Parses a `--message` value.
@@ -531,10 +673,14 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
         wait_s,
         visibility_timeout_s: args.visibility_timeout_s,
     };
+    // One listener for the whole run: an interrupt while printing or acknowledging is then
+    // seen at the next receive instead of being lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let received = tokio::select! {
             received = client.receive(&args.queue, &request) => received,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
         };
         let messages = match received {
             Ok(messages) => messages,
@@ -553,6 +699,181 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+async fn put_records(args: PutRecordsArgs) -> anyhow::Result<ExitCode> {
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let Some(data) = args.input.data.clone() else {
+        return put_record_lines(&client, &args, tokio::io::stdin()).await;
+    };
+    let record = match partition_key(&args.key, &data) {
+        Ok(key) => PutRecord::new(key, data),
+        Err(message) => return Ok(usage_error(&message)),
+    };
+    match client.put_records(&args.stream, &[record]).await {
+        Ok(placed) => {
+            let mut out = io::stdout().lock();
+            for result in &placed {
+                if let Some(code) = print_line(&mut out, result)? {
+                    return Ok(code);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Ok(failed(&error)),
+    }
+}
+
+/// Puts each JSON line of `input` as a record, up to [`MAX_PUT_RECORDS`] per request,
+/// printing `{"line":N,"shard_id":…,"sequence":…}` per stored record. A request goes out
+/// when it is full or when no further input is buffered. A put is stored or refused as a
+/// whole, so a refused request stops the run (the requests before it stay stored).
+async fn put_record_lines<R: AsyncRead + Unpin>(
+    client: &Client,
+    args: &PutRecordsArgs,
+    input: R,
+) -> anyhow::Result<ExitCode> {
+    let mut reader = BufReader::new(input);
+    let mut lines: Vec<u64> = Vec::new();
+    let mut records: Vec<PutRecord> = Vec::new();
+    let mut line = String::new();
+    let mut line_number = 0_u64;
+    let mut bad_input = false;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .await
+            .context("cannot read stdin")?;
+        let at_end = read == 0;
+        if !at_end {
+            line_number += 1;
+            let text = line.trim();
+            if !text.is_empty() {
+                let record = serde_json::from_str::<Value>(text)
+                    .map_err(|error| format!("not JSON: {error}"))
+                    .and_then(|data| {
+                        partition_key(&args.key, &data).map(|key| PutRecord::new(key, data))
+                    });
+                match record {
+                    Ok(record) => {
+                        lines.push(line_number);
+                        records.push(record);
+                    }
+                    Err(message) => {
+                        eprintln!("error: line {line_number}: {message}");
+                        bad_input = true;
+                    }
+                }
+            }
+        }
+        let flush = records.len() == MAX_PUT_RECORDS
+            || (!records.is_empty() && (at_end || reader.buffer().is_empty()));
+        if flush {
+            let placed = match client.put_records(&args.stream, &records).await {
+                Ok(placed) => placed,
+                Err(error) => return Ok(failed(&error)),
+            };
+            let mut out = io::stdout().lock();
+            for (line, result) in lines.iter().zip(&placed) {
+                let printed = serde_json::json!({
+                    "line": line,
+                    "shard_id": result.shard_id,
+                    "sequence": result.sequence,
+                });
+                if let Some(code) = print_line(&mut out, &printed)? {
+                    return Ok(code);
+                }
+            }
+            lines.clear();
+            records.clear();
+        }
+        if at_end {
+            break;
+        }
+    }
+    Ok(if bad_input {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let consumer = StreamConsumer::new(client, &args.stream, &args.group, &args.member)
+        .max_records(args.max)
+        .wait_s(args.poll_wait_s());
+    if let Some(spec) = args.new_group_spec()
+        && let Err(error) = consumer.create_group(&spec).await
+    {
+        return Ok(failed(&error));
+    }
+    // One listener for the whole run: an interrupt while printing or checkpointing is then
+    // seen at the next poll instead of being lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0_u64;
+    loop {
+        let limit = match args.count {
+            // Asking for no more than is still wanted: records returned to a member are not
+            // returned to it again, so any surplus would be skipped until failover.
+            Some(count) => u32::try_from(count - printed).unwrap_or(u32::MAX),
+            None => u32::MAX,
+        };
+        let polled = tokio::select! {
+            polled = consumer.next_batch_up_to(limit) => polled,
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+        };
+        let records = match polled {
+            Ok(records) => records,
+            Err(error) => return Ok(failed(&error)),
+        };
+        if records.is_empty() {
+            if args.follow {
+                continue;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let (written, stop) = print_records(&records)?;
+        if !args.no_checkpoint && written > 0 {
+            match consumer.checkpoint_batch(&records[..written]).await {
+                Ok(outcome) => {
+                    for (shard_id, sequence) in &outcome.lease_lost {
+                        eprintln!(
+                            "warning: lost the lease on {shard_id} before checkpointing sequence {sequence}; its new holder will deliver those records again"
+                        );
+                    }
+                }
+                Err(error) => return Ok(failed(&error)),
+            }
+        }
+        if let Some(code) = stop {
+            return Ok(code);
+        }
+        printed += written as u64;
+        if args.count.is_some_and(|count| printed >= count) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// Prints records as JSON lines; returns how many were written (and flushed) and, when
+/// stdout was closed by the reader, the exit code to stop with.
+fn print_records(records: &[StreamRecord]) -> anyhow::Result<(usize, Option<ExitCode>)> {
+    let mut out = io::stdout().lock();
+    for (written, record) in records.iter().enumerate() {
+        if let Some(code) = print_line(&mut out, record)? {
+            return Ok((written, Some(code)));
+        }
+    }
+    Ok((records.len(), None))
 }
 
 fn print_messages(messages: &[ReceivedMessage]) -> anyhow::Result<Option<ExitCode>> {
@@ -754,6 +1075,167 @@ mod tests {
         assert!(parse(&["receive", "q", "--max", "11"]).is_err());
         assert!(parse(&["receive", "q", "--max", "0"]).is_err());
         assert!(parse(&["receive", "q", "--wait-s", "21"]).is_err());
+    }
+
+    fn consume_args(args: &[&str]) -> Result<ConsumeArgs, clap::Error> {
+        let mut all = vec!["consume"];
+        all.extend_from_slice(args);
+        match parse(&all)? {
+            ClientCommand::Consume(args) => Ok(args),
+            other => panic!("expected consume, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn consume_needs_a_group_and_a_member() {
+        assert!(consume_args(&["s"]).is_err());
+        assert!(consume_args(&["s", "--group", "g"]).is_err());
+        assert!(consume_args(&["s", "--member", "m"]).is_err());
+        let args = consume_args(&["s", "--group", "g", "--member", "m"]).unwrap();
+        assert_eq!(
+            (
+                args.stream.as_str(),
+                args.group.as_str(),
+                args.member.as_str()
+            ),
+            ("s", "g", "m")
+        );
+    }
+
+    #[test]
+    fn consume_defaults_to_one_drain_without_waiting_and_with_checkpoints() {
+        let args = consume_args(&["s", "--group", "g", "--member", "m"]).unwrap();
+        assert_eq!(args.max, 100);
+        assert_eq!(args.poll_wait_s(), 0);
+        assert_eq!(
+            (args.follow, args.no_checkpoint, args.count),
+            (false, false, None)
+        );
+        assert_eq!(
+            args.new_group_spec(),
+            None,
+            "the first poll creates the group"
+        );
+    }
+
+    #[test]
+    fn consume_follow_long_polls_unless_told_otherwise() {
+        let args = consume_args(&["s", "--group", "g", "--member", "m", "--follow"]).unwrap();
+        assert_eq!(args.poll_wait_s(), MAX_WAIT_S);
+        let args = consume_args(&[
+            "s", "--group", "g", "--member", "m", "--follow", "--wait-s", "3",
+        ])
+        .unwrap();
+        assert_eq!(args.poll_wait_s(), 3);
+    }
+
+    #[test]
+    fn consume_start_position_and_lease_timeout_shape_a_new_group() {
+        let args = consume_args(&["s", "--group", "g", "--member", "m", "--latest"]).unwrap();
+        assert_eq!(
+            args.new_group_spec(),
+            Some(GroupSpec::new(StartPosition::Latest))
+        );
+        let args = consume_args(&[
+            "s",
+            "--group",
+            "g",
+            "--member",
+            "m",
+            "--from-start",
+            "--lease-timeout-s",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.new_group_spec(),
+            Some(GroupSpec::new(StartPosition::TrimHorizon).lease_timeout_s(2))
+        );
+        assert!(
+            consume_args(&[
+                "s",
+                "--group",
+                "g",
+                "--member",
+                "m",
+                "--latest",
+                "--from-start"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn consume_bounds_follow_the_server_limits() {
+        let base = ["s", "--group", "g", "--member", "m"];
+        let with = |extra: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            consume_args(&all)
+        };
+        assert_eq!(with(&["--max", "10000"]).unwrap().max, 10_000);
+        assert!(with(&["--max", "10001"]).is_err());
+        assert!(with(&["--max", "0"]).is_err());
+        assert!(with(&["--wait-s", "21"]).is_err());
+        assert!(with(&["--count", "0"]).is_err());
+        assert_eq!(with(&["--count", "5"]).unwrap().count, Some(5));
+        assert!(with(&["--lease-timeout-s", "301"]).is_err());
+        assert!(with(&["--no-checkpoint"]).unwrap().no_checkpoint);
+    }
+
+    #[test]
+    fn put_records_needs_one_key_source_and_one_data_source() {
+        assert!(parse(&["put-records", "s", "--data", "1"]).is_err());
+        assert!(parse(&["put-records", "s", "--key", "k"]).is_err());
+        assert!(parse(&["put-records", "s", "--key", "k", "--data", "1", "--lines"]).is_err());
+        assert!(
+            parse(&[
+                "put-records",
+                "s",
+                "--key",
+                "k",
+                "--key-pointer",
+                "/a",
+                "--lines"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["put-records", "s", "--key-pointer", "a", "--lines"]).is_err());
+        let ClientCommand::PutRecords(args) =
+            parse(&["put-records", "s", "--key", "k", "--data", r#"{"n":1}"#]).unwrap()
+        else {
+            panic!("expected put-records");
+        };
+        assert_eq!(args.input.data, Some(json!({"n": 1})));
+        assert_eq!(args.key.key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn partition_key_comes_from_the_flag_or_the_data() {
+        let fixed = KeyInput {
+            key: Some("k".into()),
+            key_pointer: None,
+        };
+        assert_eq!(partition_key(&fixed, &json!({})).unwrap(), "k");
+        let pointer = KeyInput {
+            key: None,
+            key_pointer: Some("/customer".into()),
+        };
+        assert_eq!(
+            partition_key(&pointer, &json!({"customer": "c1"})).unwrap(),
+            "c1"
+        );
+        assert_eq!(
+            partition_key(&pointer, &json!({"customer": 7})).unwrap(),
+            "7"
+        );
+        assert!(
+            partition_key(&pointer, &json!({}))
+                .unwrap_err()
+                .contains("nothing at")
+        );
+        assert!(partition_key(&pointer, &json!({"customer": ""})).is_err());
+        assert!(partition_key(&pointer, &json!({"customer": [1]})).is_err());
     }
 
     #[test]

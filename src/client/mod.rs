@@ -1,4 +1,5 @@
-//! Typed HTTP client for a running Switchyard server: topics, subscriptions, queues.
+//! Typed HTTP client for a running Switchyard server: topics, subscriptions, queues and
+//! streams, plus [`StreamConsumer`] for programs that consume a stream as a group member.
 //!
 //! This is the edge the CLI client subcommands ([`cli`]) and the end-to-end tests use; it
 //! speaks only the public contract (the `/v1` HTTP API), never the server's internals.
@@ -29,8 +30,10 @@
 //! ```
 
 pub mod cli;
+mod consumer;
 mod error;
 pub mod functions;
+mod stream_types;
 mod types;
 
 use std::time::Duration;
@@ -39,7 +42,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use consumer::{BatchCheckpoint, CheckpointOutcome, StreamConsumer};
 pub use error::{ClientError, Problem};
+pub use stream_types::*;
 pub use types::*;
 
 /// Most entries one batch publish or batch send may carry.
@@ -48,8 +53,14 @@ pub const MAX_BATCH_ENTRIES: usize = 100;
 /// Most messages one receive may return.
 pub const MAX_RECEIVE_MESSAGES: u32 = 10;
 
-/// Longest long-poll a receive may ask for, in seconds.
+/// Longest long-poll a receive or a group poll may ask for, in seconds.
 pub const MAX_WAIT_S: u32 = 20;
+
+/// Most records one stream put may carry.
+pub const MAX_PUT_RECORDS: usize = 500;
+
+/// Most records one shard read or group poll may return.
+pub const MAX_READ_RECORDS: u32 = 10_000;
 
 /// Time allowed for a call that does not long-poll. Generous because a publish is answered
 /// only once the event is durably stored, which under heavy load waits for a group commit.
@@ -353,6 +364,146 @@ impl Client {
         Ok(moved.moved)
     }
 
+    // ---- streams ------------------------------------------------------------------------
+
+    /// Lists the streams' names.
+    pub async fn list_streams(&self) -> Result<Vec<String>, ClientError> {
+        let names: StreamNames = self
+            .call(Method::GET, &["v1", "streams"], None::<&()>)
+            .await?;
+        Ok(names.streams)
+    }
+
+    /// Creates a stream or changes its retention (idempotent; 409 for another shard count,
+    /// since resharding is not supported).
+    pub async fn put_stream(&self, stream: &str, spec: &StreamSpec) -> Result<(), ClientError> {
+        self.call_unit(Method::PUT, &["v1", "streams", stream], Some(spec))
+            .await
+    }
+
+    /// Describes a stream and names its consumer groups.
+    pub async fn get_stream(&self, stream: &str) -> Result<StreamInfo, ClientError> {
+        self.call(Method::GET, &["v1", "streams", stream], None::<&()>)
+            .await
+    }
+
+    /// Deletes a stream, its records and its groups.
+    pub async fn delete_stream(&self, stream: &str) -> Result<(), ClientError> {
+        self.call_unit(Method::DELETE, &["v1", "streams", stream], None::<&()>)
+            .await
+    }
+
+    /// Appends up to [`MAX_PUT_RECORDS`] records; all are durable when this returns. The
+    /// answer lists where each landed, in request order.
+    pub async fn put_records(
+        &self,
+        stream: &str,
+        records: &[PutRecord],
+    ) -> Result<Vec<PutRecordResult>, ClientError> {
+        let placed: Records<PutRecordResult> = self
+            .call(
+                Method::POST,
+                &["v1", "streams", stream, "records"],
+                Some(&RecordsRef { records }),
+            )
+            .await?;
+        Ok(placed.records)
+    }
+
+    /// Lists a stream's shards with their hash-key and sequence ranges.
+    pub async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>, ClientError> {
+        let shards: Shards = self
+            .call(
+                Method::GET,
+                &["v1", "streams", stream, "shards"],
+                None::<&()>,
+            )
+            .await?;
+        Ok(shards.shards)
+    }
+
+    /// Reads up to `limit` records (1..=[`MAX_READ_RECORDS`]) of one shard from `from`,
+    /// outside any consumer group. Read on from the page's `next` to follow the shard.
+    pub async fn read_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        from: &Position,
+        limit: u32,
+    ) -> Result<ShardPage, ClientError> {
+        let mut url = self.url(&["v1", "streams", stream, "shards", shard_id, "records"]);
+        url.query_pairs_mut()
+            .append_pair("from", &from.to_string())
+            .append_pair("limit", &limit.to_string());
+        self.call_url(Method::GET, url, None::<&()>, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// Creates a consumer group (idempotent; 409 when it exists with other settings).
+    pub async fn put_group(
+        &self,
+        stream: &str,
+        group: &str,
+        spec: &GroupSpec,
+    ) -> Result<(), ClientError> {
+        self.call_unit(
+            Method::PUT,
+            &["v1", "streams", stream, "groups", group],
+            Some(spec),
+        )
+        .await
+    }
+
+    /// Describes a consumer group: settings, lease holders and checkpoints.
+    pub async fn get_group(&self, stream: &str, group: &str) -> Result<GroupInfo, ClientError> {
+        self.call(
+            Method::GET,
+            &["v1", "streams", stream, "groups", group],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Polls as a member of a consumer group: renews its leases, takes its share of the
+    /// shards and returns records from them, long-polling up to `wait_s`. A group polled
+    /// before it was put is created with the defaults. An empty result is not an error.
+    ///
+    /// The server remembers how far each member has read, so records returned here are not
+    /// returned to it again; [`checkpoint`](Self::checkpoint) is what survives the member.
+    pub async fn poll(
+        &self,
+        stream: &str,
+        group: &str,
+        poll: &PollRecords,
+    ) -> Result<Vec<StreamRecord>, ClientError> {
+        let timeout = Duration::from_secs(u64::from(poll.wait_s)) + LONG_POLL_GRACE;
+        let polled: Records<StreamRecord> = self
+            .call_with_timeout(
+                Method::POST,
+                &["v1", "streams", stream, "groups", group, "poll"],
+                Some(poll),
+                timeout,
+            )
+            .await?;
+        Ok(polled.records)
+    }
+
+    /// Records that the group has processed a shard up to a sequence number; whoever holds
+    /// the shard next resumes after it. 409 when `member` no longer holds the shard's lease.
+    pub async fn checkpoint(
+        &self,
+        stream: &str,
+        group: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ClientError> {
+        self.call_unit(
+            Method::POST,
+            &["v1", "streams", stream, "groups", group, "checkpoint"],
+            Some(checkpoint),
+        )
+        .await
+    }
+
     // ---- plumbing -----------------------------------------------------------------------
 
     async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
@@ -372,7 +523,19 @@ impl Client {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<R, ClientError> {
-        let (url, bytes) = self.send_request(method, segments, body, timeout).await?;
+        self.call_url(method, self.url(segments), body, timeout)
+            .await
+    }
+
+    /// A call to a full URL, for paths that carry a query string.
+    async fn call_url<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<R, ClientError> {
+        let (url, bytes) = self.send_request(method, url, body, timeout).await?;
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
             url: url.to_string(),
             source,
@@ -386,7 +549,7 @@ impl Client {
         segments: &[&str],
         body: Option<&B>,
     ) -> Result<(), ClientError> {
-        self.send_request(method, segments, body, REQUEST_TIMEOUT)
+        self.send_request(method, self.url(segments), body, REQUEST_TIMEOUT)
             .await
             .map(drop)
     }
@@ -395,11 +558,10 @@ impl Client {
     async fn send_request<B: Serialize + ?Sized>(
         &self,
         method: Method,
-        segments: &[&str],
+        url: Url,
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<(Url, bytes::Bytes), ClientError> {
-        let url = self.url(segments);
         let mut request = self.http.request(method, url.clone()).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -464,6 +626,12 @@ fn is_loopback(url: &Url) -> bool {
 #[derive(Serialize)]
 struct BatchRef<'a, T> {
     entries: &'a [BatchEntry<T>],
+}
+
+/// Borrowed `{"records":[…]}` for a put.
+#[derive(Serialize)]
+struct RecordsRef<'a> {
+    records: &'a [PutRecord],
 }
 
 /// Borrowed `{"receipts":[…]}`.

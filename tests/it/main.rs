@@ -6,6 +6,7 @@ mod guests;
 mod harness;
 
 mod bad_input;
+mod cli_streams;
 mod crash;
 mod example;
 mod functions;
