@@ -559,7 +559,13 @@ impl Embedded {
             }
             _ => None,
         };
-        self.committer.commit(ops).await.map_err(StorageError)?;
+        match moved {
+            // A delivery queue's in-flight marks need not be durable before the worker
+            // starts: lost in a crash, the delivery is only attempted once more. Not
+            // waiting for the sync lets a worker pull again at once.
+            None if crate::deliver::is_internal(&h.name) => self.committer.submit(ops),
+            _ => self.committer.commit(ops).await.map_err(StorageError)?,
+        }
         if let Some((d, entries)) = moved {
             self.index_moved(&d, entries);
         }
@@ -692,7 +698,11 @@ impl Embedded {
                 }
             }
         }
-        if !ops.is_empty() {
+        if crate::deliver::is_internal(&h.name) {
+            // A delivery's ack lost in a crash only repeats the delivery (at-least-once),
+            // so the worker does not wait for the sync.
+            self.committer.submit(ops);
+        } else if !ops.is_empty() {
             self.committer.commit(ops).await.map_err(StorageError)?;
         }
         Ok(verdicts)

@@ -26,8 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a worker's receive waits for new deliveries before looking again.
 const POLL_WAIT: Duration = Duration::from_secs(20);
-/// Messages per receive (the queue maximum).
-const RECEIVE_BATCH: usize = 10;
+/// Most deliveries taken per receive: internal queues are not bound by the API's 10.
+const RECEIVE_BATCH: usize = 64;
+/// Consecutive failed attempts after which an endpoint is paused, so a dead endpoint
+/// does not turn every queued delivery into an immediate failure and a retry write.
+const BREAKER_FAILURES: u32 = 5;
+/// Longest pause of a failing endpoint; the policy's `min_delay_s` if shorter.
+const BREAKER_MAX_PAUSE_MS: u64 = 30_000;
 /// Added to an endpoint's timeout for the visibility of a message being delivered, so it
 /// only reappears when the worker holding it has died.
 const IN_FLIGHT_MARGIN_MS: u64 = 10_000;
@@ -184,6 +189,8 @@ impl Workers {
             deny_private: self.deny_private,
             metrics: self.metrics.clone(),
             stop,
+            failures_in_a_row: Default::default(),
+            paused_until: AtomicU64::new(0),
         });
         tokio::spawn(worker.run());
         Ok(())
@@ -221,9 +228,27 @@ struct Worker {
     deny_private: bool,
     metrics: Arc<DeliveryMetrics>,
     stop: CancellationToken,
+    /// Failed attempts in a row; reset by a success.
+    failures_in_a_row: std::sync::atomic::AtomicU32,
+    /// While in the future (unix ms), the worker takes no new deliveries.
+    paused_until: AtomicU64,
 }
 
 impl Worker {
+    /// Counts an attempt's outcome for the endpoint's circuit breaker.
+    fn note(&self, ok: bool) {
+        if ok {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        let n = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= BREAKER_FAILURES {
+            let pause = (self.policy.min_delay_s * 1000).min(BREAKER_MAX_PAUSE_MS);
+            self.paused_until
+                .fetch_max(now_ms() + pause, Ordering::Relaxed);
+        }
+    }
+
     async fn run(self: Arc<Self>) {
         let concurrency = match &self.target {
             Target::Http { endpoint, .. } => endpoint.max_concurrency as usize,
@@ -235,6 +260,18 @@ impl Worker {
         let visibility_ms = self.attempt_ms + IN_FLIGHT_MARGIN_MS;
         tracing::debug!(topic = %self.topic, subscription = %self.subscription, "delivery worker started");
         loop {
+            // A failing endpoint rests before it is tried again.
+            let paused = self
+                .paused_until
+                .load(Ordering::Relaxed)
+                .saturating_sub(now_ms());
+            if paused > 0 {
+                tracing::debug!(topic = %self.topic, subscription = %self.subscription, pause_ms = paused, "endpoint failing; pausing deliveries");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(paused)) => {}
+                    _ = self.stop.cancelled() => break,
+                }
+            }
             // Take a free slot before receiving, so no message waits invisible in memory
             // while the endpoint is saturated.
             let first = tokio::select! {
@@ -295,6 +332,12 @@ impl Worker {
             }
             Target::Function(f) => self.invoke(f, &n, &m).await,
         };
+        match &outcome {
+            Outcome::Delivered => self.note(true),
+            Outcome::Retry { .. } => self.note(false),
+            // A refusal says nothing about whether the endpoint is up.
+            Outcome::Failed { .. } => {}
+        }
         match outcome {
             Outcome::Delivered => {
                 tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, "delivered");
