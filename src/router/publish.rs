@@ -165,20 +165,23 @@ impl Router {
             for id in matched {
                 let name = &t.sub_order[id as usize];
                 let sub = &t.subscriptions[name];
+                let envelope = || {
+                    serde_json::to_vec(&Envelope {
+                        kind: "Notification",
+                        message_id: &message_id,
+                        topic: &t.name,
+                        subscription: name,
+                        message: &req.message,
+                        attributes: &sns_attrs,
+                        published_at: &published_at,
+                    })
+                    .expect("envelope serializes")
+                };
                 let payload = || {
                     if sub.raw_message_delivery {
                         body.to_vec()
                     } else {
-                        serde_json::to_vec(&Envelope {
-                            kind: "Notification",
-                            message_id: &message_id,
-                            topic: &t.name,
-                            subscription: name,
-                            message: &req.message,
-                            attributes: &sns_attrs,
-                            published_at: &published_at,
-                        })
-                        .expect("envelope serializes")
+                        envelope()
                     }
                 };
                 match &sub.endpoint {
@@ -188,23 +191,13 @@ impl Router {
                             tracing::error!(topic = %t.name, subscription = %name, "delivery queue missing; delivery skipped");
                             continue;
                         };
-                        // The worker needs everything the envelope carries, whatever
-                        // format it finally sends.
-                        let envelope = serde_json::to_vec(&Envelope {
-                            kind: "Notification",
-                            message_id: &message_id,
-                            topic: &t.name,
-                            subscription: name,
-                            message: &req.message,
-                            attributes: &sns_attrs,
-                            published_at: &published_at,
-                        })
-                        .expect("envelope serializes");
                         deliveries.push(Delivery::Queue(
                             h,
                             NewMessage {
                                 message_id: message_id.clone(),
-                                payload: envelope,
+                                // The worker needs everything the envelope carries,
+                                // whatever format it finally sends.
+                                payload: envelope(),
                                 attributes: b"{}".to_vec(),
                                 delay_ms: 0,
                                 group: None,

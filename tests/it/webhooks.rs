@@ -91,16 +91,8 @@ async fn handle(
 }
 
 async fn call(server: &TestServer, method: Method, path: &str, body: Value) -> (u16, Value) {
-    let res = server
-        .http
-        .request(method, server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("request reaches the server");
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let (status, v) = server.json(method, path, body).await;
+    (status.as_u16(), v)
 }
 
 /// Creates topic `t` with one http subscription `s`; returns the subscription as the
