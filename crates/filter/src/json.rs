@@ -1,6 +1,7 @@
 //! Raw-byte JSON for the publish path: a fast scanner that walks only the parts of a body
-//! some policy looks at and skips the rest with a word-at-a-time search, and a strict
-//! validator that accepts exactly what `serde_json` accepts.
+//! some policy looks at and skips the rest (64 bytes at a time, see `structural`), and a
+//! strict validator that accepts exactly what `serde_json` accepts (the common shapes are
+//! vouched for by the block validator in `structural`, the rest is checked byte by byte).
 //!
 //! The scanner does not validate what it skips. That is sound because the matcher validates
 //! the whole body (once) before it reports any body-scope match: an invalid body then matches
@@ -49,7 +50,7 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
 }
 
 #[inline]
-fn is_ws(c: u8) -> bool {
+pub(crate) fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\n' | b'\r' | b'\t')
 }
 
@@ -374,6 +375,10 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// time: a chunk without quotes that cannot close the block only adjusts the depth by
     /// counting brackets; other chunks are walked structural byte by structural byte.
     fn skip_block(&mut self) -> R<()> {
+        if let Some(end) = crate::structural::skip_block(self.b, self.i) {
+            self.i = end;
+            return Ok(());
+        }
         let b = self.b;
         let mut depth = 0usize;
         let mut i = self.i;
@@ -447,7 +452,15 @@ fn structural_masks(b: &[u8], i: usize) -> (u32, u32, u32, usize) {
 /// Whether `b` is JSON that `serde_json::from_slice::<serde_json::Value>` accepts: RFC 8259
 /// grammar, UTF-8 strings without raw control characters, paired surrogate escapes, finite
 /// numbers, at most [`MAX_DEPTH`] levels of nesting, nothing but whitespace after the value.
+///
+/// Bodies of the usual shape are accepted by the block validator (`structural::accepts`);
+/// whatever it cannot vouch for is decided here byte by byte.
 pub fn validate(b: &[u8]) -> bool {
+    crate::structural::accepts(b) || validate_bytewise(b)
+}
+
+/// The exact byte-by-byte validator behind [`validate`].
+pub(crate) fn validate_bytewise(b: &[u8]) -> bool {
     let mut v = Validator { b, i: 0 };
     v.ws();
     if v.value(0).is_err() {
