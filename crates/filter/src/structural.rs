@@ -537,13 +537,26 @@ mod x86 {
         _mm512_test_epi8_mask(c, _mm512_set1_epi8(k as i8))
     }
 
-    /// # Safety
-    /// `p..p + 64` must be readable.
+    /// The 64 bytes of `b` from `at` (`at < b.len()`), spaces past the end. The masked load
+    /// neither reads nor faults beyond the slice, so the tail needs no copy.
     #[inline]
     #[target_feature(enable = "avx512bw")]
-    unsafe fn classify512(p: *const u8) -> Classes {
-        // SAFETY: the caller guarantees 64 readable bytes.
-        let x = unsafe { _mm512_loadu_si512(p.cast()) };
+    fn load512(b: &[u8], at: usize) -> __m512i {
+        let p = b[at..].as_ptr();
+        if at + 64 <= b.len() {
+            // SAFETY: 64 bytes from `at` are in bounds.
+            unsafe { _mm512_loadu_si512(p.cast()) }
+        } else {
+            let k = (1u64 << (b.len() - at)) - 1;
+            // SAFETY: only the lanes in `k`, which are in bounds, are read.
+            unsafe { _mm512_mask_loadu_epi8(_mm512_set1_epi8(b' ' as i8), k, p.cast()) }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn classify512(b: &[u8], at: usize, _pad: &mut [u8; 64]) -> Classes {
+        let x = load512(b, at);
         let a = lookup512(x, table512(&LO_A), table512(&HI_A));
         let b = lookup512(x, table512(&LO_B), table512(&HI_B));
         Classes {
@@ -564,13 +577,10 @@ mod x86 {
         }
     }
 
-    /// # Safety
-    /// `p..p + 64` must be readable.
     #[inline]
     #[target_feature(enable = "avx512bw")]
-    unsafe fn brackets512(p: *const u8) -> (u64, u64, u64, u64) {
-        // SAFETY: the caller guarantees 64 readable bytes.
-        let x = unsafe { _mm512_loadu_si512(p.cast()) };
+    fn brackets512(b: &[u8], at: usize, _pad: &mut [u8; 64]) -> (u64, u64, u64, u64) {
+        let x = load512(b, at);
         let a = lookup512(x, table512(&LO_A), table512(&HI_A));
         (
             test512(a, 0x08),
@@ -580,22 +590,18 @@ mod x86 {
         )
     }
 
-    /// # Safety
-    /// `p..p + 64` must be readable.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn classify256(p: *const u8) -> Classes {
-        // SAFETY: the caller guarantees 64 readable bytes.
-        classify(unsafe { load(p) })
+    fn classify256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> Classes {
+        // SAFETY: `block_ptr` yields 64 readable bytes.
+        classify(unsafe { load(block_ptr(b, at, pad)) })
     }
 
-    /// # Safety
-    /// `p..p + 64` must be readable.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn brackets256(p: *const u8) -> (u64, u64, u64, u64) {
-        // SAFETY: the caller guarantees 64 readable bytes.
-        brackets(unsafe { load(p) })
+    fn brackets256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> (u64, u64, u64, u64) {
+        // SAFETY: `block_ptr` yields 64 readable bytes.
+        brackets(unsafe { load(block_ptr(b, at, pad)) })
     }
 
     /// The two entry points, compiled once per instruction set.
@@ -613,9 +619,7 @@ mod x86 {
                 let mut prev_escaped = 0u64;
                 let mut prev_in_string = 0u64;
                 while at < b.len() {
-                    // SAFETY: `block_ptr` yields 64 readable bytes; the feature is enabled.
-                    let (quote, backslash, open, close) =
-                        unsafe { $brackets(block_ptr(b, at, &mut pad)) };
+                    let (quote, backslash, open, close) = $brackets(b, at, &mut pad);
                     let quote = quote & !super::find_escaped(backslash, &mut prev_escaped);
                     let s = prefix_xor(quote) ^ prev_in_string;
                     prev_in_string = ((s as i64) >> 63) as u64;
@@ -657,8 +661,7 @@ mod x86 {
                 let mut pad = [0u8; 64];
                 let mut at = 0;
                 while at < b.len() {
-                    // SAFETY: `block_ptr` yields 64 readable bytes; the feature is enabled.
-                    let m = unsafe { $classify(block_ptr(b, at, &mut pad)) };
+                    let m = $classify(b, at, &mut pad);
                     if !v.block(b, at, &m) {
                         return false;
                     }
