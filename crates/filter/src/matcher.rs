@@ -240,6 +240,8 @@ fn has_dot(key: &[u8]) -> bool {
             return true;
         }
     }
+    // Not `contains`: that is a `memchr` call, for fewer than eight bytes.
+    #[allow(clippy::manual_contains)]
     chunks.remainder().iter().any(|&c| c == b'.')
 }
 
