@@ -105,6 +105,10 @@ struct PathInfo {
     index: Option<Box<PathIndex>>,
     /// Some rule at this path compares case-folded strings: fold values when recording.
     fold: bool,
+    /// Ids of the strings that non-anchor slots of only exact strings test at this path.
+    /// A message string is looked up once when recorded; the candidates then compare ids
+    /// instead of bytes (many candidates test the same few values).
+    values: Option<Box<HashMap<Box<[u8]>, u32>>>,
 }
 
 #[derive(Debug)]
@@ -119,6 +123,8 @@ struct Conj {
 struct Slot {
     path: u32,
     rules: Box<[Rule]>,
+    /// When every rule is an exact string: their ids in the path's `values` (sorted).
+    ids: Option<Box<[u32]>>,
 }
 
 /// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
@@ -309,7 +315,11 @@ struct Leaf {
     /// Case-folded string bytes in the arena (when the path needs them).
     foff: u32,
     flen: u32,
+    /// Id of the string in the path's `values`, or `NO_ID`.
+    vid: u32,
 }
+
+const NO_ID: u32 = u32::MAX;
 
 impl MatchScratch {
     /// Fresh scratch space (grows to fit the matchers it is used with).
@@ -378,6 +388,7 @@ impl MatchScratch {
             len: s.len() as u32,
             foff,
             flen,
+            vid: NO_ID,
         };
         self.leaves.push(leaf);
         leaf
@@ -488,24 +499,36 @@ impl Matcher {
         }
     }
 
+    #[inline]
     fn slot_holds(&self, sc: &MatchScratch, slot: &Slot, absence_counts: bool) -> bool {
         let first = sc.first_leaf(slot.path);
-        let present = {
+        if let Some(ids) = &slot.ids {
+            // Exact strings: compare the ids given to the message's strings when recorded.
             let mut i = first;
-            let mut any = false;
             while i != NO_LEAF {
                 let l = &sc.leaves[i as usize];
-                if l.kind != Kind::Null {
-                    any = true;
-                    break;
+                if l.vid != NO_ID && ids.contains(&l.vid) {
+                    return true;
                 }
                 i = l.next;
             }
-            any
+            return false;
+        }
+        // Whether the path has a value other than null (only `exists` asks).
+        let present = || {
+            let mut i = first;
+            while i != NO_LEAF {
+                let l = &sc.leaves[i as usize];
+                if l.kind != Kind::Null {
+                    return true;
+                }
+                i = l.next;
+            }
+            false
         };
         slot.rules.iter().any(|r| match r {
-            Rule::Exists(true) => present,
-            Rule::Exists(false) => !present && absence_counts,
+            Rule::Exists(true) => present(),
+            Rule::Exists(false) => absence_counts && !present(),
             _ => {
                 let mut i = first;
                 while i != NO_LEAF {
@@ -568,6 +591,13 @@ impl Matcher {
     #[inline]
     fn record(&self, sc: &mut MatchScratch, pid: u32, kind: Kind, num: f64, s: &[u8], fold: bool) {
         let leaf = sc.push_leaf(pid, kind, num, s, fold);
+        if kind == Kind::Str
+            && let Some(values) = &self.paths[pid as usize].values
+            && let Some(&id) = values.get(s)
+            && let Some(l) = sc.leaves.last_mut()
+        {
+            l.vid = id;
+        }
         let Some(ix) = &self.paths[pid as usize].index else {
             return;
         };
@@ -834,9 +864,11 @@ impl Compiler {
                         self.index_rule(pid, r, c);
                     }
                 } else {
+                    let ids = self.value_ids(pid, &rules);
                     self.m.slots.push(Slot {
                         path: pid,
                         rules: rules.into_boxed_slice(),
+                        ids,
                     });
                 }
             }
@@ -859,6 +891,33 @@ impl Compiler {
             }
         }
         self.m
+    }
+
+    /// Ids for a slot of exact strings only (see `PathInfo::values`), else `None`.
+    fn value_ids(&mut self, pid: u32, rules: &[Rule]) -> Option<Box<[u32]>> {
+        if self.no_anchors
+            || !rules
+                .iter()
+                .all(|r| matches!(r, Rule::Exact(Literal::Str(_))))
+        {
+            return None;
+        }
+        let values = self.m.paths[pid as usize]
+            .values
+            .get_or_insert_with(Default::default);
+        let mut ids: Vec<u32> = rules
+            .iter()
+            .map(|r| {
+                let Rule::Exact(Literal::Str(v)) = r else {
+                    unreachable!("checked above")
+                };
+                let next = values.len() as u32;
+                *values.entry(v.as_bytes().into()).or_insert(next)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids.into_boxed_slice())
     }
 
     fn index_rule(&mut self, pid: u32, r: Rule, c: u32) {
