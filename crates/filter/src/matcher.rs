@@ -96,6 +96,9 @@ pub struct Matcher {
     wildcards: Vec<Wildcard>,
     body_unanchored: Vec<u32>,
     attr_unanchored: Vec<u32>,
+    /// Body conjunctions of one `anything-but` list of strings, by path: evaluated as
+    /// "all of them, minus those listing the message's value" instead of one by one.
+    body_but: Vec<(u32, ButIndex)>,
     has_body: bool,
     has_attrs: bool,
 }
@@ -117,7 +120,13 @@ struct Conj {
     policy: u32,
     /// Range into `Matcher::slots` of the slots still to check once the anchor holds.
     slots: (u32, u32),
+    /// Up to two slots that test one exact string, as `(path, value id)` (`NO_PATH`
+    /// when unused): checked first against the message's one string at that path, they
+    /// turn away most candidates before the slots are walked.
+    quick: [(u32, u32); 2],
 }
+
+const NO_PATH: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Slot {
@@ -125,6 +134,27 @@ struct Slot {
     rules: Box<[Rule]>,
     /// When every rule is an exact string: their ids in the path's `values` (sorted).
     ids: Option<Box<[u32]>>,
+}
+
+/// The conjunctions `{path: [{"anything-but": [strings…]}]}` of one path.
+#[derive(Debug, Default)]
+struct ButIndex {
+    all: Vec<u32>,
+    /// For each listed string, the conjunctions that list it.
+    listed: HashMap<Box<[u8]>, Vec<u32>>,
+}
+
+/// The strings of a slot that is exactly one `anything-but` list of strings.
+fn but_strings(rules: &[Rule]) -> Option<Vec<&str>> {
+    let [Rule::AnythingBut(AnythingBut::Values(vs))] = rules else {
+        return None;
+    };
+    vs.iter()
+        .map(|v| match v {
+            Literal::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
@@ -283,6 +313,8 @@ pub struct MatchScratch {
     epoch: u32,
     path_stamp: Vec<u32>,
     path_head: Vec<u32>,
+    /// Per path: the value id of its only leaf, or `MANY_IDS` when it has several.
+    path_vid: Vec<u32>,
     leaves: Vec<Leaf>,
     arena: Vec<u8>,
     conj_stamp: Vec<u32>,
@@ -320,6 +352,8 @@ struct Leaf {
 }
 
 const NO_ID: u32 = u32::MAX;
+/// `MatchScratch::path_vid` of a path with several leaves.
+const MANY_IDS: u32 = u32::MAX - 1;
 
 impl MatchScratch {
     /// Fresh scratch space (grows to fit the matchers it is used with).
@@ -339,6 +373,7 @@ impl MatchScratch {
             }
         };
         grow(&mut self.path_stamp, m.paths.len());
+        grow(&mut self.path_vid, m.paths.len());
         if self.path_head.len() < m.paths.len() {
             self.path_head.resize(m.paths.len(), NO_LEAF);
         }
@@ -465,10 +500,97 @@ impl Matcher {
                     self.try_conj(sc, c, true, true, &mut dummy);
                 }
                 sc.cands = cands;
+                for (pid, ix) in &self.body_but {
+                    self.but_matches(sc, *pid, ix);
+                }
                 if !sc.body_out.is_empty() && json::validate(body) {
                     out.extend(sc.body_out.iter().map(|&p| self.ids[p as usize]));
                 }
             }
+        }
+    }
+
+    /// The `anything-but` string lists at `pid` (see `Matcher::body_but`). A value other
+    /// than a string or null satisfies every list; a string satisfies the lists that do not
+    /// name it. With several values at the path, each list is checked on its own.
+    fn but_matches(&self, sc: &mut MatchScratch, pid: u32, ix: &ButIndex) {
+        let epoch = sc.epoch;
+        let mut i = sc.first_leaf(pid);
+        let mut string = None;
+        let mut any = false;
+        let mut several = false;
+        while i != NO_LEAF {
+            let l = sc.leaves[i as usize];
+            match l.kind {
+                Kind::Null => {}
+                Kind::Str if string.is_none() && !any => string = Some(l),
+                Kind::Str => several = true,
+                _ => any = true,
+            }
+            i = l.next;
+        }
+        if string.is_none() && !any {
+            return;
+        }
+        if several {
+            for &c in &ix.all {
+                if sc.policy_stamp[self.conjs[c as usize].policy as usize] != epoch
+                    && self.slot_of_but_holds(sc, pid, c)
+                {
+                    self.accept_body(sc, c);
+                }
+            }
+            return;
+        }
+        if !any && let Some(l) = string {
+            // `conj_stamp` marks the lists naming the value (these conjunctions are never
+            // anchor candidates, so the stamp is free for this).
+            if let Some(named) = ix.listed.get(sc.str_of(&l)) {
+                for &c in named {
+                    sc.conj_stamp[c as usize] = epoch;
+                }
+            }
+        }
+        for &c in &ix.all {
+            if sc.conj_stamp[c as usize] != epoch {
+                self.accept_body(sc, c);
+            }
+        }
+    }
+
+    /// Whether some value at `pid` is outside the `anything-but` list of conjunction `c`.
+    fn slot_of_but_holds(&self, sc: &MatchScratch, pid: u32, c: u32) -> bool {
+        let ix = &self
+            .body_but
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .expect("indexed")
+            .1;
+        let mut i = sc.first_leaf(pid);
+        while i != NO_LEAF {
+            let l = &sc.leaves[i as usize];
+            match l.kind {
+                Kind::Null => {}
+                Kind::Str => {
+                    let named = ix.listed.get(sc.str_of(l));
+                    if !named.is_some_and(|v| v.contains(&c)) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+            i = l.next;
+        }
+        false
+    }
+
+    /// Record a body-scope match of conjunction `c` (each policy once).
+    #[inline]
+    fn accept_body(&self, sc: &mut MatchScratch, c: u32) {
+        let p = self.conjs[c as usize].policy as usize;
+        if sc.policy_stamp[p] != sc.epoch {
+            sc.policy_stamp[p] = sc.epoch;
+            sc.body_out.push(p as u32);
         }
     }
 
@@ -484,6 +606,19 @@ impl Matcher {
         let p = conj.policy as usize;
         if sc.policy_stamp[p] == sc.epoch {
             return;
+        }
+        for &(path, id) in &conj.quick {
+            if path == NO_PATH {
+                break;
+            }
+            // No value at the path, or one string that is another: the slot fails.
+            if sc.path_stamp[path as usize] != sc.epoch {
+                return;
+            }
+            let v = sc.path_vid[path as usize];
+            if v != MANY_IDS && v != id {
+                return;
+            }
         }
         let (s, e) = conj.slots;
         if self.slots[s as usize..e as usize]
@@ -591,13 +726,16 @@ impl Matcher {
     #[inline]
     fn record(&self, sc: &mut MatchScratch, pid: u32, kind: Kind, num: f64, s: &[u8], fold: bool) {
         let leaf = sc.push_leaf(pid, kind, num, s, fold);
+        let mut vid = NO_ID;
         if kind == Kind::Str
             && let Some(values) = &self.paths[pid as usize].values
             && let Some(&id) = values.get(s)
             && let Some(l) = sc.leaves.last_mut()
         {
             l.vid = id;
+            vid = id;
         }
+        sc.path_vid[pid as usize] = if leaf.next == NO_LEAF { vid } else { MANY_IDS };
         let Some(ix) = &self.paths[pid as usize].index else {
             return;
         };
@@ -849,6 +987,11 @@ impl Compiler {
                 .min()
                 .map(|(_, i)| i);
             let start = self.m.slots.len() as u32;
+            // One slot, one `anything-but` list of strings: goes to `body_but`.
+            let but_single = match pc.slots.as_slice() {
+                [(pid, rules)] if !self.no_anchors && but_strings(rules).is_some() => Some(*pid),
+                _ => None,
+            };
             for (i, (pid, rules)) in pc.slots.into_iter().enumerate() {
                 if rules.iter().any(|r| {
                     matches!(
@@ -873,13 +1016,45 @@ impl Compiler {
                 }
             }
             let end = self.m.slots.len() as u32;
+            let mut quick = [(NO_PATH, 0); 2];
+            let singles = self.m.slots[start as usize..end as usize]
+                .iter()
+                .filter_map(|s| match s.ids.as_deref() {
+                    Some(&[id]) => Some((s.path, id)),
+                    _ => None,
+                });
+            for (q, single) in quick.iter_mut().zip(singles) {
+                *q = single;
+            }
             self.m.conjs.push(Conj {
                 policy: pc.policy,
                 slots: (start, end),
+                quick,
             });
             if anchor.is_none() {
                 if pc.body {
-                    self.m.body_unanchored.push(c)
+                    if let Some(pid) = but_single {
+                        let Slot { rules, .. } = self.m.slots.pop().expect("the one slot");
+                        self.m.conjs.last_mut().expect("just pushed").slots = (start, start);
+                        let strs = but_strings(&rules).expect("checked");
+                        let at = match self.m.body_but.iter().position(|(p, _)| *p == pid) {
+                            Some(at) => at,
+                            None => {
+                                self.m.body_but.push((pid, ButIndex::default()));
+                                self.m.body_but.len() - 1
+                            }
+                        };
+                        let ix = &mut self.m.body_but[at].1;
+                        ix.all.push(c);
+                        for v in strs {
+                            let list = ix.listed.entry(v.as_bytes().into()).or_default();
+                            if list.last() != Some(&c) {
+                                list.push(c);
+                            }
+                        }
+                    } else {
+                        self.m.body_unanchored.push(c)
+                    }
                 } else {
                     self.m.attr_unanchored.push(c)
                 }
