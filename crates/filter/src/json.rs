@@ -47,6 +47,10 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
     trie: &'t T,
     /// Unescaped key or string (only when the raw text has escapes).
     tmp: Vec<u8>,
+    /// The objects and arrays passed over without looking inside, as byte ranges.
+    skipped: Vec<(u32, u32)>,
+    /// Something was passed over that the checks of `body_is_valid` cannot vouch for.
+    unsure: bool,
 }
 
 #[inline]
@@ -56,13 +60,41 @@ pub(crate) fn is_ws(c: u8) -> bool {
 }
 
 impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
-    pub(crate) fn new(b: &'a [u8], trie: &'t T, tmp: Vec<u8>) -> Self {
-        Scanner { b, i: 0, trie, tmp }
+    /// `buffers`: reusable (unescape, skipped ranges) buffers, see `into_buffers`.
+    pub(crate) fn new(b: &'a [u8], trie: &'t T, buffers: (Vec<u8>, Vec<(u32, u32)>)) -> Self {
+        let (tmp, mut skipped) = buffers;
+        skipped.clear();
+        Scanner {
+            b,
+            i: 0,
+            trie,
+            tmp,
+            skipped,
+            unsure: b.len() > u32::MAX as usize,
+        }
     }
 
-    /// Give back the reusable buffer.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.tmp
+    /// Give back the reusable buffers.
+    pub(crate) fn into_buffers(self) -> (Vec<u8>, Vec<(u32, u32)>) {
+        (self.tmp, self.skipped)
+    }
+
+    /// After `scan_body` returned `Ok(true)`: whether the body is valid JSON, as
+    /// [`validate`] judges it, but checking only what the scan passed over. The scan itself
+    /// is strict about everything it reads (structure, strings with their escapes, control
+    /// characters and UTF-8, numbers and literals), so what is left are the skipped objects
+    /// and arrays; those go to the block validator, and when it cannot vouch for one, the
+    /// whole body goes to [`validate`].
+    pub(crate) fn body_is_valid(&self) -> bool {
+        if !self.unsure
+            && self
+                .skipped
+                .iter()
+                .all(|&(s, e)| crate::structural::accepts(&self.b[s as usize..e as usize]))
+        {
+            return true;
+        }
+        validate(self.b)
     }
 
     #[inline]
@@ -109,23 +141,89 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
 
     /// Read a string starting at the opening quote; returns its raw content range and
     /// whether it has escapes. Leaves `i` after the closing quote.
+    ///
+    /// Strict: a control character, a malformed escape or invalid UTF-8 is an error (the
+    /// body is not JSON, so it matches nothing), which lets `body_is_valid` trust every
+    /// string the scan has read.
     #[inline]
     fn raw_string(&mut self) -> R<(usize, usize, bool)> {
         let start = self.i + 1;
         let mut j = start;
         let mut escaped = false;
         loop {
-            match find_quote_or_backslash(self.b, j) {
-                None => return Err(Malformed),
-                Some(at) => {
-                    if self.b[at] == b'"' {
-                        self.i = at + 1;
-                        return Ok((start, at, escaped));
-                    }
-                    escaped = true;
-                    j = at + 2;
+            let at = string_stop(self.b, j).ok_or(Malformed)?;
+            match self.b[at] {
+                b'"' => {
+                    self.i = at + 1;
+                    return Ok((start, at, escaped));
                 }
+                b'\\' => {
+                    escaped = true;
+                    j = self.escape(at)?;
+                }
+                c if c < 0x20 => return Err(Malformed),
+                _ => return self.raw_string_non_ascii(start, at, escaped),
             }
+        }
+    }
+
+    /// The rest of a string from its first non-ASCII byte at `at`: find the end, then
+    /// check the whole content for control characters and UTF-8.
+    #[cold]
+    fn raw_string_non_ascii(
+        &mut self,
+        start: usize,
+        at: usize,
+        escaped: bool,
+    ) -> R<(usize, usize, bool)> {
+        let mut j = at;
+        let mut escaped = escaped;
+        loop {
+            let k = j + memchr::memchr2(b'"', b'\\', self.b.get(j..).ok_or(Malformed)?)
+                .ok_or(Malformed)?;
+            if self.b[k] == b'"' {
+                let content = &self.b[start..k];
+                if content.iter().any(|&c| c < 0x20) || std::str::from_utf8(content).is_err() {
+                    return Err(Malformed);
+                }
+                self.i = k + 1;
+                return Ok((start, k, escaped));
+            }
+            escaped = true;
+            j = self.escape(k)?;
+        }
+    }
+
+    /// Check the escape whose backslash is at `at`; returns the index after it. `\uXXXX`
+    /// must not be a lone surrogate (as `serde_json` requires).
+    fn escape(&self, at: usize) -> R<usize> {
+        let hex4 = |k: usize| -> R<u32> {
+            let h = self.b.get(k..k + 4).ok_or(Malformed)?;
+            let mut v = 0u32;
+            for &c in h {
+                v = v * 16 + (c as char).to_digit(16).ok_or(Malformed)?;
+            }
+            Ok(v)
+        };
+        match self.b.get(at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+            Some(b'u') => {
+                let cp = hex4(at + 2)?;
+                if (0xDC00..0xE000).contains(&cp) {
+                    return Err(Malformed);
+                }
+                if !(0xD800..0xDC00).contains(&cp) {
+                    return Ok(at + 6);
+                }
+                if self.b.get(at + 6) != Some(&b'\\') || self.b.get(at + 7) != Some(&b'u') {
+                    return Err(Malformed);
+                }
+                if !(0xDC00..0xE000).contains(&hex4(at + 8)?) {
+                    return Err(Malformed);
+                }
+                Ok(at + 12)
+            }
+            _ => Err(Malformed),
         }
     }
 
@@ -215,7 +313,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             self.ws();
             match child {
                 Some(c) => self.value(c, depth, sink)?,
-                None => self.skip_value()?,
+                None => self.skip_value(depth)?,
             }
             self.ws();
             match self.peek()? {
@@ -277,19 +375,19 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
                 if self.trie.has_children(node) {
                     self.object(node, depth + 1, sink)
                 } else {
-                    self.skip_block()
+                    self.skip_block(depth)
                 }
             }
             b'[' => {
                 if self.trie.has_children(node) || self.trie.leaf(node).is_some() {
                     self.array(node, depth + 1, sink)
                 } else {
-                    self.skip_block()
+                    self.skip_block(depth)
                 }
             }
             _ => {
                 let Some(path) = self.trie.leaf(node) else {
-                    return self.skip_value();
+                    return self.skip_value(depth);
                 };
                 match c {
                     b'"' => {
@@ -315,7 +413,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
                     }
                     _ => {
                         let s = self.i;
-                        self.number_span();
+                        self.i = number_end(self.b, s)?;
                         let text =
                             std::str::from_utf8(&self.b[s..self.i]).map_err(|_| Malformed)?;
                         let x: f64 = text.parse().map_err(|_| Malformed)?;
@@ -339,34 +437,18 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         }
     }
 
-    #[inline]
-    fn number_span(&mut self) {
-        while self.i < self.b.len()
-            && matches!(
-                self.b[self.i],
-                b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
-            )
-        {
-            self.i += 1;
-        }
-    }
-
     /// Skip one value without looking inside it.
-    fn skip_value(&mut self) -> R<()> {
+    /// `depth`: the containers around the value.
+    fn skip_value(&mut self, depth: usize) -> R<()> {
         match self.peek()? {
             b'"' => self.raw_string().map(|_| ()),
-            b'{' | b'[' => self.skip_block(),
+            b'{' | b'[' => self.skip_block(depth),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
             _ => {
-                let s = self.i;
-                while self.i < self.b.len()
-                    && !matches!(
-                        self.b[self.i],
-                        b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'
-                    )
-                {
-                    self.i += 1;
-                }
-                if self.i == s { Err(Malformed) } else { Ok(()) }
+                self.i = number_end(self.b, self.i)?;
+                Ok(())
             }
         }
     }
@@ -374,7 +456,18 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// Skip a balanced `{…}` or `[…]` starting at its opening bracket, sixteen bytes at a
     /// time: a chunk without quotes that cannot close the block only adjusts the depth by
     /// counting brackets; other chunks are walked structural byte by structural byte.
-    fn skip_block(&mut self) -> R<()> {
+    ///
+    /// The range is kept for `body_is_valid`; `depth` (the containers around it) tells
+    /// whether the block validator's own depth limit still adds up to [`MAX_DEPTH`].
+    fn skip_block(&mut self, depth: usize) -> R<()> {
+        let start = self.i;
+        self.skip_block_raw()?;
+        self.skipped.push((start as u32, self.i as u32));
+        self.unsure |= depth + crate::structural::MAX_BLOCK_DEPTH as usize > MAX_DEPTH;
+        Ok(())
+    }
+
+    fn skip_block_raw(&mut self) -> R<()> {
         if let Some(end) = crate::structural::skip_block(self.b, self.i) {
             self.i = end;
             return Ok(());
@@ -417,40 +510,93 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     }
 }
 
-/// The first `"` or `\\` in `b` at or after `from`. Keys and values of messages are mostly
-/// short, so the first 64 bytes are probed inline, 16 at a time (a library call costs more
-/// than the search); longer strings go to `memchr`.
+/// The first byte at or after `from` that ends the fast walk through a string: `"`, `\\`,
+/// a control character or a non-ASCII byte. Keys and values are mostly short ASCII, so
+/// this probes 16 bytes at a time inline (a library call costs more than the search).
 #[inline(always)]
-fn find_quote_or_backslash(b: &[u8], from: usize) -> Option<usize> {
+fn string_stop(b: &[u8], from: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;
         let mut j = from;
-        while j + 16 <= b.len() && j < from + 64 {
+        while j + 16 <= b.len() {
             // SAFETY: SSE2 is part of the x86_64 baseline; the load reads 16 in-bounds bytes.
             let m = unsafe {
                 let x = _mm_loadu_si128(b.as_ptr().add(j).cast());
                 let q = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
                 let e = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
-                _mm_movemask_epi8(_mm_or_si128(q, e)) as u32
+                // Signed: bytes below 0x20 and from 0x80 up are "less than" 0x20.
+                let c = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, e), c)) as u32
             };
             if m != 0 {
                 return Some(j + m.trailing_zeros() as usize);
             }
             j += 16;
         }
-        if j >= from + 64 {
-            return memchr::memchr2(b'"', b'\\', &b[j..]).map(|k| j + k);
-        }
         b.get(j..)?
             .iter()
-            .position(|&c| c == b'"' || c == b'\\')
+            .position(|&c| c == b'"' || c == b'\\' || (c as i8) < 0x20)
             .map(|k| j + k)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        memchr::memchr2(b'"', b'\\', b.get(from..)?).map(|k| from + k)
+        b.get(from..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || (c as i8) < 0x20)
+            .map(|k| from + k)
     }
+}
+
+/// The end of the number starting at `i`, checked as JSON numbers are (`-`, no leading
+/// zeros, digits after `.` and in the exponent) and, like `serde_json`, refused when it
+/// overflows an `f64`.
+fn number_end(b: &[u8], i: usize) -> R<usize> {
+    let digits = |mut k: usize| {
+        while k < b.len() && b[k].is_ascii_digit() {
+            k += 1;
+        }
+        k
+    };
+    let s = i;
+    let mut k = i;
+    if b.get(k) == Some(&b'-') {
+        k += 1;
+    }
+    match b.get(k) {
+        Some(b'0') => k += 1,
+        Some(b'1'..=b'9') => k = digits(k),
+        _ => return Err(Malformed),
+    }
+    let int_digits = k - s;
+    if b.get(k) == Some(&b'.') {
+        let e = digits(k + 1);
+        if e == k + 1 {
+            return Err(Malformed);
+        }
+        k = e;
+    }
+    let mut scaled = false;
+    if matches!(b.get(k), Some(b'e' | b'E')) {
+        k += 1;
+        scaled = true;
+        if matches!(b.get(k), Some(b'+' | b'-')) {
+            k += 1;
+        }
+        let e = digits(k);
+        if e == k {
+            return Err(Malformed);
+        }
+        k = e;
+    }
+    if scaled || int_digits > F64_MAX_INT_DIGITS {
+        let text = std::str::from_utf8(&b[s..k]).map_err(|_| Malformed)?;
+        let x: f64 = text.parse().map_err(|_| Malformed)?;
+        if !x.is_finite() {
+            return Err(Malformed);
+        }
+    }
+    Ok(k)
 }
 
 /// Bit masks of the quotes, opening and closing brackets/braces in the chunk of `b` starting

@@ -21,7 +21,7 @@ use crate::Scope;
 use crate::attributes::{Attributes, Element, Parsed};
 use crate::cidr::Cidr;
 use crate::error::PolicyError;
-use crate::json::{self, PathTrie, ScanLeaf, Scanner};
+use crate::json::{PathTrie, ScanLeaf, Scanner};
 use crate::number;
 use crate::policy::{AnythingBut, KeyCond, Literal, NumRange, Policy, Rule, fold_case};
 use crate::wildcard::Wildcard;
@@ -322,6 +322,8 @@ pub struct MatchScratch {
     cands: Vec<u32>,
     body_out: Vec<u32>,
     tmp: Vec<u8>,
+    /// Byte ranges the body scan skipped (validated only when something matched).
+    skipped: Vec<(u32, u32)>,
 }
 
 const NO_LEAF: u32 = u32::MAX;
@@ -489,10 +491,9 @@ impl Matcher {
             sc.cands = cands;
         }
         if self.has_body {
-            let tmp = std::mem::take(&mut sc.tmp);
-            let mut scanner = Scanner::new(body, &self.body_trie, tmp);
+            let buffers = (std::mem::take(&mut sc.tmp), std::mem::take(&mut sc.skipped));
+            let mut scanner = Scanner::new(body, &self.body_trie, buffers);
             let res = scanner.scan_body(0, &mut |pid, leaf| self.record_body_leaf(sc, pid, leaf));
-            sc.tmp = scanner.into_buffer();
             if res == Ok(true) {
                 let cands = std::mem::take(&mut sc.cands);
                 for &c in cands.iter().chain(&self.body_unanchored) {
@@ -503,10 +504,11 @@ impl Matcher {
                 for (pid, ix) in &self.body_but {
                     self.but_matches(sc, *pid, ix);
                 }
-                if !sc.body_out.is_empty() && json::validate(body) {
+                if !sc.body_out.is_empty() && scanner.body_is_valid() {
                     out.extend(sc.body_out.iter().map(|&p| self.ids[p as usize]));
                 }
             }
+            (sc.tmp, sc.skipped) = scanner.into_buffers();
         }
     }
 

@@ -198,7 +198,7 @@ struct Classes {
 
 /// Deepest nesting the block validator follows (its stack is one `u64`); deeper documents
 /// are left to the exact validator.
-const MAX_BLOCK_DEPTH: u64 = 63;
+pub(crate) const MAX_BLOCK_DEPTH: u64 = 63;
 
 /// Validation state carried from one block to the next. `c_*` hold the bit shifted out of
 /// the previous block, `l_*`/`f_*` the carry of a run continuing into this one.
