@@ -97,19 +97,19 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         validate(self.b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> R<u8> {
         self.b.get(self.i).copied().ok_or(Malformed)
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while self.i < self.b.len() && is_ws(self.b[self.i]) {
             self.i += 1;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, c: u8) -> R<()> {
         if self.peek()? == c {
             self.i += 1;
@@ -145,7 +145,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// Strict: a control character, a malformed escape or invalid UTF-8 is an error (the
     /// body is not JSON, so it matches nothing), which lets `body_is_valid` trust every
     /// string the scan has read.
-    #[inline]
+    #[inline(always)]
     fn raw_string(&mut self) -> R<(usize, usize, bool)> {
         let start = self.i + 1;
         let mut j = start;
@@ -439,6 +439,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
 
     /// Skip one value without looking inside it.
     /// `depth`: the containers around the value.
+    #[inline]
     fn skip_value(&mut self, depth: usize) -> R<()> {
         match self.peek()? {
             b'"' => self.raw_string().map(|_| ()),
