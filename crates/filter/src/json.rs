@@ -3,10 +3,14 @@
 //! strict validator that accepts exactly what `serde_json` accepts (the common shapes are
 //! vouched for by the block validator in `structural`, the rest is checked byte by byte).
 //!
-//! The scanner does not validate what it skips. That is sound because the matcher validates
-//! the whole body (once) before it reports any body-scope match: an invalid body then matches
-//! nothing, and bodies that match nothing never pay for validation. The scanner is exact on
-//! valid JSON, and on any input it terminates without panicking.
+//! The scanner is strict about what it reads (an error means "not JSON") and does not look
+//! into what it skips; it records the skipped objects and arrays, and the matcher has those
+//! validated (`Scanner::body_is_valid`) before it reports any body-scope match. So an
+//! invalid body matches nothing, and bodies that match nothing never pay for validation.
+//! The scanner is exact on valid JSON, and on any input it terminates without panicking.
+//!
+//! It never stops early, even once every path a policy uses has been seen: a repeated key
+//! or a dotted key (`"a.b"` is the path `a` → `b`) later in the body can still add a value.
 
 /// `f64::MAX` has 309 integer digits; anything shorter (sign included) is finite.
 const F64_MAX_INT_DIGITS: usize = 308;
@@ -454,12 +458,9 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         }
     }
 
-    /// Skip a balanced `{…}` or `[…]` starting at its opening bracket, sixteen bytes at a
-    /// time: a chunk without quotes that cannot close the block only adjusts the depth by
-    /// counting brackets; other chunks are walked structural byte by structural byte.
-    ///
-    /// The range is kept for `body_is_valid`; `depth` (the containers around it) tells
-    /// whether the block validator's own depth limit still adds up to [`MAX_DEPTH`].
+    /// Skip a balanced `{…}` or `[…]` starting at its opening bracket. The range is kept
+    /// for `body_is_valid`; `depth` (the containers around it) tells whether the block
+    /// validator's own depth limit still adds up to [`MAX_DEPTH`].
     fn skip_block(&mut self, depth: usize) -> R<()> {
         let start = self.i;
         self.skip_block_raw()?;
@@ -468,6 +469,9 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         Ok(())
     }
 
+    /// 64 bytes at a time with `structural::skip_block`; without AVX2, sixteen at a time: a
+    /// chunk without quotes that cannot close the block only adjusts the depth by counting
+    /// brackets, other chunks are walked structural byte by structural byte.
     fn skip_block_raw(&mut self) -> R<()> {
         if let Some(end) = crate::structural::skip_block(self.b, self.i) {
             self.i = end;

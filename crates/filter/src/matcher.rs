@@ -11,11 +11,20 @@
 //! for ranges and networks). A message is flattened once, only along paths some policy
 //! uses; every value is recorded and probed against its path's index, which yields candidate
 //! conjunctions. Each candidate then checks its remaining slots directly against the
-//! recorded values. Conjunctions without an indexable slot (only `anything-but` or
-//! `exists: false`) are checked for every message of their scope.
+//! recorded values: slots of one exact string first, by comparing small ids given to the
+//! message's strings when they were recorded (`Conj::quick`), which turns most candidates
+//! away before any slot is walked. Conjunctions without an indexable slot (only
+//! `anything-but` or `exists: false`) are checked for every message of their scope, except
+//! those of a single `anything-but` list of strings, which are taken as "all of them minus
+//! the ones naming the message's value" (`ButIndex`).
 //!
-//! A body is scanned without validating the parts it skips; before the first body-scope
-//! match is reported it is validated in full, so an invalid body matches nothing.
+//! A body is scanned strictly where it is read and not at all where it is skipped; before
+//! the first body-scope match is reported, the skipped objects and arrays are validated
+//! (`json::Scanner::body_is_valid`), so an invalid body matches nothing and bodies that
+//! match nothing never pay for validation.
+//!
+//! Nothing allocates per message once the scratch space has grown to the matcher: stamps
+//! with the message's epoch replace clearing.
 
 use crate::Scope;
 use crate::attributes::{Attributes, Element, Parsed};
