@@ -239,11 +239,18 @@ struct TrieNode {
     kids: Vec<(Box<[u8]>, u32)>,
     map: Option<HashMap<Box<[u8]>, u32>>,
     leaf: Option<u32>,
+    /// Bit `min(len, 63)` set for the length of every child segment: most keys of a
+    /// message lead nowhere, and their length alone usually says so.
+    lens: u64,
 }
 
 impl Trie {
+    #[inline]
     fn segment(&self, node: u32, seg: &[u8]) -> Option<u32> {
         let n = &self.nodes[node as usize];
+        if (n.lens >> seg.len().min(63)) & 1 == 0 {
+            return None;
+        }
         if let Some(m) = &n.map {
             return m.get(seg).copied();
         }
@@ -259,6 +266,7 @@ impl Trie {
                     let c = self.nodes.len() as u32;
                     self.nodes.push(TrieNode::default());
                     let n = &mut self.nodes[node as usize];
+                    n.lens |= 1 << seg.len().min(63);
                     n.kids.push((seg.into(), c));
                     if n.kids.len() > LINEAR_CHILDREN {
                         n.map = Some(n.kids.iter().cloned().collect());

@@ -675,9 +675,15 @@ mod x86 {
                 let mut prev_in_string = 0u64;
                 while at < b.len() {
                     let (quote, backslash, open, close) = $brackets(b, at, &mut pad);
-                    let quote = quote & !super::find_escaped(backslash, &mut prev_escaped);
-                    let s = prefix_xor(quote) ^ prev_in_string;
-                    prev_in_string = ((s as i64) >> 63) as u64;
+                    // Most blocks of a skipped subtree (numbers) have no string in them.
+                    let s = if quote | backslash | prev_escaped | prev_in_string != 0 {
+                        let quote = quote & !super::find_escaped(backslash, &mut prev_escaped);
+                        let s = prefix_xor(quote) ^ prev_in_string;
+                        prev_in_string = ((s as i64) >> 63) as u64;
+                        s
+                    } else {
+                        0
+                    };
                     let (open, close) = (open & !s, close & !s);
                     if (close.count_ones() as usize) < depth {
                         depth += open.count_ones() as usize;
