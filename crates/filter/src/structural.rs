@@ -140,10 +140,12 @@ fn shl(x: u64, carry: &mut u64) -> u64 {
 /// a seed inside a run carries to the run's end. `carry` continues runs across blocks.
 #[inline]
 fn land(run: u64, seeds: u64, carry: &mut bool) -> u64 {
-    let (s1, o1) = run.overflowing_add(seeds & run);
-    let (s2, o2) = s1.overflowing_add(*carry as u64);
-    *carry = o1 | o2;
-    (s2 & !run) | (seeds & !run)
+    // A run carried in from the previous block is a seed at bit 0: it either continues
+    // through the run there or lands on bit 0 itself.
+    let seeds = seeds | *carry as u64;
+    let (sum, over) = run.overflowing_add(seeds & run);
+    *carry = over;
+    (sum & !run) | (seeds & !run)
 }
 
 /// Positions of `run` from each seed (inclusive) to the end of that seed's run, for seeds
@@ -151,10 +153,10 @@ fn land(run: u64, seeds: u64, carry: &mut bool) -> u64 {
 /// may be missing (the carries meet); callers only test positions that are never seeds.
 #[inline]
 fn fill(run: u64, seeds: u64, carry: &mut bool) -> u64 {
-    let (s1, o1) = run.overflowing_add(seeds & run);
-    let (s2, o2) = s1.overflowing_add(*carry as u64);
-    *carry = o1 | o2;
-    run & !s2
+    let seeds = (seeds | *carry as u64) & run;
+    let (sum, over) = run.overflowing_add(seeds);
+    *carry = over;
+    run & !sum
 }
 
 /// Iterate the set bits of `x`, lowest first.
@@ -213,7 +215,6 @@ struct Validator {
     c_minus: u64,
     c_dot: u64,
     c_zero: u64,
-    c_neg: u64,
     c_open: u64,
     c_comma: u64,
     c_colon: u64,
@@ -354,31 +355,29 @@ impl Validator {
         }
         let num = atom & !literal;
         let digit_before = shl(m.digit, &mut self.c_digit);
-        let number_carries = self.c_minus | self.c_dot | self.c_num | self.c_neg | self.c_zero;
+        let number_carries = self.c_minus | self.c_dot | self.c_num | self.c_zero;
         if num | number_carries != 0 || self.f_dot {
             let num_start = atom_start & num;
+            let minus = m.minus & num;
+            let dot = m.dot & num;
             // Exponents (which can overflow to infinity) and whole blocks of digits (which
             // can too) are left to the exact validator; letters have no other place in a
             // number.
-            bad |= num & m.other;
-            bad |= (num == !0) as u64;
-            bad |= num_start & !(m.minus | m.digit);
-            // `-` only in front, followed by a digit.
-            let minus = m.minus & num;
-            bad |= minus & !num_start;
-            bad |= shl(minus, &mut self.c_minus) & !m.digit;
-            // `.` between digits, once per number.
-            let dot = m.dot & num;
-            bad |= dot & !digit_before;
+            bad |= (num & m.other) | (num == !0) as u64;
+            // A number starts with `-` or a digit; `-` only there.
+            bad |= (num_start & !(m.minus | m.digit)) | (minus & !num_start);
+            // `-` and `.` are followed by a digit, `.` follows one.
+            let after_minus = shl(minus, &mut self.c_minus);
             let after_dot = shl(dot, &mut self.c_dot);
-            bad |= after_dot & !m.digit;
-            bad |= dot & fill(num, after_dot & num, &mut self.f_dot);
+            bad |= ((after_minus | after_dot) & !m.digit) | (dot & !digit_before);
+            // One `.` per number: none in the rest of a number after its first.
+            bad |= dot & fill(num, after_dot, &mut self.f_dot);
             // A number ends with a digit.
             bad |= after_atom & shl(num, &mut self.c_num) & !digit_before;
-            // No leading zero: a `0` that starts the integer part is not followed by a
-            // digit.
-            let int_start = (num_start & m.digit) | shl(num_start & m.minus, &mut self.c_neg);
-            bad |= shl(int_start & m.zero, &mut self.c_zero) & m.digit;
+            // No leading zero: a `0` that starts the integer part (after neither a digit
+            // nor `.`) is not followed by a digit.
+            let lead_zero = m.zero & num & !digit_before & !after_dot;
+            bad |= shl(lead_zero, &mut self.c_zero) & m.digit;
         }
 
         // Token order: what may follow `[`/`{`, `,`, `:`, a key and a value.
