@@ -1,12 +1,12 @@
-//! JSON at memory speed: the body is classified 64 bytes at a time with AVX2 (two nibble
-//! lookups give every byte its character class), and the rules of JSON are checked on the
-//! resulting bit masks instead of byte by byte. Two users:
+//! JSON at memory speed: the body is classified 64 bytes at a time with AVX-512 or AVX2 (two
+//! nibble lookups give every byte its character class), and the rules of JSON are checked on
+//! the resulting bit masks instead of byte by byte. Two users:
 //!
 //! - [`skip_block`]: pass over a `{…}` or `[…]` no policy looks into (brackets counted per
 //!   64-byte block, strings and escapes resolved with the usual prefix-XOR trick).
 //! - [`accepts`]: a validator that answers "certainly valid" for the common shape of a
 //!   message (object or array at the top, ASCII or UTF-8 text, simple escapes, numbers
-//!   without exponent) and "don't know" for everything else. It never says "invalid": the
+//!   without exponent, at most 63 levels deep) and "don't know" for everything else. It never says "invalid": the
 //!   caller then runs the exact byte-by-byte validator, which is the one definition of what
 //!   is valid. So this code only has to be sound when it accepts.
 //!
@@ -19,9 +19,13 @@
 //! brackets are few, so they are walked one by one with a stack, which also yields the mask
 //! of positions whose innermost container is an object. Numbers are checked with shifted
 //! masks (a `.` between digits, `-` only in front, no leading zero, one `.` per number).
+//! Parts a block cannot need (strings in a block without quotes, numbers in a block without
+//! digits, keys where none can end) are skipped, so a block of numbers costs less than a
+//! block of keys.
 //!
 //! Without AVX2 (or off x86-64) both functions answer "don't know" and callers fall back
-//! to the byte-by-byte code.
+//! to the byte-by-byte code. The tests hold `accepts` to `serde_json` on generated and
+//! damaged documents, blocks boundaries at every offset included.
 
 /// Which block code this CPU runs (detected once).
 #[derive(Clone, Copy, PartialEq, Eq)]
