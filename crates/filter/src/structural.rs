@@ -80,8 +80,14 @@ fn have_simd() -> bool {
 /// not validate what it passes over, and it does not check that bracket kinds match.
 #[inline]
 pub(crate) fn skip_block(b: &[u8], start: usize) -> Option<usize> {
-    match isa() {
-        // SAFETY: the CPU has the feature each arm needs (detected by `isa`).
+    skip_block_with(isa(), b, start)
+}
+
+/// [`skip_block`] with the block code of `isa`, which the CPU must support.
+#[inline]
+fn skip_block_with(isa: Isa, b: &[u8], start: usize) -> Option<usize> {
+    match isa {
+        // SAFETY: callers pass `isa()` or, in tests, an ISA below it.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::skip_block_avx512(b, start) },
         #[cfg(target_arch = "x86_64")]
@@ -93,8 +99,13 @@ pub(crate) fn skip_block(b: &[u8], start: usize) -> Option<usize> {
 /// `true` only if `b` is certainly valid JSON with an object or array at the top (as
 /// `serde_json` judges it); `false` means "not known", never "invalid".
 pub(crate) fn accepts(b: &[u8]) -> bool {
-    match isa() {
-        // SAFETY: the CPU has the feature each arm needs (detected by `isa`).
+    accepts_with(isa(), b)
+}
+
+/// [`accepts`] with the block code of `isa`, which the CPU must support.
+fn accepts_with(isa: Isa, b: &[u8]) -> bool {
+    match isa {
+        // SAFETY: callers pass `isa()` or, in tests, an ISA below it.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::accepts_avx512(b) },
         #[cfg(target_arch = "x86_64")]
@@ -892,6 +903,19 @@ mod tests {
         serde_json::from_slice::<serde_json::Value>(d).is_ok()
     }
 
+    /// Where AVX-512 runs, the AVX2 code must answer the same (it is the fallback of CPUs
+    /// without AVX-512, so it is checked here too).
+    fn same_on_avx2(d: &[u8]) {
+        if isa() == Isa::Avx512 {
+            assert_eq!(
+                accepts_with(Isa::Avx2, d),
+                accepts_with(Isa::Avx512, d),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+        }
+    }
+
     #[test]
     fn accepts_only_what_serde_json_accepts() {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
@@ -920,8 +944,10 @@ mod tests {
                 }
             }
             assert_eq!(crate::json::validate(&d), ok);
+            same_on_avx2(&d);
             for _ in 0..4 {
                 mutate(&mut r, &mut d);
+                same_on_avx2(&d);
                 let ok = serde_ok(&d);
                 assert!(
                     !accepts(&d) || ok,
@@ -953,6 +979,9 @@ mod tests {
             let want = s.len() - "  ,  \"tail\"".len();
             if have_simd() {
                 assert_eq!(skip_block(b, 0), Some(want), "{s}");
+            }
+            if isa() == Isa::Avx512 {
+                assert_eq!(skip_block_with(Isa::Avx2, b, 0), Some(want), "{s}");
             }
         }
         if have_simd() {
