@@ -1,11 +1,16 @@
 //! Raw-byte JSON for the publish path: a fast scanner that walks only the parts of a body
-//! some policy looks at and skips the rest with a word-at-a-time search, and a strict
-//! validator that accepts exactly what `serde_json` accepts.
+//! some policy looks at and skips the rest (64 bytes at a time, see `structural`), and a
+//! strict validator that accepts exactly what `serde_json` accepts (the common shapes are
+//! vouched for by the block validator in `structural`, the rest is checked byte by byte).
 //!
-//! The scanner does not validate what it skips. That is sound because the matcher validates
-//! the whole body (once) before it reports any body-scope match: an invalid body then matches
-//! nothing, and bodies that match nothing never pay for validation. The scanner is exact on
-//! valid JSON, and on any input it terminates without panicking.
+//! The scanner is strict about what it reads (an error means "not JSON") and does not look
+//! into what it skips; it records the skipped objects and arrays, and the matcher has those
+//! validated (`Scanner::body_is_valid`) before it reports any body-scope match. So an
+//! invalid body matches nothing, and bodies that match nothing never pay for validation.
+//! The scanner is exact on valid JSON, and on any input it terminates without panicking.
+//!
+//! It never stops early, even once every path a policy uses has been seen: a repeated key
+//! or a dotted key (`"a.b"` is the path `a` → `b`) later in the body can still add a value.
 
 /// `f64::MAX` has 309 integer digits; anything shorter (sign included) is finite.
 const F64_MAX_INT_DIGITS: usize = 308;
@@ -46,36 +51,69 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
     trie: &'t T,
     /// Unescaped key or string (only when the raw text has escapes).
     tmp: Vec<u8>,
+    /// The objects and arrays passed over without looking inside, as byte ranges.
+    skipped: Vec<(u32, u32)>,
+    /// Something was passed over that the checks of `body_is_valid` cannot vouch for.
+    unsure: bool,
 }
 
 #[inline]
-fn is_ws(c: u8) -> bool {
-    matches!(c, b' ' | b'\n' | b'\r' | b'\t')
+pub(crate) fn is_ws(c: u8) -> bool {
+    // Most bytes tested are not whitespace and above the space: one comparison for them.
+    c <= b' ' && matches!(c, b' ' | b'\n' | b'\r' | b'\t')
 }
 
 impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
-    pub(crate) fn new(b: &'a [u8], trie: &'t T, tmp: Vec<u8>) -> Self {
-        Scanner { b, i: 0, trie, tmp }
+    /// `buffers`: reusable (unescape, skipped ranges) buffers, see `into_buffers`.
+    pub(crate) fn new(b: &'a [u8], trie: &'t T, buffers: (Vec<u8>, Vec<(u32, u32)>)) -> Self {
+        let (tmp, mut skipped) = buffers;
+        skipped.clear();
+        Scanner {
+            b,
+            i: 0,
+            trie,
+            tmp,
+            skipped,
+            unsure: b.len() > u32::MAX as usize,
+        }
     }
 
-    /// Give back the reusable buffer.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.tmp
+    /// Give back the reusable buffers.
+    pub(crate) fn into_buffers(self) -> (Vec<u8>, Vec<(u32, u32)>) {
+        (self.tmp, self.skipped)
     }
 
-    #[inline]
+    /// After `scan_body` returned `Ok(true)`: whether the body is valid JSON, as
+    /// [`validate`] judges it, but checking only what the scan passed over. The scan itself
+    /// is strict about everything it reads (structure, strings with their escapes, control
+    /// characters and UTF-8, numbers and literals), so what is left are the skipped objects
+    /// and arrays; those go to the block validator, and when it cannot vouch for one, the
+    /// whole body goes to [`validate`].
+    pub(crate) fn body_is_valid(&self) -> bool {
+        if !self.unsure
+            && self
+                .skipped
+                .iter()
+                .all(|&(s, e)| crate::structural::accepts(&self.b[s as usize..e as usize]))
+        {
+            return true;
+        }
+        validate(self.b)
+    }
+
+    #[inline(always)]
     fn peek(&self) -> R<u8> {
         self.b.get(self.i).copied().ok_or(Malformed)
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         while self.i < self.b.len() && is_ws(self.b[self.i]) {
             self.i += 1;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, c: u8) -> R<()> {
         if self.peek()? == c {
             self.i += 1;
@@ -107,24 +145,89 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
 
     /// Read a string starting at the opening quote; returns its raw content range and
     /// whether it has escapes. Leaves `i` after the closing quote.
-    #[inline]
+    ///
+    /// Strict: a control character, a malformed escape or invalid UTF-8 is an error (the
+    /// body is not JSON, so it matches nothing), which lets `body_is_valid` trust every
+    /// string the scan has read.
+    #[inline(always)]
     fn raw_string(&mut self) -> R<(usize, usize, bool)> {
         let start = self.i + 1;
         let mut j = start;
         let mut escaped = false;
         loop {
-            match memchr::memchr2(b'"', b'\\', &self.b[j.min(self.b.len())..]) {
-                None => return Err(Malformed),
-                Some(k) => {
-                    let at = j + k;
-                    if self.b[at] == b'"' {
-                        self.i = at + 1;
-                        return Ok((start, at, escaped));
-                    }
-                    escaped = true;
-                    j = at + 2;
+            let at = string_stop(self.b, j).ok_or(Malformed)?;
+            match self.b[at] {
+                b'"' => {
+                    self.i = at + 1;
+                    return Ok((start, at, escaped));
                 }
+                b'\\' => {
+                    escaped = true;
+                    j = self.escape(at)?;
+                }
+                c if c < 0x20 => return Err(Malformed),
+                _ => return self.raw_string_non_ascii(start, at, escaped),
             }
+        }
+    }
+
+    /// The rest of a string from its first non-ASCII byte at `at`: find the end, then
+    /// check the whole content for control characters and UTF-8.
+    #[cold]
+    fn raw_string_non_ascii(
+        &mut self,
+        start: usize,
+        at: usize,
+        escaped: bool,
+    ) -> R<(usize, usize, bool)> {
+        let mut j = at;
+        let mut escaped = escaped;
+        loop {
+            let k = j + memchr::memchr2(b'"', b'\\', self.b.get(j..).ok_or(Malformed)?)
+                .ok_or(Malformed)?;
+            if self.b[k] == b'"' {
+                let content = &self.b[start..k];
+                if content.iter().any(|&c| c < 0x20) || std::str::from_utf8(content).is_err() {
+                    return Err(Malformed);
+                }
+                self.i = k + 1;
+                return Ok((start, k, escaped));
+            }
+            escaped = true;
+            j = self.escape(k)?;
+        }
+    }
+
+    /// Check the escape whose backslash is at `at`; returns the index after it. `\uXXXX`
+    /// must not be a lone surrogate (as `serde_json` requires).
+    fn escape(&self, at: usize) -> R<usize> {
+        let hex4 = |k: usize| -> R<u32> {
+            let h = self.b.get(k..k + 4).ok_or(Malformed)?;
+            let mut v = 0u32;
+            for &c in h {
+                v = v * 16 + (c as char).to_digit(16).ok_or(Malformed)?;
+            }
+            Ok(v)
+        };
+        match self.b.get(at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(at + 2),
+            Some(b'u') => {
+                let cp = hex4(at + 2)?;
+                if (0xDC00..0xE000).contains(&cp) {
+                    return Err(Malformed);
+                }
+                if !(0xD800..0xDC00).contains(&cp) {
+                    return Ok(at + 6);
+                }
+                if self.b.get(at + 6) != Some(&b'\\') || self.b.get(at + 7) != Some(&b'u') {
+                    return Err(Malformed);
+                }
+                if !(0xDC00..0xE000).contains(&hex4(at + 8)?) {
+                    return Err(Malformed);
+                }
+                Ok(at + 12)
+            }
+            _ => Err(Malformed),
         }
     }
 
@@ -214,7 +317,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             self.ws();
             match child {
                 Some(c) => self.value(c, depth, sink)?,
-                None => self.skip_value()?,
+                None => self.skip_value(depth)?,
             }
             self.ws();
             match self.peek()? {
@@ -276,19 +379,19 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
                 if self.trie.has_children(node) {
                     self.object(node, depth + 1, sink)
                 } else {
-                    self.skip_block()
+                    self.skip_block(depth)
                 }
             }
             b'[' => {
                 if self.trie.has_children(node) || self.trie.leaf(node).is_some() {
                     self.array(node, depth + 1, sink)
                 } else {
-                    self.skip_block()
+                    self.skip_block(depth)
                 }
             }
             _ => {
                 let Some(path) = self.trie.leaf(node) else {
-                    return self.skip_value();
+                    return self.skip_value(depth);
                 };
                 match c {
                     b'"' => {
@@ -314,7 +417,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
                     }
                     _ => {
                         let s = self.i;
-                        self.number_span();
+                        self.i = number_end(self.b, s)?;
                         let text =
                             std::str::from_utf8(&self.b[s..self.i]).map_err(|_| Malformed)?;
                         let x: f64 = text.parse().map_err(|_| Malformed)?;
@@ -338,42 +441,42 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         }
     }
 
-    #[inline]
-    fn number_span(&mut self) {
-        while self.i < self.b.len()
-            && matches!(
-                self.b[self.i],
-                b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
-            )
-        {
-            self.i += 1;
-        }
-    }
-
     /// Skip one value without looking inside it.
-    fn skip_value(&mut self) -> R<()> {
+    /// `depth`: the containers around the value.
+    #[inline]
+    fn skip_value(&mut self, depth: usize) -> R<()> {
         match self.peek()? {
             b'"' => self.raw_string().map(|_| ()),
-            b'{' | b'[' => self.skip_block(),
+            b'{' | b'[' => self.skip_block(depth),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
             _ => {
-                let s = self.i;
-                while self.i < self.b.len()
-                    && !matches!(
-                        self.b[self.i],
-                        b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'
-                    )
-                {
-                    self.i += 1;
-                }
-                if self.i == s { Err(Malformed) } else { Ok(()) }
+                self.i = number_end(self.b, self.i)?;
+                Ok(())
             }
         }
     }
 
-    /// Skip a balanced `{…}` or `[…]` starting at its opening bracket, sixteen bytes at a
-    /// time: a chunk without quotes that cannot close the block only adjusts the depth by
-    /// counting brackets; other chunks are walked structural byte by structural byte.
-    fn skip_block(&mut self) -> R<()> {
+    /// Skip a balanced `{…}` or `[…]` starting at its opening bracket. The range is kept
+    /// for `body_is_valid`; `depth` (the containers around it) tells whether the block
+    /// validator's own depth limit still adds up to [`MAX_DEPTH`].
+    fn skip_block(&mut self, depth: usize) -> R<()> {
+        let start = self.i;
+        self.skip_block_raw()?;
+        self.skipped.push((start as u32, self.i as u32));
+        self.unsure |= depth + crate::structural::MAX_BLOCK_DEPTH as usize > MAX_DEPTH;
+        Ok(())
+    }
+
+    /// 64 bytes at a time with `structural::skip_block`; without AVX2, sixteen at a time: a
+    /// chunk without quotes that cannot close the block only adjusts the depth by counting
+    /// brackets, other chunks are walked structural byte by structural byte.
+    fn skip_block_raw(&mut self) -> R<()> {
+        if let Some(end) = crate::structural::skip_block(self.b, self.i) {
+            self.i = end;
+            return Ok(());
+        }
         let b = self.b;
         let mut depth = 0usize;
         let mut i = self.i;
@@ -412,6 +515,95 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     }
 }
 
+/// The first byte at or after `from` that ends the fast walk through a string: `"`, `\\`,
+/// a control character or a non-ASCII byte. Keys and values are mostly short ASCII, so
+/// this probes 16 bytes at a time inline (a library call costs more than the search).
+#[inline(always)]
+fn string_stop(b: &[u8], from: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        let mut j = from;
+        while j + 16 <= b.len() {
+            // SAFETY: SSE2 is part of the x86_64 baseline; the load reads 16 in-bounds bytes.
+            let m = unsafe {
+                let x = _mm_loadu_si128(b.as_ptr().add(j).cast());
+                let q = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+                let e = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+                // Signed: bytes below 0x20 and from 0x80 up are "less than" 0x20.
+                let c = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, e), c)) as u32
+            };
+            if m != 0 {
+                return Some(j + m.trailing_zeros() as usize);
+            }
+            j += 16;
+        }
+        b.get(j..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || (c as i8) < 0x20)
+            .map(|k| j + k)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        b.get(from..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || (c as i8) < 0x20)
+            .map(|k| from + k)
+    }
+}
+
+/// The end of the number starting at `i`, checked as JSON numbers are (`-`, no leading
+/// zeros, digits after `.` and in the exponent) and, like `serde_json`, refused when it
+/// overflows an `f64`.
+fn number_end(b: &[u8], i: usize) -> R<usize> {
+    let digits = |mut k: usize| {
+        while k < b.len() && b[k].is_ascii_digit() {
+            k += 1;
+        }
+        k
+    };
+    let s = i;
+    let mut k = i;
+    if b.get(k) == Some(&b'-') {
+        k += 1;
+    }
+    match b.get(k) {
+        Some(b'0') => k += 1,
+        Some(b'1'..=b'9') => k = digits(k),
+        _ => return Err(Malformed),
+    }
+    let int_digits = k - s;
+    if b.get(k) == Some(&b'.') {
+        let e = digits(k + 1);
+        if e == k + 1 {
+            return Err(Malformed);
+        }
+        k = e;
+    }
+    let mut scaled = false;
+    if matches!(b.get(k), Some(b'e' | b'E')) {
+        k += 1;
+        scaled = true;
+        if matches!(b.get(k), Some(b'+' | b'-')) {
+            k += 1;
+        }
+        let e = digits(k);
+        if e == k {
+            return Err(Malformed);
+        }
+        k = e;
+    }
+    if scaled || int_digits > F64_MAX_INT_DIGITS {
+        let text = std::str::from_utf8(&b[s..k]).map_err(|_| Malformed)?;
+        let x: f64 = text.parse().map_err(|_| Malformed)?;
+        if !x.is_finite() {
+            return Err(Malformed);
+        }
+    }
+    Ok(k)
+}
+
 /// Bit masks of the quotes, opening and closing brackets/braces in the chunk of `b` starting
 /// at `i` (16 bytes, fewer at the end), and the chunk width.
 #[inline]
@@ -447,7 +639,15 @@ fn structural_masks(b: &[u8], i: usize) -> (u32, u32, u32, usize) {
 /// Whether `b` is JSON that `serde_json::from_slice::<serde_json::Value>` accepts: RFC 8259
 /// grammar, UTF-8 strings without raw control characters, paired surrogate escapes, finite
 /// numbers, at most [`MAX_DEPTH`] levels of nesting, nothing but whitespace after the value.
+///
+/// Bodies of the usual shape are accepted by the block validator (`structural::accepts`);
+/// whatever it cannot vouch for is decided here byte by byte.
 pub fn validate(b: &[u8]) -> bool {
+    crate::structural::accepts(b) || validate_bytewise(b)
+}
+
+/// The exact byte-by-byte validator behind [`validate`].
+pub(crate) fn validate_bytewise(b: &[u8]) -> bool {
     let mut v = Validator { b, i: 0 };
     v.ws();
     if v.value(0).is_err() {

@@ -9,7 +9,8 @@
 //! - [`attributes`]: message attributes in SNS and API form ([`Attributes`]).
 //! - [`matcher`]: the compiled matcher ([`MatcherBuilder`], [`Matcher`]).
 //! - [`reference`]: the executable specification the matcher is tested against.
-//! - `json`, `number`, `wildcard`, `cidr`: the pieces both sides share.
+//! - `json`, `number`, `wildcard`, `cidr`: the pieces both sides share; `structural`: the
+//!   64-bytes-at-a-time JSON skipping and validation behind `json`.
 //!
 //! ```
 //! use switchyard_filter::{Attributes, MatcherBuilder, Policy, Scope};
@@ -30,6 +31,7 @@ pub mod matcher;
 pub mod number;
 pub mod policy;
 pub mod reference;
+mod structural;
 mod wildcard;
 
 pub use attributes::{AttrType, AttributeValue, Attributes};

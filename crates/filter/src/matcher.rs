@@ -11,17 +11,26 @@
 //! for ranges and networks). A message is flattened once, only along paths some policy
 //! uses; every value is recorded and probed against its path's index, which yields candidate
 //! conjunctions. Each candidate then checks its remaining slots directly against the
-//! recorded values. Conjunctions without an indexable slot (only `anything-but` or
-//! `exists: false`) are checked for every message of their scope.
+//! recorded values: slots of one exact string first, by comparing small ids given to the
+//! message's strings when they were recorded (`Conj::quick`), which turns most candidates
+//! away before any slot is walked. Conjunctions without an indexable slot (only
+//! `anything-but` or `exists: false`) are checked for every message of their scope, except
+//! those of a single `anything-but` list of strings, which are taken as "all of them minus
+//! the ones naming the message's value" (`ButIndex`).
 //!
-//! A body is scanned without validating the parts it skips; before the first body-scope
-//! match is reported it is validated in full, so an invalid body matches nothing.
+//! A body is scanned strictly where it is read and not at all where it is skipped; before
+//! the first body-scope match is reported, the skipped objects and arrays are validated
+//! (`json::Scanner::body_is_valid`), so an invalid body matches nothing and bodies that
+//! match nothing never pay for validation.
+//!
+//! Nothing allocates per message once the scratch space has grown to the matcher: stamps
+//! with the message's epoch replace clearing.
 
 use crate::Scope;
 use crate::attributes::{Attributes, Element, Parsed};
 use crate::cidr::Cidr;
 use crate::error::PolicyError;
-use crate::json::{self, PathTrie, ScanLeaf, Scanner};
+use crate::json::{PathTrie, ScanLeaf, Scanner};
 use crate::number;
 use crate::policy::{AnythingBut, KeyCond, Literal, NumRange, Policy, Rule, fold_case};
 use crate::wildcard::Wildcard;
@@ -96,6 +105,9 @@ pub struct Matcher {
     wildcards: Vec<Wildcard>,
     body_unanchored: Vec<u32>,
     attr_unanchored: Vec<u32>,
+    /// Body conjunctions of one `anything-but` list of strings, by path: evaluated as
+    /// "all of them, minus those listing the message's value" instead of one by one.
+    body_but: Vec<(u32, ButIndex)>,
     has_body: bool,
     has_attrs: bool,
 }
@@ -105,6 +117,10 @@ struct PathInfo {
     index: Option<Box<PathIndex>>,
     /// Some rule at this path compares case-folded strings: fold values when recording.
     fold: bool,
+    /// Ids of the strings that non-anchor slots of only exact strings test at this path.
+    /// A message string is looked up once when recorded; the candidates then compare ids
+    /// instead of bytes (many candidates test the same few values).
+    values: Option<Box<HashMap<Box<[u8]>, u32>>>,
 }
 
 #[derive(Debug)]
@@ -113,12 +129,41 @@ struct Conj {
     policy: u32,
     /// Range into `Matcher::slots` of the slots still to check once the anchor holds.
     slots: (u32, u32),
+    /// Up to two slots that test one exact string, as `(path, value id)` (`NO_PATH`
+    /// when unused): checked first against the message's one string at that path, they
+    /// turn away most candidates before the slots are walked.
+    quick: [(u32, u32); 2],
 }
+
+const NO_PATH: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Slot {
     path: u32,
     rules: Box<[Rule]>,
+    /// When every rule is an exact string: their ids in the path's `values` (sorted).
+    ids: Option<Box<[u32]>>,
+}
+
+/// The conjunctions `{path: [{"anything-but": [strings…]}]}` of one path.
+#[derive(Debug, Default)]
+struct ButIndex {
+    all: Vec<u32>,
+    /// For each listed string, the conjunctions that list it.
+    listed: HashMap<Box<[u8]>, Vec<u32>>,
+}
+
+/// The strings of a slot that is exactly one `anything-but` list of strings.
+fn but_strings(rules: &[Rule]) -> Option<Vec<&str>> {
+    let [Rule::AnythingBut(AnythingBut::Values(vs))] = rules else {
+        return None;
+    };
+    vs.iter()
+        .map(|v| match v {
+            Literal::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
@@ -194,11 +239,18 @@ struct TrieNode {
     kids: Vec<(Box<[u8]>, u32)>,
     map: Option<HashMap<Box<[u8]>, u32>>,
     leaf: Option<u32>,
+    /// Bit `min(len, 63)` set for the length of every child segment: most keys of a
+    /// message lead nowhere, and their length alone usually says so.
+    lens: u64,
 }
 
 impl Trie {
+    #[inline]
     fn segment(&self, node: u32, seg: &[u8]) -> Option<u32> {
         let n = &self.nodes[node as usize];
+        if (n.lens >> seg.len().min(63)) & 1 == 0 {
+            return None;
+        }
         if let Some(m) = &n.map {
             return m.get(seg).copied();
         }
@@ -214,6 +266,7 @@ impl Trie {
                     let c = self.nodes.len() as u32;
                     self.nodes.push(TrieNode::default());
                     let n = &mut self.nodes[node as usize];
+                    n.lens |= 1 << seg.len().min(63);
                     n.kids.push((seg.into(), c));
                     if n.kids.len() > LINEAR_CHILDREN {
                         n.map = Some(n.kids.iter().cloned().collect());
@@ -226,10 +279,29 @@ impl Trie {
     }
 }
 
+/// Whether a key has a `.` (then it spans several segments). Keys are short and mostly
+/// dot-free: eight bytes per step, no library call.
+#[inline]
+fn has_dot(key: &[u8]) -> bool {
+    const DOTS: u64 = 0x2E2E_2E2E_2E2E_2E2E;
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(c.try_into().expect("eight bytes")) ^ DOTS;
+        if x.wrapping_sub(LOW) & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    // Not `contains`: that is a `memchr` call, for fewer than eight bytes.
+    #[allow(clippy::manual_contains)]
+    chunks.remainder().iter().any(|&c| c == b'.')
+}
+
 impl PathTrie for Trie {
     #[inline]
     fn child(&self, node: u32, key: &[u8]) -> Option<u32> {
-        if memchr::memchr(b'.', key).is_none() {
+        if !has_dot(key) {
             return self.segment(node, key);
         }
         let mut n = node;
@@ -258,6 +330,8 @@ pub struct MatchScratch {
     epoch: u32,
     path_stamp: Vec<u32>,
     path_head: Vec<u32>,
+    /// Per path: the value id of its only leaf, or `MANY_IDS` when it has several.
+    path_vid: Vec<u32>,
     leaves: Vec<Leaf>,
     arena: Vec<u8>,
     conj_stamp: Vec<u32>,
@@ -265,6 +339,8 @@ pub struct MatchScratch {
     cands: Vec<u32>,
     body_out: Vec<u32>,
     tmp: Vec<u8>,
+    /// Byte ranges the body scan skipped (validated only when something matched).
+    skipped: Vec<(u32, u32)>,
 }
 
 const NO_LEAF: u32 = u32::MAX;
@@ -290,7 +366,13 @@ struct Leaf {
     /// Case-folded string bytes in the arena (when the path needs them).
     foff: u32,
     flen: u32,
+    /// Id of the string in the path's `values`, or `NO_ID`.
+    vid: u32,
 }
+
+const NO_ID: u32 = u32::MAX;
+/// `MatchScratch::path_vid` of a path with several leaves.
+const MANY_IDS: u32 = u32::MAX - 1;
 
 impl MatchScratch {
     /// Fresh scratch space (grows to fit the matchers it is used with).
@@ -310,6 +392,7 @@ impl MatchScratch {
             }
         };
         grow(&mut self.path_stamp, m.paths.len());
+        grow(&mut self.path_vid, m.paths.len());
         if self.path_head.len() < m.paths.len() {
             self.path_head.resize(m.paths.len(), NO_LEAF);
         }
@@ -359,6 +442,7 @@ impl MatchScratch {
             len: s.len() as u32,
             foff,
             flen,
+            vid: NO_ID,
         };
         self.leaves.push(leaf);
         leaf
@@ -424,10 +508,9 @@ impl Matcher {
             sc.cands = cands;
         }
         if self.has_body {
-            let tmp = std::mem::take(&mut sc.tmp);
-            let mut scanner = Scanner::new(body, &self.body_trie, tmp);
+            let buffers = (std::mem::take(&mut sc.tmp), std::mem::take(&mut sc.skipped));
+            let mut scanner = Scanner::new(body, &self.body_trie, buffers);
             let res = scanner.scan_body(0, &mut |pid, leaf| self.record_body_leaf(sc, pid, leaf));
-            sc.tmp = scanner.into_buffer();
             if res == Ok(true) {
                 let cands = std::mem::take(&mut sc.cands);
                 for &c in cands.iter().chain(&self.body_unanchored) {
@@ -435,10 +518,98 @@ impl Matcher {
                     self.try_conj(sc, c, true, true, &mut dummy);
                 }
                 sc.cands = cands;
-                if !sc.body_out.is_empty() && json::validate(body) {
+                for (pid, ix) in &self.body_but {
+                    self.but_matches(sc, *pid, ix);
+                }
+                if !sc.body_out.is_empty() && scanner.body_is_valid() {
                     out.extend(sc.body_out.iter().map(|&p| self.ids[p as usize]));
                 }
             }
+            (sc.tmp, sc.skipped) = scanner.into_buffers();
+        }
+    }
+
+    /// The `anything-but` string lists at `pid` (see `Matcher::body_but`). A value other
+    /// than a string or null satisfies every list; a string satisfies the lists that do not
+    /// name it. With several values at the path, each list is checked on its own.
+    fn but_matches(&self, sc: &mut MatchScratch, pid: u32, ix: &ButIndex) {
+        let epoch = sc.epoch;
+        let mut i = sc.first_leaf(pid);
+        let mut string = None;
+        let mut any = false;
+        let mut several = false;
+        while i != NO_LEAF {
+            let l = sc.leaves[i as usize];
+            match l.kind {
+                Kind::Null => {}
+                Kind::Str if string.is_none() && !any => string = Some(l),
+                Kind::Str => several = true,
+                _ => any = true,
+            }
+            i = l.next;
+        }
+        if string.is_none() && !any {
+            return;
+        }
+        if several {
+            for &c in &ix.all {
+                if sc.policy_stamp[self.conjs[c as usize].policy as usize] != epoch
+                    && self.slot_of_but_holds(sc, pid, c)
+                {
+                    self.accept_body(sc, c);
+                }
+            }
+            return;
+        }
+        if !any && let Some(l) = string {
+            // `conj_stamp` marks the lists naming the value (these conjunctions are never
+            // anchor candidates, so the stamp is free for this).
+            if let Some(named) = ix.listed.get(sc.str_of(&l)) {
+                for &c in named {
+                    sc.conj_stamp[c as usize] = epoch;
+                }
+            }
+        }
+        for &c in &ix.all {
+            if sc.conj_stamp[c as usize] != epoch {
+                self.accept_body(sc, c);
+            }
+        }
+    }
+
+    /// Whether some value at `pid` is outside the `anything-but` list of conjunction `c`.
+    fn slot_of_but_holds(&self, sc: &MatchScratch, pid: u32, c: u32) -> bool {
+        let ix = &self
+            .body_but
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .expect("indexed")
+            .1;
+        let mut i = sc.first_leaf(pid);
+        while i != NO_LEAF {
+            let l = &sc.leaves[i as usize];
+            match l.kind {
+                Kind::Null => {}
+                Kind::Str => {
+                    let named = ix.listed.get(sc.str_of(l));
+                    if !named.is_some_and(|v| v.contains(&c)) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+            i = l.next;
+        }
+        false
+    }
+
+    /// Record a body-scope match of conjunction `c` (each policy once).
+    #[inline]
+    fn accept_body(&self, sc: &mut MatchScratch, c: u32) {
+        let p = self.conjs[c as usize].policy as usize;
+        if sc.policy_stamp[p] != sc.epoch {
+            sc.policy_stamp[p] = sc.epoch;
+            sc.body_out.push(p as u32);
         }
     }
 
@@ -455,6 +626,19 @@ impl Matcher {
         if sc.policy_stamp[p] == sc.epoch {
             return;
         }
+        for &(path, id) in &conj.quick {
+            if path == NO_PATH {
+                break;
+            }
+            // No value at the path, or one string that is another: the slot fails.
+            if sc.path_stamp[path as usize] != sc.epoch {
+                return;
+            }
+            let v = sc.path_vid[path as usize];
+            if v != MANY_IDS && v != id {
+                return;
+            }
+        }
         let (s, e) = conj.slots;
         if self.slots[s as usize..e as usize]
             .iter()
@@ -469,24 +653,36 @@ impl Matcher {
         }
     }
 
+    #[inline]
     fn slot_holds(&self, sc: &MatchScratch, slot: &Slot, absence_counts: bool) -> bool {
         let first = sc.first_leaf(slot.path);
-        let present = {
+        if let Some(ids) = &slot.ids {
+            // Exact strings: compare the ids given to the message's strings when recorded.
             let mut i = first;
-            let mut any = false;
             while i != NO_LEAF {
                 let l = &sc.leaves[i as usize];
-                if l.kind != Kind::Null {
-                    any = true;
-                    break;
+                if l.vid != NO_ID && ids.contains(&l.vid) {
+                    return true;
                 }
                 i = l.next;
             }
-            any
+            return false;
+        }
+        // Whether the path has a value other than null (only `exists` asks).
+        let present = || {
+            let mut i = first;
+            while i != NO_LEAF {
+                let l = &sc.leaves[i as usize];
+                if l.kind != Kind::Null {
+                    return true;
+                }
+                i = l.next;
+            }
+            false
         };
         slot.rules.iter().any(|r| match r {
-            Rule::Exists(true) => present,
-            Rule::Exists(false) => !present && absence_counts,
+            Rule::Exists(true) => present(),
+            Rule::Exists(false) => absence_counts && !present(),
             _ => {
                 let mut i = first;
                 while i != NO_LEAF {
@@ -549,6 +745,16 @@ impl Matcher {
     #[inline]
     fn record(&self, sc: &mut MatchScratch, pid: u32, kind: Kind, num: f64, s: &[u8], fold: bool) {
         let leaf = sc.push_leaf(pid, kind, num, s, fold);
+        let mut vid = NO_ID;
+        if kind == Kind::Str
+            && let Some(values) = &self.paths[pid as usize].values
+            && let Some(&id) = values.get(s)
+            && let Some(l) = sc.leaves.last_mut()
+        {
+            l.vid = id;
+            vid = id;
+        }
+        sc.path_vid[pid as usize] = if leaf.next == NO_LEAF { vid } else { MANY_IDS };
         let Some(ix) = &self.paths[pid as usize].index else {
             return;
         };
@@ -800,6 +1006,11 @@ impl Compiler {
                 .min()
                 .map(|(_, i)| i);
             let start = self.m.slots.len() as u32;
+            // One slot, one `anything-but` list of strings: goes to `body_but`.
+            let but_single = match pc.slots.as_slice() {
+                [(pid, rules)] if !self.no_anchors && but_strings(rules).is_some() => Some(*pid),
+                _ => None,
+            };
             for (i, (pid, rules)) in pc.slots.into_iter().enumerate() {
                 if rules.iter().any(|r| {
                     matches!(
@@ -815,20 +1026,54 @@ impl Compiler {
                         self.index_rule(pid, r, c);
                     }
                 } else {
+                    let ids = self.value_ids(pid, &rules);
                     self.m.slots.push(Slot {
                         path: pid,
                         rules: rules.into_boxed_slice(),
+                        ids,
                     });
                 }
             }
             let end = self.m.slots.len() as u32;
+            let mut quick = [(NO_PATH, 0); 2];
+            let singles = self.m.slots[start as usize..end as usize]
+                .iter()
+                .filter_map(|s| match s.ids.as_deref() {
+                    Some(&[id]) => Some((s.path, id)),
+                    _ => None,
+                });
+            for (q, single) in quick.iter_mut().zip(singles) {
+                *q = single;
+            }
             self.m.conjs.push(Conj {
                 policy: pc.policy,
                 slots: (start, end),
+                quick,
             });
             if anchor.is_none() {
                 if pc.body {
-                    self.m.body_unanchored.push(c)
+                    if let Some(pid) = but_single {
+                        let Slot { rules, .. } = self.m.slots.pop().expect("the one slot");
+                        self.m.conjs.last_mut().expect("just pushed").slots = (start, start);
+                        let strs = but_strings(&rules).expect("checked");
+                        let at = match self.m.body_but.iter().position(|(p, _)| *p == pid) {
+                            Some(at) => at,
+                            None => {
+                                self.m.body_but.push((pid, ButIndex::default()));
+                                self.m.body_but.len() - 1
+                            }
+                        };
+                        let ix = &mut self.m.body_but[at].1;
+                        ix.all.push(c);
+                        for v in strs {
+                            let list = ix.listed.entry(v.as_bytes().into()).or_default();
+                            if list.last() != Some(&c) {
+                                list.push(c);
+                            }
+                        }
+                    } else {
+                        self.m.body_unanchored.push(c)
+                    }
                 } else {
                     self.m.attr_unanchored.push(c)
                 }
@@ -840,6 +1085,33 @@ impl Compiler {
             }
         }
         self.m
+    }
+
+    /// Ids for a slot of exact strings only (see `PathInfo::values`), else `None`.
+    fn value_ids(&mut self, pid: u32, rules: &[Rule]) -> Option<Box<[u32]>> {
+        if self.no_anchors
+            || !rules
+                .iter()
+                .all(|r| matches!(r, Rule::Exact(Literal::Str(_))))
+        {
+            return None;
+        }
+        let values = self.m.paths[pid as usize]
+            .values
+            .get_or_insert_with(Default::default);
+        let mut ids: Vec<u32> = rules
+            .iter()
+            .map(|r| {
+                let Rule::Exact(Literal::Str(v)) = r else {
+                    unreachable!("checked above")
+                };
+                let next = values.len() as u32;
+                *values.entry(v.as_bytes().into()).or_insert(next)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids.into_boxed_slice())
     }
 
     fn index_rule(&mut self, pid: u32, r: Rule, c: u32) {
