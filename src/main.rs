@@ -120,7 +120,7 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> ExitCode {
     if args.backend != "embedded" {
         eprintln!(
-            "error: backend {:?} is not available in this build; use --backend embedded",
+            "error: backend {:?} cannot be selected yet: the JetStream storage layer exists, but the router does not run on it yet; use --backend embedded",
             args.backend
         );
         return ExitCode::from(2);

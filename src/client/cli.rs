@@ -18,8 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::{
     AttributeValue, Attributes, BatchEntry, Client, ClientError, GroupSpec, MAX_PUT_RECORDS,
-    MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S, MessageAttribute, Publish, PutRecord,
-    Receive, ReceivedMessage, SendMessage, StartPosition, StreamConsumer, StreamRecord,
+    MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S, MessageAttribute, Position, Publish,
+    PutRecord, Receive, ReceivedMessage, SendMessage, StartPosition, StreamConsumer, StreamRecord,
 };
 
 /// Where the client subcommands look for a server unless told otherwise.
@@ -48,7 +48,33 @@ pub enum ClientCommand {
     /// Consume a stream as a member of a consumer group; prints one JSON object per record
     /// and checkpoints each shard once its records are printed.
     Consume(ConsumeArgs),
+    /// Follow every shard of a stream from a position, without a consumer group (nothing
+    /// is checkpointed); prints one JSON object per record.
+    Tail(TailArgs),
 }
+
+/// `switchyard tail STREAM [--from POSITION] [--count N] [--no-follow]`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// The stream to follow.
+    pub stream: String,
+    /// Where to start in every shard: trim_horizon, latest or at_timestamp:MS.
+    #[arg(long, default_value = "latest")]
+    pub from: Position,
+    /// Stop after printing this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop at the end of every shard instead of waiting for new records.
+    #[arg(long)]
+    pub no_follow: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// How long `tail` waits before reading shards that were at their end again.
+const TAIL_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Records asked for per shard read.
+const TAIL_PAGE: u32 = 1000;
 
 /// Runs a client subcommand to completion.
 ///
@@ -61,6 +87,60 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Receive(args) => receive(args).await,
         ClientCommand::PutRecords(args) => put_records(args).await,
         ClientCommand::Consume(args) => consume(args).await,
+        ClientCommand::Tail(args) => tail(args).await,
+    }
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let client = match args.connect.client() {
+        Ok(client) => client,
+        Err(error) => return Ok(usage_error(&error.to_string())),
+    };
+    let shards = match client.list_shards(&args.stream).await {
+        Ok(shards) => shards,
+        Err(error) => return Ok(failed(&error)),
+    };
+    let mut positions: Vec<(String, Position)> = shards
+        .into_iter()
+        .map(|s| (s.shard_id, args.from))
+        .collect();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0_u64;
+    loop {
+        let mut any = false;
+        for (shard, pos) in positions.iter_mut() {
+            let page = tokio::select! {
+                page = client.read_shard(&args.stream, shard, pos, TAIL_PAGE) => page,
+                _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(error) => return Ok(failed(&error)),
+            };
+            let wanted = args.count.map_or(page.records.len(), |c| {
+                (c - printed).min(page.records.len() as u64) as usize
+            });
+            let (written, stop) = print_records(&page.records[..wanted])?;
+            if let Some(code) = stop {
+                return Ok(code);
+            }
+            printed += written as u64;
+            any |= written > 0;
+            *pos = page.next;
+            if args.count.is_some_and(|c| printed >= c) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if !any {
+            if args.no_follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TAIL_IDLE) => {}
+                _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            }
+        }
     }
 }
 

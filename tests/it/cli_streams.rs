@@ -313,3 +313,55 @@ async fn two_consumers_in_one_group_split_the_shards() {
     all.sort_unstable();
     assert_eq!(all, (0..40).collect::<Vec<_>>(), "each record exactly once");
 }
+
+#[tokio::test]
+async fn tail_prints_every_shard_from_a_position_without_a_group() {
+    let server = spawn_server(None).await;
+    server
+        .client
+        .put_stream("clicks", &StreamSpec::new(3))
+        .await
+        .unwrap();
+    let input: String = (0..9)
+        .map(|n| format!("{}\n", json!({"user": format!("u{n}"), "n": n})))
+        .collect();
+    cli_ok(
+        &server,
+        &["put-records", "clicks", "--key-pointer", "/user", "--lines"],
+        &input,
+    )
+    .await;
+    let all = cli_ok(
+        &server,
+        &["tail", "clicks", "--from", "trim_horizon", "--no-follow"],
+        "",
+    )
+    .await;
+    let mut seen = numbers(&all);
+    seen.sort();
+    assert_eq!(seen, (0..9).collect::<Vec<_>>());
+    let some = cli_ok(
+        &server,
+        &["tail", "clicks", "--from", "trim_horizon", "--count", "4"],
+        "",
+    )
+    .await;
+    assert_eq!(some.len(), 4);
+    let none = cli_ok(&server, &["tail", "clicks", "--no-follow"], "").await;
+    assert!(
+        none.is_empty(),
+        "from latest there is nothing yet: {none:?}"
+    );
+    let group = server
+        .json(
+            reqwest::Method::GET,
+            "/v1/streams/clicks/groups/tail",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        group.0,
+        reqwest::StatusCode::NOT_FOUND,
+        "tail uses no group"
+    );
+}
