@@ -337,7 +337,7 @@ async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_po
     put_queue(&server, "poison", json!({})).await;
     put_queue(
         &server,
-        "work",
+        "jobs",
         json!({"visibility_timeout_s": 1, "redrive_policy": {"dead_letter_queue": "poison", "max_receive_count": 2}}),
     )
     .await;
@@ -345,7 +345,7 @@ async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_po
         server
             .ok(
                 Method::POST,
-                "/v1/queues/work/messages",
+                "/v1/queues/jobs/messages",
                 json!({"message": body}),
             )
             .await;
@@ -353,12 +353,12 @@ async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_po
     put_function(
         &server,
         "batch",
-        json!({"module": module("batch"), "sources": [{"queue": "work", "batch_size": 10, "batch_window_ms": 200}]}),
+        json!({"module": module("batch"), "sources": [{"queue": "jobs", "batch_size": 10, "batch_window_ms": 200}]}),
     )
     .await;
     let poison = eventually_received(&server, "poison", 1, Duration::from_secs(30)).await;
     assert_eq!(poison[0]["message"], "fail-retry");
-    let q = server.ok(Method::GET, "/v1/queues/work", Value::Null).await;
+    let q = server.ok(Method::GET, "/v1/queues/jobs", Value::Null).await;
     assert_eq!(
         q["approximate_visible"].as_u64().unwrap() + q["approximate_in_flight"].as_u64().unwrap(),
         0,
