@@ -108,6 +108,7 @@ pub fn app(state: AppState) -> Routes {
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -220,6 +221,15 @@ async fn metrics(State(s): State<AppState>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The OpenAPI 3.1 document of this API (`tests/it/openapi.rs` checks it lists every route).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 fn created_or_ok(created: bool, body: Value) -> Response {

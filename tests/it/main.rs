@@ -12,6 +12,7 @@ mod example;
 mod functions;
 mod jetstream;
 mod nats;
+mod openapi;
 mod policies;
 mod queues;
 mod runtime;
