@@ -26,10 +26,12 @@
 //! The load generator runs on one thread so that the server gets the other core; the bare
 //! handler gets its own two-thread runtime, as the server process would.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +45,8 @@ use switchyard::client::{
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use common::{HealthPoll, Launch, Server, Table, env_var, ms, server_binary};
 
 /// Size of the `pad` string that makes each event about 1 KiB of JSON.
 const EVENT_PAD: usize = 1_000;
@@ -59,26 +63,17 @@ const MAX_REQUESTS_PER_PHASE: u64 = 5_000_000;
 const MAX_IN_FLIGHT: usize = 512;
 /// Starts measured for the start-to-healthy time (the median is reported).
 const START_SAMPLES: usize = 5;
-/// Longest a start may take before the tool gives up.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How the server is started: the start-to-healthy time is measured, so `/healthz` is
+/// polled closely.
+const LAUNCH: Launch = Launch {
+    data_dir_prefix: "switchyard-load-",
+    // Per-request logging would measure the logger.
+    log_level: "warn",
+    health_poll: HealthPoll::Ramp,
+};
 
 fn main() -> ExitCode {
-    // `cargo test --all-targets` runs benches without `--bench`: do not load the machine.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("load: skipped (run with `cargo bench --bench load`)");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build the load generator runtime");
-    match runtime.block_on(run(Settings::from_env())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("load: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("load", || run(Settings::from_env()))
 }
 
 /// What to run, from the environment.
@@ -93,51 +88,32 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Self {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
-            std::env::var(name)
-                .ok()
-                .and_then(|value| value.replace('_', "").parse().ok())
-                .unwrap_or(default)
-        }
         Settings {
-            seconds: Duration::from_secs_f64(var("LOAD_SECONDS", 5.0)),
-            connections: var("LOAD_CONNECTIONS", 64),
-            rate: var("LOAD_RATE", 5_000),
-            backlog: var("LOAD_BACKLOG", 1_000_000),
-            backlog_max: Duration::from_secs(var("LOAD_BACKLOG_MAX_SECONDS", 600)),
-            binary: std::env::var_os("SWITCHYARD_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
+            seconds: Duration::from_secs_f64(env_var("LOAD_SECONDS", 5.0)),
+            connections: env_var("LOAD_CONNECTIONS", 64),
+            rate: env_var("LOAD_RATE", 5_000),
+            backlog: env_var("LOAD_BACKLOG", 1_000_000),
+            backlog_max: Duration::from_secs(env_var("LOAD_BACKLOG_MAX_SECONDS", 600)),
+            binary: server_binary(),
         }
     }
 }
 
-/// One row of the final table.
-struct Row {
-    what: String,
-    result: String,
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    let row = |rows: &mut Vec<Row>, what: String, result: String| {
-        eprintln!("  {what}: {result}");
-        rows.push(Row { what, result });
-    };
+    let mut table = Table::default();
     eprintln!("load: server binary {}", settings.binary.display());
 
     // (e) Start to healthy and idle RSS, on fresh empty stores.
     let mut starts = Vec::with_capacity(START_SAMPLES);
     let mut idle_rss = 0.0;
     for _ in 0..START_SAMPLES {
-        let server = Server::start(&settings.binary).await?;
+        let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
         starts.push(server.started_in);
         idle_rss = server.rss_mb()?;
     }
     starts.sort();
     let median = starts[starts.len() / 2];
-    row(
-        &mut rows,
+    table.row(
         "(e) start to healthy, empty store".into(),
         format!(
             "{:.1} ms (median of {START_SAMPLES}; min {:.1}, max {:.1})",
@@ -146,13 +122,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             ms(starts[starts.len() - 1])
         ),
     );
-    row(
-        &mut rows,
-        "(e) idle RSS".into(),
-        format!("{idle_rss:.1} MB"),
-    );
+    table.row("(e) idle RSS".into(), format!("{idle_rss:.1} MB"));
 
-    let server = Server::start(&settings.binary).await?;
+    let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, http_client(settings.connections)?)?;
     client.put_topic("bench", &TopicSpec::default()).await?;
     client
@@ -179,8 +151,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.seconds,
     )
     .await?;
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(a) publish 1 KiB, 1 queue subscription, {} connections",
             settings.connections
@@ -210,8 +181,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         )
         .await?;
     let stored = batch_publish(&client, "bench-batch", settings.seconds).await?;
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(b) batch publish, {PUBLISH_BATCH} x 1 KiB per request, {BATCH_CONNECTIONS} connections"
         ),
@@ -224,8 +194,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     // (c) Receive + ack.
     let consumed = receive_and_ack(&client, "bench-drain", settings.seconds).await?;
-    row(
-        &mut rows,
+    table.row(
         format!("(c) receive 10 + ack, {CONSUMERS} consumers"),
         format!(
             "{:.0} msgs/s{}",
@@ -242,8 +211,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.seconds,
     )
     .await?;
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(d) publish latency at {} events/s, open loop",
             settings.rate
@@ -260,8 +228,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .await?;
     let rss = server.rss_mb()?;
-    row(
-        &mut rows,
+    table.row(
         format!("(e) RSS with {} x 1 KiB messages backlogged", backlog.ok),
         format!(
             "{rss:.1} MB (filled at {:.0} msgs/s{})",
@@ -271,20 +238,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     drop(server);
 
-    print_table(&rows);
+    table.print("switchyard end-to-end load (loopback; the load generator shares the machine)");
     Ok(())
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
 }
 
 /// Keep-alive pool sized for `connections`, no proxy (loopback only).
 fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(connections.max(CONSUMERS))
+    common::http_client_builder(connections.max(CONSUMERS))
         .timeout(Duration::from_secs(120))
         .build()
         .context("build the HTTP client")
@@ -627,112 +587,6 @@ async fn fill_backlog(
         }
     }
     Ok(tally.outcome(started.elapsed()))
-}
-
-fn print_table(rows: &[Row]) {
-    let width = rows.iter().map(|row| row.what.len()).max().unwrap_or(0);
-    println!();
-    println!("switchyard end-to-end load (loopback; the load generator shares the machine)");
-    println!("{:width$}  result", "measurement");
-    println!("{}  {}", "-".repeat(width), "-".repeat(40));
-    for row in rows {
-        println!("{:width$}  {}", row.what, row.result);
-    }
-}
-
-/// The server under test: a child process on a fresh temporary data dir.
-struct Server {
-    child: Child,
-    base_url: String,
-    started_in: Duration,
-    /// Kept so the data dir lives as long as the server.
-    _data_dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Spawns the binary and returns once `/healthz` answers 200.
-    async fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("switchyard-load-")
-            .tempdir()
-            .context("create a data dir")?;
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env_remove("SWITCHYARD_TOKEN");
-        if std::env::var_os("RUST_LOG").is_none() {
-            // Per-request logging would measure the logger.
-            command.env("RUST_LOG", "warn");
-        }
-        let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("spawn {}", binary.display()))?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(address) = line.trim().strip_prefix("listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            base_url: String::new(),
-            started_in: Duration::ZERO,
-            _data_dir: data_dir,
-        };
-        let address = tokio::time::timeout(START_TIMEOUT, rx)
-            .await
-            .context("no `listening on` line in time")?
-            .context("server exited before listening")?;
-        server.base_url = format!("http://{address}");
-        let client = Client::with_http(&server.base_url, http_client(1)?)?;
-        let healthy_by = started + START_TIMEOUT;
-        let mut attempts = 0_u32;
-        while client.healthz().await.is_err() {
-            ensure!(
-                Instant::now() < healthy_by,
-                "server not healthy within {START_TIMEOUT:?}"
-            );
-            attempts += 1;
-            tokio::time::sleep(Duration::from_millis(u64::from(attempts.min(20)))).await;
-        }
-        server.started_in = started.elapsed();
-        Ok(server)
-    }
-
-    /// Resident set size from `/proc/PID/status`, in MB.
-    fn rss_mb(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .context("read /proc/PID/status")?;
-        let fields: BTreeMap<&str, &str> = status
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .map(|(key, value)| (key, value.trim()))
-            .collect();
-        let kib: f64 = fields
-            .get("VmRSS")
-            .and_then(|value| value.trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS missing")?;
-        Ok(kib / 1_024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An axum handler that parses the publish body and answers 202: the floor of what any

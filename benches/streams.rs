@@ -25,10 +25,12 @@
 //!   B holds all four shards and has received a record of each of A's, in lease timeouts
 //!   (target: at most 2). B must resume exactly after A's checkpoints.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ use switchyard::client::{
     StreamSpec,
 };
 use tokio::task::JoinSet;
+
+use common::{HealthPoll, Launch, Server, Table, env_var, http_client, ms, server_binary};
 
 /// Shards of every stream measured: enough for two members to split, few enough that a
 /// member's batch holds many records per shard.
@@ -57,27 +61,17 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(300);
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between the failover phase's puts: a steady trickle, so B's resumption shows.
 const TRICKLE_PAUSE: Duration = Duration::from_millis(20);
-/// Longest the server may take to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How the server is started.
+const LAUNCH: Launch = Launch {
+    data_dir_prefix: "switchyard-bench-",
+    // Per-request logging would measure the logger.
+    log_level: "warn",
+    health_poll: HealthPoll::Every(Duration::from_millis(10)),
+};
 
 fn main() -> ExitCode {
-    // `cargo test --all-targets` runs benches without `--bench`: do not load the machine.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("streams: skipped (run with `cargo bench --bench streams`)");
-        return ExitCode::SUCCESS;
-    }
     // The load generator runs on one thread so that the server gets the other core.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build the load generator runtime");
-    match runtime.block_on(run(Settings::from_env())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("streams: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("streams", || run(Settings::from_env()))
 }
 
 /// What to run, from the environment.
@@ -92,39 +86,21 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Self {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
-            std::env::var(name)
-                .ok()
-                .and_then(|value| value.replace('_', "").parse().ok())
-                .unwrap_or(default)
-        }
         Settings {
-            seconds: Duration::from_secs_f64(var("STREAMS_SECONDS", 5.0)),
-            connections: var("STREAMS_CONNECTIONS", 4_usize).max(1),
-            records: var("STREAMS_RECORDS", 100_000_u64).max(1),
-            lease_s: var("STREAMS_LEASE_S", 2_u64).clamp(1, 300),
-            failovers: var("STREAMS_FAILOVERS", 3_usize).max(1),
-            binary: std::env::var_os("SWITCHYARD_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
+            seconds: Duration::from_secs_f64(env_var("STREAMS_SECONDS", 5.0)),
+            connections: env_var("STREAMS_CONNECTIONS", 4_usize).max(1),
+            records: env_var("STREAMS_RECORDS", 100_000_u64).max(1),
+            lease_s: env_var("STREAMS_LEASE_S", 2_u64).clamp(1, 300),
+            failovers: env_var("STREAMS_FAILOVERS", 3_usize).max(1),
+            binary: server_binary(),
         }
     }
 }
 
-/// One row of the final table.
-struct Row {
-    what: String,
-    result: String,
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    let row = |rows: &mut Vec<Row>, what: String, result: String| {
-        eprintln!("  {what}: {result}");
-        rows.push(Row { what, result });
-    };
+    let mut table = Table::default();
     eprintln!("streams: server binary {}", settings.binary.display());
-    let server = Server::start(&settings.binary).await?;
+    let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let http = http_client(settings.connections + 4)?;
     let client = Client::with_http(&server.base_url, http.clone())?;
 
@@ -132,8 +108,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     client.put_stream("put", &StreamSpec::new(SHARDS)).await?;
     let (records, elapsed) = put_phase(&http, &server, &settings).await?;
     let rate = records as f64 / elapsed.as_secs_f64();
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(a) put, 1 KiB records x {MAX_PUT_RECORDS}/request, {} connections",
             settings.connections
@@ -147,8 +122,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     // (b) A group of two members reading four shards, end to end.
     let group = group_phase(&client, settings.records).await?;
-    row(
-        &mut rows,
+    table.row(
         "(b) group of 2 members on 4 shards, put -> poll -> checkpoint".into(),
         format!(
             "{:.0} records/s end to end, {} records in {:.1} s (split {} / {}, {} checkpoints)",
@@ -178,8 +152,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let median = takeovers[takeovers.len() / 2];
     let max = takeovers[takeovers.len() - 1];
     let in_leases = |d: Duration| d.as_secs_f64() / lease.as_secs_f64();
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(c) failover, lease timeout {} s, B takes A's 2 shards",
             settings.lease_s
@@ -198,21 +171,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
 
-    print_table(&rows);
+    table.print("switchyard streams (loopback; the load generator shares the machine)");
     Ok(())
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
-}
-
-fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(connections)
-        .build()
-        .context("build the HTTP client")
 }
 
 /// The data of one record: about 1 KiB of JSON.
@@ -501,88 +461,4 @@ async fn failover_trial(client: &Client, trial: usize, lease_s: u64) -> anyhow::
         );
     }
     Ok(took)
-}
-
-fn print_table(rows: &[Row]) {
-    let width = rows.iter().map(|row| row.what.len()).max().unwrap_or(0);
-    println!();
-    println!("switchyard streams (loopback; the load generator shares the machine)");
-    println!("{:width$}  result", "measurement");
-    println!("{}  {}", "-".repeat(width), "-".repeat(40));
-    for row in rows {
-        println!("{:width$}  {}", row.what, row.result);
-    }
-}
-
-/// The server under test: a child process on a fresh temporary data dir.
-struct Server {
-    child: Child,
-    base_url: String,
-    /// Kept so the data dir lives as long as the server.
-    _data_dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Spawns the binary and returns once `/healthz` answers 200.
-    async fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("switchyard-bench-")
-            .tempdir()
-            .context("create a data dir")?;
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env_remove("SWITCHYARD_TOKEN");
-        if std::env::var_os("RUST_LOG").is_none() {
-            // Per-request logging would measure the logger.
-            command.env("RUST_LOG", "warn");
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("spawn {}", binary.display()))?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(address) = line.trim().strip_prefix("listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            base_url: String::new(),
-            _data_dir: data_dir,
-        };
-        let address = tokio::time::timeout(START_TIMEOUT, rx)
-            .await
-            .context("no `listening on` line in time")?
-            .context("server exited before listening")?;
-        server.base_url = format!("http://{address}");
-        let client = Client::with_http(&server.base_url, http_client(1)?)?;
-        let healthy_by = Instant::now() + START_TIMEOUT;
-        while client.healthz().await.is_err() {
-            ensure!(
-                Instant::now() < healthy_by,
-                "server not healthy within {START_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

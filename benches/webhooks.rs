@@ -25,10 +25,12 @@
 //!
 //! The target for (a) is at least 20,000 deliveries/s.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,37 +41,30 @@ use serde_json::{Value, json};
 use switchyard::client::{BatchResult, Client, MAX_BATCH_ENTRIES, TopicSpec};
 use tokio::task::JoinSet;
 
+use common::{HealthPoll, Launch, Server, Table, env_var, http_client, server_binary};
+
 /// Size of the `pad` string of each event: a small, typical webhook payload.
 const EVENT_PAD: usize = 200;
 /// Longest a run may take from the first publish to the last delivery.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often the tool looks at the receiver's count.
 const CHECK_INTERVAL: Duration = Duration::from_millis(1);
-/// Longest the server may take to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rate the healthy run should reach.
 const TARGET_RATE: f64 = 20_000.0;
 /// Least share of the healthy rate the run beside a dead endpoint should keep.
 const TARGET_RATIO: f64 = 0.9;
+/// How the server is started.
+const LAUNCH: Launch = Launch {
+    data_dir_prefix: "switchyard-bench-",
+    // Per-request logging would measure the logger; failed attempts to the dead endpoint
+    // log a warning each.
+    log_level: "error",
+    health_poll: HealthPoll::Every(Duration::from_millis(10)),
+};
 
 fn main() -> ExitCode {
-    // `cargo test --all-targets` runs benches without `--bench`: do not load the machine.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("webhooks: skipped (run with `cargo bench --bench webhooks`)");
-        return ExitCode::SUCCESS;
-    }
     // The load generator runs on one thread; the receiver has its own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build the load generator runtime");
-    match runtime.block_on(run(Settings::from_env())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("webhooks: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("webhooks", || run(Settings::from_env()))
 }
 
 /// What to run, from the environment.
@@ -82,42 +77,23 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Self {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
-            std::env::var(name)
-                .ok()
-                .and_then(|value| value.replace('_', "").parse().ok())
-                .unwrap_or(default)
-        }
         Settings {
-            events: var("WEBHOOKS_EVENTS", 50_000_u64).max(1),
-            connections: var("WEBHOOKS_CONNECTIONS", 4_usize).max(1),
-            concurrency: var("WEBHOOKS_CONCURRENCY", 64_u32).clamp(1, 256),
-            binary: std::env::var_os("SWITCHYARD_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))),
+            events: env_var("WEBHOOKS_EVENTS", 50_000_u64).max(1),
+            connections: env_var("WEBHOOKS_CONNECTIONS", 4_usize).max(1),
+            concurrency: env_var("WEBHOOKS_CONCURRENCY", 64_u32).clamp(1, 256),
+            binary: server_binary(),
         }
     }
 }
 
-/// One row of the final table.
-struct Row {
-    what: String,
-    result: String,
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    let row = |rows: &mut Vec<Row>, what: String, result: String| {
-        eprintln!("  {what}: {result}");
-        rows.push(Row { what, result });
-    };
+    let mut table = Table::default();
     eprintln!("webhooks: server binary {}", settings.binary.display());
     let receiver = Receiver::start()?;
 
     let healthy = delivery_run(&settings, &receiver, None).await?;
     let healthy_rate = healthy.rate();
-    row(
-        &mut rows,
+    table.row(
         format!(
             "(a) one fast endpoint, max_concurrency {}",
             settings.concurrency
@@ -151,8 +127,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let beside = delivery_run(&settings, &receiver, Some(policy)).await?;
         let beside_rate = beside.rate();
         let ratio = beside_rate / healthy_rate;
-        row(
-            &mut rows,
+        table.row(
             what.into(),
             format!(
                 "{beside_rate:.0} deliveries/s to the healthy one, {} events in {:.2} s (published in {:.2} s{}; {}); ratio to (a) {ratio:.2}, target >= {TARGET_RATIO}: {}",
@@ -169,7 +144,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             ),
         );
     }
-    print_table(&rows);
+    table
+        .print("switchyard webhooks (loopback; the load generator and receiver share the machine)");
     Ok(())
 }
 
@@ -217,7 +193,7 @@ async fn delivery_run(
     receiver: &Receiver,
     dead_endpoint_policy: Option<Value>,
 ) -> anyhow::Result<RunOutcome> {
-    let server = Server::start(&settings.binary).await?;
+    let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let http = http_client(settings.connections + 2)?;
     let client = Client::with_http(&server.base_url, http.clone())?;
     client.put_topic("events", &TopicSpec::default()).await?;
@@ -347,26 +323,6 @@ fn publish_body() -> Bytes {
     Bytes::from(serde_json::to_vec(&json!({ "entries": entries })).expect("JSON serializes"))
 }
 
-fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(connections)
-        .build()
-        .context("build the HTTP client")
-}
-
-fn print_table(rows: &[Row]) {
-    let width = rows.iter().map(|row| row.what.len()).max().unwrap_or(0);
-    println!();
-    println!("switchyard webhooks (loopback; the load generator and receiver share the machine)");
-    println!("{:width$}  result", "measurement");
-    println!("{}  {}", "-".repeat(width), "-".repeat(40));
-    for row in rows {
-        println!("{:width$}  {}", row.what, row.result);
-    }
-}
-
 /// Counts of what the receiver got.
 #[derive(Default)]
 struct Seen {
@@ -458,102 +414,5 @@ impl Drop for Receiver {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// The server under test: a child process on a fresh temporary data dir.
-struct Server {
-    child: Child,
-    base_url: String,
-    /// Kept so the data dir lives as long as the server.
-    _data_dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Spawns the binary and returns once `/healthz` answers 200.
-    async fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("switchyard-bench-")
-            .tempdir()
-            .context("create a data dir")?;
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env_remove("SWITCHYARD_TOKEN");
-        if std::env::var_os("RUST_LOG").is_none() {
-            // Per-request logging would measure the logger; failed attempts to the dead
-            // endpoint log a warning each.
-            command.env("RUST_LOG", "error");
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("spawn {}", binary.display()))?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(address) = line.trim().strip_prefix("listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            base_url: String::new(),
-            _data_dir: data_dir,
-        };
-        let address = tokio::time::timeout(START_TIMEOUT, rx)
-            .await
-            .context("no `listening on` line in time")?
-            .context("server exited before listening")?;
-        server.base_url = format!("http://{address}");
-        let client = Client::with_http(&server.base_url, http_client(1)?)?;
-        let healthy_by = Instant::now() + START_TIMEOUT;
-        while client.healthz().await.is_err() {
-            ensure!(
-                Instant::now() < healthy_by,
-                "server not healthy within {START_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(server)
-    }
-}
-
-impl Server {
-    /// CPU time the server process has used so far (user + system), from `/proc`.
-    fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .context("read /proc/PID/stat")?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("malformed /proc/PID/stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        // SAFETY: sysconf has no preconditions.
-        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .ok()
-            .filter(|&hz| hz > 0)
-            .unwrap_or(100);
-        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
