@@ -146,11 +146,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&mac.finalize().into_bytes())
 }
 
 /// Sends one attempt and classifies the answer.

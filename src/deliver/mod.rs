@@ -492,5 +492,5 @@ fn random_unit() -> f64 {
 pub fn new_secret() -> String {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::hex(&b)
 }

@@ -9,6 +9,7 @@
 
 use super::{PublishRequest, Router, RouterError};
 use crate::backend::StorageError;
+use crate::hex;
 use crate::model::{FieldError, FunctionSpec, Kind, validate_name};
 use crate::runtime::{
     Attribute, AttributeValue, Body, Event, Function, FunctionLimits, LoadError, Publish,
@@ -65,10 +66,6 @@ fn module_bytes(module: &str) -> Result<(Vec<u8>, bool), String> {
     std::fs::read(module)
         .map(|b| (b, false))
         .map_err(|e| format!("cannot read {module:?}: {e} (give a path to a .wasm component, or the component in base64)"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Router {

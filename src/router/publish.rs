@@ -3,6 +3,7 @@
 
 use super::{Router, RouterError, TopicState};
 use crate::backend::{Delivery, Enqueued, NewMessage, NewRecord, Stored, now_ms};
+use crate::hex;
 use crate::model::{Endpoint, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -346,8 +347,4 @@ pub(crate) fn fifo_ids(
         }
     };
     Ok((Some(Arc::from(group.as_str())), Some(dedup)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,6 +14,7 @@
 //! fails either check is counted as rejected and replaced by a fresh
 //! compilation; a corrupt cache never fails a load.
 
+use crate::hex;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -175,17 +176,6 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
-            // Writing to a String cannot fail.
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
-}
-
 /// A `Hasher` feeding SHA-256, for a digest of a `Hash` value that is stable
 /// across processes (std's hashers are not meant to be).
 #[derive(Default)]
@@ -209,11 +199,6 @@ impl Hasher for DigestHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_lowercase_and_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
-    }
 
     #[test]
     fn digest_hasher_is_deterministic() {
