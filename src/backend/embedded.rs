@@ -12,6 +12,7 @@ use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::streams::StreamHandle;
 use super::{
     Counts, Delivery, Enqueued, NewMessage, ReceiptError, Received, StorageError, Stored, now_ms,
+    to_json,
 };
 use crate::model::QueueSpec;
 use fjall::{Database, KeyspaceCreateOptions};
@@ -855,10 +856,6 @@ fn clone_spaces(s: &Spaces) -> Spaces {
         dedup: s.dedup.clone(),
         records: s.records.clone(),
     }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("plain data always serializes")
 }
 
 /// A receipt is `QUEUE_ID-SEQ-RECEIVE_COUNT` in hex: it names the queue, the message and

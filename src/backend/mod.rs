@@ -93,6 +93,11 @@ impl From<fjall::Error> for StorageError {
     }
 }
 
+/// Metadata records are JSON; the types stored are plain data that always serializes.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data always serializes")
+}
+
 /// Unix time in milliseconds: the clock every stored timestamp uses.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -6,7 +6,7 @@
 //! `durable_end` is raised only after the commit, and readers never look past it.
 
 use super::committer::{Op, Space};
-use super::{Embedded, StorageError, now_ms};
+use super::{Embedded, StorageError, now_ms, to_json};
 use crate::model::{GroupSpec, StartPosition, StreamSpec};
 use crate::stream::group::Leases;
 use std::collections::HashMap;
@@ -518,8 +518,4 @@ impl Embedded {
         )
         .await
     }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("plain data always serializes")
 }

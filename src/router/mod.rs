@@ -17,7 +17,7 @@ pub use queues::{ReceiveRequest, SendRequest};
 pub use streams::{CheckpointRequest, PollRequest, PutRecord, SequenceArg, ShardPage};
 
 use crate::attributes::AttributeError;
-use crate::backend::{Embedded, ReceiptError, StorageError};
+use crate::backend::{Embedded, ReceiptError, StorageError, to_json};
 use crate::matching::TopicMatcher;
 use crate::model::{
     Endpoint, FieldError, Kind, QueueSpec, SubscriptionSpec, TopicSpec, validate_name,
@@ -461,8 +461,4 @@ impl Router {
         }
         Ok(())
     }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("plain data always serializes")
 }
