@@ -41,6 +41,9 @@ const META_NEXT_ID: &str = "n/id";
 pub struct QueueHandle {
     pub id: u64,
     pub name: String,
+    /// Fixed at creation (a changed `fifo` is refused), so the publish path reads it
+    /// without locking and cloning the spec.
+    fifo: bool,
     spec: Mutex<QueueSpec>,
     index: Mutex<QueueIndex>,
     next_seq: AtomicU64,
@@ -55,6 +58,10 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
     pub fn spec(&self) -> QueueSpec {
         self.spec
             .lock()
@@ -372,9 +379,7 @@ impl Embedded {
         let mut fifo: Vec<Arc<QueueHandle>> = items
             .iter()
             .filter_map(|d| match d {
-                Delivery::Queue(h, _) if h.spec.lock().expect("never poisoned").fifo => {
-                    Some(h.clone())
-                }
+                Delivery::Queue(h, _) if h.fifo => Some(h.clone()),
                 _ => None,
             })
             .collect();
@@ -640,7 +645,7 @@ impl Embedded {
                 visible_at: 0,
                 receive_count: 0,
                 state: MsgState::Visible,
-                group: if to.spec().fifo { e.group } else { None },
+                group: if to.fifo { e.group } else { None },
                 origin,
             };
             ops.push(Op::Delete(Space::Messages, old.to_vec()));
@@ -838,6 +843,7 @@ fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
     Arc::new(QueueHandle {
         id,
         name,
+        fifo: spec.fifo,
         index: Mutex::new(QueueIndex::new(spec.fifo)),
         spec: Mutex::new(spec),
         next_seq: AtomicU64::new(1),

@@ -338,7 +338,7 @@ impl Router {
                     "endpoint.queue",
                     format!("queue {q:?} does not exist"),
                 )),
-                Some(h) if h.spec().fifo && !t.spec.fifo => errors.push(FieldError::new(
+                Some(h) if h.is_fifo() && !t.spec.fifo => errors.push(FieldError::new(
                     "endpoint.queue",
                     format!("FIFO queue {q:?} can only subscribe to a FIFO topic"),
                 )),
@@ -437,7 +437,7 @@ impl Router {
                     "redrive_policy.dead_letter_queue",
                     format!("queue {:?} does not exist", rp.dead_letter_queue),
                 )),
-                Some(d) if d.spec().fifo != spec.fifo => errors.push(FieldError::new(
+                Some(d) if d.is_fifo() != spec.fifo => errors.push(FieldError::new(
                     "redrive_policy.dead_letter_queue",
                     "a FIFO queue needs a FIFO dead-letter queue, a standard queue a standard one",
                 )),

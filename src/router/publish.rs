@@ -217,7 +217,7 @@ impl Router {
                         }) else {
                             continue;
                         };
-                        let fifo_queue = h.spec().fifo;
+                        let fifo_queue = h.is_fifo();
                         let attrs = if sub.raw_message_delivery {
                             sns_attrs_bytes.clone()
                         } else {
