@@ -44,6 +44,9 @@ pub struct QueueHandle {
     /// Fixed at creation (a changed `fifo` is refused), so the publish path reads it
     /// without locking and cloning the spec.
     fifo: bool,
+    /// A delivery queue: its receives and acks need not be durable before answering
+    /// (a crash only repeats a delivery). Decided once from the name.
+    lazy_sync: bool,
     spec: Mutex<QueueSpec>,
     index: Mutex<QueueIndex>,
     next_seq: AtomicU64,
@@ -569,7 +572,7 @@ impl Embedded {
             // A delivery queue's in-flight marks need not be durable before the worker
             // starts: lost in a crash, the delivery is only attempted once more. Not
             // waiting for the sync lets a worker pull again at once.
-            None if crate::deliver::is_internal(&h.name) => self.committer.submit(ops),
+            None if h.lazy_sync => self.committer.submit(ops),
             _ => self.committer.commit(ops).await.map_err(StorageError)?,
         }
         if let Some((d, entries)) = moved {
@@ -704,7 +707,7 @@ impl Embedded {
                 }
             }
         }
-        if crate::deliver::is_internal(&h.name) {
+        if h.lazy_sync {
             // A delivery's ack lost in a crash only repeats the delivery (at-least-once),
             // so the worker does not wait for the sync.
             self.committer.submit(ops);
@@ -840,10 +843,12 @@ impl Embedded {
 }
 
 fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
+    let lazy_sync = crate::deliver::is_internal(&name);
     Arc::new(QueueHandle {
         id,
         name,
         fifo: spec.fifo,
+        lazy_sync,
         index: Mutex::new(QueueIndex::new(spec.fifo)),
         spec: Mutex::new(spec),
         next_seq: AtomicU64::new(1),
