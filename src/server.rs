@@ -1,7 +1,7 @@
 //! Wires storage, router, HTTP API and background work together, and drains on shutdown.
 
 use crate::api::{self, AppState, Metrics};
-use crate::backend::Embedded;
+use crate::backend::{Backend, Embedded};
 use crate::router::Router;
 use anyhow::Context;
 use std::future::Future;
@@ -34,7 +34,7 @@ pub struct Prepared {
 /// Opens storage and applies the config file. Config errors come back as a list, so the
 /// caller can print every one of them.
 pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
-    let backend = Arc::new(
+    let backend: Arc<dyn Backend> = Arc::new(
         Embedded::open(&opts.data_dir)
             .with_context(|| format!("opening the data directory {}", opts.data_dir.display()))?,
     );

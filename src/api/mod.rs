@@ -208,7 +208,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         ));
     }
     for q in s.router.backend.queue_names() {
-        if let Ok(c) = s.router.counts(&q) {
+        if let Ok(c) = s.router.counts(&q).await {
             for (state, v) in [
                 ("visible", c.visible),
                 ("in_flight", c.in_flight),
@@ -413,9 +413,9 @@ async fn list_queues(State(s): State<AppState>) -> Json<Value> {
     Json(json!({ "queues": s.router.backend.queue_names() }))
 }
 
-fn queue_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
+async fn queue_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
     let h = s.router.queue(name)?;
-    let c = s.router.counts(name)?;
+    let c = s.router.counts(name).await?;
     let mut v = serde_json::to_value(h.spec()).expect("spec serializes");
     v["name"] = json!(name);
     v["approximate_visible"] = json!(c.visible);
@@ -425,7 +425,7 @@ fn queue_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
 }
 
 async fn get_queue(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
-    Ok(Json(queue_json(&s, &queue)?).into_response())
+    Ok(Json(queue_json(&s, &queue).await?).into_response())
 }
 
 async fn put_queue(
@@ -434,7 +434,7 @@ async fn put_queue(
     ApiJson(spec): ApiJson<QueueSpec>,
 ) -> ApiResult {
     let created = s.router.put_queue(&queue, spec).await?;
-    Ok(created_or_ok(created, queue_json(&s, &queue)?))
+    Ok(created_or_ok(created, queue_json(&s, &queue).await?))
 }
 
 async fn delete_queue(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
@@ -610,16 +610,16 @@ async fn list_streams(State(s): State<AppState>) -> Json<Value> {
     Json(json!({ "streams": s.router.backend.stream_names() }))
 }
 
-fn stream_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
+async fn stream_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
     let h = s.router.stream(name)?;
     let mut v = serde_json::to_value(h.spec()).expect("spec serializes");
     v["name"] = json!(name);
-    v["groups"] = json!(h.group_names());
+    v["groups"] = json!(s.router.group_names(name).await?);
     Ok(v)
 }
 
 async fn get_stream(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    Ok(Json(stream_json(&s, &name)?).into_response())
+    Ok(Json(stream_json(&s, &name).await?).into_response())
 }
 
 async fn put_stream(
@@ -628,7 +628,7 @@ async fn put_stream(
     ApiJson(spec): ApiJson<StreamSpec>,
 ) -> ApiResult {
     let created = s.router.put_stream(&name, spec).await?;
-    Ok(created_or_ok(created, stream_json(&s, &name)?))
+    Ok(created_or_ok(created, stream_json(&s, &name).await?))
 }
 
 async fn delete_stream(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
@@ -658,17 +658,21 @@ async fn put_records(
 async fn list_shards(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let h = s.router.stream(&name)?;
     let n = h.shard_count();
-    let shards: Vec<Value> = (0..n)
-        .map(|i| {
-            let (lo, hi) = stream::shard_range(i, n);
-            let (first, end) = h.bounds(i);
-            json!({
-                "shard_id": stream::shard_id(i),
-                "hash_key_range": {"start": lo.to_string(), "end": hi.to_string()},
-                "sequence_range": {"first": first.to_string(), "last": end.to_string()},
-            })
-        })
-        .collect();
+    let mut shards = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (lo, hi) = stream::shard_range(i, n);
+        let (first, end) = s
+            .router
+            .backend
+            .bounds(&h, i)
+            .await
+            .map_err(RouterError::from)?;
+        shards.push(json!({
+            "shard_id": stream::shard_id(i),
+            "hash_key_range": {"start": lo.to_string(), "end": hi.to_string()},
+            "sequence_range": {"first": first.to_string(), "last": end.to_string()},
+        }));
+    }
     Ok(Json(json!({ "shards": shards })).into_response())
 }
 
@@ -718,32 +722,24 @@ async fn read_shard(
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let from = q.from.as_deref().unwrap_or("trim_horizon");
-    let page = s.router.read_shard(&name, &shard, from, q.limit)?;
+    let page = s.router.read_shard(&name, &shard, from, q.limit).await?;
     Ok(render_records(&page.records, Some(&page.next.to_string())))
 }
 
-fn group_json(s: &AppState, name: &str, group: &str) -> Result<Value, RouterError> {
-    let h = s.router.stream(name)?;
-    let g = h.group(group).ok_or_else(|| RouterError::NotFound {
-        kind: crate::model::Kind::Group,
-        name: format!("{group} of stream {name}"),
-    })?;
-    let st = g.lock();
-    let now = crate::backend::now_ms();
-    let shards: Vec<Value> = st
-        .leases
-        .snapshot(now)
+async fn group_json(s: &AppState, name: &str, group: &str) -> Result<Value, RouterError> {
+    let (spec, shards) = s.router.describe_group(name, group).await?;
+    let shards: Vec<Value> = shards
         .into_iter()
         .enumerate()
-        .map(|(i, l)| {
+        .map(|(i, (lease, checkpoint))| {
             json!({
                 "shard_id": stream::shard_id(i as u32),
-                "member": l.map(|l| l.member),
-                "checkpoint": st.checkpoints[i].map(|c| c.to_string()),
+                "member": lease.map(|l| l.member),
+                "checkpoint": checkpoint.map(|c| c.to_string()),
             })
         })
         .collect();
-    let mut v = serde_json::to_value(&g.spec).expect("spec serializes");
+    let mut v = serde_json::to_value(&spec).expect("spec serializes");
     v["name"] = json!(group);
     v["shards"] = json!(shards);
     Ok(v)
@@ -753,7 +749,7 @@ async fn get_group(
     State(s): State<AppState>,
     Path((name, group)): Path<(String, String)>,
 ) -> ApiResult {
-    Ok(Json(group_json(&s, &name, &group)?).into_response())
+    Ok(Json(group_json(&s, &name, &group).await?).into_response())
 }
 
 async fn put_group(
@@ -762,7 +758,7 @@ async fn put_group(
     ApiJson(spec): ApiJson<GroupSpec>,
 ) -> ApiResult {
     let created = s.router.put_group(&name, &group, spec).await?;
-    Ok(created_or_ok(created, group_json(&s, &name, &group)?))
+    Ok(created_or_ok(created, group_json(&s, &name, &group).await?))
 }
 
 async fn poll(

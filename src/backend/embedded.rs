@@ -11,7 +11,7 @@ use super::committer::{Committer, Op, Space, Spaces};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::streams::StreamHandle;
 use super::{
-    Counts, Delivery, Enqueued, NewMessage, ReceiptError, Received, StorageError, Stored, now_ms,
+    Counts, Enqueued, NewMessage, NewRecord, ReceiptError, Received, StorageError, Stored, now_ms,
     to_json,
 };
 use crate::model::QueueSpec;
@@ -85,6 +85,12 @@ impl QueueHandle {
         // The index is only mutated by code that cannot panic halfway (no I/O under it).
         self.index.lock().expect("queue index lock poisoned")
     }
+}
+
+/// A delivery with this backend's own handles.
+pub enum Delivery {
+    Queue(Arc<QueueHandle>, NewMessage),
+    Stream(Arc<StreamHandle>, u32, NewRecord),
 }
 
 /// A locked shard's append state, keyed by (stream id, shard).

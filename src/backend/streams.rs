@@ -60,7 +60,7 @@ pub struct StoredRecord {
     pub arrived_at: u64,
 }
 
-/// A consumer group: its settings, leases, checkpoints and read cursors.
+/// A consumer group: its settings, leases and checkpoints.
 pub struct GroupHandle {
     pub name: String,
     pub spec: GroupSpec,
@@ -73,8 +73,6 @@ pub struct GroupState {
     pub checkpoints: Vec<Option<u64>>,
     /// Where a shard without checkpoint starts: after this sequence (0 = from the start).
     pub start_after: Vec<u64>,
-    /// Read position per shard: the member reading it and the last sequence handed out.
-    pub cursors: HashMap<u32, (String, u64)>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -196,7 +194,6 @@ impl Embedded {
                         leases: Leases::new(n as u32, g.spec.lease_timeout_s * 1000),
                         checkpoints,
                         start_after,
-                        cursors: HashMap::new(),
                     }),
                     spec: g.spec,
                 });
@@ -476,7 +473,6 @@ impl Embedded {
                 leases: Leases::new(n, spec.lease_timeout_s * 1000),
                 checkpoints: vec![None; n as usize],
                 start_after,
-                cursors: HashMap::new(),
             }),
             spec,
         });

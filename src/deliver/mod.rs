@@ -12,7 +12,7 @@ pub mod http;
 pub mod retry;
 pub mod sources;
 
-use crate::backend::{Embedded, NewMessage, QueueHandle, Received, StorageError, now_ms};
+use crate::backend::{Backend, NewMessage, Queue, Received, StorageError, now_ms};
 use crate::model::{DEFAULT_FUNCTION_RETRIES, Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
 use crate::router::Router;
 use http::{Notification, Outcome};
@@ -92,7 +92,7 @@ enum Target {
 
 /// The running workers, one per `http` or `function` subscription.
 pub struct Workers {
-    backend: Arc<Embedded>,
+    backend: Arc<dyn Backend>,
     /// Set once the router is shared; function workers invoke and publish through it.
     router: OnceLock<Weak<Router>>,
     client: reqwest::Client,
@@ -103,7 +103,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(backend: Arc<Embedded>, deny_private: bool, shutdown: CancellationToken) -> Self {
+    pub fn new(backend: Arc<dyn Backend>, deny_private: bool, shutdown: CancellationToken) -> Self {
         Self {
             backend,
             router: OnceLock::new(),
@@ -214,9 +214,9 @@ impl Workers {
 }
 
 struct Worker {
-    backend: Arc<Embedded>,
+    backend: Arc<dyn Backend>,
     router: Weak<Router>,
-    queue: Arc<QueueHandle>,
+    queue: Queue,
     topic: String,
     subscription: String,
     target: Target,
@@ -281,7 +281,7 @@ impl Worker {
             let n = (1 + permits.available_permits()).min(RECEIVE_BATCH);
             let msgs = match self
                 .backend
-                .receive_wait(&self.queue, n, visibility_ms, POLL_WAIT, &self.stop)
+                .receive(&self.queue, n, visibility_ms, POLL_WAIT, &self.stop)
                 .await
             {
                 Ok(m) => m,

@@ -128,7 +128,7 @@ async fn queue_source(
         let vis_ms = h.spec().visibility_timeout_s * 1000;
         let mut msgs = match r
             .backend
-            .receive_wait(&h, batch_size.min(RECEIVE_MAX), vis_ms, POLL_WAIT, &stop)
+            .receive(&h, batch_size.min(RECEIVE_MAX), vis_ms, POLL_WAIT, &stop)
             .await
         {
             Ok(m) => m,
@@ -145,7 +145,7 @@ async fn queue_source(
         while msgs.len() < batch_size {
             let left = window_end.saturating_duration_since(tokio::time::Instant::now());
             let more = (batch_size - msgs.len()).min(RECEIVE_MAX);
-            match r.backend.receive_wait(&h, more, vis_ms, left, &stop).await {
+            match r.backend.receive(&h, more, vis_ms, left, &stop).await {
                 Ok(m) if !m.is_empty() => msgs.extend(m),
                 _ => break,
             }

@@ -17,7 +17,7 @@ pub use queues::{ReceiveRequest, SendRequest};
 pub use streams::{CheckpointRequest, PollRequest, PutRecord, SequenceArg, ShardPage};
 
 use crate::attributes::AttributeError;
-use crate::backend::{Embedded, ReceiptError, StorageError, to_json};
+use crate::backend::{Backend, ReceiptError, StorageError, to_json};
 use crate::matching::TopicMatcher;
 use crate::model::{
     Endpoint, FieldError, Kind, QueueSpec, SubscriptionSpec, TopicSpec, validate_name,
@@ -131,7 +131,7 @@ impl TopicState {
 
 /// The shared state behind every API call.
 pub struct Router {
-    pub backend: Arc<Embedded>,
+    pub backend: Arc<dyn Backend>,
     /// Delivery workers of `http` and `function` subscriptions.
     pub workers: crate::deliver::Workers,
     /// Queue and stream consumers of functions.
@@ -144,6 +144,8 @@ pub struct Router {
     function_specs: RwLock<HashMap<String, crate::model::FunctionSpec>>,
     gate: Arc<TopicGate>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    /// Where each group member reads each shard it holds.
+    cursors: std::sync::Mutex<streams::Cursors>,
     /// Cancelled at shutdown so long polls answer instead of holding the drain up.
     pub shutdown: CancellationToken,
 }
@@ -152,7 +154,7 @@ impl Router {
     /// Loads topics and subscriptions from the backend's metadata. Nothing runs until
     /// [`Router::start`].
     pub fn open(
-        backend: Arc<Embedded>,
+        backend: Arc<dyn Backend>,
         deny_private: bool,
         compiled_cache: Option<std::path::PathBuf>,
     ) -> Result<Self, RouterError> {
@@ -192,6 +194,7 @@ impl Router {
             gate,
             backend,
             topics: RwLock::new(topics),
+            cursors: Default::default(),
             shutdown,
         })
     }

@@ -4,11 +4,10 @@
 
 use super::publish::fifo_ids;
 use super::{Router, RouterError};
-use crate::backend::{Counts, NewMessage, QueueHandle, ReceiptError, Received};
+use crate::backend::{Counts, NewMessage, Queue, ReceiptError, Received};
 use crate::model::{Kind, MAX_DELAY_S, MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// SQS returns at most 10 messages per receive.
@@ -46,7 +45,7 @@ pub struct ReceiveRequest {
 
 impl Router {
     /// A user's queue; delivery queues are internal and not reachable through the API.
-    pub fn queue(&self, name: &str) -> Result<Arc<QueueHandle>, RouterError> {
+    pub fn queue(&self, name: &str) -> Result<Queue, RouterError> {
         self.backend
             .queue(name)
             .filter(|_| !crate::deliver::is_internal(name))
@@ -160,7 +159,7 @@ impl Router {
         }
         Ok(self
             .backend
-            .receive_wait(
+            .receive(
                 &h,
                 max,
                 vis * 1000,
@@ -209,8 +208,8 @@ impl Router {
         Ok(self.backend.redrive_back(&h).await?)
     }
 
-    pub fn counts(&self, queue: &str) -> Result<Counts, RouterError> {
+    pub async fn counts(&self, queue: &str) -> Result<Counts, RouterError> {
         let h = self.queue(queue)?;
-        Ok(self.backend.counts(&h))
+        Ok(self.backend.counts(&h).await?)
     }
 }

@@ -2,12 +2,13 @@
 //! groups that share shards through leases and resume from checkpoints.
 
 use super::{Router, RouterError};
-use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, StreamHandle};
+use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, Stream};
 use crate::model::{FieldError, GroupSpec, Kind, StreamSpec, validate_name};
+use crate::stream::group::Lease;
 use crate::stream::{self, Position};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Most records one shard read or one group poll returns (Kinesis GetRecords: 10,000).
@@ -15,6 +16,13 @@ pub const MAX_READ_RECORDS: usize = 10_000;
 /// Longest a group poll waits for records; kept under the shortest lease timeout's reach
 /// by re-polling (which renews the leases) while waiting.
 pub const MAX_POLL_WAIT_S: u64 = 20;
+/// How often a waiting poll looks again on a backend shared with other routers, whose
+/// appends this process is not told about.
+const SHARED_RECHECK: Duration = Duration::from_millis(100);
+
+/// Per (stream, group): each shard's reader on this router and the last sequence handed
+/// to it. Only read positions: progress that must survive is the backend's checkpoints.
+pub(super) type Cursors = HashMap<(String, String), HashMap<u32, (String, u64)>>;
 
 /// One record of `POST /v1/streams/{stream}/records`.
 #[derive(Debug, Deserialize)]
@@ -74,7 +82,7 @@ pub struct ShardPage {
 }
 
 impl Router {
-    pub fn stream(&self, name: &str) -> Result<Arc<StreamHandle>, RouterError> {
+    pub fn stream(&self, name: &str) -> Result<Stream, RouterError> {
         self.backend
             .stream(name)
             .ok_or_else(|| RouterError::not_found(Kind::Stream, name))
@@ -114,12 +122,12 @@ impl Router {
         Ok(())
     }
 
-    fn shard(&self, h: &StreamHandle, shard_id: &str) -> Result<u32, RouterError> {
+    fn shard(&self, h: &Stream, shard_id: &str) -> Result<u32, RouterError> {
         stream::parse_shard_id(shard_id)
             .filter(|&s| s < h.shard_count())
             .ok_or_else(|| RouterError::NotFound {
                 kind: Kind::Shard,
-                name: format!("{shard_id} of stream {}", h.name),
+                name: format!("{shard_id} of stream {}", h.name()),
             })
     }
 
@@ -187,8 +195,8 @@ impl Router {
 
     /// Resolves a position to the first sequence to read, refusing positions past the
     /// shard's end or before its trim horizon rather than answering an empty page.
-    fn start_of(&self, h: &StreamHandle, shard: u32, pos: Position) -> Result<u64, RouterError> {
-        let (first, end) = h.bounds(shard);
+    async fn start_of(&self, h: &Stream, shard: u32, pos: Position) -> Result<u64, RouterError> {
+        let (first, end) = self.backend.bounds(h, shard).await?;
         let sid = stream::shard_id(shard);
         let beyond = |s: u64| {
             RouterError::Invalid(format!(
@@ -221,12 +229,12 @@ impl Router {
                     Ok(s + 1)
                 }
             }
-            Position::AtTimestamp(ts) => Ok(self.backend.sequence_at(h, shard, ts)?),
+            Position::AtTimestamp(ts) => Ok(self.backend.sequence_at(h, shard, ts).await?),
         }
     }
 
     /// Reads one page of a shard.
-    pub fn read_shard(
+    pub async fn read_shard(
         &self,
         name: &str,
         shard_id: &str,
@@ -242,8 +250,8 @@ impl Router {
                 "limit must be between 1 and {MAX_READ_RECORDS}, got {limit}"
             )));
         }
-        let start = self.start_of(&h, shard, pos)?;
-        let records = self.backend.read_shard(&h, shard, start, limit)?;
+        let start = self.start_of(&h, shard, pos).await?;
+        let records = self.backend.read_shard(&h, shard, start, limit).await?;
         let next = match records.last() {
             Some(r) => Position::After(r.sequence),
             None => Position::After(start - 1),
@@ -260,7 +268,7 @@ impl Router {
     ) -> Result<bool, RouterError> {
         validate_name(Kind::Group, group).map_err(RouterError::Invalid)?;
         let h = self.stream(name)?;
-        if let Some(g) = h.group(group) {
+        if let Some(g) = self.backend.find_group(&h, group).await? {
             if g.spec != spec {
                 return Err(RouterError::Conflict(format!(
                     "consumer group {group:?} exists with other settings; delete the stream's group first"
@@ -309,35 +317,54 @@ impl Router {
         let h = self.stream(name)?;
         let (g, _) = self.backend.group(&h, group, None).await?;
         // Waiting re-polls at least twice per lease timeout so the member keeps its leases.
-        let renew = Duration::from_millis(g.spec.lease_timeout_s * 1000 / 2)
+        let mut renew = Duration::from_millis(g.spec.lease_timeout_s * 1000 / 2)
             .max(Duration::from_millis(100));
+        if self.backend.is_shared() {
+            // Appends through other routers are not signalled here.
+            renew = renew.min(SHARED_RECHECK);
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
+        let key = (name.to_string(), group.to_string());
+        let member = &req.member;
         loop {
-            let arrived = h.arrivals.notified();
+            let arrived = h.arrivals().notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let now = crate::backend::now_ms();
-            let plan: Vec<(u32, u64)> = {
-                let mut st = g.lock();
-                let a = st.leases.heartbeat(&req.member, now);
-                for &s in &a.acquired {
-                    let resume = st.checkpoints[s as usize].unwrap_or(st.start_after[s as usize]);
-                    st.cursors.insert(s, (req.member.clone(), resume));
-                }
-                let member = &req.member;
-                st.cursors
-                    .retain(|s, (m, _)| m != member || a.held.contains(s));
+            let a = self.backend.heartbeat(&h, group, member).await?;
+            let fresh: Vec<u32> = {
+                let cursors = self.cursors.lock().expect("never poisoned");
+                let gc = cursors.get(&key);
                 a.held
                     .iter()
-                    .map(|s| match st.cursors.get(s) {
-                        Some((m, seq)) if m == member => (*s, *seq),
-                        // Cannot happen (held shards were acquired with a cursor); resume
-                        // from the checkpoint rather than guess.
-                        _ => (
-                            *s,
-                            st.checkpoints[*s as usize].unwrap_or(st.start_after[*s as usize]),
-                        ),
+                    .copied()
+                    .filter(|s| {
+                        a.acquired.contains(s)
+                            || gc.and_then(|c| c.get(s)).is_none_or(|(m, _)| m != member)
                     })
+                    .collect()
+            };
+            // Shards new to this member (or to this router, when the member polled another
+            // one before) resume after their checkpoint.
+            let checkpoints = if fresh.is_empty() {
+                Vec::new()
+            } else {
+                self.backend.checkpoints(&h, group).await?
+            };
+            let plan: Vec<(u32, u64)> = {
+                let mut cursors = self.cursors.lock().expect("never poisoned");
+                let gc = cursors.entry(key.clone()).or_default();
+                for &s in &fresh {
+                    let resume = checkpoints
+                        .get(s as usize)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(g.start_after[s as usize]);
+                    gc.insert(s, (member.clone(), resume));
+                }
+                gc.retain(|s, (m, _)| m != member || a.held.contains(s));
+                a.held
+                    .iter()
+                    .filter_map(|s| gc.get(s).map(|(_, seq)| (*s, *seq)))
                     .collect()
             };
             let mut out = Vec::new();
@@ -350,24 +377,24 @@ impl Router {
                 // Share the batch fairly so one busy shard does not starve the others.
                 let share = (max - out.len()).div_ceil(shards_held - i);
                 // A cursor behind the trim horizon resumes at the oldest record still kept.
-                let (first, _) = h.bounds(shard);
+                let (first, _) = self.backend.bounds(&h, shard).await?;
                 let from = (after + 1).max(first);
-                let recs = self.backend.read_shard(&h, shard, from, share)?;
+                let recs = self.backend.read_shard(&h, shard, from, share).await?;
                 if let Some(last) = recs.last() {
                     advanced.push((shard, last.sequence));
                 }
                 out.extend(recs);
             }
             if !advanced.is_empty() {
-                let mut st = g.lock();
+                let mut cursors = self.cursors.lock().expect("never poisoned");
+                let gc = cursors.entry(key.clone()).or_default();
                 for (shard, seq) in advanced {
-                    // Only if the member still holds the shard: a rebalance may have
-                    // moved it meanwhile, and then the new holder's cursor rules.
-                    if st
-                        .leases
-                        .holds(&req.member, shard, crate::backend::now_ms())
+                    // Only if the member still reads the shard: a rebalance may have moved
+                    // it meanwhile, and then the new holder's cursor rules.
+                    if let Some((m, at)) = gc.get_mut(&shard)
+                        && m == member
                     {
-                        st.cursors.insert(shard, (req.member.clone(), seq));
+                        *at = seq;
                     }
                 }
             }
@@ -395,47 +422,69 @@ impl Router {
         req: CheckpointRequest,
     ) -> Result<(), RouterError> {
         let h = self.stream(name)?;
-        let g = h.group(group).ok_or_else(|| RouterError::NotFound {
-            kind: Kind::Group,
-            name: format!("{group} of stream {name}"),
-        })?;
+        if self.backend.find_group(&h, group).await?.is_none() {
+            return Err(RouterError::NotFound {
+                kind: Kind::Group,
+                name: format!("{group} of stream {name}"),
+            });
+        }
         let shard = self.shard(&h, &req.shard_id)?;
         let seq = req.sequence.value()?;
-        let (_, end) = h.bounds(shard);
+        let (_, end) = self.backend.bounds(&h, shard).await?;
         if seq > end {
             return Err(RouterError::Invalid(format!(
                 "sequence {seq} is beyond the end of {} (its last sequence is {end})",
                 req.shard_id
             )));
         }
+        if !self
+            .backend
+            .checkpoint(&h, group, &req.member, shard, seq)
+            .await?
         {
-            let mut st = g.lock();
-            if !st
-                .leases
-                .holds(&req.member, shard, crate::backend::now_ms())
-            {
-                return Err(RouterError::Conflict(format!(
-                    "member {:?} does not hold a lease on {}; poll first, or another member has taken it over",
-                    req.member, req.shard_id
-                )));
-            }
-            st.checkpoints[shard as usize] = Some(seq);
+            return Err(RouterError::Conflict(format!(
+                "member {:?} does not hold a lease on {}; poll first, or another member has taken it over",
+                req.member, req.shard_id
+            )));
         }
-        self.backend.save_group(&h, &g).await?;
         Ok(())
     }
 
     /// Moves a member's read position on a shard back to just after `after_seq`, so its
     /// next poll reads those records again (a function source retrying from a failure).
     pub fn rewind(&self, name: &str, group: &str, member: &str, shard: u32, after_seq: u64) {
-        if let Ok(h) = self.stream(name)
-            && let Some(g) = h.group(group)
+        let mut cursors = self.cursors.lock().expect("never poisoned");
+        if let Some((m, at)) = cursors
+            .get_mut(&(name.to_string(), group.to_string()))
+            .and_then(|gc| gc.get_mut(&shard))
+            && m == member
         {
-            let mut st = g.lock();
-            if st.leases.holds(member, shard, crate::backend::now_ms()) {
-                st.cursors.insert(shard, (member.to_string(), after_seq));
-            }
+            *at = after_seq;
         }
+    }
+
+    /// A group's settings, and every shard's lease holder and checkpoint.
+    pub async fn describe_group(
+        &self,
+        name: &str,
+        group: &str,
+    ) -> Result<(GroupSpec, Vec<(Option<Lease>, Option<u64>)>), RouterError> {
+        let h = self.stream(name)?;
+        let Some(g) = self.backend.find_group(&h, group).await? else {
+            return Err(RouterError::NotFound {
+                kind: Kind::Group,
+                name: format!("{group} of stream {name}"),
+            });
+        };
+        let leases = self.backend.leases(&h, group).await?;
+        let checkpoints = self.backend.checkpoints(&h, group).await?;
+        Ok((g.spec, leases.into_iter().zip(checkpoints).collect()))
+    }
+
+    /// A stream's groups.
+    pub async fn group_names(&self, name: &str) -> Result<Vec<String>, RouterError> {
+        let h = self.stream(name)?;
+        Ok(self.backend.group_names(&h).await?)
     }
 
     /// Checks a stream reference of a subscription.

@@ -122,6 +122,30 @@ impl JetStream {
         Ok((g, created))
     }
 
+    /// A consumer group if it exists (created by any router).
+    pub async fn find_group(
+        &self,
+        h: &Arc<StreamHandle>,
+        name: &str,
+    ) -> Result<Option<Arc<GroupHandle>>, JsError> {
+        if let Some(g) = h.groups.lock().expect("never poisoned").get(name) {
+            return Ok(Some(g.clone()));
+        }
+        let key = group_key(&h.name, name);
+        let Some(record) = self.read_group(&format!("{key}.spec")).await? else {
+            return Ok(None);
+        };
+        let g = Arc::new(GroupHandle {
+            name: name.to_string(),
+            spec: record.spec,
+            start_after: record.start_after,
+            key,
+            shards: h.shard_count(),
+        });
+        let mut groups = h.groups.lock().expect("never poisoned");
+        Ok(Some(groups.entry(name.to_string()).or_insert(g).clone()))
+    }
+
     async fn read_group(&self, key: &str) -> Result<Option<GroupRecord>, JsError> {
         let Some(v) = self
             .groups

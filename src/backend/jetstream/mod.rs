@@ -19,6 +19,7 @@
 //! ([`JetStream::store`]); the publishes of one call are pipelined, and each is retried
 //! under the same `Nats-Msg-Id` so a lost acknowledgement never stores a message twice.
 
+mod backend;
 mod codec;
 mod groups;
 mod queues;
@@ -113,12 +114,7 @@ pub enum Delivery {
     Stream(Arc<StreamHandle>, u32, NewRecord),
 }
 
-/// A change to a metadata record, as every instance sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetaChange {
-    Put { key: String, value: Bytes },
-    Delete { key: String },
-}
+pub use super::MetaChange;
 
 /// A connection to JetStream and this instance's mirror of the metadata.
 pub struct JetStream {
@@ -278,6 +274,14 @@ impl JetStream {
     /// within the duplicate window.
     pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, JsError> {
         let now = now_ms();
+        let mut streams: Vec<Arc<StreamHandle>> = items
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Stream(s, _, _) => Some(s.clone()),
+                Delivery::Queue(..) => None,
+            })
+            .collect();
+        streams.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let prepared: Vec<Prepared> = items
             .into_iter()
             .map(|d| self.prepare(d, now))
@@ -308,6 +312,9 @@ impl JetStream {
                     }
                 }
             });
+        }
+        for s in streams {
+            s.arrivals.notify_waiters();
         }
         Ok(out)
     }

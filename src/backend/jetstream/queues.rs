@@ -119,7 +119,7 @@ impl QueueHandle {
         }
     }
 
-    fn fifo(&self) -> bool {
+    pub fn fifo(&self) -> bool {
         self.partitions > 1 || self.spec().fifo
     }
 

@@ -40,6 +40,8 @@ pub struct StreamHandle {
     /// Per shard: its JetStream stream and subject.
     shards: Vec<(String, String)>,
     pub(super) groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    /// Woken when this instance appends to the stream.
+    pub arrivals: tokio::sync::Notify,
     deleted: AtomicBool,
 }
 
@@ -85,6 +87,7 @@ impl Mirror {
         let Some(value) = value else {
             if let Some(h) = streams.remove(name) {
                 h.deleted.store(true, Ordering::Release);
+                h.arrivals.notify_waiters();
             }
             return;
         };
@@ -106,6 +109,7 @@ impl Mirror {
             spec: Mutex::new(rec.spec),
             shards,
             groups: Mutex::default(),
+            arrivals: tokio::sync::Notify::new(),
             deleted: AtomicBool::new(false),
         });
         if let Some(old) = streams.insert(name.to_string(), h) {
