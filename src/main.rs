@@ -69,9 +69,15 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8088")]
     listen: SocketAddr,
-    /// Storage backend: `embedded` (default).
+    /// Storage backend: `embedded` (default, data in --data-dir) or `nats://HOST:PORT`
+    /// (NATS JetStream; every router pointed at it with the same --nats-prefix shares all
+    /// topics, queues, streams and functions).
     #[arg(long, default_value = "embedded")]
     backend: String,
+    /// With a NATS backend: the name that starts every stream, subject and bucket of this
+    /// deployment, so several deployments can share one NATS.
+    #[arg(long, default_value = "switchyard")]
+    nats_prefix: String,
     /// Require `Authorization: Bearer TOKEN` on every /v1 call.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -118,14 +124,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    if args.backend != "embedded" {
-        eprintln!(
-            "error: backend {:?} cannot be selected yet: the JetStream storage layer exists, but the router does not run on it yet; use --backend embedded",
-            args.backend
-        );
-        return ExitCode::from(2);
-    }
+    let backend = match server::BackendChoice::parse(&args.backend, &args.nats_prefix) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let prepared = match server::prepare(server::Options {
+        backend,
         data_dir: args.data_dir,
         config: args.config,
         token: args.token,

@@ -1,6 +1,7 @@
 //! Wires storage, router, HTTP API and background work together, and drains on shutdown.
 
 use crate::api::{self, AppState, Metrics};
+use crate::backend::jetstream::JetStream;
 use crate::backend::{Backend, Embedded};
 use crate::router::Router;
 use anyhow::Context;
@@ -14,9 +15,45 @@ use tokio::net::TcpListener;
 /// too, so this only bounds how long expired messages occupy disk and counts.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where resources and messages are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// fjall in the data directory: one process, no server.
+    Embedded,
+    /// NATS JetStream, shared by every router with the same prefix.
+    Nats { url: String, prefix: String },
+}
+
+impl BackendChoice {
+    /// Reads `--backend` (`embedded` or `nats://HOST:PORT`) and `--nats-prefix`.
+    pub fn parse(backend: &str, prefix: &str) -> Result<Self, String> {
+        if backend == "embedded" {
+            return Ok(BackendChoice::Embedded);
+        }
+        let Some(rest) = backend.strip_prefix("nats://") else {
+            return Err(format!(
+                "unknown backend {backend:?}: use \"embedded\" or \"nats://HOST:PORT\""
+            ));
+        };
+        if rest.is_empty() || rest.contains('/') {
+            return Err(format!(
+                "backend {backend:?} is not a NATS address: use nats://HOST:PORT"
+            ));
+        }
+        crate::backend::jetstream::check_prefix(prefix)
+            .map_err(|e| format!("--nats-prefix: {e}"))?;
+        Ok(BackendChoice::Nats {
+            url: backend.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
 /// What `switchyard serve` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub backend: BackendChoice,
+    /// The embedded backend's data, and the compiled-component cache of either backend.
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub token: Option<String>,
@@ -34,10 +71,18 @@ pub struct Prepared {
 /// Opens storage and applies the config file. Config errors come back as a list, so the
 /// caller can print every one of them.
 pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
-    let backend: Arc<dyn Backend> = Arc::new(
-        Embedded::open(&opts.data_dir)
-            .with_context(|| format!("opening the data directory {}", opts.data_dir.display()))?,
-    );
+    let backend: Arc<dyn Backend> = match &opts.backend {
+        BackendChoice::Embedded => {
+            Arc::new(Embedded::open(&opts.data_dir).with_context(|| {
+                format!("opening the data directory {}", opts.data_dir.display())
+            })?)
+        }
+        BackendChoice::Nats { url, prefix } => Arc::new(
+            JetStream::connect(url, prefix)
+                .await
+                .with_context(|| format!("opening the JetStream backend at {url}"))?,
+        ),
+    };
     let router = Arc::new(
         Router::open(
             backend.clone(),

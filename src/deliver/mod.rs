@@ -198,6 +198,16 @@ impl Workers {
 
     /// Stops the subscription's worker and deletes its delivery queue.
     pub async fn remove(&self, topic: &str, sub: &str) -> Result<(), StorageError> {
+        self.stop(topic, sub);
+        self.backend
+            .delete_queue(&delivery_queue_name(topic, sub))
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the subscription's worker on this router only (another router sharing the
+    /// backend removed the subscription and its queue).
+    pub fn stop(&self, topic: &str, sub: &str) {
         if let Some(stop) = self
             .running
             .lock()
@@ -206,10 +216,6 @@ impl Workers {
         {
             stop.cancel();
         }
-        self.backend
-            .delete_queue(&delivery_queue_name(topic, sub))
-            .await?;
-        Ok(())
     }
 }
 

@@ -103,6 +103,16 @@ impl Sources {
     }
 }
 
+/// Routers sharing a backend each run the source as their own group member, so the
+/// shards are split between them instead of read twice.
+fn r_suffix(router: &Weak<Router>) -> String {
+    router
+        .upgrade()
+        .filter(|r| r.backend.is_shared())
+        .map(|r| format!("@{}", r.instance))
+        .unwrap_or_default()
+}
+
 async fn pause(d: Duration, stop: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
@@ -202,7 +212,7 @@ async fn stream_source(
     start: StartPosition,
     stop: CancellationToken,
 ) {
-    let member = format!("function:{function}");
+    let member = format!("function:{function}{}", r_suffix(&router));
     let mut retry_pause = FIRST_RETRY_PAUSE;
     while !stop.is_cancelled() {
         let Some(r) = router.upgrade() else { return };

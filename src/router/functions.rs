@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock, Weak};
 
-const META_FUNCTION: &str = "f/";
+pub(super) const META_FUNCTION: &str = "f/";
 const META_MODULE: &str = "mod/";
 
 /// What is stored per function: its spec as given (an uploaded module replaced by a
@@ -161,7 +161,7 @@ impl Router {
             .await?;
         let record = FunctionRecord {
             spec: stored_spec.clone(),
-            module_sha256: hash,
+            module_sha256: hash.clone(),
         };
         self.backend
             .put_meta(
@@ -169,12 +169,7 @@ impl Router {
                 serde_json::to_vec(&record).expect("plain data serializes"),
             )
             .await?;
-        self.functions.insert(function);
-        self.function_specs
-            .write()
-            .expect("never poisoned")
-            .insert(name.to_string(), stored_spec.clone());
-        self.sources.restart(name, &stored_spec.sources);
+        self.install_function(function, &stored_spec, hash);
         Ok(existing.is_none())
     }
 
@@ -190,42 +185,102 @@ impl Router {
         }
         self.sources.restart(name, &[]);
         self.functions.remove(name);
+        self.module_hashes
+            .write()
+            .expect("never poisoned")
+            .remove(name);
         self.backend
             .delete_meta(&format!("{META_FUNCTION}{name}"))
             .await?;
         Ok(())
     }
 
-    /// Loads every stored function (at start).
-    pub(super) async fn load_functions(&self) -> Result<(), RouterError> {
-        for (name, raw) in self.backend.list_meta(META_FUNCTION)? {
-            let rec: FunctionRecord = serde_json::from_slice(&raw).map_err(|e| {
-                StorageError(format!("stored function {name:?} is unreadable: {e}"))
-            })?;
-            let Some((_, bytes)) = self
-                .backend
-                .list_meta(&format!("{META_MODULE}{}", rec.module_sha256))?
-                .into_iter()
-                .next()
-            else {
-                tracing::error!(function = %name, "the stored component is missing; put the function again");
-                continue;
-            };
-            match self.load(&name, bytes, &rec.spec).await {
-                Ok(f) => {
-                    self.functions.insert(f);
-                    self.function_specs
-                        .write()
-                        .expect("never poisoned")
-                        .insert(name.clone(), rec.spec.clone());
-                    self.sources.restart(&name, &rec.spec.sources);
-                }
-                Err(e) => {
-                    tracing::error!(function = %name, error = %e, "stored function does not load")
-                }
+    /// Makes a loaded function the one invoked from now on, and (re)starts its sources.
+    fn install_function(&self, function: Function, spec: &FunctionSpec, module_sha256: String) {
+        let name = function.name().to_string();
+        self.functions.insert(function);
+        self.function_specs
+            .write()
+            .expect("never poisoned")
+            .insert(name.clone(), spec.clone());
+        self.module_hashes
+            .write()
+            .expect("never poisoned")
+            .insert(name.clone(), module_sha256);
+        self.sources.restart(&name, &spec.sources);
+    }
+
+    /// Loads a stored function unless the same spec and module are loaded already.
+    async fn load_stored(&self, name: &str, raw: &[u8]) -> Result<(), RouterError> {
+        let rec: FunctionRecord = serde_json::from_slice(raw)
+            .map_err(|e| StorageError(format!("stored function {name:?} is unreadable: {e}")))?;
+        let current = self
+            .module_hashes
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned();
+        if current.as_ref() == Some(&rec.module_sha256)
+            && self.function_spec(name).as_ref() == Some(&rec.spec)
+        {
+            return Ok(());
+        }
+        let Some((_, bytes)) = self
+            .backend
+            .list_meta(&format!("{META_MODULE}{}", rec.module_sha256))?
+            .into_iter()
+            .next()
+        else {
+            tracing::error!(function = %name, "the stored component is missing; put the function again");
+            return Ok(());
+        };
+        match self.load(name, bytes, &rec.spec).await {
+            Ok(f) => self.install_function(f, &rec.spec, rec.module_sha256),
+            Err(e) => {
+                tracing::error!(function = %name, error = %e, "stored function does not load")
             }
         }
         Ok(())
+    }
+
+    /// Loads every stored function (at start).
+    pub(super) async fn load_functions(&self) -> Result<(), RouterError> {
+        for (name, raw) in self.backend.list_meta(META_FUNCTION)? {
+            self.load_stored(&name, &raw).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies another router's change to a function.
+    pub(super) async fn reload_function(&self, name: &str) {
+        let stored = self
+            .backend
+            .list_meta(&format!("{META_FUNCTION}{name}"))
+            .map(|v| v.into_iter().find(|(rest, _)| rest.is_empty()));
+        let result = match stored {
+            Ok(Some((_, raw))) => self.load_stored(name, &raw).await,
+            Ok(None) => {
+                if self
+                    .function_specs
+                    .write()
+                    .expect("never poisoned")
+                    .remove(name)
+                    .is_some()
+                {
+                    self.sources.restart(name, &[]);
+                    self.functions.remove(name);
+                    self.module_hashes
+                        .write()
+                        .expect("never poisoned")
+                        .remove(name);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::error!(function = name, error = %e, "cannot apply a change of another router");
+        }
     }
 
     fn check_source(&self, s: &crate::model::SourceSpec) -> Result<(), String> {

@@ -17,6 +17,7 @@ pub use queues::{ReceiveRequest, SendRequest};
 pub use streams::{CheckpointRequest, PollRequest, PutRecord, SequenceArg, ShardPage};
 
 use crate::attributes::AttributeError;
+use crate::backend::MetaChange;
 use crate::backend::{Backend, ReceiptError, StorageError, to_json};
 use crate::matching::TopicMatcher;
 use crate::model::{
@@ -24,6 +25,7 @@ use crate::model::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 const META_TOPIC: &str = "t/";
@@ -146,6 +148,11 @@ pub struct Router {
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     /// Where each group member reads each shard it holds.
     cursors: std::sync::Mutex<streams::Cursors>,
+    /// The module hash of each loaded function, to tell a changed function from one
+    /// loaded already.
+    module_hashes: RwLock<HashMap<String, String>>,
+    /// This process among the routers sharing a backend.
+    pub instance: String,
     /// Cancelled at shutdown so long polls answer instead of holding the drain up.
     pub shutdown: CancellationToken,
 }
@@ -195,6 +202,8 @@ impl Router {
             backend,
             topics: RwLock::new(topics),
             cursors: Default::default(),
+            module_hashes: RwLock::default(),
+            instance: uuid::Uuid::now_v7().simple().to_string()[20..].to_string(),
             shutdown,
         })
     }
@@ -218,7 +227,129 @@ impl Router {
                 router.workers.ensure(&t.name, name, sub).await?;
             }
         }
+        router.follow_meta();
         Ok(())
+    }
+
+    /// On a shared backend, applies the changes other routers make to topics,
+    /// subscriptions and functions (queues and streams the backend follows itself).
+    fn follow_meta(self: &Arc<Self>) {
+        let Some(mut changes) = self.backend.watch_meta() else {
+            return;
+        };
+        let router = Arc::downgrade(self);
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    _ = stop.cancelled() => return,
+                };
+                let Some(r) = router.upgrade() else { return };
+                match change {
+                    Ok(MetaChange::Put { key, .. } | MetaChange::Delete { key }) => {
+                        r.apply_meta(&key).await
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "metadata changes came too fast; reloading all");
+                        r.reload_all().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    async fn apply_meta(&self, key: &str) {
+        if let Some(name) = key.strip_prefix(META_TOPIC) {
+            self.reload_topic(name).await;
+        } else if let Some(rest) = key.strip_prefix(META_SUBSCRIPTION)
+            && let Some((topic, _)) = rest.split_once('/')
+        {
+            self.reload_topic(topic).await;
+        } else if let Some(name) = key.strip_prefix(functions::META_FUNCTION) {
+            self.reload_function(name).await;
+        }
+    }
+
+    async fn reload_all(&self) {
+        let mut topics: Vec<String> = self.topic_names();
+        if let Ok(stored) = self.backend.list_meta(META_TOPIC) {
+            topics.extend(stored.into_iter().map(|(n, _)| n));
+        }
+        topics.sort();
+        topics.dedup();
+        for t in topics {
+            self.reload_topic(&t).await;
+        }
+        let mut functions = self.function_names();
+        if let Ok(stored) = self.backend.list_meta(functions::META_FUNCTION) {
+            functions.extend(stored.into_iter().map(|(n, _)| n));
+        }
+        functions.sort();
+        functions.dedup();
+        for f in functions {
+            self.reload_function(&f).await;
+        }
+    }
+
+    /// Rebuilds a topic from the stored records, and starts or stops the delivery
+    /// workers of its subscriptions to match.
+    async fn reload_topic(&self, name: &str) {
+        let read = || -> Result<_, RouterError> {
+            let spec = self
+                .backend
+                .list_meta(&format!("{META_TOPIC}{name}"))?
+                .into_iter()
+                .find(|(rest, _)| rest.is_empty())
+                .map(|(_, raw)| serde_json::from_slice::<TopicSpec>(&raw))
+                .transpose()
+                .map_err(|e| StorageError(format!("stored topic {name:?} is unreadable: {e}")))?;
+            let mut subs = BTreeMap::new();
+            for (sub, raw) in self
+                .backend
+                .list_meta(&format!("{META_SUBSCRIPTION}{name}/"))?
+            {
+                let spec: SubscriptionSpec = serde_json::from_slice(&raw).map_err(|e| {
+                    StorageError(format!("stored subscription {sub:?} is unreadable: {e}"))
+                })?;
+                subs.insert(sub, spec);
+            }
+            Ok((spec, subs))
+        };
+        let (spec, subs) = match read() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(topic = name, error = %e, "cannot apply a change of another router");
+                return;
+            }
+        };
+        let old = self.topic(name).ok();
+        let old_subs = old.as_ref().map(|t| &t.subscriptions);
+        let state = match spec {
+            None => None,
+            Some(spec) => match TopicState::build(name, spec, subs) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(topic = name, error = %e, "cannot apply a change of another router");
+                    return;
+                }
+            },
+        };
+        let new_subs = state.as_ref().map(|t| t.subscriptions.clone());
+        for (sub, spec) in new_subs.iter().flatten() {
+            if old_subs.and_then(|o| o.get(sub)) != Some(spec)
+                && let Err(e) = self.workers.ensure(name, sub, spec).await
+            {
+                tracing::error!(topic = name, subscription = %sub, error = %e, "cannot start the delivery worker");
+            }
+        }
+        for sub in old_subs.into_iter().flat_map(|o| o.keys()) {
+            if !new_subs.as_ref().is_some_and(|n| n.contains_key(sub)) {
+                self.workers.stop(name, sub);
+            }
+        }
+        self.swap_topic(state, name);
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<TopicState>, RouterError> {
@@ -388,14 +519,23 @@ impl Router {
         let mut subs = t.subscriptions.clone();
         subs.insert(name.to_string(), spec.clone());
         let state = TopicState::build(topic, t.spec.clone(), subs)?;
-        self.backend
+        // The delivery queue exists before the subscription is stored, so another router
+        // applying the stored subscription finds the queue rather than making its own,
+        // and before the topic state that routes to it is visible.
+        self.workers.ensure(topic, name, &spec).await?;
+        let stored = self
+            .backend
             .put_meta(
                 &format!("{META_SUBSCRIPTION}{topic}/{name}"),
                 to_json(&spec),
             )
-            .await?;
-        // The delivery queue exists before the topic state that routes to it is visible.
-        self.workers.ensure(topic, name, &spec).await?;
+            .await;
+        if let Err(e) = stored {
+            if created {
+                let _ = self.workers.remove(topic, name).await;
+            }
+            return Err(e.into());
+        }
         self.swap_topic(Some(state), topic);
         Ok(created)
     }

@@ -7,6 +7,7 @@ mod harness;
 
 mod bad_input;
 mod cli_streams;
+mod contract;
 mod crash;
 mod example;
 mod functions;

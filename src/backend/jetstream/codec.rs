@@ -11,6 +11,17 @@ pub fn escape(name: &str) -> String {
     name.replace('.', "=")
 }
 
+/// A queue name as a KV key token: delivery queues are named `topic:subscription`, and
+/// KV keys cannot hold `:`; names never contain `/`, so it stands in reversibly.
+pub fn key_of_name(name: &str) -> String {
+    name.replace(':', "/")
+}
+
+/// The inverse of [`key_of_name`].
+pub fn name_of_key(key: &str) -> String {
+    key.replace('/', ":")
+}
+
 /// Checks a deployment prefix: it starts every stream name, subject and bucket name, so
 /// it must be a valid token of all three.
 pub fn check_prefix(prefix: &str) -> Result<(), JsError> {
@@ -244,6 +255,14 @@ mod tests {
         assert!(check_prefix("SY-1_a").is_ok());
         assert!(check_prefix("a.b").is_err());
         assert!(check_prefix("").is_err());
+    }
+
+    #[test]
+    fn delivery_queue_names_make_valid_kv_keys_and_come_back() {
+        let key = key_of_name("orders:email");
+        assert!(!key.contains(':'));
+        assert_eq!(name_of_key(&key), "orders:email");
+        assert_eq!(name_of_key(&key_of_name("plain.fifo")), "plain.fifo");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod groups;
 mod queues;
 mod streams;
 
+pub use codec::check_prefix;
 pub use groups::{GroupHandle, Heartbeat};
 pub use queues::QueueHandle;
 pub use streams::StreamHandle;
@@ -629,7 +630,7 @@ impl Mirror {
             entries.insert(key.to_string(), (revision, value.clone()));
         }
         if let Some(name) = key.strip_prefix(queues::META_QUEUE) {
-            self.sync_queue(name, value.as_ref());
+            self.sync_queue(&codec::name_of_key(name), value.as_ref());
         } else if let Some(name) = key.strip_prefix(streams::META_STREAM) {
             self.sync_stream(name, value.as_ref());
         }

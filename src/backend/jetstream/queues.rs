@@ -352,7 +352,7 @@ impl JetStream {
             incarnation,
         };
         self.put_meta(
-            &format!("{META_QUEUE}{name}"),
+            &format!("{META_QUEUE}{}", codec::key_of_name(name)),
             serde_json::to_vec(&rec).expect("plain data always serializes"),
         )
         .await?;
@@ -404,7 +404,8 @@ impl JetStream {
             Ok(_) | Err(ApiError::NotFound(_)) => {}
             Err(ApiError::Other(e)) => return Err(e),
         }
-        self.delete_meta(&format!("{META_QUEUE}{name}")).await?;
+        self.delete_meta(&format!("{META_QUEUE}{}", codec::key_of_name(name)))
+            .await?;
         Ok(true)
     }
 
