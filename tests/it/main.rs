@@ -16,6 +16,7 @@ mod nats;
 mod openapi;
 mod policies;
 mod queues;
+mod routers;
 mod runtime;
 mod streams;
 mod topics;
