@@ -1,10 +1,12 @@
-//! The JetStream backend against raw async-nats on the same server: pipelined publish
-//! (every message acknowledged by JetStream) and receive + ack, 1 KiB messages.
+//! Switchyard on JetStream against raw async-nats on the same server: pipelined publish
+//! (every message acknowledged by JetStream) and receive + ack, 1 KiB messages, both
+//! through the storage layer in-process and end to end through the HTTP API of a
+//! `switchyard serve --backend nats://…` process.
 //!
 //! Run with `cargo bench --bench jetstream`. It starts its own `nats-server -js` on a free
 //! loopback port with a temporary store, sends a bounded number of messages, prints a
 //! table with the ratio of each Switchyard path to its raw counterpart, and stops the
-//! server. Each measurement runs twice (raw and Switchyard alternating) and the better
+//! servers. Each measurement runs twice (raw and Switchyard alternating) and the better
 //! run counts, which damps the noise of a shared machine.
 
 #[allow(dead_code)]
@@ -72,6 +74,22 @@ async fn run() {
     }
     let _ = raw_q;
 
+    // End to end: a router process on the same nats-server, a topic with one queue
+    // subscription; events published in batches over HTTP, received and acked over HTTP.
+    let router = Router::start(&server.url()).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(HTTP_CONNECTIONS)
+        .build()
+        .expect("HTTP client");
+    router.setup(&http).await;
+    let mut e2e_publish = 0.0f64;
+    let mut e2e_receive = 0.0f64;
+    for _ in 0..2 {
+        e2e_publish = e2e_publish.max(http_publish(&http, &router.base, &body).await);
+        e2e_receive = e2e_receive.max(http_receive(&http, &router.base).await);
+    }
+
     println!();
     println!(
         "JetStream backend vs raw async-nats ({MESSAGES} messages of {BODY_BYTES} B, nats-server on loopback)"
@@ -90,6 +108,159 @@ async fn run() {
         receive.1,
         100.0 * receive.1 / receive.0
     );
+    println!(
+        "| HTTP publish to a topic, {HTTP_BATCH} per request, {HTTP_CONNECTIONS} connections (vs raw publish) | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
+        publish.0,
+        e2e_publish,
+        100.0 * e2e_publish / publish.0
+    );
+    println!(
+        "| HTTP receive {BATCH} + ack, {HTTP_CONNECTIONS} consumers (vs raw fetch + ack) | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
+        receive.0,
+        e2e_receive,
+        100.0 * e2e_receive / receive.0
+    );
+}
+
+/// Requests in flight at once on the HTTP paths.
+const HTTP_CONNECTIONS: usize = 16;
+/// Events per HTTP publish: the API's batch maximum.
+const HTTP_BATCH: usize = 100;
+
+/// A `switchyard serve --backend nats://…` process, killed on drop.
+struct Router {
+    child: std::process::Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Router {
+    async fn start(nats_url: &str) -> Router {
+        use std::io::BufRead;
+        let data = tempfile::tempdir().expect("data dir");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--backend", nats_url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard");
+        let stdout = child.stdout.take().expect("piped");
+        let line = tokio::task::spawn_blocking(move || {
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+        })
+        .await
+        .expect("reader")
+        .expect("the router prints its address");
+        Router {
+            child,
+            base: format!("http://{line}/v1"),
+            _data: data,
+        }
+    }
+
+    async fn setup(&self, http: &reqwest::Client) {
+        for (path, body) in [
+            ("/topics/events", serde_json::json!({})),
+            ("/queues/e2e", serde_json::json!({"visibility_timeout_s": 60})),
+            (
+                "/topics/events/subscriptions/e2e",
+                serde_json::json!({"endpoint": {"queue": "e2e"}, "raw_message_delivery": true}),
+            ),
+        ] {
+            let r = http
+                .put(format!("{}{path}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .expect("setup request");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    }
+}
+
+/// [`MESSAGES`] events in batches of [`HTTP_BATCH`], [`HTTP_CONNECTIONS`] at once.
+async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
+    // 1 KiB as a JSON string: the stored message is the same size as the raw one.
+    let text = String::from_utf8(body.to_vec()).expect("ASCII body");
+    let entries: Vec<serde_json::Value> = (0..HTTP_BATCH)
+        .map(|i| serde_json::json!({"id": i.to_string(), "message": text}))
+        .collect();
+    let request = Bytes::from(serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap());
+    let url = format!("{base}/topics/events/publish-batch");
+    let requests = MESSAGES / HTTP_BATCH;
+    let started = Instant::now();
+    let mut window = FuturesUnordered::new();
+    for _ in 0..requests {
+        if window.len() >= HTTP_CONNECTIONS {
+            window.next().await;
+        }
+        let (http, url, request) = (http.clone(), url.clone(), request.clone());
+        window.push(async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(request)
+                .send()
+                .await
+                .expect("publish");
+            assert!(r.status().is_success(), "publish: {}", r.status());
+            let v: serde_json::Value = r.json().await.expect("answer");
+            assert_eq!(v["successful"].as_array().map(Vec::len), Some(HTTP_BATCH), "{v}");
+        });
+    }
+    while window.next().await.is_some() {}
+    MESSAGES as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Receive 10 and ack them over HTTP until the queue is empty.
+async fn http_receive(http: &reqwest::Client, base: &str) -> f64 {
+    let started = Instant::now();
+    let loops = (0..HTTP_CONNECTIONS).map(|_| async {
+        let mut n = 0;
+        loop {
+            let v: serde_json::Value = http
+                .post(format!("{base}/queues/e2e/receive"))
+                .json(&serde_json::json!({"max_messages": BATCH}))
+                .send()
+                .await
+                .expect("receive")
+                .json()
+                .await
+                .expect("answer");
+            let receipts: Vec<&serde_json::Value> = v["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| &m["receipt"])
+                .collect();
+            if receipts.is_empty() {
+                return n;
+            }
+            n += receipts.len();
+            let r = http
+                .post(format!("{base}/queues/e2e/ack"))
+                .json(&serde_json::json!({ "receipts": receipts }))
+                .send()
+                .await
+                .expect("ack");
+            assert!(r.status().is_success(), "ack: {}", r.status());
+        }
+    });
+    let n: usize = futures::future::join_all(loops).await.into_iter().sum();
+    assert_eq!(n, MESSAGES, "HTTP receive got every message once");
+    MESSAGES as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Raw: `send_publish` on the queue's subject, a sliding window of acks.
