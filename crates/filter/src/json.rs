@@ -55,6 +55,8 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
     skipped: Vec<(u32, u32)>,
     /// Something was passed over that the checks of `body_is_valid` cannot vouch for.
     unsure: bool,
+    /// The most containers around any skipped block.
+    skip_depth: usize,
 }
 
 #[inline]
@@ -75,6 +77,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             tmp,
             skipped,
             unsure: b.len() > u32::MAX as usize,
+            skip_depth: 0,
         }
     }
 
@@ -99,6 +102,24 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             return true;
         }
         validate(self.b)
+    }
+
+    /// [`Scanner::body_is_valid`] for a body that passed `serde_json`'s `RawValue` check
+    /// (see `Matcher::matches_valid_json`). Of the skipped blocks only what that check lets
+    /// through and a `Value` parse refuses needs a look (`structural::raw_value_accepts`);
+    /// when some block may hold it, the answer is the full check's.
+    pub(crate) fn raw_body_is_valid(&self) -> bool {
+        if self.b.len() <= u32::MAX as usize
+            && self.skipped.iter().all(|&(s, e)| {
+                crate::structural::raw_value_accepts(
+                    &self.b[s as usize..e as usize],
+                    self.skip_depth,
+                )
+            })
+        {
+            return true;
+        }
+        self.body_is_valid()
     }
 
     #[inline(always)]
@@ -466,6 +487,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
         self.skip_block_raw()?;
         self.skipped.push((start as u32, self.i as u32));
         self.unsure |= depth + crate::structural::MAX_BLOCK_DEPTH as usize > MAX_DEPTH;
+        self.skip_depth = self.skip_depth.max(depth);
         Ok(())
     }
 

@@ -114,6 +114,29 @@ fn accepts_with(isa: Isa, b: &[u8]) -> bool {
     }
 }
 
+/// `true` only if `b`, a `{…}` or `[…]` block of text that passed `serde_json`'s
+/// `RawValue` check, nested in `depth` containers, is also accepted by a `Value` parse;
+/// `false` means "not known". That check already enforces JSON's grammar, UTF-8, no raw
+/// control characters and well-formed escapes, so what remains is what it lets through:
+/// a `\u` escape (which may be a lone surrogate), a number beyond `f64` (needs an exponent
+/// or a run of more than 308 digits, which fills some 64-byte block) and nesting past
+/// `json::MAX_DEPTH`. Far cheaper than [`accepts`]: it looks for those, nothing else.
+pub(crate) fn raw_value_accepts(b: &[u8], depth: usize) -> bool {
+    raw_value_accepts_with(isa(), b, depth)
+}
+
+/// [`raw_value_accepts`] with the block code of `isa`, which the CPU must support.
+fn raw_value_accepts_with(isa: Isa, b: &[u8], depth: usize) -> bool {
+    match isa {
+        // SAFETY: callers pass `isa()` or, in tests, an ISA below it.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::raw_value_accepts_avx512(b, depth) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::raw_value_accepts_avx2(b, depth) },
+        _ => false,
+    }
+}
+
 /// The escaped characters of a block (those right after an odd-length run of backslashes),
 /// carrying a trailing unmatched backslash into the next block. This is simdjson's
 /// branchless formulation.
@@ -428,6 +451,67 @@ impl Validator {
     }
 }
 
+/// State of [`raw_value_accepts`] carried from one block to the next.
+#[derive(Default)]
+struct RawCheck {
+    prev_escaped: u64,
+    prev_in_string: u64,
+    /// Nesting at the start of the block, and the most it can have reached so far.
+    level: u32,
+    peak: u32,
+}
+
+impl RawCheck {
+    /// One block at `at`. `letters` must hold every `e` and `E` (may hold more); `digits`
+    /// and `apart` (whitespace, `,`, `:`, and bytes past the end) are only asked for when
+    /// needed. `false`: not known to be accepted.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &mut self,
+        b: &[u8],
+        at: usize,
+        quote: u64,
+        backslash: u64,
+        open: u64,
+        close: u64,
+        letters: u64,
+        digits: impl FnOnce() -> u64,
+        apart: impl FnOnce() -> u64,
+    ) -> bool {
+        let s = if quote | backslash | self.prev_escaped | self.prev_in_string != 0 {
+            let escaped = find_escaped(backslash, &mut self.prev_escaped);
+            if bits(escaped).any(|p| b.get(at + p) == Some(&b'u')) {
+                return false;
+            }
+            let s = prefix_xor(quote & !escaped) ^ self.prev_in_string;
+            self.prev_in_string = ((s as i64) >> 63) as u64;
+            s
+        } else {
+            0
+        };
+        let out = !s;
+        // Outside strings, a letter right after a digit can only start an exponent.
+        if letters & out != 0 {
+            let prev_digit = at > 0 && b[at - 1].is_ascii_digit();
+            if letters & out & ((digits() << 1) | prev_digit as u64) != 0 {
+                return false;
+            }
+        }
+        // A block outside strings with nothing that separates tokens is inside a number
+        // of at least 64 bytes.
+        if s | quote | open | close == 0 && apart() == 0 {
+            return false;
+        }
+        // Within a block the nesting stays below its level at the start plus the brackets
+        // it opens.
+        let (open, close) = ((open & out).count_ones(), (close & out).count_ones());
+        self.peak = self.peak.max(self.level + open);
+        self.level = (self.level + open).saturating_sub(close);
+        true
+    }
+}
+
 #[inline]
 fn is_atom_byte(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'a'..=b'z' | b'A'..=b'Z')
@@ -435,7 +519,7 @@ fn is_atom_byte(c: u8) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Classes, Validator, prefix_xor};
+    use super::{Classes, RawCheck, Validator, prefix_xor};
     use std::arch::x86_64::*;
 
     // Nibble tables. Table A: bit 0 space, 1 tab/LF/CR, 2 control, 3 quote, 4 backslash,
@@ -671,6 +755,75 @@ mod x86 {
     fn brackets256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> (u64, u64, u64, u64) {
         // SAFETY: `block_ptr` yields 64 readable bytes.
         brackets(unsafe { load(block_ptr(b, at, pad)) })
+    }
+
+    /// See [`super::raw_value_accepts`].
+    ///
+    /// # Safety
+    /// The CPU must support the target feature.
+    #[target_feature(enable = "avx2,popcnt,bmi1,lzcnt")]
+    pub(super) unsafe fn raw_value_accepts_avx2(b: &[u8], depth: usize) -> bool {
+        let mut pad = [0u8; 64];
+        let mut c = RawCheck::default();
+        let mut at = 0;
+        while at < b.len() {
+            let m = classify256(b, at, &mut pad);
+            let apart = || m.ws | m.comma | m.colon;
+            if !c.block(
+                b,
+                at,
+                m.quote,
+                m.backslash,
+                m.open,
+                m.close,
+                m.other,
+                || m.digit,
+                apart,
+            ) {
+                return false;
+            }
+            at += 64;
+        }
+        depth + c.peak as usize <= crate::json::MAX_DEPTH
+    }
+
+    /// See [`super::raw_value_accepts`]: straight compares, most of them only when needed.
+    ///
+    /// # Safety
+    /// The CPU must support the target feature.
+    #[target_feature(enable = "avx512bw,popcnt,bmi1,lzcnt")]
+    pub(super) unsafe fn raw_value_accepts_avx512(b: &[u8], depth: usize) -> bool {
+        let mut c = RawCheck::default();
+        let mut at = 0;
+        while at < b.len() {
+            let x = load512(b, at);
+            let eq = |k: u8| _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(k as i8));
+            // OR-ing 0x20 folds `[` `]` onto `{` `}` and `E` onto `e`.
+            let z = _mm512_or_si512(x, _mm512_set1_epi8(0x20));
+            let zeq = |k: u8| _mm512_cmpeq_epi8_mask(z, _mm512_set1_epi8(k as i8));
+            let digits = || {
+                let d = _mm512_sub_epi8(x, _mm512_set1_epi8(b'0' as i8));
+                _mm512_cmplt_epu8_mask(d, _mm512_set1_epi8(10))
+            };
+            let apart =
+                || _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(b' ' as i8)) | eq(b',') | eq(b':');
+            let (open, close) = (zeq(b'{'), zeq(b'}'));
+            if !c.block(
+                b,
+                at,
+                eq(b'"'),
+                eq(b'\\'),
+                open,
+                close,
+                zeq(b'e'),
+                digits,
+                apart,
+            ) {
+                return false;
+            }
+            at += 64;
+        }
+        depth + c.peak as usize <= crate::json::MAX_DEPTH
     }
 
     /// The two entry points, compiled once per instruction set.
@@ -965,6 +1118,101 @@ mod tests {
         if have_simd() {
             // The fast path must carry the common case, or it is dead weight.
             assert_eq!(fast, valid);
+        }
+    }
+
+    /// Pieces a `RawValue` check lets through and a `Value` parse may refuse.
+    const RAW_ONLY: &[&str] = &[
+        "1e400",
+        "-1E+999",
+        "1e-999",
+        "2e3",
+        "\"\\ud800\"",
+        "\"\\udc00x\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\u0041\"",
+    ];
+
+    fn raw_ok(d: &[u8]) -> bool {
+        serde_json::from_slice::<&serde_json::value::RawValue>(d).is_ok()
+    }
+
+    /// Where AVX-512 runs, the AVX2 code must answer the same.
+    fn raw_same_on_avx2(d: &[u8], depth: usize) {
+        if isa() == Isa::Avx512 {
+            assert_eq!(
+                raw_value_accepts_with(Isa::Avx2, d, depth),
+                raw_value_accepts_with(Isa::Avx512, d, depth),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+        }
+    }
+
+    #[test]
+    fn raw_value_accepts_only_what_a_value_parse_accepts() {
+        let mut r = Rng(0xC0FF_EE00_1234_5678);
+        let (mut plain, mut fast) = (0, 0);
+        for n in 0..40_000 {
+            let mut d = document(&mut r);
+            let mut long = false;
+            // Splice in what only the `RawValue` check allows, or a long number.
+            if n % 3 == 0 {
+                let t = String::from_utf8(d).unwrap();
+                long = r.below(4) == 0;
+                let piece = if long {
+                    "9".repeat(60 + r.below(300))
+                } else {
+                    r.pick(RAW_ONLY).to_owned()
+                };
+                d = t.replacen("100", &piece, 1).into_bytes();
+            }
+            let t = String::from_utf8_lossy(&d).trim().to_owned();
+            if !t.starts_with(['{', '[']) || !raw_ok(t.as_bytes()) {
+                continue;
+            }
+            for depth in [0, 1, 60, 126, 127] {
+                let nested = format!("{}{t}{}", "[".repeat(depth), "]".repeat(depth));
+                let ok = serde_ok(nested.as_bytes());
+                let got = raw_value_accepts(t.as_bytes(), depth);
+                assert!(!got || ok, "accepted at depth {depth}: {t:?}");
+                raw_same_on_avx2(t.as_bytes(), depth);
+                if depth == 1 && ok && !long && !t.contains(['e', 'E']) && !t.contains("\\u") {
+                    plain += 1;
+                    fast += usize::from(got);
+                }
+            }
+        }
+        if have_simd() {
+            // Text without exponents and `\u` escapes, nested shallowly, is the common
+            // case the check exists for: it must not fall back there.
+            assert!(plain > 4_000 && fast == plain, "{fast} of {plain}");
+        }
+    }
+
+    #[test]
+    fn raw_value_accepts_checks_depth_and_long_numbers() {
+        if !have_simd() {
+            return;
+        }
+        for n in [1usize, 2, 63, 64, 65, 100, 126, 127, 128, 200] {
+            let d = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            for depth in [0, 1, 5, 64] {
+                let want = n + depth <= crate::json::MAX_DEPTH;
+                assert_eq!(raw_value_accepts(d.as_bytes(), depth), want, "{n} {depth}");
+                raw_same_on_avx2(d.as_bytes(), depth);
+            }
+        }
+        for pad in 0..70 {
+            for digits in [1usize, 63, 64, 127, 128, 308, 309, 400] {
+                let d = format!("[{}{}]", " ".repeat(pad), "9".repeat(digits));
+                let got = raw_value_accepts(d.as_bytes(), 0);
+                assert!(!got || serde_ok(d.as_bytes()), "{d}");
+                if digits < 64 {
+                    assert!(got, "{d}");
+                }
+                raw_same_on_avx2(d.as_bytes(), 0);
+            }
         }
     }
 
