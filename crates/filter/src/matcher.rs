@@ -23,7 +23,8 @@
 //! (`json::Scanner::body_is_valid`), so an invalid body matches nothing and bodies that
 //! match nothing never pay for validation. Text that `serde_json` has already checked
 //! (`Matcher::matches_valid_json`) is only searched for the little that check lets through
-//! (`json::Scanner::raw_body_is_valid`).
+//! (`json::Scanner::raw_body_is_valid`): after a match, or while skipping when most recent
+//! bodies matched.
 //!
 //! Nothing allocates per message once the scratch space has grown to the matcher: stamps
 //! with the message's epoch replace clearing.
@@ -343,7 +344,17 @@ pub struct MatchScratch {
     tmp: Vec<u8>,
     /// Byte ranges the body scan skipped (validated only when something matched).
     skipped: Vec<(u32, u32)>,
+    /// How often recent well-formed bodies matched something, in 1/`RATE_ONE`: decides
+    /// whether their skipped blocks are checked as they are skipped or only once matched.
+    match_rate: u32,
 }
+
+/// `MatchScratch::match_rate` of bodies that all match.
+const RATE_ONE: u32 = 1 << 12;
+/// Checking while skipping costs about a third of the skip on every body, checking after a
+/// match about one more skip on matched bodies: the first wins once more than about one
+/// body in four matches.
+const CHECK_WHILE_SKIPPING: u32 = RATE_ONE / 4;
 
 const NO_LEAF: u32 = u32::MAX;
 
@@ -551,7 +562,8 @@ impl Matcher {
         }
         if self.has_body {
             let buffers = (std::mem::take(&mut sc.tmp), std::mem::take(&mut sc.skipped));
-            let mut scanner = Scanner::new(body, &self.body_trie, buffers);
+            let check_while_skipping = well_formed && sc.match_rate > CHECK_WHILE_SKIPPING;
+            let mut scanner = Scanner::new(body, &self.body_trie, buffers, check_while_skipping);
             let res = scanner.scan_body(0, &mut |pid, leaf| self.record_body_leaf(sc, pid, leaf));
             if res == Ok(true) {
                 let cands = std::mem::take(&mut sc.cands);
@@ -562,6 +574,11 @@ impl Matcher {
                 sc.cands = cands;
                 for (pid, ix) in &self.body_but {
                     self.but_matches(sc, *pid, ix);
+                }
+                if well_formed {
+                    // An exponential average over about the last 16 bodies.
+                    let hit = if sc.body_out.is_empty() { 0 } else { RATE_ONE };
+                    sc.match_rate = sc.match_rate - sc.match_rate / 16 + hit / 16;
                 }
                 if !sc.body_out.is_empty()
                     && if well_formed {

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use switchyard_filter::{Attributes, MatcherBuilder, Policy, Scope, reference};
+use switchyard_filter::{Attributes, MatchScratch, MatcherBuilder, Policy, Scope, reference};
 
 const KEYS: &[&str] = &["a", "b", "c", "a.b"];
 const STRS: &[&str] = &[
@@ -256,14 +256,26 @@ proptest! {
             }
         }
         let m = b.build();
+        // Scratch space that has seen no match checks skipped blocks only after one; after
+        // a run of matches it checks them while skipping. Both ways must agree.
+        let mut primer = MatcherBuilder::new();
+        primer.add(0, &Policy::parse_str(r#"{"p": [{"exists": true}]}"#).unwrap(), Scope::MessageBody).unwrap();
+        let primer = primer.build();
         let (mut want, mut got) = (Vec::new(), Vec::new());
         for (body, attrs) in &messages {
             want.clear();
-            got.clear();
             m.matches(body.as_bytes(), attrs, &mut want);
-            m.matches_valid_json(body.as_bytes(), attrs, &mut got);
-            if serde_json::from_str::<&serde_json::value::RawValue>(body).is_ok() {
-                prop_assert_eq!(&got, &want, "body {} policies {:?}", body, policies);
+            let raw_ok = serde_json::from_str::<&serde_json::value::RawValue>(body).is_ok();
+            for primed in [false, true] {
+                let mut sc = MatchScratch::new();
+                for _ in 0..if primed { 32 } else { 0 } {
+                    primer.matches_valid_json_with(&mut sc, br#"{"p": 1}"#, &Attributes::new(), &mut got);
+                }
+                got.clear();
+                m.matches_valid_json_with(&mut sc, body.as_bytes(), attrs, &mut got);
+                if raw_ok {
+                    prop_assert_eq!(&got, &want, "body {} primed {} policies {:?}", body, primed, policies);
+                }
             }
         }
     }
