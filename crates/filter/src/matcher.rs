@@ -170,10 +170,38 @@ fn but_strings(rules: &[Rule]) -> Option<Vec<&str>> {
 }
 
 /// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
-#[derive(Debug, Default)]
+/// Affixes of up to `SHORT_AFFIX` bytes (most are: `"OC"`, `"ING"`) are keyed by one
+/// integer taken from the value's first or last eight bytes, which is far cheaper to cut,
+/// hash and compare at each length than a byte string.
+#[derive(Debug)]
 struct Affix<T> {
     lens: Vec<usize>,
+    short: HashMap<u64, Vec<T>>,
     map: HashMap<Box<[u8]>, Vec<T>>,
+}
+
+impl<T> Default for Affix<T> {
+    fn default() -> Self {
+        Affix {
+            lens: Vec::new(),
+            short: HashMap::default(),
+            map: HashMap::default(),
+        }
+    }
+}
+
+/// Longest affix keyed by an integer: its bytes and its length share one `u64`.
+const SHORT_AFFIX: usize = 7;
+
+/// `k` (at most `SHORT_AFFIX` bytes) as an integer: the bytes little-endian, the length in
+/// the top byte.
+#[inline]
+fn short_key(k: &[u8]) -> u64 {
+    let mut x = 0u64;
+    for (i, &c) in k.iter().enumerate() {
+        x |= u64::from(c) << (8 * i);
+    }
+    x | (k.len() as u64) << 56
 }
 
 impl<T> Affix<T> {
@@ -182,17 +210,42 @@ impl<T> Affix<T> {
             self.lens.push(key.len());
             self.lens.sort_unstable();
         }
-        self.map.entry(key.into()).or_default().push(v);
+        if key.len() <= SHORT_AFFIX {
+            self.short.entry(short_key(key)).or_default().push(v);
+        } else {
+            self.map.entry(key.into()).or_default().push(v);
+        }
     }
 
     #[inline]
     fn probe(&self, s: &[u8], suffix: bool, mut f: impl FnMut(&T)) {
+        // The value's first (or last) eight bytes, little-endian; for a suffix the last
+        // byte sits in the top byte so that every suffix is a right shift away.
+        let n = s.len().min(8);
+        let end = if suffix { &s[s.len() - n..] } else { &s[..n] };
+        let mut word = 0u64;
+        for (i, &c) in end.iter().enumerate() {
+            word |= u64::from(c) << (8 * i);
+        }
+        if suffix {
+            word = word.checked_shl(8 * (8 - n) as u32).unwrap_or(0);
+        }
         for &l in &self.lens {
             if l > s.len() {
                 break;
             }
-            let k = if suffix { &s[s.len() - l..] } else { &s[..l] };
-            if let Some(v) = self.map.get(k) {
+            let hit = if l <= SHORT_AFFIX {
+                let bytes = if suffix {
+                    word.checked_shr(8 * (8 - l) as u32).unwrap_or(0)
+                } else {
+                    word & ((1u64 << (8 * l)) - 1)
+                };
+                self.short.get(&(bytes | (l as u64) << 56))
+            } else {
+                let k = if suffix { &s[s.len() - l..] } else { &s[..l] };
+                self.map.get(k)
+            };
+            if let Some(v) = hit {
                 v.iter().for_each(&mut f);
             }
         }
@@ -1229,4 +1282,59 @@ impl Compiler {
 /// The buckets of a slot when every rule of it can be indexed (so it can be an anchor).
 fn slot_buckets(pid: u32, rules: &[Rule]) -> Option<Vec<Bucket>> {
     rules.iter().map(|r| rule_bucket(pid, r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Affixes of every length up to past the integer keys, probed with values shorter and
+    /// longer than eight bytes: the buckets found are exactly the affixes of the value.
+    #[test]
+    fn affix_probe_finds_exactly_the_affixes() {
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "é",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghij",
+            "ghij",
+            "hij",
+        ];
+        let values = [
+            "",
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghij",
+            "xabcdefghij",
+            "é",
+            "aé",
+        ];
+        for suffix in [false, true] {
+            let mut a = Affix::default();
+            for (i, k) in keys.iter().enumerate() {
+                a.add(k.as_bytes(), i);
+            }
+            for v in values {
+                let mut got = Vec::new();
+                a.probe(v.as_bytes(), suffix, |&i| got.push(i));
+                got.sort_unstable();
+                let want: Vec<usize> = (0..keys.len())
+                    .filter(|&i| {
+                        if suffix {
+                            v.ends_with(keys[i])
+                        } else {
+                            v.starts_with(keys[i])
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "{v:?} suffix {suffix}");
+            }
+        }
+    }
 }
