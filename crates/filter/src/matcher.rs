@@ -994,6 +994,26 @@ enum Bucket {
     Scan(u32, u8),
 }
 
+/// Which literal end of a wildcard indexes it.
+enum WildAnchor<'a> {
+    Prefix(&'a str),
+    Suffix(&'a str),
+    None,
+}
+
+/// The longer literal end: fewer values share it (`G*EEN` is better found by `EEN` than
+/// by `G`), so fewer candidates run the full match.
+fn wild_anchor(w: &Wildcard) -> WildAnchor<'_> {
+    let (p, s) = (w.literal_prefix(), w.literal_suffix());
+    if p.is_empty() && s.is_empty() {
+        WildAnchor::None
+    } else if p.len() >= s.len() {
+        WildAnchor::Prefix(p)
+    } else {
+        WildAnchor::Suffix(s)
+    }
+}
+
 /// Relative cost of probing a bucket kind, beyond the number of conjunctions in it: affix
 /// and wildcard buckets also catch values that are not equal, ranges and `exists` catch most.
 fn bucket_weight(b: &Bucket) -> u64 {
@@ -1015,15 +1035,11 @@ fn rule_bucket(pid: u32, r: &Rule) -> Option<Bucket> {
         Rule::Prefix(p) => Bucket::Prefix(pid, p.as_bytes().to_vec()),
         Rule::Suffix(p) => Bucket::Suffix(pid, p.as_bytes().to_vec()),
         Rule::EqualsIgnoreCase(p) => Bucket::Fold(pid, p.as_bytes().to_vec()),
-        Rule::Wildcard(w) => {
-            if !w.literal_prefix().is_empty() {
-                Bucket::WildPrefix(pid, w.literal_prefix().as_bytes().to_vec())
-            } else if !w.literal_suffix().is_empty() {
-                Bucket::WildSuffix(pid, w.literal_suffix().as_bytes().to_vec())
-            } else {
-                Bucket::Scan(pid, 0)
-            }
-        }
+        Rule::Wildcard(w) => match wild_anchor(w) {
+            WildAnchor::Prefix(p) => Bucket::WildPrefix(pid, p.as_bytes().to_vec()),
+            WildAnchor::Suffix(p) => Bucket::WildSuffix(pid, p.as_bytes().to_vec()),
+            WildAnchor::None => Bucket::Scan(pid, 0),
+        },
         Rule::Numeric(_) => Bucket::Scan(pid, 1),
         Rule::Cidr(_) => Bucket::Scan(pid, 2),
         Rule::Exists(true) => Bucket::Scan(pid, 3),
@@ -1259,12 +1275,10 @@ impl Compiler {
             Rule::Wildcard(w) => {
                 ix.has_strings = true;
                 let wid = self.m.wildcards.len() as u32;
-                if !w.literal_prefix().is_empty() {
-                    ix.wild_prefix.add(w.literal_prefix().as_bytes(), (wid, c));
-                } else if !w.literal_suffix().is_empty() {
-                    ix.wild_suffix.add(w.literal_suffix().as_bytes(), (wid, c));
-                } else {
-                    ix.wild_any.push((wid, c));
+                match wild_anchor(&w) {
+                    WildAnchor::Prefix(p) => ix.wild_prefix.add(p.as_bytes(), (wid, c)),
+                    WildAnchor::Suffix(p) => ix.wild_suffix.add(p.as_bytes(), (wid, c)),
+                    WildAnchor::None => ix.wild_any.push((wid, c)),
                 }
                 self.m.wildcards.push(w);
             }
