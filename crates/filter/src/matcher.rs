@@ -219,6 +219,10 @@ impl<T> Affix<T> {
 
     #[inline]
     fn probe(&self, s: &[u8], suffix: bool, mut f: impl FnMut(&T)) {
+        // A path has one kind of affix rules, if any: the others are empty.
+        if self.lens.is_empty() {
+            return;
+        }
         // The value's first (or last) eight bytes, little-endian; for a suffix the last
         // byte sits in the top byte so that every suffix is a right shift away.
         let n = s.len().min(8);
