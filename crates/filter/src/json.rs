@@ -357,6 +357,10 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             self.ws();
             match child {
                 Some(c) => self.value(c, depth, sink)?,
+                // Most values passed over are strings: no call for them.
+                None if self.peek()? == b'"' => {
+                    self.raw_string()?;
+                }
                 None => self.skip_value(depth)?,
             }
             self.ws();
