@@ -155,6 +155,7 @@ impl Router {
 
         let message_id = uuid::Uuid::now_v7().to_string();
         let mut matched = Vec::new();
+        // `body` is a `RawValue`'s text, which is what the matcher's contract asks for.
         t.matcher.matches(body, &attributes, &mut matched);
         let mut deliveries = Vec::with_capacity(matched.len());
         if !matched.is_empty() {

@@ -55,6 +55,13 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
     skipped: Vec<(u32, u32)>,
     /// Something was passed over that the checks of `body_is_valid` cannot vouch for.
     unsure: bool,
+    /// The body passed `serde_json`'s `RawValue` check and blocks are skipped with
+    /// `structural::skip_block_checked`.
+    check_while_skipping: bool,
+    /// A skipped block may hold what a `RawValue` check allows and a `Value` parse refuses.
+    raw_unsure: bool,
+    /// The most containers around a skipped block.
+    skip_depth: usize,
 }
 
 #[inline]
@@ -65,7 +72,14 @@ pub(crate) fn is_ws(c: u8) -> bool {
 
 impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// `buffers`: reusable (unescape, skipped ranges) buffers, see `into_buffers`.
-    pub(crate) fn new(b: &'a [u8], trie: &'t T, buffers: (Vec<u8>, Vec<(u32, u32)>)) -> Self {
+    /// `check_while_skipping`: `b` passed `serde_json`'s `RawValue` check, and
+    /// [`Scanner::raw_body_is_valid`] will be asked (likely enough to do its work now).
+    pub(crate) fn new(
+        b: &'a [u8],
+        trie: &'t T,
+        buffers: (Vec<u8>, Vec<(u32, u32)>),
+        check_while_skipping: bool,
+    ) -> Self {
         let (tmp, mut skipped) = buffers;
         skipped.clear();
         Scanner {
@@ -75,6 +89,9 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             tmp,
             skipped,
             unsure: b.len() > u32::MAX as usize,
+            check_while_skipping,
+            raw_unsure: b.len() > u32::MAX as usize,
+            skip_depth: 0,
         }
     }
 
@@ -99,6 +116,29 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             return true;
         }
         validate(self.b)
+    }
+
+    /// [`Scanner::body_is_valid`] for a body that passed `serde_json`'s `RawValue` check
+    /// (see `Matcher::matches_valid_json`): of the skipped blocks only what that check lets
+    /// through and a `Value` parse refuses needs looking for, as they were skipped (with
+    /// `check_while_skipping`) or now, skipping them again the checking way
+    /// (`structural::skip_block_checked`). Only if a block may hold some is the body
+    /// validated.
+    pub(crate) fn raw_body_is_valid(&self) -> bool {
+        let sure = if self.check_while_skipping {
+            !self.raw_unsure
+        } else {
+            self.b.len() <= u32::MAX as usize
+                && self.skipped.iter().all(|&(s, e)| {
+                    crate::structural::skip_block_checked(self.b, s as usize).is_some_and(
+                        |(end, peak)| {
+                            end == e as usize
+                                && peak.is_some_and(|p| self.skip_depth + p as usize <= MAX_DEPTH)
+                        },
+                    )
+                })
+        };
+        sure || self.body_is_valid()
     }
 
     #[inline(always)]
@@ -317,6 +357,10 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
             self.ws();
             match child {
                 Some(c) => self.value(c, depth, sink)?,
+                // Most values passed over are strings: no call for them.
+                None if self.peek()? == b'"' => {
+                    self.raw_string()?;
+                }
                 None => self.skip_value(depth)?,
             }
             self.ws();
@@ -463,9 +507,25 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// validator's own depth limit still adds up to [`MAX_DEPTH`].
     fn skip_block(&mut self, depth: usize) -> R<()> {
         let start = self.i;
-        self.skip_block_raw()?;
+        if self.check_while_skipping {
+            // Without AVX2, or on a block that does not close, the unchecked skip and then
+            // the full validation are the way out.
+            match crate::structural::skip_block_checked(self.b, start) {
+                Some((end, peak)) => {
+                    self.i = end;
+                    self.raw_unsure |= peak.is_none_or(|p| depth + p as usize > MAX_DEPTH);
+                }
+                None => {
+                    self.skip_block_raw()?;
+                    self.raw_unsure = true;
+                }
+            }
+        } else {
+            self.skip_block_raw()?;
+        }
         self.skipped.push((start as u32, self.i as u32));
         self.unsure |= depth + crate::structural::MAX_BLOCK_DEPTH as usize > MAX_DEPTH;
+        self.skip_depth = self.skip_depth.max(depth);
         Ok(())
     }
 

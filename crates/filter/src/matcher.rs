@@ -21,7 +21,10 @@
 //! A body is scanned strictly where it is read and not at all where it is skipped; before
 //! the first body-scope match is reported, the skipped objects and arrays are validated
 //! (`json::Scanner::body_is_valid`), so an invalid body matches nothing and bodies that
-//! match nothing never pay for validation.
+//! match nothing never pay for validation. Text that `serde_json` has already checked
+//! (`Matcher::matches_valid_json`) is only searched for the little that check lets through
+//! (`json::Scanner::raw_body_is_valid`): after a match, or while skipping when most recent
+//! bodies matched.
 //!
 //! Nothing allocates per message once the scratch space has grown to the matcher: stamps
 //! with the message's epoch replace clearing.
@@ -167,10 +170,38 @@ fn but_strings(rules: &[Rule]) -> Option<Vec<&str>> {
 }
 
 /// Affix (prefix or suffix) buckets: probe a value's affix of every length in `lens`.
-#[derive(Debug, Default)]
+/// Affixes of up to `SHORT_AFFIX` bytes (most are: `"OC"`, `"ING"`) are keyed by one
+/// integer taken from the value's first or last eight bytes, which is far cheaper to cut,
+/// hash and compare at each length than a byte string.
+#[derive(Debug)]
 struct Affix<T> {
     lens: Vec<usize>,
+    short: HashMap<u64, Vec<T>>,
     map: HashMap<Box<[u8]>, Vec<T>>,
+}
+
+impl<T> Default for Affix<T> {
+    fn default() -> Self {
+        Affix {
+            lens: Vec::new(),
+            short: HashMap::default(),
+            map: HashMap::default(),
+        }
+    }
+}
+
+/// Longest affix keyed by an integer: its bytes and its length share one `u64`.
+const SHORT_AFFIX: usize = 7;
+
+/// `k` (at most `SHORT_AFFIX` bytes) as an integer: the bytes little-endian, the length in
+/// the top byte.
+#[inline]
+fn short_key(k: &[u8]) -> u64 {
+    let mut x = 0u64;
+    for (i, &c) in k.iter().enumerate() {
+        x |= u64::from(c) << (8 * i);
+    }
+    x | (k.len() as u64) << 56
 }
 
 impl<T> Affix<T> {
@@ -179,17 +210,46 @@ impl<T> Affix<T> {
             self.lens.push(key.len());
             self.lens.sort_unstable();
         }
-        self.map.entry(key.into()).or_default().push(v);
+        if key.len() <= SHORT_AFFIX {
+            self.short.entry(short_key(key)).or_default().push(v);
+        } else {
+            self.map.entry(key.into()).or_default().push(v);
+        }
     }
 
     #[inline]
     fn probe(&self, s: &[u8], suffix: bool, mut f: impl FnMut(&T)) {
+        // A path has one kind of affix rules, if any: the others are empty.
+        if self.lens.is_empty() {
+            return;
+        }
+        // The value's first (or last) eight bytes, little-endian; for a suffix the last
+        // byte sits in the top byte so that every suffix is a right shift away.
+        let n = s.len().min(8);
+        let end = if suffix { &s[s.len() - n..] } else { &s[..n] };
+        let mut word = 0u64;
+        for (i, &c) in end.iter().enumerate() {
+            word |= u64::from(c) << (8 * i);
+        }
+        if suffix {
+            word = word.checked_shl(8 * (8 - n) as u32).unwrap_or(0);
+        }
         for &l in &self.lens {
             if l > s.len() {
                 break;
             }
-            let k = if suffix { &s[s.len() - l..] } else { &s[..l] };
-            if let Some(v) = self.map.get(k) {
+            let hit = if l <= SHORT_AFFIX {
+                let bytes = if suffix {
+                    word.checked_shr(8 * (8 - l) as u32).unwrap_or(0)
+                } else {
+                    word & ((1u64 << (8 * l)) - 1)
+                };
+                self.short.get(&(bytes | (l as u64) << 56))
+            } else {
+                let k = if suffix { &s[s.len() - l..] } else { &s[..l] };
+                self.map.get(k)
+            };
+            if let Some(v) = hit {
                 v.iter().for_each(&mut f);
             }
         }
@@ -341,7 +401,17 @@ pub struct MatchScratch {
     tmp: Vec<u8>,
     /// Byte ranges the body scan skipped (validated only when something matched).
     skipped: Vec<(u32, u32)>,
+    /// How often recent well-formed bodies matched something, in 1/`RATE_ONE`: decides
+    /// whether their skipped blocks are checked as they are skipped or only once matched.
+    match_rate: u32,
 }
+
+/// `MatchScratch::match_rate` of bodies that all match.
+const RATE_ONE: u32 = 1 << 12;
+/// Checking while skipping costs about a third of the skip on every body, checking after a
+/// match about one more skip on matched bodies: the first wins once more than about one
+/// body in four matches.
+const CHECK_WHILE_SKIPPING: u32 = RATE_ONE / 4;
 
 const NO_LEAF: u32 = u32::MAX;
 
@@ -472,6 +542,34 @@ impl Matcher {
         });
     }
 
+    /// [`Matcher::matches`] for a body the caller vouches is well-formed JSON text: it passed
+    /// `serde_json`'s check of a `RawValue` (JSON's grammar, UTF-8, no raw control
+    /// characters in strings, well-formed escapes), as every message the router publishes
+    /// has. Then the parts of the body no policy looks into need not be validated when
+    /// something matched, only searched for what that check lets through and `matches`
+    /// refuses (`\u` escapes of lone surrogates, numbers beyond `f64`, nesting deeper than
+    /// 127), so on such a body the result is exactly that of `matches`, for less work.
+    ///
+    /// On a body that is not well-formed the result is unspecified (some ids or none), but
+    /// matching still terminates without panicking.
+    pub fn matches_valid_json(&self, body: &[u8], attrs: &Attributes, out: &mut Vec<u32>) {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut sc) => self.run(&mut sc, body, true, attrs, out),
+            Err(_) => self.run(&mut MatchScratch::new(), body, true, attrs, out),
+        });
+    }
+
+    /// [`Matcher::matches_valid_json`] with caller-provided scratch space.
+    pub fn matches_valid_json_with(
+        &self,
+        sc: &mut MatchScratch,
+        body: &[u8],
+        attrs: &Attributes,
+        out: &mut Vec<u32>,
+    ) {
+        self.run(sc, body, true, attrs, out);
+    }
+
     /// Number of distinct policy ids compiled in.
     pub fn policy_count(&self) -> usize {
         self.ids.len()
@@ -482,6 +580,18 @@ impl Matcher {
         &self,
         sc: &mut MatchScratch,
         body: &[u8],
+        attrs: &Attributes,
+        out: &mut Vec<u32>,
+    ) {
+        self.run(sc, body, false, attrs, out);
+    }
+
+    /// `well_formed`: the body passed `serde_json`'s `RawValue` check.
+    fn run(
+        &self,
+        sc: &mut MatchScratch,
+        body: &[u8],
+        well_formed: bool,
         attrs: &Attributes,
         out: &mut Vec<u32>,
     ) {
@@ -509,7 +619,8 @@ impl Matcher {
         }
         if self.has_body {
             let buffers = (std::mem::take(&mut sc.tmp), std::mem::take(&mut sc.skipped));
-            let mut scanner = Scanner::new(body, &self.body_trie, buffers);
+            let check_while_skipping = well_formed && sc.match_rate > CHECK_WHILE_SKIPPING;
+            let mut scanner = Scanner::new(body, &self.body_trie, buffers, check_while_skipping);
             let res = scanner.scan_body(0, &mut |pid, leaf| self.record_body_leaf(sc, pid, leaf));
             if res == Ok(true) {
                 let cands = std::mem::take(&mut sc.cands);
@@ -521,7 +632,18 @@ impl Matcher {
                 for (pid, ix) in &self.body_but {
                     self.but_matches(sc, *pid, ix);
                 }
-                if !sc.body_out.is_empty() && scanner.body_is_valid() {
+                if well_formed {
+                    // An exponential average over about the last 16 bodies.
+                    let hit = if sc.body_out.is_empty() { 0 } else { RATE_ONE };
+                    sc.match_rate = sc.match_rate - sc.match_rate / 16 + hit / 16;
+                }
+                if !sc.body_out.is_empty()
+                    && if well_formed {
+                        scanner.raw_body_is_valid()
+                    } else {
+                        scanner.body_is_valid()
+                    }
+                {
                     out.extend(sc.body_out.iter().map(|&p| self.ids[p as usize]));
                 }
             }
@@ -876,6 +998,26 @@ enum Bucket {
     Scan(u32, u8),
 }
 
+/// Which literal end of a wildcard indexes it.
+enum WildAnchor<'a> {
+    Prefix(&'a str),
+    Suffix(&'a str),
+    None,
+}
+
+/// The longer literal end: fewer values share it (`G*EEN` is better found by `EEN` than
+/// by `G`), so fewer candidates run the full match.
+fn wild_anchor(w: &Wildcard) -> WildAnchor<'_> {
+    let (p, s) = (w.literal_prefix(), w.literal_suffix());
+    if p.is_empty() && s.is_empty() {
+        WildAnchor::None
+    } else if p.len() >= s.len() {
+        WildAnchor::Prefix(p)
+    } else {
+        WildAnchor::Suffix(s)
+    }
+}
+
 /// Relative cost of probing a bucket kind, beyond the number of conjunctions in it: affix
 /// and wildcard buckets also catch values that are not equal, ranges and `exists` catch most.
 fn bucket_weight(b: &Bucket) -> u64 {
@@ -897,15 +1039,11 @@ fn rule_bucket(pid: u32, r: &Rule) -> Option<Bucket> {
         Rule::Prefix(p) => Bucket::Prefix(pid, p.as_bytes().to_vec()),
         Rule::Suffix(p) => Bucket::Suffix(pid, p.as_bytes().to_vec()),
         Rule::EqualsIgnoreCase(p) => Bucket::Fold(pid, p.as_bytes().to_vec()),
-        Rule::Wildcard(w) => {
-            if !w.literal_prefix().is_empty() {
-                Bucket::WildPrefix(pid, w.literal_prefix().as_bytes().to_vec())
-            } else if !w.literal_suffix().is_empty() {
-                Bucket::WildSuffix(pid, w.literal_suffix().as_bytes().to_vec())
-            } else {
-                Bucket::Scan(pid, 0)
-            }
-        }
+        Rule::Wildcard(w) => match wild_anchor(w) {
+            WildAnchor::Prefix(p) => Bucket::WildPrefix(pid, p.as_bytes().to_vec()),
+            WildAnchor::Suffix(p) => Bucket::WildSuffix(pid, p.as_bytes().to_vec()),
+            WildAnchor::None => Bucket::Scan(pid, 0),
+        },
         Rule::Numeric(_) => Bucket::Scan(pid, 1),
         Rule::Cidr(_) => Bucket::Scan(pid, 2),
         Rule::Exists(true) => Bucket::Scan(pid, 3),
@@ -1141,12 +1279,10 @@ impl Compiler {
             Rule::Wildcard(w) => {
                 ix.has_strings = true;
                 let wid = self.m.wildcards.len() as u32;
-                if !w.literal_prefix().is_empty() {
-                    ix.wild_prefix.add(w.literal_prefix().as_bytes(), (wid, c));
-                } else if !w.literal_suffix().is_empty() {
-                    ix.wild_suffix.add(w.literal_suffix().as_bytes(), (wid, c));
-                } else {
-                    ix.wild_any.push((wid, c));
+                match wild_anchor(&w) {
+                    WildAnchor::Prefix(p) => ix.wild_prefix.add(p.as_bytes(), (wid, c)),
+                    WildAnchor::Suffix(p) => ix.wild_suffix.add(p.as_bytes(), (wid, c)),
+                    WildAnchor::None => ix.wild_any.push((wid, c)),
                 }
                 self.m.wildcards.push(w);
             }
@@ -1164,4 +1300,59 @@ impl Compiler {
 /// The buckets of a slot when every rule of it can be indexed (so it can be an anchor).
 fn slot_buckets(pid: u32, rules: &[Rule]) -> Option<Vec<Bucket>> {
     rules.iter().map(|r| rule_bucket(pid, r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Affixes of every length up to past the integer keys, probed with values shorter and
+    /// longer than eight bytes: the buckets found are exactly the affixes of the value.
+    #[test]
+    fn affix_probe_finds_exactly_the_affixes() {
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "é",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghij",
+            "ghij",
+            "hij",
+        ];
+        let values = [
+            "",
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghij",
+            "xabcdefghij",
+            "é",
+            "aé",
+        ];
+        for suffix in [false, true] {
+            let mut a = Affix::default();
+            for (i, k) in keys.iter().enumerate() {
+                a.add(k.as_bytes(), i);
+            }
+            for v in values {
+                let mut got = Vec::new();
+                a.probe(v.as_bytes(), suffix, |&i| got.push(i));
+                got.sort_unstable();
+                let want: Vec<usize> = (0..keys.len())
+                    .filter(|&i| {
+                        if suffix {
+                            v.ends_with(keys[i])
+                        } else {
+                            v.starts_with(keys[i])
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, want, "{v:?} suffix {suffix}");
+            }
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! JSON at memory speed: the body is classified 64 bytes at a time with AVX-512 or AVX2 (two
 //! nibble lookups give every byte its character class), and the rules of JSON are checked on
-//! the resulting bit masks instead of byte by byte. Two users:
+//! the resulting bit masks instead of byte by byte. Three users:
 //!
 //! - [`skip_block`]: pass over a `{…}` or `[…]` no policy looks into (brackets counted per
 //!   64-byte block, strings and escapes resolved with the usual prefix-XOR trick).
+//! - [`skip_block_checked`]: the same skip for text `serde_json` has checked as a
+//!   `RawValue`, also looking for the little such text may hold that a `Value` parse refuses.
 //! - [`accepts`]: a validator that answers "certainly valid" for the common shape of a
 //!   message (object or array at the top, ASCII or UTF-8 text, simple escapes, numbers
 //!   without exponent, at most 63 levels deep) and "don't know" for everything else. It never says "invalid": the
@@ -89,9 +91,9 @@ fn skip_block_with(isa: Isa, b: &[u8], start: usize) -> Option<usize> {
     match isa {
         // SAFETY: callers pass `isa()` or, in tests, an ISA below it.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::skip_block_avx512(b, start) },
+        Isa::Avx512 => unsafe { x86::skip_block_avx512::<false>(b, start, &mut 0) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::skip_block_avx2(b, start) },
+        Isa::Avx2 => unsafe { x86::skip_block_avx2::<false>(b, start, &mut 0) },
         _ => None,
     }
 }
@@ -113,6 +115,38 @@ fn accepts_with(isa: Isa, b: &[u8]) -> bool {
         _ => false,
     }
 }
+
+/// [`skip_block`] for text that passed `serde_json`'s `RawValue` check, which also finds
+/// out whether a `Value` parse accepts the block: `Some(peak)`, the deepest nesting in it
+/// (the block itself counts one), when certainly so; `None` when not known. That check
+/// already enforces JSON's grammar, UTF-8, no raw control characters and well-formed
+/// escapes, so all that is left to look for is what it lets through: a `\u` escape (which
+/// may be a lone surrogate), a number beyond `f64` (which needs an exponent or more than
+/// 308 digits, and those fill some 64-byte block) and nesting deeper than a `Value` parse
+/// allows. That costs a few compares per block on top of the skip, far less than
+/// [`accepts`]. Bytes after the block's end in its last 64 are looked at too, which can
+/// only turn `Some` into `None`.
+#[inline]
+pub(crate) fn skip_block_checked(b: &[u8], start: usize) -> Option<(usize, Option<u32>)> {
+    skip_block_checked_with(isa(), b, start)
+}
+
+#[inline]
+fn skip_block_checked_with(isa: Isa, b: &[u8], start: usize) -> Option<(usize, Option<u32>)> {
+    let mut peak = 0;
+    let end = match isa {
+        // SAFETY: callers pass `isa()` or, in tests, an ISA below it.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::skip_block_avx512::<true>(b, start, &mut peak) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::skip_block_avx2::<true>(b, start, &mut peak) },
+        _ => None,
+    }?;
+    Some((end, (peak != UNSURE).then_some(peak)))
+}
+
+/// `peak` of a checked skip that found something a `Value` parse may refuse.
+const UNSURE: u32 = u32::MAX;
 
 /// The escaped characters of a block (those right after an odd-length run of backslashes),
 /// carrying a trailing unmatched backslash into the next block. This is simdjson's
@@ -435,7 +469,7 @@ fn is_atom_byte(c: u8) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Classes, Validator, prefix_xor};
+    use super::{Classes, UNSURE, Validator, prefix_xor};
     use std::arch::x86_64::*;
 
     // Nibble tables. Table A: bit 0 space, 1 tab/LF/CR, 2 control, 3 quote, 4 backslash,
@@ -553,17 +587,23 @@ mod x86 {
         }
     }
 
-    /// Quotes, backslashes, opening and closing brackets only (for skipping).
+    /// Quotes, backslashes, opening and closing brackets (for skipping), and `e` `E` (for
+    /// the checked skip; unused, the compiler drops them).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn brackets(x: (__m256i, __m256i)) -> (u64, u64, u64, u64) {
+    fn brackets(x: (__m256i, __m256i)) -> (u64, u64, u64, u64, u64) {
         let (la, ha) = (table(&LO_A), table(&HI_A));
         let (a0, a1) = (lookup(x.0, la, ha), lookup(x.1, la, ha));
+        let e = |v: __m256i| {
+            let z = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(z, _mm256_set1_epi8(b'e' as i8))) as u32
+        };
         (
             join(bit::<4>(a0), bit::<4>(a1)),
             join(bit::<3>(a0), bit::<3>(a1)),
             join(bit::<2>(a0), bit::<2>(a1)),
             join(bit::<1>(a0), bit::<1>(a1)),
+            join(e(x.0), e(x.1)),
         )
     }
 
@@ -648,14 +688,16 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx512bw")]
-    fn brackets512(b: &[u8], at: usize, _pad: &mut [u8; 64]) -> (u64, u64, u64, u64) {
+    fn brackets512(b: &[u8], at: usize, _pad: &mut [u8; 64]) -> (u64, u64, u64, u64, u64) {
         let x = load512(b, at);
         let a = lookup512(x, table512(&LO_A), table512(&HI_A));
+        let z = _mm512_or_si512(x, _mm512_set1_epi8(0x20));
         (
             test512(a, 0x08),
             test512(a, 0x10),
             test512(a, 0x20),
             test512(a, 0x40),
+            _mm512_cmpeq_epi8_mask(z, _mm512_set1_epi8(b'e' as i8)),
         )
     }
 
@@ -668,30 +710,62 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn brackets256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> (u64, u64, u64, u64) {
+    fn brackets256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> (u64, u64, u64, u64, u64) {
         // SAFETY: `block_ptr` yields 64 readable bytes.
         brackets(unsafe { load(block_ptr(b, at, pad)) })
     }
 
+    /// Digits; whitespace, `,`, `:` and bytes past the end (of the checked skip, which
+    /// asks for them only now and then).
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn digits_apart512(b: &[u8], at: usize, _pad: &mut [u8; 64]) -> (u64, u64) {
+        let x = load512(b, at);
+        let d = _mm512_sub_epi8(x, _mm512_set1_epi8(b'0' as i8));
+        let eq = |k: u8| _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(k as i8));
+        (
+            _mm512_cmplt_epu8_mask(d, _mm512_set1_epi8(10)),
+            _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(b' ' as i8)) | eq(b',') | eq(b':'),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn digits_apart256(b: &[u8], at: usize, pad: &mut [u8; 64]) -> (u64, u64) {
+        let m = classify256(b, at, pad);
+        (m.digit, m.ws | m.comma | m.colon)
+    }
+
     /// The two entry points, compiled once per instruction set.
     macro_rules! drivers {
-        ($feature:literal, $skip:ident, $accepts:ident, $brackets:ident, $classify:ident) => {
-            /// See [`super::skip_block`].
+        ($feature:literal, $skip:ident, $accepts:ident, $brackets:ident, $classify:ident, $digits_apart:ident) => {
+            /// See [`super::skip_block`]; with `CHECK`, [`super::skip_block_checked`],
+            /// which keeps its answer in `peak`.
             ///
             /// # Safety
             /// The CPU must support the target feature.
             #[target_feature(enable = $feature)]
-            pub(super) unsafe fn $skip(b: &[u8], start: usize) -> Option<usize> {
+            pub(super) unsafe fn $skip<const CHECK: bool>(
+                b: &[u8],
+                start: usize,
+                peak: &mut u32,
+            ) -> Option<usize> {
                 let mut pad = [0u8; 64];
                 let mut at = start;
                 let mut depth = 0usize;
                 let mut prev_escaped = 0u64;
                 let mut prev_in_string = 0u64;
+                // Kept in a register: through `peak` every block would wait on memory.
+                let mut pk = 0u32;
                 while at < b.len() {
-                    let (quote, backslash, open, close) = $brackets(b, at, &mut pad);
+                    let (quote, backslash, open, close, letters) = $brackets(b, at, &mut pad);
                     // Most blocks of a skipped subtree (numbers) have no string in them.
                     let s = if quote | backslash | prev_escaped | prev_in_string != 0 {
-                        let quote = quote & !super::find_escaped(backslash, &mut prev_escaped);
+                        let escaped = super::find_escaped(backslash, &mut prev_escaped);
+                        if CHECK && super::bits(escaped).any(|p| b.get(at + p) == Some(&b'u')) {
+                            pk = UNSURE;
+                        }
+                        let quote = quote & !escaped;
                         let s = prefix_xor(quote) ^ prev_in_string;
                         prev_in_string = ((s as i64) >> 63) as u64;
                         s
@@ -699,6 +773,25 @@ mod x86 {
                         0
                     };
                     let (open, close) = (open & !s, close & !s);
+                    if CHECK {
+                        // The nesting in a block stays below its depth at the start plus
+                        // the brackets it opens.
+                        pk = pk.max((depth + open.count_ones() as usize) as u32);
+                        // Outside strings a letter right after a digit can only start an
+                        // exponent; a block outside strings with nothing between tokens
+                        // lies inside a number of 64 bytes or more.
+                        let letters = letters & !s;
+                        let bare = s | quote | open | close == 0;
+                        if letters != 0 || bare {
+                            let (digits, apart) = $digits_apart(b, at, &mut pad);
+                            let prev_digit = at > 0 && b[at - 1].is_ascii_digit();
+                            if letters & ((digits << 1) | prev_digit as u64) != 0
+                                || (bare && apart == 0)
+                            {
+                                pk = UNSURE;
+                            }
+                        }
+                    }
                     if (close.count_ones() as usize) < depth {
                         depth += open.count_ones() as usize;
                         depth -= close.count_ones() as usize;
@@ -712,6 +805,7 @@ mod x86 {
                             } else {
                                 depth = depth.checked_sub(1)?;
                                 if depth == 0 {
+                                    *peak = pk;
                                     return Some(at + bit.trailing_zeros() as usize + 1);
                                 }
                             }
@@ -752,14 +846,16 @@ mod x86 {
         skip_block_avx2,
         accepts_avx2,
         brackets256,
-        classify256
+        classify256,
+        digits_apart256
     );
     drivers!(
         "avx512bw,popcnt,bmi1,lzcnt",
         skip_block_avx512,
         accepts_avx512,
         brackets512,
-        classify512
+        classify512,
+        digits_apart512
     );
 }
 
@@ -965,6 +1061,112 @@ mod tests {
         if have_simd() {
             // The fast path must carry the common case, or it is dead weight.
             assert_eq!(fast, valid);
+        }
+    }
+
+    /// Pieces a `RawValue` check lets through and a `Value` parse may refuse.
+    const RAW_ONLY: &[&str] = &[
+        "1e400",
+        "-1E+999",
+        "1e-999",
+        "2e3",
+        "\"\\ud800\"",
+        "\"\\udc00x\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\u0041\"",
+    ];
+
+    /// The checked skip of the whole of `b`, as the scanner uses it for a block nested in
+    /// `depth` containers.
+    fn raw_value_accepts_with(isa: Isa, b: &[u8], depth: usize) -> bool {
+        matches!(skip_block_checked_with(isa, b, 0), Some((end, Some(peak)))
+            if end == b.len() && depth + peak as usize <= crate::json::MAX_DEPTH)
+    }
+
+    fn raw_value_accepts(b: &[u8], depth: usize) -> bool {
+        raw_value_accepts_with(isa(), b, depth)
+    }
+
+    fn raw_ok(d: &[u8]) -> bool {
+        serde_json::from_slice::<&serde_json::value::RawValue>(d).is_ok()
+    }
+
+    /// Where AVX-512 runs, the AVX2 code must answer the same.
+    fn raw_same_on_avx2(d: &[u8], depth: usize) {
+        if isa() == Isa::Avx512 {
+            assert_eq!(
+                raw_value_accepts_with(Isa::Avx2, d, depth),
+                raw_value_accepts_with(Isa::Avx512, d, depth),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+        }
+    }
+
+    #[test]
+    fn raw_value_accepts_only_what_a_value_parse_accepts() {
+        let mut r = Rng(0xC0FF_EE00_1234_5678);
+        let (mut plain, mut fast) = (0, 0);
+        for n in 0..40_000 {
+            let mut d = document(&mut r);
+            let mut long = false;
+            // Splice in what only the `RawValue` check allows, or a long number.
+            if n % 3 == 0 {
+                let t = String::from_utf8(d).unwrap();
+                long = r.below(4) == 0;
+                let piece = if long {
+                    "9".repeat(60 + r.below(300))
+                } else {
+                    r.pick(RAW_ONLY).to_owned()
+                };
+                d = t.replacen("100", &piece, 1).into_bytes();
+            }
+            let t = String::from_utf8_lossy(&d).trim().to_owned();
+            if !t.starts_with(['{', '[']) || !raw_ok(t.as_bytes()) {
+                continue;
+            }
+            for depth in [0, 1, 60, 126, 127] {
+                let nested = format!("{}{t}{}", "[".repeat(depth), "]".repeat(depth));
+                let ok = serde_ok(nested.as_bytes());
+                let got = raw_value_accepts(t.as_bytes(), depth);
+                assert!(!got || ok, "accepted at depth {depth}: {t:?}");
+                raw_same_on_avx2(t.as_bytes(), depth);
+                if depth == 1 && ok && !long && !t.contains(['e', 'E']) && !t.contains("\\u") {
+                    plain += 1;
+                    fast += usize::from(got);
+                }
+            }
+        }
+        if have_simd() {
+            // Text without exponents and `\u` escapes, nested shallowly, is the common
+            // case the check exists for: it must not fall back there.
+            assert!(plain > 4_000 && fast == plain, "{fast} of {plain}");
+        }
+    }
+
+    #[test]
+    fn raw_value_accepts_checks_depth_and_long_numbers() {
+        if !have_simd() {
+            return;
+        }
+        for n in [1usize, 2, 63, 64, 65, 100, 126, 127, 128, 200] {
+            let d = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            for depth in [0, 1, 5, 64] {
+                let want = n + depth <= crate::json::MAX_DEPTH;
+                assert_eq!(raw_value_accepts(d.as_bytes(), depth), want, "{n} {depth}");
+                raw_same_on_avx2(d.as_bytes(), depth);
+            }
+        }
+        for pad in 0..70 {
+            for digits in [1usize, 63, 64, 127, 128, 308, 309, 400] {
+                let d = format!("[{}{}]", " ".repeat(pad), "9".repeat(digits));
+                let got = raw_value_accepts(d.as_bytes(), 0);
+                assert!(!got || serde_ok(d.as_bytes()), "{d}");
+                if digits < 64 {
+                    assert!(got, "{d}");
+                }
+                raw_same_on_avx2(d.as_bytes(), 0);
+            }
         }
     }
 

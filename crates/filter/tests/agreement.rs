@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use switchyard_filter::{Attributes, MatcherBuilder, Policy, Scope, reference};
+use switchyard_filter::{Attributes, MatchScratch, MatcherBuilder, Policy, Scope, reference};
 
 const KEYS: &[&str] = &["a", "b", "c", "a.b"];
 const STRS: &[&str] = &[
@@ -140,6 +140,38 @@ fn body() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Text `serde_json` lets through as a `RawValue` but refuses as a `Value`, and text it
+/// takes either way but that only the exact validator can vouch for.
+const RAW_PIECES: &[&str] = &[
+    "\"\\ud800\"",
+    "\"x\\udc00\"",
+    "\"\\ud83d\\ude00\"",
+    "1e400",
+    "-1E+309",
+    "1e-400",
+    "2.5e3",
+    "[true, false, null, \"e\"]",
+];
+
+/// `body()`, sometimes with one of `RAW_PIECES`, a long number or deep nesting under a key
+/// no policy uses (`z`, skipped) or one that policies use.
+fn raw_body() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        4 => prop::sample::select(RAW_PIECES).prop_map(str::to_owned),
+        1 => (60usize..400).prop_map(|n| "9".repeat(n)),
+        1 => (100usize..140).prop_map(|n| format!("{}1{}", "[".repeat(n), "]".repeat(n))),
+    ];
+    prop_oneof![
+        2 => body(),
+        3 => (body(), piece, prop::sample::select(&["z", "a", "b"][..])).prop_map(|(b, p, k)| {
+            match b.strip_prefix('{') {
+                Some(rest) if rest.trim_start().starts_with('"') => format!("{{\"{k}\": [[{p}]], {rest}"),
+                _ => b,
+            }
+        }),
+    ]
+}
+
 fn attributes() -> impl Strategy<Value = Attributes> {
     let value = prop_oneof![
         prop::sample::select(STRS).prop_map(|s| ("String", s.to_owned())),
@@ -207,6 +239,44 @@ proptest! {
                 .map(|(i, _)| i as u32)
                 .collect();
             prop_assert_eq!(&got_set, &want, "body {} attrs {:?} policies {:?}", body, attrs.to_sns_json(), policies);
+        }
+    }
+
+    /// The entry point for bodies `serde_json` has checked decides as `matches` on every
+    /// such body (and on any other text just terminates).
+    #[test]
+    fn matches_valid_json_agrees_with_matches(
+        policies in prop::collection::vec(scoped_policy(), 1..10),
+        messages in prop::collection::vec((raw_body(), attributes()), 1..6),
+    ) {
+        let mut b = MatcherBuilder::new();
+        for (i, (s, v)) in policies.iter().enumerate() {
+            if let Ok(p) = Policy::parse_scoped(v, *s) {
+                b.add(i as u32, &p, *s).unwrap();
+            }
+        }
+        let m = b.build();
+        // Scratch space that has seen no match checks skipped blocks only after one; after
+        // a run of matches it checks them while skipping. Both ways must agree.
+        let mut primer = MatcherBuilder::new();
+        primer.add(0, &Policy::parse_str(r#"{"p": [{"exists": true}]}"#).unwrap(), Scope::MessageBody).unwrap();
+        let primer = primer.build();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for (body, attrs) in &messages {
+            want.clear();
+            m.matches(body.as_bytes(), attrs, &mut want);
+            let raw_ok = serde_json::from_str::<&serde_json::value::RawValue>(body).is_ok();
+            for primed in [false, true] {
+                let mut sc = MatchScratch::new();
+                for _ in 0..if primed { 32 } else { 0 } {
+                    primer.matches_valid_json_with(&mut sc, br#"{"p": 1}"#, &Attributes::new(), &mut got);
+                }
+                got.clear();
+                m.matches_valid_json_with(&mut sc, body.as_bytes(), attrs, &mut got);
+                if raw_ok {
+                    prop_assert_eq!(&got, &want, "body {} primed {} policies {:?}", body, primed, policies);
+                }
+            }
         }
     }
 
