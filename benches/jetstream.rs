@@ -62,12 +62,20 @@ async fn run() {
     let sy_q = backend.put_queue("sy", spec).await.unwrap();
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
 
-    let mut publish = (0.0f64, 0.0f64);
+    // A third queue takes the raw publishes with message ids; it is purged after each.
+    let raw_id_q = backend.put_queue("rawid", spec_for_ids()).await.unwrap();
+    let mut publish = (0.0f64, 0.0f64, 0.0f64);
     let mut receive = (0.0f64, 0.0f64);
     for round in 0..2 {
-        publish.0 = publish.0.max(raw_publish(&js, &body).await);
+        publish.0 = publish
+            .0
+            .max(raw_publish(&js, "BENCH.q.raw.m.0", false, &body).await);
         publish.1 = publish
             .1
+            .max(raw_publish(&js, "BENCH.q.rawid.m.0", true, &body).await);
+        backend.purge(&raw_id_q).await.expect("purge");
+        publish.2 = publish
+            .2
             .max(sy_publish(&backend, &sy_q, &body, round).await);
         receive.0 = receive.0.max(raw_receive(&js).await);
         receive.1 = receive.1.max(sy_receive(&backend, &sy_q).await);
@@ -92,34 +100,67 @@ async fn run() {
 
     println!();
     println!(
-        "JetStream backend vs raw async-nats ({MESSAGES} messages of {BODY_BYTES} B, nats-server on loopback)"
+        "Switchyard on JetStream vs raw async-nats ({MESSAGES} messages of {BODY_BYTES} B, nats-server on loopback)"
     );
-    println!("| path | raw async-nats | switchyard | ratio |");
+    println!("| path | msg/s | vs raw | vs raw with message ids |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| publish, {IN_FLIGHT} in flight, each acked | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
-        publish.0,
-        publish.1,
-        100.0 * publish.1 / publish.0
+    let row = |what: String, rate: f64, raw: f64, raw_id: Option<f64>| {
+        println!(
+            "| {what} | {rate:.0} | {:.0}% | {} |",
+            100.0 * rate / raw,
+            raw_id.map_or("".to_string(), |r| format!("{:.0}%", 100.0 * rate / r))
+        );
+    };
+    let (raw, raw_id) = (publish.0, publish.1);
+    row(
+        format!("raw publish, {IN_FLIGHT} in flight, each acked"),
+        raw,
+        raw,
+        Some(raw_id),
     );
-    println!(
-        "| receive {BATCH} + ack each, {RECEIVERS} receivers | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
-        receive.0,
-        receive.1,
-        100.0 * receive.1 / receive.0
+    row(
+        "raw publish with a Nats-Msg-Id each (as Switchyard sends, for safe retries)".into(),
+        raw_id,
+        raw,
+        Some(raw_id),
     );
-    println!(
-        "| HTTP publish to a topic, {HTTP_BATCH} per request, {HTTP_CONNECTIONS} connections (vs raw publish) | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
-        publish.0,
+    row(
+        "Switchyard storage layer, one publish per message".into(),
+        publish.2,
+        raw,
+        Some(raw_id),
+    );
+    row(
+        format!(
+            "Switchyard HTTP publish to a topic, {HTTP_BATCH} per request, {HTTP_CONNECTIONS} connections"
+        ),
         e2e_publish,
-        100.0 * e2e_publish / publish.0
+        raw,
+        Some(raw_id),
     );
-    println!(
-        "| HTTP receive {BATCH} + ack, {HTTP_CONNECTIONS} consumers (vs raw fetch + ack) | {:.0} msg/s | {:.0} msg/s | {:.0}% |",
+    row(
+        format!("raw fetch {BATCH} + ack each, {RECEIVERS} receivers"),
         receive.0,
-        e2e_receive,
-        100.0 * e2e_receive / receive.0
+        receive.0,
+        None,
     );
+    row(
+        "Switchyard storage layer, receive + ack".into(),
+        receive.1,
+        receive.0,
+        None,
+    );
+    row(
+        format!("Switchyard HTTP receive {BATCH} + ack, {HTTP_CONNECTIONS} consumers"),
+        e2e_receive,
+        receive.0,
+        None,
+    );
+}
+
+/// The spec of the queue taking raw publishes with ids (as any standard queue).
+fn spec_for_ids() -> QueueSpec {
+    QueueSpec::default()
 }
 
 /// Requests in flight at once on the HTTP paths.
@@ -173,7 +214,10 @@ impl Router {
     async fn setup(&self, http: &reqwest::Client) {
         for (path, body) in [
             ("/topics/events", serde_json::json!({})),
-            ("/queues/e2e", serde_json::json!({"visibility_timeout_s": 60})),
+            (
+                "/queues/e2e",
+                serde_json::json!({"visibility_timeout_s": 60}),
+            ),
             (
                 "/topics/events/subscriptions/e2e",
                 serde_json::json!({"endpoint": {"queue": "e2e"}, "raw_message_delivery": true}),
@@ -197,7 +241,8 @@ async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
     let entries: Vec<serde_json::Value> = (0..HTTP_BATCH)
         .map(|i| serde_json::json!({"id": i.to_string(), "message": text}))
         .collect();
-    let request = Bytes::from(serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap());
+    let request =
+        Bytes::from(serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap());
     let url = format!("{base}/topics/events/publish-batch");
     let requests = MESSAGES / HTTP_BATCH;
     let started = Instant::now();
@@ -217,7 +262,11 @@ async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
                 .expect("publish");
             assert!(r.status().is_success(), "publish: {}", r.status());
             let v: serde_json::Value = r.json().await.expect("answer");
-            assert_eq!(v["successful"].as_array().map(Vec::len), Some(HTTP_BATCH), "{v}");
+            assert_eq!(
+                v["successful"].as_array().map(Vec::len),
+                Some(HTTP_BATCH),
+                "{v}"
+            );
         });
     }
     while window.next().await.is_some() {}
@@ -263,21 +312,25 @@ async fn http_receive(http: &reqwest::Client, base: &str) -> f64 {
     MESSAGES as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Raw: `send_publish` on the queue's subject, a sliding window of acks.
-async fn raw_publish(js: &jetstream::Context, body: &Bytes) -> f64 {
+/// Raw: `send_publish` on `subject`, a sliding window of acks; with `ids`, each message
+/// carries a unique `Nats-Msg-Id`, which JetStream checks against its duplicate window.
+async fn raw_publish(
+    js: &jetstream::Context,
+    subject: &'static str,
+    ids: bool,
+    body: &Bytes,
+) -> f64 {
     let started = Instant::now();
     let mut window = FuturesUnordered::new();
-    for _ in 0..MESSAGES {
+    for i in 0..MESSAGES {
         if window.len() >= IN_FLIGHT {
             window.next().await.unwrap();
         }
-        let ack = js
-            .send_publish(
-                "BENCH.q.raw.m.0",
-                jetstream::message::PublishMessage::build().payload(body.clone()),
-            )
-            .await
-            .expect("publish");
+        let mut m = jetstream::message::PublishMessage::build().payload(body.clone());
+        if ids {
+            m = m.message_id(format!("{}-{i}", started.elapsed().as_nanos()));
+        }
+        let ack = js.send_publish(subject, m).await.expect("publish");
         window.push(async move { ack.await.expect("ack") });
     }
     while window.next().await.is_some() {}

@@ -160,3 +160,31 @@ pub async fn run(
     let _ = sweeper.await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BackendChoice;
+
+    #[test]
+    fn backend_choices_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            BackendChoice::parse("embedded", "switchyard"),
+            Ok(BackendChoice::Embedded)
+        );
+        assert_eq!(
+            BackendChoice::parse("nats://10.0.0.1:4222", "prod"),
+            Ok(BackendChoice::Nats {
+                url: "nats://10.0.0.1:4222".into(),
+                prefix: "prod".into()
+            })
+        );
+        let e = BackendChoice::parse("postgres://x", "switchyard").unwrap_err();
+        assert!(
+            e.contains("postgres://x") && e.contains("nats://HOST:PORT"),
+            "{e}"
+        );
+        assert!(BackendChoice::parse("nats://", "switchyard").is_err());
+        let e = BackendChoice::parse("nats://h:4222", "a.b").unwrap_err();
+        assert!(e.contains("--nats-prefix"), "{e}");
+    }
+}

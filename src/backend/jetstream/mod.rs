@@ -52,6 +52,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// producer is answered (503) well before typical HTTP client timeouts.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long JetStream remembers the message ids of standard queues and streams: only to
+/// absorb a publish retried within [`PUBLISH_DEADLINE`], so twice that. The server keeps
+/// every id of the window in memory and checks each publish against them; at 100,000
+/// messages a second a longer window holds millions.
+const RETRY_DEDUP_WINDOW: Duration = Duration::from_secs(2 * PUBLISH_DEADLINE.as_secs());
+
 /// Pause before recreating a failed metadata watch (the server is likely restarting).
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 

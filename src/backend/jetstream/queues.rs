@@ -25,7 +25,9 @@
 //!   after a lost acknowledgement is stored once.
 
 use super::codec::{self, AckInfo, Frame, QueueNames};
-use super::{ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, Target};
+use super::{
+    ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW, Target,
+};
 use crate::backend::{Counts, Enqueued, NewMessage, ReceiptError, Received, now_ms};
 use crate::model::{Kind, QueueSpec};
 use async_nats::{HeaderMap, StatusCode};
@@ -48,10 +50,6 @@ const MAX_IN_FLIGHT: i64 = 120_000;
 
 /// How long FIFO deduplication ids are remembered (SQS: 5 minutes).
 const FIFO_DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
-/// How long message ids of standard queues are remembered: only to absorb retried
-/// publishes, so short, which keeps the server's dedup map small at high rates.
-const RETRY_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
-
 /// How long a delayed message may sit with a pump that died before another one gets it.
 const DELAY_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long one pump pull waits for due messages.

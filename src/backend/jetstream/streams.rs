@@ -8,7 +8,7 @@
 
 use super::codec;
 use super::groups::GroupHandle;
-use super::{ApiError, JetStream, JsError, Mirror, Prepared, Target};
+use super::{ApiError, JetStream, JsError, Mirror, Prepared, RETRY_DEDUP_WINDOW, Target};
 use crate::backend::{NewRecord, StoredRecord, now_ms};
 use crate::model::{Kind, StreamSpec};
 use async_nats::HeaderMap;
@@ -21,9 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(super) const META_STREAM: &str = "st/";
-
-/// How long record ids are remembered: only to absorb retried publishes.
-const RETRY_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
 /// Direct gets in flight per read.
 const READ_PIPELINE: usize = 64;
