@@ -19,7 +19,13 @@
 //! - deadline cost: the same CPU-bound kernels (each about 0.1 s of work) on
 //!   engines with and without epoch interruption, the first with the ticker
 //!   running and a deadline callback as in the runtime: a worst case (a loop
-//!   calling a tiny function) and a byte-scanning loop like parsing.
+//!   calling a tiny function) and a byte-scanning loop like parsing;
+//! - publish-to-handler latency: a server in this process (embedded store in a
+//!   temporary directory) with the `email` guest subscribed to a topic; events are
+//!   published over HTTP at a fixed rate (open loop) and each is timed from its
+//!   scheduled start until the worker has run the handler (seen through the log
+//!   line the router emits for it), so the time includes the durable store of the
+//!   publish, the worker's wake-up and the invocation.
 
 #[path = "../tests/it/guests.rs"]
 mod guests;
@@ -126,6 +132,160 @@ fn main() {
             row(&detail, result, "< 15 %");
         }
     }
+    if selected("latency") {
+        let (q, missing) = publish_to_handler();
+        row(
+            &format!("publish to handler at {LATENCY_RATE}/s: p50 / p90"),
+            format!("{:.2} / {:.2} ms", q[0], q[1]),
+            "",
+        );
+        row(
+            &format!("publish to handler at {LATENCY_RATE}/s: p99 / max"),
+            format!("{:.2} / {:.2} ms", q[2], q[3]),
+            "p99 < 1 ms",
+        );
+        assert_eq!(missing, 0, "handlers not seen for {missing} events");
+    }
+}
+
+/// Events per second and length of the latency measure.
+const LATENCY_RATE: u64 = 5_000;
+const LATENCY_SECONDS: u64 = 5;
+
+/// When the handler of each message id was seen to have run.
+#[derive(Clone, Default)]
+struct HandlerSeen(Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandlerSeen {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Id(Option<String>);
+        impl tracing::field::Visit for Id {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message_id" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        if !event.metadata().target().starts_with("switchyard::deliver") {
+            return;
+        }
+        let now = Instant::now();
+        let mut id = Id(None);
+        event.record(&mut id);
+        if let Some(id) = id.0 {
+            self.0.lock().unwrap().entry(id).or_insert(now);
+        }
+    }
+}
+
+/// p50/p90/p99/max in ms of publish-to-handler latency at [`LATENCY_RATE`].
+fn publish_to_handler() -> (Vec<f64>, usize) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let seen = HandlerSeen::default();
+    // Only the per-invocation log lines are recorded; nothing is printed.
+    let subscriber = tracing_subscriber::registry().with(
+        seen.clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let data = tempfile::tempdir().expect("data dir");
+        let prepared = switchyard::server::prepare(switchyard::server::Options {
+            backend: switchyard::server::BackendChoice::Embedded,
+            data_dir: data.path().to_path_buf(),
+            config: None,
+            token: None,
+            deny_private_endpoints: false,
+        })
+        .await
+        .unwrap_or_else(|_| panic!("server prepares"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = {
+            let stop = stop.clone();
+            tokio::spawn(switchyard::server::run(listener, prepared, async move {
+                stop.cancelled().await
+            }))
+        };
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let module = guests::path("email").to_string_lossy().into_owned();
+        for (path, body) in [
+            ("/topics/orders", serde_json::json!({})),
+            (
+                "/functions/email",
+                serde_json::json!({"module": module, "concurrency": 16}),
+            ),
+            (
+                "/topics/orders/subscriptions/email",
+                serde_json::json!({"endpoint": {"function": "email"}}),
+            ),
+        ] {
+            let r = http
+                .put(format!("{base}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+        let url = format!("{base}/topics/orders/publish");
+        let total = LATENCY_RATE * LATENCY_SECONDS;
+        let interval = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let at = started + interval * i as u32;
+            tokio::time::sleep_until(at.into()).await;
+            let (http, url) = (http.clone(), url.clone());
+            tasks.spawn(async move {
+                let body = serde_json::json!({"message": {
+                    "order_id": format!("o-{i}"),
+                    "customer_email": "buyer@example.com",
+                }});
+                let r = http.post(url).json(&body).send().await.expect("publish");
+                let v: serde_json::Value = r.json().await.expect("answer");
+                (
+                    v["message_id"].as_str().expect("message id").to_string(),
+                    at,
+                )
+            });
+        }
+        let mut sent = Vec::with_capacity(total as usize);
+        while let Some(r) = tasks.join_next().await {
+            sent.push(r.unwrap());
+        }
+        // Wait (bounded) for the last handlers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.0.lock().unwrap().len() < sent.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        let _ = server.await;
+        let seen = seen.0.lock().unwrap();
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        let mut missing = 0;
+        for (id, at) in &sent {
+            match seen.get(id) {
+                Some(t) => h.record(t.duration_since(*at).as_micros() as u64).unwrap(),
+                None => missing += 1,
+            }
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+        (
+            vec![ms(0.5), ms(0.9), ms(0.99), h.max() as f64 / 1e3],
+            missing,
+        )
+    })
 }
 
 fn row(measure: &str, result: String, target: &str) {
