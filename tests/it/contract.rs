@@ -70,6 +70,7 @@ contract!(
     streams_number_records_per_shard_and_groups_checkpoint,
     caller_errors_are_4xx_on_every_backend,
     functions_run_and_publish_downstream,
+    webhooks_are_retried_then_delivered_signed,
 );
 
 pub async fn put(s: &TestServer, path: &str, body: Value) -> Value {
@@ -478,4 +479,25 @@ async fn functions_run_and_publish_downstream(s: &TestServer) {
     post(s, "/v1/topics/in/publish", json!({"message": {"count": 2}})).await;
     let got = receive_n(s, "out", 2).await;
     assert_eq!(got.len(), 2);
+}
+
+async fn webhooks_are_retried_then_delivered_signed(s: &TestServer) {
+    let (rx, url) = crate::webhooks::Receiver::start(&[(503, None)]).await;
+    put(s, "/v1/topics/hooks", json!({})).await;
+    let sub = put(
+        s,
+        "/v1/topics/hooks/subscriptions/h",
+        json!({"endpoint": {"http": {"url": url}}, "delivery_policy": crate::webhooks::fast_policy(2)}),
+    )
+    .await;
+    assert!(sub["endpoint"]["http"]["secret"].is_string(), "{sub}");
+    post(s, "/v1/topics/hooks/publish", json!({"message": {"n": 7}})).await;
+    let hits = rx.wait_for(2, Duration::from_secs(20)).await;
+    let attempts: Vec<&str> = hits
+        .iter()
+        .map(|h| h.header("x-switchyard-attempt"))
+        .collect();
+    assert_eq!(attempts, ["1", "2"]);
+    assert_eq!(hits[1].json()["message"], json!({"n": 7}));
+    assert!(!hits[1].header("x-switchyard-signature").is_empty());
 }

@@ -16,36 +16,36 @@ use std::time::{Duration, Instant};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Hit {
+pub(crate) struct Hit {
     at: Instant,
     headers: HeaderMap,
     body: Vec<u8>,
 }
 
 impl Hit {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
 }
 
 /// A scripted answer: status and `Retry-After` seconds.
-type Answer = (u16, Option<u64>);
+pub(crate) type Answer = (u16, Option<u64>);
 
 /// Answers: a queue of (status, Retry-After) consumed one per request; 200 when empty.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
     script: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Receiver {
-    async fn start(script: &[Answer]) -> (Self, String) {
+    pub(crate) async fn start(script: &[Answer]) -> (Self, String) {
         let r = Receiver::default();
         r.script.lock().unwrap().extend(script.iter().copied());
         let app = axum::Router::new().fallback(handle).with_state(r.clone());
@@ -55,11 +55,11 @@ impl Receiver {
         (r, url)
     }
 
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
+    pub(crate) async fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
         eventually(
             within,
             &format!("{n} requests reach the receiver"),
@@ -136,7 +136,7 @@ fn verify(secret: &str, hit: &Hit) -> bool {
     expected == sig
 }
 
-fn fast_policy(retries: u32) -> Value {
+pub(crate) fn fast_policy(retries: u32) -> Value {
     json!({"num_retries": retries, "min_delay_s": 1, "max_delay_s": 1})
 }
 
