@@ -1,6 +1,7 @@
 //! Fuzz target: arbitrary bytes as a filter policy (parsing must never panic); when the policy
 //! is valid, arbitrary bytes as a message body, matched by the compiled matcher (indexed and
-//! direct) and by the reference evaluator, which must agree. The body doubles as API-form
+//! direct) and by the reference evaluator, which must agree; the router's entry point for
+//! bodies already checked as JSON must agree too on every body serde_json accepts. The body doubles as API-form
 //! attributes when it parses as such, to exercise attribute scope.
 //!
 //! Input layout: `policy \0 body`. Run: `cargo +nightly fuzz run policy` from the repo top.
@@ -80,6 +81,13 @@ fuzz_target!(|data: &[u8]| {
             let mut out = Vec::new();
             m.matches(body, &attrs, &mut out);
             assert_eq!(!out.is_empty(), want, "scope {scope} indexed {indexed}");
+            // The router's entry point, on what it gets: bodies serde_json took as a
+            // RawValue. Elsewhere it must only terminate without panicking.
+            let mut trusted = Vec::new();
+            m.matches_valid_json(body, &attrs, &mut trusted);
+            if serde_json::from_slice::<&serde_json::value::RawValue>(body).is_ok() {
+                assert_eq!(trusted, out, "matches_valid_json, scope {scope} indexed {indexed}");
+            }
         }
     }
 });
