@@ -90,6 +90,21 @@ async fn stored_messages_are_received_once_and_acked_away() {
 }
 
 #[tokio::test]
+async fn routers_creating_one_queue_at_once_agree_on_it() {
+    let server = NatsServer::start();
+    let (a, b) = (connect(&server).await, connect(&server).await);
+    let (qa, qb) = tokio::join!(a.put_queue("q", spec(30)), b.put_queue("q", spec(30)));
+    let (qa, qb) = (qa.unwrap(), qb.unwrap());
+    send(&a, &qa, vec![msg("x")]).await;
+    let got = a.receive(&qa, 1, 30_000, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&got), ["x"]);
+    // A receipt handed out through one router is good on the other: both hold the
+    // record that won.
+    let verdicts = b.ack(&qb, &[got[0].receipt.clone()]).await.unwrap();
+    assert_eq!(verdicts, [Ok(())]);
+}
+
+#[tokio::test]
 async fn receipts_of_another_or_a_recreated_queue_are_refused() {
     let server = NatsServer::start();
     let js = connect(&server).await;

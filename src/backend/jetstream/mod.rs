@@ -232,6 +232,33 @@ impl JetStream {
         Ok(())
     }
 
+    /// Stores a metadata record unless the key holds one already; then that record is
+    /// the one in force (mirrored here at once) and `false` is returned. So two routers
+    /// creating one resource at once agree on one record.
+    pub(crate) async fn create_meta(&self, key: &str, value: Vec<u8>) -> Result<bool, JsError> {
+        check_key(key)?;
+        let value = Bytes::from(value);
+        match self.meta.create(key, value.clone()).await {
+            Ok(revision) => {
+                self.mirror.apply(key, revision, Some(value));
+                Ok(true)
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let entry = self
+                    .meta
+                    .entry(key)
+                    .await
+                    .map_err(|e| kv_error("read", key, e))?;
+                if let Some(entry) = entry {
+                    let value = (entry.operation == kv::Operation::Put).then_some(entry.value);
+                    self.mirror.apply(key, entry.revision, value);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(kv_error("create", key, e)),
+        }
+    }
+
     pub async fn delete_meta(&self, key: &str) -> Result<(), JsError> {
         check_key(key)?;
         // A KV delete is a marker message; publishing it here (rather than through the

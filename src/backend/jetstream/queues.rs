@@ -349,11 +349,15 @@ impl JetStream {
             partitions,
             incarnation,
         };
-        self.put_meta(
-            &format!("{META_QUEUE}{}", codec::key_of_name(name)),
-            serde_json::to_vec(&rec).expect("plain data always serializes"),
-        )
-        .await?;
+        let key = format!("{META_QUEUE}{}", codec::key_of_name(name));
+        let value = serde_json::to_vec(&rec).expect("plain data always serializes");
+        if existing.is_some() {
+            self.put_meta(&key, value).await?;
+        } else {
+            // Another router creating the queue at the same moment may win: its record
+            // (and incarnation, which receipts name) is then the queue's.
+            self.create_meta(&key, value).await?;
+        }
         self.queue(name).ok_or_else(|| JsError::NotFound {
             kind: Kind::Queue,
             name: name.to_string(),
