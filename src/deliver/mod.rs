@@ -36,6 +36,8 @@ const BREAKER_MAX_PAUSE_MS: u64 = 30_000;
 /// Added to an endpoint's timeout for the visibility of a message being delivered, so it
 /// only reappears when the worker holding it has died.
 const IN_FLIGHT_MARGIN_MS: u64 = 10_000;
+/// Most receipts acknowledged with one storage call.
+const ACK_BATCH: usize = 256;
 /// After a storage error, wait this long before the next receive.
 const STORAGE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -183,10 +185,13 @@ impl Workers {
         {
             old.cancel();
         }
+        let (acks, receipts) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(acknowledge(self.backend.clone(), queue.clone(), receipts));
         let worker = Arc::new(Worker {
             backend: self.backend.clone(),
             router,
             queue,
+            acks,
             topic: topic.to_string(),
             subscription: sub.to_string(),
             target,
@@ -231,6 +236,8 @@ struct Worker {
     backend: Arc<dyn Backend>,
     router: Weak<Router>,
     queue: Queue,
+    /// Receipts of finished deliveries, acknowledged in batches by [`acknowledge`].
+    acks: tokio::sync::mpsc::UnboundedSender<String>,
     topic: String,
     subscription: String,
     target: Target,
@@ -483,13 +490,26 @@ impl Worker {
     }
 
     async fn ack(&self, m: &Received) {
-        if let Err(e) = self
-            .backend
-            .ack(&self.queue, std::slice::from_ref(&m.receipt))
-            .await
-        {
-            tracing::error!(error = %e, "acknowledging a delivery failed; it will be delivered again");
+        // Closed only once this worker is gone, and a worker with attempts is not.
+        let _ = self.acks.send(m.receipt.clone());
+    }
+}
+
+/// Acknowledges a worker's finished deliveries: whatever piled up while the previous batch
+/// was stored goes in one call, so the queue's lock and the committer are taken once per
+/// batch instead of once per delivery. Ends when the worker and its attempts are gone,
+/// after the last receipts.
+async fn acknowledge(
+    backend: Arc<dyn Backend>,
+    queue: Queue,
+    mut receipts: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while receipts.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        if let Err(e) = backend.ack(&queue, &batch).await {
+            tracing::error!(error = %e, count = batch.len(), "acknowledging deliveries failed; they will be delivered again");
         }
+        batch.clear();
     }
 }
 
