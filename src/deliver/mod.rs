@@ -299,6 +299,10 @@ impl Worker {
                 p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = self.stop.cancelled() => break,
             };
+            // At saturation each finished attempt frees one slot; letting the attempts that
+            // are already done finish first makes one receive (and one storage write) take
+            // their slots together instead of one message at a time.
+            tokio::task::yield_now().await;
             let n = (1 + permits.available_permits()).min(RECEIVE_BATCH);
             let msgs = match self
                 .backend
