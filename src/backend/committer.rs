@@ -95,7 +95,8 @@ impl Committer {
         }
     }
 
-    /// Queues `ops` without waiting; they become durable with the next batch.
+    /// Queues `ops` without waiting; they reach the OS at once and become durable with the
+    /// next batch that someone waits for.
     pub fn submit(&self, ops: Vec<Op>) {
         if !ops.is_empty() {
             let _ = self.tx.send(Job { ops, done: None });
@@ -125,9 +126,18 @@ fn run(db: Database, spaces: Spaces, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        // Writes nobody waits for (delivery acks and in-flight marks, sweeps) come far more
+        // often than durable ones; syncing for them alone would take the disk from the
+        // publishes that must wait for it. They still reach the OS at once, so only a
+        // machine crash (not a killed process) can lose them before the next sync.
+        let mode = if jobs.iter().any(|j| j.done.is_some()) {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
         let result = batch
             .commit()
-            .and_then(|()| db.persist(PersistMode::SyncData))
+            .and_then(|()| db.persist(mode))
             .map_err(|e| format!("storage write failed: {e}"));
         if let Err(e) = &result {
             tracing::error!(error = %e, "group commit failed");

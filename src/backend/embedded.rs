@@ -105,8 +105,9 @@ struct Staged {
     claimed: Vec<(Arc<QueueHandle>, String)>,
 }
 
-/// Messages written to a queue by a move, to be indexed once the write is durable.
-type Moved = (Arc<QueueHandle>, Vec<(u64, Entry)>);
+/// Messages written to one queue (stored or moved there), to be indexed once the write is
+/// durable.
+type ToIndex = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct QueueRecord {
@@ -413,10 +414,24 @@ impl Embedded {
             }
             return Err(StorageError(e));
         }
-        let now = now_ms();
+        // A batch publish puts many messages in each of a few queues: each queue's index is
+        // locked and its receivers woken once, not once per message. A queue's messages
+        // keep their order, which FIFO group order depends on.
+        let mut by_queue: Vec<ToIndex> = Vec::new();
         for (h, seq, entry) in pending {
+            match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &h)) {
+                Some((_, entries)) => entries.push((seq, entry)),
+                None => by_queue.push((h, vec![(seq, entry)])),
+            }
+        }
+        let now = now_ms();
+        for (h, entries) in by_queue {
             if !h.is_deleted() {
-                h.lock_index().insert(seq, entry, now);
+                let mut idx = h.lock_index();
+                for (seq, entry) in entries {
+                    idx.insert(seq, entry, now);
+                }
+                drop(idx);
                 h.arrivals.notify_waiters();
             }
         }
@@ -634,7 +649,7 @@ impl Embedded {
         to: &Arc<QueueHandle>,
         entries: Vec<(u64, Entry)>,
         ops: &mut Vec<Op>,
-    ) -> Result<Moved, StorageError> {
+    ) -> Result<ToIndex, StorageError> {
         let mut moved = Vec::with_capacity(entries.len());
         for (seq, e) in entries {
             let old = codec::msg_key(from.id, seq);

@@ -79,9 +79,10 @@ pub fn build(
     put("x-switchyard-topic", n.topic);
     put("x-switchyard-subscription", n.subscription);
     put("x-switchyard-attempt", &attempt.to_string());
-    let attrs: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(n.attributes.get()).unwrap_or_default();
+    // Only the formats that carry attributes as headers need them parsed.
     let attr_headers = |put: &mut dyn FnMut(&str, &str)| {
+        let attrs: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(n.attributes.get()).unwrap_or_default();
         for (name, a) in &attrs {
             if let Some(v) = a.get("Value").and_then(|v| v.as_str()) {
                 put(
@@ -150,14 +151,16 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
 }
 
 /// Sends one attempt and classifies the answer.
+/// `url` is `endpoint.url` parsed, when it parses.
 pub async fn send(
     client: &reqwest::Client,
     endpoint: &HttpEndpoint,
+    url: Option<&reqwest::Url>,
     req: Request,
     deny_private: bool,
 ) -> Outcome {
     if deny_private
-        && let Some(ip) = reqwest::Url::parse(&endpoint.url).ok().and_then(|u| {
+        && let Some(ip) = url.and_then(|u| {
             u.host_str()
                 .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
         })
@@ -169,8 +172,11 @@ pub async fn send(
             ),
         };
     }
-    let res = client
-        .post(&endpoint.url)
+    let builder = match url {
+        Some(u) => client.post(u.clone()),
+        None => client.post(&endpoint.url),
+    };
+    let res = builder
         .headers(req.headers)
         .body(req.body)
         .timeout(Duration::from_millis(endpoint.timeout_ms))

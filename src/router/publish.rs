@@ -51,7 +51,7 @@ struct Envelope<'a> {
     topic: &'a str,
     subscription: &'a str,
     message: &'a RawValue,
-    attributes: &'a serde_json::Value,
+    attributes: &'a RawValue,
     published_at: &'a str,
 }
 
@@ -161,7 +161,11 @@ impl Router {
         if !matched.is_empty() {
             let sns_attrs = attributes.to_sns_json();
             let published_at = crate::time::rfc3339_ms(now_ms());
-            let sns_attrs_bytes = serde_json::to_vec(&sns_attrs).expect("JSON values serialize");
+            // Serialized once and copied into every subscription's envelope, instead of
+            // serializing the map again for each.
+            let sns_attrs =
+                serde_json::value::to_raw_value(&sns_attrs).expect("JSON values serialize");
+            let sns_attrs_bytes = sns_attrs.get().as_bytes().to_vec();
             // Parsed only when a stream subscription needs a partition key from it.
             let mut parsed: Option<Option<serde_json::Value>> = None;
             for id in matched {
