@@ -32,9 +32,18 @@ pub enum Op {
 
 struct Job {
     ops: Vec<Op>,
-    /// `None` for writes nobody waits for (retention sweeps): they ride along with the next
-    /// durable batch.
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    /// Who waits, and for what; `None` for writes nobody waits for (delivery acks,
+    /// retention sweeps): they ride along with the next batch.
+    done: Option<(oneshot::Sender<Result<(), String>>, Wait)>,
+}
+
+/// What a caller waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Handed to the OS: survives the process being killed, not a machine crash.
+    Written,
+    /// On disk.
+    Synced,
 }
 
 /// Handle to the committer thread. Cloning shares the thread.
@@ -83,10 +92,25 @@ impl Committer {
     /// Batches are committed in the order they were handed over, so a caller that sends
     /// while holding a lock orders its writes by that lock.
     pub fn send(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
+        self.send_waiting(ops, Wait::Synced)
+    }
+
+    /// Writes `ops` atomically and returns once the OS has them (before the batch's
+    /// sync): for writes whose loss in a machine crash only repeats work, but which must
+    /// survive the process being killed.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), String> {
+        self.send_waiting(ops, Wait::Written).await
+    }
+
+    fn send_waiting(
+        &self,
+        ops: Vec<Op>,
+        wait: Wait,
+    ) -> impl Future<Output = Result<(), String>> + use<> {
         let (done, rx) = oneshot::channel();
         let sent = self.tx.send(Job {
             ops,
-            done: Some(done),
+            done: Some((done, wait)),
         });
         async move {
             sent.map_err(|_| "storage is shut down".to_string())?;
@@ -126,26 +150,37 @@ fn run(db: Database, spaces: Spaces, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        // Writes nobody waits for (delivery acks and in-flight marks, sweeps) come far more
-        // often than durable ones; syncing for them alone would take the disk from the
-        // publishes that must wait for it. They still reach the OS at once, so only a
+        // Writes nobody waits for durably (delivery acks and in-flight marks, sweeps)
+        // come far more often than durable ones; syncing for them alone would take the disk
+        // from the publishes that must wait for it. They reach the OS at once, so only a
         // machine crash (not a killed process) can lose them before the next sync.
-        let mode = if jobs.iter().any(|j| j.done.is_some()) {
-            PersistMode::SyncData
-        } else {
-            PersistMode::Buffer
-        };
-        let result = batch
+        let written = batch
             .commit()
-            .and_then(|()| db.persist(mode))
+            .and_then(|()| db.persist(PersistMode::Buffer))
             .map_err(|e| format!("storage write failed: {e}"));
+        let mut synced = Vec::new();
+        for job in jobs {
+            match job.done {
+                Some((done, Wait::Written)) => {
+                    let _ = done.send(written.clone());
+                }
+                Some((done, Wait::Synced)) => synced.push(done),
+                None => {}
+            }
+        }
+        let result = if synced.is_empty() {
+            written
+        } else {
+            written.and_then(|()| {
+                db.persist(PersistMode::SyncData)
+                    .map_err(|e| format!("storage write failed: {e}"))
+            })
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, "group commit failed");
         }
-        for job in jobs {
-            if let Some(done) = job.done {
-                let _ = done.send(result.clone());
-            }
+        for done in synced {
+            let _ = done.send(result.clone());
         }
     }
 }

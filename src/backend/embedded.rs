@@ -591,9 +591,10 @@ impl Embedded {
         };
         match moved {
             // A delivery queue's in-flight marks need not be durable before the worker
-            // starts: lost in a crash, the delivery is only attempted once more. Not
-            // waiting for the sync lets a worker pull again at once.
-            None if h.lazy_sync => self.committer.submit(ops),
+            // starts: lost in a machine crash, the delivery is only attempted once more.
+            // Waiting only until the OS has them (not for the sync) lets a worker pull
+            // again at once, and a killed server still counts the attempt it was making.
+            None if h.lazy_sync => self.committer.write(ops).await.map_err(StorageError)?,
             _ => self.committer.commit(ops).await.map_err(StorageError)?,
         }
         if let Some((d, entries)) = moved {
