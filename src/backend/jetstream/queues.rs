@@ -294,26 +294,32 @@ impl JetStream {
             "duplicate_window": window.as_nanos() as u64,
             "allow_direct": true,
         });
-        let op = if existing.is_some() {
-            "UPDATE"
+        // Another router's record may be newer than ours (the stream exists, or is gone):
+        // then the other verb is right. A request that timed out on a busy server is
+        // repeated as it was: creating or updating with the same settings is idempotent.
+        let mut ops = if existing.is_some() {
+            ["UPDATE", "CREATE"]
         } else {
-            "CREATE"
-        };
-        match self
-            .api(&format!("STREAM.{op}.{}", names.stream), config.clone())
-            .await
-        {
-            Ok(_) => {}
-            // Another router's record may be newer than ours: try the other verb.
-            Err(_) => {
-                let other = if existing.is_some() {
-                    "CREATE"
-                } else {
-                    "UPDATE"
-                };
-                self.api(&format!("STREAM.{other}.{}", names.stream), config)
-                    .await
-                    .map_err(|e| e.into_js(Kind::Queue, name))?;
+            ["CREATE", "UPDATE"]
+        }
+        .into_iter()
+        .peekable();
+        let mut unavailable_retries = 2;
+        while let Some(&op) = ops.peek() {
+            match self
+                .api(&format!("STREAM.{op}.{}", names.stream), config.clone())
+                .await
+            {
+                Ok(_) => break,
+                Err(ApiError::Other(e)) if e.is_unavailable() && unavailable_retries > 0 => {
+                    unavailable_retries -= 1;
+                }
+                Err(e) => {
+                    ops.next();
+                    if ops.peek().is_none() {
+                        return Err(e.into_js(Kind::Queue, name));
+                    }
+                }
             }
         }
         let fifo = partitions > 1;
