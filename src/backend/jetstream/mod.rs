@@ -413,6 +413,44 @@ impl JetStream {
 
     // ---- the JetStream API ----------------------------------------------------------
 
+    /// Creates a JetStream stream or updates it to `config`, starting with the verb that
+    /// `exists` suggests. Another router may have created or deleted it meanwhile: then a
+    /// refusal switches to the other verb. A request that timed out on a busy server is
+    /// repeated as it was: creating or updating with the same settings is idempotent.
+    pub(crate) async fn put_js_stream(
+        &self,
+        stream: &str,
+        config: serde_json::Value,
+        exists: bool,
+    ) -> Result<(), ApiError> {
+        let mut ops = if exists {
+            ["UPDATE", "CREATE"]
+        } else {
+            ["CREATE", "UPDATE"]
+        }
+        .into_iter()
+        .peekable();
+        let mut unavailable_retries = 2;
+        while let Some(&op) = ops.peek() {
+            match self
+                .api(&format!("STREAM.{op}.{stream}"), config.clone())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(ApiError::Other(e)) if e.is_unavailable() && unavailable_retries > 0 => {
+                    unavailable_retries -= 1;
+                }
+                Err(e) => {
+                    ops.next();
+                    if ops.peek().is_none() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One JetStream API request (`$JS.API.{what}`), its error mapped: 503 and no answer
     /// mean unavailable, 404 means not found.
     pub(crate) async fn api(

@@ -294,34 +294,9 @@ impl JetStream {
             "duplicate_window": window.as_nanos() as u64,
             "allow_direct": true,
         });
-        // Another router's record may be newer than ours (the stream exists, or is gone):
-        // then the other verb is right. A request that timed out on a busy server is
-        // repeated as it was: creating or updating with the same settings is idempotent.
-        let mut ops = if existing.is_some() {
-            ["UPDATE", "CREATE"]
-        } else {
-            ["CREATE", "UPDATE"]
-        }
-        .into_iter()
-        .peekable();
-        let mut unavailable_retries = 2;
-        while let Some(&op) = ops.peek() {
-            match self
-                .api(&format!("STREAM.{op}.{}", names.stream), config.clone())
-                .await
-            {
-                Ok(_) => break,
-                Err(ApiError::Other(e)) if e.is_unavailable() && unavailable_retries > 0 => {
-                    unavailable_retries -= 1;
-                }
-                Err(e) => {
-                    ops.next();
-                    if ops.peek().is_none() {
-                        return Err(e.into_js(Kind::Queue, name));
-                    }
-                }
-            }
-        }
+        self.put_js_stream(&names.stream, config, existing.is_some())
+            .await
+            .map_err(|e| e.into_js(Kind::Queue, name))?;
         let fifo = partitions > 1;
         let ack_wait = Duration::from_millis((spec.visibility_timeout_s * 1000).max(1000));
         for p in 0..partitions {
@@ -379,9 +354,7 @@ impl JetStream {
         ack_wait: Duration,
         max_ack_pending: i64,
     ) -> Result<(), ApiError> {
-        self.api(
-            &format!("CONSUMER.DURABLE.CREATE.{stream}.{durable}"),
-            json!({
+        let request = json!({
                 "stream_name": stream,
                 "config": {
                     "durable_name": durable,
@@ -393,10 +366,22 @@ impl JetStream {
                     "replay_policy": "instant",
                     "max_ack_pending": max_ack_pending,
                 }
-            }),
-        )
-        .await
-        .map(|_| ())
+        });
+        // Creating with the same settings is idempotent, so a request that timed out on a
+        // busy server is simply repeated.
+        let mut retries = 2;
+        loop {
+            match self
+                .api(
+                    &format!("CONSUMER.DURABLE.CREATE.{stream}.{durable}"),
+                    request.clone(),
+                )
+                .await
+            {
+                Err(ApiError::Other(e)) if e.is_unavailable() && retries > 0 => retries -= 1,
+                r => return r.map(|_| ()),
+            }
+        }
     }
 
     /// Deletes a queue and every message in it.

@@ -158,16 +158,10 @@ impl JetStream {
                 "duplicate_window": RETRY_DEDUP_WINDOW.min(max_age).as_nanos() as u64,
                 "allow_direct": true,
             });
-            if self
-                .api(&format!("STREAM.CREATE.{stream}"), config.clone())
+            // An existing shard stream gets an update (a retention change).
+            self.put_js_stream(&stream, config, false)
                 .await
-                .is_err()
-            {
-                // It exists with other settings (a retention change): update it.
-                self.api(&format!("STREAM.UPDATE.{stream}"), config)
-                    .await
-                    .map_err(|e| e.into_js(Kind::Stream, name))?;
-            }
+                .map_err(|e| e.into_js(Kind::Stream, name))?;
         }
         let rec = StreamRecord { spec };
         self.put_meta(
