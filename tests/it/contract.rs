@@ -183,17 +183,17 @@ async fn fan_out_follows_filter_policies(s: &TestServer) {
 }
 
 async fn visibility_timeout_hides_and_redelivers(s: &TestServer) {
-    put(s, "/v1/queues/work", json!({"visibility_timeout_s": 1})).await;
-    post(s, "/v1/queues/work/messages", json!({"message": {"n": 1}})).await;
-    let first = receive(s, "work", 1, 2).await;
+    put(s, "/v1/queues/tasks", json!({"visibility_timeout_s": 1})).await;
+    post(s, "/v1/queues/tasks/messages", json!({"message": {"n": 1}})).await;
+    let first = receive(s, "tasks", 1, 2).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["receive_count"], 1);
     assert!(
-        receive(s, "work", 1, 0).await.is_empty(),
+        receive(s, "tasks", 1, 0).await.is_empty(),
         "hidden while in flight"
     );
     let again = eventually(SOON, "redelivery after the visibility timeout", || async {
-        let got = receive(s, "work", 1, 1).await;
+        let got = receive(s, "tasks", 1, 1).await;
         (!got.is_empty()).then_some(got)
     })
     .await;
@@ -202,17 +202,17 @@ async fn visibility_timeout_hides_and_redelivers(s: &TestServer) {
     // Visible again at once with a zero timeout.
     post(
         s,
-        "/v1/queues/work/visibility",
+        "/v1/queues/tasks/visibility",
         json!({"receipt": again[0]["receipt"], "timeout_s": 0}),
     )
     .await;
-    let third = receive(s, "work", 1, 2).await;
+    let third = receive(s, "tasks", 1, 2).await;
     assert_eq!(third.len(), 1);
     assert_eq!(third[0]["receive_count"], 3);
-    ack(s, "work", &third).await;
-    let counts = s.ok(Method::GET, "/v1/queues/work", Value::Null).await;
+    ack(s, "tasks", &third).await;
+    let counts = s.ok(Method::GET, "/v1/queues/tasks", Value::Null).await;
     assert_eq!(counts["approximate_visible"], 0, "{counts}");
-    assert!(receive(s, "work", 1, 1).await.is_empty());
+    assert!(receive(s, "tasks", 1, 1).await.is_empty());
 }
 
 async fn dead_letters_after_max_receives_and_redrive_back(s: &TestServer) {
