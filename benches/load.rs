@@ -129,13 +129,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, http_client(settings.connections)?)?;
-    client.put_topic("bench", &TopicSpec::default()).await?;
-    client
-        .put_queue("bench-sink", &QueueSpec::default())
-        .await?;
-    client
-        .put_subscription("bench", "sink", &SubscriptionSpec::to_queue("bench-sink"))
-        .await?;
+    bench_topic(&client).await?;
     let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
 
     // (a) Publish throughput against the bare handler.
@@ -212,13 +206,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     {
         let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
         let client = Client::with_http(&server.base_url, http_client(1)?)?;
-        client.put_topic("bench", &TopicSpec::default()).await?;
-        client
-            .put_queue("bench-sink", &QueueSpec::default())
-            .await?;
-        client
-            .put_subscription("bench", "sink", &SubscriptionSpec::to_queue("bench-sink"))
-            .await?;
+        bench_topic(&client).await?;
         let latency = fixed_rate(
             &format!("{}/v1/topics/bench/publish", server.base_url),
             event,
@@ -256,6 +244,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     drop(server);
 
     table.print("switchyard end-to-end load (loopback; the load generator shares the machine)");
+    Ok(())
+}
+
+/// The topic the single-publish phases publish to, with its one queue subscription.
+async fn bench_topic(client: &Client) -> anyhow::Result<()> {
+    client.put_topic("bench", &TopicSpec::default()).await?;
+    client
+        .put_queue("bench-sink", &QueueSpec::default())
+        .await?;
+    client
+        .put_subscription("bench", "sink", &SubscriptionSpec::to_queue("bench-sink"))
+        .await?;
     Ok(())
 }
 

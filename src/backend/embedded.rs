@@ -372,13 +372,7 @@ impl Embedded {
                     .collect(),
             )
             .await?;
-        Ok(stored
-            .into_iter()
-            .map(|s| match s {
-                Stored::Queue(e) => e,
-                Stored::Stream { .. } => unreachable!("only queue deliveries were given"),
-            })
-            .collect())
+        Ok(super::queue_outcomes(stored))
     }
 
     /// Stores a publish's deliveries (queue messages and stream records) with one atomic,

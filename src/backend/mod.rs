@@ -71,6 +71,17 @@ pub enum Enqueued {
     },
 }
 
+/// What became of each message of a store of queue deliveries only.
+pub(crate) fn queue_outcomes(stored: Vec<Stored>) -> Vec<Enqueued> {
+    stored
+        .into_iter()
+        .map(|s| match s {
+            Stored::Queue(e) => e,
+            Stored::Stream { .. } => unreachable!("only queue deliveries were given"),
+        })
+        .collect()
+}
+
 /// A message handed to a receiver.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -220,13 +231,7 @@ pub trait Backend: Send + Sync + 'static {
                     .collect(),
             )
             .await?;
-        Ok(stored
-            .into_iter()
-            .map(|s| match s {
-                Stored::Queue(e) => e,
-                Stored::Stream { .. } => unreachable!("only queue deliveries were given"),
-            })
-            .collect())
+        Ok(queue_outcomes(stored))
     }
     /// Receives up to `max` messages, hiding them for `visibility_ms`, waiting up to `wait`
     /// for the first one; answers at once (possibly empty) when `stop` is cancelled.
@@ -270,7 +275,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_stream(&self, name: &str) -> Result<bool, StorageError>;
     /// (first stored sequence, last sequence) of a shard; first is last + 1 when empty.
     async fn bounds(&self, s: &Stream, shard: u32) -> Result<(u64, u64), StorageError>;
-    /// Up to `limit` records of a shard from sequence `from` on, skipping expired ones.
+    /// Up to `limit` records of a shard from sequence `from` on, skipping expired ones; a
+    /// `from` before the trim horizon reads from the oldest record kept.
     async fn read_shard(
         &self,
         s: &Stream,

@@ -364,7 +364,8 @@ impl Embedded {
         from: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StorageError> {
-        let (_, end) = h.bounds(shard);
+        let (first, end) = h.bounds(shard);
+        let from = from.max(first);
         if from > end || limit == 0 {
             return Ok(Vec::new());
         }

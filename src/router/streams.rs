@@ -376,10 +376,9 @@ impl Router {
                 }
                 // Share the batch fairly so one busy shard does not starve the others.
                 let share = (max - out.len()).div_ceil(shards_held - i);
-                // A cursor behind the trim horizon resumes at the oldest record still kept.
-                let (first, _) = self.backend.bounds(&h, shard).await?;
-                let from = (after + 1).max(first);
-                let recs = self.backend.read_shard(&h, shard, from, share).await?;
+                // A cursor behind the trim horizon resumes at the oldest record still kept
+                // (the backend's read starts there).
+                let recs = self.backend.read_shard(&h, shard, after + 1, share).await?;
                 if let Some(last) = recs.last() {
                     advanced.push((shard, last.sequence));
                 }

@@ -366,13 +366,7 @@ impl JetStream {
                     .collect(),
             )
             .await?;
-        Ok(stored
-            .into_iter()
-            .map(|s| match s {
-                Stored::Queue(e) => e,
-                Stored::Stream { .. } => unreachable!("only queue deliveries were given"),
-            })
-            .collect())
+        Ok(super::queue_outcomes(stored))
     }
 
     fn prepare(&self, d: Delivery, now: u64) -> Result<Prepared, JsError> {
