@@ -17,9 +17,12 @@
 //! Phases:
 //! - (a) put: 1 KiB records in batches of 500 (the API's maximum) to a 4-shard stream from
 //!   `STREAMS_CONNECTIONS` connections; each answer means the batch is on disk;
-//! - (b) group: a producer puts `STREAMS_RECORDS` 1 KiB records while a group of two
-//!   members (already holding two shards each) polls, and checkpoints every batch; the rate
-//!   is records over the time from the first put to the last record received;
+//! - (b) group: `STREAMS_CONNECTIONS` producers put `STREAMS_RECORDS` 1 KiB records while
+//!   a group of two members (already holding two shards each) polls, and checkpoints every
+//!   batch; the rate is records over the time from the first put to the last record
+//!   received, so it cannot exceed the put rate;
+//! - (b') the same group reading `STREAMS_RECORDS` records put beforehand: the read rate
+//!   itself, from the first poll to the last record received;
 //! - (c) failover: members A and B share four shards while records keep arriving; A stops
 //!   polling after checkpointing what it read; measured is the time from A's last poll until
 //!   B holds all four shards and has received a record of each of A's, in lease timeouts
@@ -120,20 +123,41 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
 
-    // (b) A group of two members reading four shards, end to end.
-    let group = group_phase(&client, settings.records).await?;
-    table.row(
-        "(b) group of 2 members on 4 shards, put -> poll -> checkpoint".into(),
-        format!(
-            "{:.0} records/s end to end, {} records in {:.1} s (split {} / {}, {} checkpoints)",
-            settings.records as f64 / group.elapsed.as_secs_f64(),
-            settings.records,
-            group.elapsed.as_secs_f64(),
-            group.per_member[0],
-            group.per_member[1],
-            group.checkpoints
+    // (b) A group of two members reading four shards, end to end and from a backlog.
+    for (stream, backlog, label) in [
+        (
+            "group",
+            false,
+            "(b) group of 2 members on 4 shards, put -> poll -> checkpoint",
         ),
-    );
+        (
+            "backlog",
+            true,
+            "(b') group of 2 members on 4 shards, poll -> checkpoint of a backlog",
+        ),
+    ] {
+        let group = group_phase(
+            &client,
+            stream,
+            settings.records,
+            settings.connections,
+            backlog,
+        )
+        .await?;
+        table.row(
+            label.into(),
+            format!(
+                "{:.0} records/s {}, {} records in {:.2} s (split {} / {}, {} checkpoints)",
+                settings.records as f64 / group.elapsed.as_secs_f64(),
+                if backlog { "read" } else { "end to end" },
+                settings.records,
+                group.elapsed.as_secs_f64(),
+                group.per_member[0],
+                group.per_member[1],
+                group.checkpoints
+            ),
+        );
+    }
 
     // (c) Failover.
     let lease = Duration::from_secs(settings.lease_s);
@@ -248,21 +272,35 @@ struct GroupOutcome {
     checkpoints: u64,
 }
 
-async fn group_phase(client: &Client, total: u64) -> anyhow::Result<GroupOutcome> {
-    client.put_stream("group", &StreamSpec::new(SHARDS)).await?;
-    client
-        .put_group("group", "g", &GroupSpec::default())
-        .await?;
+async fn group_phase(
+    client: &Client,
+    stream: &'static str,
+    total: u64,
+    connections: usize,
+    backlog: bool,
+) -> anyhow::Result<GroupOutcome> {
+    client.put_stream(stream, &StreamSpec::new(SHARDS)).await?;
+    client.put_group(stream, "g", &GroupSpec::default()).await?;
     let members: Vec<StreamConsumer> = ["a", "b"]
         .into_iter()
         .map(|member| {
-            StreamConsumer::new(client.clone(), "group", "g", member)
+            StreamConsumer::new(client.clone(), stream, "g", member)
                 .max_records(POLL_RECORDS)
                 .wait_s(1)
         })
         .collect();
     balance(&members, &[2, 2]).await?;
 
+    let producer = {
+        let client = client.clone();
+        tokio::spawn(produce(client, stream, total, connections))
+    };
+    let producer = if backlog {
+        producer.await.context("producer task")??;
+        None
+    } else {
+        Some(producer)
+    };
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -282,21 +320,7 @@ async fn group_phase(client: &Client, total: u64) -> anyhow::Result<GroupOutcome
             anyhow::Ok((consumer.member().to_owned(), mine, checkpoints))
         });
     }
-    let producer = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut n = 0;
-            while n < total {
-                let batch: Vec<PutRecord> = (n..total.min(n + MAX_PUT_RECORDS as u64))
-                    .map(|i| PutRecord::new(format!("key-{i}"), record_data(i)))
-                    .collect();
-                n += batch.len() as u64;
-                client.put_records("group", &batch).await?;
-            }
-            anyhow::Ok(())
-        })
-    };
-    let mut producer = Some(producer);
+    let mut producer = producer;
     while received.load(Ordering::Relaxed) < total {
         ensure!(
             started.elapsed() < GROUP_TIMEOUT,
@@ -331,6 +355,37 @@ async fn group_phase(client: &Client, total: u64) -> anyhow::Result<GroupOutcome
         per_member: [per_member["a"], per_member["b"]],
         checkpoints,
     })
+}
+
+/// Puts `total` records to `stream` from `connections` concurrent requests, each a batch of
+/// distinct keys.
+async fn produce(
+    client: Client,
+    stream: &'static str,
+    total: u64,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let n = next.fetch_add(MAX_PUT_RECORDS as u64, Ordering::Relaxed);
+                if n >= total {
+                    return anyhow::Ok(());
+                }
+                let batch: Vec<PutRecord> = (n..total.min(n + MAX_PUT_RECORDS as u64))
+                    .map(|i| PutRecord::new(format!("key-{i}"), record_data(i)))
+                    .collect();
+                client.put_records(stream, &batch).await?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("producer task")??;
+    }
+    Ok(())
 }
 
 /// Polls with every member (no wait, processing nothing) until each holds the given number

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use switchyard::client::cli::{self as client_cli, ClientCommand};
 use switchyard::server;
 
+// The publish path allocates many small buffers from several threads at once; glibc's
+// arenas fragment under that pattern and keep freed memory, mimalloc returns it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",

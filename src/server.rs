@@ -1,6 +1,6 @@
 //! Wires storage, router, HTTP API and background work together, and drains on shutdown.
 
-use crate::api::{self, AppState, Metrics};
+use crate::api::{self, AppState};
 use crate::backend::jetstream::JetStream;
 use crate::backend::{Backend, Embedded};
 use crate::router::Router;
@@ -128,11 +128,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = prepared.router;
-    let state = AppState {
-        router: router.clone(),
-        metrics: Arc::new(Metrics::default()),
-        token: prepared.token.map(Arc::from),
-    };
+    let state = AppState::new(router.clone(), prepared.token);
     let sweeper = {
         let backend = router.backend.clone();
         let stop = router.shutdown.clone();

@@ -42,75 +42,108 @@ pub struct Metrics {
     pub client_errors: AtomicU64,
 }
 
+/// What every handler shares. One `Arc`, because axum clones the state for each request
+/// and each layer it passes.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub router: Arc<Router>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     /// When set, every `/v1` call needs `Authorization: Bearer TOKEN`.
-    pub token: Option<Arc<str>>,
+    pub token: Option<String>,
+}
+
+impl AppState {
+    pub fn new(router: Arc<Router>, token: Option<String>) -> Self {
+        Self(Arc::new(Shared {
+            router,
+            metrics: Metrics::default(),
+            token,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 type ApiResult = Result<Response, Problem>;
 
 pub fn app(state: AppState) -> Routes {
     let v1 = Routes::new()
-        .route("/topics", get(list_topics))
+        .route("/v1/topics", get(list_topics))
         .route(
-            "/topics/{topic}",
+            "/v1/topics/{topic}",
             get(get_topic).put(put_topic).delete(delete_topic),
         )
-        .route("/topics/{topic}/publish", post(publish))
-        .route("/topics/{topic}/publish-batch", post(publish_batch))
-        .route("/topics/{topic}/subscriptions", get(list_subscriptions))
+        .route("/v1/topics/{topic}/publish", post(publish))
+        .route("/v1/topics/{topic}/publish-batch", post(publish_batch))
+        .route("/v1/topics/{topic}/subscriptions", get(list_subscriptions))
         .route(
-            "/topics/{topic}/subscriptions/{name}",
+            "/v1/topics/{topic}/subscriptions/{name}",
             get(get_subscription)
                 .put(put_subscription)
                 .delete(delete_subscription),
         )
-        .route("/queues", get(list_queues))
+        .route("/v1/queues", get(list_queues))
         .route(
-            "/queues/{queue}",
+            "/v1/queues/{queue}",
             get(get_queue).put(put_queue).delete(delete_queue),
         )
-        .route("/queues/{queue}/messages", post(send))
-        .route("/queues/{queue}/receive", post(receive))
-        .route("/queues/{queue}/ack", post(ack))
-        .route("/queues/{queue}/visibility", post(visibility))
-        .route("/queues/{queue}/purge", post(purge))
-        .route("/queues/{queue}/redrive", post(redrive))
-        .route("/policies/test", post(test_policy))
-        .route("/functions", get(list_functions))
+        .route("/v1/queues/{queue}/messages", post(send))
+        .route("/v1/queues/{queue}/receive", post(receive))
+        .route("/v1/queues/{queue}/ack", post(ack))
+        .route("/v1/queues/{queue}/visibility", post(visibility))
+        .route("/v1/queues/{queue}/purge", post(purge))
+        .route("/v1/queues/{queue}/redrive", post(redrive))
+        .route("/v1/policies/test", post(test_policy))
+        .route("/v1/functions", get(list_functions))
         .route(
-            "/functions/{function}",
+            "/v1/functions/{function}",
             get(get_function).put(put_function).delete(delete_function),
         )
-        .route("/functions/{function}/invoke", post(invoke_function))
-        .route("/streams", get(list_streams))
+        .route("/v1/functions/{function}/invoke", post(invoke_function))
+        .route("/v1/streams", get(list_streams))
         .route(
-            "/streams/{stream}",
+            "/v1/streams/{stream}",
             get(get_stream).put(put_stream).delete(delete_stream),
         )
-        .route("/streams/{stream}/records", post(put_records))
-        .route("/streams/{stream}/shards", get(list_shards))
-        .route("/streams/{stream}/shards/{shard}/records", get(read_shard))
+        .route("/v1/streams/{stream}/records", post(put_records))
+        .route("/v1/streams/{stream}/shards", get(list_shards))
         .route(
-            "/streams/{stream}/groups/{group}",
+            "/v1/streams/{stream}/shards/{shard}/records",
+            get(read_shard),
+        )
+        .route(
+            "/v1/streams/{stream}/groups/{group}",
             get(get_group).put(put_group),
         )
-        .route("/streams/{stream}/groups/{group}/poll", post(poll))
+        .route("/v1/streams/{stream}/groups/{group}/poll", post(poll))
         .route(
-            "/streams/{stream}/groups/{group}/checkpoint",
+            "/v1/streams/{stream}/groups/{group}/checkpoint",
             post(checkpoint),
-        )
-        .layer(middleware::from_fn_with_state(state.clone(), authorize));
-    Routes::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok" }))
+        );
+    // Without a token there is nothing to check, and no layer to pass through.
+    let v1 = if state.token.is_some() {
+        v1.route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+    } else {
+        v1
+    };
+    // Routes carry their `/v1` prefix themselves: a nested router would strip and re-match
+    // the prefix on every request.
+    v1.route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            count_errors,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -135,8 +168,7 @@ async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-async fn count_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+async fn count_errors(State(s): State<AppState>, res: Response) -> Response {
     if res.status().is_client_error() {
         s.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
     }

@@ -53,16 +53,13 @@ fn methods_in(expr: &str) -> BTreeSet<String> {
     out
 }
 
-/// `.route("PATH", METHODS)` calls of `app`, with paths inside the `/v1` nest prefixed.
+/// `.route("PATH", METHODS)` calls of `app`; every route spells out its full path.
 fn registered_routes() -> BTreeMap<String, BTreeSet<String>> {
     let start = API_SOURCE
         .find("pub fn app(")
         .expect("src/api/mod.rs defines app");
     let body = &API_SOURCE[start..];
     let body = &body[..body.find("\n}\n").expect("app ends")];
-    let nest = body
-        .find(".nest(\"/v1\"")
-        .expect("app nests the /v1 routes");
     let mut routes = BTreeMap::new();
     for (at, _) in body.match_indices(".route(") {
         let open = at + ".route".len();
@@ -75,11 +72,7 @@ fn registered_routes() -> BTreeMap<String, BTreeSet<String>> {
             + 1;
         assert!(args.starts_with('"'), "route path is not a literal: {args}");
         let path = &args[1..path_end];
-        let full = if at < nest {
-            format!("/v1{path}")
-        } else {
-            path.to_string()
-        };
+        let full = path.to_string();
         let methods = methods_in(&args[path_end + 1..]);
         assert!(!methods.is_empty(), "no methods found for route {full}");
         assert!(
