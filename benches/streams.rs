@@ -9,7 +9,7 @@
 //! |-----------------------|-----------|--------------------------------------------------|
 //! | `STREAMS_SECONDS`     | 5         | length of the put phase                          |
 //! | `STREAMS_CONNECTIONS` | 4         | concurrent put requests                          |
-//! | `STREAMS_RECORDS`     | 100000    | records of the end-to-end group phase            |
+//! | `STREAMS_RECORDS`     | 400000    | records of each group phase                      |
 //! | `STREAMS_LEASE_S`     | 2         | lease timeout of the failover phase              |
 //! | `STREAMS_FAILOVERS`   | 3         | failovers measured (median and max reported)     |
 //! | `SWITCHYARD_BIN`      | (cargo's) | server binary to measure instead                 |
@@ -92,7 +92,7 @@ impl Settings {
         Settings {
             seconds: Duration::from_secs_f64(env_var("STREAMS_SECONDS", 5.0)),
             connections: env_var("STREAMS_CONNECTIONS", 4_usize).max(1),
-            records: env_var("STREAMS_RECORDS", 100_000_u64).max(1),
+            records: env_var("STREAMS_RECORDS", 400_000_u64).max(1),
             lease_s: env_var("STREAMS_LEASE_S", 2_u64).clamp(1, 300),
             failovers: env_var("STREAMS_FAILOVERS", 3_usize).max(1),
             binary: server_binary(),
