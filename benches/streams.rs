@@ -296,7 +296,10 @@ async fn group_phase(
         tokio::spawn(produce(client, stream, total, connections))
     };
     let producer = if backlog {
-        producer.await.context("producer task")??;
+        tokio::time::timeout(GROUP_TIMEOUT, producer)
+            .await
+            .with_context(|| format!("putting {total} records took over {GROUP_TIMEOUT:?}"))?
+            .context("producer task")??;
         None
     } else {
         Some(producer)
