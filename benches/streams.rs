@@ -295,7 +295,7 @@ async fn group_phase(
         let client = client.clone();
         tokio::spawn(produce(client, stream, total, connections))
     };
-    let producer = if backlog {
+    let mut producer = if backlog {
         tokio::time::timeout(GROUP_TIMEOUT, producer)
             .await
             .with_context(|| format!("putting {total} records took over {GROUP_TIMEOUT:?}"))?
@@ -323,7 +323,6 @@ async fn group_phase(
             anyhow::Ok((consumer.member().to_owned(), mine, checkpoints))
         });
     }
-    let mut producer = producer;
     while received.load(Ordering::Relaxed) < total {
         ensure!(
             started.elapsed() < GROUP_TIMEOUT,

@@ -52,6 +52,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// producer is answered (503) well before typical HTTP client timeouts.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Repeats of an idempotent API request that found the server unavailable.
+const IDEMPOTENT_RETRIES: u32 = 2;
+
 /// How long JetStream remembers the message ids of standard queues and streams: only to
 /// absorb a publish retried within [`PUBLISH_DEADLINE`], so twice that. The server keeps
 /// every id of the window in memory and checks each publish against them; at 100,000
@@ -409,40 +412,39 @@ impl JetStream {
 
     /// Creates a JetStream stream or updates it to `config`, starting with the verb that
     /// `exists` suggests. Another router may have created or deleted it meanwhile: then a
-    /// refusal switches to the other verb. A request that timed out on a busy server is
-    /// repeated as it was: creating or updating with the same settings is idempotent.
+    /// refusal switches to the other verb.
     pub(crate) async fn put_js_stream(
         &self,
         stream: &str,
         config: serde_json::Value,
         exists: bool,
     ) -> Result<(), ApiError> {
-        let mut ops = if exists {
-            ["UPDATE", "CREATE"]
+        let (first, other) = if exists {
+            ("UPDATE", "CREATE")
         } else {
-            ["CREATE", "UPDATE"]
+            ("CREATE", "UPDATE")
+        };
+        let request = |op| self.api_idempotent(format!("STREAM.{op}.{stream}"), config.clone());
+        match request(first).await {
+            Ok(_) => Ok(()),
+            Err(_) => request(other).await.map(|_| ()),
         }
-        .into_iter()
-        .peekable();
-        let mut unavailable_retries = 2;
-        while let Some(&op) = ops.peek() {
-            match self
-                .api(&format!("STREAM.{op}.{stream}"), config.clone())
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(ApiError::Other(e)) if e.is_unavailable() && unavailable_retries > 0 => {
-                    unavailable_retries -= 1;
-                }
-                Err(e) => {
-                    ops.next();
-                    if ops.peek().is_none() {
-                        return Err(e);
-                    }
-                }
+    }
+
+    /// An API request whose repetition does no harm (creating or updating with the same
+    /// settings): one that timed out on a busy server is repeated as it was.
+    pub(crate) async fn api_idempotent(
+        &self,
+        what: String,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut retries = IDEMPOTENT_RETRIES;
+        loop {
+            match self.api(&what, body.clone()).await {
+                Err(ApiError::Other(e)) if e.is_unavailable() && retries > 0 => retries -= 1,
+                r => return r,
             }
         }
-        Ok(())
     }
 
     /// One JetStream API request (`$JS.API.{what}`), its error mapped: 503 and no answer

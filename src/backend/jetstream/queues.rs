@@ -367,21 +367,12 @@ impl JetStream {
                     "max_ack_pending": max_ack_pending,
                 }
         });
-        // Creating with the same settings is idempotent, so a request that timed out on a
-        // busy server is simply repeated.
-        let mut retries = 2;
-        loop {
-            match self
-                .api(
-                    &format!("CONSUMER.DURABLE.CREATE.{stream}.{durable}"),
-                    request.clone(),
-                )
-                .await
-            {
-                Err(ApiError::Other(e)) if e.is_unavailable() && retries > 0 => retries -= 1,
-                r => return r.map(|_| ()),
-            }
-        }
+        self.api_idempotent(
+            format!("CONSUMER.DURABLE.CREATE.{stream}.{durable}"),
+            request,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a queue and every message in it.
