@@ -6,8 +6,9 @@
 //! small per-message metadata lives here; bodies stay on disk, which keeps a backlog of a
 //! million messages within a few tens of megabytes.
 
+use super::seqmap::{SeqMap, SeqSet};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 /// What the index keeps per message.
@@ -76,9 +77,11 @@ struct Group {
 #[derive(Debug)]
 pub struct QueueIndex {
     fifo: bool,
-    entries: BTreeMap<u64, Entry>,
+    /// Chunked rather than a B-tree per message: sequences arrive in order, which would
+    /// leave a B-tree's nodes half full, and this is most of the index's memory.
+    entries: SeqMap<Entry>,
     /// Standard queues: messages visible now, oldest first.
-    ready: BTreeSet<u64>,
+    ready: SeqSet,
     /// Delayed and in-flight messages by the instant they become visible. Entries whose
     /// message has since changed are skipped when popped (lazy deletion).
     timers: BinaryHeap<Reverse<(u64, u64, u32)>>,
@@ -94,8 +97,8 @@ impl QueueIndex {
     pub fn new(fifo: bool) -> Self {
         Self {
             fifo,
-            entries: BTreeMap::new(),
-            ready: BTreeSet::new(),
+            entries: SeqMap::new(),
+            ready: SeqSet::new(),
             timers: BinaryHeap::new(),
             groups: HashMap::new(),
             open_groups: BTreeSet::new(),
@@ -113,11 +116,11 @@ impl QueueIndex {
     }
 
     pub fn get(&self, seq: u64) -> Option<&Entry> {
-        self.entries.get(&seq)
+        self.entries.get(seq)
     }
 
     pub fn last_seq(&self) -> Option<u64> {
-        self.entries.keys().next_back().copied()
+        self.entries.last_key()
     }
 
     /// Adds a message (new, or recovered from storage). Its state is derived: waiting
@@ -166,7 +169,7 @@ impl QueueIndex {
                 break;
             }
             self.timers.pop();
-            let Some(e) = self.entries.get_mut(&seq) else {
+            let Some(e) = self.entries.get_mut(seq) else {
                 continue;
             };
             if e.visible_at != at || e.receive_count != rc || e.state == MsgState::Visible {
@@ -218,9 +221,9 @@ impl QueueIndex {
                 let Some(seq) = self.ready.pop_first() else {
                     break;
                 };
-                let e = self.entries.get_mut(&seq).expect("ready holds live seqs");
+                let e = self.entries.get_mut(seq).expect("ready holds live seqs");
                 if max_receive_count.is_some_and(|m| e.receive_count >= m) {
-                    let e = self.entries.remove(&seq).expect("checked above");
+                    let e = self.entries.remove(seq).expect("checked above");
                     taken.to_dead_letter.push((seq, e));
                     continue;
                 }
@@ -260,19 +263,26 @@ impl QueueIndex {
                 .next()
                 .cloned();
             let g = key.1.clone();
-            let seqs: Vec<u64> = self.groups[&g].seqs.iter().copied().collect();
             let mut took_any = false;
-            for seq in seqs {
+            // Walks the group one message at a time rather than copying its list: a group
+            // can hold most of a large backlog, and a receive takes at most ten of it.
+            let mut next = self.groups[&g].seqs.first().copied();
+            while let Some(seq) = next {
                 if taken.received.len() >= max {
                     break;
                 }
-                let e = self.entries.get_mut(&seq).expect("groups hold live seqs");
+                next = self.groups[&g]
+                    .seqs
+                    .range((std::ops::Bound::Excluded(seq), std::ops::Bound::Unbounded))
+                    .next()
+                    .copied();
+                let e = self.entries.get_mut(seq).expect("groups hold live seqs");
                 if e.state != MsgState::Visible {
                     // Order within a group: nothing after a message that is not available.
                     break;
                 }
                 if max_receive_count.is_some_and(|m| e.receive_count >= m) {
-                    let e = self.entries.remove(&seq).expect("checked above");
+                    let e = self.entries.remove(seq).expect("checked above");
                     self.groups
                         .get_mut(&g)
                         .expect("group exists")
@@ -322,7 +332,7 @@ impl QueueIndex {
 
     /// Checks that `receipt_count` is the current receipt of message `seq`.
     pub fn check_receipt(&self, seq: u64, receipt_count: u32) -> Result<&Entry, ReceiptProblem> {
-        let e = self.entries.get(&seq).ok_or(ReceiptProblem::Gone)?;
+        let e = self.entries.get(seq).ok_or(ReceiptProblem::Gone)?;
         if e.receive_count != receipt_count {
             return Err(ReceiptProblem::Stale);
         }
@@ -345,7 +355,7 @@ impl QueueIndex {
     ) -> Result<Entry, ReceiptProblem> {
         self.promote(now);
         self.check_receipt(seq, receipt_count)?;
-        let e = self.entries.get_mut(&seq).expect("checked above");
+        let e = self.entries.get_mut(seq).expect("checked above");
         if e.state != MsgState::InFlight {
             // SQS refuses this too: the message is visible again, the receipt has lapsed.
             return Err(ReceiptProblem::Stale);
@@ -360,10 +370,10 @@ impl QueueIndex {
 
     /// Removes one message whatever its state.
     pub fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let e = self.entries.remove(&seq)?;
+        let e = self.entries.remove(seq)?;
         match e.state {
             MsgState::Visible => {
-                self.ready.remove(&seq);
+                self.ready.remove(seq);
             }
             // Its timer is skipped when popped.
             MsgState::Delayed => self.delayed -= 1,
@@ -386,7 +396,7 @@ impl QueueIndex {
     /// Removes and returns messages older than `retention_ms`, oldest first.
     pub fn expire(&mut self, now: u64, retention_ms: u64) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Some((&seq, e)) = self.entries.first_key_value() {
+        while let Some((seq, e)) = self.entries.first_key_value() {
             if e.sent_at.saturating_add(retention_ms) > now {
                 break;
             }
@@ -398,14 +408,14 @@ impl QueueIndex {
 
     /// Removes every message.
     pub fn purge(&mut self) -> Vec<u64> {
-        let seqs: Vec<u64> = self.entries.keys().copied().collect();
+        let seqs: Vec<u64> = self.entries.keys().collect();
         *self = Self::new(self.fifo);
         seqs
     }
 
     /// Every message, oldest first (for moving a dead-letter queue back).
     pub fn seqs(&self) -> Vec<u64> {
-        self.entries.keys().copied().collect()
+        self.entries.keys().collect()
     }
 
     pub fn counts(&mut self, now: u64) -> Counts {

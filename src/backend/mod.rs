@@ -15,6 +15,7 @@ mod embedded;
 mod embedded_impl;
 pub mod index;
 pub mod jetstream;
+mod seqmap;
 mod streams;
 
 pub use embedded::Embedded;
