@@ -7,15 +7,16 @@
 //! acknowledged: at worst a received message becomes visible again (at-least-once).
 
 use super::codec::{self, Body};
-use super::committer::{Committer, Op, Space, Spaces};
+use super::committer::{self, Committer, Op, Space, Spaces, WAL_APPLIED_KEY};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::streams::StreamHandle;
+use super::wal::Wal;
 use super::{
     Counts, Enqueued, NewMessage, NewRecord, ReceiptError, Received, StorageError, Stored, now_ms,
     to_json,
 };
 use crate::model::QueueSpec;
-use fjall::{Database, KeyspaceCreateOptions};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,8 +155,9 @@ impl Embedded {
             dedup: db.keyspace("dedup", small)?,
             records: db.keyspace("records", bodies)?,
         };
+        let (wal, durable) = replay_log(&db, &spaces, &dir.join("wal"))?;
         let spaces = Arc::new(spaces);
-        let committer = Committer::start(db, clone_spaces(&spaces));
+        let committer = Committer::start(db, clone_spaces(&spaces), wal, durable);
         let store = Embedded {
             spaces,
             committer,
@@ -347,6 +349,8 @@ impl Embedded {
             Space::Meta,
             format!("{META_QUEUE}{name}").into_bytes(),
         )];
+        // Writes to this queue still on their way to fjall must be there for the scan.
+        self.committer.settle().await.map_err(StorageError)?;
         let prefix = codec::queue_prefix(h.id);
         for space in [Space::Messages, Space::State, Space::Dedup] {
             let ks = match space {
@@ -652,7 +656,7 @@ impl Embedded {
         let mut moved = Vec::with_capacity(entries.len());
         for (seq, e) in entries {
             let old = codec::msg_key(from.id, seq);
-            let Some(body) = self.spaces.messages.get(old)? else {
+            let Some(body) = self.body_bytes(&old)? else {
                 continue;
             };
             let new_seq = to.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -690,8 +694,16 @@ impl Embedded {
         to.arrivals.notify_waiters();
     }
 
+    /// A message body, from the committer while fjall does not have it yet.
+    fn body_bytes(&self, key: &[u8]) -> Result<Option<fjall::Slice>, StorageError> {
+        match self.committer.pending_body(key) {
+            Some(v) => Ok(Some(v)),
+            None => Ok(self.spaces.messages.get(key)?),
+        }
+    }
+
     fn read_body(&self, key: &[u8]) -> Result<Option<Body>, StorageError> {
-        match self.spaces.messages.get(key)? {
+        match self.body_bytes(key)? {
             None => Ok(None),
             Some(v) => codec::decode_body(&v)
                 .map(Some)
@@ -879,6 +891,43 @@ fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
     })
 }
 
+/// Opens the write-ahead log and applies to fjall, durably, the records it lacks (those
+/// acknowledged before a crash or kill while fjall lagged behind). Returns the log and the
+/// LSN fjall now holds.
+fn replay_log(db: &Database, spaces: &Spaces, dir: &Path) -> Result<(Wal, u64), StorageError> {
+    let applied = match spaces.meta.get(WAL_APPLIED_KEY)? {
+        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+            StorageError("the write-ahead log position in the store is corrupt".into())
+        })?),
+        None => 0,
+    };
+    let (wal, found) = Wal::open(dir, applied).map_err(|e| {
+        StorageError(format!(
+            "cannot open the write-ahead log in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    if found.last_lsn > applied {
+        let mut batch = db.batch();
+        let replayed = found.records.len();
+        for (lsn, payload) in found.records {
+            let ops = committer::decode(&payload)
+                .ok_or_else(|| StorageError(format!("write-ahead log record {lsn} is corrupt")))?;
+            for op in ops {
+                match op {
+                    Op::Put(s, k, v) => batch.insert(spaces.get(s), k, v),
+                    Op::Delete(s, k) => batch.remove(spaces.get(s), k),
+                }
+            }
+        }
+        batch.insert(&spaces.meta, WAL_APPLIED_KEY, found.last_lsn.to_be_bytes());
+        batch.commit()?;
+        db.persist(PersistMode::SyncAll)?;
+        tracing::info!(records = replayed, "replayed the write-ahead log");
+    }
+    Ok((wal, found.last_lsn))
+}
+
 fn clone_spaces(s: &Spaces) -> Spaces {
     Spaces {
         meta: s.meta.clone(),
@@ -924,6 +973,58 @@ mod tests {
             delay_ms: 0,
             group: None,
             dedup_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let qid = {
+            let s = Embedded::open(dir.path()).unwrap();
+            s.put_queue("q", QueueSpec::default()).await.unwrap().id
+        };
+        // What a kill between the two stages leaves: a synced log record that never
+        // reached fjall.
+        {
+            let (mut wal, found) = Wal::open(&dir.path().join("wal"), 0).unwrap();
+            assert!(found.records.is_empty());
+            let key = codec::msg_key(qid, 7).to_vec();
+            let entry = Entry {
+                sent_at: now_ms(),
+                visible_at: 0,
+                receive_count: 0,
+                state: MsgState::Visible,
+                group: None,
+                origin: None,
+            };
+            let body = Body {
+                message_id: "replayed".into(),
+                attributes: b"{}".to_vec(),
+                payload: b"{}".to_vec(),
+            };
+            let mut rec = Wal::record_buf(0);
+            rec.extend(committer::encode_ops(vec![
+                Op::Put(Space::Messages, key.clone(), codec::encode_body(&body)),
+                Op::Put(Space::State, key, codec::encode_state(&entry)),
+            ]));
+            wal.append(&mut rec).unwrap();
+            wal.sync().unwrap();
+        }
+        for _ in 0..2 {
+            // Replayed once; the second open finds fjall holding it and replays nothing.
+            let s = Embedded::open(dir.path()).unwrap();
+            let q = s.queue("q").unwrap();
+            assert_eq!(s.counts(&q).visible, 1);
+            let sent = s.enqueue(vec![(q.clone(), msg("after"))]).await.unwrap();
+            assert_eq!(sent.len(), 1);
+            let got = s.receive(&q, 10, 0).await.unwrap();
+            let ids: Vec<_> = got.iter().map(|m| m.message_id.as_str()).collect();
+            assert_eq!(ids[0], "replayed");
+            for m in &got {
+                if m.message_id == "after" {
+                    s.ack(&q, std::slice::from_ref(&m.receipt)).await.unwrap();
+                }
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod index;
 pub mod jetstream;
 mod seqmap;
 mod streams;
+mod wal;
 
 pub use embedded::Embedded;
 pub use index::Counts;

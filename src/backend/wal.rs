@@ -1,0 +1,535 @@
+//! Switchyard's write-ahead log: what makes a queue write durable before fjall has it.
+//!
+//! fjall's journal grows its file as it goes, so every `fdatasync` also commits file
+//! metadata (4–9 ms on this kind of disk), and a sync can wait behind a memtable rotation.
+//! This log writes into files that were zero-filled ahead of time and are reused once fjall
+//! holds their records durably, so a sync flushes data blocks only. The committer answers a
+//! queue write once it is here and hands it to fjall on another thread; on start, whatever
+//! fjall had not made durable is replayed from here.
+//!
+//! A file (a segment) starts with a header carrying a random nonce, written anew each time
+//! the file is reused. Each record carries its log sequence number (LSN) and a CRC over
+//! nonce, LSN and payload, so a reused file's earlier contents can never pass for records:
+//! they fail the CRC, and the scan of that file stops there.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// Size of a pre-zeroed segment. Large enough that zeroing one is rare, small enough that
+/// zeroing one in the background takes a fraction of a second.
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Reusable segments kept beyond the one being written; more are deleted once fjall
+/// holds their records.
+const MAX_FREE: usize = 4;
+const MAGIC: &[u8; 8] = b"SYWAL\x00\x00\x01";
+/// Magic and nonce.
+const HEADER_BYTES: u64 = 16;
+/// Length (u32), CRC (u32) and LSN (u64) before each payload.
+pub const RECORD_HEADER: usize = 16;
+
+/// One log file.
+struct Segment {
+    id: u64,
+    file: File,
+    capacity: u64,
+    /// LSN of the last record written in this use of the file.
+    last_lsn: u64,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    active: Option<Segment>,
+    /// Write position in the active segment.
+    pos: u64,
+    nonce: u64,
+    /// Segments written to the end, oldest first, until fjall holds their records.
+    full: VecDeque<Segment>,
+    /// Segments ready for reuse.
+    free: Vec<Segment>,
+    next_lsn: u64,
+    next_id: u64,
+    unsynced: bool,
+    /// Zero-filled segments from the preparer thread, and requests for more.
+    spares: mpsc::Receiver<io::Result<Segment>>,
+    want_spare: Option<mpsc::Sender<u64>>,
+    spare_pending: bool,
+    preparer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // A zero-fill in progress finishes first, so a store reopened in this process does
+        // not find a file appearing under it.
+        self.want_spare.take();
+        if let Some(t) = self.preparer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a scan found: the records fjall still lacks, in LSN order, and the LSN to go on
+/// from.
+pub struct Recovered {
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Highest LSN of any intact record in any file. Every LSN up to it must count as
+    /// applied once `records` are: anything above a gap was never acknowledged as synced.
+    pub last_lsn: u64,
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.wal"))
+}
+
+fn crc(nonce: u64, lsn: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&nonce.to_le_bytes());
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Intact records of one file, in the order written: those of its current use only.
+fn scan_file(bytes: &[u8], applied: u64, out: &mut Vec<(u64, Vec<u8>)>) -> Option<u64> {
+    if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let nonce = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let mut pos = HEADER_BYTES as usize;
+    let mut last: Option<u64> = None;
+    while pos + RECORD_HEADER <= bytes.len() {
+        let h = &bytes[pos..pos + RECORD_HEADER];
+        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+        let sum = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+        let lsn = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        let start = pos + RECORD_HEADER;
+        if len == 0 || start + len > bytes.len() || last.is_some_and(|l| lsn != l + 1) {
+            break;
+        }
+        let payload = &bytes[start..start + len];
+        if crc(nonce, lsn, payload) != sum {
+            break;
+        }
+        if lsn > applied {
+            out.push((lsn, payload.to_vec()));
+        }
+        last = Some(lsn);
+        pos = start + len;
+    }
+    last
+}
+
+impl Wal {
+    /// Opens the log in `dir`, returning the records past `applied` (the LSN fjall holds
+    /// durably), and starts the thread that zero-fills spare segments.
+    pub fn open(dir: &Path, applied: u64) -> io::Result<(Self, Recovered)> {
+        std::fs::create_dir_all(dir)?;
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| u64::from_str_radix(n, 16).ok());
+            match id {
+                Some(id) => found.push((id, path)),
+                // An interrupted zero-fill: the preparer writes under a temporary name.
+                None if path.extension().is_some_and(|e| e == "tmp") => {
+                    std::fs::remove_file(&path)?;
+                }
+                None => {}
+            }
+        }
+        found.sort();
+        let mut records = Vec::new();
+        let mut last_lsn = applied;
+        let mut free = Vec::new();
+        let mut next_id = 1;
+        for (id, path) in found {
+            next_id = next_id.max(id + 1);
+            let bytes = std::fs::read(&path)?;
+            if let Some(last) = scan_file(&bytes, applied, &mut records) {
+                last_lsn = last_lsn.max(last);
+            }
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let capacity = file.metadata()?.len();
+            // Once the caller has replayed the records into fjall, every file is free.
+            if capacity == SEGMENT_BYTES && free.len() < MAX_FREE {
+                free.push(Segment {
+                    id,
+                    file,
+                    capacity,
+                    last_lsn: 0,
+                });
+            } else {
+                drop(file);
+                std::fs::remove_file(&path)?;
+            }
+        }
+        // Files are written one after another, so sorting by LSN restores the log's order;
+        // only an unbroken run from `applied` counts.
+        records.sort_by_key(|(lsn, _)| *lsn);
+        records.dedup_by_key(|(lsn, _)| *lsn);
+        let unbroken = records
+            .iter()
+            .enumerate()
+            .take_while(|(i, (lsn, _))| *lsn == applied + 1 + *i as u64)
+            .count();
+        if unbroken < records.len() {
+            tracing::warn!(
+                kept = unbroken,
+                dropped = records.len() - unbroken,
+                "write-ahead log has a gap (a machine crash during a write); records after it were never acknowledged and are dropped"
+            );
+            records.truncate(unbroken);
+        }
+        let (want_spare, requests) = mpsc::channel::<u64>();
+        let (spare_tx, spares) = mpsc::channel();
+        let prep_dir = dir.to_path_buf();
+        let preparer = std::thread::Builder::new()
+            .name("switchyard-wal-prep".into())
+            .spawn(move || {
+                for id in requests {
+                    if spare_tx.send(prepare(&prep_dir, id)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            active: None,
+            pos: 0,
+            nonce: 0,
+            full: VecDeque::new(),
+            free,
+            next_lsn: last_lsn + 1,
+            next_id,
+            unsynced: false,
+            spares,
+            want_spare: Some(want_spare),
+            spare_pending: false,
+            preparer: Some(preparer),
+        };
+        // Zero-filled ahead, so that even the first segment syncs fast.
+        if wal.free.is_empty() {
+            wal.request_spare();
+        }
+        Ok((wal, Recovered { records, last_lsn }))
+    }
+
+    /// A buffer for the next record: the payload goes after the first `RECORD_HEADER`
+    /// bytes, which `append` fills in.
+    pub fn record_buf(capacity: usize) -> Vec<u8> {
+        let mut b = Vec::with_capacity(RECORD_HEADER + capacity);
+        b.resize(RECORD_HEADER, 0);
+        b
+    }
+
+    /// Writes one record (built in a `record_buf`) and returns its LSN. It reaches the OS
+    /// now and the disk with the next `sync`.
+    pub fn append(&mut self, record: &mut [u8]) -> io::Result<u64> {
+        let len = record.len() as u64;
+        let payload_len = u32::try_from(len - RECORD_HEADER as u64)
+            .map_err(|_| io::Error::other("write-ahead log record over 4 GiB"))?;
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|s| self.pos + len <= s.capacity);
+        if !fits {
+            self.roll(len)?;
+        }
+        let lsn = self.next_lsn;
+        let sum = crc(self.nonce, lsn, &record[RECORD_HEADER..]);
+        record[..4].copy_from_slice(&payload_len.to_le_bytes());
+        record[4..8].copy_from_slice(&sum.to_le_bytes());
+        record[8..16].copy_from_slice(&lsn.to_le_bytes());
+        let seg = self.active.as_mut().expect("rolled above");
+        seg.file.write_all_at(record, self.pos)?;
+        seg.last_lsn = lsn;
+        self.pos += len;
+        self.next_lsn += 1;
+        self.unsynced = true;
+        Ok(lsn)
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            if let Some(s) = &self.active {
+                s.file.sync_data()?;
+            }
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Frees the segments whose records fjall now holds durably (`durable` and below).
+    pub fn release(&mut self, durable: u64) {
+        while self.full.front().is_some_and(|s| s.last_lsn <= durable) {
+            let seg = self.full.pop_front().expect("checked above");
+            if seg.capacity == SEGMENT_BYTES && self.free.len() < MAX_FREE {
+                self.free.push(seg);
+            } else {
+                let path = seg_path(&self.dir, seg.id);
+                drop(seg);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a write-ahead log segment");
+                }
+            }
+        }
+    }
+
+    /// Starts a new segment with room for a record of `need` bytes.
+    fn roll(&mut self, need: u64) -> io::Result<()> {
+        // Records of the old segment must be on disk before a sync of the new one answers
+        // for them.
+        self.sync()?;
+        if let Some(old) = self.active.take() {
+            self.full.push_back(old);
+        }
+        if let Ok(spare) = self.spares.try_recv() {
+            self.spare_pending = false;
+            match spare {
+                Ok(seg) => self.free.push(seg),
+                // Not fatal: the log goes on in plain files, only with slower syncs.
+                Err(e) => tracing::warn!(error = %e, "cannot zero-fill a write-ahead log segment"),
+            }
+        }
+        let mut seg = match self.free.pop() {
+            Some(seg) if need + HEADER_BYTES <= seg.capacity => seg,
+            other => {
+                self.free.extend(other);
+                // None ready (the preparer fell behind, or the record is bigger than a
+                // segment): a plain file, correct but with slower syncs while it lasts.
+                let capacity = SEGMENT_BYTES.max(need + HEADER_BYTES);
+                let id = self.take_id();
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(seg_path(&self.dir, id))?;
+                file.set_len(capacity)?;
+                sync_dir(&self.dir)?;
+                Segment {
+                    id,
+                    file,
+                    capacity,
+                    last_lsn: 0,
+                }
+            }
+        };
+        if self.free.is_empty() {
+            self.request_spare();
+        }
+        self.nonce = random_nonce();
+        let mut header = [0u8; HEADER_BYTES as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&self.nonce.to_le_bytes());
+        seg.file.write_all_at(&header, 0)?;
+        seg.last_lsn = 0;
+        self.active = Some(seg);
+        self.pos = HEADER_BYTES;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn request_spare(&mut self) {
+        if !self.spare_pending {
+            let id = self.take_id();
+            self.spare_pending = self.want_spare.as_ref().is_some_and(|w| w.send(id).is_ok());
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+}
+
+fn random_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    // The OS's random source only fails on exotic systems; a time-based nonce is still
+    // unique enough to tell one use of a file from the previous one.
+    if getrandom::fill(&mut b).is_err() {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Zero-fills a segment under a temporary name, then gives it its real one, so a crash
+/// midway leaves nothing that looks like a segment.
+fn prepare(dir: &Path, id: u64) -> io::Result<Segment> {
+    let tmp = dir.join(format!("{id:016x}.tmp"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < SEGMENT_BYTES {
+        file.write_all_at(&zeros, off)?;
+        off += zeros.len() as u64;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, seg_path(dir, id))?;
+    sync_dir(dir)?;
+    Ok(Segment {
+        id,
+        file,
+        capacity: SEGMENT_BYTES,
+        last_lsn: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(payload: &[u8]) -> Vec<u8> {
+        let mut b = Wal::record_buf(payload.len());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn payloads(r: &Recovered) -> Vec<(u64, Vec<u8>)> {
+        r.records.clone()
+    }
+
+    #[test]
+    fn records_come_back_after_reopen_from_the_applied_point() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, r) = Wal::open(dir.path(), 0).unwrap();
+            assert!(r.records.is_empty());
+            for i in 1..=5u8 {
+                assert_eq!(wal.append(&mut rec(&[i; 10])).unwrap(), i as u64);
+            }
+            wal.sync().unwrap();
+        }
+        let (_, r) = Wal::open(dir.path(), 2).unwrap();
+        assert_eq!(
+            payloads(&r),
+            vec![(3, vec![3; 10]), (4, vec![4; 10]), (5, vec![5; 10])]
+        );
+        assert_eq!(r.last_lsn, 5);
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            for i in 1..=3u8 {
+                wal.append(&mut rec(&[i; 100])).unwrap();
+            }
+            wal.sync().unwrap();
+            wal.active.as_ref().unwrap().id
+        };
+        // Corrupt a byte of the third record's payload.
+        let path = seg_path(dir.path(), id);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let third = HEADER_BYTES + 2 * (RECORD_HEADER as u64 + 100) + RECORD_HEADER as u64;
+        f.write_all_at(&[0xff], third + 5).unwrap();
+        let (_, r) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            r.records.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn a_reused_segment_does_not_replay_its_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let id = {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            for i in 1..=4u8 {
+                wal.append(&mut rec(&[i; 50])).unwrap();
+            }
+            wal.sync().unwrap();
+            wal.active.as_ref().unwrap().id
+        };
+        // Only the written file is left, so it is the one reused.
+        for f in files() {
+            if f.to_str() != seg_path(dir.path(), id).file_name().unwrap().to_str() {
+                std::fs::remove_file(dir.path().join(f)).unwrap();
+            }
+        }
+        // Everything applied: the file becomes free and is reused from its start by a
+        // shorter run, leaving the old records 3 and 4 behind the new tail.
+        {
+            let (mut wal, r) = Wal::open(dir.path(), 4).unwrap();
+            assert!(r.records.is_empty());
+            assert_eq!(r.last_lsn, 4);
+            assert_eq!(wal.append(&mut rec(&[9; 50])).unwrap(), 5);
+            assert_eq!(wal.append(&mut rec(&[9; 50])).unwrap(), 6);
+            wal.sync().unwrap();
+            assert_eq!(
+                wal.active.as_ref().unwrap().id,
+                id,
+                "the free file is reused"
+            );
+        }
+        let (_, r) = Wal::open(dir.path(), 4).unwrap();
+        assert_eq!(payloads(&r), vec![(5, vec![9; 50]), (6, vec![9; 50])]);
+    }
+
+    #[test]
+    fn records_span_segments_and_released_ones_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
+        let mut written = 0;
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            for _ in 0..7 {
+                written = wal.append(&mut rec(&big)).unwrap();
+            }
+            wal.sync().unwrap();
+            assert!(wal.full.len() >= 2);
+            wal.release(written - 1);
+            assert!(wal.full.is_empty(), "all but the active segment are free");
+            assert!(!wal.free.is_empty());
+        }
+        let (_, r) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(r.records.len(), 7);
+        assert_eq!(r.last_lsn, written);
+        assert!(r.records.iter().all(|(_, p)| p == &big));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_segment_gets_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = vec![1u8; SEGMENT_BYTES as usize + 10];
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            wal.append(&mut rec(b"small")).unwrap();
+            wal.append(&mut rec(&huge)).unwrap();
+            wal.append(&mut rec(b"after")).unwrap();
+            wal.sync().unwrap();
+        }
+        let (_, r) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(r.records.len(), 3);
+        assert_eq!(r.records[1].1.len(), huge.len());
+        assert_eq!(r.records[2].1, b"after");
+    }
+}
