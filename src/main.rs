@@ -102,6 +102,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    switchyard::server::disable_transparent_huge_pages();
     let cli = Cli::parse();
     if let Command::Policy(PolicyCommand::Test(args)) = &cli.command {
         return policy_test(args);

@@ -29,9 +29,10 @@ const MAX_OPS_PER_COMMIT: usize = 64 * 1024;
 /// a long fjall stall may hold in memory.
 const MAX_BACKLOG_BYTES: usize = 32 << 20;
 /// fjall is synced after this many logged bytes, or `SYNC_AFTER` after the last sync, so
-/// that log segments become free for reuse.
+/// that log segments become free for reuse. Frequent syncs keep each one's burst of writes
+/// small: the disk serves the log's syncs behind it.
 const SYNC_EVERY_BYTES: usize = 8 << 20;
-const SYNC_AFTER: Duration = Duration::from_millis(500);
+const SYNC_AFTER: Duration = Duration::from_millis(100);
 /// The meta key holding the LSN of the last log record applied to fjall. It is written in
 /// the same atomic batch as the record's writes, so recovery knows exactly where to resume.
 pub const WAL_APPLIED_KEY: &[u8] = b"\x00wal-applied";

@@ -22,6 +22,8 @@ use std::sync::mpsc;
 /// Size of a pre-zeroed segment. Large enough that zeroing one is rare, small enough that
 /// zeroing one in the background takes a fraction of a second.
 const SEGMENT_BYTES: u64 = 16 << 20;
+/// The first segment of a new store, zero-filled while it opens.
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 /// Reusable segments kept beyond the one being written; more are deleted once fjall
 /// holds their records.
 const MAX_FREE: usize = 4;
@@ -162,7 +164,7 @@ impl Wal {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let capacity = file.metadata()?.len();
             // Once the caller has replayed the records into fjall, every file is free.
-            if capacity == SEGMENT_BYTES && free.len() < MAX_FREE {
+            if capacity <= SEGMENT_BYTES && free.len() < MAX_FREE {
                 free.push(Segment {
                     id,
                     file,
@@ -198,7 +200,10 @@ impl Wal {
             .name("switchyard-wal-prep".into())
             .spawn(move || {
                 for id in requests {
-                    if spare_tx.send(prepare(&prep_dir, id)).is_err() {
+                    if spare_tx
+                        .send(prepare(&prep_dir, id, SEGMENT_BYTES, true))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -218,8 +223,11 @@ impl Wal {
             spare_pending: false,
             preparer: Some(preparer),
         };
-        // Zero-filled ahead, so that even the first segment syncs fast.
         if wal.free.is_empty() {
+            // A new store: a small first segment zero-filled now (a few milliseconds), so
+            // the first writes sync fast too; full-size ones follow in the background.
+            let id = wal.take_id();
+            wal.free.push(prepare(dir, id, FIRST_SEGMENT_BYTES, false)?);
             wal.request_spare();
         }
         Ok((wal, Recovered { records, last_lsn }))
@@ -369,7 +377,7 @@ fn random_nonce() -> u64 {
 
 /// Zero-fills a segment under a temporary name, then gives it its real one, so a crash
 /// midway leaves nothing that looks like a segment.
-fn prepare(dir: &Path, id: u64) -> io::Result<Segment> {
+fn prepare(dir: &Path, id: u64, capacity: u64, paced: bool) -> io::Result<Segment> {
     let tmp = dir.join(format!("{id:016x}.tmp"));
     let file = OpenOptions::new()
         .read(true)
@@ -377,11 +385,18 @@ fn prepare(dir: &Path, id: u64) -> io::Result<Segment> {
         .create(true)
         .truncate(true)
         .open(&tmp)?;
+    // A megabyte at a time, each synced before the next, with a pause between: written in
+    // one go, the whole segment would sit in the disk's queue ahead of the active segment's
+    // syncs and stall them for tens of milliseconds.
     let zeros = vec![0u8; 1 << 20];
     let mut off = 0;
-    while off < SEGMENT_BYTES {
-        file.write_all_at(&zeros, off)?;
+    while off < capacity {
+        file.write_all_at(&zeros[..(capacity - off).min(1 << 20) as usize], off)?;
         off += zeros.len() as u64;
+        if paced {
+            file.sync_data()?;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
     file.sync_all()?;
     std::fs::rename(&tmp, seg_path(dir, id))?;
@@ -389,7 +404,7 @@ fn prepare(dir: &Path, id: u64) -> io::Result<Segment> {
     Ok(Segment {
         id,
         file,
-        capacity: SEGMENT_BYTES,
+        capacity,
         last_lsn: 0,
     })
 }
