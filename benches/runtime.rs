@@ -59,6 +59,8 @@ const LOAD_ITERATIONS: u32 = 200;
 const KERNEL_RUNS: u32 = 5;
 
 fn main() {
+    // As the `switchyard` binary does at start, so memory behaves as in the server.
+    switchyard::server::disable_transparent_huge_pages();
     let cache = tempfile::tempdir().expect("temporary cache directory");
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.path().to_path_buf()),
@@ -199,8 +201,6 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
     );
     tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-    // As the `switchyard` binary does at start.
-    switchyard::server::disable_transparent_huge_pages();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -382,7 +382,6 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
             bytes: 0,
         };
         let mut record = Wal::record_buf(0);
-        let mut sync = false;
         // Requests whose writes are logged go into one record; the others pass through.
         // Both keep their order on the way to fjall.
         replies.clear();
@@ -399,38 +398,25 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
                 batch.writes.push(w);
             }
             match job.done {
-                Some(reply) if logged => {
-                    sync |= reply.1 == Wait::Synced;
-                    replies.push(reply);
-                }
+                Some(reply) if logged => replies.push(reply),
                 Some(reply) => batch.replies.push(reply),
                 None => {}
             }
         }
         let logged_bytes = record.len() - super::wal::RECORD_HEADER;
-        let outcome = if logged_bytes > 0 {
-            wal.append(&mut record)
-                .map_err(|e| s.fail("log write", e))
-                .and_then(|lsn| {
-                    if sync {
-                        wal.sync().map_err(|e| s.fail("log sync", e))?;
+        let lsn = if logged_bytes > 0 {
+            match wal.append(&mut record) {
+                Ok(lsn) => Some(lsn),
+                Err(e) => {
+                    let e = s.fail("log write", e);
+                    for (done, _) in replies.drain(..).chain(batch.replies) {
+                        let _ = done.send(Err(e.clone()));
                     }
-                    Ok(Some(lsn))
-                })
-        } else {
-            Ok(None)
-        };
-        let lsn = match outcome {
-            Ok(lsn) => lsn,
-            Err(e) => {
-                for (done, _) in replies.drain(..) {
-                    let _ = done.send(Err(e.clone()));
+                    continue;
                 }
-                for (done, _) in batch.replies {
-                    let _ = done.send(Err(e.clone()));
-                }
-                continue;
             }
+        } else {
+            None
         };
         if let Some(lsn) = lsn {
             // Bodies become readable before anyone hears they are stored.
@@ -442,7 +428,12 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
                 }
             }
         }
-        for (done, _) in replies.drain(..) {
+        // Those who wait only for the OS are answered before the sync, and fjall gets the
+        // batch while the sync runs: neither has to wait for the disk.
+        let (written, synced): (Vec<Reply>, Vec<Reply>) = replies
+            .drain(..)
+            .partition(|(_, wait)| *wait == Wait::Written);
+        for (done, _) in written {
             let _ = done.send(Ok(()));
         }
         batch.lsn = lsn;
@@ -456,6 +447,12 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         }
         if apply.send(batch).is_err() {
             break;
+        }
+        if !synced.is_empty() {
+            let result = wal.sync().map_err(|e| s.fail("log sync", e));
+            for (done, _) in synced {
+                let _ = done.send(result.clone());
+            }
         }
         wal.release(s.durable.load(Ordering::Acquire));
     }
