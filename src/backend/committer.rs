@@ -235,13 +235,6 @@ impl Committer {
         self.send_waiting(ops, Wait::Synced)
     }
 
-    /// Writes `ops` atomically and returns once the OS has them (before the batch's
-    /// sync): for writes whose loss in a machine crash only repeats work, but which must
-    /// survive the process being killed.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<(), String> {
-        self.send_waiting(ops, Wait::Written).await
-    }
-
     /// Returns once everything handed over before is in fjall, for a scan of a keyspace
     /// that must see it.
     pub async fn settle(&self) -> Result<(), String> {

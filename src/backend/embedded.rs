@@ -593,10 +593,11 @@ impl Embedded {
         };
         match moved {
             // A delivery queue's in-flight marks need not be durable before the worker
-            // starts: lost in a machine crash, the delivery is only attempted once more.
-            // Waiting only until the OS has them (not for the sync) lets a worker pull
-            // again at once, and a killed server still counts the attempt it was making.
-            None if h.lazy_sync => self.committer.write(ops).await.map_err(StorageError)?,
+            // starts: lost, the delivery is only attempted once more (at-least-once). They
+            // are queued to the log ahead of anything the attempt writes (its ack or retry),
+            // and reach the OS with the log's next write, well within a millisecond; not
+            // waiting for that takes a storage round trip out of publish-to-handler time.
+            None if h.lazy_sync => self.committer.submit(ops),
             _ => self.committer.commit(ops).await.map_err(StorageError)?,
         }
         if let Some((d, entries)) = moved {
