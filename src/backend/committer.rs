@@ -345,20 +345,26 @@ pub fn decode(mut p: &[u8]) -> Option<Vec<Op>> {
     Some(ops)
 }
 
-fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch>, s: &Shared) {
-    let mut replies: Vec<Reply> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].ops.len();
-        while n < MAX_OPS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.ops.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
+/// `first` and whatever else is queued behind it, up to `MAX_OPS_PER_COMMIT` writes (as
+/// counted by `ops`): what one group commit takes. Returns them and their write count.
+fn gather<T>(rx: &mpsc::Receiver<T>, first: T, ops: impl Fn(&T) -> usize) -> (Vec<T>, usize) {
+    let mut n = ops(&first);
+    let mut items = vec![first];
+    while n < MAX_OPS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(item) => {
+                n += ops(&item);
+                items.push(item);
             }
+            Err(_) => break,
         }
+    }
+    (items, n)
+}
+
+fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch>, s: &Shared) {
+    while let Ok(first) = rx.recv() {
+        let (jobs, n) = gather(&rx, first, |j| j.ops.len());
         if let Some(e) = s.failure() {
             for job in jobs {
                 if let Some((done, _)) = job.done {
@@ -377,7 +383,7 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         let mut record = Wal::record_buf(0);
         // Requests whose writes are logged go into one record; the others pass through.
         // Both keep their order on the way to fjall.
-        replies.clear();
+        let mut replies: Vec<Reply> = Vec::new();
         for job in jobs {
             let logged = is_logged(&job.ops);
             for op in job.ops {
@@ -402,7 +408,7 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
                     let e = s.fail("log write", e);
-                    for (done, _) in replies.drain(..).chain(batch.replies) {
+                    for (done, _) in replies.into_iter().chain(batch.replies) {
                         let _ = done.send(Err(e.clone()));
                     }
                     continue;
@@ -424,7 +430,7 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         // Those who wait only for the OS are answered before the sync, and fjall gets the
         // batch while the sync runs: neither has to wait for the disk.
         let (written, synced): (Vec<Reply>, Vec<Reply>) = replies
-            .drain(..)
+            .into_iter()
             .partition(|(_, wait)| *wait == Wait::Written);
         for (done, _) in written {
             let _ = done.send(Ok(()));
@@ -477,17 +483,7 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<ApplyBatch>, s: &S
                 Err(_) => break,
             }
         };
-        let mut batches = vec![first];
-        let mut n = batches[0].writes.len();
-        while n < MAX_OPS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(b) => {
-                    n += b.writes.len();
-                    batches.push(b);
-                }
-                Err(_) => break,
-            }
-        }
+        let (mut batches, _) = gather(&rx, first, |b| b.writes.len());
         let mut fb = db.batch();
         let mut lsn = None;
         let mut bytes = 0;
