@@ -35,7 +35,7 @@ const SYNC_EVERY_BYTES: usize = 8 << 20;
 const SYNC_AFTER: Duration = Duration::from_millis(100);
 /// The meta key holding the LSN of the last log record applied to fjall. It is written in
 /// the same atomic batch as the record's writes, so recovery knows exactly where to resume.
-pub const WAL_APPLIED_KEY: &[u8] = b"\x00wal-applied";
+const WAL_APPLIED_KEY: &[u8] = b"\x00wal-applied";
 
 /// Which keyspace a write goes to. Kept as an index so write requests stay plain data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,24 @@ pub enum Op {
 enum Write {
     Put(Space, Vec<u8>, Slice),
     Delete(Space, Vec<u8>),
+}
+
+impl From<Op> for Write {
+    fn from(op: Op) -> Self {
+        match op {
+            Op::Put(s, k, v) => Write::Put(s, k, Slice::from(v)),
+            Op::Delete(s, k) => Write::Delete(s, k),
+        }
+    }
+}
+
+impl Write {
+    fn add_to(self, batch: &mut fjall::OwnedWriteBatch, spaces: &Spaces) {
+        match self {
+            Write::Put(s, k, v) => batch.insert(spaces.get(s), k, v),
+            Write::Delete(s, k) => batch.remove(spaces.get(s), k),
+        }
+    }
 }
 
 struct Job {
@@ -180,7 +198,7 @@ pub struct Spaces {
 }
 
 impl Spaces {
-    pub(super) fn get(&self, s: Space) -> &Keyspace {
+    fn get(&self, s: Space) -> &Keyspace {
         match s {
             Space::Meta => &self.meta,
             Space::Messages => &self.messages,
@@ -309,17 +327,13 @@ fn encode(out: &mut Vec<u8>, w: &Write) {
 pub fn encode_ops(ops: Vec<Op>) -> Vec<u8> {
     let mut out = Vec::new();
     for op in ops {
-        let w = match op {
-            Op::Put(s, k, v) => Write::Put(s, k, Slice::from(v)),
-            Op::Delete(s, k) => Write::Delete(s, k),
-        };
-        encode(&mut out, &w);
+        encode(&mut out, &Write::from(op));
     }
     out
 }
 
 /// The writes of one log record, or `None` if it is malformed.
-pub fn decode(mut p: &[u8]) -> Option<Vec<Op>> {
+fn decode(mut p: &[u8]) -> Option<Vec<Op>> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (a, b) = p.split_at_checked(n)?;
         *p = b;
@@ -380,17 +394,14 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
             overlay_keys: Vec::new(),
             bytes: 0,
         };
-        let mut record = Wal::record_buf(0);
+        let mut record = Wal::record_buf();
         // Requests whose writes are logged go into one record; the others pass through.
         // Both keep their order on the way to fjall.
         let mut replies: Vec<Reply> = Vec::new();
         for job in jobs {
             let logged = is_logged(&job.ops);
             for op in job.ops {
-                let w = match op {
-                    Op::Put(sp, k, v) => Write::Put(sp, k, Slice::from(v)),
-                    Op::Delete(sp, k) => Write::Delete(sp, k),
-                };
+                let w = Write::from(op);
                 if logged {
                     encode(&mut record, &w);
                 }
@@ -490,10 +501,7 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<ApplyBatch>, s: &S
         let mut replies = Vec::new();
         for b in &mut batches {
             for w in b.writes.drain(..) {
-                match w {
-                    Write::Put(sp, k, v) => fb.insert(spaces.get(sp), k, v),
-                    Write::Delete(sp, k) => fb.remove(spaces.get(sp), k),
-                }
+                w.add_to(&mut fb, &spaces);
             }
             lsn = b.lsn.or(lsn);
             bytes += b.bytes;
@@ -542,6 +550,44 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<ApplyBatch>, s: &S
     } else if let Some(l) = applied {
         s.durable.store(l, Ordering::Release);
     }
+}
+
+/// Opens the write-ahead log in `dir` and applies to fjall, durably, the records it lacks
+/// (acknowledged before a crash or kill while fjall lagged behind). Returns the log and the
+/// LSN fjall now holds, for `Committer::start`.
+pub fn replay(db: &Database, spaces: &Spaces, dir: &std::path::Path) -> Result<(Wal, u64), String> {
+    let applied = match spaces
+        .meta
+        .get(WAL_APPLIED_KEY)
+        .map_err(|e| e.to_string())?
+    {
+        Some(v) => u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| "the write-ahead log position in the store is corrupt".to_string())?,
+        ),
+        None => 0,
+    };
+    let (wal, found) = Wal::open(dir, applied)
+        .map_err(|e| format!("cannot open the write-ahead log in {}: {e}", dir.display()))?;
+    if found.last_lsn > applied {
+        let mut batch = db.batch();
+        let replayed = found.records.len();
+        for (lsn, payload) in found.records {
+            let ops = decode(&payload)
+                .ok_or_else(|| format!("write-ahead log record {lsn} is corrupt"))?;
+            for op in ops {
+                Write::from(op).add_to(&mut batch, spaces);
+            }
+        }
+        batch.insert(&spaces.meta, WAL_APPLIED_KEY, found.last_lsn.to_be_bytes());
+        batch
+            .commit()
+            .and_then(|()| db.persist(PersistMode::SyncAll))
+            .map_err(|e| format!("replaying the write-ahead log failed: {e}"))?;
+        tracing::info!(records = replayed, "replayed the write-ahead log");
+    }
+    Ok((wal, found.last_lsn))
 }
 
 /// Makes what fjall holds durable, and with it the log up to `applied`.

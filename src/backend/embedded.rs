@@ -7,16 +7,15 @@
 //! acknowledged: at worst a received message becomes visible again (at-least-once).
 
 use super::codec::{self, Body};
-use super::committer::{self, Committer, Op, Space, Spaces, WAL_APPLIED_KEY};
+use super::committer::{self, Committer, Op, Space, Spaces};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::streams::StreamHandle;
-use super::wal::Wal;
 use super::{
     Counts, Enqueued, NewMessage, NewRecord, ReceiptError, Received, StorageError, Stored, now_ms,
     to_json,
 };
 use crate::model::QueueSpec;
-use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, KeyspaceCreateOptions};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,7 +154,8 @@ impl Embedded {
             dedup: db.keyspace("dedup", small)?,
             records: db.keyspace("records", bodies)?,
         };
-        let (wal, durable) = replay_log(&db, &spaces, &dir.join("wal"))?;
+        let (wal, durable) =
+            committer::replay(&db, &spaces, &dir.join("wal")).map_err(StorageError)?;
         let spaces = Arc::new(spaces);
         let committer = Committer::start(db, clone_spaces(&spaces), wal, durable);
         let store = Embedded {
@@ -892,43 +892,6 @@ fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
     })
 }
 
-/// Opens the write-ahead log and applies to fjall, durably, the records it lacks (those
-/// acknowledged before a crash or kill while fjall lagged behind). Returns the log and the
-/// LSN fjall now holds.
-fn replay_log(db: &Database, spaces: &Spaces, dir: &Path) -> Result<(Wal, u64), StorageError> {
-    let applied = match spaces.meta.get(WAL_APPLIED_KEY)? {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-            StorageError("the write-ahead log position in the store is corrupt".into())
-        })?),
-        None => 0,
-    };
-    let (wal, found) = Wal::open(dir, applied).map_err(|e| {
-        StorageError(format!(
-            "cannot open the write-ahead log in {}: {e}",
-            dir.display()
-        ))
-    })?;
-    if found.last_lsn > applied {
-        let mut batch = db.batch();
-        let replayed = found.records.len();
-        for (lsn, payload) in found.records {
-            let ops = committer::decode(&payload)
-                .ok_or_else(|| StorageError(format!("write-ahead log record {lsn} is corrupt")))?;
-            for op in ops {
-                match op {
-                    Op::Put(s, k, v) => batch.insert(spaces.get(s), k, v),
-                    Op::Delete(s, k) => batch.remove(spaces.get(s), k),
-                }
-            }
-        }
-        batch.insert(&spaces.meta, WAL_APPLIED_KEY, found.last_lsn.to_be_bytes());
-        batch.commit()?;
-        db.persist(PersistMode::SyncAll)?;
-        tracing::info!(records = replayed, "replayed the write-ahead log");
-    }
-    Ok((wal, found.last_lsn))
-}
-
 fn clone_spaces(s: &Spaces) -> Spaces {
     Spaces {
         meta: s.meta.clone(),
@@ -965,6 +928,7 @@ fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::wal::Wal;
 
     fn msg(id: &str) -> NewMessage {
         NewMessage {
@@ -1003,7 +967,7 @@ mod tests {
                 attributes: b"{}".to_vec(),
                 payload: b"{}".to_vec(),
             };
-            let mut rec = Wal::record_buf(0);
+            let mut rec = Wal::record_buf();
             rec.extend(committer::encode_ops(vec![
                 Op::Put(Space::Messages, key.clone(), codec::encode_body(&body)),
                 Op::Put(Space::State, key, codec::encode_state(&entry)),

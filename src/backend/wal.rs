@@ -235,10 +235,8 @@ impl Wal {
 
     /// A buffer for the next record: the payload goes after the first `RECORD_HEADER`
     /// bytes, which `append` fills in.
-    pub fn record_buf(capacity: usize) -> Vec<u8> {
-        let mut b = Vec::with_capacity(RECORD_HEADER + capacity);
-        b.resize(RECORD_HEADER, 0);
-        b
+    pub fn record_buf() -> Vec<u8> {
+        vec![0; RECORD_HEADER]
     }
 
     /// Writes one record (built in a `record_buf`) and returns its LSN. It reaches the OS
@@ -414,7 +412,7 @@ mod tests {
     use super::*;
 
     fn rec(payload: &[u8]) -> Vec<u8> {
-        let mut b = Wal::record_buf(payload.len());
+        let mut b = Wal::record_buf();
         b.extend_from_slice(payload);
         b
     }
