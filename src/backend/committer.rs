@@ -112,9 +112,15 @@ struct Job {
     /// Who waits, and for what; `None` for writes nobody waits for (delivery acks,
     /// retention sweeps): they ride along with the next batch.
     done: Option<Reply>,
+    /// Run on the log thread once a logged job's record has reached the OS, ahead of
+    /// `done`; dropped without running when the job is not logged or the write fails.
+    written: Option<OnWritten>,
 }
 
 type Reply = (oneshot::Sender<Result<(), String>>, Wait);
+
+/// What to do as soon as a write is in the log, before its sync.
+pub type OnWritten = Box<dyn FnOnce() + Send>;
 
 /// What a caller waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +143,13 @@ struct ApplyBatch {
     bytes: usize,
 }
 
-/// State shared by the handle and both threads.
+/// Callers waiting for the disk, and the file whose sync answers them.
+struct SyncJob {
+    file: Arc<std::fs::File>,
+    replies: Vec<Reply>,
+}
+
+/// State shared by the handle and the threads.
 struct Shared {
     /// Message bodies logged but not yet in fjall, with the LSN that wrote them.
     overlay: Mutex<HashMap<Vec<u8>, (u64, Slice)>>,
@@ -222,10 +234,16 @@ impl Committer {
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>();
+        let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
         let s = shared.clone();
         let log = std::thread::Builder::new()
             .name("switchyard-log".into())
-            .spawn(move || run_log(wal, rx, apply_tx, &s))
+            .spawn(move || run_log(wal, rx, apply_tx, sync_tx, &s))
+            .expect("spawning a storage thread only fails when the OS is out of threads");
+        let s = shared.clone();
+        let sync = std::thread::Builder::new()
+            .name("switchyard-sync".into())
+            .spawn(move || run_sync(sync_rx, &s))
             .expect("spawning a storage thread only fails when the OS is out of threads");
         let s = shared.clone();
         let apply = std::thread::Builder::new()
@@ -236,7 +254,7 @@ impl Committer {
             inner: Arc::new(Inner {
                 tx: Some(tx),
                 shared,
-                threads: vec![log, apply],
+                threads: vec![log, sync, apply],
             }),
         }
     }
@@ -271,15 +289,37 @@ impl Committer {
             .map(|(_, v)| v.clone())
     }
 
+    /// As [`send`](Self::send), and runs `on_written` on the log thread as soon as the
+    /// writes are in the log and handed to the OS, before the sync: no task has to be
+    /// woken for it. It is dropped without running when the writes are not logged (only
+    /// the sync tells then) or never reach the log.
+    pub fn send_tracked(
+        &self,
+        ops: Vec<Op>,
+        on_written: OnWritten,
+    ) -> impl Future<Output = Result<(), String>> + use<> {
+        self.send_job(ops, Wait::Synced, Some(on_written))
+    }
+
     fn send_waiting(
         &self,
         ops: Vec<Op>,
         wait: Wait,
     ) -> impl Future<Output = Result<(), String>> + use<> {
+        self.send_job(ops, wait, None)
+    }
+
+    fn send_job(
+        &self,
+        ops: Vec<Op>,
+        wait: Wait,
+        written: Option<OnWritten>,
+    ) -> impl Future<Output = Result<(), String>> + use<> {
         let (done, rx) = oneshot::channel();
         let sent = self.tx().send(Job {
             ops,
             done: Some((done, wait)),
+            written,
         });
         async move {
             sent.map_err(|_| "storage is shut down".to_string())?;
@@ -296,7 +336,11 @@ impl Committer {
     /// next batch that someone waits for.
     pub fn submit(&self, ops: Vec<Op>) {
         if !ops.is_empty() {
-            let _ = self.tx().send(Job { ops, done: None });
+            let _ = self.tx().send(Job {
+                ops,
+                done: None,
+                written: None,
+            });
         }
     }
 }
@@ -376,7 +420,13 @@ fn gather<T>(rx: &mpsc::Receiver<T>, first: T, ops: impl Fn(&T) -> usize) -> (Ve
     (items, n)
 }
 
-fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch>, s: &Shared) {
+fn run_log(
+    mut wal: Wal,
+    rx: mpsc::Receiver<Job>,
+    apply: mpsc::Sender<ApplyBatch>,
+    syncer: mpsc::Sender<SyncJob>,
+    s: &Shared,
+) {
     while let Ok(first) = rx.recv() {
         let (jobs, n) = gather(&rx, first, |j| j.ops.len());
         if let Some(e) = s.failure() {
@@ -398,8 +448,12 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         // Requests whose writes are logged go into one record; the others pass through.
         // Both keep their order on the way to fjall.
         let mut replies: Vec<Reply> = Vec::new();
+        let mut told: Vec<OnWritten> = Vec::new();
         for job in jobs {
             let logged = is_logged(&job.ops);
+            if logged {
+                told.extend(job.written);
+            }
             for op in job.ops {
                 let w = Write::from(op);
                 if logged {
@@ -446,6 +500,9 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         for (done, _) in written {
             let _ = done.send(Ok(()));
         }
+        for t in told {
+            t();
+        }
         batch.lsn = lsn;
         batch.bytes = record.len();
         {
@@ -458,16 +515,46 @@ fn run_log(mut wal: Wal, rx: mpsc::Receiver<Job>, apply: mpsc::Sender<ApplyBatch
         if apply.send(batch).is_err() {
             break;
         }
+        // The sync runs on its own thread, so records keep reaching the OS (and those who
+        // wait only for that keep hearing at once) while the disk works.
         if !synced.is_empty() {
-            let result = wal.sync().map_err(|e| s.fail("log sync", e));
-            for (done, _) in synced {
-                let _ = done.send(result.clone());
+            let file = wal.sync_handle().expect("a logged record has a segment");
+            if let Err(mpsc::SendError(job)) = syncer.send(SyncJob {
+                file,
+                replies: synced,
+            }) {
+                for (done, _) in job.replies {
+                    let _ = done.send(Err("storage is shut down".into()));
+                }
             }
         }
         wal.release(s.durable.load(Ordering::Acquire));
     }
     if let Err(e) = wal.sync() {
         s.fail("log sync", e);
+    }
+}
+
+/// Syncs the log for those waiting on the disk: everything queued when a sync starts is
+/// answered by it (group commit), while the log thread goes on writing.
+fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
+    while let Ok(first) = rx.recv() {
+        let (jobs, _) = gather(&rx, first, |j| j.replies.len());
+        // Jobs are in log order; a roll in between synced the file left behind, but each
+        // file named must still be synced for the records written to it.
+        let mut result = Ok(());
+        let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
+        for job in &jobs {
+            if result.is_ok() && !synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                result = job.file.sync_data().map_err(|e| s.fail("log sync", e));
+                synced.push(&job.file);
+            }
+        }
+        for job in jobs {
+            for (done, _) in job.replies {
+                let _ = done.send(result.clone());
+            }
+        }
     }
 }
 

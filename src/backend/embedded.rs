@@ -47,6 +47,9 @@ pub struct QueueHandle {
     /// A delivery queue: its receives and acks need not be durable before answering
     /// (a crash only repeats a delivery). Decided once from the name.
     lazy_sync: bool,
+    /// Messages enter the index once written to the log, before its sync (see
+    /// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)).
+    pub(super) before_sync: AtomicBool,
     spec: Mutex<QueueSpec>,
     index: Mutex<QueueIndex>,
     next_seq: AtomicU64,
@@ -98,12 +101,37 @@ type ShardGuard<'a> = ((u64, u32), std::sync::MutexGuard<'a, (u64, u64)>);
 
 /// A store whose writes are with the committer: what to do once they are durable.
 struct Staged {
+    /// Messages for queues read before the sync, if any.
+    early: Option<Arc<EarlyIndex>>,
     durable: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
     results: Vec<Stored>,
-    pending: Vec<(Arc<QueueHandle>, u64, Entry)>,
+    pending: Vec<NewEntry>,
     appended: Vec<(Arc<StreamHandle>, u32, u64)>,
     claimed: Vec<(Arc<QueueHandle>, String)>,
 }
+
+/// Messages for queues read before the sync (see
+/// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)): indexed by
+/// the log thread as soon as the log has them, or by the publish once durable when the
+/// write is not one the log takes.
+struct EarlyIndex {
+    waiting: Mutex<Option<Vec<NewEntry>>>,
+    /// Which they are, to take them back should the sync fail.
+    seqs: Vec<(Arc<QueueHandle>, u64)>,
+}
+
+impl EarlyIndex {
+    /// Indexes the messages unless that was done already.
+    fn index(&self) {
+        let taken = self.waiting.lock().expect("never poisoned").take();
+        if let Some(stored) = taken {
+            Embedded::index_stored(stored);
+        }
+    }
+}
+
+/// A message just stored: its queue, sequence number and index entry.
+type NewEntry = (Arc<QueueHandle>, u64, Entry);
 
 /// Messages written to one queue (stored or moved there), to be indexed once the write is
 /// durable.
@@ -367,7 +395,8 @@ impl Embedded {
     }
 
     /// Stores messages in their queues atomically and durably: all are on disk when this
-    /// returns `Ok`, none is visible to receivers before.
+    /// returns `Ok`, none is visible to receivers before (but for queues read before the
+    /// sync, see [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)).
     pub async fn enqueue(
         &self,
         items: Vec<(Arc<QueueHandle>, NewMessage)>,
@@ -384,7 +413,8 @@ impl Embedded {
     }
 
     /// Stores a publish's deliveries (queue messages and stream records) with one atomic,
-    /// durable write. Nothing is visible to receivers before it is on disk.
+    /// durable write. Nothing is visible to receivers before it is on disk, but messages
+    /// for queues read before the sync, once the log has them.
     pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, StorageError> {
         // FIFO queues are held in id order (no deadlock between concurrent fan-outs) for
         // the whole call so their messages enter the index in sequence order.
@@ -402,6 +432,7 @@ impl Embedded {
             _order_guards.push(h.fifo_order.lock().await);
         }
         let Staged {
+            early,
             durable,
             results,
             pending,
@@ -414,13 +445,35 @@ impl Embedded {
             for (h, id) in claimed {
                 h.dedup.lock().expect("never poisoned").remove(&id);
             }
+            // Take back what was offered before the sync; an attempt already under way
+            // ends with a stale receipt.
+            if let Some(early) = early {
+                let offered = early.waiting.lock().expect("never poisoned").is_none();
+                if offered {
+                    for (h, seq) in &early.seqs {
+                        h.lock_index().remove(*seq);
+                    }
+                }
+            }
             return Err(StorageError(e));
         }
-        // A batch publish puts many messages in each of a few queues: each queue's index is
-        // locked and its receivers woken once, not once per message. A queue's messages
-        // keep their order, which FIFO group order depends on.
+        if let Some(early) = early {
+            early.index();
+        }
+        Self::index_stored(pending);
+        for (h, shard, seq) in appended {
+            Self::stream_appended(&h, &[(shard, seq)]);
+        }
+        Ok(results)
+    }
+
+    /// Adds stored messages to their queues' indexes and wakes the receivers. A batch
+    /// publish puts many messages in each of a few queues: each queue's index is locked
+    /// and its receivers woken once, not once per message. A queue's messages keep their
+    /// order, which FIFO group order depends on.
+    fn index_stored(stored: Vec<NewEntry>) {
         let mut by_queue: Vec<ToIndex> = Vec::new();
-        for (h, seq, entry) in pending {
+        for (h, seq, entry) in stored {
             match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &h)) {
                 Some((_, entries)) => entries.push((seq, entry)),
                 None => by_queue.push((h, vec![(seq, entry)])),
@@ -437,10 +490,6 @@ impl Embedded {
                 h.arrivals.notify_waiters();
             }
         }
-        for (h, shard, seq) in appended {
-            Self::stream_appended(&h, &[(shard, seq)]);
-        }
-        Ok(results)
     }
 
     /// Locks the shards appended to (in order), allocates sequence numbers and hands the
@@ -471,7 +520,7 @@ impl Embedded {
         let now = now_ms();
         let mut ops = Vec::with_capacity(items.len() * 2);
         let mut results = Vec::with_capacity(items.len());
-        let mut pending: Vec<(Arc<QueueHandle>, u64, Entry)> = Vec::with_capacity(items.len());
+        let mut pending: Vec<NewEntry> = Vec::with_capacity(items.len());
         let mut appended: Vec<(Arc<StreamHandle>, u32, u64)> = Vec::new();
         let mut claimed: Vec<(Arc<QueueHandle>, String)> = Vec::new();
         for item in items {
@@ -536,9 +585,33 @@ impl Embedded {
             pending.push((h, seq, entry));
             results.push(Stored::Queue(Enqueued::Stored));
         }
-        let durable = Box::pin(self.committer.send(ops));
+        let (early, durable) = if pending
+            .iter()
+            .any(|(h, ..)| h.before_sync.load(Ordering::Relaxed))
+        {
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
+                .into_iter()
+                .partition(|(h, ..)| h.before_sync.load(Ordering::Relaxed));
+            pending = later;
+            let early = Arc::new(EarlyIndex {
+                seqs: now.iter().map(|(h, seq, _)| (h.clone(), *seq)).collect(),
+                waiting: Mutex::new(Some(now)),
+            });
+            let on_written = {
+                let early = early.clone();
+                Box::new(move || early.index())
+            };
+            let durable = self.committer.send_tracked(ops, on_written);
+            (Some(early), Box::pin(durable) as std::pin::Pin<Box<_>>)
+        } else {
+            (
+                None,
+                Box::pin(self.committer.send(ops)) as std::pin::Pin<Box<_>>,
+            )
+        };
         drop(shard_guards);
         Staged {
+            early,
             durable,
             results,
             pending,
@@ -882,6 +955,7 @@ fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
         name,
         fifo: spec.fifo,
         lazy_sync,
+        before_sync: AtomicBool::new(false),
         index: Mutex::new(QueueIndex::new(spec.fifo)),
         spec: Mutex::new(spec),
         next_seq: AtomicU64::new(1),
@@ -1098,5 +1172,59 @@ mod tests {
             }]
         );
         assert_eq!(s.counts(&q).visible, 1);
+    }
+
+    #[tokio::test]
+    async fn the_log_tells_when_logged_writes_reach_the_os_and_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        let tracked = |ops| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let durable = s
+                .committer
+                .send_tracked(ops, Box::new(move || tx.send(()).unwrap()));
+            (rx, durable)
+        };
+        let (written, durable) = tracked(vec![Op::Put(Space::State, b"k".to_vec(), b"v".to_vec())]);
+        durable.await.unwrap();
+        assert!(written.try_recv().is_ok(), "a queue write is in the log");
+        let (written, durable) =
+            tracked(vec![Op::Put(Space::Records, b"k".to_vec(), b"v".to_vec())]);
+        durable.await.unwrap();
+        assert!(
+            written.try_recv().is_err(),
+            "a stream write only becomes durable in fjall"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_to_queues_read_before_and_after_the_sync_stores_both() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let early = s
+                .put_queue("t:function", QueueSpec::default())
+                .await
+                .unwrap();
+            crate::backend::QueueRef::deliver_before_sync(&*early, true);
+            let late = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            for i in 0..3 {
+                let id = format!("m{i}");
+                s.enqueue(vec![(early.clone(), msg(&id)), (late.clone(), msg(&id))])
+                    .await
+                    .unwrap();
+            }
+            for q in [&early, &late] {
+                let got = s.receive(q, 10, 60_000).await.unwrap();
+                let ids: Vec<_> = got.iter().map(|m| m.message_id.as_str()).collect();
+                assert_eq!(ids, ["m0", "m1", "m2"], "in {}", q.name);
+                s.ack(q, &[got[0].receipt.clone()]).await.unwrap();
+            }
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        for name in ["t:function", "q"] {
+            let c = s.counts(&s.queue(name).unwrap());
+            assert_eq!((c.visible, c.in_flight), (0, 2), "in {name}");
+        }
     }
 }

@@ -29,6 +29,10 @@ impl QueueRef for QueueHandle {
     fn is_deleted(&self) -> bool {
         QueueHandle::is_deleted(self)
     }
+    fn deliver_before_sync(&self, on: bool) {
+        self.before_sync
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }

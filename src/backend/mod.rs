@@ -138,6 +138,12 @@ pub trait QueueRef: Send + Sync + 'static {
     fn is_fifo(&self) -> bool;
     /// Set once the queue is deleted; workers holding the handle stop.
     fn is_deleted(&self) -> bool;
+    /// Lets receivers take a message as soon as it has reached the OS rather than the
+    /// disk. Only for a queue whose sole reader is a sandboxed function: whatever the
+    /// function does (its acknowledgement, retry, publishes) is written after the message,
+    /// so a crash before the sync loses the message and those effects together. A backend
+    /// that cannot tell the two moments apart ignores it.
+    fn deliver_before_sync(&self, _on: bool) {}
     /// For the backend that made the handle, to get its own type back.
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }

@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 /// Size of a pre-zeroed segment. Large enough that zeroing one is rare, small enough that
 /// zeroing one in the background takes a fraction of a second.
@@ -36,7 +36,8 @@ pub const RECORD_HEADER: usize = 16;
 /// One log file.
 struct Segment {
     id: u64,
-    file: File,
+    /// Shared with whoever syncs it off the writing thread (see [`Wal::sync_handle`]).
+    file: Arc<File>,
     capacity: u64,
     /// LSN of the last record written in this use of the file.
     last_lsn: u64,
@@ -167,7 +168,7 @@ impl Wal {
             if capacity <= SEGMENT_BYTES && free.len() < MAX_FREE {
                 free.push(Segment {
                     id,
-                    file,
+                    file: Arc::new(file),
                     capacity,
                     last_lsn: 0,
                 });
@@ -277,6 +278,13 @@ impl Wal {
         Ok(())
     }
 
+    /// The file that holds every record appended since the last roll. Syncing it makes
+    /// those records durable, and a roll syncs the file it leaves, so a thread that syncs
+    /// what this returned, in order, answers for everything appended before the call.
+    pub fn sync_handle(&self) -> Option<Arc<File>> {
+        self.active.as_ref().map(|s| s.file.clone())
+    }
+
     /// Frees the segments whose records fjall now holds durably (`durable` and below).
     pub fn release(&mut self, durable: u64) {
         while self.full.front().is_some_and(|s| s.last_lsn <= durable) {
@@ -326,7 +334,7 @@ impl Wal {
                 sync_dir(&self.dir)?;
                 Segment {
                     id,
-                    file,
+                    file: Arc::new(file),
                     capacity,
                     last_lsn: 0,
                 }
@@ -401,7 +409,7 @@ fn prepare(dir: &Path, id: u64, capacity: u64, paced: bool) -> io::Result<Segmen
     sync_dir(dir)?;
     Ok(Segment {
         id,
-        file,
+        file: Arc::new(file),
         capacity,
         last_lsn: 0,
     })

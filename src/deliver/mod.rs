@@ -176,6 +176,10 @@ impl Workers {
                     .await?
             }
         };
+        // A function runs sandboxed: nothing it does leaves the process except through
+        // writes logged after its event, so it may start before the event's sync. A
+        // webhook's request leaves at once, so it waits for the disk.
+        queue.deliver_before_sync(matches!(target, Target::Function(_)));
         let stop = self.shutdown.child_token();
         if let Some(old) = self
             .running
