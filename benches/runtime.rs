@@ -22,7 +22,8 @@
 //!   calling a tiny function) and a byte-scanning loop like parsing;
 //! - publish-to-handler latency: a server in this process (embedded store in a
 //!   temporary directory) with the `email` guest subscribed to a topic; events are
-//!   published over HTTP at a fixed rate (open loop) and each is timed from when
+//!   published over HTTP at a fixed rate (open loop, from a thread and runtime of
+//!   the load generator's own) and each is timed from when
 //!   the pacer sends it until the worker has run the handler (seen through the log
 //!   line the router emits for it), so the time includes the durable store of the
 //!   publish, the worker's wake-up and the invocation.
@@ -247,34 +248,18 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             assert!(r.status().is_success(), "{path}: {}", r.status());
         }
         let url = format!("{base}/topics/orders/publish");
-        let total = LATENCY_RATE * LATENCY_SECONDS;
-        let interval = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..total {
-            let at = started + interval * i as u32;
-            tokio::time::sleep_until(at.into()).await;
-            // Timed from here rather than from `at`: tokio's timer wakes on whole
-            // milliseconds, and its lateness is this tool's, not the server's.
-            let at = Instant::now();
-            let (http, url) = (http.clone(), url.clone());
-            tasks.spawn(async move {
-                let body = serde_json::json!({"message": {
-                    "order_id": format!("o-{i}"),
-                    "customer_email": "buyer@example.com",
-                }});
-                let r = http.post(url).json(&body).send().await.expect("publish");
-                let v: serde_json::Value = r.json().await.expect("answer");
-                (
-                    v["message_id"].as_str().expect("message id").to_string(),
-                    at,
-                )
-            });
-        }
-        let mut sent = Vec::with_capacity(total as usize);
-        while let Some(r) = tasks.join_next().await {
-            sent.push(r.unwrap());
-        }
+        // The load generator runs on a thread of its own, as a separate client would: the
+        // server's runtime does only the server's work.
+        let client = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(publish_at_rate(url))
+        });
+        let sent = tokio::task::spawn_blocking(move || client.join().expect("load generator"))
+            .await
+            .unwrap();
         // Wait (bounded) for the last handlers.
         let deadline = Instant::now() + Duration::from_secs(30);
         while seen.0.lock().unwrap().len() < sent.len() && Instant::now() < deadline {
@@ -297,6 +282,41 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             missing,
         )
     })
+}
+
+/// Publishes `LATENCY_RATE` events a second for `LATENCY_SECONDS`, open loop; returns each
+/// event's message id and when its request went out.
+async fn publish_at_rate(url: String) -> Vec<(String, Instant)> {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let total = LATENCY_RATE * LATENCY_SECONDS;
+    let interval = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let at = started + interval * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        // Timed from here rather than from `at`: tokio's timer wakes on whole
+        // milliseconds, and its lateness is this tool's, not the server's.
+        let at = Instant::now();
+        let (http, url) = (http.clone(), url.clone());
+        tasks.spawn(async move {
+            let body = serde_json::json!({"message": {
+                "order_id": format!("o-{i}"),
+                "customer_email": "buyer@example.com",
+            }});
+            let r = http.post(url).json(&body).send().await.expect("publish");
+            let v: serde_json::Value = r.json().await.expect("answer");
+            (
+                v["message_id"].as_str().expect("message id").to_string(),
+                at,
+            )
+        });
+    }
+    let mut sent = Vec::with_capacity(total as usize);
+    while let Some(r) = tasks.join_next().await {
+        sent.push(r.unwrap());
+    }
+    sent
 }
 
 fn row(measure: &str, result: String, target: &str) {
