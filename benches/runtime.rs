@@ -474,7 +474,10 @@ fn deadline_kernel(wat: &str, turns: i64) -> (Duration, Duration) {
     let wasm = wat::parse_str(wat).expect("valid kernel");
     let run = |epoch: bool| -> Duration {
         let mut config = Config::new();
-        config.epoch_interruption(epoch);
+        // Compiled as the runtime compiles guests.
+        config
+            .epoch_interruption(epoch)
+            .compiler_inlining(wasmtime::Inlining::Yes);
         let engine = Engine::new(&config).unwrap();
         let module = Module::new(&engine, &wasm).unwrap();
         let mut store = Store::new(&engine, ());

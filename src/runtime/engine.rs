@@ -17,7 +17,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, Inlining, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 /// Period of the epoch ticker: the granularity of deadlines and how often a
 /// busy guest yields to the executor. At 1 ms a timeout is precise to the
@@ -76,6 +78,12 @@ pub(crate) fn build(max_instances: u32, max_memory_bytes: usize) -> wasmtime::Re
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        // Every call of a wasm function begins with an epoch check: inlining small
+        // callees (what the guest's compiler left as calls, and the component glue)
+        // removes those checks along with the calls. A loop calling a tiny function runs
+        // as fast with the deadline as without it (`--bench runtime deadline`), where it
+        // ran at half speed. Compiling takes longer, once per module hash (disk cache).
+        .compiler_inlining(Inlining::Yes)
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(ASYNC_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
