@@ -33,6 +33,9 @@ impl QueueRef for QueueHandle {
         self.before_sync
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
+    fn delivers_before_sync(&self) -> bool {
+        self.before_sync.load(std::sync::atomic::Ordering::Relaxed)
+    }
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }

@@ -144,6 +144,10 @@ pub trait QueueRef: Send + Sync + 'static {
     /// so a crash before the sync loses the message and those effects together. A backend
     /// that cannot tell the two moments apart ignores it.
     fn deliver_before_sync(&self, _on: bool) {}
+    /// Whether [`deliver_before_sync`](Self::deliver_before_sync) is in effect.
+    fn delivers_before_sync(&self) -> bool {
+        false
+    }
     /// For the backend that made the handle, to get its own type back.
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }

@@ -536,3 +536,35 @@ pub fn new_secret() -> String {
     getrandom::fill(&mut b).expect("the OS random source is available");
     crate::hex(&b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn only_function_deliveries_are_handed_out_before_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> =
+            Arc::new(crate::backend::Embedded::open(dir.path()).unwrap());
+        let stop = CancellationToken::new();
+        let workers = Workers::new(backend.clone(), false, stop.clone());
+        let subscriptions = [
+            (
+                "hook",
+                json!({"http": {"url": "http://127.0.0.1:9/"}}),
+                false,
+            ),
+            ("fn", json!({"function": "f"}), true),
+        ];
+        for (sub, endpoint, early) in subscriptions {
+            let spec: SubscriptionSpec =
+                serde_json::from_value(json!({ "endpoint": endpoint })).unwrap();
+            workers.ensure("t", sub, &spec).await.unwrap();
+            let q = backend.queue(&delivery_queue_name("t", sub)).unwrap();
+            // A webhook's request cannot be taken back once sent: it waits for the disk.
+            assert_eq!(q.delivers_before_sync(), early, "{sub}");
+        }
+        stop.cancel();
+    }
+}
