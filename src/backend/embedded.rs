@@ -170,27 +170,17 @@ impl Embedded {
         // keyspace lets a backlog's bodies pile up in RAM. Bodies also go to blob files
         // (key-value separation), so compaction does not rewrite them.
         let small = || KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
-        let bodies = |blobs: fjall::KvSeparationOptions| {
-            move || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(BODY_MEMTABLE_BYTES)
-                    .with_kv_separation(Some(blobs))
-            }
+        let bodies = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(BODY_MEMTABLE_BYTES)
+                .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
         };
-        // Queue bodies are written uncompressed: most are deleted before they are ever
-        // flushed, and compressing those that are not (a backlog, e.g. beside a dead
-        // webhook) is CPU taken from the request path: with it the healthy endpoint beside
-        // a dead one ran at 0.90-0.91 of its rate alone, without it 0.93-0.94 (means of
-        // four A/B pairs, `--bench webhooks`). Stream records are kept for hours or days
-        // and stay compressed.
-        let queue_blobs =
-            fjall::KvSeparationOptions::default().compression(fjall::CompressionType::None);
         let spaces = Spaces {
             meta: db.keyspace("meta", small)?,
-            messages: db.keyspace("messages", bodies(queue_blobs))?,
+            messages: db.keyspace("messages", bodies)?,
             state: db.keyspace("state", small)?,
             dedup: db.keyspace("dedup", small)?,
-            records: db.keyspace("records", bodies(fjall::KvSeparationOptions::default()))?,
+            records: db.keyspace("records", bodies)?,
         };
         let (wal, durable) =
             committer::replay(&db, &spaces, &dir.join("wal")).map_err(StorageError)?;
