@@ -250,16 +250,15 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
         let url = format!("{base}/topics/orders/publish");
         // The load generator runs on a thread of its own, as a separate client would: the
         // server's runtime does only the server's work.
-        let client = std::thread::spawn(move || {
+        let sent = tokio::task::spawn_blocking(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
                 .block_on(publish_at_rate(url))
-        });
-        let sent = tokio::task::spawn_blocking(move || client.join().expect("load generator"))
-            .await
-            .unwrap();
+        })
+        .await
+        .expect("load generator");
         // Wait (bounded) for the last handlers.
         let deadline = Instant::now() + Duration::from_secs(30);
         while seen.0.lock().unwrap().len() < sent.len() && Instant::now() < deadline {

@@ -115,17 +115,16 @@ struct Staged {
 /// the log thread as soon as the log has them, or by the publish once durable when the
 /// write is not one the log takes.
 struct EarlyIndex {
-    waiting: Mutex<Option<Vec<NewEntry>>>,
-    /// Which they are, to take them back should the sync fail.
-    seqs: Vec<(Arc<QueueHandle>, u64)>,
+    /// Kept after indexing, to take them back should the sync fail.
+    entries: Vec<NewEntry>,
+    indexed: AtomicBool,
 }
 
 impl EarlyIndex {
     /// Indexes the messages unless that was done already.
     fn index(&self) {
-        let taken = self.waiting.lock().expect("never poisoned").take();
-        if let Some(stored) = taken {
-            Embedded::index_stored(stored);
+        if !self.indexed.swap(true, Ordering::AcqRel) {
+            Embedded::index_stored(self.entries.iter().cloned());
         }
     }
 }
@@ -447,12 +446,11 @@ impl Embedded {
             }
             // Take back what was offered before the sync; an attempt already under way
             // ends with a stale receipt.
-            if let Some(early) = early {
-                let offered = early.waiting.lock().expect("never poisoned").is_none();
-                if offered {
-                    for (h, seq) in &early.seqs {
-                        h.lock_index().remove(*seq);
-                    }
+            if let Some(early) = early
+                && early.indexed.load(Ordering::Acquire)
+            {
+                for (h, seq, _) in &early.entries {
+                    h.lock_index().remove(*seq);
                 }
             }
             return Err(StorageError(e));
@@ -471,7 +469,7 @@ impl Embedded {
     /// publish puts many messages in each of a few queues: each queue's index is locked
     /// and its receivers woken once, not once per message. A queue's messages keep their
     /// order, which FIFO group order depends on.
-    fn index_stored(stored: Vec<NewEntry>) {
+    fn index_stored(stored: impl IntoIterator<Item = NewEntry>) {
         let mut by_queue: Vec<ToIndex> = Vec::new();
         for (h, seq, entry) in stored {
             match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &h)) {
@@ -594,8 +592,8 @@ impl Embedded {
                 .partition(|(h, ..)| h.before_sync.load(Ordering::Relaxed));
             pending = later;
             let early = Arc::new(EarlyIndex {
-                seqs: now.iter().map(|(h, seq, _)| (h.clone(), *seq)).collect(),
-                waiting: Mutex::new(Some(now)),
+                entries: now,
+                indexed: AtomicBool::new(false),
             });
             let on_written = {
                 let early = early.clone();
