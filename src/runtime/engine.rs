@@ -5,7 +5,9 @@
 //! to the tokio executor at every tick instead of holding a worker thread; and
 //! the pooling instance allocator, which makes a per-invocation instance a
 //! cheap reuse of a preallocated slot (copy-on-write memory images, no mmap
-//! per call). One thread increments the epoch every [`EPOCH_TICK`].
+//! per call). One thread increments the epoch every [`EPOCH_TICK`] while
+//! invocations run, and sleeps when there are none for a while, so an idle
+//! server does not wake a core a thousand times a second.
 //!
 //! Async rather than synchronous guests on a bounded blocking pool, by
 //! measurement (`cargo bench --bench runtime`): a round trip through tokio's
@@ -13,9 +15,10 @@
 //! call and teardown), and the fiber the async call runs on is reused from the
 //! pool.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     Config, Enabled, Engine, Inlining, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -27,6 +30,10 @@ use wasmtime::{
 /// millisecond and the yield a few microseconds per millisecond of guest run
 /// time (under 1%).
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How long the ticker goes on after the last invocation ends before it
+/// sleeps: under a steady stream of invocations it never has to be woken.
+const TICKER_LINGER: Duration = Duration::from_millis(100);
 
 /// Core module instances one component may hold in a pool slot. A Rust guest
 /// built for `wasm32-wasip2` has its own module plus a few small shims.
@@ -91,30 +98,148 @@ pub(crate) fn build(max_instances: u32, max_memory_bytes: usize) -> wasmtime::Re
     Engine::new(&config)
 }
 
-/// The thread that advances the engine's epoch. It stops when this handle is
-/// dropped (the channel disconnects) or when the engine is gone.
+/// The thread that advances the engine's epoch while invocations run. It
+/// stops when this handle is dropped or when the engine is gone.
 #[derive(Debug)]
 pub(crate) struct EpochTicker {
-    _stop: mpsc::Sender<()>,
+    state: Arc<TickerState>,
+}
+
+#[derive(Debug, Default)]
+struct TickerState {
+    /// Invocations holding a [`Ticking`] guard.
+    running: AtomicUsize,
+    /// Set while the ticker sleeps for want of invocations: only then does a
+    /// new invocation take the lock to wake it.
+    asleep: AtomicBool,
+    /// Whether the handle was dropped.
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// Keeps the epoch advancing while held: an invocation's deadline counts ticks.
+pub(crate) struct Ticking<'a>(&'a TickerState);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let state = Arc::new(TickerState::default());
         let engine = engine.weak();
+        let shared = state.clone();
         thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(EPOCH_TICK) {
-                        Err(RecvTimeoutError::Timeout) => match engine.upgrade() {
-                            Some(engine) => engine.increment_epoch(),
-                            None => return,
-                        },
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                run_ticker(&shared, || match engine.upgrade() {
+                    Some(engine) => {
+                        engine.increment_epoch();
+                        true
                     }
-                }
+                    None => false,
+                })
             })?;
-        Ok(EpochTicker { _stop: stop })
+        Ok(EpochTicker { state })
+    }
+
+    /// Marks an invocation as running until the guard is dropped.
+    pub(crate) fn running(&self) -> Ticking<'_> {
+        let s = &*self.state;
+        // Paired with the ticker's store of `asleep` and load of `running`
+        // (both SeqCst): either it sees this invocation before sleeping, or this
+        // sees it asleep and wakes it under the lock it sleeps with.
+        s.running.fetch_add(1, SeqCst);
+        if s.asleep.load(SeqCst) {
+            let _stopped = s.stopped.lock().expect("never poisoned");
+            s.wake.notify_one();
+        }
+        Ticking(s)
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        *self.state.stopped.lock().expect("never poisoned") = true;
+        self.state.wake.notify_one();
+    }
+}
+
+/// Calls `tick` every [`EPOCH_TICK`] while invocations run, and for
+/// [`TICKER_LINGER`] after the last one; returns when stopped or when `tick`
+/// says the engine is gone.
+fn run_ticker(s: &TickerState, mut tick: impl FnMut() -> bool) {
+    let mut idle = Duration::ZERO;
+    let mut stopped = s.stopped.lock().expect("never poisoned");
+    loop {
+        if s.running.load(SeqCst) > 0 {
+            idle = Duration::ZERO;
+        } else if idle >= TICKER_LINGER {
+            s.asleep.store(true, SeqCst);
+            while !*stopped && s.running.load(SeqCst) == 0 {
+                stopped = s.wake.wait(stopped).expect("never poisoned");
+            }
+            s.asleep.store(false, SeqCst);
+            idle = Duration::ZERO;
+        }
+        let next = Instant::now() + EPOCH_TICK;
+        while !*stopped && Instant::now() < next {
+            let left = next.saturating_duration_since(Instant::now());
+            stopped = s.wake.wait_timeout(stopped, left).expect("never poisoned").0;
+        }
+        if *stopped || !tick() {
+            return;
+        }
+        idle += EPOCH_TICK;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to a second for `s.asleep` to become `asleep`.
+    fn settles(s: &TickerState, asleep: bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(1);
+        while s.asleep.load(SeqCst) != asleep && Instant::now() < until {
+            thread::sleep(EPOCH_TICK);
+        }
+        s.asleep.load(SeqCst) == asleep
+    }
+
+    #[test]
+    fn the_ticker_sleeps_without_invocations_and_wakes_for_one() {
+        let engine = Engine::new(Config::new().epoch_interruption(true)).unwrap();
+        let ticker = EpochTicker::start(&engine).unwrap();
+        let s = &*ticker.state;
+        assert!(settles(s, true), "the ticker never went to sleep");
+
+        // A guest spinning is stopped by its deadline: the epoch moves
+        // again as soon as the invocation is marked running.
+        // Long enough (seconds) that only the deadline ends it in time.
+        let wasm = wat::parse_str(
+            r#"(module (func (export "spin") (local $i i64)
+                 (loop $l
+                   (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                   (br_if $l (i64.lt_u (local.get $i) (i64.const 10000000000))))))"#,
+        );
+        let module = wasmtime::Module::new(&engine, wasm.unwrap()).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(5);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .unwrap();
+        let guard = ticker.running();
+        let trap = spin.call(&mut store, ()).unwrap_err();
+        assert_eq!(
+            trap.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt)
+        );
+        assert!(!s.asleep.load(SeqCst));
+        drop(guard);
+        assert!(settles(s, true), "the ticker did not sleep again");
     }
 }

@@ -229,6 +229,7 @@ impl Function {
             .acquire()
             .await
             .expect("instance semaphore is never closed");
+        let _ticking = self.shared.ticker.running();
 
         let state = State::new(
             self.name.clone(),

@@ -135,7 +135,7 @@ pub(crate) struct Shared {
     pub(crate) instances: Semaphore,
     pub(crate) gate: Arc<dyn PublishGate>,
     max_memory_bytes: usize,
-    _ticker: engine::EpochTicker,
+    pub(crate) ticker: engine::EpochTicker,
 }
 
 impl std::fmt::Debug for Shared {
@@ -187,7 +187,7 @@ impl Runtime {
                 instances: Semaphore::new(config.max_instances as usize),
                 gate: config.publish_gate,
                 max_memory_bytes: config.max_memory_bytes,
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
