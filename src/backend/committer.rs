@@ -33,12 +33,20 @@ const MAX_BACKLOG_BYTES: usize = 32 << 20;
 /// small: the disk serves the log's syncs behind it.
 const SYNC_EVERY_BYTES: usize = 8 << 20;
 const SYNC_AFTER: Duration = Duration::from_millis(100);
+/// How long the log thread holds logged writes back from the apply thread, unless someone
+/// waits on fjall or `APPLY_BYTES` gather first. Nothing reads them from fjall meanwhile
+/// (bodies are served from the overlay), so holding them costs only memory, and saves: the
+/// apply thread wakes and commits a few hundred times a second instead of once per group
+/// commit, and a message acknowledged within the window never reaches fjall at all (see
+/// [`last_writes`]).
+const APPLY_WINDOW: Duration = Duration::from_millis(10);
+const APPLY_BYTES: usize = 1 << 20;
 /// The meta key holding the LSN of the last log record applied to fjall. It is written in
 /// the same atomic batch as the record's writes, so recovery knows exactly where to resume.
 const WAL_APPLIED_KEY: &[u8] = b"\x00wal-applied";
 
 /// Which keyspace a write goes to. Kept as an index so write requests stay plain data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Space {
     Meta,
     Messages,
@@ -99,6 +107,13 @@ impl From<Op> for Write {
 }
 
 impl Write {
+    /// The key this write sets or removes.
+    fn slot(&self) -> (Space, &[u8]) {
+        match self {
+            Write::Put(s, k, _) | Write::Delete(s, k) => (*s, k),
+        }
+    }
+
     fn add_to(self, batch: &mut fjall::OwnedWriteBatch, spaces: &Spaces) {
         match self {
             Write::Put(s, k, v) => batch.insert(spaces.get(s), k, v),
@@ -141,6 +156,35 @@ struct ApplyBatch {
     /// Overlay entries this batch retires once fjall has it.
     overlay_keys: Vec<Vec<u8>>,
     bytes: usize,
+}
+
+/// Logged batches the log thread holds back from the apply thread (see [`APPLY_WINDOW`]).
+#[derive(Default)]
+struct Pending {
+    batches: Vec<ApplyBatch>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn push(&mut self, batch: ApplyBatch) {
+        self.bytes += batch.bytes;
+        self.since.get_or_insert_with(Instant::now);
+        self.batches.push(batch);
+    }
+
+    /// Time left before the held batches must go.
+    fn remaining(&self) -> Option<Duration> {
+        self.since
+            .map(|t| APPLY_WINDOW.saturating_sub(t.elapsed()))
+    }
+
+    /// Hands the held batches to the apply thread; false once it is gone.
+    fn flush(&mut self, apply: &mpsc::Sender<Vec<ApplyBatch>>) -> bool {
+        self.bytes = 0;
+        self.since = None;
+        self.batches.is_empty() || apply.send(std::mem::take(&mut self.batches)).is_ok()
+    }
 }
 
 /// Callers waiting for the disk, and the file whose sync answers them.
@@ -233,7 +277,7 @@ impl Committer {
             failed: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel::<Job>();
-        let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>();
+        let (apply_tx, apply_rx) = mpsc::channel::<Vec<ApplyBatch>>();
         let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
         let s = shared.clone();
         let log = std::thread::Builder::new()
@@ -423,11 +467,28 @@ fn gather<T>(rx: &mpsc::Receiver<T>, first: T, ops: impl Fn(&T) -> usize) -> (Ve
 fn run_log(
     mut wal: Wal,
     rx: mpsc::Receiver<Job>,
-    apply: mpsc::Sender<ApplyBatch>,
+    apply: mpsc::Sender<Vec<ApplyBatch>>,
     syncer: mpsc::Sender<SyncJob>,
     s: &Shared,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut pending = Pending::default();
+    loop {
+        let first = match pending.remaining() {
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(left) => match rx.recv_timeout(left) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if !pending.flush(&apply) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let (jobs, n) = gather(&rx, first, |j| j.ops.len());
         if let Some(e) = s.failure() {
             for job in jobs {
@@ -505,16 +566,26 @@ fn run_log(
         }
         batch.lsn = lsn;
         batch.bytes = record.len();
+        let bytes = batch.bytes;
+        // Someone waiting on fjall (an unlogged write, a `settle`) has everything before
+        // it applied too, in order.
+        let urgent = !batch.replies.is_empty();
+        pending.push(batch);
+        let mut backlog = s.backlog.lock().expect("never poisoned");
+        *backlog += bytes;
+        let over = *backlog > MAX_BACKLOG_BYTES && *backlog > bytes;
+        if (urgent
+            || over
+            || pending.bytes >= APPLY_BYTES
+            || pending.remaining() == Some(Duration::ZERO))
+            && !pending.flush(&apply)
         {
-            let mut backlog = s.backlog.lock().expect("never poisoned");
-            *backlog += batch.bytes;
-            while *backlog > MAX_BACKLOG_BYTES && *backlog > batch.bytes {
-                backlog = s.drained.wait(backlog).expect("never poisoned");
-            }
-        }
-        if apply.send(batch).is_err() {
             break;
         }
+        while *backlog > MAX_BACKLOG_BYTES && *backlog > bytes {
+            backlog = s.drained.wait(backlog).expect("never poisoned");
+        }
+        drop(backlog);
         // The sync runs on its own thread, so records keep reaching the OS (and those who
         // wait only for that keep hearing at once) while the disk works.
         if !synced.is_empty() {
@@ -530,6 +601,7 @@ fn run_log(
         }
         wal.release(s.durable.load(Ordering::Acquire));
     }
+    pending.flush(&apply);
     if let Err(e) = wal.sync() {
         s.fail("log sync", e);
     }
@@ -558,7 +630,7 @@ fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
     }
 }
 
-fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<ApplyBatch>, s: &Shared) {
+fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<Vec<ApplyBatch>>, s: &Shared) {
     let mut applied: Option<u64> = None;
     let mut unsynced = 0usize;
     let mut last_sync = Instant::now();
@@ -581,18 +653,21 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<ApplyBatch>, s: &S
                 Err(_) => break,
             }
         };
-        let (mut batches, _) = gather(&rx, first, |b| b.writes.len());
+        let (held, _) = gather(&rx, first, |v| v.iter().map(|b| b.writes.len()).sum());
+        let mut batches: Vec<ApplyBatch> = held.into_iter().flatten().collect();
         let mut fb = db.batch();
         let mut lsn = None;
         let mut bytes = 0;
         let mut replies = Vec::new();
+        let mut writes = Vec::new();
         for b in &mut batches {
-            for w in b.writes.drain(..) {
-                w.add_to(&mut fb, &spaces);
-            }
+            writes.append(&mut b.writes);
             lsn = b.lsn.or(lsn);
             bytes += b.bytes;
             replies.append(&mut b.replies);
+        }
+        for w in last_writes(writes) {
+            w.add_to(&mut fb, &spaces);
         }
         if let Some(l) = lsn {
             fb.insert(&spaces.meta, WAL_APPLIED_KEY, l.to_be_bytes());
@@ -677,6 +752,22 @@ pub fn replay(db: &Database, spaces: &Spaces, dir: &std::path::Path) -> Result<(
     Ok((wal, found.last_lsn))
 }
 
+/// The writes of a coalesced batch that change its outcome: the last one of each key.
+/// fjall commits the batch atomically, so the earlier ones would only be overwritten in
+/// it; dropping them keeps short-lived messages (stored, delivered and deleted within one
+/// batch) out of fjall's journal, memtables and tables.
+fn last_writes(writes: Vec<Write>) -> Vec<Write> {
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    let mut keep: Vec<bool> = writes.iter().rev().map(|w| seen.insert(w.slot())).collect();
+    drop(seen);
+    keep.reverse();
+    writes
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(w, k)| k.then_some(w))
+        .collect()
+}
+
 /// Makes what fjall holds durable, and with it the log up to `applied`.
 fn sync_fjall(db: &Database, applied: Option<u64>, s: &Shared) -> Result<(), String> {
     db.persist(PersistMode::SyncData)
@@ -716,6 +807,63 @@ mod tests {
             );
         }
         assert!(decode(&[9, 1, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn a_coalesced_batch_keeps_only_the_last_write_of_each_key() {
+        let put = |s, k: &[u8], v: u8| Write::Put(s, k.to_vec(), Slice::from(vec![v]));
+        let kept = last_writes(vec![
+            put(Space::Messages, b"a", 1),
+            put(Space::State, b"a", 2),
+            Write::Delete(Space::Messages, b"a".to_vec()),
+            put(Space::Messages, b"b", 3),
+            put(Space::State, b"a", 4),
+            put(Space::Messages, b"b", 5),
+        ]);
+        let shown: Vec<_> = kept
+            .iter()
+            .map(|w| match w {
+                Write::Put(s, k, v) => (*s, k.clone(), Some(v.to_vec())),
+                Write::Delete(s, k) => (*s, k.clone(), None),
+            })
+            .collect();
+        // Same key in another space is another key; survivors keep their order.
+        assert_eq!(
+            shown,
+            vec![
+                (Space::Messages, b"a".to_vec(), None),
+                (Space::State, b"a".to_vec(), Some(vec![4])),
+                (Space::Messages, b"b".to_vec(), Some(vec![5])),
+            ]
+        );
+    }
+
+    #[test]
+    fn held_back_writes_reach_fjall_without_anyone_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path().join("db")).open().unwrap();
+        let open = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default).unwrap();
+        let spaces = Spaces {
+            meta: open("meta"),
+            messages: open("messages"),
+            state: open("state"),
+            dedup: open("dedup"),
+            records: open("records"),
+        };
+        let messages = spaces.messages.clone();
+        let (wal, durable) = replay(&db, &spaces, &dir.path().join("wal")).unwrap();
+        let committer = Committer::start(db.clone(), spaces, wal, durable);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(committer.commit(vec![Op::Put(Space::Messages, b"k".to_vec(), b"v".to_vec())]))
+            .unwrap();
+        // Served from the overlay at once, in fjall after the window.
+        assert_eq!(committer.pending_body(b"k").as_deref(), Some(&b"v"[..]));
+        let until = Instant::now() + Duration::from_secs(5);
+        while committer.pending_body(b"k").is_some() && Instant::now() < until {
+            std::thread::sleep(APPLY_WINDOW / 2);
+        }
+        assert!(committer.pending_body(b"k").is_none());
+        assert_eq!(messages.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
