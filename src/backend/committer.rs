@@ -175,8 +175,7 @@ impl Pending {
 
     /// Time left before the held batches must go.
     fn remaining(&self) -> Option<Duration> {
-        self.since
-            .map(|t| APPLY_WINDOW.saturating_sub(t.elapsed()))
+        self.since.map(|t| APPLY_WINDOW.saturating_sub(t.elapsed()))
     }
 
     /// Hands the held batches to the apply thread; false once it is gone.
@@ -571,9 +570,12 @@ fn run_log(
         // it applied too, in order.
         let urgent = !batch.replies.is_empty();
         pending.push(batch);
-        let mut backlog = s.backlog.lock().expect("never poisoned");
-        *backlog += bytes;
-        let over = *backlog > MAX_BACKLOG_BYTES && *backlog > bytes;
+        let over_limit = |backlog: usize| backlog > MAX_BACKLOG_BYTES && backlog > bytes;
+        let over = {
+            let mut backlog = s.backlog.lock().expect("never poisoned");
+            *backlog += bytes;
+            over_limit(*backlog)
+        };
         if (urgent
             || over
             || pending.bytes >= APPLY_BYTES
@@ -582,10 +584,13 @@ fn run_log(
         {
             break;
         }
-        while *backlog > MAX_BACKLOG_BYTES && *backlog > bytes {
-            backlog = s.drained.wait(backlog).expect("never poisoned");
+        if over {
+            // Everything held went out above, so the apply thread can drain it.
+            let mut backlog = s.backlog.lock().expect("never poisoned");
+            while over_limit(*backlog) {
+                backlog = s.drained.wait(backlog).expect("never poisoned");
+            }
         }
-        drop(backlog);
         // The sync runs on its own thread, so records keep reaching the OS (and those who
         // wait only for that keep hearing at once) while the disk works.
         if !synced.is_empty() {
@@ -842,7 +847,10 @@ mod tests {
     fn held_back_writes_reach_fjall_without_anyone_asking() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path().join("db")).open().unwrap();
-        let open = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default).unwrap();
+        let open = |name: &str| {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .unwrap()
+        };
         let spaces = Spaces {
             meta: open("meta"),
             messages: open("messages"),
@@ -853,7 +861,9 @@ mod tests {
         let messages = spaces.messages.clone();
         let (wal, durable) = replay(&db, &spaces, &dir.path().join("wal")).unwrap();
         let committer = Committer::start(db.clone(), spaces, wal, durable);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(committer.commit(vec![Op::Put(Space::Messages, b"k".to_vec(), b"v".to_vec())]))
             .unwrap();
         // Served from the overlay at once, in fjall after the window.

@@ -187,7 +187,11 @@ fn run_ticker(s: &TickerState, mut tick: impl FnMut() -> bool) {
         let next = Instant::now() + EPOCH_TICK;
         while !*stopped && Instant::now() < next {
             let left = next.saturating_duration_since(Instant::now());
-            stopped = s.wake.wait_timeout(stopped, left).expect("never poisoned").0;
+            stopped = s
+                .wake
+                .wait_timeout(stopped, left)
+                .expect("never poisoned")
+                .0;
         }
         if *stopped || !tick() {
             return;
