@@ -21,10 +21,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::Shared;
 use super::bindings::{Handler, HandlerPre, wit};
 use super::cache::Source;
-use super::engine::EPOCH_TICK;
 use super::error::InvokeError;
 use super::host::State;
-use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded, deadline_ticks};
+use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded};
 use super::types::{Event, LogLine, Publish};
 
 /// Extra wall-clock time, beyond the deadline, before an invocation blocked in
@@ -239,13 +238,15 @@ impl Function {
         );
         let mut store = Store::new(&self.shared.engine, state);
         store.limiter(|state| &mut state.memory);
-        let mut ticks_left = deadline_ticks(self.limits.timeout, EPOCH_TICK);
+        // Checked against the clock at every tick rather than by counting ticks: a tick
+        // comes a little late whenever the ticker's thread wakes late, and counted, a
+        // 1 s deadline took over 1.1 s.
+        let deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if ticks_left == 0 {
+            if Instant::now() >= deadline {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
-            ticks_left -= 1;
             // Yield at every tick so a busy guest never holds an executor thread.
             Ok(UpdateDeadline::Yield(1))
         });

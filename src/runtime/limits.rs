@@ -136,13 +136,6 @@ pub(crate) fn validate_config(config: &BTreeMap<String, String>) -> Result<(), S
     Ok(())
 }
 
-/// Epoch ticks to allow for `timeout`: rounded up, so a guest never gets less
-/// time than asked, and at least one.
-pub(crate) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-}
-
 /// The error a guest's store raises when the guest grows its memory past the
 /// cap; the invocation reports it as [`InvokeError::OutOfMemory`](super::InvokeError).
 #[derive(Debug, thiserror::Error)]
@@ -223,14 +216,6 @@ mod tests {
         assert!(problems.contains("timeout"), "{problems}");
         assert!(problems.contains("memory"), "{problems}");
         assert!(problems.contains("concurrency"), "{problems}");
-    }
-
-    #[test]
-    fn deadline_ticks_round_up_and_never_reach_zero() {
-        let tick = Duration::from_millis(1);
-        assert_eq!(deadline_ticks(Duration::from_millis(50), tick), 50);
-        assert_eq!(deadline_ticks(Duration::from_micros(50_001), tick), 51);
-        assert_eq!(deadline_ticks(Duration::from_micros(10), tick), 1);
     }
 
     #[test]
