@@ -238,18 +238,9 @@ impl Function {
         );
         let mut store = Store::new(&self.shared.engine, state);
         store.limiter(|state| &mut state.memory);
-        // Checked against the clock at every tick rather than by counting ticks: a tick
-        // comes a little late whenever the ticker's thread wakes late, and counted, a
-        // 1 s deadline took over 1.1 s.
         let deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                return Err(wasmtime::Error::new(DeadlineExceeded));
-            }
-            // Yield at every tick so a busy guest never holds an executor thread.
-            Ok(UpdateDeadline::Yield(1))
-        });
+        store.epoch_deadline_callback(move |_| on_tick(deadline));
 
         let run = async {
             let handler = self
@@ -275,6 +266,17 @@ impl Function {
             duration: started.elapsed(),
         }
     }
+}
+
+/// What a running guest does at an epoch tick: stop once `deadline` has passed, else
+/// yield, so a busy guest never holds an executor thread. The deadline is checked against
+/// the clock rather than by counting ticks: a tick comes a little late whenever the
+/// ticker's thread wakes late, and counted, a 1 s deadline took over 1.1 s.
+fn on_tick(deadline: Instant) -> wasmtime::Result<UpdateDeadline> {
+    if Instant::now() >= deadline {
+        return Err(wasmtime::Error::new(DeadlineExceeded));
+    }
+    Ok(UpdateDeadline::Yield(1))
 }
 
 /// The publishes to keep and how many were discarded.
@@ -376,6 +378,17 @@ mod tests {
 
     fn failure(index: u32, error: wit::Error) -> wit::ItemFailure {
         wit::ItemFailure { index, error }
+    }
+
+    #[test]
+    fn a_tick_ends_the_call_once_its_deadline_has_passed_on_the_clock() {
+        // However few ticks came before it.
+        let Err(ended) = on_tick(Instant::now()) else {
+            panic!("a deadline that has passed must end the call");
+        };
+        assert!(ended.downcast_ref::<DeadlineExceeded>().is_some());
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert!(matches!(on_tick(later), Ok(UpdateDeadline::Yield(1))));
     }
 
     #[test]
