@@ -117,7 +117,8 @@ struct TickerState {
     wake: Condvar,
 }
 
-/// Keeps the epoch advancing while held: an invocation's deadline counts ticks.
+/// Keeps the epoch advancing while held: an invocation's deadline is checked at
+/// each tick.
 pub(crate) struct Ticking<'a>(&'a TickerState);
 
 impl Drop for Ticking<'_> {
