@@ -221,9 +221,8 @@ mod tests {
         let s = &*ticker.state;
         assert!(settles(s, true), "the ticker never went to sleep");
 
-        // A guest spinning is stopped by its deadline: the epoch moves
-        // again as soon as the invocation is marked running.
-        // Long enough (seconds) that only the deadline ends it in time.
+        // A guest spinning for seconds is stopped by its deadline: the epoch
+        // moves again as soon as the invocation is marked running.
         let wasm = wat::parse_str(
             r#"(module (func (export "spin") (local $i i64)
                  (loop $l
