@@ -1,13 +1,15 @@
 //! Group commit, in two stages: a write-ahead log for durability, then fjall for reads.
 //!
-//! A caller hands over its writes and awaits a reply. The log thread takes every request
-//! queued while the previous sync ran, appends the queue writes among them to the
-//! write-ahead log (`wal`) as one record and syncs once, so throughput grows with
-//! concurrency instead of being capped by the disk's sync rate; those callers are answered
-//! then. The apply thread writes the same requests, in the same order, into fjall as one
-//! atomic batch. Memtable rotations and flushes make a fjall write wait now and then for
-//! tens of milliseconds; with the log in front, that delays only the apply thread, not the
-//! publishes. Message bodies between the two stages are read from memory (the overlay).
+//! A caller's writes are appended to the write-ahead log (`wal`) on the caller's own
+//! thread, under a lock that orders them, and the caller awaits a reply. The sync thread
+//! takes every request queued while the previous sync ran, writes the records appended
+//! meanwhile to the OS in one write, syncs once and answers them all, so throughput grows
+//! with concurrency instead of being capped by the disk's sync rate, and a request crosses
+//! one thread, not two. The apply thread writes the same requests, in the same order, into
+//! fjall in atomic batches. Memtable rotations and flushes make a fjall write wait now and
+//! then for tens of milliseconds; with the log in front, that delays only the apply thread,
+//! not the publishes. Message bodies between the two stages are read from memory (the
+//! overlay).
 //!
 //! Writes that are read back by range or listed (stream records, resource definitions)
 //! skip the log: they are answered once fjall has them (synced, when durability is asked
@@ -16,31 +18,34 @@
 use super::wal::Wal;
 use fjall::{Database, Keyspace, PersistMode, Slice};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-/// Upper bound of writes folded into one batch, so one huge backlog of requests cannot make
-/// a single commit (and every caller waiting on it) arbitrarily slow.
-const MAX_OPS_PER_COMMIT: usize = 64 * 1024;
-/// Bytes logged but not yet in fjall before the log thread waits for the apply thread: what
-/// a long fjall stall may hold in memory.
+/// Upper bound of requests one sync answers, so one huge queue of them cannot make a
+/// single sync (and every caller waiting on it) arbitrarily slow.
+const MAX_JOBS_PER_SYNC: usize = 64 * 1024;
+/// Bytes logged but not yet in fjall past which callers wait for the apply thread before
+/// hearing back: about what a long fjall stall may hold in memory.
 const MAX_BACKLOG_BYTES: usize = 32 << 20;
 /// fjall is synced after this many logged bytes, or `SYNC_AFTER` after the last sync, so
 /// that log segments become free for reuse. Frequent syncs keep each one's burst of writes
 /// small: the disk serves the log's syncs behind it.
 const SYNC_EVERY_BYTES: usize = 8 << 20;
 const SYNC_AFTER: Duration = Duration::from_millis(100);
-/// How long the log thread holds logged writes back from the apply thread, unless someone
-/// waits on fjall or `APPLY_BYTES` gather first. Nothing reads them from fjall meanwhile
-/// (bodies are served from the overlay), so holding them costs only memory, and saves: the
-/// apply thread wakes and commits a few hundred times a second instead of once per group
-/// commit, and a message acknowledged within the window never reaches fjall at all (see
+/// How long logged writes are held back from the apply thread, unless someone waits on
+/// fjall or `APPLY_BYTES` gather first. Nothing reads them from fjall meanwhile (bodies
+/// are served from the overlay), so holding them costs only memory, and saves: the apply
+/// thread wakes and commits a hundred times a second instead of once per request, and a
+/// message acknowledged within the window never reaches fjall at all (see
 /// [`last_writes`]).
 const APPLY_WINDOW: Duration = Duration::from_millis(10);
 const APPLY_BYTES: usize = 1 << 20;
+/// Appended bytes past which the appending caller writes them out itself rather than
+/// leave them for the next sync.
+const WRITE_OUT_BYTES: usize = 1 << 20;
 /// The meta key holding the LSN of the last log record applied to fjall. It is written in
 /// the same atomic batch as the record's writes, so recovery knows exactly where to resume.
 const WAL_APPLIED_KEY: &[u8] = b"\x00wal-applied";
@@ -125,10 +130,10 @@ impl Write {
 struct Job {
     ops: Vec<Op>,
     /// Who waits, and for what; `None` for writes nobody waits for (delivery acks,
-    /// retention sweeps): they ride along with the next batch.
+    /// retention sweeps): they ride along with the next write-out.
     done: Option<Reply>,
-    /// Run on the log thread once a logged job's record has reached the OS, ahead of
-    /// `done`; dropped without running when the job is not logged or the write fails.
+    /// Run once a logged job's record has reached the OS, ahead of `done`; dropped
+    /// without running when the job is not logged or the write fails.
     written: Option<OnWritten>,
 }
 
@@ -146,79 +151,127 @@ enum Wait {
     Synced,
 }
 
-/// Requests as the log thread passes them on, in order.
+/// One request on its way to fjall.
 struct ApplyBatch {
     writes: Vec<Write>,
-    /// LSN of the log record holding the logged part, if any.
+    /// LSN of the log record holding it, if it was logged.
     lsn: Option<u64>,
-    /// Callers of unlogged requests, answered by the apply thread.
+    /// The caller of an unlogged request, answered by the apply thread.
     replies: Vec<Reply>,
     /// Overlay entries this batch retires once fjall has it.
     overlay_keys: Vec<Vec<u8>>,
     bytes: usize,
 }
 
-/// Logged batches the log thread holds back from the apply thread (see [`APPLY_WINDOW`]).
+/// Requests held back from the apply thread (see [`APPLY_WINDOW`]), in log order.
 #[derive(Default)]
-struct Pending {
+struct Held {
     batches: Vec<ApplyBatch>,
     bytes: usize,
     since: Option<Instant>,
+    /// Someone waits on fjall, or enough has gathered: the apply thread takes them now.
+    urgent: bool,
+    /// The committer is stopping: apply everything, then stop.
+    closing: bool,
 }
 
-impl Pending {
-    fn push(&mut self, batch: ApplyBatch) {
-        self.bytes += batch.bytes;
-        self.since.get_or_insert_with(Instant::now);
-        self.batches.push(batch);
-    }
-
-    /// Time left before the held batches must go.
-    fn remaining(&self) -> Option<Duration> {
-        self.since.map(|t| APPLY_WINDOW.saturating_sub(t.elapsed()))
-    }
-
-    /// Hands the held batches to the apply thread; false once it is gone.
-    fn flush(&mut self, apply: &mpsc::Sender<Vec<ApplyBatch>>) -> bool {
-        self.bytes = 0;
-        self.since = None;
-        self.batches.is_empty() || apply.send(std::mem::take(&mut self.batches)).is_ok()
-    }
-}
-
-/// Callers waiting for the disk, and the file whose sync answers them.
+/// A caller waiting for the disk, and the file whose sync answers it.
 struct SyncJob {
     file: Arc<std::fs::File>,
-    replies: Vec<Reply>,
+    reply: Reply,
+}
+
+/// The log and what appending to it needs; `None` in [`Shared::log`] once shut down.
+struct Log {
+    wal: Wal,
+    /// Reused for each record.
+    record: Vec<u8>,
 }
 
 /// State shared by the handle and the threads.
 struct Shared {
+    log: Mutex<Option<Log>>,
     /// Message bodies logged but not yet in fjall, with the LSN that wrote them.
     overlay: Mutex<HashMap<Vec<u8>, (u64, Slice)>>,
     /// LSN up to which fjall holds the log's records durably.
     durable: AtomicU64,
-    /// Bytes handed to the apply thread and not yet applied.
-    backlog: Mutex<usize>,
-    drained: Condvar,
+    held: Mutex<Held>,
+    /// Wakes the apply thread: the first request held, or a reason to take them now.
+    ready: Condvar,
+    /// Bytes logged and not yet applied, and the apply thread's word that it went down.
+    backlog: AtomicUsize,
+    drained: Notify,
     /// Set by the first failed write or sync: after it, the store accepts no more writes,
     /// as what is on disk can no longer be vouched for.
     failed: Mutex<Option<String>>,
+    has_failed: AtomicBool,
 }
 
 impl Shared {
     fn failure(&self) -> Option<String> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failed.lock().expect("never poisoned").clone()
     }
 
     fn fail(&self, what: &str, e: impl std::fmt::Display) -> String {
         let msg = format!("storage {what} failed: {e}");
         tracing::error!(error = %msg, "storage stops accepting writes");
-        self.failed
+        let msg = self
+            .failed
             .lock()
             .expect("never poisoned")
             .get_or_insert(msg)
-            .clone()
+            .clone();
+        self.has_failed.store(true, Ordering::Release);
+        msg
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
+        self.log.lock().expect("never poisoned")
+    }
+
+    /// Hands what was appended to the OS (nothing to do once the log is closed: closing
+    /// synced it).
+    fn write_out(&self) -> Result<(), String> {
+        match self.lock_log().as_mut() {
+            Some(log) => log.wal.write_out().map_err(|e| self.fail("log write", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a request for the apply thread. Called under the log lock, so requests
+    /// reach fjall in log order.
+    fn hold(&self, batch: ApplyBatch, urgent: bool) {
+        let backlog = self.backlog.fetch_add(batch.bytes, Ordering::AcqRel) + batch.bytes;
+        let mut held = self.held.lock().expect("never poisoned");
+        let first = held.batches.is_empty();
+        held.bytes += batch.bytes;
+        held.since.get_or_insert_with(Instant::now);
+        held.batches.push(batch);
+        let now = urgent || held.bytes >= APPLY_BYTES || backlog > MAX_BACKLOG_BYTES;
+        let wake = (now && !held.urgent) || first;
+        held.urgent |= now;
+        drop(held);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits while the apply thread is far behind: the caller hears back later, and so
+    /// sends its next request later.
+    async fn room(&self) {
+        while self.backlog.load(Ordering::Acquire) > MAX_BACKLOG_BYTES {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog.load(Ordering::Acquire) <= MAX_BACKLOG_BYTES || self.failure().is_some()
+            {
+                break;
+            }
+            drained.await;
+        }
     }
 }
 
@@ -230,14 +283,22 @@ pub struct Committer {
 }
 
 struct Inner {
-    tx: Option<mpsc::Sender<Job>>,
     shared: Arc<Shared>,
+    syncer: Option<mpsc::Sender<SyncJob>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.tx.take();
+        let log = self.shared.lock_log().take();
+        if let Some(mut log) = log
+            && let Err(e) = log.wal.sync()
+        {
+            self.shared.fail("log sync", e);
+        }
+        self.syncer.take();
+        self.shared.held.lock().expect("never poisoned").closing = true;
+        self.shared.ready.notify_one();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -265,24 +326,24 @@ impl Spaces {
 }
 
 impl Committer {
-    /// Starts the log and apply threads. `wal` continues after everything it recovered
+    /// Starts the sync and apply threads. `wal` continues after everything it recovered
     /// has been applied to `db`.
     pub fn start(db: Database, spaces: Spaces, wal: Wal, durable: u64) -> Self {
         let shared = Arc::new(Shared {
+            log: Mutex::new(Some(Log {
+                wal,
+                record: Wal::record_buf(),
+            })),
             overlay: Mutex::default(),
             durable: AtomicU64::new(durable),
-            backlog: Mutex::new(0),
-            drained: Condvar::new(),
+            held: Mutex::default(),
+            ready: Condvar::new(),
+            backlog: AtomicUsize::new(0),
+            drained: Notify::new(),
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
         });
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (apply_tx, apply_rx) = mpsc::channel::<Vec<ApplyBatch>>();
         let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
-        let s = shared.clone();
-        let log = std::thread::Builder::new()
-            .name("switchyard-log".into())
-            .spawn(move || run_log(wal, rx, apply_tx, sync_tx, &s))
-            .expect("spawning a storage thread only fails when the OS is out of threads");
         let s = shared.clone();
         let sync = std::thread::Builder::new()
             .name("switchyard-sync".into())
@@ -291,13 +352,13 @@ impl Committer {
         let s = shared.clone();
         let apply = std::thread::Builder::new()
             .name("switchyard-apply".into())
-            .spawn(move || run_apply(db, spaces, apply_rx, &s))
+            .spawn(move || run_apply(db, spaces, &s))
             .expect("spawning a storage thread only fails when the OS is out of threads");
         Self {
             inner: Arc::new(Inner {
-                tx: Some(tx),
                 shared,
-                threads: vec![log, sync, apply],
+                syncer: Some(sync_tx),
+                threads: vec![sync, apply],
             }),
         }
     }
@@ -307,18 +368,18 @@ impl Committer {
         self.send(ops).await
     }
 
-    /// Hands `ops` to the committer now and returns a future for their durability.
-    /// Batches are committed in the order they were handed over, so a caller that sends
-    /// while holding a lock orders its writes by that lock.
+    /// Logs `ops` now and returns a future for their durability. Requests are committed
+    /// in the order they were handed over, so a caller that sends while holding a lock
+    /// orders its writes by that lock.
     pub fn send(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
-        self.send_waiting(ops, Wait::Synced)
+        self.send_job(ops, Wait::Synced, None)
     }
 
     /// Returns once everything handed over before is in fjall, for a scan of a keyspace
     /// that must see it.
     pub async fn settle(&self) -> Result<(), String> {
         // An empty request is not logged, so the apply thread answers it, in order.
-        self.send_waiting(Vec::new(), Wait::Written).await
+        self.send_job(Vec::new(), Wait::Written, None).await
     }
 
     /// A message body that is durable but maybe not yet in fjall.
@@ -332,8 +393,8 @@ impl Committer {
             .map(|(_, v)| v.clone())
     }
 
-    /// As [`send`](Self::send), and runs `on_written` on the log thread as soon as the
-    /// writes are in the log and handed to the OS, before the sync: no task has to be
+    /// As [`send`](Self::send), and runs `on_written` as soon as the writes are in the log
+    /// and handed to the OS, before the sync, on the calling thread: no task has to be
     /// woken for it. It is dropped without running when the writes are not logged (only
     /// the sync tells then) or never reach the log.
     pub fn send_tracked(
@@ -344,14 +405,6 @@ impl Committer {
         self.send_job(ops, Wait::Synced, Some(on_written))
     }
 
-    fn send_waiting(
-        &self,
-        ops: Vec<Op>,
-        wait: Wait,
-    ) -> impl Future<Output = Result<(), String>> + use<> {
-        self.send_job(ops, wait, None)
-    }
-
     fn send_job(
         &self,
         ops: Vec<Op>,
@@ -359,31 +412,125 @@ impl Committer {
         written: Option<OnWritten>,
     ) -> impl Future<Output = Result<(), String>> + use<> {
         let (done, rx) = oneshot::channel();
-        let sent = self.tx().send(Job {
+        self.inner.write(Job {
             ops,
             done: Some((done, wait)),
             written,
         });
+        let shared = self.inner.shared.clone();
         async move {
-            sent.map_err(|_| "storage is shut down".to_string())?;
+            shared.room().await;
             rx.await
                 .unwrap_or_else(|_| Err("storage is shut down".into()))
         }
     }
 
-    fn tx(&self) -> &mpsc::Sender<Job> {
-        self.inner.tx.as_ref().expect("only taken on drop")
-    }
-
-    /// Queues `ops` without waiting; they reach the OS at once and become durable with the
-    /// next batch that someone waits for.
+    /// Logs `ops` without waiting; they reach the OS with the next write-out (a sync, a
+    /// caller that needs them written, or the apply thread's next round) and become
+    /// durable with the next sync.
     pub fn submit(&self, ops: Vec<Op>) {
         if !ops.is_empty() {
-            let _ = self.tx().send(Job {
+            self.inner.write(Job {
                 ops,
                 done: None,
                 written: None,
             });
+        }
+    }
+}
+
+impl Inner {
+    /// Appends `job` to the log and queues it for fjall, on the caller's thread; the
+    /// sync thread answers it, or the apply thread when it is not logged.
+    fn write(&self, job: Job) {
+        let s = &*self.shared;
+        let Job { ops, done, written } = job;
+        let refuse = |done: Option<Reply>, e: String| {
+            if let Some((tx, _)) = done {
+                let _ = tx.send(Err(e));
+            }
+        };
+        let logged = is_logged(&ops);
+        let mut guard = s.lock_log();
+        let Some(log) = guard.as_mut() else {
+            return refuse(done, "storage is shut down".into());
+        };
+        if let Some(e) = s.failure() {
+            return refuse(done, e);
+        }
+        let mut batch = ApplyBatch {
+            writes: Vec::with_capacity(ops.len()),
+            lsn: None,
+            replies: Vec::new(),
+            overlay_keys: Vec::new(),
+            bytes: 0,
+        };
+        let record = &mut log.record;
+        record.clear();
+        record.resize(super::wal::RECORD_HEADER, 0);
+        for op in ops {
+            let w = Write::from(op);
+            if logged {
+                encode(record, &w);
+            }
+            batch.writes.push(w);
+        }
+        let mut now = None;
+        let mut sync = None;
+        if logged {
+            let lsn = match log.wal.append(record) {
+                Ok(lsn) => lsn,
+                Err(e) => return refuse(done, s.fail("log write", e)),
+            };
+            batch.lsn = Some(lsn);
+            batch.bytes = record.len();
+            // Bodies become readable before anyone hears they are stored.
+            let mut overlay = s.overlay.lock().expect("never poisoned");
+            for w in &batch.writes {
+                if let Write::Put(Space::Messages, k, v) = w {
+                    overlay.insert(k.clone(), (lsn, v.clone()));
+                    batch.overlay_keys.push(k.clone());
+                }
+            }
+            drop(overlay);
+            match done {
+                Some((tx, Wait::Written)) => now = Some(tx),
+                Some(reply) => {
+                    let file = log
+                        .wal
+                        .sync_handle()
+                        .expect("a logged record has a segment");
+                    sync = Some(SyncJob { file, reply });
+                }
+                None => {}
+            }
+            if now.is_some() || written.is_some() || log.wal.unwritten() >= WRITE_OUT_BYTES {
+                if let Err(e) = log.wal.write_out() {
+                    let e = s.fail("log write", e);
+                    refuse(now.map(|tx| (tx, Wait::Written)), e.clone());
+                    return refuse(sync.map(|j| j.reply), e);
+                }
+            }
+            log.wal.release(s.durable.load(Ordering::Acquire));
+        } else {
+            batch.replies.extend(done);
+        }
+        // Someone waiting on fjall (an unlogged write, a `settle`) has everything before
+        // it applied too, in order.
+        let urgent = !batch.replies.is_empty();
+        s.hold(batch, urgent);
+        drop(guard);
+        if let Some(tx) = now {
+            let _ = tx.send(Ok(()));
+        }
+        if let Some(w) = written.filter(|_| logged) {
+            w();
+        }
+        if let Some(job) = sync {
+            let syncer = self.syncer.as_ref().expect("only taken on drop");
+            if let Err(mpsc::SendError(job)) = syncer.send(job) {
+                let _ = job.reply.0.send(Err("storage is shut down".into()));
+            }
         }
     }
 }
@@ -409,7 +556,7 @@ fn encode(out: &mut Vec<u8>, w: &Write) {
     out.extend_from_slice(value);
 }
 
-/// A log record's payload holding `ops`, as the log thread writes it.
+/// A log record's payload holding `ops`, as a caller's write appends it.
 #[cfg(test)]
 pub fn encode_ops(ops: Vec<Op>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -446,180 +593,29 @@ fn decode(mut p: &[u8]) -> Option<Vec<Op>> {
     Some(ops)
 }
 
-/// `first` and whatever else is queued behind it, up to `MAX_OPS_PER_COMMIT` writes (as
-/// counted by `ops`): what one group commit takes. Returns them and their write count.
-fn gather<T>(rx: &mpsc::Receiver<T>, first: T, ops: impl Fn(&T) -> usize) -> (Vec<T>, usize) {
-    let mut n = ops(&first);
+/// `first` and whatever else is queued behind it, up to `MAX_JOBS_PER_SYNC`: what one
+/// sync answers.
+fn gather<T>(rx: &mpsc::Receiver<T>, first: T) -> Vec<T> {
     let mut items = vec![first];
-    while n < MAX_OPS_PER_COMMIT {
+    while items.len() < MAX_JOBS_PER_SYNC {
         match rx.try_recv() {
-            Ok(item) => {
-                n += ops(&item);
-                items.push(item);
-            }
+            Ok(item) => items.push(item),
             Err(_) => break,
         }
     }
-    (items, n)
-}
-
-fn run_log(
-    mut wal: Wal,
-    rx: mpsc::Receiver<Job>,
-    apply: mpsc::Sender<Vec<ApplyBatch>>,
-    syncer: mpsc::Sender<SyncJob>,
-    s: &Shared,
-) {
-    let mut pending = Pending::default();
-    loop {
-        let first = match pending.remaining() {
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-            Some(left) => match rx.recv_timeout(left) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if !pending.flush(&apply) {
-                        break;
-                    }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        let (jobs, n) = gather(&rx, first, |j| j.ops.len());
-        if let Some(e) = s.failure() {
-            for job in jobs {
-                if let Some((done, _)) = job.done {
-                    let _ = done.send(Err(e.clone()));
-                }
-            }
-            continue;
-        }
-        let mut batch = ApplyBatch {
-            writes: Vec::with_capacity(n),
-            lsn: None,
-            replies: Vec::new(),
-            overlay_keys: Vec::new(),
-            bytes: 0,
-        };
-        let mut record = Wal::record_buf();
-        // Requests whose writes are logged go into one record; the others pass through.
-        // Both keep their order on the way to fjall.
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut told: Vec<OnWritten> = Vec::new();
-        for job in jobs {
-            let logged = is_logged(&job.ops);
-            if logged {
-                told.extend(job.written);
-            }
-            for op in job.ops {
-                let w = Write::from(op);
-                if logged {
-                    encode(&mut record, &w);
-                }
-                batch.writes.push(w);
-            }
-            match job.done {
-                Some(reply) if logged => replies.push(reply),
-                Some(reply) => batch.replies.push(reply),
-                None => {}
-            }
-        }
-        let logged_bytes = record.len() - super::wal::RECORD_HEADER;
-        let lsn = if logged_bytes > 0 {
-            match wal.append(&mut record) {
-                Ok(lsn) => Some(lsn),
-                Err(e) => {
-                    let e = s.fail("log write", e);
-                    for (done, _) in replies.into_iter().chain(batch.replies) {
-                        let _ = done.send(Err(e.clone()));
-                    }
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(lsn) = lsn {
-            // Bodies become readable before anyone hears they are stored.
-            let mut overlay = s.overlay.lock().expect("never poisoned");
-            for w in &batch.writes {
-                if let Write::Put(Space::Messages, k, v) = w {
-                    overlay.insert(k.clone(), (lsn, v.clone()));
-                    batch.overlay_keys.push(k.clone());
-                }
-            }
-        }
-        // Those who wait only for the OS are answered before the sync, and fjall gets the
-        // batch while the sync runs: neither has to wait for the disk.
-        let (written, synced): (Vec<Reply>, Vec<Reply>) = replies
-            .into_iter()
-            .partition(|(_, wait)| *wait == Wait::Written);
-        for (done, _) in written {
-            let _ = done.send(Ok(()));
-        }
-        for t in told {
-            t();
-        }
-        batch.lsn = lsn;
-        batch.bytes = record.len();
-        let bytes = batch.bytes;
-        // Someone waiting on fjall (an unlogged write, a `settle`) has everything before
-        // it applied too, in order.
-        let urgent = !batch.replies.is_empty();
-        pending.push(batch);
-        let over_limit = |backlog: usize| backlog > MAX_BACKLOG_BYTES && backlog > bytes;
-        let over = {
-            let mut backlog = s.backlog.lock().expect("never poisoned");
-            *backlog += bytes;
-            over_limit(*backlog)
-        };
-        if (urgent
-            || over
-            || pending.bytes >= APPLY_BYTES
-            || pending.remaining() == Some(Duration::ZERO))
-            && !pending.flush(&apply)
-        {
-            break;
-        }
-        if over {
-            // Everything held went out above, so the apply thread can drain it.
-            let mut backlog = s.backlog.lock().expect("never poisoned");
-            while over_limit(*backlog) {
-                backlog = s.drained.wait(backlog).expect("never poisoned");
-            }
-        }
-        // The sync runs on its own thread, so records keep reaching the OS (and those who
-        // wait only for that keep hearing at once) while the disk works.
-        if !synced.is_empty() {
-            let file = wal.sync_handle().expect("a logged record has a segment");
-            if let Err(mpsc::SendError(job)) = syncer.send(SyncJob {
-                file,
-                replies: synced,
-            }) {
-                for (done, _) in job.replies {
-                    let _ = done.send(Err("storage is shut down".into()));
-                }
-            }
-        }
-        wal.release(s.durable.load(Ordering::Acquire));
-    }
-    pending.flush(&apply);
-    if let Err(e) = wal.sync() {
-        s.fail("log sync", e);
-    }
+    items
 }
 
 /// Syncs the log for those waiting on the disk: everything queued when a sync starts is
-/// answered by it (group commit), while the log thread goes on writing.
+/// written out and answered by it (group commit), while callers go on appending.
 fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
     while let Ok(first) = rx.recv() {
-        let (jobs, _) = gather(&rx, first, |j| j.replies.len());
-        // Jobs are in log order; a roll in between synced the file left behind, but each
-        // file named must still be synced for the records written to it.
-        let mut result = Ok(());
+        let jobs = gather(&rx, first);
+        // Each job's record was appended before the job was sent, so this write covers
+        // all of them.
+        let mut result = s.write_out();
+        // A roll in between wrote out and synced the file left behind, but each file
+        // named must still be synced for the records written to it.
         let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
         for job in &jobs {
             if result.is_ok() && !synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
@@ -627,39 +623,66 @@ fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
                 synced.push(&job.file);
             }
         }
+        if let (Ok(()), Some(e)) = (&result, s.failure()) {
+            result = Err(e);
+        }
         for job in jobs {
-            for (done, _) in job.replies {
-                let _ = done.send(result.clone());
-            }
+            let _ = job.reply.0.send(result.clone());
         }
     }
 }
 
-fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<Vec<ApplyBatch>>, s: &Shared) {
+/// What the apply thread takes next: the held requests once their window has passed, or
+/// at once when someone waits or enough has gathered; empty when `tick` passes first.
+/// The flag says the committer is closing.
+fn take_held(s: &Shared, tick: Option<Instant>) -> (Vec<ApplyBatch>, bool) {
+    let mut held = s.held.lock().expect("never poisoned");
+    loop {
+        if held.urgent || held.closing {
+            break;
+        }
+        let until = match (held.since, tick) {
+            (Some(t), _) => t + APPLY_WINDOW,
+            (None, Some(t)) => t,
+            (None, None) => {
+                held = s.ready.wait(held).expect("never poisoned");
+                continue;
+            }
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        held = s.ready.wait_timeout(held, left).expect("never poisoned").0;
+    }
+    held.bytes = 0;
+    held.since = None;
+    held.urgent = false;
+    (std::mem::take(&mut held.batches), held.closing)
+}
+
+fn run_apply(db: Database, spaces: Spaces, s: &Shared) {
     let mut applied: Option<u64> = None;
     let mut unsynced = 0usize;
     let mut last_sync = Instant::now();
     loop {
-        let first = if unsynced > 0 {
-            match rx.recv_timeout(SYNC_AFTER.saturating_sub(last_sync.elapsed())) {
-                Ok(b) => b,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // A failure is recorded in `s`, which refuses every later write.
-                    let _ = sync_fjall(&db, applied, s);
-                    unsynced = 0;
-                    last_sync = Instant::now();
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let tick = (unsynced > 0).then(|| last_sync + SYNC_AFTER);
+        let (mut batches, closing) = take_held(s, tick);
+        if batches.is_empty() {
+            if closing {
+                break;
             }
-        } else {
-            match rx.recv() {
-                Ok(b) => b,
-                Err(_) => break,
+            if unsynced > 0 && last_sync.elapsed() >= SYNC_AFTER {
+                // A failure is recorded in `s`, which refuses every later write.
+                let _ = sync_fjall(&db, applied, s);
+                unsynced = 0;
+                last_sync = Instant::now();
             }
-        };
-        let (held, _) = gather(&rx, first, |v| v.iter().map(|b| b.writes.len()).sum());
-        let mut batches: Vec<ApplyBatch> = held.into_iter().flatten().collect();
+            continue;
+        }
+        // Records nobody waits for (delivery acks, sweeps) reach the OS at least this
+        // often. A failure is recorded in `s`.
+        let _ = s.write_out();
         let mut fb = db.batch();
         let mut lsn = None;
         let mut bytes = 0;
@@ -708,9 +731,8 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<Vec<ApplyBatch>>, 
         for (done, _) in replies {
             let _ = done.send(result.clone());
         }
-        let mut backlog = s.backlog.lock().expect("never poisoned");
-        *backlog -= bytes;
-        s.drained.notify_all();
+        s.backlog.fetch_sub(bytes, Ordering::AcqRel);
+        s.drained.notify_waiters();
     }
     if let Err(e) = db.persist(PersistMode::SyncAll) {
         s.fail("sync", e);
@@ -718,7 +740,6 @@ fn run_apply(db: Database, spaces: Spaces, rx: mpsc::Receiver<Vec<ApplyBatch>>, 
         s.durable.store(l, Ordering::Release);
     }
 }
-
 /// Opens the write-ahead log in `dir` and applies to fjall, durably, the records it lacks
 /// (acknowledged before a crash or kill while fjall lagged behind). Returns the log and the
 /// LSN fjall now holds, for `Committer::start`.
@@ -843,10 +864,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn held_back_writes_reach_fjall_without_anyone_asking() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path().join("db")).open().unwrap();
+    /// A committer on a new store in `dir`, and its messages keyspace.
+    fn start_in(dir: &std::path::Path) -> (Committer, Keyspace) {
+        let db = Database::builder(dir.join("db")).open().unwrap();
         let open = |name: &str| {
             db.keyspace(name, fjall::KeyspaceCreateOptions::default)
                 .unwrap()
@@ -859,8 +879,34 @@ mod tests {
             records: open("records"),
         };
         let messages = spaces.messages.clone();
-        let (wal, durable) = replay(&db, &spaces, &dir.path().join("wal")).unwrap();
-        let committer = Committer::start(db.clone(), spaces, wal, durable);
+        let (wal, durable) = replay(&db, &spaces, &dir.join("wal")).unwrap();
+        (Committer::start(db, spaces, wal, durable), messages)
+    }
+
+    #[test]
+    fn records_nobody_waits_for_reach_the_os_without_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, _) = start_in(dir.path());
+        let marker = b"an ack nobody waits for".to_vec();
+        committer.submit(vec![Op::Put(Space::State, b"k".to_vec(), marker.clone())]);
+        // What the OS has of the log, as a process started after a kill would read it.
+        let in_log = || {
+            std::fs::read_dir(dir.path().join("wal")).unwrap().any(|e| {
+                let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                bytes.windows(marker.len()).any(|w| w == marker)
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !in_log() && Instant::now() < until {
+            std::thread::sleep(APPLY_WINDOW / 2);
+        }
+        assert!(in_log(), "the record reached the log's file");
+    }
+
+    #[test]
+    fn held_back_writes_reach_fjall_without_anyone_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, messages) = start_in(dir.path());
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

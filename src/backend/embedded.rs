@@ -112,8 +112,8 @@ struct Staged {
 
 /// Messages for queues read before the sync (see
 /// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)): indexed by
-/// the log thread as soon as the log has them, or by the publish once durable when the
-/// write is not one the log takes.
+/// the publishing thread as soon as the log has written them out, or by the publish once
+/// durable when the write is not one the log takes.
 struct EarlyIndex {
     /// Kept after indexing, to take them back should the sync fail.
     entries: Vec<NewEntry>,
@@ -665,9 +665,10 @@ impl Embedded {
         match moved {
             // A delivery queue's in-flight marks need not be durable before the worker
             // starts: lost, the delivery is only attempted once more (at-least-once). They
-            // are queued to the log ahead of anything the attempt writes (its ack or retry),
-            // and reach the OS with the log's next write, well within a millisecond; not
-            // waiting for that takes a storage round trip out of publish-to-handler time.
+            // are logged ahead of anything the attempt writes (its ack or retry), and reach
+            // the OS with the log's next write-out (the next sync, or within the apply
+            // window); not waiting for that takes a storage round trip out of
+            // publish-to-handler time.
             None if h.lazy_sync => self.committer.submit(ops),
             _ => self.committer.commit(ops).await.map_err(StorageError)?,
         }

@@ -30,6 +30,9 @@ const MAX_FREE: usize = 4;
 const MAGIC: &[u8; 8] = b"SYWAL\x00\x00\x01";
 /// Magic and nonce.
 const HEADER_BYTES: u64 = 16;
+/// Room of the unwritten-records buffer kept between writes; a larger one (left by a
+/// record of several MiB) is given back.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
 /// Length (u32), CRC (u32) and LSN (u64) before each payload.
 pub const RECORD_HEADER: usize = 16;
 
@@ -46,8 +49,12 @@ struct Segment {
 pub struct Wal {
     dir: PathBuf,
     active: Option<Segment>,
-    /// Write position in the active segment.
+    /// End of the last record appended to the active segment.
     pos: u64,
+    /// Records appended but not yet handed to the OS: the active segment's bytes from
+    /// `pos - unwritten.len()`. Whoever needs them out calls [`Wal::write_out`], so
+    /// records appended between two syncs reach the OS in one write.
+    unwritten: Vec<u8>,
     nonce: u64,
     /// Segments written to the end, oldest first, until fjall holds their records.
     full: VecDeque<Segment>,
@@ -213,6 +220,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             active: None,
             pos: 0,
+            unwritten: Vec::new(),
             nonce: 0,
             full: VecDeque::new(),
             free,
@@ -240,8 +248,8 @@ impl Wal {
         vec![0; RECORD_HEADER]
     }
 
-    /// Writes one record (built in a `record_buf`) and returns its LSN. It reaches the OS
-    /// now and the disk with the next `sync`.
+    /// Appends one record (built in a `record_buf`) and returns its LSN. It reaches the OS
+    /// with the next `write_out` and the disk with the next `sync`.
     pub fn append(&mut self, record: &mut [u8]) -> io::Result<u64> {
         let len = record.len() as u64;
         let payload_len = u32::try_from(len - RECORD_HEADER as u64)
@@ -259,7 +267,7 @@ impl Wal {
         record[4..8].copy_from_slice(&sum.to_le_bytes());
         record[8..16].copy_from_slice(&lsn.to_le_bytes());
         let seg = self.active.as_mut().expect("rolled above");
-        seg.file.write_all_at(record, self.pos)?;
+        self.unwritten.extend_from_slice(record);
         seg.last_lsn = lsn;
         self.pos += len;
         self.next_lsn += 1;
@@ -267,8 +275,34 @@ impl Wal {
         Ok(lsn)
     }
 
+    /// Bytes appended and not yet handed to the OS.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    /// Hands every appended record to the OS: from then on it survives the process being
+    /// killed, and a sync of [`sync_handle`](Self::sync_handle)'s file makes it durable.
+    pub fn write_out(&mut self) -> io::Result<()> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let seg = self
+            .active
+            .as_ref()
+            .expect("appended records have a segment");
+        let at = self.pos - self.unwritten.len() as u64;
+        seg.file.write_all_at(&self.unwritten, at)?;
+        self.unwritten.clear();
+        if self.unwritten.capacity() > MAX_KEPT_BUFFER {
+            // A huge record passed through; do not keep its room.
+            self.unwritten = Vec::new();
+        }
+        Ok(())
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.write_out()?;
         if self.unsynced {
             if let Some(s) = &self.active {
                 s.file.sync_data()?;
@@ -278,9 +312,10 @@ impl Wal {
         Ok(())
     }
 
-    /// The file that holds every record appended since the last roll. Syncing it makes
-    /// those records durable, and a roll syncs the file it leaves, so a thread that syncs
-    /// what this returned, in order, answers for everything appended before the call.
+    /// The file that holds every record appended since the last roll. Syncing it after a
+    /// `write_out` makes those records durable, and a roll writes out and syncs the file
+    /// it leaves, so a thread that writes out and then syncs what this returned answers
+    /// for everything appended before the call.
     pub fn sync_handle(&self) -> Option<Arc<File>> {
         self.active.as_ref().map(|s| s.file.clone())
     }
