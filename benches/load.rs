@@ -501,16 +501,14 @@ async fn fixed_rate(
     let tally = Arc::new(Tally::default());
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let period = Duration::from_secs_f64(1.0 / rate as f64);
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
+    let mut ticks = common::pace(rate, total);
     let mut tasks = JoinSet::new();
-    for n in 0..total {
-        let scheduled = started + period.mul_f64(n as f64);
-        tokio::time::sleep_until(scheduled).await;
-        // Timed from here, not from `scheduled`: tokio's timer wakes on whole
-        // milliseconds, which would add this tool's own pacing error (up to 1 ms) to every
-        // sample. Waiting for an in-flight slot (the server being slow) still counts.
-        let issued = tokio::time::Instant::now();
+    while let Some(scheduled) = ticks.recv().await {
+        // Timed from here, not from `scheduled`: how late the pacer's tick arrived is this
+        // tool's error, reported apart. Waiting for an in-flight slot (the server being
+        // slow) still counts.
+        let issued = Instant::now();
         lateness.saturating_record(
             (issued.saturating_duration_since(scheduled).as_micros() as u64).max(1),
         );

@@ -22,14 +22,16 @@
 //!   calling a tiny function) and a byte-scanning loop like parsing;
 //! - publish-to-handler latency: a server in this process (embedded store in a
 //!   temporary directory) with the `email` guest subscribed to a topic; events are
-//!   published over HTTP at a fixed rate (open loop, from a thread and runtime of
-//!   the load generator's own) and each is timed from when
-//!   the pacer sends it until the worker has run the handler (seen through the log
+//!   published over HTTP at a fixed rate (open loop, evenly spaced by a pacer
+//!   thread, from a runtime of the load generator's own) and each is timed from when
+//!   the request goes out until the worker has run the handler (seen through the log
 //!   line the router emits for it), so the time includes the durable store of the
 //!   publish, the worker's wake-up and the invocation.
 
 #[path = "../tests/it/guests.rs"]
 mod guests;
+#[path = "common/pace.rs"]
+mod pace;
 
 // The allocator of the `switchyard` binary, so invocations allocate as they do in the server.
 #[global_allocator]
@@ -288,14 +290,13 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
 async fn publish_at_rate(url: String) -> Vec<(String, Instant)> {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let total = LATENCY_RATE * LATENCY_SECONDS;
-    let interval = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
-    let started = Instant::now();
+    let mut ticks = pace::pace(LATENCY_RATE, total);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let at = started + interval * i as u32;
-        tokio::time::sleep_until(at.into()).await;
-        // Timed from here rather than from `at`: tokio's timer wakes on whole
-        // milliseconds, and its lateness is this tool's, not the server's.
+    let mut i = 0u64;
+    while ticks.recv().await.is_some() {
+        i += 1;
+        // Timed from here rather than from when the tick was due: the pacer's lateness is
+        // this tool's, not the server's.
         let at = Instant::now();
         let (http, url) = (http.clone(), url.clone());
         tasks.spawn(async move {

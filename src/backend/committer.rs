@@ -175,9 +175,8 @@ struct Held {
     closing: bool,
 }
 
-/// A caller waiting for the disk, and the file whose sync answers it.
+/// A caller waiting for the disk.
 struct SyncJob {
-    file: Arc<std::fs::File>,
     reply: Reply,
 }
 
@@ -239,6 +238,19 @@ impl Shared {
             Some(log) => log.wal.write_out().map_err(|e| self.fail("log write", e)),
             None => Ok(()),
         }
+    }
+
+    /// Makes everything appended so far durable; the disk is waited for without holding
+    /// the log.
+    fn sync_log(&self) -> Result<(), String> {
+        let files = match self.lock_log().as_mut() {
+            Some(log) => log.wal.to_sync().map_err(|e| self.fail("log write", e))?,
+            None => Vec::new(),
+        };
+        for file in files {
+            file.sync_data().map_err(|e| self.fail("log sync", e))?;
+        }
+        Ok(())
     }
 
     /// Queues a request for the apply thread. Called under the log lock, so requests
@@ -495,13 +507,7 @@ impl Inner {
             drop(overlay);
             match done {
                 Some((tx, Wait::Written)) => now = Some(tx),
-                Some(reply) => {
-                    let file = log
-                        .wal
-                        .sync_handle()
-                        .expect("a logged record has a segment");
-                    sync = Some(SyncJob { file, reply });
-                }
+                Some(reply) => sync = Some(SyncJob { reply }),
                 None => {}
             }
             if now.is_some() || written.is_some() || log.wal.unwritten() >= WRITE_OUT_BYTES {
@@ -611,18 +617,9 @@ fn gather<T>(rx: &mpsc::Receiver<T>, first: T) -> Vec<T> {
 fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
     while let Ok(first) = rx.recv() {
         let jobs = gather(&rx, first);
-        // Each job's record was appended before the job was sent, so this write covers
-        // all of them.
-        let mut result = s.write_out();
-        // A roll in between wrote out and synced the file left behind, but each file
-        // named must still be synced for the records written to it.
-        let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
-        for job in &jobs {
-            if result.is_ok() && !synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
-                result = job.file.sync_data().map_err(|e| s.fail("log sync", e));
-                synced.push(&job.file);
-            }
-        }
+        // Each job's record was appended before the job was sent, so this sync covers all
+        // of them; one that finds nothing new answers for records an earlier one synced.
+        let mut result = s.sync_log();
         if let (Ok(()), Some(e)) = (&result, s.failure()) {
             result = Err(e);
         }

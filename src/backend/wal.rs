@@ -39,7 +39,7 @@ pub const RECORD_HEADER: usize = 16;
 /// One log file.
 struct Segment {
     id: u64,
-    /// Shared with whoever syncs it off the writing thread (see [`Wal::sync_handle`]).
+    /// Shared with whoever syncs it off the writing thread (see [`Wal::to_sync`]).
     file: Arc<File>,
     capacity: u64,
     /// LSN of the last record written in this use of the file.
@@ -63,6 +63,8 @@ pub struct Wal {
     next_lsn: u64,
     next_id: u64,
     unsynced: bool,
+    /// Files a roll left with records written out but not yet synced.
+    left: Vec<Arc<File>>,
     /// Zero-filled segments from the preparer thread, and requests for more.
     spares: mpsc::Receiver<io::Result<Segment>>,
     want_spare: Option<mpsc::Sender<u64>>,
@@ -227,6 +229,7 @@ impl Wal {
             next_lsn: last_lsn + 1,
             next_id,
             unsynced: false,
+            left: Vec::new(),
             spares,
             want_spare: Some(want_spare),
             spare_pending: false,
@@ -281,7 +284,7 @@ impl Wal {
     }
 
     /// Hands every appended record to the OS: from then on it survives the process being
-    /// killed, and a sync of [`sync_handle`](Self::sync_handle)'s file makes it durable.
+    /// killed, and a sync of the files [`to_sync`](Self::to_sync) names makes it durable.
     pub fn write_out(&mut self) -> io::Result<()> {
         if self.unwritten.is_empty() {
             return Ok(());
@@ -300,24 +303,26 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes every appended record durable.
-    pub fn sync(&mut self) -> io::Result<()> {
+    /// Writes out every appended record and returns the files whose sync makes them all
+    /// durable, in log order, so that the caller can sync them without holding the log.
+    /// They are no longer named by later calls, so the sync must follow before anyone
+    /// is told the records are durable.
+    pub fn to_sync(&mut self) -> io::Result<Vec<Arc<File>>> {
         self.write_out()?;
+        let mut files = std::mem::take(&mut self.left);
         if self.unsynced {
-            if let Some(s) = &self.active {
-                s.file.sync_data()?;
-            }
+            files.extend(self.active.as_ref().map(|s| s.file.clone()));
             self.unsynced = false;
         }
-        Ok(())
+        Ok(files)
     }
 
-    /// The file that holds every record appended since the last roll. Syncing it after a
-    /// `write_out` makes those records durable, and a roll writes out and syncs the file
-    /// it leaves, so a thread that writes out and then syncs what this returned answers
-    /// for everything appended before the call.
-    pub fn sync_handle(&self) -> Option<Arc<File>> {
-        self.active.as_ref().map(|s| s.file.clone())
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        for file in self.to_sync()? {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Frees the segments whose records fjall now holds durably (`durable` and below).
@@ -338,10 +343,13 @@ impl Wal {
 
     /// Starts a new segment with room for a record of `need` bytes.
     fn roll(&mut self, need: u64) -> io::Result<()> {
-        // Records of the old segment must be on disk before a sync of the new one answers
-        // for them.
-        self.sync()?;
+        // The old segment's records go out now; its sync is left to whoever syncs next
+        // (see `to_sync`), so a roll on a caller's thread does not wait for the disk.
+        self.write_out()?;
         if let Some(old) = self.active.take() {
+            if std::mem::take(&mut self.unsynced) {
+                self.left.push(old.file.clone());
+            }
             self.full.push_back(old);
         }
         if let Ok(spare) = self.spares.try_recv() {
@@ -570,6 +578,31 @@ mod tests {
         assert_eq!(r.records.len(), 7);
         assert_eq!(r.last_lsn, written);
         assert!(r.records.iter().all(|(_, p)| p == &big));
+    }
+
+    #[test]
+    fn a_roll_leaves_the_old_segments_sync_to_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let half = vec![3u8; (FIRST_SEGMENT_BYTES / 2) as usize];
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            for _ in 0..3 {
+                wal.append(&mut rec(&half)).unwrap();
+            }
+            assert_eq!(wal.full.len(), 1, "the second record rolled the log");
+            let files = wal.to_sync().unwrap();
+            assert_eq!(
+                files.len(),
+                2,
+                "the segment left behind, then the active one"
+            );
+            assert!(wal.to_sync().unwrap().is_empty(), "nothing new since");
+            for f in files {
+                f.sync_data().unwrap();
+            }
+        }
+        let (_, r) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(r.records.len(), 3);
     }
 
     #[test]
