@@ -387,6 +387,14 @@ impl Committer {
         self.send_job(ops, Wait::Synced, None)
     }
 
+    /// As [`send`](Self::send), but returns once the writes are in the OS: they survive
+    /// the process being killed, and are on disk after the next sync. For writes whose
+    /// loss in a machine crash only repeats work (a receive's in-flight mark), where not
+    /// waiting for the disk saves the caller a sync and a thread hand-off.
+    pub fn send_written(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
+        self.send_job(ops, Wait::Written, None)
+    }
+
     /// Returns once everything handed over before is in fjall, for a scan of a keyspace
     /// that must see it.
     pub async fn settle(&self) -> Result<(), String> {
@@ -880,24 +888,46 @@ mod tests {
         (Committer::start(db, spaces, wal, durable), messages)
     }
 
+    /// Whether the log's files, as the OS has them (what a process started after a kill
+    /// would read), hold `marker`.
+    fn in_log(dir: &std::path::Path, marker: &[u8]) -> bool {
+        std::fs::read_dir(dir.join("wal")).unwrap().any(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            bytes.windows(marker.len()).any(|w| w == marker)
+        })
+    }
+
     #[test]
     fn records_nobody_waits_for_reach_the_os_without_a_sync() {
         let dir = tempfile::tempdir().unwrap();
         let (committer, _) = start_in(dir.path());
-        let marker = b"an ack nobody waits for".to_vec();
-        committer.submit(vec![Op::Put(Space::State, b"k".to_vec(), marker.clone())]);
-        // What the OS has of the log, as a process started after a kill would read it.
-        let in_log = || {
-            std::fs::read_dir(dir.path().join("wal")).unwrap().any(|e| {
-                let bytes = std::fs::read(e.unwrap().path()).unwrap();
-                bytes.windows(marker.len()).any(|w| w == marker)
-            })
-        };
+        let marker = b"an ack nobody waits for";
+        committer.submit(vec![Op::Put(Space::State, b"k".to_vec(), marker.to_vec())]);
         let until = Instant::now() + Duration::from_secs(5);
-        while !in_log() && Instant::now() < until {
+        while !in_log(dir.path(), marker) && Instant::now() < until {
             std::thread::sleep(APPLY_WINDOW / 2);
         }
-        assert!(in_log(), "the record reached the log's file");
+        assert!(
+            in_log(dir.path(), marker),
+            "the record reached the log's file"
+        );
+    }
+
+    #[test]
+    fn a_write_waited_for_in_the_os_is_there_when_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, _) = start_in(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let marker = b"an in-flight mark";
+        rt.block_on(committer.send_written(vec![Op::Put(
+            Space::State,
+            b"k".to_vec(),
+            marker.to_vec(),
+        )]))
+        .unwrap();
+        assert!(in_log(dir.path(), marker));
     }
 
     #[test]
