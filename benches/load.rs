@@ -502,7 +502,7 @@ async fn fixed_rate(
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let started = Instant::now();
-    let mut ticks = common::pace(rate, total);
+    let mut ticks = common::pace::pace(rate, total);
     let mut tasks = JoinSet::new();
     while let Some(scheduled) = ticks.recv().await {
         // Timed from here, not from `scheduled`: how late the pacer's tick arrived is this

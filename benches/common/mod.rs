@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use switchyard::client::Client;
 
-mod pace;
-pub use pace::pace;
+pub mod pace;
 
 /// Longest the server may take to listen, and then to answer `/healthz`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);

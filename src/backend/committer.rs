@@ -244,7 +244,10 @@ impl Shared {
     /// the log.
     fn sync_log(&self) -> Result<(), String> {
         let files = match self.lock_log().as_mut() {
-            Some(log) => log.wal.to_sync().map_err(|e| self.fail("log write", e))?,
+            Some(log) => log
+                .wal
+                .files_to_sync()
+                .map_err(|e| self.fail("log write", e))?,
             None => Vec::new(),
         };
         for file in files {
@@ -518,12 +521,12 @@ impl Inner {
                 Some(reply) => sync = Some(SyncJob { reply }),
                 None => {}
             }
-            if now.is_some() || written.is_some() || log.wal.unwritten() >= WRITE_OUT_BYTES {
-                if let Err(e) = log.wal.write_out() {
-                    let e = s.fail("log write", e);
-                    refuse(now.map(|tx| (tx, Wait::Written)), e.clone());
-                    return refuse(sync.map(|j| j.reply), e);
-                }
+            if (now.is_some() || written.is_some() || log.wal.unwritten() >= WRITE_OUT_BYTES)
+                && let Err(e) = log.wal.write_out()
+            {
+                let e = s.fail("log write", e);
+                refuse(now.map(|tx| (tx, Wait::Written)), e.clone());
+                return refuse(sync.map(|j| j.reply), e);
             }
             log.wal.release(s.durable.load(Ordering::Acquire));
         } else {
@@ -928,6 +931,34 @@ mod tests {
         )]))
         .unwrap();
         assert!(in_log(dir.path(), marker));
+    }
+
+    #[tokio::test]
+    async fn callers_wait_for_room_while_fjall_is_far_behind() {
+        let s = Arc::new(Shared {
+            log: Mutex::new(None),
+            overlay: Mutex::default(),
+            durable: AtomicU64::new(0),
+            held: Mutex::default(),
+            ready: Condvar::new(),
+            backlog: AtomicUsize::new(MAX_BACKLOG_BYTES + 1),
+            drained: Notify::new(),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+        });
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "over the limit, the caller waits");
+        // What the apply thread does after each batch.
+        s.backlog.fetch_sub(2, Ordering::AcqRel);
+        s.drained.notify_waiters();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the caller goes on once the backlog is under the limit")
+            .unwrap();
     }
 
     #[test]

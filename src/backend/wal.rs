@@ -39,7 +39,7 @@ pub const RECORD_HEADER: usize = 16;
 /// One log file.
 struct Segment {
     id: u64,
-    /// Shared with whoever syncs it off the writing thread (see [`Wal::to_sync`]).
+    /// Shared with whoever syncs it off the writing thread (see [`Wal::files_to_sync`]).
     file: Arc<File>,
     capacity: u64,
     /// LSN of the last record written in this use of the file.
@@ -284,7 +284,8 @@ impl Wal {
     }
 
     /// Hands every appended record to the OS: from then on it survives the process being
-    /// killed, and a sync of the files [`to_sync`](Self::to_sync) names makes it durable.
+    /// killed, and a sync of the files [`files_to_sync`](Self::files_to_sync) names makes
+    /// it durable.
     pub fn write_out(&mut self) -> io::Result<()> {
         if self.unwritten.is_empty() {
             return Ok(());
@@ -307,7 +308,7 @@ impl Wal {
     /// durable, in log order, so that the caller can sync them without holding the log.
     /// They are no longer named by later calls, so the sync must follow before anyone
     /// is told the records are durable.
-    pub fn to_sync(&mut self) -> io::Result<Vec<Arc<File>>> {
+    pub fn files_to_sync(&mut self) -> io::Result<Vec<Arc<File>>> {
         self.write_out()?;
         let mut files = std::mem::take(&mut self.left);
         if self.unsynced {
@@ -319,7 +320,7 @@ impl Wal {
 
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        for file in self.to_sync()? {
+        for file in self.files_to_sync()? {
             file.sync_data()?;
         }
         Ok(())
@@ -343,8 +344,8 @@ impl Wal {
 
     /// Starts a new segment with room for a record of `need` bytes.
     fn roll(&mut self, need: u64) -> io::Result<()> {
-        // The old segment's records go out now; its sync is left to whoever syncs next
-        // (see `to_sync`), so a roll on a caller's thread does not wait for the disk.
+        // The old segment's records go out now; its sync is left to whoever syncs next (see
+        // `files_to_sync`), so a roll on a caller's thread does not wait for the disk.
         self.write_out()?;
         if let Some(old) = self.active.take() {
             if std::mem::take(&mut self.unsynced) {
@@ -590,13 +591,13 @@ mod tests {
                 wal.append(&mut rec(&half)).unwrap();
             }
             assert_eq!(wal.full.len(), 1, "the second record rolled the log");
-            let files = wal.to_sync().unwrap();
+            let files = wal.files_to_sync().unwrap();
             assert_eq!(
                 files.len(),
                 2,
                 "the segment left behind, then the active one"
             );
-            assert!(wal.to_sync().unwrap().is_empty(), "nothing new since");
+            assert!(wal.files_to_sync().unwrap().is_empty(), "nothing new since");
             for f in files {
                 f.sync_data().unwrap();
             }
