@@ -916,20 +916,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_write_waited_for_in_the_os_is_there_when_it_returns() {
+    #[tokio::test]
+    async fn a_write_waited_for_in_the_os_is_there_when_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let (committer, _) = start_in(dir.path());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         let marker = b"an in-flight mark";
-        rt.block_on(committer.send_written(vec![Op::Put(
-            Space::State,
-            b"k".to_vec(),
-            marker.to_vec(),
-        )]))
-        .unwrap();
+        let mark = vec![Op::Put(Space::State, b"k".to_vec(), marker.to_vec())];
+        committer.send_written(mark).await.unwrap();
         assert!(in_log(dir.path(), marker));
     }
 
