@@ -180,11 +180,9 @@ struct SyncJob {
     reply: Reply,
 }
 
-/// The log and what appending to it needs; `None` in [`Shared::log`] once shut down.
+/// The log; `None` in [`Shared::log`] once shut down.
 struct Log {
     wal: Wal,
-    /// Reused for each record.
-    record: Vec<u8>,
 }
 
 /// State shared by the handle and the threads.
@@ -345,10 +343,7 @@ impl Committer {
     /// has been applied to `db`.
     pub fn start(db: Database, spaces: Spaces, wal: Wal, durable: u64) -> Self {
         let shared = Arc::new(Shared {
-            log: Mutex::new(Some(Log {
-                wal,
-                record: Wal::record_buf(),
-            })),
+            log: Mutex::new(Some(Log { wal })),
             overlay: Mutex::default(),
             durable: AtomicU64::new(durable),
             held: Mutex::default(),
@@ -474,13 +469,9 @@ impl Inner {
             }
         };
         let logged = is_logged(&ops);
-        let mut guard = s.lock_log();
-        let Some(log) = guard.as_mut() else {
-            return refuse(done, "storage is shut down".into());
-        };
-        if let Some(e) = s.failure() {
-            return refuse(done, e);
-        }
+        // The record is built before the log is taken, which is held only to append it,
+        // so that concurrent callers wait on each other as little as possible.
+        let mut record = logged.then(|| Wal::record_buf(ops.iter().map(encoded_len).sum()));
         let mut batch = ApplyBatch {
             writes: Vec::with_capacity(ops.len()),
             lsn: None,
@@ -488,19 +479,23 @@ impl Inner {
             overlay_keys: Vec::new(),
             bytes: 0,
         };
-        let record = &mut log.record;
-        record.clear();
-        record.resize(super::wal::RECORD_HEADER, 0);
         for op in ops {
             let w = Write::from(op);
-            if logged {
-                encode(record, &w);
+            if let Some(r) = &mut record {
+                encode(r, &w);
             }
             batch.writes.push(w);
         }
+        let mut guard = s.lock_log();
+        let Some(log) = guard.as_mut() else {
+            return refuse(done, "storage is shut down".into());
+        };
+        if let Some(e) = s.failure() {
+            return refuse(done, e);
+        }
         let mut now = None;
         let mut sync = None;
-        if logged {
+        if let Some(record) = &mut record {
             let lsn = match log.wal.append(record) {
                 Ok(lsn) => lsn,
                 Err(e) => return refuse(done, s.fail("log write", e)),
@@ -557,6 +552,14 @@ fn is_logged(ops: &[Op]) -> bool {
         && ops.iter().all(|op| match op {
             Op::Put(s, ..) | Op::Delete(s, _) => s.logged(),
         })
+}
+
+/// Bytes [`encode`] appends for `op`.
+fn encoded_len(op: &Op) -> usize {
+    match op {
+        Op::Put(_, k, v) => 10 + k.len() + v.len(),
+        Op::Delete(_, k) => 10 + k.len(),
+    }
 }
 
 /// Appends one write to a log record: space, kind, key and value, lengths as u32.
@@ -841,6 +844,14 @@ mod tests {
             );
         }
         assert!(decode(&[9, 1, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        let ops = || {
+            vec![
+                Op::Put(Space::Messages, b"key".to_vec(), vec![7; 100]),
+                Op::Delete(Space::State, b"k2".to_vec()),
+            ]
+        };
+        let room: usize = ops().iter().map(encoded_len).sum();
+        assert_eq!(room, encode_ops(ops()).len(), "the room set aside is exact");
     }
 
     #[test]

@@ -1050,7 +1050,7 @@ mod tests {
                 attributes: b"{}".to_vec(),
                 payload: b"{}".to_vec(),
             };
-            let mut rec = Wal::record_buf();
+            let mut rec = Wal::record_buf(0);
             rec.extend(committer::encode_ops(vec![
                 Op::Put(Space::Messages, key.clone(), codec::encode_body(&body)),
                 Op::Put(Space::State, key, codec::encode_state(&entry)),

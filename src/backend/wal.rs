@@ -245,10 +245,12 @@ impl Wal {
         Ok((wal, Recovered { records, last_lsn }))
     }
 
-    /// A buffer for the next record: the payload goes after the first `RECORD_HEADER`
-    /// bytes, which `append` fills in.
-    pub fn record_buf() -> Vec<u8> {
-        vec![0; RECORD_HEADER]
+    /// A buffer for the next record, with room for `payload` bytes: the payload goes after
+    /// the first `RECORD_HEADER` bytes, which `append` fills in.
+    pub fn record_buf(payload: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(RECORD_HEADER + payload);
+        buf.resize(RECORD_HEADER, 0);
+        buf
     }
 
     /// Appends one record (built in a `record_buf`) and returns its LSN. It reaches the OS
@@ -464,7 +466,7 @@ mod tests {
     use super::*;
 
     fn rec(payload: &[u8]) -> Vec<u8> {
-        let mut b = Wal::record_buf();
+        let mut b = Wal::record_buf(payload.len());
         b.extend_from_slice(payload);
         b
     }
