@@ -195,8 +195,9 @@ struct Shared {
     held: Mutex<Held>,
     /// Wakes the apply thread: the first request held, or a reason to take them now.
     ready: Condvar,
-    /// Bytes logged and not yet applied, and the apply thread's word that it went down.
+    /// Bytes logged and not yet applied.
     backlog: AtomicUsize,
+    /// The apply thread's word that `backlog` went down.
     drained: Notify,
     /// Set by the first failed write or sync: after it, the store accepts no more writes,
     /// as what is on disk can no longer be vouched for.
