@@ -157,7 +157,7 @@ struct ApplyBatch {
     /// LSN of the log record holding it, if it was logged.
     lsn: Option<u64>,
     /// The caller of an unlogged request, answered by the apply thread.
-    replies: Vec<Reply>,
+    reply: Option<Reply>,
     /// Overlay entries this batch retires once fjall has it.
     overlay_keys: Vec<Vec<u8>>,
     bytes: usize,
@@ -476,7 +476,7 @@ impl Inner {
         let mut batch = ApplyBatch {
             writes: Vec::with_capacity(ops.len()),
             lsn: None,
-            replies: Vec::new(),
+            reply: None,
             overlay_keys: Vec::new(),
             bytes: 0,
         };
@@ -526,11 +526,11 @@ impl Inner {
             }
             log.wal.release(s.durable.load(Ordering::Acquire));
         } else {
-            batch.replies.extend(done);
+            batch.reply = done;
         }
         // Someone waiting on fjall (an unlogged write, a `settle`) has everything before
         // it applied too, in order.
-        let urgent = !batch.replies.is_empty();
+        let urgent = batch.reply.is_some();
         s.hold(batch, urgent);
         drop(guard);
         if let Some(tx) = now {
@@ -704,7 +704,7 @@ fn run_apply(db: Database, spaces: Spaces, s: &Shared) {
             writes.append(&mut b.writes);
             lsn = b.lsn.or(lsn);
             bytes += b.bytes;
-            replies.append(&mut b.replies);
+            replies.extend(b.reply.take());
         }
         for w in last_writes(writes) {
             w.add_to(&mut fb, &spaces);
