@@ -22,7 +22,9 @@
 //! - (c) receive 10 and ack them;
 //! - (d) publish latency at a fixed rate, open loop (requests go out on schedule whatever
 //!   the responses do, so a stall is not hidden), on a fresh server; each request is timed
-//!   from when the pacer sends it, and how late the pacer was is reported beside it;
+//!   from when the pacer sends it, and how late the pacer was is reported beside it; then,
+//!   for comparison, the disk alone: 1 KiB synced back to back for as long (a publish is
+//!   answered after its sync, so a slow sync of the disk is a slow publish);
 //! - (e) start to healthy, idle RSS, and RSS with a backlog.
 //!
 //! The load generator runs on one thread so that the server gets the other core; the bare
@@ -224,6 +226,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             latency,
         );
     }
+    // A publish is answered after its sync, so no publish is faster than the disk's
+    // slowest sync meanwhile; the same disk alone, for as long, is the bound to read (d)
+    // against.
+    let latency_seconds = settings.latency_seconds;
+    let disk = tokio::task::spawn_blocking(move || disk_sync_probe(latency_seconds))
+        .await
+        .context("disk probe")??;
+    table.row(
+        format!(
+            "(d) for comparison: the disk alone, fdatasync of 1 KiB back to back for {} s",
+            settings.latency_seconds.as_secs()
+        ),
+        disk,
+    );
 
     // (e) RSS with a backlog.
     let backlog = fill_backlog(
@@ -546,6 +562,51 @@ async fn fixed_rate(
         outcome.errors_note(),
         lateness.value_at_quantile(0.5) as f64 / 1_000.0,
         lateness.value_at_quantile(0.99) as f64 / 1_000.0,
+    ))
+}
+
+/// Size of the disk probe's file, zero-filled ahead as the server's log segments are, so a
+/// sync flushes data blocks only, as the server's do.
+const PROBE_FILE_BYTES: u64 = 16 << 20;
+/// A sync slower than this alone would break phase (d)'s target for the publishes waiting
+/// on it.
+const SLOW_SYNC: Duration = Duration::from_millis(5);
+
+/// Latency of the disk itself: 1 KiB written and `fdatasync`ed back to back for
+/// `duration`, in a file beside the servers' data dirs.
+fn disk_sync_probe(duration: Duration) -> anyhow::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::Builder::new()
+        .prefix(LAUNCH.data_dir_prefix)
+        .tempdir()
+        .context("probe dir")?;
+    let file = std::fs::File::create(dir.path().join("probe")).context("probe file")?;
+    let zeros = vec![0_u8; 1 << 20];
+    for chunk in 0..PROBE_FILE_BYTES / zeros.len() as u64 {
+        file.write_all_at(&zeros, chunk * zeros.len() as u64)?;
+    }
+    file.sync_all()?;
+    let record = [0x5a_u8; 1024];
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let (mut offset, mut slow) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        file.write_all_at(&record, offset)?;
+        offset = (offset + record.len() as u64) % PROBE_FILE_BYTES;
+        let sync = Instant::now();
+        file.sync_data()?;
+        let took = sync.elapsed();
+        slow += u64::from(took > SLOW_SYNC);
+        histogram.saturating_record((took.as_micros() as u64).max(1));
+    }
+    let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
+    Ok(format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {slow} of {} syncs over {} ms",
+        at(0.5),
+        at(0.99),
+        histogram.max() as f64 / 1_000.0,
+        histogram.len(),
+        SLOW_SYNC.as_millis()
     ))
 }
 

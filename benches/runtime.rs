@@ -162,9 +162,16 @@ fn main() {
 /// Events per second and length of the latency measure.
 const LATENCY_RATE: u64 = 5_000;
 const LATENCY_SECONDS: u64 = 5;
+/// Most publishes in flight in the latency measure, each on a connection opened before
+/// the clock starts (as `wrk` does). Opened on demand instead, a hiccup (a slow sync of
+/// this shared disk, which the publish's answer waits for) made the tool open hundreds of
+/// connections at once, and the in-process server paid for accepting them: the tool's own
+/// stall. As many as `--bench load` keeps in flight, so a publisher is not held up by its
+/// answers for as long as a sync takes here.
+const LATENCY_IN_FLIGHT: usize = 512;
 
 /// When the handler of each message id was seen to have run.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct HandlerSeen(Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandlerSeen {
@@ -197,7 +204,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandlerSeen {
 fn publish_to_handler() -> (Vec<f64>, usize) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-    let seen = HandlerSeen::default();
+    // Sized for every event up front: the map is filled on the server's threads, and
+    // growing it there (a rehash of thousands of keys under its lock) was a stall of the
+    // tool's own in the measured tail.
+    let seen = HandlerSeen(Arc::new(std::sync::Mutex::new(
+        std::collections::HashMap::with_capacity((LATENCY_RATE * LATENCY_SECONDS) as usize),
+    )));
     // Only the per-invocation log lines are recorded; nothing is printed.
     let subscriber = tracing_subscriber::registry().with(
         seen.clone()
@@ -220,7 +232,8 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
         .await
         .unwrap_or_else(|_| panic!("server prepares"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let listener_address = listener.local_addr().unwrap();
+        let base = format!("http://{listener_address}/v1");
         let stop = tokio_util::sync::CancellationToken::new();
         let server = {
             let stop = stop.clone();
@@ -250,6 +263,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             assert!(r.status().is_success(), "{path}: {}", r.status());
         }
         let url = format!("{base}/topics/orders/publish");
+        let health = format!("http://{listener_address}/healthz");
         // The load generator runs on a thread of its own, as a separate client would: the
         // server's runtime does only the server's work.
         let sent = tokio::task::spawn_blocking(move || {
@@ -257,7 +271,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(publish_at_rate(url))
+                .block_on(publish_at_rate(url, health))
         })
         .await
         .expect("load generator");
@@ -287,19 +301,33 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
 
 /// Publishes `LATENCY_RATE` events a second for `LATENCY_SECONDS`, open loop; returns each
 /// event's message id and when its request went out.
-async fn publish_at_rate(url: String) -> Vec<(String, Instant)> {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+async fn publish_at_rate(url: String, health: String) -> Vec<(String, Instant)> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(LATENCY_IN_FLIGHT)
+        .build()
+        .unwrap();
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..LATENCY_IN_FLIGHT {
+        let (http, health) = (http.clone(), health.clone());
+        warm.spawn(async move { http.get(health).send().await.expect("health").status() });
+    }
+    while let Some(status) = warm.join_next().await {
+        assert!(status.expect("warm-up").is_success());
+    }
     let total = LATENCY_RATE * LATENCY_SECONDS;
     let mut ticks = pace::pace(LATENCY_RATE, total);
+    let slots = Arc::new(tokio::sync::Semaphore::new(LATENCY_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
     let mut i = 0u64;
     while ticks.recv().await.is_some() {
         i += 1;
         // Timed from here rather than from when the tick was due: the pacer's lateness is
-        // this tool's, not the server's.
+        // this tool's, not the server's. Waiting for a free connection counts.
         let at = Instant::now();
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, slots) = (http.clone(), url.clone(), slots.clone());
         tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
             let body = serde_json::json!({"message": {
                 "order_id": format!("o-{i}"),
                 "customer_email": "buyer@example.com",
