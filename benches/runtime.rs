@@ -166,9 +166,10 @@ const LATENCY_SECONDS: u64 = 5;
 /// the clock starts (as `wrk` does). Opened on demand instead, a hiccup (a slow sync of
 /// this shared disk, which the publish's answer waits for) made the tool open hundreds of
 /// connections at once, and the in-process server paid for accepting them: the tool's own
-/// stall. As many as `--bench load` keeps in flight, so a publisher is not held up by its
-/// answers for as long as a sync takes here.
-const LATENCY_IN_FLIGHT: usize = 512;
+/// stall. The handler does not wait for the sync, so neither should the next publish:
+/// enough connections that a publisher sending 5,000 a second is not held up by answers
+/// for as long as this disk's slowest syncs (hundreds of milliseconds).
+const LATENCY_IN_FLIGHT: usize = 4096;
 
 /// When the handler of each message id was seen to have run.
 #[derive(Clone)]
