@@ -129,11 +129,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let detail = if path.is_empty() || path == "." {
+        // A syntax error before any key was read leaves only unknown segments (`?`):
+        // naming them would say nothing.
+        let unknown = path.split('.').all(|s| s.is_empty() || s == "?");
+        let detail = if unknown {
             format!("invalid JSON body: {}", e.inner())
         } else {
             format!("invalid JSON body at {path}: {}", e.inner())
         };
         Problem::new(StatusCode::BAD_REQUEST, "malformed-json", detail)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_names_its_position_and_no_unknown_path() {
+        let problem = parse_json::<serde_json::Value>(br#"{"message": {"a":1},"#).unwrap_err();
+        let detail = &problem.detail;
+        assert!(
+            detail.starts_with("invalid JSON body: EOF while parsing"),
+            "{detail}"
+        );
+        assert!(detail.contains("line 1 column 20"), "{detail}");
+    }
+
+    #[test]
+    fn a_type_error_names_the_field_path() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Policy {
+            #[allow(dead_code)]
+            num_retries: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct Sub {
+            #[allow(dead_code)]
+            delivery_policy: Policy,
+        }
+        let problem =
+            parse_json::<Sub>(br#"{"delivery_policy": {"num_retries": -1}}"#).unwrap_err();
+        assert!(
+            problem
+                .detail
+                .starts_with("invalid JSON body at delivery_policy.num_retries: "),
+            "{}",
+            problem.detail
+        );
+    }
 }
