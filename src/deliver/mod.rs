@@ -382,7 +382,6 @@ impl Worker {
                     Some(delay) => {
                         let delay = delay.max(retry_after.unwrap_or_default());
                         tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; will retry");
-                        self.metrics.retries.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = self
                             .backend
                             .change_visibility(&self.queue, &m.receipt, delay.as_millis() as u64)
@@ -390,6 +389,9 @@ impl Worker {
                         {
                             tracing::error!(error = %e, "scheduling a retry failed; the message reappears after its visibility timeout");
                         }
+                        // Counted once scheduled (stored, with the attempt count), so the
+                        // metric never runs ahead of what a restart would find.
+                        self.metrics.retries.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
                         self.give_up(&m, &format!("{reason} (after {attempt} attempts)"))

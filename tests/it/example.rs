@@ -2,16 +2,10 @@
 //! config with its module paths, and the guests from `guests/`.
 
 use crate::guests;
-use crate::harness::{eventually, spawn_server_with_args};
+use crate::harness::{eventually, metric, spawn_server_with_args};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 #[tokio::test]
 async fn one_order_fans_out_to_email_fraud_and_shipping_and_fraud_flags_it() {

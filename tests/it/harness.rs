@@ -550,3 +550,10 @@ pub fn envelope_message(message: &ReceivedMessage) -> Value {
         .unwrap_or_else(|error| panic!("not a notification envelope ({error}): {message:?}"))
         .message
 }
+
+/// A counter's value in the `/metrics` text (0 when absent).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
