@@ -2,7 +2,7 @@
 //! config with its module paths, and the guests from `guests/`.
 
 use crate::guests;
-use crate::harness::{eventually, metric, spawn_server_with_args};
+use crate::harness::{eventually, spawn_server_with_args};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -29,18 +29,7 @@ async fn one_order_fans_out_to_email_fraud_and_shipping_and_fraud_flags_it() {
     eventually(
         Duration::from_secs(30),
         "three handlers succeed",
-        || async {
-            let text = server
-                .http
-                .get(server.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            (metric(&text, "switchyard_delivered_total") == 3).then_some(())
-        },
+        || async { (server.metric("switchyard_delivered_total").await? == 3).then_some(()) },
     )
     .await;
     let flagged = eventually(Duration::from_secs(30), "fraud flags the order", || async {

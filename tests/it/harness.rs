@@ -104,6 +104,24 @@ impl TestServer {
         format!("{}{path}", self.base_url)
     }
 
+    /// A counter from `/metrics` (0 when absent); `None` when the server does not answer.
+    pub async fn metric(&self, name: &str) -> Option<u64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or(0),
+        )
+    }
+
     /// Kills the server with SIGKILL: no drain, no flush, as in a crash.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -549,11 +567,4 @@ pub fn envelope_message(message: &ReceivedMessage) -> Value {
         .notification()
         .unwrap_or_else(|error| panic!("not a notification envelope ({error}): {message:?}"))
         .message
-}
-
-/// A counter's value in the `/metrics` text (0 when absent).
-pub fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }

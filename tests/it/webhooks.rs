@@ -2,7 +2,7 @@
 //! answers from a script, while the real server delivers envelope, raw and CloudEvents
 //! bodies, signs them, retries per policy and gives up to a dead-letter queue.
 
-use crate::harness::{TestServer, eventually, metric, spawn_server, spawn_server_with_args};
+use crate::harness::{TestServer, eventually, spawn_server, spawn_server_with_args};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -384,18 +384,7 @@ async fn a_restart_mid_retry_continues_the_schedule_without_losing_the_event() {
     eventually(
         Duration::from_secs(10),
         "the retry is scheduled",
-        || async {
-            let text = server
-                .http
-                .get(server.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            (metric(&text, "switchyard_delivery_retries_total") == 1).then_some(())
-        },
+        || async { (server.metric("switchyard_delivery_retries_total").await? == 1).then_some(()) },
     )
     .await;
     server.kill9();
