@@ -471,6 +471,50 @@ async fn publish_batch_over_one_hundred_entries_is_refused() {
 }
 
 #[tokio::test]
+async fn batch_with_an_entry_id_used_twice_is_refused_naming_it() {
+    let server = server_with_topic_and_queue().await;
+    let client = &server.client;
+
+    let publish = [
+        Publish::new(json!(1)).entry("a"),
+        Publish::new(json!(2)).entry("b"),
+        Publish::new(json!(3)).entry("a"),
+    ];
+    let problem = refused(
+        client.publish_batch("orders", &publish).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(
+        problem.detail.contains("entries 0 and 2") && problem.detail.contains("\"a\""),
+        "{problem:?}"
+    );
+    let send = [
+        SendMessage::new(json!(1)).entry("x"),
+        SendMessage::new(json!(2)).entry("x"),
+    ];
+    let problem = refused(
+        client.send_batch("jobs", &send).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(problem.detail.contains("\"x\""), "{problem:?}");
+    // An entry without an id is named by its position, which a given id may not take.
+    let response = post_json(
+        &server,
+        "/v1/topics/orders/publish-batch",
+        &json!({"entries": [{"message": 1}, {"id": "0", "message": 2}]}),
+    )
+    .await;
+    let problem = response.problem(StatusCode::BAD_REQUEST);
+    assert!(problem.detail.contains("\"0\""), "{problem:?}");
+
+    let info = client.get_queue("jobs").await.unwrap();
+    assert_eq!(
+        info.approximate_visible, 0,
+        "a refused batch stored messages"
+    );
+}
+
+#[tokio::test]
 async fn subscription_endpoint_of_unknown_kind_is_refused_with_400() {
     let server = server_with_topic_and_queue().await;
     let response = server
