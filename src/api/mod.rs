@@ -23,7 +23,6 @@ use error::{ApiJson, Problem, receipt_status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -338,7 +337,7 @@ fn check_batch<'a>(ids: impl ExactSizeIterator<Item = Option<&'a str>>) -> Resul
     }
     let mut first = HashMap::with_capacity(n);
     for (i, id) in ids.enumerate() {
-        let id = id.map_or_else(|| Cow::Owned(i.to_string()), Cow::Borrowed);
+        let id = crate::router::batch_entry_id(id, i);
         if let Some(earlier) = first.insert(id.clone(), i) {
             return Err(Problem::bad_request(format!(
                 "batch entry ids must be distinct: entries {earlier} and {i} both have id {id:?}"

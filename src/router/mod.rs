@@ -31,6 +31,12 @@ use tokio_util::sync::CancellationToken;
 const META_TOPIC: &str = "t/";
 const META_SUBSCRIPTION: &str = "s/";
 
+/// The id a batch entry's result is reported under: the one the caller gave, else the
+/// entry's position in the batch.
+pub fn batch_entry_id(given: Option<&str>, position: usize) -> std::borrow::Cow<'_, str> {
+    given.map_or_else(|| position.to_string().into(), Into::into)
+}
+
 /// Everything a caller can get wrong, plus storage failures (the one non-caller case).
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {

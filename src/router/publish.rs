@@ -83,7 +83,7 @@ impl Router {
         let mut all = Vec::new();
         let mut spans = Vec::new();
         for (i, req) in entries.into_iter().enumerate() {
-            let id = req.id.clone().unwrap_or_else(|| i.to_string());
+            let id = super::batch_entry_id(req.id.as_deref(), i).into_owned();
             match self.check(&t, req) {
                 Ok(c) => {
                     spans.push((

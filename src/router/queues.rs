@@ -65,7 +65,7 @@ impl Router {
         let mut batch = Vec::new();
         let mut slots = Vec::new();
         for (i, req) in entries.into_iter().enumerate() {
-            let id = req.id.clone().unwrap_or_else(|| i.to_string());
+            let id = super::batch_entry_id(req.id.as_deref(), i).into_owned();
             let checked = (|| {
                 let body = req.message.get().as_bytes();
                 let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
