@@ -33,8 +33,23 @@ const META_SUBSCRIPTION: &str = "s/";
 
 /// The id a batch entry's result is reported under: the one the caller gave, else the
 /// entry's position in the batch.
-pub fn batch_entry_id(given: Option<&str>, position: usize) -> std::borrow::Cow<'_, str> {
-    given.map_or_else(|| position.to_string().into(), Into::into)
+fn batch_entry_id(given: Option<String>, position: usize) -> String {
+    given.unwrap_or_else(|| position.to_string())
+}
+
+/// Refuses a batch in which two entries, listed with their results in entry order, share
+/// an id: results are reported by id, so they could not be told apart (SNS and SQS refuse
+/// such a batch too). Checked before anything is stored.
+fn distinct_ids<T>(entries: &[(String, T)]) -> Result<(), RouterError> {
+    let mut first = HashMap::with_capacity(entries.len());
+    for (i, (id, _)) in entries.iter().enumerate() {
+        if let Some(earlier) = first.insert(id.as_str(), i) {
+            return Err(RouterError::Invalid(format!(
+                "batch entry ids must be distinct: entries {earlier} and {i} both have id {id:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Everything a caller can get wrong, plus storage failures (the one non-caller case).

@@ -82,8 +82,8 @@ impl Router {
         let mut out = Vec::with_capacity(entries.len());
         let mut all = Vec::new();
         let mut spans = Vec::new();
-        for (i, req) in entries.into_iter().enumerate() {
-            let id = super::batch_entry_id(req.id.as_deref(), i).into_owned();
+        for (i, mut req) in entries.into_iter().enumerate() {
+            let id = super::batch_entry_id(req.id.take(), i);
             match self.check(&t, req) {
                 Ok(c) => {
                     spans.push((
@@ -104,6 +104,7 @@ impl Router {
                 Err(e) => out.push((id, Err(e))),
             }
         }
+        super::distinct_ids(&out)?;
         let results = self.backend.store(all).await?;
         for (slot, start, n, mid) in spans {
             if let (_, Ok(o)) = &mut out[slot] {

@@ -64,8 +64,8 @@ impl Router {
         let mut out = Vec::with_capacity(entries.len());
         let mut batch = Vec::new();
         let mut slots = Vec::new();
-        for (i, req) in entries.into_iter().enumerate() {
-            let id = super::batch_entry_id(req.id.as_deref(), i).into_owned();
+        for (i, mut req) in entries.into_iter().enumerate() {
+            let id = super::batch_entry_id(req.id.take(), i);
             let checked = (|| {
                 let body = req.message.get().as_bytes();
                 let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
@@ -117,6 +117,7 @@ impl Router {
                 Err(e) => out.push((id, Err(e))),
             }
         }
+        super::distinct_ids(&out)?;
         let results = self.backend.enqueue(batch).await?;
         for (slot, i, mid) in slots {
             out[slot].1 = Ok(match &results[i] {
