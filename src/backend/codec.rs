@@ -4,8 +4,14 @@
 //! in two records: the immutable body record (written once, read on receive) and a small
 //! state record (rewritten on every receive), so a receive never rewrites the body and a
 //! restart rebuilds the index from the small records alone.
+//!
+//! A body that several messages of one store carry alike (a publish's deliveries to
+//! webhooks and functions, raw deliveries to several queues) is written once, under a
+//! shared key, and each message's state record names it instead of having a body record
+//! of its own. Shared keys sit under queue id 0, which no queue has.
 
 use super::index::{Entry, MsgState};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 pub fn msg_key(queue_id: u64, seq: u64) -> [u8; 16] {
@@ -20,6 +26,26 @@ pub fn split_msg_key(k: &[u8]) -> Option<(u64, u64)> {
     let s = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
     Some((q, s))
 }
+
+/// Where the body of message `seq` of a queue is stored: under its own key, or the shared
+/// body's.
+pub fn body_key(queue_id: u64, seq: u64, e: &Entry) -> [u8; 16] {
+    match e.shared {
+        Some(id) => shared_key(id),
+        None => msg_key(queue_id, seq),
+    }
+}
+
+/// Where a body shared by several messages is stored.
+pub fn shared_key(id: NonZeroU64) -> [u8; 16] {
+    msg_key(SHARED_QUEUE, id.get())
+}
+
+/// The prefix of shared bodies' keys.
+pub const SHARED_PREFIX: [u8; 8] = SHARED_QUEUE.to_be_bytes();
+
+/// Queue ids start at 1.
+const SHARED_QUEUE: u64 = 0;
 
 pub fn queue_prefix(queue_id: u64) -> [u8; 8] {
     queue_id.to_be_bytes()
@@ -71,23 +97,33 @@ pub fn decode_body(v: &[u8]) -> Option<Body> {
 }
 
 const STATE_V1: u8 = 1;
+/// Version 1 followed by the id of the shared body the message carries.
+const STATE_V2: u8 = 2;
 
 pub fn encode_state(e: &Entry) -> Vec<u8> {
     let g = e.group.as_deref().unwrap_or("");
-    let mut v = Vec::with_capacity(1 + 4 + 8 + 8 + 8 + 2 + g.len());
-    v.push(STATE_V1);
+    let mut v = Vec::with_capacity(1 + 4 + 8 + 8 + 8 + 2 + g.len() + 8);
+    v.push(if e.shared.is_some() {
+        STATE_V2
+    } else {
+        STATE_V1
+    });
     v.extend_from_slice(&e.receive_count.to_be_bytes());
     v.extend_from_slice(&e.visible_at.to_be_bytes());
     v.extend_from_slice(&e.sent_at.to_be_bytes());
     // Queue ids start at 1, so 0 means "no origin".
     v.extend_from_slice(&e.origin.unwrap_or(0).to_be_bytes());
     put_str16(&mut v, g.as_bytes());
+    if let Some(id) = e.shared {
+        v.extend_from_slice(&id.get().to_be_bytes());
+    }
     v
 }
 
 pub fn decode_state(v: &[u8]) -> Option<Entry> {
     let mut r = Reader(v);
-    if r.u8()? != STATE_V1 {
+    let version = r.u8()?;
+    if version != STATE_V1 && version != STATE_V2 {
         return None;
     }
     let receive_count = r.u32()?;
@@ -98,6 +134,13 @@ pub fn decode_state(v: &[u8]) -> Option<Entry> {
     let group = (!g.is_empty())
         .then(|| std::str::from_utf8(g).ok().map(Arc::<str>::from))
         .flatten();
+    let shared = match version {
+        STATE_V2 => Some(NonZeroU64::new(r.u64()?)?),
+        _ => None,
+    };
+    if !r.0.is_empty() {
+        return None;
+    }
     Some(Entry {
         sent_at,
         visible_at,
@@ -105,6 +148,7 @@ pub fn decode_state(v: &[u8]) -> Option<Entry> {
         state: MsgState::Visible,
         group,
         origin,
+        shared,
     })
 }
 
@@ -175,9 +219,18 @@ mod tests {
             state: MsgState::Visible,
             group: Some("g".into()),
             origin: Some(7),
+            shared: None,
         };
-        assert_eq!(decode_state(&encode_state(&e)), Some(e));
+        assert_eq!(decode_state(&encode_state(&e)), Some(e.clone()));
+        let shared = Entry {
+            shared: NonZeroU64::new(11),
+            ..e
+        };
+        assert_eq!(decode_state(&encode_state(&shared)), Some(shared));
         assert_eq!(split_msg_key(&msg_key(3, 9)), Some((3, 9)));
+        let id = NonZeroU64::new(4).unwrap();
+        assert!(shared_key(id).starts_with(&SHARED_PREFIX));
+        assert_eq!(split_msg_key(&shared_key(id)), Some((0, 4)));
     }
 
     #[test]
@@ -189,5 +242,15 @@ mod tests {
         });
         assert!(decode_body(&b[..4]).is_none());
         assert!(decode_state(&[1, 0, 0]).is_none());
+        let shared = encode_state(&Entry {
+            sent_at: 1,
+            visible_at: 1,
+            receive_count: 0,
+            state: MsgState::Visible,
+            group: None,
+            origin: None,
+            shared: NonZeroU64::new(1),
+        });
+        assert!(decode_state(&shared[..shared.len() - 1]).is_none());
     }
 }

@@ -17,6 +17,7 @@ use super::{
 use crate::model::QueueSpec;
 use fjall::{Database, KeyspaceCreateOptions};
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -108,6 +109,8 @@ struct Staged {
     pending: Vec<NewEntry>,
     appended: Vec<(Arc<StreamHandle>, u32, u64)>,
     claimed: Vec<(Arc<QueueHandle>, String)>,
+    /// Shared bodies written, with how many messages carry each.
+    new_shared: Vec<(NonZeroU64, u32)>,
 }
 
 /// Messages for queues read before the sync (see
@@ -149,6 +152,78 @@ pub struct Embedded {
     by_id: RwLock<HashMap<u64, Arc<QueueHandle>>>,
     pub(super) streams: RwLock<HashMap<String, Arc<StreamHandle>>>,
     next_id: Mutex<u64>,
+    shared: SharedBodies,
+}
+
+/// Bodies written once for several messages of one store (see [`codec::shared_key`]).
+/// Counts are rebuilt at start from the state records, which name the body they share.
+#[derive(Default)]
+struct SharedBodies {
+    /// How many messages carry each shared body; the last one deletes it.
+    refs: Mutex<HashMap<NonZeroU64, u32>>,
+    /// The next shared body id; ids are never reused.
+    next: AtomicU64,
+}
+
+/// Which store items carry the same body, found before the writes are built.
+#[derive(Clone, Copy)]
+enum Share {
+    /// Stores its own body (or is not a queue message).
+    Own,
+    /// The first of `n` messages carrying this body: it writes the shared body.
+    First(u32),
+    /// Carries the body the item at this index writes.
+    Same(usize),
+}
+
+/// Marks the queue messages of `items` whose body (message id, attributes and payload)
+/// is that of an earlier one. A publish's deliveries are adjacent and a delivery queue's
+/// message is the same for every subscription, so comparing with the last distinct body
+/// finds them; a FIFO message with a deduplication id keeps its own, since it may turn
+/// out a duplicate and not be stored at all.
+fn find_shared(items: &[Delivery]) -> Vec<Share> {
+    let mut share = vec![Share::Own; items.len()];
+    let mut first: Option<(usize, &NewMessage)> = None;
+    for (i, item) in items.iter().enumerate() {
+        let Delivery::Queue(_, m) = item else {
+            continue;
+        };
+        if m.dedup_id.is_some() {
+            continue;
+        }
+        match first {
+            Some((f, fm))
+                if fm.message_id == m.message_id
+                    && fm.payload == m.payload
+                    && fm.attributes == m.attributes =>
+            {
+                share[f] = match share[f] {
+                    Share::First(n) => Share::First(n + 1),
+                    _ => Share::First(2),
+                };
+                share[i] = Share::Same(f);
+            }
+            _ => first = Some((i, m)),
+        }
+    }
+    share
+}
+
+/// The writes that delete a message; a shared body it carries goes to `released`, for
+/// [`Embedded::release`] to delete once no other message carries it.
+fn delete_ops(
+    queue_id: u64,
+    seq: u64,
+    e: &Entry,
+    ops: &mut Vec<Op>,
+    released: &mut Vec<NonZeroU64>,
+) {
+    let key = codec::msg_key(queue_id, seq).to_vec();
+    match e.shared {
+        Some(id) => released.push(id),
+        None => ops.push(Op::Delete(Space::Messages, key.clone())),
+    }
+    ops.push(Op::Delete(Space::State, key));
 }
 
 impl Embedded {
@@ -192,6 +267,7 @@ impl Embedded {
             by_id: RwLock::default(),
             streams: RwLock::default(),
             next_id: Mutex::new(1),
+            shared: SharedBodies::default(),
         };
         if let Some(v) = store.spaces.meta.get(META_NEXT_ID)? {
             store.note_id(
@@ -225,6 +301,7 @@ impl Embedded {
 
     fn recover(&self) -> Result<(), StorageError> {
         let now = now_ms();
+        let mut refs: HashMap<NonZeroU64, u32> = HashMap::new();
         for (name, raw) in self.list_meta(META_QUEUE)? {
             let rec: QueueRecord = serde_json::from_slice(&raw)
                 .map_err(|e| StorageError(format!("queue record {name:?} is corrupt: {e}")))?;
@@ -244,12 +321,16 @@ impl Embedded {
                         )));
                     };
                     last = last.max(seq);
+                    if let Some(id) = e.shared {
+                        *refs.entry(id).or_default() += 1;
+                    }
                     idx.insert(seq, e, now);
                 }
                 h.next_seq.store(last + 1, Ordering::Relaxed);
             }
             self.install(h);
         }
+        self.recover_shared(refs)?;
         let by_id = self.by_id.read().expect("never poisoned");
         for kv in self.spaces.dedup.iter() {
             let (k, v) = kv.into_inner()?;
@@ -271,6 +352,62 @@ impl Embedded {
             }
         }
         Ok(())
+    }
+
+    /// Takes the reference counts of shared bodies found in the queues, and deletes the
+    /// shared bodies no message carries any more (their last one was in a queue deleted
+    /// while it was being published to).
+    fn recover_shared(&self, refs: HashMap<NonZeroU64, u32>) -> Result<(), StorageError> {
+        let mut last = refs.keys().map(|id| id.get()).max().unwrap_or(0);
+        let mut orphans = Vec::new();
+        for k in self.spaces.messages.prefix(codec::SHARED_PREFIX) {
+            let k = k.key()?;
+            let Some(id) = codec::split_msg_key(&k).and_then(|(_, id)| NonZeroU64::new(id)) else {
+                continue;
+            };
+            last = last.max(id.get());
+            if !refs.contains_key(&id) {
+                orphans.push(Op::Delete(Space::Messages, k.to_vec()));
+            }
+        }
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "deleting shared message bodies no message carries"
+            );
+            // Lost in a crash, they are found again at the next start.
+            self.committer.submit(orphans);
+        }
+        self.shared.next.store(last + 1, Ordering::Relaxed);
+        *self.shared.refs.lock().expect("never poisoned") = refs;
+        Ok(())
+    }
+
+    /// Hands `ops`, writes that delete messages, to `send` with the deletion of every
+    /// shared body whose last carrier is among them (`released` names what they carried).
+    /// Counted and handed over under one lock, so the write that deletes a body is logged
+    /// after every write that dropped another carrier of it: replaying the log never
+    /// leaves a message whose body is gone.
+    fn release<R>(
+        &self,
+        released: Vec<NonZeroU64>,
+        mut ops: Vec<Op>,
+        send: impl FnOnce(&Committer, Vec<Op>) -> R,
+    ) -> R {
+        if released.is_empty() {
+            return send(&self.committer, ops);
+        }
+        let mut refs = self.shared.refs.lock().expect("never poisoned");
+        for id in released {
+            if let Some(n) = refs.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    refs.remove(&id);
+                    ops.push(Op::Delete(Space::Messages, codec::shared_key(id).to_vec()));
+                }
+            }
+        }
+        send(&self.committer, ops)
     }
 
     fn install(&self, h: Arc<QueueHandle>) {
@@ -372,6 +509,14 @@ impl Embedded {
         self.by_id.write().expect("never poisoned").remove(&h.id);
         h.deleted.store(true, Ordering::Release);
         h.arrivals.notify_waiters();
+        // Emptied so that nothing releases a shared body twice: an ack or an expiry now
+        // finds the messages gone.
+        let released: Vec<NonZeroU64> = h
+            .lock_index()
+            .purge()
+            .into_iter()
+            .filter_map(|(_, e)| e.shared)
+            .collect();
         let mut ops = vec![Op::Delete(
             Space::Meta,
             format!("{META_QUEUE}{name}").into_bytes(),
@@ -389,7 +534,9 @@ impl Embedded {
                 ops.push(Op::Delete(space, kv.key()?.to_vec()));
             }
         }
-        self.committer.commit(ops).await.map_err(StorageError)?;
+        self.release(released, ops, |c, ops| c.send(ops))
+            .await
+            .map_err(StorageError)?;
         Ok(true)
     }
 
@@ -437,8 +584,14 @@ impl Embedded {
             pending,
             appended,
             claimed,
+            new_shared,
         } = self.stage(items);
         if let Err(e) = durable.await {
+            let mut refs = self.shared.refs.lock().expect("never poisoned");
+            for (id, _) in &new_shared {
+                refs.remove(id);
+            }
+            drop(refs);
             // Forget the dedup ids claimed above, so a retry of this publish is not taken
             // for a duplicate of something that was never stored.
             for (h, id) in claimed {
@@ -516,12 +669,16 @@ impl Embedded {
         }
 
         let now = now_ms();
+        let share = find_shared(&items);
+        // The shared body id of each item that writes one, by index.
+        let mut shared_ids: Vec<Option<NonZeroU64>> = Vec::new();
         let mut ops = Vec::with_capacity(items.len() * 2);
         let mut results = Vec::with_capacity(items.len());
         let mut pending: Vec<NewEntry> = Vec::with_capacity(items.len());
         let mut appended: Vec<(Arc<StreamHandle>, u32, u64)> = Vec::new();
         let mut claimed: Vec<(Arc<QueueHandle>, String)> = Vec::new();
-        for item in items {
+        let mut new_shared: Vec<(NonZeroU64, u32)> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
             let (h, m) = match item {
                 Delivery::Queue(h, m) => (h, m),
                 Delivery::Stream(h, shard, rec) => {
@@ -561,6 +718,34 @@ impl Embedded {
                 }
             }
             let seq = h.next_seq.fetch_add(1, Ordering::Relaxed);
+            let key = codec::msg_key(h.id, seq).to_vec();
+            let body = || {
+                codec::encode_body(&Body {
+                    message_id: m.message_id,
+                    attributes: m.attributes,
+                    payload: m.payload,
+                })
+            };
+            let shared = match share[i] {
+                Share::Own => {
+                    ops.push(Op::Put(Space::Messages, key.clone(), body()));
+                    None
+                }
+                Share::First(n) => {
+                    let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+                    let id = NonZeroU64::new(id).expect("shared body ids start at 1");
+                    ops.push(Op::Put(
+                        Space::Messages,
+                        codec::shared_key(id).to_vec(),
+                        body(),
+                    ));
+                    new_shared.push((id, n));
+                    shared_ids.resize(i + 1, None);
+                    shared_ids[i] = Some(id);
+                    Some(id)
+                }
+                Share::Same(f) => shared_ids[f],
+            };
             let entry = Entry {
                 sent_at: now,
                 visible_at: now + m.delay_ms,
@@ -568,20 +753,19 @@ impl Embedded {
                 state: MsgState::Visible,
                 group: m.group,
                 origin: None,
+                shared,
             };
-            let key = codec::msg_key(h.id, seq).to_vec();
-            ops.push(Op::Put(
-                Space::Messages,
-                key.clone(),
-                codec::encode_body(&Body {
-                    message_id: m.message_id,
-                    attributes: m.attributes,
-                    payload: m.payload,
-                }),
-            ));
             ops.push(Op::Put(Space::State, key, codec::encode_state(&entry)));
             pending.push((h, seq, entry));
             results.push(Stored::Queue(Enqueued::Stored));
+        }
+        if !new_shared.is_empty() {
+            // Counted before the write is handed over: a message read before the sync
+            // may be acknowledged before this store returns.
+            let mut refs = self.shared.refs.lock().expect("never poisoned");
+            for (id, n) in &new_shared {
+                refs.insert(*id, *n);
+            }
         }
         let (early, durable) = if pending
             .iter()
@@ -615,6 +799,7 @@ impl Embedded {
             pending,
             appended,
             claimed,
+            new_shared,
         }
     }
 
@@ -641,7 +826,7 @@ impl Embedded {
         let mut out = Vec::with_capacity(taken.received.len());
         for (seq, e) in &taken.received {
             let key = codec::msg_key(h.id, *seq);
-            let Some(body) = self.read_body(&key)? else {
+            let Some(body) = self.read_body(&codec::body_key(h.id, *seq, e))? else {
                 tracing::error!(queue = %h.name, seq, "message body missing; dropping it from the index");
                 h.lock_index().remove(*seq);
                 continue;
@@ -739,8 +924,13 @@ impl Embedded {
         let mut moved = Vec::with_capacity(entries.len());
         for (seq, e) in entries {
             let old = codec::msg_key(from.id, seq);
-            let Some(body) = self.body_bytes(&old)? else {
-                continue;
+            // A shared body stays where it is: the moved message still carries it.
+            let body = match e.shared {
+                Some(_) => None,
+                None => match self.body_bytes(&old)? {
+                    Some(body) => Some(body),
+                    None => continue,
+                },
             };
             let new_seq = to.next_seq.fetch_add(1, Ordering::Relaxed);
             let new_key = codec::msg_key(to.id, new_seq).to_vec();
@@ -757,10 +947,13 @@ impl Embedded {
                 state: MsgState::Visible,
                 group: if to.fifo { e.group } else { None },
                 origin,
+                shared: e.shared,
             };
-            ops.push(Op::Delete(Space::Messages, old.to_vec()));
+            if let Some(body) = body {
+                ops.push(Op::Delete(Space::Messages, old.to_vec()));
+                ops.push(Op::Put(Space::Messages, new_key.clone(), body.to_vec()));
+            }
             ops.push(Op::Delete(Space::State, old.to_vec()));
-            ops.push(Op::Put(Space::Messages, new_key.clone(), body.to_vec()));
             ops.push(Op::Put(Space::State, new_key, codec::encode_state(&ne)));
             moved.push((new_seq, ne));
         }
@@ -802,32 +995,37 @@ impl Embedded {
         receipts: &[String],
     ) -> Result<Vec<Result<(), ReceiptError>>, StorageError> {
         let mut ops = Vec::with_capacity(receipts.len() * 2);
+        let mut released = Vec::new();
         let mut verdicts = Vec::with_capacity(receipts.len());
         {
             let mut idx = h.lock_index();
             for r in receipts {
                 let v = parse_receipt(h.id, r).and_then(|(seq, rc)| {
                     idx.ack(seq, rc)
-                        .map(|_| seq)
+                        .map(|e| (seq, e))
                         .map_err(|p| receipt_error(p, r))
                 });
                 match v {
-                    Ok(seq) => {
-                        let key = codec::msg_key(h.id, seq).to_vec();
-                        ops.push(Op::Delete(Space::Messages, key.clone()));
-                        ops.push(Op::Delete(Space::State, key));
+                    Ok((seq, e)) => {
+                        delete_ops(h.id, seq, &e, &mut ops, &mut released);
                         verdicts.push(Ok(()));
                     }
                     Err(e) => verdicts.push(Err(e)),
                 }
             }
         }
-        if h.lazy_sync {
-            // A delivery's ack lost in a crash only repeats the delivery (at-least-once),
-            // so the worker does not wait for the sync.
-            self.committer.submit(ops);
-        } else if !ops.is_empty() {
-            self.committer.commit(ops).await.map_err(StorageError)?;
+        let durable = self.release(released, ops, |c, ops| {
+            if h.lazy_sync {
+                // A delivery's ack lost in a crash only repeats the delivery
+                // (at-least-once), so the worker does not wait for the sync.
+                c.submit(ops);
+                None
+            } else {
+                (!ops.is_empty()).then(|| c.send(ops))
+            }
+        });
+        if let Some(durable) = durable {
+            durable.await.map_err(StorageError)?;
         }
         Ok(verdicts)
     }
@@ -862,15 +1060,16 @@ impl Embedded {
 
     /// Deletes every message in the queue; returns how many.
     pub async fn purge(&self, h: &Arc<QueueHandle>) -> Result<u64, StorageError> {
-        let seqs = h.lock_index().purge();
-        let mut ops = Vec::with_capacity(seqs.len() * 2);
-        for seq in &seqs {
-            let key = codec::msg_key(h.id, *seq).to_vec();
-            ops.push(Op::Delete(Space::Messages, key.clone()));
-            ops.push(Op::Delete(Space::State, key));
+        let gone = h.lock_index().purge();
+        let mut ops = Vec::with_capacity(gone.len() * 2);
+        let mut released = Vec::new();
+        for (seq, e) in &gone {
+            delete_ops(h.id, *seq, e, &mut ops, &mut released);
         }
-        self.committer.commit(ops).await.map_err(StorageError)?;
-        Ok(seqs.len() as u64)
+        self.release(released, ops, |c, ops| c.send(ops))
+            .await
+            .map_err(StorageError)?;
+        Ok(gone.len() as u64)
     }
 
     pub fn counts(&self, h: &QueueHandle) -> Counts {
@@ -925,6 +1124,7 @@ impl Embedded {
     pub fn sweep(&self) {
         let now = now_ms();
         let mut ops = Vec::new();
+        let mut released = Vec::new();
         if let Err(e) = self.sweep_streams(&mut ops) {
             tracing::error!(error = %e, "sweeping streams failed");
         }
@@ -937,10 +1137,8 @@ impl Embedded {
             .collect();
         for h in queues {
             let retention_ms = h.spec().retention_s * 1000;
-            for seq in h.lock_index().expire(now, retention_ms) {
-                let key = codec::msg_key(h.id, seq).to_vec();
-                ops.push(Op::Delete(Space::Messages, key.clone()));
-                ops.push(Op::Delete(Space::State, key));
+            for (seq, e) in h.lock_index().expire(now, retention_ms) {
+                delete_ops(h.id, seq, &e, &mut ops, &mut released);
             }
             h.dedup
                 .lock()
@@ -953,7 +1151,7 @@ impl Embedded {
                     keep
                 });
         }
-        self.committer.submit(ops);
+        self.release(released, ops, |c, ops| c.submit(ops));
     }
 }
 
@@ -1024,6 +1222,104 @@ mod tests {
         }
     }
 
+    /// Shared bodies in fjall, once everything handed over is there.
+    async fn shared_bodies(s: &Embedded) -> usize {
+        s.committer.settle().await.unwrap();
+        s.spaces.messages.prefix(codec::SHARED_PREFIX).count()
+    }
+
+    #[tokio::test]
+    async fn a_body_several_messages_carry_is_stored_once_until_the_last_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let dlq = s.put_queue("dlq", QueueSpec::default()).await.unwrap();
+            let redriven = QueueSpec {
+                redrive_policy: Some(crate::model::RedrivePolicy {
+                    dead_letter_queue: "dlq".into(),
+                    max_receive_count: 1,
+                }),
+                ..QueueSpec::default()
+            };
+            let a = s.put_queue("a", redriven).await.unwrap();
+            let b = s.put_queue("b", QueueSpec::default()).await.unwrap();
+            let c = s.put_queue("c", QueueSpec::default()).await.unwrap();
+            let other = NewMessage {
+                payload: br#"{"n":"other"}"#.to_vec(),
+                ..msg("m1")
+            };
+            s.enqueue(vec![
+                (a.clone(), msg("m1")),
+                (b.clone(), msg("m1")),
+                (c.clone(), msg("m1")),
+                (c.clone(), other),
+            ])
+            .await
+            .unwrap();
+            assert_eq!(shared_bodies(&s).await, 1);
+            // Only the message whose payload differs has a body of its own.
+            let own = |q: &QueueHandle| s.spaces.messages.prefix(codec::queue_prefix(q.id)).count();
+            assert_eq!((own(&a), own(&b), own(&c)), (0, 0, 1));
+
+            // Moved to the dead-letter queue, the message still carries the body.
+            assert_eq!(
+                s.receive(&a, 1, 0).await.unwrap()[0].payload,
+                br#"{"n":"m1"}"#
+            );
+            assert!(s.receive(&a, 1, 0).await.unwrap().is_empty());
+            assert_eq!(s.counts(&dlq).visible, 1);
+            let got = s.receive(&b, 10, 60_000).await.unwrap();
+            assert_eq!(got[0].payload, br#"{"n":"m1"}"#);
+            s.ack(&b, &[got[0].receipt.clone()]).await.unwrap();
+            assert_eq!(shared_bodies(&s).await, 1);
+        }
+        // The carriers left (the dead letter and c's) are counted again at start.
+        let s = Embedded::open(dir.path()).unwrap();
+        let (c, dlq) = (s.queue("c").unwrap(), s.queue("dlq").unwrap());
+        assert_eq!(s.purge(&c).await.unwrap(), 2);
+        assert_eq!(shared_bodies(&s).await, 1);
+        let got = s.receive(&dlq, 10, 60_000).await.unwrap();
+        assert_eq!(got[0].payload, br#"{"n":"m1"}"#);
+        s.ack(&dlq, &[got[0].receipt.clone()]).await.unwrap();
+        assert_eq!(shared_bodies(&s).await, 0);
+    }
+
+    #[tokio::test]
+    async fn deleting_queues_releases_their_shared_bodies_and_orphans_go_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let a = s.put_queue("a", QueueSpec::default()).await.unwrap();
+            let b = s.put_queue("b", QueueSpec::default()).await.unwrap();
+            s.enqueue(vec![(a.clone(), msg("m1")), (b.clone(), msg("m1"))])
+                .await
+                .unwrap();
+            assert!(s.delete_queue("a").await.unwrap());
+            assert_eq!(shared_bodies(&s).await, 1);
+            assert_eq!(
+                s.receive(&b, 1, 0).await.unwrap()[0].payload,
+                br#"{"n":"m1"}"#
+            );
+            assert!(s.delete_queue("b").await.unwrap());
+            assert_eq!(shared_bodies(&s).await, 0);
+            // A shared body no message carries, as a crash in the middle of deleting a
+            // queue that was being published to could leave.
+            let orphan = NonZeroU64::new(41).unwrap();
+            s.committer
+                .commit(vec![Op::Put(
+                    Space::Messages,
+                    codec::shared_key(orphan).to_vec(),
+                    b"body".to_vec(),
+                )])
+                .await
+                .unwrap();
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        assert_eq!(shared_bodies(&s).await, 0);
+        // Its id is not handed out again.
+        assert!(s.shared.next.load(Ordering::Relaxed) > 41);
+    }
+
     #[tokio::test]
     async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -1044,6 +1340,7 @@ mod tests {
                 state: MsgState::Visible,
                 group: None,
                 origin: None,
+                shared: None,
             };
             let body = Body {
                 message_id: "replayed".into(),

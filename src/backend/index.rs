@@ -9,6 +9,7 @@
 use super::seqmap::{SeqMap, SeqSet};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 /// What the index keeps per message.
@@ -27,6 +28,8 @@ pub struct Entry {
     pub group: Option<Arc<str>>,
     /// For a message moved to a dead-letter queue: the queue id it came from.
     pub origin: Option<u64>,
+    /// The shared body the message carries, if it has none of its own.
+    pub shared: Option<NonZeroU64>,
 }
 
 /// Where a message stands. `visible_at` says until when a non-visible message waits.
@@ -394,23 +397,25 @@ impl QueueIndex {
     }
 
     /// Removes and returns messages older than `retention_ms`, oldest first.
-    pub fn expire(&mut self, now: u64, retention_ms: u64) -> Vec<u64> {
+    pub fn expire(&mut self, now: u64, retention_ms: u64) -> Vec<(u64, Entry)> {
         let mut out = Vec::new();
         while let Some((seq, e)) = self.entries.first_key_value() {
             if e.sent_at.saturating_add(retention_ms) > now {
                 break;
             }
-            self.remove(seq);
-            out.push(seq);
+            let e = self.remove(seq).expect("the first entry exists");
+            out.push((seq, e));
         }
         out
     }
 
-    /// Removes every message.
-    pub fn purge(&mut self) -> Vec<u64> {
-        let seqs: Vec<u64> = self.entries.keys().collect();
-        *self = Self::new(self.fifo);
-        seqs
+    /// Removes every message and returns them.
+    pub fn purge(&mut self) -> Vec<(u64, Entry)> {
+        let old = std::mem::replace(self, Self::new(self.fifo));
+        old.entries
+            .iter()
+            .map(|(seq, e)| (seq, e.clone()))
+            .collect()
     }
 
     /// Every message, oldest first (for moving a dead-letter queue back).
@@ -441,6 +446,7 @@ mod tests {
             state: MsgState::Visible,
             group: group.map(Arc::from),
             origin: None,
+            shared: None,
         }
     }
 
@@ -552,7 +558,8 @@ mod tests {
         q.insert(2, entry(5, 50, None), 5);
         q.insert(3, entry(20, 20, None), 20);
         q.take(20, 1, 100, None);
-        assert_eq!(q.expire(26, 20), [1, 2]);
+        let expired: Vec<u64> = q.expire(26, 20).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(expired, [1, 2]);
         assert_eq!(
             q.counts(26),
             Counts {

@@ -19,11 +19,14 @@ use std::time::Duration;
 /// park a message past its policy's reach.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// The stored form of a delivery: the envelope the publish path wrote.
+/// The stored form of a delivery: the envelope the publish path wrote. It names no
+/// subscription (the worker knows its own, see [`super::with_subscription`]) unless it
+/// was stored before that was so.
 #[derive(Debug, Deserialize)]
 pub struct Notification<'a> {
     pub message_id: &'a str,
     pub topic: &'a str,
+    #[serde(default)]
     pub subscription: &'a str,
     #[serde(borrow)]
     pub message: &'a RawValue,

@@ -47,6 +47,23 @@ pub fn delivery_queue_name(topic: &str, subscription: &str) -> String {
     format!("{topic}:{subscription}")
 }
 
+/// A delivery queue's stored envelope, which the publish path writes without a
+/// subscription so that every delivery queue of a publish stores the same bytes, with
+/// `subscription` added as its last member: the envelope a queue subscription of the same
+/// publish receives. The stored envelope is a JSON object as serde_json writes it, so it
+/// ends with its closing brace.
+pub fn with_subscription(envelope: &[u8], subscription: &str) -> Vec<u8> {
+    let Some((b'}', members)) = envelope.split_last() else {
+        return envelope.to_vec();
+    };
+    let mut out = Vec::with_capacity(envelope.len() + subscription.len() + 20);
+    out.extend_from_slice(members);
+    out.extend_from_slice(b",\"subscription\":");
+    serde_json::to_writer(&mut out, subscription).expect("strings serialize");
+    out.push(b'}');
+    out
+}
+
 /// Whether a queue is internal (a delivery queue) rather than a user's.
 pub fn is_internal(queue: &str) -> bool {
     queue.contains(':')
@@ -345,18 +362,22 @@ impl Worker {
 
     async fn attempt(&self, m: Received) {
         let attempt = m.receive_count;
-        let n: Notification<'_> = match serde_json::from_slice(&m.payload) {
+        let mut n: Notification<'_> = match serde_json::from_slice(&m.payload) {
             Ok(n) => n,
             Err(e) => {
-                return self
-                    .give_up(&m, &format!("stored delivery is unreadable: {e}"))
-                    .await;
+                let reason = format!("stored delivery is unreadable: {e}");
+                return self.give_up(&m, &m.payload, &reason).await;
             }
         };
+        let full = n.subscription.is_empty().then(|| {
+            n.subscription = &self.subscription;
+            with_subscription(&m.payload, &self.subscription)
+        });
+        let envelope = full.as_deref().unwrap_or(&m.payload);
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
         let outcome = match &self.target {
             Target::Http { endpoint, raw, url } => {
-                let req = http::build(endpoint, *raw, &m.payload, &n, attempt, now_ms() / 1000);
+                let req = http::build(endpoint, *raw, envelope, &n, attempt, now_ms() / 1000);
                 http::send(&self.client, endpoint, url.as_ref(), req, self.deny_private).await
             }
             Target::Function(f) => self.invoke(f, &n, &m).await,
@@ -394,12 +415,12 @@ impl Worker {
                         self.metrics.retries.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
-                        self.give_up(&m, &format!("{reason} (after {attempt} attempts)"))
-                            .await
+                        let reason = format!("{reason} (after {attempt} attempts)");
+                        self.give_up(&m, envelope, &reason).await
                     }
                 }
             }
-            Outcome::Failed { reason } => self.give_up(&m, &reason).await,
+            Outcome::Failed { reason } => self.give_up(&m, envelope, &reason).await,
         }
     }
 
@@ -453,8 +474,9 @@ impl Worker {
     }
 
     /// The last attempt failed: to the dead-letter queue with the reason and the attempt
-    /// count, or dropped with an error log when the subscription has none.
-    async fn give_up(&self, m: &Received, reason: &str) {
+    /// count, or dropped with an error log when the subscription has none. `envelope` is
+    /// what the dead-letter queue receives: the delivery's envelope, subscription included.
+    async fn give_up(&self, m: &Received, envelope: &[u8], reason: &str) {
         let attempts = m.receive_count;
         let dlq = self
             .dead_letter_queue
@@ -474,7 +496,7 @@ impl Worker {
                         dlq,
                         NewMessage {
                             message_id: m.message_id.clone(),
-                            payload: m.payload.clone(),
+                            payload: envelope.to_vec(),
                             attributes: serde_json::to_vec(&attributes)
                                 .expect("JSON values serialize"),
                             delay_ms: 0,

@@ -43,16 +43,22 @@ struct Checked {
 }
 
 /// The SNS-style notification a subscriber receives unless raw delivery is on.
+///
+/// The subscription comes last and is left out of what a delivery queue stores: every
+/// `http` and `function` subscription of a publish then stores the same bytes, which the
+/// backend keeps once, and the worker appends its own subscription
+/// ([`crate::deliver::with_subscription`]), giving what this serializes with it.
 #[derive(Serialize)]
 struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     message_id: &'a str,
     topic: &'a str,
-    subscription: &'a str,
     message: &'a RawValue,
     attributes: &'a RawValue,
     published_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<&'a str>,
 }
 
 impl Router {
@@ -169,26 +175,28 @@ impl Router {
             let sns_attrs_bytes = sns_attrs.get().as_bytes().to_vec();
             // Parsed only when a stream subscription needs a partition key from it.
             let mut parsed: Option<Option<serde_json::Value>> = None;
+            let envelope = |subscription: Option<&str>| {
+                serde_json::to_vec(&Envelope {
+                    kind: "Notification",
+                    message_id: &message_id,
+                    topic: &t.name,
+                    message: &req.message,
+                    attributes: &sns_attrs,
+                    published_at: &published_at,
+                    subscription,
+                })
+                .expect("envelope serializes")
+            };
+            // What every delivery queue of this publish stores, built for the first.
+            let mut for_workers: Option<Vec<u8>> = None;
             for id in matched {
                 let name = &t.sub_order[id as usize];
                 let sub = &t.subscriptions[name];
-                let envelope = || {
-                    serde_json::to_vec(&Envelope {
-                        kind: "Notification",
-                        message_id: &message_id,
-                        topic: &t.name,
-                        subscription: name,
-                        message: &req.message,
-                        attributes: &sns_attrs,
-                        published_at: &published_at,
-                    })
-                    .expect("envelope serializes")
-                };
                 let payload = || {
                     if sub.raw_message_delivery {
                         body.to_vec()
                     } else {
-                        envelope()
+                        envelope(Some(name))
                     }
                 };
                 match &sub.endpoint {
@@ -204,7 +212,7 @@ impl Router {
                                 message_id: message_id.clone(),
                                 // The worker needs everything the envelope carries,
                                 // whatever format it finally sends.
-                                payload: envelope(),
+                                payload: for_workers.get_or_insert_with(|| envelope(None)).clone(),
                                 attributes: b"{}".to_vec(),
                                 delay_ms: 0,
                                 group: None,
@@ -353,4 +361,33 @@ pub(crate) fn fifo_ids(
         }
     };
     Ok((Some(Arc::from(group.as_str())), Some(dedup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_completes_the_stored_envelope_into_the_one_a_queue_receives() {
+        let message = RawValue::from_string(r#"{"order":"o-1","note":"}"}"#.into()).unwrap();
+        let attributes =
+            RawValue::from_string(r#"{"k":{"Type":"String","Value":"v"}}"#.into()).unwrap();
+        let envelope = |subscription| {
+            serde_json::to_vec(&Envelope {
+                kind: "Notification",
+                message_id: "m-1",
+                topic: "orders",
+                message: &message,
+                attributes: &attributes,
+                published_at: "2026-01-01T00:00:00.000Z",
+                subscription,
+            })
+            .unwrap()
+        };
+        let stored = envelope(None);
+        assert_eq!(
+            crate::deliver::with_subscription(&stored, "email-v2"),
+            envelope(Some("email-v2"))
+        );
+    }
 }

@@ -240,6 +240,7 @@ async fn a_failed_invocation_publishes_nothing_and_ends_in_the_dead_letter_queue
         .await;
     let dead = eventually_received(&server, "dead", 1, Duration::from_secs(20)).await;
     assert_eq!(dead[0]["attributes"]["Attempts"]["Value"], "2");
+    assert_eq!(dead[0]["message"]["subscription"], "f");
     assert!(
         receive_all(&server, "out").await.is_empty(),
         "a failed invocation's publishes are discarded"

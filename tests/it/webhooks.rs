@@ -310,6 +310,8 @@ async fn a_400_is_not_retried_and_goes_to_the_dead_letter_queue_with_the_reason(
     assert_eq!(rx.hits().len(), 1, "a 400 is not retried");
     assert_eq!(dead[0]["message_id"], json!(id));
     assert_eq!(dead[0]["message"]["message"], json!({"y": 2}));
+    // The dead letter is the envelope the endpoint was sent, naming the subscription.
+    assert_eq!(dead[0]["message"]["subscription"], "s");
     assert_eq!(dead[0]["attributes"]["Attempts"]["Value"], "1");
     assert!(
         dead[0]["attributes"]["ErrorMessage"]["Value"]
