@@ -112,7 +112,7 @@ pub fn encode_state(e: &Entry) -> Vec<u8> {
     v.extend_from_slice(&e.visible_at.to_be_bytes());
     v.extend_from_slice(&e.sent_at.to_be_bytes());
     // Queue ids start at 1, so 0 means "no origin".
-    v.extend_from_slice(&e.origin.unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(&e.origin.map_or(0, NonZeroU64::get).to_be_bytes());
     put_str16(&mut v, g.as_bytes());
     if let Some(id) = e.shared {
         v.extend_from_slice(&id.get().to_be_bytes());
@@ -129,7 +129,7 @@ pub fn decode_state(v: &[u8]) -> Option<Entry> {
     let receive_count = r.u32()?;
     let visible_at = r.u64()?;
     let sent_at = r.u64()?;
-    let origin = Some(r.u64()?).filter(|&o| o != 0);
+    let origin = NonZeroU64::new(r.u64()?);
     let g = r.str16()?;
     let group = (!g.is_empty())
         .then(|| std::str::from_utf8(g).ok().map(Arc::<str>::from))
@@ -218,7 +218,7 @@ mod tests {
             receive_count: 3,
             state: MsgState::Visible,
             group: Some("g".into()),
-            origin: Some(7),
+            origin: NonZeroU64::new(7),
             shared: None,
         };
         assert_eq!(decode_state(&encode_state(&e)), Some(e.clone()));

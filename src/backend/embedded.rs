@@ -938,7 +938,7 @@ impl Embedded {
                 // Back to where it came from: it is no longer a dead letter.
                 None
             } else {
-                Some(from.id)
+                NonZeroU64::new(from.id)
             };
             let ne = Entry {
                 sent_at: e.sent_at,
@@ -1087,7 +1087,9 @@ impl Embedded {
             idx.promote(now);
             for seq in idx.seqs() {
                 let e = idx.get(seq).expect("seq listed above");
-                let Some(origin) = e.origin else { continue };
+                let Some(origin) = e.origin.map(NonZeroU64::get) else {
+                    continue;
+                };
                 if e.state != MsgState::Visible || !by_id.contains_key(&origin) {
                     continue;
                 }
