@@ -1322,6 +1322,149 @@ mod tests {
         assert!(s.shared.next.load(Ordering::Relaxed) > 41);
     }
 
+    /// What a randomised run of [`shared_bodies_follow_their_carriers`] does.
+    #[derive(Debug, Clone)]
+    enum StoreOp {
+        /// One message to each queue of the mask (bit i: `QUEUES[i]`), as a fan-out.
+        Publish(u8),
+        /// Receives up to 10 (visible again at once), then acknowledges them or not.
+        Receive(usize, bool),
+        Purge(usize),
+        /// Deletes the queue and creates it again, empty.
+        Recreate(usize),
+        Reopen,
+    }
+
+    /// `a` sends what it received twice to `d`; `a` and `d` are one family in the model,
+    /// which cannot tell when a message moves.
+    const QUEUES: [&str; 4] = ["a", "b", "c", "d"];
+    const FAMILY: [usize; 4] = [0, 1, 2, 0];
+
+    fn store_op() -> impl proptest::strategy::Strategy<Value = StoreOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1u8..8).prop_map(StoreOp::Publish),
+            4 => (0usize..4, any::<bool>()).prop_map(|(q, ack)| StoreOp::Receive(q, ack)),
+            1 => (1usize..3).prop_map(StoreOp::Purge),
+            1 => Just(StoreOp::Recreate(2)),
+            1 => Just(StoreOp::Reopen),
+        ]
+    }
+
+    async fn open_queues(s: &Embedded) -> Vec<Arc<QueueHandle>> {
+        let mut out = Vec::new();
+        for name in QUEUES {
+            let spec = match name {
+                "a" => QueueSpec {
+                    redrive_policy: Some(crate::model::RedrivePolicy {
+                        dead_letter_queue: "d".into(),
+                        max_receive_count: 2,
+                    }),
+                    ..QueueSpec::default()
+                },
+                _ => QueueSpec::default(),
+            };
+            out.push(s.put_queue(name, spec).await.unwrap());
+        }
+        out
+    }
+
+    /// Runs `ops` against the store and a model of which messages each queue family
+    /// holds; then every message is received with its body and acknowledged, after
+    /// which no body of any kind is left.
+    async fn run_store_ops(ops: &[StoreOp]) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Embedded::open(dir.path()).unwrap();
+        let mut qs = open_queues(&s).await;
+        let mut model: [std::collections::BTreeMap<String, usize>; 3] = Default::default();
+        let mut published = 0;
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                StoreOp::Publish(mask) => {
+                    let id = format!("m{published}");
+                    published += 1;
+                    let mut items = Vec::new();
+                    for (q, h) in qs.iter().enumerate() {
+                        if mask & (1 << q) != 0 {
+                            items.push((h.clone(), msg(&id)));
+                            *model[FAMILY[q]].entry(id.clone()).or_default() += 1;
+                        }
+                    }
+                    s.enqueue(items).await.unwrap();
+                }
+                StoreOp::Receive(q, ack) => {
+                    let got = s.receive(&qs[*q], 10, 0).await.unwrap();
+                    for m in &got {
+                        let expected = format!(r#"{{"n":"{}"}}"#, m.message_id);
+                        assert_eq!(m.payload, expected.as_bytes(), "op {i}: {op:?}");
+                    }
+                    if *ack {
+                        let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+                        let verdicts = s.ack(&qs[*q], &receipts).await.unwrap();
+                        assert!(verdicts.iter().all(Result::is_ok), "op {i}: {op:?}");
+                        for m in &got {
+                            let held = model[FAMILY[*q]].get_mut(&m.message_id).unwrap();
+                            *held -= 1;
+                            if *held == 0 {
+                                model[FAMILY[*q]].remove(&m.message_id);
+                            }
+                        }
+                    }
+                }
+                StoreOp::Purge(q) => {
+                    s.purge(&qs[*q]).await.unwrap();
+                    model[FAMILY[*q]].clear();
+                }
+                StoreOp::Recreate(q) => {
+                    assert!(s.delete_queue(QUEUES[*q]).await.unwrap());
+                    qs[*q] = s.put_queue(QUEUES[*q], QueueSpec::default()).await.unwrap();
+                    model[FAMILY[*q]].clear();
+                }
+                StoreOp::Reopen => {
+                    drop(qs);
+                    drop(s);
+                    s = Embedded::open(dir.path()).unwrap();
+                    qs = open_queues(&s).await;
+                }
+            }
+        }
+        for (family, expected) in model.iter().enumerate() {
+            let mut held = std::collections::BTreeMap::new();
+            for q in (0..QUEUES.len()).filter(|&q| FAMILY[q] == family) {
+                loop {
+                    let got = s.receive(&qs[q], 10, 600_000).await.unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    for m in &got {
+                        let body = format!(r#"{{"n":"{}"}}"#, m.message_id);
+                        assert_eq!(m.payload, body.as_bytes());
+                        *held.entry(m.message_id.clone()).or_default() += 1;
+                    }
+                    let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+                    s.ack(&qs[q], &receipts).await.unwrap();
+                }
+            }
+            assert_eq!(&held, expected, "family of {}", QUEUES[family]);
+        }
+        assert_eq!(shared_bodies(&s).await, 0);
+        assert_eq!(
+            s.spaces.messages.iter().count(),
+            0,
+            "a body outlived its messages"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        #[test]
+        fn shared_bodies_follow_their_carriers(ops in proptest::collection::vec(store_op(), 0..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(run_store_ops(&ops));
+        }
+    }
+
     #[tokio::test]
     async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
