@@ -11,7 +11,7 @@ use serde_json::json;
 use switchyard::client::{Client, Publish, QueueSpec, SendMessage, SubscriptionSpec, TopicSpec};
 use tokio::task::JoinSet;
 
-use crate::harness::{drain, eventually, spawn_server};
+use crate::harness::{TestServer, drain, eventually, spawn_server};
 
 /// Concurrent producers, so that several writes are in flight when the kill lands.
 const PRODUCERS: usize = 4;
@@ -65,6 +65,35 @@ fn assert_none_lost(acked: &BTreeSet<String>, found: &BTreeSet<String>) {
     );
 }
 
+/// Publishes to `topic` from [`PRODUCERS`] tasks, kills the server with SIGKILL once
+/// [`KILL_AFTER_ACKED`] are acknowledged, and restarts it; returns what was acknowledged.
+async fn publish_through_sigkill(server: &mut TestServer, topic: &'static str) -> BTreeSet<String> {
+    let client = server.client.clone();
+    let payload = "x".repeat(512);
+    let (mut producers, acked, count) = start_producers(move |producer, n| {
+        let (client, payload) = (client.clone(), payload.clone());
+        async move {
+            let body = json!({"producer": producer, "n": n, "pad": payload});
+            client.publish(topic, &Publish::new(body)).await
+        }
+    });
+    eventually(
+        LOAD_WITHIN,
+        "publishes acknowledged before the kill",
+        || async { (count.load(Ordering::Relaxed) >= KILL_AFTER_ACKED).then_some(()) },
+    )
+    .await;
+    server.kill9();
+    while producers.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() < PRODUCERS * MAX_PER_PRODUCER,
+        "the load finished before the kill; the test proved nothing"
+    );
+    server.restart().await;
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_publish_survives_sigkill_mid_load() {
     let mut server = spawn_server(None).await;
@@ -81,30 +110,8 @@ async fn every_acknowledged_publish_survives_sigkill_mid_load() {
         .put_subscription("events", "sink", &SubscriptionSpec::to_queue("sink"))
         .await
         .unwrap();
-    let payload = "x".repeat(512);
 
-    let (mut producers, acked, count) = start_producers(move |producer, n| {
-        let (client, payload) = (client.clone(), payload.clone());
-        async move {
-            let body = json!({"producer": producer, "n": n, "pad": payload});
-            client.publish("events", &Publish::new(body)).await
-        }
-    });
-    eventually(
-        LOAD_WITHIN,
-        "publishes acknowledged before the kill",
-        || async { (count.load(Ordering::Relaxed) >= KILL_AFTER_ACKED).then_some(()) },
-    )
-    .await;
-    server.kill9();
-    while producers.join_next().await.is_some() {}
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() < PRODUCERS * MAX_PER_PRODUCER,
-        "the load finished before the kill; the test proved nothing"
-    );
-
-    server.restart().await;
+    let acked = publish_through_sigkill(&mut server, "events").await;
 
     let received = drain(&server.client, "sink", PRODUCERS * MAX_PER_PRODUCER).await;
     let found: BTreeSet<String> = received
@@ -112,6 +119,44 @@ async fn every_acknowledged_publish_survives_sigkill_mid_load() {
         .map(|m| m.notification().expect("enveloped").message_id)
         .collect();
     assert_none_lost(&acked, &found);
+}
+
+/// Raw deliveries of a publish to two queues carry the same body, which the store keeps
+/// once for both: after a kill, each queue still has every acknowledged publish, body and
+/// all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stored_once_for_two_queues_survives_sigkill_in_both() {
+    let mut server = spawn_server(None).await;
+    let client = server.client.clone();
+    client
+        .put_topic("events", &TopicSpec::default())
+        .await
+        .unwrap();
+    for queue in ["left", "right"] {
+        client
+            .put_queue(queue, &QueueSpec::default())
+            .await
+            .unwrap();
+        client
+            .put_subscription("events", queue, &SubscriptionSpec::to_queue(queue).raw())
+            .await
+            .unwrap();
+    }
+
+    let acked = publish_through_sigkill(&mut server, "events").await;
+
+    for queue in ["left", "right"] {
+        let received = drain(&server.client, queue, PRODUCERS * MAX_PER_PRODUCER).await;
+        for m in &received {
+            assert_eq!(
+                m.message["pad"].as_str().map(str::len),
+                Some(512),
+                "in {queue}"
+            );
+        }
+        let found: BTreeSet<String> = received.iter().map(|m| m.message_id.clone()).collect();
+        assert_none_lost(&acked, &found);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
