@@ -94,22 +94,33 @@ async fn publish_through_sigkill(server: &mut TestServer, topic: &'static str) -
     acked
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acknowledged_publish_survives_sigkill_mid_load() {
-    let mut server = spawn_server(None).await;
-    let client = server.client.clone();
+/// A server whose topic `events` delivers to each of `queues` through `subscription`.
+async fn topic_delivering_to(
+    queues: &[&str],
+    subscription: impl Fn(&str) -> SubscriptionSpec,
+) -> TestServer {
+    let server = spawn_server(None).await;
+    let client = &server.client;
     client
         .put_topic("events", &TopicSpec::default())
         .await
         .unwrap();
-    client
-        .put_queue("sink", &QueueSpec::default())
-        .await
-        .unwrap();
-    client
-        .put_subscription("events", "sink", &SubscriptionSpec::to_queue("sink"))
-        .await
-        .unwrap();
+    for queue in queues {
+        client
+            .put_queue(queue, &QueueSpec::default())
+            .await
+            .unwrap();
+        client
+            .put_subscription("events", queue, &subscription(queue))
+            .await
+            .unwrap();
+    }
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_publish_survives_sigkill_mid_load() {
+    let mut server = topic_delivering_to(&["sink"], |q| SubscriptionSpec::to_queue(q)).await;
 
     let acked = publish_through_sigkill(&mut server, "events").await;
 
@@ -126,22 +137,8 @@ async fn every_acknowledged_publish_survives_sigkill_mid_load() {
 /// all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stored_once_for_two_queues_survives_sigkill_in_both() {
-    let mut server = spawn_server(None).await;
-    let client = server.client.clone();
-    client
-        .put_topic("events", &TopicSpec::default())
-        .await
-        .unwrap();
-    for queue in ["left", "right"] {
-        client
-            .put_queue(queue, &QueueSpec::default())
-            .await
-            .unwrap();
-        client
-            .put_subscription("events", queue, &SubscriptionSpec::to_queue(queue).raw())
-            .await
-            .unwrap();
-    }
+    let mut server =
+        topic_delivering_to(&["left", "right"], |q| SubscriptionSpec::to_queue(q).raw()).await;
 
     let acked = publish_through_sigkill(&mut server, "events").await;
 
