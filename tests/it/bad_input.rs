@@ -7,24 +7,15 @@ use switchyard::client::{
     Endpoint, Publish, QueueSpec, Receive, RedrivePolicy, SendMessage, SubscriptionSpec, TopicSpec,
 };
 
-use crate::harness::{TestServer, refused, refused_4xx, run_server_expecting_exit, spawn_server};
+use crate::harness::{
+    TestServer, refused, refused_4xx, run_server_expecting_exit, spawn_server, topic_with_queues,
+};
 
 /// A server with topic `orders` → queue `jobs`.
 async fn server_with_topic_and_queue() -> TestServer {
     let server = spawn_server(None).await;
-    let client = &server.client;
-    client
-        .put_topic("orders", &TopicSpec::default())
-        .await
-        .unwrap();
-    client
-        .put_queue("jobs", &QueueSpec::default())
-        .await
-        .unwrap();
-    client
-        .put_subscription("orders", "jobs", &SubscriptionSpec::to_queue("jobs"))
-        .await
-        .unwrap();
+    let jobs = ("jobs", SubscriptionSpec::to_queue("jobs"));
+    topic_with_queues(&server.client, "orders", &[jobs]).await;
     server
 }
 

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use switchyard::client::{Client, Publish, QueueSpec, SendMessage, SubscriptionSpec, TopicSpec};
+use switchyard::client::{Client, Publish, QueueSpec, SendMessage, SubscriptionSpec};
 use tokio::task::JoinSet;
 
-use crate::harness::{TestServer, drain, eventually, spawn_server};
+use crate::harness::{TestServer, drain, eventually, spawn_server, topic_with_queues};
 
 /// Concurrent producers, so that several writes are in flight when the kill lands.
 const PRODUCERS: usize = 4;
@@ -94,33 +94,11 @@ async fn publish_through_sigkill(server: &mut TestServer, topic: &'static str) -
     acked
 }
 
-/// A server whose topic `events` delivers to each of `queues` through `subscription`.
-async fn topic_delivering_to(
-    queues: &[&str],
-    subscription: impl Fn(&str) -> SubscriptionSpec,
-) -> TestServer {
-    let server = spawn_server(None).await;
-    let client = &server.client;
-    client
-        .put_topic("events", &TopicSpec::default())
-        .await
-        .unwrap();
-    for queue in queues {
-        client
-            .put_queue(queue, &QueueSpec::default())
-            .await
-            .unwrap();
-        client
-            .put_subscription("events", queue, &subscription(queue))
-            .await
-            .unwrap();
-    }
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_publish_survives_sigkill_mid_load() {
-    let mut server = topic_delivering_to(&["sink"], |q| SubscriptionSpec::to_queue(q)).await;
+    let mut server = spawn_server(None).await;
+    let sink = ("sink", SubscriptionSpec::to_queue("sink"));
+    topic_with_queues(&server.client, "events", &[sink]).await;
 
     let acked = publish_through_sigkill(&mut server, "events").await;
 
@@ -137,8 +115,9 @@ async fn every_acknowledged_publish_survives_sigkill_mid_load() {
 /// all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stored_once_for_two_queues_survives_sigkill_in_both() {
-    let mut server =
-        topic_delivering_to(&["left", "right"], |q| SubscriptionSpec::to_queue(q).raw()).await;
+    let mut server = spawn_server(None).await;
+    let raw = |q| (q, SubscriptionSpec::to_queue(q).raw());
+    topic_with_queues(&server.client, "events", &[raw("left"), raw("right")]).await;
 
     let acked = publish_through_sigkill(&mut server, "events").await;
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchyard::client::{Client, ClientError, Problem, Receive, ReceivedMessage};
+use switchyard::client::{
+    Client, ClientError, Problem, QueueSpec, Receive, ReceivedMessage, SubscriptionSpec, TopicSpec,
+};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -508,6 +510,22 @@ pub async fn receive_count(
 /// Receives and acknowledges everything in `queue` until two receives in a row (each
 /// long-polling one second) come back empty; at most `max` messages, so a queue that
 /// keeps filling cannot hold the test forever.
+/// Creates `topic` and one queue per subscription, subscribed with the given spec.
+pub async fn topic_with_queues(
+    client: &Client,
+    topic: &str,
+    subscriptions: &[(&str, SubscriptionSpec)],
+) {
+    client
+        .put_topic(topic, &TopicSpec::default())
+        .await
+        .unwrap();
+    for (name, spec) in subscriptions {
+        client.put_queue(name, &QueueSpec::default()).await.unwrap();
+        client.put_subscription(topic, name, spec).await.unwrap();
+    }
+}
+
 pub async fn drain(client: &Client, queue: &str, max: usize) -> Vec<ReceivedMessage> {
     let mut all = Vec::new();
     let mut empty_in_a_row = 0;

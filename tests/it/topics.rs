@@ -11,26 +11,12 @@ use switchyard::client::{
     TopicSpec,
 };
 
-use crate::harness::{drain, envelope_message, receive_count, refused, spawn_server};
+use crate::harness::{
+    drain, envelope_message, receive_count, refused, spawn_server, topic_with_queues,
+};
 
 /// Long enough for a handful of receives on a loaded machine.
 const RECEIVE_WITHIN: Duration = Duration::from_secs(10);
-
-/// Creates `topic` and one queue per subscription, subscribed with the given spec.
-async fn topic_with_queues(
-    client: &Client,
-    topic: &str,
-    subscriptions: &[(&str, SubscriptionSpec)],
-) {
-    client
-        .put_topic(topic, &TopicSpec::default())
-        .await
-        .unwrap();
-    for (name, spec) in subscriptions {
-        client.put_queue(name, &QueueSpec::default()).await.unwrap();
-        client.put_subscription(topic, name, spec).await.unwrap();
-    }
-}
 
 async fn assert_empty(client: &Client, queue: &str) {
     let extra = client.receive(queue, &Receive::new(10)).await.unwrap();
