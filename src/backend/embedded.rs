@@ -177,12 +177,12 @@ enum Share {
 }
 
 /// Marks the queue messages of `items` whose body (message id, attributes and payload)
-/// is that of an earlier one. A publish's deliveries are adjacent and a delivery queue's
+/// is that of an earlier one; empty (no allocation on the publish path) when none is. A publish's deliveries are adjacent and a delivery queue's
 /// message is the same for every subscription, so comparing with the last distinct body
 /// finds them; a FIFO message with a deduplication id keeps its own, since it may turn
 /// out a duplicate and not be stored at all.
 fn find_shared(items: &[Delivery]) -> Vec<Share> {
-    let mut share = vec![Share::Own; items.len()];
+    let mut share = Vec::new();
     let mut first: Option<(usize, &NewMessage)> = None;
     for (i, item) in items.iter().enumerate() {
         let Delivery::Queue(_, m) = item else {
@@ -197,6 +197,9 @@ fn find_shared(items: &[Delivery]) -> Vec<Share> {
                     && fm.payload == m.payload
                     && fm.attributes == m.attributes =>
             {
+                if share.is_empty() {
+                    share = vec![Share::Own; items.len()];
+                }
                 share[f] = match share[f] {
                     Share::First(n) => Share::First(n + 1),
                     _ => Share::First(2),
@@ -726,7 +729,7 @@ impl Embedded {
                     payload: m.payload,
                 })
             };
-            let shared = match share[i] {
+            let shared = match share.get(i).copied().unwrap_or(Share::Own) {
                 Share::Own => {
                     ops.push(Op::Put(Space::Messages, key.clone(), body()));
                     None
