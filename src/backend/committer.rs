@@ -5,7 +5,8 @@
 //! takes every request queued while the previous sync ran, writes the records appended
 //! meanwhile to the OS in one write, syncs once and answers them all, so throughput grows
 //! with concurrency instead of being capped by the disk's sync rate, and a request crosses
-//! one thread, not two. The apply thread writes the same requests, in the same order, into
+//! one thread, not two; only the sync thread writes the log's files, unless a caller waits
+//! for its records to reach the OS (see [`SyncJob`]). The apply thread writes the same requests, in the same order, into
 //! fjall in atomic batches. Memtable rotations and flushes make a fjall write wait now and
 //! then for tens of milliseconds; with the log in front, that delays only the apply thread,
 //! not the publishes. Message bodies between the two stages are read from memory (the
@@ -43,8 +44,8 @@ const SYNC_AFTER: Duration = Duration::from_millis(100);
 /// [`last_writes`]).
 const APPLY_WINDOW: Duration = Duration::from_millis(10);
 const APPLY_BYTES: usize = 1 << 20;
-/// Appended bytes past which the appending caller writes them out itself rather than
-/// leave them for the next sync.
+/// Appended bytes past which the appending caller asks the sync thread to write them out
+/// rather than leave them for the next sync.
 const WRITE_OUT_BYTES: usize = 1 << 20;
 /// The meta key holding the LSN of the last log record applied to fjall. It is written in
 /// the same atomic batch as the record's writes, so recovery knows exactly where to resume.
@@ -132,8 +133,9 @@ struct Job {
     /// Who waits, and for what; `None` for writes nobody waits for (delivery acks,
     /// retention sweeps): they ride along with the next write-out.
     done: Option<Reply>,
-    /// Run once a logged job's record has reached the OS, ahead of `done`; dropped
-    /// without running when the job is not logged or the write fails.
+    /// Run once a logged job's record is in the log, ahead of `done` and before the record
+    /// reaches the OS; dropped without running when the job is not logged or the append
+    /// fails.
     written: Option<OnWritten>,
 }
 
@@ -175,9 +177,16 @@ struct Held {
     closing: bool,
 }
 
-/// A caller waiting for the disk.
-struct SyncJob {
-    reply: Reply,
+/// What the sync thread is asked for. It is the only thread that writes the log's files
+/// unless a caller waits for the OS (`Wait::Written`): a write into the page an `fdatasync`
+/// is writing back waits for that I/O, so done on a request thread under the log's lock, it
+/// held up every publish behind it for as long as the disk took (milliseconds, seen in
+/// `perf trace`), on both runtime threads at once.
+enum SyncJob {
+    /// A caller waiting for the disk.
+    Sync(Reply),
+    /// Hand what was appended to the OS, without a sync: for records nobody waits for.
+    WriteOut,
 }
 
 /// The log; `None` in [`Shared::log`] once shut down.
@@ -360,10 +369,10 @@ impl Committer {
             .name("switchyard-sync".into())
             .spawn(move || run_sync(sync_rx, &s))
             .expect("spawning a storage thread only fails when the OS is out of threads");
-        let s = shared.clone();
+        let (s, syncer) = (shared.clone(), sync_tx.clone());
         let apply = std::thread::Builder::new()
             .name("switchyard-apply".into())
-            .spawn(move || run_apply(db, spaces, &s))
+            .spawn(move || run_apply(db, spaces, &s, syncer))
             .expect("spawning a storage thread only fails when the OS is out of threads");
         Self {
             inner: Arc::new(Inner {
@@ -412,10 +421,12 @@ impl Committer {
             .map(|(_, v)| v.clone())
     }
 
-    /// As [`send`](Self::send), and runs `on_written` as soon as the writes are in the log
-    /// and handed to the OS, before the sync, on the calling thread: no task has to be
-    /// woken for it. It is dropped without running when the writes are not logged (only
-    /// the sync tells then) or never reach the log.
+    /// As [`send`](Self::send), and runs `on_written` as soon as the writes are appended
+    /// to the log, before they are written out and synced, on the calling thread: no task
+    /// has to be woken for it, and no file write is waited for. Anything written after
+    /// them is logged after them, so no crash keeps a later write and loses these. It is
+    /// dropped without running when the writes are not logged (only the sync tells then)
+    /// or never reach the log.
     pub fn send_tracked(
         &self,
         ops: Vec<Op>,
@@ -496,6 +507,7 @@ impl Inner {
         }
         let mut now = None;
         let mut sync = None;
+        let mut nudge = false;
         if let Some(record) = &mut record {
             let lsn = match log.wal.append(record) {
                 Ok(lsn) => lsn,
@@ -514,16 +526,17 @@ impl Inner {
             drop(overlay);
             match done {
                 Some((tx, Wait::Written)) => now = Some(tx),
-                Some(reply) => sync = Some(SyncJob { reply }),
+                Some(reply) => sync = Some(reply),
                 None => {}
             }
-            if (now.is_some() || written.is_some() || log.wal.unwritten() >= WRITE_OUT_BYTES)
+            if now.is_some()
                 && let Err(e) = log.wal.write_out()
             {
                 let e = s.fail("log write", e);
                 refuse(now.map(|tx| (tx, Wait::Written)), e.clone());
-                return refuse(sync.map(|j| j.reply), e);
+                return refuse(sync, e);
             }
+            nudge = sync.is_none() && log.wal.unwritten() >= WRITE_OUT_BYTES;
             log.wal.release(s.durable.load(Ordering::Acquire));
         } else {
             batch.reply = done;
@@ -539,11 +552,14 @@ impl Inner {
         if let Some(w) = written.filter(|_| logged) {
             w();
         }
-        if let Some(job) = sync {
-            let syncer = self.syncer.as_ref().expect("only taken on drop");
-            if let Err(mpsc::SendError(job)) = syncer.send(job) {
-                let _ = job.reply.0.send(Err("storage is shut down".into()));
+        let syncer = self.syncer.as_ref().expect("only taken on drop");
+        if let Some(reply) = sync {
+            if let Err(mpsc::SendError(SyncJob::Sync(reply))) = syncer.send(SyncJob::Sync(reply)) {
+                let _ = reply.0.send(Err("storage is shut down".into()));
             }
+        } else if nudge {
+            // Shut down when it fails: closing wrote everything out.
+            let _ = syncer.send(SyncJob::WriteOut);
         }
     }
 }
@@ -631,15 +647,26 @@ fn gather<T>(rx: &mpsc::Receiver<T>, first: T) -> Vec<T> {
 /// written out and answered by it (group commit), while callers go on appending.
 fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
     while let Ok(first) = rx.recv() {
-        let jobs = gather(&rx, first);
+        let replies: Vec<Reply> = gather(&rx, first)
+            .into_iter()
+            .filter_map(|job| match job {
+                SyncJob::Sync(reply) => Some(reply),
+                SyncJob::WriteOut => None,
+            })
+            .collect();
+        if replies.is_empty() {
+            // A failure is recorded in `s`, which refuses every later write.
+            let _ = s.write_out();
+            continue;
+        }
         // Each job's record was appended before the job was sent, so this sync covers all
         // of them; one that finds nothing new answers for records an earlier one synced.
         let mut result = s.sync_log();
         if let (Ok(()), Some(e)) = (&result, s.failure()) {
             result = Err(e);
         }
-        for job in jobs {
-            let _ = job.reply.0.send(result.clone());
+        for (tx, _) in replies {
+            let _ = tx.send(result.clone());
         }
     }
 }
@@ -673,7 +700,7 @@ fn take_held(s: &Shared, tick: Option<Instant>) -> (Vec<ApplyBatch>, bool) {
     (std::mem::take(&mut held.batches), held.closing)
 }
 
-fn run_apply(db: Database, spaces: Spaces, s: &Shared) {
+fn run_apply(db: Database, spaces: Spaces, s: &Shared, syncer: mpsc::Sender<SyncJob>) {
     let mut applied: Option<u64> = None;
     let mut unsynced = 0usize;
     let mut last_sync = Instant::now();
@@ -693,8 +720,13 @@ fn run_apply(db: Database, spaces: Spaces, s: &Shared) {
             continue;
         }
         // Records nobody waits for (delivery acks, sweeps) reach the OS at least this
-        // often. A failure is recorded in `s`.
-        let _ = s.write_out();
+        // often, written out by the sync thread (see [`SyncJob`]).
+        if s.lock_log()
+            .as_ref()
+            .is_some_and(|log| log.wal.unwritten() > 0)
+        {
+            let _ = syncer.send(SyncJob::WriteOut);
+        }
         let mut fb = db.batch();
         let mut lsn = None;
         let mut bytes = 0;

@@ -115,7 +115,7 @@ struct Staged {
 
 /// Messages for queues read before the sync (see
 /// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)): indexed by
-/// the publishing thread as soon as the log has written them out, or by the publish once
+/// the publishing thread as soon as they are appended to the log, or by the publish once
 /// durable when the write is not one the log takes.
 struct EarlyIndex {
     /// Kept after indexing, to take them back should the sync fail.
@@ -1629,7 +1629,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_log_tells_when_logged_writes_reach_the_os_and_only_them() {
+    async fn the_log_tells_when_logged_writes_are_in_it_and_only_them() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(dir.path()).unwrap();
         let tracked = |ops| {

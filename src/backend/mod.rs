@@ -138,10 +138,11 @@ pub trait QueueRef: Send + Sync + 'static {
     fn is_fifo(&self) -> bool;
     /// Set once the queue is deleted; workers holding the handle stop.
     fn is_deleted(&self) -> bool;
-    /// Lets receivers take a message as soon as it has reached the OS rather than the
+    /// Lets receivers take a message as soon as it is in the log, before it reaches the
     /// disk. Only for a queue whose sole reader is a sandboxed function: whatever the
-    /// function does (its acknowledgement, retry, publishes) is written after the message,
-    /// so a crash before the sync loses the message and those effects together. A backend
+    /// function does (its acknowledgement, retry, publishes) is logged after the message,
+    /// so a crash before the sync loses the message and those effects together, and the
+    /// publisher, not yet answered, has not been told the message was stored. A backend
     /// that cannot tell the two moments apart ignores it.
     fn deliver_before_sync(&self, _on: bool) {}
     /// Whether [`deliver_before_sync`](Self::deliver_before_sync) is in effect.
