@@ -1,7 +1,15 @@
 //! A private `nats-server` with JetStream for the tests of the JetStream backend: started
-//! on a free loopback port with its own temporary store directory, killed when dropped,
-//! and able to be killed with SIGKILL and restarted on the same port and store.
+//! on a free loopback port (below the OS's range for port 0, see [`free_port`]) with its
+//! own temporary store directory, killed when dropped, and able to be killed with SIGKILL
+//! and restarted on the same port and store.
+//!
+//! A port that was free when chosen may be taken before the server binds it (tests run in
+//! parallel, and each binds loopback ports), and then another process answers on it: the
+//! server is started with a name of its own and is ready once a connection's greeting
+//! carries that name. Had a test's router reached another test's server instead, the two
+//! tests would share their queues.
 
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,9 +23,15 @@ const BINARY: &str = "nats-server";
 /// busy.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Ports tried before a first start gives up: each failure is another process taking
+/// the chosen port first.
+const PORT_ATTEMPTS: usize = 5;
+
 /// A running `nats-server -js`, killed when dropped.
 pub struct NatsServer {
     binary: String,
+    /// What the server calls itself in its greeting (`server_name`).
+    name: String,
     port: u16,
     /// The JetStream store, kept across restarts.
     store: TempDir,
@@ -33,18 +47,41 @@ impl NatsServer {
     }
 
     pub fn start_binary(binary: &str) -> Self {
+        Self::start_at(binary, free_port())
+    }
+
+    /// Starts the server on `port`, or on another free port if a different process
+    /// answers there.
+    fn start_at(binary: &str, port: u16) -> Self {
         let store = tempfile::Builder::new()
             .prefix("nats-store-")
             .tempdir()
             .expect("create a temporary store dir");
+        let name = store
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a temporary dir has a UTF-8 name")
+            .to_string();
         let mut server = NatsServer {
             binary: binary.to_string(),
-            port: free_port(),
+            name,
+            port,
             store,
             child: None,
         };
-        server.spawn();
-        server
+        for attempt in 1..=PORT_ATTEMPTS {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) if attempt < PORT_ATTEMPTS => {
+                    server.kill9();
+                    eprintln!("nats-server: {e}; trying another port");
+                    server.port = free_port();
+                }
+                Err(e) => panic!("{e} ({PORT_ATTEMPTS} ports tried)"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// `nats://127.0.0.1:PORT`, the same across restarts.
@@ -63,13 +100,25 @@ impl NatsServer {
     /// Starts the server again on the same port and store.
     pub fn restart(&mut self) {
         self.kill9();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("{e} on restart");
+        }
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server on `self.port` and waits until it is the one answering there.
+    fn spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-n",
+                &self.name,
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,23 +135,30 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                return Err(format!(
                     "nats-server exited at start with {status} (port {})",
                     self.port
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not accept connections within {STARTUP_TIMEOUT:?}"
-            );
+            if let Some(name) = greeting_name(self.port) {
+                if name == self.name {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "port {} answers as {name:?}, not as this test's server",
+                    self.port
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "nats-server did not accept connections within {STARTUP_TIMEOUT:?}"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -114,12 +170,62 @@ impl Drop for NatsServer {
     }
 }
 
-/// A port nobody listens on right now (the OS's choice for port 0).
+/// The `server_name` of the NATS server greeting on `port` (`""` for anything else that
+/// answers there), or `None` when nothing accepts a connection yet.
+fn greeting_name(port: u16) -> Option<String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a timeout above zero is accepted");
+    let mut line = String::new();
+    if BufReader::new(stream).read_line(&mut line).is_err() {
+        return Some(String::new());
+    }
+    let info = line
+        .strip_prefix("INFO ")
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(json.trim()).ok());
+    Some(
+        info.and_then(|i| i["server_name"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+    )
+}
+
+/// A port nobody listens on right now, below the range the OS hands out for port 0:
+/// every test's HTTP server binds port 0, and a port from that range, released here,
+/// could be handed to one of them (or to a server restarting on it) before this test's
+/// server binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
+    let os_choice = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a loopback port")
+            .port()
+    };
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FROM: u16 = 10_000;
+    if low <= FROM + 1_000 {
+        return os_choice();
+    }
+    for _ in 0..1_000 {
+        // The random low bits of a UUIDv7.
+        let pick = FROM + (uuid::Uuid::now_v7().as_u128() as u64 % u64::from(low - FROM)) as u16;
+        if TcpListener::bind(("127.0.0.1", pick)).is_ok() {
+            return pick;
+        }
+    }
+    os_choice()
+}
+
+#[test]
+fn a_port_another_server_answers_on_is_not_taken_for_ours() {
+    let first = NatsServer::start();
+    let second = NatsServer::start_at(BINARY, first.port);
+    assert_ne!(second.port, first.port);
+    assert_eq!(greeting_name(second.port), Some(second.name.clone()));
+    assert_eq!(greeting_name(first.port), Some(first.name.clone()));
 }
 
 #[test]
