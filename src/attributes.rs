@@ -29,9 +29,9 @@ fn err(name: &str, problem: impl Into<String>) -> AttributeError {
 
 /// Parses the `attributes` member of a publish or send request.
 pub fn from_api(v: Option<&Value>) -> Result<Attributes, AttributeError> {
-    let map = match v {
+    let (v, map) = match v {
         None | Some(Value::Null) => return Ok(Attributes::new()),
-        Some(Value::Object(m)) => m,
+        Some(v @ Value::Object(m)) => (v, m),
         Some(_) => return Err(err("", "attributes must be a JSON object")),
     };
     if map.len() > MAX_ATTRIBUTES {
@@ -46,11 +46,10 @@ pub fn from_api(v: Option<&Value>) -> Result<Attributes, AttributeError> {
     for name in map.keys() {
         check_name(name)?;
     }
-    let attrs =
-        Attributes::from_api_json(&Value::Object(map.clone())).map_err(|e| AttributeError {
-            name: e.name.clone(),
-            problem: e.kind.to_string(),
-        })?;
+    let attrs = Attributes::from_api_json(v).map_err(|e| AttributeError {
+        name: e.name.clone(),
+        problem: e.kind.to_string(),
+    })?;
     for (name, a) in attrs.iter() {
         if a.value().is_empty() {
             return Err(err(name, "the value must not be empty"));
