@@ -44,10 +44,11 @@ struct Checked {
 
 /// The SNS-style notification a subscriber receives unless raw delivery is on.
 ///
-/// The subscription comes last and is left out of what a delivery queue stores: every
-/// `http` and `function` subscription of a publish then stores the same bytes, which the
-/// backend keeps once, and the worker appends its own subscription
-/// ([`crate::deliver::with_subscription`]), giving what this serializes with it.
+/// The subscription comes last, so a publish serializes the envelope once, without it:
+/// that is what every `http` and `function` subscription's delivery queue stores (the
+/// same bytes, which the backend keeps once, the worker appending its subscription), and
+/// a queue or stream subscription gets it with its subscription appended
+/// ([`crate::deliver::with_subscription`]), which gives what this serializes with it.
 #[derive(Serialize)]
 struct Envelope<'a> {
     #[serde(rename = "type")]
@@ -175,7 +176,7 @@ impl Router {
             let sns_attrs_bytes = sns_attrs.get().as_bytes().to_vec();
             // Parsed only when a stream subscription needs a partition key from it.
             let mut parsed: Option<Option<serde_json::Value>> = None;
-            let envelope = |subscription: Option<&str>| {
+            let envelope = || {
                 serde_json::to_vec(&Envelope {
                     kind: "Notification",
                     message_id: &message_id,
@@ -183,20 +184,25 @@ impl Router {
                     message: &req.message,
                     attributes: &sns_attrs,
                     published_at: &published_at,
-                    subscription,
+                    subscription: None,
                 })
                 .expect("envelope serializes")
             };
-            // What every delivery queue of this publish stores, built for the first.
+            // The envelope without a subscription, serialized once for the publish: what
+            // every delivery queue stores, and what each other subscription's envelope
+            // is completed from.
             let mut for_workers: Option<Vec<u8>> = None;
             for id in matched {
                 let name = &t.sub_order[id as usize];
                 let sub = &t.subscriptions[name];
-                let payload = || {
+                let payload = |for_workers: &mut Option<Vec<u8>>| {
                     if sub.raw_message_delivery {
                         body.to_vec()
                     } else {
-                        envelope(Some(name))
+                        crate::deliver::with_subscription(
+                            for_workers.get_or_insert_with(envelope),
+                            name,
+                        )
                     }
                 };
                 match &sub.endpoint {
@@ -212,7 +218,7 @@ impl Router {
                                 message_id: message_id.clone(),
                                 // The worker needs everything the envelope carries,
                                 // whatever format it finally sends.
-                                payload: for_workers.get_or_insert_with(|| envelope(None)).clone(),
+                                payload: for_workers.get_or_insert_with(envelope).clone(),
                                 attributes: b"{}".to_vec(),
                                 delay_ms: 0,
                                 group: None,
@@ -241,7 +247,7 @@ impl Router {
                             h,
                             NewMessage {
                                 message_id: message_id.clone(),
-                                payload: payload(),
+                                payload: payload(&mut for_workers),
                                 attributes: attrs,
                                 delay_ms: 0,
                                 group: group.clone().filter(|_| fifo_queue),
@@ -277,7 +283,7 @@ impl Router {
                             NewRecord {
                                 partition_key: key,
                                 explicit_hash_key: None,
-                                data: payload(),
+                                data: payload(&mut for_workers),
                             },
                         ));
                     }
