@@ -15,6 +15,7 @@ mod embedded;
 mod embedded_impl;
 pub mod index;
 pub mod jetstream;
+mod priority;
 mod seqmap;
 mod streams;
 mod wal;
