@@ -8,8 +8,7 @@
 //! throughput grows with concurrency instead of being capped by the disk's sync rate, and
 //! a request crosses one thread, not two; only the sync thread writes the log's files,
 //! unless a caller waits for its records to reach the OS (see [`SyncJob`]). The apply
-//! thread (at the lowest CPU priority, see `priority`) writes the same
-//! requests, in the same order, into fjall in atomic batches. Memtable rotations and
+//! thread writes the same requests, in the same order, into fjall in atomic batches. Memtable rotations and
 //! flushes make a fjall write wait now and then for tens of milliseconds; with the log in
 //! front, that delays only the apply thread, not the publishes. Message bodies between the
 //! two stages are read from memory (the overlay).
@@ -676,9 +675,9 @@ fn run_sync(rx: mpsc::Receiver<SyncJob>, s: &Shared) {
             let _ = s.write_out();
             continue;
         }
+        last_group = replies.len();
         // Each job's record was appended before the job was sent, so this sync covers all
         // of them; one that finds nothing new answers for records an earlier one synced.
-        last_group = replies.len();
         let mut result = s.sync_log();
         if let (Ok(()), Some(e)) = (&result, s.failure()) {
             result = Err(e);
@@ -719,7 +718,6 @@ fn take_held(s: &Shared, tick: Option<Instant>) -> (Vec<ApplyBatch>, bool) {
 }
 
 fn run_apply(db: Database, spaces: Spaces, s: &Shared, syncer: mpsc::Sender<SyncJob>) {
-    super::priority::background();
     let mut applied: Option<u64> = None;
     let mut unsynced = 0usize;
     let mut last_sync = Instant::now();

@@ -1,13 +1,13 @@
 //! The CPU priority of the store's background threads.
 //!
 //! On a machine with few cores the threads that answer requests share them with the
-//! store's housekeeping: the apply thread's fjall commits and the zero-filling of spare log
-//! segments. Neither is on a publish's path (a caller waits for the apply thread only when
-//! it is far behind, see the committer's backlog bound, or for stream records and resource
-//! definitions), so they run at the lowest normal priority: a request thread that wakes
-//! takes the core at once instead of waiting out a slice of housekeeping, and the
-//! housekeeping catches up in the gaps, while requests wait for the log's sync. fjall's
-//! own flush thread keeps the normal priority: flushes that lag keep memtables in memory.
+//! store's housekeeping. Only housekeeping that nothing waits for runs at the lowest
+//! priority (the zero-filling of spare log segments: the log makes one itself when none is
+//! ready), so that a request thread that wakes takes the core at once. The apply thread
+//! and fjall's flush thread keep the normal priority: stream records, checkpoints and
+//! resource definitions wait for them, and at the lowest priority on a saturated machine
+//! those took long enough to outlive a one-second lease; flushes that lag keep memtables
+//! in memory.
 
 /// The nice value of background threads: the lowest, yet still a share of the CPU when
 /// the machine is saturated (unlike `SCHED_IDLE`), so that what waits on them advances.
