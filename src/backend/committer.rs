@@ -8,10 +8,10 @@
 //! throughput grows with concurrency instead of being capped by the disk's sync rate, and
 //! a request crosses one thread, not two; only the sync thread writes the log's files,
 //! unless a caller waits for its records to reach the OS (see [`SyncJob`]). The apply
-//! thread writes the same requests, in the same order, into fjall in atomic batches. Memtable rotations and
-//! flushes make a fjall write wait now and then for tens of milliseconds; with the log in
-//! front, that delays only the apply thread, not the publishes. Message bodies between the
-//! two stages are read from memory (the overlay).
+//! thread writes the same requests, in the same order, into fjall in atomic batches.
+//! Memtable rotations and flushes make a fjall write wait now and then for tens of
+//! milliseconds; with the log in front, that delays only the apply thread, not the
+//! publishes. Message bodies between the two stages are read from memory (the overlay).
 //!
 //! Writes that are read back by range or listed (stream records, resource definitions)
 //! skip the log: they are answered once fjall has them (synced, when durability is asked
