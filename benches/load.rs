@@ -25,7 +25,8 @@
 //!   from when the pacer sends it, and how late the pacer was is reported beside it; then,
 //!   for comparison, the disk alone: 1 KiB synced back to back for as long (a publish is
 //!   answered after its sync, so a slow sync of the disk is a slow publish);
-//! - (e) start to healthy, idle RSS, and RSS with a backlog.
+//! - (e) start to healthy, idle RSS, and RSS with a backlog on a fresh server: when filled,
+//!   a few seconds later, and the peak.
 //!
 //! The load generator runs on one thread so that the server gets the other core; the bare
 //! handler gets its own two-thread runtime, as the server process would.
@@ -67,6 +68,8 @@ const MAX_REQUESTS_PER_PHASE: u64 = 5_000_000;
 const MAX_IN_FLIGHT: usize = 512;
 /// Starts measured for the start-to-healthy time (the median is reported).
 const START_SAMPLES: usize = 5;
+/// How long after filling the backlog its RSS is read a second time.
+const SETTLE: Duration = Duration::from_secs(5);
 /// How the server is started: the start-to-healthy time is measured, so `/healthz` is
 /// polled closely.
 const LAUNCH: Launch = Launch {
@@ -241,7 +244,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         disk,
     );
 
-    // (e) RSS with a backlog.
+    drop(server);
+
+    // (e) RSS with a backlog, on a server of its own: the one above still holds what (a)
+    // and (b) published and (c) did not drain.
+    let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
+    let client = Client::with_http(&server.base_url, http_client(BATCH_CONNECTIONS)?)?;
     let backlog = fill_backlog(
         &client,
         "bench-backlog",
@@ -249,11 +257,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.backlog_max,
     )
     .await?;
-    let rss = server.rss_mb()?;
+    let (filled, peak) = (server.rss_mb()?, server.peak_rss_mb()?);
+    // Once the storage has flushed what the fill left in memory.
+    tokio::time::sleep(SETTLE).await;
+    let settled = server.rss_mb()?;
     table.row(
         format!("(e) RSS with {} x 1 KiB messages backlogged", backlog.ok),
         format!(
-            "{rss:.1} MB (filled at {:.0} msgs/s{})",
+            "{filled:.1} MB when filled, {settled:.1} MB {} s later, peak {peak:.1} MB \
+             (filled at {:.0} msgs/s{})",
+            SETTLE.as_secs(),
             backlog.per_second(),
             backlog.errors_note()
         ),

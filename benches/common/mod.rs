@@ -13,7 +13,6 @@
 // Not every bench uses every helper.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -230,17 +229,23 @@ impl Server {
 
     /// Resident set size from `/proc/PID/status`, in MB.
     pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        self.status_mb("VmRSS")
+    }
+
+    /// The largest resident set size the process has had so far, in MB.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        self.status_mb("VmHWM")
+    }
+
+    fn status_mb(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .context("read /proc/PID/status")?;
-        let fields: BTreeMap<&str, &str> = status
+        let kib: f64 = status
             .lines()
             .filter_map(|line| line.split_once(':'))
-            .map(|(key, value)| (key, value.trim()))
-            .collect();
-        let kib: f64 = fields
-            .get("VmRSS")
-            .and_then(|value| value.trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS missing")?;
+            .find(|(key, _)| *key == field)
+            .and_then(|(_, value)| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{field} missing"))?;
         Ok(kib / 1_024.0)
     }
 
