@@ -68,8 +68,6 @@ pub struct Prepared {
     token: Option<String>,
 }
 
-/// Opens storage and applies the config file. Config errors come back as a list, so the
-/// caller can print every one of them.
 /// Turns transparent huge pages off for this process. The allocator asks for them, and
 /// the first touch of one zeroes 2 MiB at once: a stall of several milliseconds (6 ms
 /// measured in a VM) on whichever thread allocates, request and log threads included,
@@ -82,6 +80,8 @@ pub fn disable_transparent_huge_pages() {
     }
 }
 
+/// Opens storage and applies the config file. Config errors come back as a list, so the
+/// caller can print every one of them.
 pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
     let backend: Arc<dyn Backend> = match &opts.backend {
         BackendChoice::Embedded => {
