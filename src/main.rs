@@ -171,12 +171,30 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .expect("a bound socket has an address");
     // The one line on stdout: scripts and tests read the chosen address from it.
     println!("listening on {addr}");
+    tokio::spawn(purge_freed_memory());
     match server::run(listener, prepared, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// mimalloc gives freed memory back to the OS a purge delay (1 s) after it is freed, but
+/// only when some thread next asks it for pages. Once a burst of writes is over nothing
+/// does, and what the burst freed stays resident: after a million 1 KiB messages were
+/// backlogged, 100 MB of flushed memtables and request buffers, for good. Asking once a
+/// second purges whatever has waited out the delay. A shorter delay instead would purge
+/// pages the next requests reuse (measured: publish throughput 10% lower at 10 ms).
+async fn purge_freed_memory() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // SAFETY: mi_collect only runs mimalloc's own bookkeeping for the calling thread
+        // and purges expired free ranges of the process's arenas; it takes no pointers.
+        unsafe { libmimalloc_sys::mi_collect(false) };
     }
 }
 
