@@ -93,15 +93,6 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    // glibc gives each thread that allocates its own arena and keeps freed memory in
-    // each; with storage, runtime and HTTP threads that held a backlog's worth of freed
-    // buffers in RSS. Two arenas keep RSS close to what is live.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it is called before any other thread
-    // exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     switchyard::server::disable_transparent_huge_pages();
     let cli = Cli::parse();
     if let Command::Policy(PolicyCommand::Test(args)) = &cli.command {
