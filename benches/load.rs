@@ -26,13 +26,20 @@
 //!   for comparison, the disk alone: 1 KiB synced back to back for as long (a publish is
 //!   answered after its sync, so a slow sync of the disk is a slow publish);
 //! - (e) start to healthy, idle RSS, and RSS with a backlog on a fresh server: when filled,
-//!   a few seconds later, and the peak.
+//!   a few seconds later, and the peak;
+//! - (f) start of the order fan-out example (`examples/order-fanout/`, three functions):
+//!   to healthy and to ready (every component loaded), with a fresh data directory and
+//!   compiled-component cache, and with a fresh data directory and a warm cache.
 //!
 //! The load generator runs on one thread so that the server gets the other core; the bare
 //! handler gets its own two-thread runtime, as the server process would.
 
 #[path = "common/mod.rs"]
 mod common;
+// Only `path` is used here; the tests use the rest.
+#[allow(dead_code)]
+#[path = "../tests/it/guests.rs"]
+mod guests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,6 +60,66 @@ use tokio::task::JoinSet;
 
 use common::{HealthPoll, Launch, Server, Table, env_var, ms, server_binary};
 
+/// (f) The order example's start, to healthy and to ready: with a fresh compiled cache
+/// every time, then with one warmed by a first start.
+async fn example_starts(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
+    // Builds the guests the example's config names.
+    guests::path("email");
+    let config: std::ffi::OsString = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/order-fanout/switchyard.toml"
+    )
+    .into();
+    let warm_cache = tempfile::tempdir().context("create a cache dir")?;
+    let with_cache = |cache: Option<&std::path::Path>| {
+        let mut args = vec!["--config".into(), config.clone()];
+        if let Some(cache) = cache {
+            args.extend(["--compiled-cache".into(), cache.as_os_str().to_owned()]);
+        }
+        args
+    };
+    // Fills the warm cache.
+    Server::start_with(
+        &settings.binary,
+        &LAUNCH,
+        http_client(1)?,
+        &with_cache(Some(warm_cache.path())),
+    )
+    .await?
+    .ready_after(READY_TIMEOUT)
+    .await?;
+    for (label, cache) in [
+        ("fresh compiled cache", None),
+        ("warm compiled cache", Some(warm_cache.path())),
+    ] {
+        let mut healthy = Vec::with_capacity(EXAMPLE_START_SAMPLES);
+        let mut ready = Vec::with_capacity(EXAMPLE_START_SAMPLES);
+        for _ in 0..EXAMPLE_START_SAMPLES {
+            let server = Server::start_with(
+                &settings.binary,
+                &LAUNCH,
+                http_client(1)?,
+                &with_cache(cache),
+            )
+            .await?;
+            healthy.push(server.started_in);
+            ready.push(server.ready_after(READY_TIMEOUT).await?);
+        }
+        healthy.sort();
+        ready.sort();
+        let median = EXAMPLE_START_SAMPLES / 2;
+        table.row(
+            format!("(f) order example, {label}: start to healthy / to ready"),
+            format!(
+                "{:.1} / {:.1} ms (medians of {EXAMPLE_START_SAMPLES})",
+                ms(healthy[median]),
+                ms(ready[median])
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Size of the `pad` string that makes each event about 1 KiB of JSON.
 const EVENT_PAD: usize = 1_000;
 /// Events per batch-publish request: the API's maximum.
@@ -68,6 +135,10 @@ const MAX_REQUESTS_PER_PHASE: u64 = 5_000_000;
 const MAX_IN_FLIGHT: usize = 512;
 /// Starts measured for the start-to-healthy time (the median is reported).
 const START_SAMPLES: usize = 5;
+/// Starts of the order example measured per cache state (the median is reported).
+const EXAMPLE_START_SAMPLES: usize = 3;
+/// Longest a start of the order example may take to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long after filling the backlog its RSS is read a second time.
 const SETTLE: Duration = Duration::from_secs(5);
 /// How the server is started: the start-to-healthy time is measured, so `/healthz` is
@@ -132,6 +203,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
     table.row("(e) idle RSS".into(), format!("{idle_rss:.1} MB"));
+    example_starts(&settings, &mut table).await?;
 
     let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, http_client(settings.connections)?)?;

@@ -226,6 +226,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
         let prepared = switchyard::server::prepare(switchyard::server::Options {
             backend: switchyard::server::BackendChoice::Embedded,
             data_dir: data.path().to_path_buf(),
+            compiled_cache: None,
             config: None,
             token: None,
             deny_private_endpoints: false,

@@ -368,9 +368,11 @@ impl ValidConfig {
             router.put_stream(&name, spec).await?;
         }
         for (name, spec) in self.functions {
-            // Loading the same module again is a cache hit; only changes take effect.
+            // Only changes take effect. Components compile in the background, so the
+            // server listens at once; one that does not compile leaves its function
+            // `failed` rather than stopping the server.
             if router.function_spec(&name).as_ref() != Some(&spec) {
-                router.put_function(&name, spec).await?;
+                router.put_function_in_background(&name, spec).await?;
             }
         }
         for (name, spec) in self.topics {

@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Where the embedded backend keeps its data.
     #[arg(long, default_value = "./switchyard-data")]
     data_dir: PathBuf,
+    /// Where compiled WebAssembly components are cached (default: DATA_DIR/compiled). Safe
+    /// to share between servers: entries are keyed by the component's hash and the engine.
+    #[arg(long, env = "SWITCHYARD_COMPILED_CACHE")]
+    compiled_cache: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8088")]
     listen: SocketAddr,
@@ -131,6 +135,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let prepared = match server::prepare(server::Options {
         backend,
         data_dir: args.data_dir,
+        compiled_cache: args.compiled_cache,
         config: args.config,
         token: args.token,
         deny_private_endpoints: args.deny_private_endpoints,

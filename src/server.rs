@@ -53,8 +53,11 @@ impl BackendChoice {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub backend: BackendChoice,
-    /// The embedded backend's data, and the compiled-component cache of either backend.
+    /// The embedded backend's data, and the compiled-component cache of either backend
+    /// unless `compiled_cache` puts it elsewhere.
     pub data_dir: PathBuf,
+    /// Where compiled components are cached; `DATA_DIR/compiled` when not given.
+    pub compiled_cache: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub token: Option<String>,
     /// Refuse webhooks to private and loopback addresses (for servers that accept
@@ -99,7 +102,11 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
         Router::open(
             backend.clone(),
             opts.deny_private_endpoints,
-            Some(opts.data_dir.join("compiled")),
+            Some(
+                opts.compiled_cache
+                    .clone()
+                    .unwrap_or_else(|| opts.data_dir.join("compiled")),
+            ),
         )
         .context("loading resources")?,
     );

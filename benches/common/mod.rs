@@ -148,6 +148,8 @@ pub struct Server {
     pub base_url: String,
     /// From the spawn until `/healthz` answered 200.
     pub started_in: Duration,
+    /// When the process was spawned.
+    spawned_at: Instant,
     /// Kept so the data dir lives as long as the server.
     _data_dir: tempfile::TempDir,
 }
@@ -160,6 +162,16 @@ impl Server {
         launch: &Launch,
         health: reqwest::Client,
     ) -> anyhow::Result<Server> {
+        Server::start_with(binary, launch, health, &[]).await
+    }
+
+    /// As [`Server::start`], with further `serve` arguments.
+    pub async fn start_with(
+        binary: &Path,
+        launch: &Launch,
+        health: reqwest::Client,
+        args: &[std::ffi::OsString],
+    ) -> anyhow::Result<Server> {
         let data_dir = tempfile::Builder::new()
             .prefix(launch.data_dir_prefix)
             .tempdir()
@@ -168,6 +180,7 @@ impl Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -196,6 +209,7 @@ impl Server {
             child,
             base_url: String::new(),
             started_in: Duration::ZERO,
+            spawned_at: started,
             _data_dir: data_dir,
         };
         let address = tokio::time::timeout(START_TIMEOUT, rx)
@@ -225,6 +239,29 @@ impl Server {
         }
         server.started_in = started.elapsed();
         Ok(server)
+    }
+
+    /// Waits until `/readyz` answers 200 (every function's component loaded), polling
+    /// every millisecond; returns the time from the spawn.
+    pub async fn ready_after(&self, within: Duration) -> anyhow::Result<Duration> {
+        let http = http_client(1)?;
+        let url = format!("{}/readyz", self.base_url);
+        let deadline = Instant::now() + within;
+        loop {
+            if http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(self.spawned_at.elapsed());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "server not ready within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Resident set size from `/proc/PID/status`, in MB.

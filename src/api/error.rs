@@ -20,6 +20,9 @@ pub struct Problem {
     pub detail: String,
     /// Extension members (RFC 9457 §3.2).
     pub extra: Option<Value>,
+    /// Seconds after which asking again may succeed (`Retry-After`), for a refusal that
+    /// will pass by itself.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Problem {
@@ -29,6 +32,7 @@ impl Problem {
             kind,
             detail: detail.into(),
             extra: None,
+            retry_after_s: None,
         }
     }
 
@@ -51,12 +55,18 @@ impl IntoResponse for Problem {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), detail = %body["detail"], "request failed");
         }
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -74,10 +84,18 @@ impl From<RouterError> for Problem {
             RouterError::SchemaViolation { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation")
             }
+            RouterError::FunctionLoading { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "function-loading")
+            }
+            RouterError::FunctionFailed { .. } => (StatusCode::CONFLICT, "function-failed"),
             RouterError::Receipt(r) => receipt_status(r),
             RouterError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
         };
-        Problem::new(status, kind, detail)
+        let retry_after_s = matches!(e, RouterError::FunctionLoading { .. }).then_some(1);
+        Problem {
+            retry_after_s,
+            ..Problem::new(status, kind, detail)
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::router::{
     CheckpointRequest, PollRequest, PublishRequest, PutRecord, ReceiveRequest, Router, RouterError,
     SendRequest,
 };
+use crate::runtime::FunctionState;
 use crate::stream;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -137,6 +138,7 @@ pub fn app(state: AppState) -> Routes {
     // Routes carry their `/v1` prefix themselves: a nested router would strip and re-match
     // the prefix on every request.
     v1.route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
@@ -849,16 +851,43 @@ async fn list_functions(State(s): State<AppState>) -> Json<Value> {
 }
 
 fn function_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
-    let spec = s
-        .router
-        .function_spec(name)
-        .ok_or_else(|| RouterError::NotFound {
-            kind: crate::model::Kind::Function,
-            name: name.to_string(),
-        })?;
+    let not_found = || RouterError::NotFound {
+        kind: crate::model::Kind::Function,
+        name: name.to_string(),
+    };
+    let spec = s.router.function_spec(name).ok_or_else(not_found)?;
+    let state = s.router.function_state(name).ok_or_else(not_found)?;
     let mut v = serde_json::to_value(spec).expect("spec serializes");
     v["name"] = json!(name);
+    v["state"] = json!(state.name());
+    if let FunctionState::Failed(reason) = &state {
+        v["error"] = json!(reason);
+    }
     Ok(v)
+}
+
+/// Readiness: 200 once every function's component has loaded; 503 naming those still
+/// loading and those that failed (with the reason) until then.
+async fn readyz(State(s): State<AppState>) -> Response {
+    let pending = s.router.functions_not_ready();
+    if pending.is_empty() {
+        return Json(json!({"ready": true})).into_response();
+    }
+    let mut loading = Vec::new();
+    let mut failed = serde_json::Map::new();
+    for (name, state) in pending {
+        match state {
+            FunctionState::Failed(reason) => {
+                failed.insert(name, json!(reason));
+            }
+            _ => loading.push(name),
+        }
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ready": false, "loading": loading, "failed": failed})),
+    )
+        .into_response()
 }
 
 async fn get_function(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {

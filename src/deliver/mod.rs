@@ -15,6 +15,7 @@ pub mod sources;
 use crate::backend::{Backend, NewMessage, Queue, Received, StorageError, now_ms};
 use crate::model::{DEFAULT_FUNCTION_RETRIES, Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
 use crate::router::Router;
+use crate::runtime::FunctionRegistry;
 use http::{Notification, Outcome};
 use retry::{Backoff, DeliveryPolicy};
 use std::collections::HashMap;
@@ -119,6 +120,9 @@ enum Target {
 /// The running workers, one per `http` or `function` subscription.
 pub struct Workers {
     backend: Arc<dyn Backend>,
+    /// The deployed functions: a function's worker takes deliveries only while its
+    /// function is ready, so a compile in progress costs no attempts.
+    functions: Arc<FunctionRegistry>,
     /// Set once the router is shared; function workers invoke and publish through it.
     router: OnceLock<Weak<Router>>,
     client: reqwest::Client,
@@ -129,9 +133,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(backend: Arc<dyn Backend>, deny_private: bool, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        functions: Arc<FunctionRegistry>,
+        deny_private: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             backend,
+            functions,
             router: OnceLock::new(),
             client: http::client(deny_private),
             deny_private,
@@ -210,6 +220,7 @@ impl Workers {
         tokio::spawn(acknowledge(self.backend.clone(), queue.clone(), receipts));
         let worker = Arc::new(Worker {
             backend: self.backend.clone(),
+            functions: self.functions.clone(),
             router,
             queue,
             acks,
@@ -255,6 +266,7 @@ impl Workers {
 
 struct Worker {
     backend: Arc<dyn Backend>,
+    functions: Arc<FunctionRegistry>,
     router: Weak<Router>,
     queue: Queue,
     /// Receipts of finished deliveries, acknowledged in batches by [`acknowledge`].
@@ -311,6 +323,15 @@ impl Worker {
                 tracing::debug!(topic = %self.topic, subscription = %self.subscription, pause_ms = paused, "endpoint failing; pausing deliveries");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(paused)) => {}
+                    _ = self.stop.cancelled() => break,
+                }
+            }
+            // A function still loading (or failed to load) takes nothing: its deliveries
+            // wait in the queue, not counted as attempts. A function that does not exist
+            // at all is attempted, and the retry policy decides how long to wait for it.
+            if let Target::Function(f) = &self.target {
+                tokio::select! {
+                    _ = self.functions.wait_ready(f) => {}
                     _ = self.stop.cancelled() => break,
                 }
             }
@@ -572,7 +593,7 @@ mod tests {
         let backend: Arc<dyn Backend> =
             Arc::new(crate::backend::Embedded::open(dir.path()).unwrap());
         let stop = CancellationToken::new();
-        let workers = Workers::new(backend.clone(), false, stop.clone());
+        let workers = Workers::new(backend.clone(), Arc::default(), false, stop.clone());
         let subscriptions = [
             (
                 "hook",

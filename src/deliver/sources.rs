@@ -10,9 +10,9 @@
 
 use crate::model::{SourceSpec, StartPosition};
 use crate::router::{CheckpointRequest, PollRequest, Router, SequenceArg};
-use crate::runtime::{Body, Event};
+use crate::runtime::{Body, Event, Function};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -120,6 +120,20 @@ async fn pause(d: Duration, stop: &CancellationToken) {
     }
 }
 
+/// Waits until the source's function is ready to invoke; `None` when it does not exist
+/// or the source stops. A function that is loading, or failed to load, is waited for.
+async fn ready_function(
+    router: &Weak<Router>,
+    function: &str,
+    stop: &CancellationToken,
+) -> Option<Arc<Function>> {
+    let registry = router.upgrade()?.function_registry();
+    tokio::select! {
+        f = registry.wait_ready(function) => f,
+        _ = stop.cancelled() => None,
+    }
+}
+
 async fn queue_source(
     router: Weak<Router>,
     function: String,
@@ -129,8 +143,12 @@ async fn queue_source(
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
+        let Some(f) = ready_function(&router, &function, &stop).await else {
+            pause(MISSING_PAUSE, &stop).await;
+            continue;
+        };
         let Some(r) = router.upgrade() else { return };
-        let (Ok(h), Ok(f)) = (r.queue(&queue), r.function(&function)) else {
+        let Ok(h) = r.queue(&queue) else {
             drop(r);
             pause(MISSING_PAUSE, &stop).await;
             continue;
@@ -215,12 +233,11 @@ async fn stream_source(
     let member = format!("function:{function}{}", r_suffix(&router));
     let mut retry_pause = FIRST_RETRY_PAUSE;
     while !stop.is_cancelled() {
-        let Some(r) = router.upgrade() else { return };
-        let Ok(f) = r.function(&function) else {
-            drop(r);
+        let Some(f) = ready_function(&router, &function, &stop).await else {
             pause(MISSING_PAUSE, &stop).await;
             continue;
         };
+        let Some(r) = router.upgrade() else { return };
         // A new group starts where the source says; an existing group keeps its settings.
         let spec = crate::model::GroupSpec {
             start_position: start,

@@ -12,13 +12,14 @@ use crate::backend::StorageError;
 use crate::hex;
 use crate::model::{FieldError, FunctionSpec, Kind, validate_name};
 use crate::runtime::{
-    Attribute, AttributeValue, Body, Event, Function, FunctionLimits, LoadError, Publish,
-    PublishGate,
+    Attribute, AttributeValue, Body, Event, Function, FunctionLimits, FunctionRegistry,
+    FunctionState, LoadError, Publish, PublishGate, Runtime,
 };
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock, Weak};
+use tokio::sync::Semaphore;
 
 pub(super) const META_FUNCTION: &str = "f/";
 const META_MODULE: &str = "mod/";
@@ -56,6 +57,50 @@ impl PublishGate for TopicGate {
     }
 }
 
+/// A put function, checked and read, not yet compiled.
+struct Prepared {
+    /// As given.
+    spec: FunctionSpec,
+    /// As stored and shown: an uploaded module replaced by a description.
+    stored_spec: FunctionSpec,
+    bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, hex.
+    hash: String,
+}
+
+/// What compiling a component needs: the runtime and the slots that bound how many
+/// compile at once.
+struct Loader {
+    runtime: Runtime,
+    slots: Arc<Semaphore>,
+}
+
+/// The runtime limits of a function spec.
+fn limits_of(spec: &FunctionSpec) -> FunctionLimits {
+    FunctionLimits::from_api(spec.timeout_ms, spec.memory_mb, spec.concurrency)
+}
+
+/// Compiles (or loads from the cache) a component on the blocking pool, once a compile
+/// slot is free: compiling is CPU-bound, and wasmtime spreads one compile over the cores
+/// itself, so running more at once than there are cores only makes each one slower.
+async fn compile(
+    loader: Loader,
+    name: String,
+    bytes: Vec<u8>,
+    spec: &FunctionSpec,
+) -> Result<Function, LoadError> {
+    let _slot = loader
+        .slots
+        .acquire_owned()
+        .await
+        .expect("the compile slots are never closed");
+    let limits = limits_of(spec);
+    let env = spec.env.clone();
+    tokio::task::spawn_blocking(move || loader.runtime.load(&name, &bytes, limits, env))
+        .await
+        .expect("loading a component does not panic")
+}
+
 /// Decodes the `module` field: a path to a `.wasm` file, or the component in base64.
 fn module_bytes(module: &str) -> Result<(Vec<u8>, bool), String> {
     if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(module.trim())
@@ -69,10 +114,36 @@ fn module_bytes(module: &str) -> Result<(Vec<u8>, bool), String> {
 }
 
 impl Router {
+    /// The function to invoke: refused while it is loading or after it failed to load.
     pub fn function(&self, name: &str) -> Result<Arc<Function>, RouterError> {
-        self.functions
-            .get(name)
-            .ok_or_else(|| RouterError::not_found(Kind::Function, name))
+        if let Some(f) = self.functions.get(name) {
+            return Ok(f);
+        }
+        Err(match self.functions.state(name) {
+            None => RouterError::not_found(Kind::Function, name),
+            Some(FunctionState::Failed(reason)) => RouterError::FunctionFailed {
+                name: name.to_string(),
+                reason,
+            },
+            Some(_) => RouterError::FunctionLoading {
+                name: name.to_string(),
+            },
+        })
+    }
+
+    /// Where a function stands: loading, ready or failed.
+    pub fn function_state(&self, name: &str) -> Option<FunctionState> {
+        self.functions.state(name)
+    }
+
+    /// The functions that cannot be invoked yet (loading) or at all (failed).
+    pub fn functions_not_ready(&self) -> Vec<(String, FunctionState)> {
+        self.functions.not_ready()
+    }
+
+    /// The deployed functions, for workers that wait for one to be ready.
+    pub fn function_registry(&self) -> Arc<FunctionRegistry> {
+        self.functions.clone()
     }
 
     /// The spec a function was put with (an uploaded module shows as its size and hash).
@@ -96,28 +167,54 @@ impl Router {
         v
     }
 
-    /// Compiles (or loads from the cache) a component off the async threads.
+    /// Compiles (or loads from the cache) a component off the async threads,
+    /// taking one of the compile slots.
     async fn load(
         &self,
         name: &str,
         bytes: Vec<u8>,
         spec: &FunctionSpec,
     ) -> Result<Function, LoadError> {
-        let rt = self.runtime.clone();
-        let name = name.to_string();
-        let limits = FunctionLimits::from_api(spec.timeout_ms, spec.memory_mb, spec.concurrency);
-        let env = spec.env.clone();
-        tokio::task::spawn_blocking(move || rt.load(&name, &bytes, limits, env))
-            .await
-            .expect("loading a component does not panic")
+        compile(self.loader(), name.to_string(), bytes, spec).await
     }
 
-    /// Registers a function or replaces its module and settings; `Ok(true)` when created.
-    pub async fn put_function(&self, name: &str, spec: FunctionSpec) -> Result<bool, RouterError> {
+    fn loader(&self) -> Loader {
+        Loader {
+            runtime: self.runtime.clone(),
+            slots: self.compile_slots.clone(),
+        }
+    }
+
+    /// Marks the function as loading and compiles its component in the background; it
+    /// becomes ready (or failed, with the reason) when the compile ends. A module already
+    /// ready under the name keeps serving until then.
+    fn load_in_background(&self, name: &str, bytes: Vec<u8>, spec: &FunctionSpec) {
+        let ticket = self.functions.begin_load(name);
+        let (loader, registry) = (self.loader(), self.functions.clone());
+        let (name, spec) = (name.to_string(), spec.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let loaded = compile(loader, name.clone(), bytes, &spec).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match &loaded {
+                Ok(f) => {
+                    tracing::info!(function = %name, ms, from_cache = f.from_cache(), "function ready")
+                }
+                Err(e) => {
+                    tracing::error!(function = %name, ms, error = %e, "function failed to load")
+                }
+            }
+            registry.finish_load(&name, ticket, loaded.map_err(|e| e.to_string()));
+        });
+    }
+
+    /// Checks a function's spec and reads its module: everything about a put that needs
+    /// no compiling.
+    fn prepare(&self, name: &str, spec: FunctionSpec) -> Result<Prepared, RouterError> {
         validate_name(Kind::Function, name).map_err(RouterError::Invalid)?;
         let mut errors = spec.validate();
-        let bytes = match module_bytes(&spec.module) {
-            Ok((b, _)) => Some(b),
+        let module = match module_bytes(&spec.module) {
+            Ok(m) => Some(m),
             Err(e) => {
                 errors.push(FieldError::new("module", e));
                 None
@@ -128,7 +225,14 @@ impl Router {
                 errors.push(FieldError::new(format!("sources[{i}]"), e));
             }
         }
-        let (Some(bytes), true) = (bytes, errors.is_empty()) else {
+        if let (Some((bytes, _)), true) = (&module, errors.is_empty())
+            && let Err(e) = self
+                .runtime
+                .check(name, bytes, &limits_of(&spec), &spec.env)
+        {
+            errors.push(FieldError::new("module", e.to_string()));
+        }
+        let (Some((bytes, uploaded)), true) = (module, errors.is_empty()) else {
             return Err(RouterError::InvalidSpec {
                 kind: Kind::Function,
                 name: name.into(),
@@ -137,31 +241,30 @@ impl Router {
         };
         let hash = hex(&Sha256::digest(&bytes));
         let stored_spec = FunctionSpec {
-            module: if module_bytes(&spec.module)
-                .map(|(_, b64)| b64)
-                .unwrap_or(false)
-            {
+            module: if uploaded {
                 format!("(uploaded component, {} bytes, sha256 {hash})", bytes.len())
             } else {
                 spec.module.clone()
             },
             ..spec.clone()
         };
-        let existing = self.function_spec(name);
-        let function =
-            self.load(name, bytes.clone(), &spec)
-                .await
-                .map_err(|e| RouterError::InvalidSpec {
-                    kind: Kind::Function,
-                    name: name.into(),
-                    errors: vec![FieldError::new("module", e.to_string())],
-                })?;
+        Ok(Prepared {
+            spec,
+            stored_spec,
+            bytes,
+            hash,
+        })
+    }
+
+    /// Stores a prepared function's component and record, so a restart and other routers
+    /// find it.
+    async fn store(&self, name: &str, p: &Prepared) -> Result<(), RouterError> {
         self.backend
-            .put_meta(&format!("{META_MODULE}{hash}"), bytes)
+            .put_meta(&format!("{META_MODULE}{}", p.hash), p.bytes.clone())
             .await?;
         let record = FunctionRecord {
-            spec: stored_spec.clone(),
-            module_sha256: hash.clone(),
+            spec: p.stored_spec.clone(),
+            module_sha256: p.hash.clone(),
         };
         self.backend
             .put_meta(
@@ -169,7 +272,43 @@ impl Router {
                 serde_json::to_vec(&record).expect("plain data serializes"),
             )
             .await?;
-        self.install_function(function, &stored_spec, hash);
+        Ok(())
+    }
+
+    /// Registers a function or replaces its module and settings once its component has
+    /// compiled, so a module that does not load is refused with the reason; `Ok(true)`
+    /// when created.
+    pub async fn put_function(&self, name: &str, spec: FunctionSpec) -> Result<bool, RouterError> {
+        let p = self.prepare(name, spec)?;
+        let existing = self.function_spec(name);
+        let function = self
+            .load(name, p.bytes.clone(), &p.spec)
+            .await
+            .map_err(|e| RouterError::InvalidSpec {
+                kind: Kind::Function,
+                name: name.into(),
+                errors: vec![FieldError::new("module", e.to_string())],
+            })?;
+        self.store(name, &p).await?;
+        self.functions.insert(name, function);
+        self.register(name, &p.stored_spec, p.hash);
+        Ok(existing.is_none())
+    }
+
+    /// Registers a function or replaces its module and settings, compiling its component
+    /// in the background: the function is `loading` until it compiled, and `failed` with
+    /// the reason if it does not (which does not make this call fail). What is wrong with
+    /// the spec or the module's file is refused at once. `Ok(true)` when created.
+    pub async fn put_function_in_background(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+    ) -> Result<bool, RouterError> {
+        let p = self.prepare(name, spec)?;
+        let existing = self.function_spec(name);
+        self.store(name, &p).await?;
+        self.load_in_background(name, p.bytes, &p.spec);
+        self.register(name, &p.stored_spec, p.hash);
         Ok(existing.is_none())
     }
 
@@ -195,22 +334,22 @@ impl Router {
         Ok(())
     }
 
-    /// Makes a loaded function the one invoked from now on, and (re)starts its sources.
-    fn install_function(&self, function: Function, spec: &FunctionSpec, module_sha256: String) {
-        let name = function.name().to_string();
-        self.functions.insert(function);
+    /// Records a function's spec and module as the current ones, and (re)starts its
+    /// sources, which wait for the function to be ready.
+    fn register(&self, name: &str, spec: &FunctionSpec, module_sha256: String) {
         self.function_specs
             .write()
             .expect("never poisoned")
-            .insert(name.clone(), spec.clone());
+            .insert(name.to_string(), spec.clone());
         self.module_hashes
             .write()
             .expect("never poisoned")
-            .insert(name.clone(), module_sha256);
-        self.sources.restart(&name, &spec.sources);
+            .insert(name.to_string(), module_sha256);
+        self.sources.restart(name, &spec.sources);
     }
 
-    /// Loads a stored function unless the same spec and module are loaded already.
+    /// Starts loading a stored function unless the same spec and module are loaded (or
+    /// loading) already.
     async fn load_stored(&self, name: &str, raw: &[u8]) -> Result<(), RouterError> {
         let rec: FunctionRecord = serde_json::from_slice(raw)
             .map_err(|e| StorageError(format!("stored function {name:?} is unreadable: {e}")))?;
@@ -234,16 +373,12 @@ impl Router {
             tracing::error!(function = %name, "the stored component is missing; put the function again");
             return Ok(());
         };
-        match self.load(name, bytes, &rec.spec).await {
-            Ok(f) => self.install_function(f, &rec.spec, rec.module_sha256),
-            Err(e) => {
-                tracing::error!(function = %name, error = %e, "stored function does not load")
-            }
-        }
+        self.load_in_background(name, bytes, &rec.spec);
+        self.register(name, &rec.spec, rec.module_sha256);
         Ok(())
     }
 
-    /// Loads every stored function (at start).
+    /// Starts loading every stored function in the background (at start).
     pub(super) async fn load_functions(&self) -> Result<(), RouterError> {
         for (name, raw) in self.backend.list_meta(META_FUNCTION)? {
             self.load_stored(&name, &raw).await?;

@@ -85,6 +85,12 @@ pub enum RouterError {
         pointer: String,
         message: String,
     },
+    /// The function's component is still compiling; asking again shortly will do.
+    #[error("function {name:?} is loading; try again shortly")]
+    FunctionLoading { name: String },
+    /// The function's component did not load; it cannot run until a new module is put.
+    #[error("function {name:?} failed to load: {reason}")]
+    FunctionFailed { name: String, reason: String },
     #[error("{0}")]
     Receipt(#[from] ReceiptError),
     #[error(transparent)]
@@ -161,8 +167,10 @@ pub struct Router {
     sources: crate::deliver::sources::Sources,
     /// The WebAssembly engine and its compiled-component cache.
     runtime: crate::runtime::Runtime,
-    /// Loaded functions, swapped whole on a new module.
-    functions: crate::runtime::FunctionRegistry,
+    /// Deployed functions, swapped whole on a new module, with where each stands.
+    functions: Arc<crate::runtime::FunctionRegistry>,
+    /// Bounds how many components compile at once (one per core).
+    compile_slots: Arc<tokio::sync::Semaphore>,
     /// Functions' specs as put (for `GET` and their sources).
     function_specs: RwLock<HashMap<String, crate::model::FunctionSpec>>,
     gate: Arc<TopicGate>,
@@ -213,11 +221,19 @@ impl Router {
             ..crate::runtime::RuntimeConfig::default()
         })
         .map_err(|e| StorageError(format!("starting the WebAssembly runtime: {e}")))?;
+        let functions = Arc::new(crate::runtime::FunctionRegistry::new());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            workers: crate::deliver::Workers::new(backend.clone(), deny_private, shutdown.clone()),
+            workers: crate::deliver::Workers::new(
+                backend.clone(),
+                functions.clone(),
+                deny_private,
+                shutdown.clone(),
+            ),
             sources: crate::deliver::sources::Sources::new(shutdown.clone()),
             runtime,
-            functions: crate::runtime::FunctionRegistry::new(),
+            functions,
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             function_specs: RwLock::default(),
             gate,
             backend,
@@ -229,7 +245,8 @@ impl Router {
         })
     }
 
-    /// Loads the stored functions and starts their sources and the delivery workers.
+    /// Starts loading the stored functions (in the background) and starts their sources
+    /// and the delivery workers, which wait for the functions they invoke to be ready.
     pub async fn start(self: &Arc<Self>) -> Result<(), RouterError> {
         let router = self;
         router.gate.attach(Arc::downgrade(self));

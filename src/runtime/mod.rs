@@ -12,7 +12,8 @@
 //!   compiled-component cache; loads components into [`Function`]s.
 //! - [`Function`]: a pre-instantiated component with its limits; each
 //!   invocation gets a fresh store with a memory cap and an epoch deadline.
-//! - [`FunctionRegistry`]: functions by name, for hot swapping.
+//! - [`FunctionRegistry`]: functions by name, for hot swapping, with where
+//!   each stands (loading in the background, ready, failed).
 //!
 //! A guest cannot hurt the host: no filesystem, network, environment or
 //! arguments; bounded memory, time, logs and publishes; a trap, timeout or
@@ -55,7 +56,7 @@ pub use limits::{
     MAX_LOG_LINES_PER_INVOCATION, MAX_PUBLISH_BYTES, MAX_PUBLISH_BYTES_PER_INVOCATION,
     MAX_PUBLISHES_PER_INVOCATION, MAX_TIMEOUT, MIN_MEMORY_BYTES,
 };
-pub use registry::FunctionRegistry;
+pub use registry::{FunctionRegistry, FunctionState, LoadTicket, Registry};
 pub use types::{Attribute, AttributeValue, Body, Event, Level, LogLine, LogSource, Publish};
 
 use bindings::{Handler, HandlerPre};
@@ -206,24 +207,8 @@ impl Runtime {
         limits: FunctionLimits,
         config: BTreeMap<String, String>,
     ) -> Result<Function, LoadError> {
+        self.check(name, bytes, &limits, &config)?;
         let function = name.to_string();
-        limits
-            .validate(self.shared.max_memory_bytes)
-            .map_err(|reason| LoadError::InvalidLimits {
-                function: function.clone(),
-                reason,
-            })?;
-        limits::validate_config(&config).map_err(|reason| LoadError::InvalidConfig {
-            function: function.clone(),
-            reason,
-        })?;
-        if !is_component(bytes) {
-            return Err(LoadError::NotAComponent {
-                function,
-                reason: "the header is not that of a component (a core module needs wrapping into a component)".into(),
-            });
-        }
-
         let engine = &self.shared.engine;
         let (component, source) = self
             .shared
@@ -267,6 +252,36 @@ impl Runtime {
             source,
             shared: self.shared.clone(),
         })
+    }
+
+    /// The checks of [`load`](Self::load) that need no compiling: the limits,
+    /// the config and the component's header. Cheap, so a caller that loads
+    /// in the background can refuse what could never load at once.
+    pub fn check(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: &FunctionLimits,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), LoadError> {
+        let function = name.to_string();
+        limits
+            .validate(self.shared.max_memory_bytes)
+            .map_err(|reason| LoadError::InvalidLimits {
+                function: function.clone(),
+                reason,
+            })?;
+        limits::validate_config(config).map_err(|reason| LoadError::InvalidConfig {
+            function: function.clone(),
+            reason,
+        })?;
+        if !is_component(bytes) {
+            return Err(LoadError::NotAComponent {
+                function,
+                reason: "the header is not that of a component (a core module needs wrapping into a component)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Counters of the compiled-component cache.

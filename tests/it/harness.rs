@@ -20,9 +20,16 @@ use tokio::sync::oneshot;
 /// The binary under test, built by cargo for this test target.
 const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// Longest time from spawn to the `listening on` line. A debug build opening a fresh
-/// store on a loaded two-core machine takes well under a second; the margin is for CI.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time from spawn to the `listening on` line. The server listens before its
+/// functions load, and a debug build opening a fresh store on a loaded two-core machine
+/// takes well under a second; the margin is for CI.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest time from listening to ready (`/readyz`: every function's component loaded).
+/// Compiling components is the one slow part of a start, and the one that the rest of the
+/// suite, running beside it on two cores, slows most: the bound is for a saturated
+/// machine, and a server that does not get there is reported with what it was doing.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Longest time a SIGTERM'd server may take to drain and exit.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,15 +62,76 @@ pub struct TestServer {
     child: Option<Child>,
     /// Further `serve` arguments, kept across restarts.
     extra_args: Vec<String>,
+    /// Whether a start waits for `/readyz`.
+    wait_ready: bool,
 }
 
-/// Starts the server with an optional config file (TOML text) and waits until it listens.
+/// Starts the server with an optional config file (TOML text) and waits until it is
+/// ready: listening, with every function loaded.
 pub async fn spawn_server(config: Option<&str>) -> TestServer {
     spawn_server_with_args(config, &[]).await
 }
 
 /// As [`spawn_server`], with further `serve` arguments.
 pub async fn spawn_server_with_args(config: Option<&str>, args: &[&str]) -> TestServer {
+    Launch::new(config, args).spawn().await
+}
+
+/// How a test server starts, for tests that watch a start more closely than
+/// [`spawn_server`] does.
+pub struct Launch {
+    config: Option<String>,
+    args: Vec<String>,
+    wait_ready: bool,
+    shared_cache: bool,
+}
+
+impl Launch {
+    pub fn new(config: Option<&str>, args: &[&str]) -> Launch {
+        Launch {
+            config: config.map(str::to_owned),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            wait_ready: true,
+            shared_cache: true,
+        }
+    }
+
+    /// Returns as soon as the server listens, without waiting for its functions.
+    pub fn listening_only(mut self) -> Launch {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Compiles components afresh in the data directory's own cache, instead of taking
+    /// them from the cache the suite's servers share.
+    pub fn cold_cache(mut self) -> Launch {
+        self.shared_cache = false;
+        self
+    }
+
+    pub async fn spawn(self) -> TestServer {
+        spawn(self).await
+    }
+}
+
+/// The compiled-component cache every test server shares, so the suite compiles each
+/// guest once rather than once per server (entries are keyed by the component and the
+/// engine, and written atomically, so servers may share it).
+fn shared_compiled_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled-components")
+}
+
+async fn spawn(launch: Launch) -> TestServer {
+    let Launch {
+        config,
+        mut args,
+        wait_ready,
+        shared_cache,
+    } = launch;
+    if shared_cache {
+        args.push("--compiled-cache".into());
+        args.push(shared_compiled_cache().to_string_lossy().into_owned());
+    }
     let data_dir = tempfile::Builder::new()
         .prefix("switchyard-data-")
         .tempdir()
@@ -89,7 +157,8 @@ pub async fn spawn_server_with_args(config: Option<&str>, args: &[&str]) -> Test
         scratch,
         config_path,
         child: None,
-        extra_args: args.iter().map(|a| a.to_string()).collect(),
+        extra_args: args,
+        wait_ready,
     };
     server.start().await;
     server
@@ -313,6 +382,32 @@ impl TestServer {
         self.base_url = format!("http://{address}");
         self.client = Client::new(&self.base_url).expect("server address is a valid URL");
         self.child = Some(child);
+        if self.wait_ready {
+            self.wait_until_ready().await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200: every function's component has loaded. Panics
+    /// after [`READY_TIMEOUT`] with the last answer (which functions are loading, which
+    /// failed and why) and the server's log.
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut interval = FIRST_POLL_INTERVAL;
+        loop {
+            let last = match self.http.get(self.url("/readyz")).send().await {
+                Ok(r) if r.status() == StatusCode::OK => return,
+                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => format!("no answer: {e}"),
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "server not ready within {READY_TIMEOUT:?}; /readyz said {last}\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(MAX_POLL_INTERVAL);
+        }
     }
 }
 

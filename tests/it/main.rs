@@ -18,6 +18,7 @@ mod policies;
 mod queues;
 mod routers;
 mod runtime;
+mod startup;
 mod streams;
 mod topics;
 mod webhooks;

@@ -649,7 +649,7 @@ async fn a_hot_swap_changes_new_invocations_while_old_ones_keep_their_module() {
             )
             .unwrap()
     };
-    registry.insert(load_as("email"));
+    registry.insert("orders", load_as("email"));
     let before = registry.get("orders").unwrap();
     assert_eq!(
         before.invoke(order("o-12", 1.0, "DE")).await.outcome,
@@ -657,7 +657,7 @@ async fn a_hot_swap_changes_new_invocations_while_old_ones_keep_their_module() {
     );
 
     let replaced = registry
-        .insert(load_as("trap"))
+        .insert("orders", load_as("trap"))
         .expect("the email module was deployed");
     let after = registry.get("orders").unwrap();
     assert!(matches!(
@@ -685,6 +685,7 @@ async fn an_invocation_in_flight_during_a_hot_swap_finishes_on_the_old_module() 
         ..FunctionLimits::default()
     };
     registry.insert(
+        "orders",
         runtime
             .load("orders", &guests::bytes("spin"), limits, BTreeMap::new())
             .unwrap(),
@@ -707,7 +708,7 @@ async fn an_invocation_in_flight_during_a_hot_swap_finishes_on_the_old_module() 
         "the old invocation is in flight during the swap"
     );
 
-    registry.insert(email);
+    registry.insert("orders", email);
     let new = registry
         .get("orders")
         .unwrap()
