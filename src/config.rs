@@ -73,7 +73,7 @@ struct SubscriptionEntry {
     #[serde(default)]
     dead_letter_queue: Option<String>,
     #[serde(default)]
-    delivery_policy: Option<crate::deliver::retry::DeliveryPolicy>,
+    delivery_policy: Option<crate::model::delivery_policy::DeliveryPolicy>,
 }
 
 /// A JSON value written either as TOML or as a string holding JSON.

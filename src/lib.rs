@@ -1,6 +1,5 @@
 //! Switchyard: a local-first event router.
 pub mod api;
-pub mod attributes;
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -237,11 +237,11 @@ fn policy_test(args: &PolicyTestArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let attrs = match &args.attributes {
-        None => switchyard::attributes::Attributes::new(),
+        None => switchyard::model::attributes::Attributes::new(),
         Some(text) => match serde_json::from_str(text)
             .map_err(|e| format!("--attributes is not valid JSON: {e}"))
             .and_then(|v: serde_json::Value| {
-                switchyard::attributes::from_api(Some(&v)).map_err(|e| e.to_string())
+                switchyard::model::attributes::from_api(Some(&v)).map_err(|e| e.to_string())
             }) {
             Ok(a) => a,
             Err(e) => return fail(e),

@@ -1,21 +1,9 @@
 //! Filter policies as the router uses them: every subscription of a topic compiled into
 //! one matcher, so matching cost grows with the message, not with the subscriptions.
 
-use crate::attributes::Attributes;
-use crate::model::{FilterScope, SubscriptionSpec};
-use switchyard_filter::{Matcher, MatcherBuilder, Policy, Scope};
-
-fn scope(s: FilterScope) -> Scope {
-    match s {
-        FilterScope::MessageAttributes => Scope::MessageAttributes,
-        FilterScope::MessageBody => Scope::MessageBody,
-    }
-}
-
-/// Checks a filter policy for the given scope; the error names the offending key and rule.
-pub fn parse_policy(policy: &serde_json::Value, s: FilterScope) -> Result<Policy, String> {
-    Policy::parse_scoped(policy, scope(s)).map_err(|e| e.to_string())
-}
+use crate::model::attributes::Attributes;
+use crate::model::{SubscriptionSpec, parse_policy};
+use switchyard_filter::{Matcher, MatcherBuilder};
 
 /// All subscriptions of one topic, compiled for matching. Ids are positions in the
 /// iteration order given to [`TopicMatcher::build`].
@@ -36,7 +24,7 @@ impl TopicMatcher {
                 Some(p) => {
                     let policy = parse_policy(p, s.filter_policy_scope)?;
                     builder
-                        .add(id, &policy, scope(s.filter_policy_scope))
+                        .add(id, &policy, s.filter_policy_scope.into())
                         .map_err(|e| e.to_string())?;
                 }
             }
@@ -65,6 +53,7 @@ impl TopicMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FilterScope;
     use crate::model::Endpoint;
     use serde_json::json;
 
@@ -93,7 +82,8 @@ mod tests {
             ),
         ];
         let m = TopicMatcher::build(subs.iter()).unwrap();
-        let attrs = crate::attributes::from_api(Some(&json!({"event": "order_placed"}))).unwrap();
+        let attrs =
+            crate::model::attributes::from_api(Some(&json!({"event": "order_placed"}))).unwrap();
         let mut out = Vec::new();
         m.matches(br#"{"total": 150}"#, &attrs, &mut out);
         assert_eq!(out, [0, 1, 2]);

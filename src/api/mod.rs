@@ -833,7 +833,8 @@ async fn test_policy(ApiJson(req): ApiJson<PolicyTest>) -> ApiResult {
     use crate::policy_test;
     let scope = policy_test::parse_scope(req.scope.as_deref().unwrap_or("MessageAttributes"))
         .map_err(Problem::bad_request)?;
-    let attrs = crate::attributes::from_api(req.attributes.as_ref()).map_err(RouterError::from)?;
+    let attrs =
+        crate::model::attributes::from_api(req.attributes.as_ref()).map_err(RouterError::from)?;
     let body = req
         .message
         .as_ref()

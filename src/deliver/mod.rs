@@ -9,15 +9,14 @@
 //! `max_concurrency` requests in flight, so a slow endpoint only slows itself.
 
 pub mod http;
-pub mod retry;
 pub mod sources;
 
 use crate::backend::{Backend, NewMessage, Queue, Received, StorageError, now_ms};
+use crate::model::{Backoff, DeliveryPolicy};
 use crate::model::{DEFAULT_FUNCTION_RETRIES, Endpoint, HttpEndpoint, QueueSpec, SubscriptionSpec};
 use crate::router::Router;
 use crate::runtime::FunctionRegistry;
 use http::{Notification, Outcome};
-use retry::{Backoff, DeliveryPolicy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};

@@ -456,7 +456,7 @@ impl Router {
         attributes: Option<&Value>,
     ) -> Result<Value, RouterError> {
         let f = self.function(name)?;
-        let attrs = crate::attributes::from_api(attributes)?;
+        let attrs = crate::model::attributes::from_api(attributes)?;
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             topic: String::new(),

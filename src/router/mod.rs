@@ -16,10 +16,10 @@ pub use publish::{PublishOutcome, PublishRequest};
 pub use queues::{ReceiveRequest, SendRequest};
 pub use streams::{CheckpointRequest, PollRequest, PutRecord, SequenceArg, ShardPage};
 
-use crate::attributes::AttributeError;
 use crate::backend::MetaChange;
 use crate::backend::{Backend, ReceiptError, StorageError, to_json};
 use crate::matching::TopicMatcher;
+use crate::model::attributes::AttributeError;
 use crate::model::{
     Endpoint, FieldError, Kind, QueueSpec, SubscriptionSpec, TopicSpec, validate_name,
 };

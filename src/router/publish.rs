@@ -124,8 +124,8 @@ impl Router {
 
     fn check(&self, t: &TopicState, req: PublishRequest) -> Result<Checked, RouterError> {
         let body = req.message.get().as_bytes();
-        let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
-        let size = body.len() + crate::attributes::byte_len(&attributes);
+        let attributes = crate::model::attributes::from_api(req.attributes.as_ref())?;
+        let size = body.len() + crate::model::attributes::byte_len(&attributes);
         let max = t.spec.max_message_bytes();
         if size > max {
             return Err(RouterError::TooLarge {
@@ -320,7 +320,7 @@ fn key_text(v: &serde_json::Value) -> Option<String> {
         serde_json::Value::Bool(b) => b.to_string(),
         _ => return None,
     };
-    (!k.is_empty() && k.len() <= crate::stream::MAX_PARTITION_KEY_LEN).then_some(k)
+    (!k.is_empty() && k.len() <= crate::model::MAX_PARTITION_KEY_LEN).then_some(k)
 }
 
 /// Checks the FIFO ids of a publish or send and derives the deduplication id.

@@ -68,8 +68,8 @@ impl Router {
             let id = super::batch_entry_id(req.id.take(), i);
             let checked = (|| {
                 let body = req.message.get().as_bytes();
-                let attributes = crate::attributes::from_api(req.attributes.as_ref())?;
-                let size = body.len() + crate::attributes::byte_len(&attributes);
+                let attributes = crate::model::attributes::from_api(req.attributes.as_ref())?;
+                let size = body.len() + crate::model::attributes::byte_len(&attributes);
                 if size > spec.max_message_bytes {
                     return Err(RouterError::TooLarge {
                         kind: Kind::Queue,

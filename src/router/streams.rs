@@ -139,29 +139,29 @@ impl Router {
         records: Vec<PutRecord>,
     ) -> Result<Vec<(u32, u64)>, RouterError> {
         let h = self.stream(name)?;
-        if records.is_empty() || records.len() > stream::MAX_RECORDS_PER_PUT {
+        if records.is_empty() || records.len() > crate::model::MAX_RECORDS_PER_PUT {
             return Err(RouterError::Invalid(format!(
                 "a put holds 1 to {} records, got {}",
-                stream::MAX_RECORDS_PER_PUT,
+                crate::model::MAX_RECORDS_PER_PUT,
                 records.len()
             )));
         }
         let mut deliveries = Vec::with_capacity(records.len());
         for (i, r) in records.into_iter().enumerate() {
             let pk_len = r.partition_key.chars().count();
-            if pk_len == 0 || pk_len > stream::MAX_PARTITION_KEY_LEN {
+            if pk_len == 0 || pk_len > crate::model::MAX_PARTITION_KEY_LEN {
                 return Err(RouterError::Invalid(format!(
                     "records[{i}].partition_key must be 1 to {} characters",
-                    stream::MAX_PARTITION_KEY_LEN
+                    crate::model::MAX_PARTITION_KEY_LEN
                 )));
             }
             let size = r.data.get().len() + r.partition_key.len();
-            if size > stream::MAX_RECORD_BYTES {
+            if size > crate::model::MAX_RECORD_BYTES {
                 return Err(RouterError::TooLarge {
                     kind: Kind::Stream,
                     name: format!("{name} (records[{i}])"),
                     size,
-                    max: stream::MAX_RECORD_BYTES,
+                    max: crate::model::MAX_RECORD_BYTES,
                 });
             }
             let hash = match &r.explicit_hash_key {

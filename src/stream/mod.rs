@@ -9,19 +9,6 @@ pub mod group;
 use md5::{Digest, Md5};
 use std::fmt;
 
-/// Most shards a stream may have. Each shard is a lock and a notify in memory; 256 is far
-/// more than one machine can feed.
-pub const MAX_SHARDS: u32 = 256;
-/// Kinesis: records up to 1 MiB.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
-/// Kinesis: partition keys of 1 to 256 characters.
-pub const MAX_PARTITION_KEY_LEN: usize = 256;
-/// Kinesis PutRecords takes at most 500 records.
-pub const MAX_RECORDS_PER_PUT: usize = 500;
-/// Retention bounds in hours (Kinesis: 24 h default, up to 365 days).
-pub const DEFAULT_RETENTION_HOURS: u64 = 24;
-pub const MAX_RETENTION_HOURS: u64 = 365 * 24;
-
 /// The 128-bit hash of a partition key, as Kinesis computes it (MD5, big-endian).
 pub fn hash_key(partition_key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())

@@ -4,7 +4,7 @@
 //! grows from `min_delay_s` to `max_delay_s`. Pure: the delay for a retry depends only on
 //! the policy, the attempt number and a jitter draw passed in.
 
-use crate::model::FieldError;
+use super::FieldError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

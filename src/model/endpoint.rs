@@ -1,0 +1,199 @@
+//! Where a subscription delivers: a queue, a stream, an HTTP endpoint or a function.
+
+use super::FieldError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a subscription delivers. Written as `{"queue":"q"}` or
+/// `{"stream":"s","partition_key":"/json/pointer"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "EndpointRepr", into = "EndpointRepr")]
+pub enum Endpoint {
+    Queue(String),
+    Stream {
+        stream: String,
+        /// JSON pointer into the message naming the partition key; the message id when
+        /// absent or when the pointer finds nothing.
+        partition_key: Option<String>,
+    },
+    Http(HttpEndpoint),
+    /// A WebAssembly function, by name.
+    Function(String),
+}
+
+/// How an HTTP endpoint receives a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpFormat {
+    /// The JSON envelope (or, with raw delivery, the message itself).
+    #[default]
+    Envelope,
+    /// CloudEvents 1.0 binary mode: `ce-*` headers, the message as the body.
+    Cloudevents,
+    /// CloudEvents 1.0 structured mode: `application/cloudevents+json`.
+    CloudeventsStructured,
+}
+
+/// Default time an endpoint has to answer (SNS: 15 s; local endpoints answer faster).
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 5_000;
+/// Longest an endpoint may take to answer before the attempt counts as failed.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 60_000;
+/// Default and largest number of requests in flight to one endpoint.
+pub const DEFAULT_HTTP_CONCURRENCY: u32 = 16;
+pub const MAX_HTTP_CONCURRENCY: u32 = 256;
+
+/// `{"http": {...}}`: a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpoint {
+    pub url: String,
+    /// Extra request headers, e.g. an API key of the receiver.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_http_concurrency")]
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub format: HttpFormat,
+    /// Key of the `x-switchyard-signature` HMAC. Generated when not given; shown once, in
+    /// the answer to the `PUT` that created the subscription.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    DEFAULT_HTTP_TIMEOUT_MS
+}
+
+fn default_http_concurrency() -> u32 {
+    DEFAULT_HTTP_CONCURRENCY
+}
+
+impl HttpEndpoint {
+    pub fn validate(&self, errs: &mut Vec<FieldError>) {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => errs.push(FieldError::new(
+                "endpoint.http.url",
+                format!(
+                    "{:?} must be an http or https URL with a host, not {:?}",
+                    self.url,
+                    u.scheme()
+                ),
+            )),
+            Err(e) => errs.push(FieldError::new(
+                "endpoint.http.url",
+                format!("{:?} is not a URL: {e}", self.url),
+            )),
+        }
+        for (k, v) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                errs.push(FieldError::new(
+                    format!("endpoint.http.headers.{k}"),
+                    "not a valid HTTP header",
+                ));
+            }
+        }
+        if !(1..=MAX_HTTP_TIMEOUT_MS).contains(&self.timeout_ms) {
+            errs.push(FieldError::new(
+                "endpoint.http.timeout_ms",
+                format!("must be between 1 and {MAX_HTTP_TIMEOUT_MS}"),
+            ));
+        }
+        if !(1..=MAX_HTTP_CONCURRENCY).contains(&self.max_concurrency) {
+            errs.push(FieldError::new(
+                "endpoint.http.max_concurrency",
+                format!("must be between 1 and {MAX_HTTP_CONCURRENCY}"),
+            ));
+        }
+        if let Some(s) = &self.secret
+            && !(16..=256).contains(&s.len())
+        {
+            errs.push(FieldError::new(
+                "endpoint.http.secret",
+                "must be 16 to 256 characters",
+            ));
+        }
+    }
+}
+
+/// The wire form of [`Endpoint`]: one object with exactly one kind key.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EndpointRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partition_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<HttpEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    function: Option<String>,
+}
+
+impl TryFrom<EndpointRepr> for Endpoint {
+    type Error = String;
+
+    fn try_from(r: EndpointRepr) -> Result<Self, String> {
+        match (r.queue, r.stream, r.http, r.function) {
+            (Some(q), None, None, None) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not a queue".into());
+                }
+                Ok(Endpoint::Queue(q))
+            }
+            (None, Some(stream), None, None) => Ok(Endpoint::Stream {
+                stream,
+                partition_key: r.partition_key,
+            }),
+            (None, None, Some(h), None) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not http".into());
+                }
+                Ok(Endpoint::Http(h))
+            }
+            (None, None, None, Some(f)) => {
+                if r.partition_key.is_some() {
+                    return Err("partition_key goes with a stream endpoint, not a function".into());
+                }
+                Ok(Endpoint::Function(f))
+            }
+            _ => Err(
+                r#"an endpoint names exactly one of "queue", "stream", "http" or "function""#
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl From<Endpoint> for EndpointRepr {
+    fn from(e: Endpoint) -> Self {
+        match e {
+            Endpoint::Queue(q) => EndpointRepr {
+                queue: Some(q),
+                ..Default::default()
+            },
+            Endpoint::Stream {
+                stream,
+                partition_key,
+            } => EndpointRepr {
+                stream: Some(stream),
+                partition_key,
+                ..Default::default()
+            },
+            Endpoint::Http(h) => EndpointRepr {
+                http: Some(h),
+                ..Default::default()
+            },
+            Endpoint::Function(f) => EndpointRepr {
+                function: Some(f),
+                ..Default::default()
+            },
+        }
+    }
+}

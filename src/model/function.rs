@@ -1,0 +1,136 @@
+//! Functions: WebAssembly components, and the queues and streams they consume.
+
+use super::{FieldError, Kind, StartPosition, check_range, validate_name};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Lambda's default number of retries of an asynchronous invocation.
+pub const DEFAULT_FUNCTION_RETRIES: u32 = 2;
+
+/// `PUT /v1/functions/{function}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Path of a WebAssembly component (`.wasm`), or the component itself in base64.
+    pub module: String,
+    #[serde(default = "default_function_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_function_memory_mb")]
+    pub memory_mb: u64,
+    /// Invocations of this function running at once; more wait.
+    #[serde(default = "default_function_concurrency")]
+    pub concurrency: usize,
+    /// Values the guest reads with `config(key)`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Queues and streams the function consumes in batches.
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+}
+
+fn default_function_timeout_ms() -> u64 {
+    1000
+}
+fn default_function_memory_mb() -> u64 {
+    64
+}
+fn default_function_concurrency() -> usize {
+    4
+}
+
+/// Most events in one batch a source hands a function.
+pub const MAX_SOURCE_BATCH: usize = 1000;
+/// Longest a queue source waits to fill a batch.
+pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
+
+/// A function source (Lambda's event source mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SourceSpec {
+    Queue {
+        queue: String,
+        #[serde(default = "default_queue_batch")]
+        batch_size: usize,
+        /// How long to gather messages before invoking with a partial batch.
+        #[serde(default)]
+        batch_window_ms: u64,
+    },
+    Stream {
+        stream: String,
+        group: String,
+        #[serde(default = "default_stream_batch")]
+        batch_size: usize,
+        #[serde(default)]
+        starting_position: StartPosition,
+    },
+}
+
+fn default_queue_batch() -> usize {
+    10
+}
+fn default_stream_batch() -> usize {
+    100
+}
+
+impl FunctionSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if self.module.is_empty() {
+            errs.push(FieldError::new(
+                "module",
+                "must name a .wasm file or hold one in base64",
+            ));
+        }
+        check_range("timeout_ms", self.timeout_ms, 1, 15 * 60 * 1000, &mut errs);
+        check_range("memory_mb", self.memory_mb, 2, 512, &mut errs);
+        check_range("concurrency", self.concurrency as u64, 1, 1000, &mut errs);
+        for (i, s) in self.sources.iter().enumerate() {
+            match s {
+                SourceSpec::Queue {
+                    queue,
+                    batch_size,
+                    batch_window_ms,
+                } => {
+                    if let Err(e) = validate_name(Kind::Queue, queue) {
+                        errs.push(FieldError::new(format!("sources[{i}].queue"), e));
+                    }
+                    check_range(
+                        &format!("sources[{i}].batch_size"),
+                        *batch_size as u64,
+                        1,
+                        MAX_SOURCE_BATCH as u64,
+                        &mut errs,
+                    );
+                    check_range(
+                        &format!("sources[{i}].batch_window_ms"),
+                        *batch_window_ms,
+                        0,
+                        MAX_BATCH_WINDOW_MS,
+                        &mut errs,
+                    );
+                }
+                SourceSpec::Stream {
+                    stream,
+                    group,
+                    batch_size,
+                    ..
+                } => {
+                    if let Err(e) = validate_name(Kind::Stream, stream) {
+                        errs.push(FieldError::new(format!("sources[{i}].stream"), e));
+                    }
+                    if let Err(e) = validate_name(Kind::Group, group) {
+                        errs.push(FieldError::new(format!("sources[{i}].group"), e));
+                    }
+                    check_range(
+                        &format!("sources[{i}].batch_size"),
+                        *batch_size as u64,
+                        1,
+                        MAX_SOURCE_BATCH as u64,
+                        &mut errs,
+                    );
+                }
+            }
+        }
+        errs
+    }
+}

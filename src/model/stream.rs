@@ -1,0 +1,120 @@
+//! Streams (Kinesis-style, sharded by partition key) and their consumer groups.
+
+use super::{FieldError, check_range};
+use serde::{Deserialize, Serialize};
+
+/// Most shards a stream may have. Each shard is a lock and a notify in memory; 256 is far
+/// more than one machine can feed.
+pub const MAX_SHARDS: u32 = 256;
+/// Kinesis: records up to 1 MiB.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Kinesis: partition keys of 1 to 256 characters.
+pub const MAX_PARTITION_KEY_LEN: usize = 256;
+/// Kinesis PutRecords takes at most 500 records.
+pub const MAX_RECORDS_PER_PUT: usize = 500;
+/// Retention bounds in hours (Kinesis: 24 h default, up to 365 days).
+pub const DEFAULT_RETENTION_HOURS: u64 = 24;
+pub const MAX_RETENTION_HOURS: u64 = 365 * 24;
+
+/// `PUT /v1/streams/{stream}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSpec {
+    pub shards: u32,
+    pub retention_hours: u64,
+    /// Retention in seconds; overrides `retention_hours` when set. Finer than Kinesis
+    /// allows, so short-lived local streams (and tests of expiry) need not wait an hour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_s: Option<u64>,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            retention_hours: DEFAULT_RETENTION_HOURS,
+            retention_s: None,
+        }
+    }
+}
+
+impl StreamSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_range(
+            "shards",
+            self.shards as u64,
+            1,
+            MAX_SHARDS as u64,
+            &mut errs,
+        );
+        check_range(
+            "retention_hours",
+            self.retention_hours,
+            1,
+            MAX_RETENTION_HOURS,
+            &mut errs,
+        );
+        if let Some(r) = self.retention_s {
+            check_range("retention_s", r, 1, MAX_RETENTION_HOURS * 3600, &mut errs);
+        }
+        errs
+    }
+
+    /// How long records are kept, in milliseconds.
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_s
+            .unwrap_or(self.retention_hours * 3600)
+            .saturating_mul(1000)
+    }
+
+    pub fn immutable_diff(&self, new: &StreamSpec) -> Option<&'static str> {
+        // Resharding (split and merge) is not supported: a shard count is fixed.
+        (self.shards != new.shards).then_some("shards")
+    }
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+}
+
+/// Longest lease a consumer group may configure; past it a dead member holds shards for
+/// too long to call it failover.
+pub const MAX_LEASE_TIMEOUT_S: u64 = 300;
+
+/// `PUT /v1/streams/{stream}/groups/{group}` body; a group polled before it was put is
+/// created with the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSpec {
+    pub start_position: StartPosition,
+    pub lease_timeout_s: u64,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        Self {
+            start_position: StartPosition::TrimHorizon,
+            lease_timeout_s: 10,
+        }
+    }
+}
+
+impl GroupSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_range(
+            "lease_timeout_s",
+            self.lease_timeout_s,
+            1,
+            MAX_LEASE_TIMEOUT_S,
+            &mut errs,
+        );
+        errs
+    }
+}

@@ -1,0 +1,126 @@
+//! Subscriptions: a topic's link to an endpoint, with a filter policy.
+
+use super::{DeliveryPolicy, Endpoint, FieldError, Kind, validate_name};
+use serde::{Deserialize, Serialize};
+
+/// `PUT /v1/topics/{topic}/subscriptions/{name}` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    pub endpoint: Endpoint,
+    #[serde(default)]
+    pub filter_policy: Option<serde_json::Value>,
+    #[serde(default)]
+    pub filter_policy_scope: FilterScope,
+    #[serde(default)]
+    pub raw_message_delivery: bool,
+    /// Queue that receives deliveries this subscription cannot make (its queue was
+    /// deleted), as SNS's subscription redrive policy.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    /// Retry policy for endpoints that can fail transiently (HTTP); queue and stream
+    /// endpoints store every delivery at once and take none.
+    #[serde(default)]
+    pub delivery_policy: Option<DeliveryPolicy>,
+}
+
+/// Checks a filter policy for the given scope; the error names the offending key and rule.
+pub fn parse_policy(
+    policy: &serde_json::Value,
+    scope: FilterScope,
+) -> Result<switchyard_filter::Policy, String> {
+    switchyard_filter::Policy::parse_scoped(policy, scope.into()).map_err(|e| e.to_string())
+}
+
+impl From<FilterScope> for switchyard_filter::Scope {
+    fn from(scope: FilterScope) -> Self {
+        match scope {
+            FilterScope::MessageAttributes => switchyard_filter::Scope::MessageAttributes,
+            FilterScope::MessageBody => switchyard_filter::Scope::MessageBody,
+        }
+    }
+}
+
+/// Which part of a message a filter policy looks at (SNS `FilterPolicyScope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum FilterScope {
+    #[default]
+    MessageAttributes,
+    MessageBody,
+}
+
+impl SubscriptionSpec {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        match &self.endpoint {
+            Endpoint::Queue(q) => {
+                if let Err(e) = validate_name(Kind::Queue, q) {
+                    errs.push(FieldError::new("endpoint.queue", e));
+                }
+            }
+            Endpoint::Http(h) => h.validate(&mut errs),
+            Endpoint::Function(f) => {
+                if let Err(e) = validate_name(Kind::Function, f) {
+                    errs.push(FieldError::new("endpoint.function", e));
+                }
+            }
+            Endpoint::Stream {
+                stream,
+                partition_key,
+            } => {
+                if let Err(e) = validate_name(Kind::Stream, stream) {
+                    errs.push(FieldError::new("endpoint.stream", e));
+                }
+                if let Some(p) = partition_key
+                    && !(p.is_empty() || p.starts_with('/'))
+                {
+                    errs.push(FieldError::new(
+                        "endpoint.partition_key",
+                        format!("{p:?} is not a JSON pointer (it must start with '/')"),
+                    ));
+                }
+            }
+        }
+        if let Some(policy) = &self.filter_policy
+            && let Err(e) = parse_policy(policy, self.filter_policy_scope)
+        {
+            errs.push(FieldError::new("filter_policy", e));
+        }
+        if let Some(q) = &self.dead_letter_queue
+            && let Err(e) = validate_name(Kind::Queue, q)
+        {
+            errs.push(FieldError::new("dead_letter_queue", e));
+        }
+        match (&self.endpoint, &self.delivery_policy) {
+            (Endpoint::Http(_) | Endpoint::Function(_), Some(p)) => errs.extend(p.validate()),
+            (Endpoint::Queue(_) | Endpoint::Stream { .. }, Some(_)) => errs.push(FieldError::new(
+                "delivery_policy",
+                "queue and stream endpoints store every delivery at once; delivery policies are for endpoints that can fail (http)",
+            )),
+            _ => {}
+        }
+        errs
+    }
+
+    pub fn immutable_diff(&self, new: &SubscriptionSpec) -> Option<&'static str> {
+        (self.endpoint != new.endpoint).then_some("endpoint")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_serializes_as_api_md_says() {
+        let s: SubscriptionSpec =
+            serde_json::from_str(r#"{"endpoint":{"queue":"q"},"raw_message_delivery":true}"#)
+                .unwrap();
+        assert_eq!(s.endpoint, Endpoint::Queue("q".into()));
+        assert_eq!(s.filter_policy_scope, FilterScope::MessageAttributes);
+        assert!(
+            serde_json::from_str::<SubscriptionSpec>(r#"{"endpoint":{"queue":"q"},"x":1}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Topics: where producers publish.
+
+use super::{DEFAULT_MAX_MESSAGE_BYTES, FieldError, check_fifo_name, check_max_bytes};
+use serde::{Deserialize, Serialize};
+
+/// `PUT /v1/topics/{topic}` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicSpec {
+    /// FIFO topics keep order per `group_id` and deduplicate by `dedup_id`.
+    pub fifo: bool,
+    /// JSON Schema every published message must satisfy.
+    pub schema: Option<serde_json::Value>,
+    /// Deduplicate FIFO publishes by a hash of the message when no `dedup_id` is given.
+    pub content_based_dedup: bool,
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: Option<usize>,
+}
+
+impl TopicSpec {
+    pub fn validate(&self, name: &str) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        check_fifo_name(name, self.fifo, &mut errs);
+        if self.content_based_dedup && !self.fifo {
+            errs.push(FieldError::new(
+                "content_based_dedup",
+                "only FIFO topics deduplicate",
+            ));
+        }
+        if let Some(schema) = &self.schema
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            errs.push(FieldError::new(
+                "schema",
+                format!("not a valid JSON Schema: {e}"),
+            ));
+        }
+        check_max_bytes(self.max_message_bytes, &mut errs);
+        errs
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// Fields that cannot change once the topic exists (a changed one is a 409).
+    pub fn immutable_diff(&self, new: &TopicSpec) -> Option<&'static str> {
+        (self.fifo != new.fifo).then_some("fifo")
+    }
+}
