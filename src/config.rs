@@ -15,11 +15,12 @@
 //! filter_policy = { kind = ["order_placed"] }
 //! ```
 
+use crate::control::Control;
+use crate::error::OpError;
 use crate::model::{
     Endpoint, FieldError, FilterScope, FunctionSpec, Kind, QueueSpec, SourceSpec, StreamSpec,
     SubscriptionSpec, TopicSpec, validate_name,
 };
-use crate::router::{Router, RouterError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -355,31 +356,31 @@ pub fn parse(
 
 impl ValidConfig {
     /// Creates or updates every resource; resources not in the file are left alone.
-    pub async fn apply(self, router: &Router) -> Result<(), RouterError> {
+    pub async fn apply(self, control: &Control) -> Result<(), OpError> {
         // Dead-letter queues first, so redrive policies refer to queues that exist.
         let (dlq_users, plain): (Vec<_>, Vec<_>) = self
             .queues
             .into_iter()
             .partition(|(_, s)| s.redrive_policy.is_some());
         for (name, spec) in plain.into_iter().chain(dlq_users) {
-            router.put_queue(&name, spec).await?;
+            control.put_queue(&name, spec).await?;
         }
         for (name, spec) in self.streams {
-            router.put_stream(&name, spec).await?;
+            control.put_stream(&name, spec).await?;
         }
         for (name, spec) in self.functions {
             // Only changes take effect. Components compile in the background, so the
             // server listens at once; one that does not compile leaves its function
             // `failed` rather than stopping the server.
-            if router.function_spec(&name).as_ref() != Some(&spec) {
-                router.put_function_in_background(&name, spec).await?;
+            if control.function_spec(&name).as_ref() != Some(&spec) {
+                control.put_function_in_background(&name, spec).await?;
             }
         }
         for (name, spec) in self.topics {
-            router.put_topic(&name, spec).await?;
+            control.put_topic(&name, spec).await?;
         }
         for ((topic, name), spec) in self.subscriptions {
-            router.put_subscription(&topic, &name, spec).await?;
+            control.put_subscription(&topic, &name, spec).await?;
         }
         Ok(())
     }

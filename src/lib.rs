@@ -1,13 +1,17 @@
 //! Switchyard: a local-first event router.
 pub mod api;
+pub mod app;
 pub mod backend;
+pub mod batch;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod deliver;
-pub mod matching;
+pub mod error;
 pub mod model;
 pub mod policy_test;
-pub mod router;
+pub mod publish;
+pub mod queue;
 pub mod server;
 pub mod stream;
 pub mod time;

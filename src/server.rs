@@ -1,9 +1,9 @@
 //! Wires storage, router, HTTP API and background work together, and drains on shutdown.
 
 use crate::api::{self, AppState};
+use crate::app::{App, AppOptions};
 use crate::backend::jetstream::JetStream;
 use crate::backend::{Backend, Embedded};
-use crate::router::Router;
 use anyhow::Context;
 use std::future::Future;
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ pub struct Options {
 
 /// Everything `run` needs, opened and checked before the listener accepts anything.
 pub struct Prepared {
-    router: Arc<Router>,
+    app: Arc<App>,
     token: Option<String>,
 }
 
@@ -98,35 +98,36 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
                 .with_context(|| format!("opening the JetStream backend at {url}"))?,
         ),
     };
-    let router = Arc::new(
-        Router::open(
+    let app = Arc::new(
+        App::open(
             backend.clone(),
-            opts.deny_private_endpoints,
-            Some(
-                opts.compiled_cache
-                    .clone()
-                    .unwrap_or_else(|| opts.data_dir.join("compiled")),
-            ),
+            AppOptions {
+                deny_private_endpoints: opts.deny_private_endpoints,
+                compiled_cache: Some(
+                    opts.compiled_cache
+                        .clone()
+                        .unwrap_or_else(|| opts.data_dir.join("compiled")),
+                ),
+            },
         )
         .context("loading resources")?,
     );
-    router
-        .start()
+    app.start()
         .await
         .context("starting functions and workers")?;
     if let Some(path) = &opts.config {
         let existing = crate::config::Existing {
             queues: backend.queue_names().into_iter().collect(),
             streams: backend.stream_names().into_iter().collect(),
-            functions: router.function_names().into_iter().collect(),
+            functions: app.control.function_names().into_iter().collect(),
         };
         let cfg = crate::config::load(path, &existing).map_err(PrepareError::Config)?;
-        cfg.apply(&router)
+        cfg.apply(&app.control)
             .await
             .with_context(|| format!("applying {}", path.display()))?;
     }
     Ok(Prepared {
-        router,
+        app,
         token: opts.token,
     })
 }
@@ -146,11 +147,11 @@ pub async fn run(
     prepared: Prepared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = prepared.router;
-    let state = AppState::new(router.clone(), prepared.token);
+    let app = prepared.app;
+    let state = AppState::new(app.clone(), prepared.token);
     let sweeper = {
-        let backend = router.backend.clone();
-        let stop = router.shutdown.clone();
+        let backend = app.backend.clone();
+        let stop = app.shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             loop {
@@ -161,9 +162,8 @@ pub async fn run(
             }
         })
     };
-    let stop = router.shutdown.clone();
-    let app = api::app(state);
-    axum::serve(listener, app)
+    let stop = app.shutdown.clone();
+    axum::serve(listener, api::app(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");
@@ -171,7 +171,7 @@ pub async fn run(
         })
         .await
         .context("serving HTTP")?;
-    router.shutdown.cancel();
+    app.shutdown.cancel();
     let _ = sweeper.await;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! maps router errors to statuses.
 
 use crate::backend::ReceiptError;
-use crate::router::RouterError;
+use crate::error::OpError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
@@ -70,28 +70,28 @@ impl IntoResponse for Problem {
     }
 }
 
-impl From<RouterError> for Problem {
-    fn from(e: RouterError) -> Self {
+impl From<OpError> for Problem {
+    fn from(e: OpError) -> Self {
         let detail = e.to_string();
         let (status, kind) = match &e {
-            RouterError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
-            RouterError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
-            RouterError::InvalidSpec { .. } => (StatusCode::BAD_REQUEST, "invalid-resource"),
-            RouterError::Attribute(_) => (StatusCode::BAD_REQUEST, "invalid-attribute"),
-            RouterError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            RouterError::Expired(_) => (StatusCode::GONE, "expired"),
-            RouterError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message-too-large"),
-            RouterError::SchemaViolation { .. } => {
+            OpError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
+            OpError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-request"),
+            OpError::InvalidSpec { .. } => (StatusCode::BAD_REQUEST, "invalid-resource"),
+            OpError::Attribute(_) => (StatusCode::BAD_REQUEST, "invalid-attribute"),
+            OpError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            OpError::Expired(_) => (StatusCode::GONE, "expired"),
+            OpError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message-too-large"),
+            OpError::SchemaViolation { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "schema-violation")
             }
-            RouterError::FunctionLoading { .. } => {
+            OpError::FunctionLoading { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "function-loading")
             }
-            RouterError::FunctionFailed { .. } => (StatusCode::CONFLICT, "function-failed"),
-            RouterError::Receipt(r) => receipt_status(r),
-            RouterError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+            OpError::FunctionFailed { .. } => (StatusCode::CONFLICT, "function-failed"),
+            OpError::Receipt(r) => receipt_status(r),
+            OpError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
         };
-        let retry_after_s = matches!(e, RouterError::FunctionLoading { .. }).then_some(1);
+        let retry_after_s = matches!(e, OpError::FunctionLoading { .. }).then_some(1);
         Problem {
             retry_after_s,
             ..Problem::new(status, kind, detail)

@@ -5,15 +5,16 @@
 
 pub mod error;
 
+use crate::app::App;
 use crate::backend::Received;
 use crate::backend::StoredRecord;
+use crate::error::OpError;
 use crate::model::{FunctionSpec, GroupSpec, QueueSpec, StreamSpec, SubscriptionSpec, TopicSpec};
-use crate::router::{
-    CheckpointRequest, PollRequest, PublishRequest, PutRecord, ReceiveRequest, Router, RouterError,
-    SendRequest,
-};
+use crate::publish::PublishRequest;
+use crate::queue::{ReceiveRequest, SendRequest};
 use crate::runtime::FunctionState;
 use crate::stream;
+use crate::stream::{CheckpointRequest, PollRequest, PutRecord};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -49,16 +50,16 @@ pub struct Metrics {
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub router: Arc<Router>,
+    pub app: Arc<App>,
     pub metrics: Metrics,
     /// When set, every `/v1` call needs `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
 }
 
 impl AppState {
-    pub fn new(router: Arc<Router>, token: Option<String>) -> Self {
+    pub fn new(app: Arc<App>, token: Option<String>) -> Self {
         Self(Arc::new(Shared {
-            router,
+            app,
             metrics: Metrics::default(),
             token,
         }))
@@ -208,7 +209,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             v.load(Ordering::Relaxed)
         ));
     }
-    let d = &s.router.workers.metrics;
+    let d = &s.app.delivery_metrics;
     for (name, help, v) in [
         (
             "switchyard_delivery_attempts_total",
@@ -241,8 +242,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
             v.load(Ordering::Relaxed)
         ));
     }
-    for q in s.router.backend.queue_names() {
-        if let Ok(c) = s.router.counts(&q).await {
+    for q in s.app.queues.names() {
+        if let Ok(c) = s.app.queues.counts(&q).await {
             for (state, v) in [
                 ("visible", c.visible),
                 ("in_flight", c.in_flight),
@@ -278,11 +279,11 @@ fn created_or_ok(created: bool, body: Value) -> Response {
 // ---- topics ---------------------------------------------------------------------------
 
 async fn list_topics(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "topics": s.router.topic_names() }))
+    Json(json!({ "topics": s.app.control.topic_names() }))
 }
 
-fn topic_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
-    let t = s.router.topic(name)?;
+fn topic_json(s: &AppState, name: &str) -> Result<Value, OpError> {
+    let t = s.app.control.topic(name)?;
     let mut v = serde_json::to_value(&t.spec).expect("spec serializes");
     v["name"] = json!(name);
     v["subscriptions"] = json!(t.subscriptions.keys().collect::<Vec<_>>());
@@ -298,12 +299,12 @@ async fn put_topic(
     Path(topic): Path<String>,
     ApiJson(spec): ApiJson<TopicSpec>,
 ) -> ApiResult {
-    let created = s.router.put_topic(&topic, spec).await?;
+    let created = s.app.control.put_topic(&topic, spec).await?;
     Ok(created_or_ok(created, topic_json(&s, &topic)?))
 }
 
 async fn delete_topic(State(s): State<AppState>, Path(topic): Path<String>) -> ApiResult {
-    s.router.delete_topic(&topic).await?;
+    s.app.control.delete_topic(&topic).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -312,7 +313,7 @@ async fn publish(
     Path(topic): Path<String>,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> ApiResult {
-    let out = s.router.publish(&topic, req).await?;
+    let out = s.app.publisher.publish(&topic, req).await?;
     s.metrics.published.fetch_add(1, Ordering::Relaxed);
     s.metrics
         .deliveries
@@ -335,8 +336,8 @@ fn check_batch_len(n: usize) -> Result<(), Problem> {
     Ok(())
 }
 
-fn batch_response<T: serde::Serialize>(
-    results: Vec<(String, Result<T, RouterError>)>,
+fn batch_response<T>(
+    results: Vec<(String, Result<T, OpError>)>,
     ok: impl Fn(T) -> Value,
 ) -> (Value, u64) {
     let mut successful = Vec::new();
@@ -364,7 +365,7 @@ async fn publish_batch(
     ApiJson(batch): ApiJson<Batch<PublishRequest>>,
 ) -> ApiResult {
     check_batch_len(batch.entries.len())?;
-    let results = s.router.publish_batch(&topic, batch.entries).await?;
+    let results = s.app.publisher.publish_batch(&topic, batch.entries).await?;
     let deliveries: usize = results
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|o| o.delivered))
@@ -380,7 +381,7 @@ async fn publish_batch(
 // ---- subscriptions --------------------------------------------------------------------
 
 async fn list_subscriptions(State(s): State<AppState>, Path(topic): Path<String>) -> ApiResult {
-    let t = s.router.topic(&topic)?;
+    let t = s.app.control.topic(&topic)?;
     let subs = t
         .subscriptions
         .keys()
@@ -396,15 +397,12 @@ fn subscription_json(
     topic: &str,
     name: &str,
     reveal_secret: bool,
-) -> Result<Value, RouterError> {
-    let t = s.router.topic(topic)?;
-    let spec = t
-        .subscriptions
-        .get(name)
-        .ok_or_else(|| RouterError::NotFound {
-            kind: crate::model::Kind::Subscription,
-            name: name.to_string(),
-        })?;
+) -> Result<Value, OpError> {
+    let t = s.app.control.topic(topic)?;
+    let spec = t.subscriptions.get(name).ok_or_else(|| OpError::NotFound {
+        kind: crate::model::Kind::Subscription,
+        name: name.to_string(),
+    })?;
     let mut v = serde_json::to_value(spec).expect("spec serializes");
     v["name"] = json!(name);
     v["topic"] = json!(topic);
@@ -426,7 +424,7 @@ async fn put_subscription(
     Path((topic, name)): Path<(String, String)>,
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> ApiResult {
-    let created = s.router.put_subscription(&topic, &name, spec).await?;
+    let created = s.app.control.put_subscription(&topic, &name, spec).await?;
     Ok(created_or_ok(
         created,
         subscription_json(&s, &topic, &name, created)?,
@@ -437,19 +435,19 @@ async fn delete_subscription(
     State(s): State<AppState>,
     Path((topic, name)): Path<(String, String)>,
 ) -> ApiResult {
-    s.router.delete_subscription(&topic, &name).await?;
+    s.app.control.delete_subscription(&topic, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- queues ---------------------------------------------------------------------------
 
 async fn list_queues(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "queues": s.router.backend.queue_names() }))
+    Json(json!({ "queues": s.app.queues.names() }))
 }
 
-async fn queue_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
-    let h = s.router.queue(name)?;
-    let c = s.router.counts(name).await?;
+async fn queue_json(s: &AppState, name: &str) -> Result<Value, OpError> {
+    let h = s.app.queues.queue(name)?;
+    let c = s.app.queues.counts(name).await?;
     let mut v = serde_json::to_value(h.spec()).expect("spec serializes");
     v["name"] = json!(name);
     v["approximate_visible"] = json!(c.visible);
@@ -467,12 +465,12 @@ async fn put_queue(
     Path(queue): Path<String>,
     ApiJson(spec): ApiJson<QueueSpec>,
 ) -> ApiResult {
-    let created = s.router.put_queue(&queue, spec).await?;
+    let created = s.app.control.put_queue(&queue, spec).await?;
     Ok(created_or_ok(created, queue_json(&s, &queue).await?))
 }
 
 async fn delete_queue(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
-    s.router.delete_queue(&queue).await?;
+    s.app.control.delete_queue(&queue).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -502,7 +500,8 @@ async fn send(
     match parsed {
         SendBody::One(req) => {
             let (_, r) = s
-                .router
+                .app
+                .queues
                 .send(&queue, vec![req])
                 .await?
                 .pop()
@@ -511,7 +510,7 @@ async fn send(
         }
         SendBody::Batch(b) => {
             check_batch_len(b.entries.len())?;
-            let results = s.router.send(&queue, b.entries).await?;
+            let results = s.app.queues.send(&queue, b.entries).await?;
             let (body, _) = batch_response(results, |mid| json!({ "message_id": mid }));
             Ok(Json(body).into_response())
         }
@@ -561,7 +560,7 @@ async fn receive(
     } else {
         error::parse_json(&body)?
     };
-    let msgs = s.router.receive(&queue, req).await?;
+    let msgs = s.app.queues.receive(&queue, req).await?;
     s.metrics
         .received
         .fetch_add(msgs.len() as u64, Ordering::Relaxed);
@@ -584,7 +583,7 @@ async fn ack(
             "receipts must hold 1 to {MAX_BATCH_ENTRIES} receipts"
         )));
     }
-    let verdicts = s.router.ack(&queue, &req.receipts).await?;
+    let verdicts = s.app.queues.ack(&queue, &req.receipts).await?;
     let mut acked = Vec::new();
     let mut failed = Vec::new();
     for (r, v) in req.receipts.iter().zip(verdicts) {
@@ -622,33 +621,34 @@ async fn visibility(
     Path(queue): Path<String>,
     ApiJson(req): ApiJson<VisibilityRequest>,
 ) -> ApiResult {
-    s.router
+    s.app
+        .queues
         .change_visibility(&queue, &req.receipt, req.timeout_s)
         .await?;
     Ok(Json(json!({})).into_response())
 }
 
 async fn purge(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
-    let n = s.router.purge(&queue).await?;
+    let n = s.app.queues.purge(&queue).await?;
     Ok(Json(json!({ "purged": n })).into_response())
 }
 
 async fn redrive(State(s): State<AppState>, Path(queue): Path<String>) -> ApiResult {
-    let n = s.router.redrive(&queue).await?;
+    let n = s.app.queues.redrive(&queue).await?;
     Ok(Json(json!({ "moved": n })).into_response())
 }
 
 // ---- streams --------------------------------------------------------------------------
 
 async fn list_streams(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "streams": s.router.backend.stream_names() }))
+    Json(json!({ "streams": s.app.streams.names() }))
 }
 
-async fn stream_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
-    let h = s.router.stream(name)?;
+async fn stream_json(s: &AppState, name: &str) -> Result<Value, OpError> {
+    let h = s.app.streams.stream(name)?;
     let mut v = serde_json::to_value(h.spec()).expect("spec serializes");
     v["name"] = json!(name);
-    v["groups"] = json!(s.router.group_names(name).await?);
+    v["groups"] = json!(s.app.streams.group_names(name).await?);
     Ok(v)
 }
 
@@ -661,12 +661,12 @@ async fn put_stream(
     Path(name): Path<String>,
     ApiJson(spec): ApiJson<StreamSpec>,
 ) -> ApiResult {
-    let created = s.router.put_stream(&name, spec).await?;
+    let created = s.app.control.put_stream(&name, spec).await?;
     Ok(created_or_ok(created, stream_json(&s, &name).await?))
 }
 
 async fn delete_stream(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    s.router.delete_stream(&name).await?;
+    s.app.control.delete_stream(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -681,7 +681,7 @@ async fn put_records(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<PutRecords>,
 ) -> ApiResult {
-    let placed = s.router.put_records(&name, req.records).await?;
+    let placed = s.app.streams.put_records(&name, req.records).await?;
     let records: Vec<Value> = placed
         .into_iter()
         .map(|(shard, seq)| json!({"shard_id": stream::shard_id(shard), "sequence": seq.to_string()}))
@@ -690,17 +690,12 @@ async fn put_records(
 }
 
 async fn list_shards(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let h = s.router.stream(&name)?;
+    let h = s.app.streams.stream(&name)?;
     let n = h.shard_count();
     let mut shards = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (lo, hi) = stream::shard_range(i, n);
-        let (first, end) = s
-            .router
-            .backend
-            .bounds(&h, i)
-            .await
-            .map_err(RouterError::from)?;
+        let (first, end) = s.app.backend.bounds(&h, i).await.map_err(OpError::from)?;
         shards.push(json!({
             "shard_id": stream::shard_id(i),
             "hash_key_range": {"start": lo.to_string(), "end": hi.to_string()},
@@ -756,12 +751,16 @@ async fn read_shard(
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let from = q.from.as_deref().unwrap_or("trim_horizon");
-    let page = s.router.read_shard(&name, &shard, from, q.limit).await?;
+    let page = s
+        .app
+        .streams
+        .read_shard(&name, &shard, from, q.limit)
+        .await?;
     Ok(render_records(&page.records, Some(&page.next.to_string())))
 }
 
-async fn group_json(s: &AppState, name: &str, group: &str) -> Result<Value, RouterError> {
-    let (spec, shards) = s.router.describe_group(name, group).await?;
+async fn group_json(s: &AppState, name: &str, group: &str) -> Result<Value, OpError> {
+    let (spec, shards) = s.app.streams.describe_group(name, group).await?;
     let shards: Vec<Value> = shards
         .into_iter()
         .enumerate()
@@ -791,7 +790,7 @@ async fn put_group(
     Path((name, group)): Path<(String, String)>,
     ApiJson(spec): ApiJson<GroupSpec>,
 ) -> ApiResult {
-    let created = s.router.put_group(&name, &group, spec).await?;
+    let created = s.app.streams.put_group(&name, &group, spec).await?;
     Ok(created_or_ok(created, group_json(&s, &name, &group).await?))
 }
 
@@ -800,7 +799,7 @@ async fn poll(
     Path((name, group)): Path<(String, String)>,
     ApiJson(req): ApiJson<PollRequest>,
 ) -> ApiResult {
-    let records = s.router.poll(&name, &group, req).await?;
+    let records = s.app.streams.poll(&name, &group, req).await?;
     Ok(render_records(&records, None))
 }
 
@@ -809,7 +808,7 @@ async fn checkpoint(
     Path((name, group)): Path<(String, String)>,
     ApiJson(req): ApiJson<CheckpointRequest>,
 ) -> ApiResult {
-    s.router.checkpoint(&name, &group, req).await?;
+    s.app.streams.checkpoint(&name, &group, req).await?;
     Ok(Json(json!({})).into_response())
 }
 
@@ -834,7 +833,7 @@ async fn test_policy(ApiJson(req): ApiJson<PolicyTest>) -> ApiResult {
     let scope = policy_test::parse_scope(req.scope.as_deref().unwrap_or("MessageAttributes"))
         .map_err(Problem::bad_request)?;
     let attrs =
-        crate::model::attributes::from_api(req.attributes.as_ref()).map_err(RouterError::from)?;
+        crate::model::attributes::from_api(req.attributes.as_ref()).map_err(OpError::from)?;
     let body = req
         .message
         .as_ref()
@@ -848,16 +847,16 @@ async fn test_policy(ApiJson(req): ApiJson<PolicyTest>) -> ApiResult {
 // ---- functions ------------------------------------------------------------------------
 
 async fn list_functions(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({ "functions": s.router.function_names() }))
+    Json(json!({ "functions": s.app.control.function_names() }))
 }
 
-fn function_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
-    let not_found = || RouterError::NotFound {
+fn function_json(s: &AppState, name: &str) -> Result<Value, OpError> {
+    let not_found = || OpError::NotFound {
         kind: crate::model::Kind::Function,
         name: name.to_string(),
     };
-    let spec = s.router.function_spec(name).ok_or_else(not_found)?;
-    let state = s.router.function_state(name).ok_or_else(not_found)?;
+    let spec = s.app.control.function_spec(name).ok_or_else(not_found)?;
+    let state = s.app.control.function_state(name).ok_or_else(not_found)?;
     let mut v = serde_json::to_value(spec).expect("spec serializes");
     v["name"] = json!(name);
     v["state"] = json!(state.name());
@@ -870,7 +869,7 @@ fn function_json(s: &AppState, name: &str) -> Result<Value, RouterError> {
 /// Readiness: 200 once every function's component has loaded; 503 naming those still
 /// loading and those that failed (with the reason) until then.
 async fn readyz(State(s): State<AppState>) -> Response {
-    let pending = s.router.functions_not_ready();
+    let pending = s.app.control.functions_not_ready();
     if pending.is_empty() {
         return Json(json!({"ready": true})).into_response();
     }
@@ -900,12 +899,12 @@ async fn put_function(
     Path(name): Path<String>,
     ApiJson(spec): ApiJson<FunctionSpec>,
 ) -> ApiResult {
-    let created = s.router.put_function(&name, spec).await?;
+    let created = s.app.control.put_function(&name, spec).await?;
     Ok(created_or_ok(created, function_json(&s, &name)?))
 }
 
 async fn delete_function(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    s.router.delete_function(&name).await?;
+    s.app.control.delete_function(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -924,9 +923,44 @@ async fn invoke_function(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<InvokeRequest>,
 ) -> ApiResult {
-    let v = s
-        .router
+    let inv = s
+        .app
+        .control
         .invoke(&name, &req.message, req.attributes.as_ref())
         .await?;
-    Ok(Json(v).into_response())
+    Ok(Json(invocation_json(&inv)).into_response())
+}
+
+/// What a trial invocation did: its outcome, logs and what it would have published.
+fn invocation_json(inv: &crate::runtime::Invocation) -> Value {
+    use crate::runtime::Body;
+    use base64::Engine;
+    let (ok, error) = match &inv.outcome {
+        Ok(()) => (true, Value::Null),
+        Err(e) => (
+            false,
+            json!({"message": e.to_string(), "retryable": e.is_retryable()}),
+        ),
+    };
+    let published: Vec<Value> = inv
+        .published
+        .iter()
+        .map(|p| {
+            let message = match &p.body {
+                Body::Text(t) => serde_json::from_str(t).unwrap_or_else(|_| json!(t)),
+                Body::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+            };
+            json!({"topic": p.topic, "message": message,
+                   "attributes": crate::publish::sns_attributes(&p.attributes),
+                   "group_id": p.group_id, "dedup_id": p.dedup_id})
+        })
+        .collect();
+    json!({
+        "ok": ok,
+        "error": error,
+        "logs": inv.logs.iter().map(|l| json!({"level": format!("{:?}", l.level).to_lowercase(), "source": format!("{:?}", l.source).to_lowercase(), "message": l.message})).collect::<Vec<_>>(),
+        "published": published,
+        "discarded_publishes": inv.discarded_publishes,
+        "duration_ms": inv.duration.as_secs_f64() * 1000.0,
+    })
 }

@@ -9,7 +9,7 @@ use super::{
     StorageError, Stored, StoredRecord, Stream, StreamRef, downcast, now_ms,
 };
 use crate::model::{GroupSpec, QueueSpec, StreamSpec};
-use crate::stream::group::{Assignment, Lease};
+use crate::stream::lease::{Assignment, Lease};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;

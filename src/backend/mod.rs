@@ -25,7 +25,7 @@ pub use index::Counts;
 pub use streams::{NewRecord, StoredRecord};
 
 use crate::model::{GroupSpec, QueueSpec, StreamSpec};
-use crate::stream::group::{Assignment, Lease};
+use crate::stream::lease::{Assignment, Lease};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;

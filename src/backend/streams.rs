@@ -8,7 +8,7 @@
 use super::committer::{Op, Space};
 use super::{Embedded, StorageError, now_ms, to_json};
 use crate::model::{GroupSpec, StartPosition, StreamSpec};
-use crate::stream::group::Leases;
+use crate::stream::lease::Leases;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

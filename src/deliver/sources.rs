@@ -7,12 +7,16 @@
 //! Stream: poll as the group's member, invoke, checkpoint what succeeded; on a partial
 //! failure a shard resumes from its lowest failed record, on a whole failure the batch is
 //! read again, with a growing pause between attempts.
+//!
+//! A source waits while its function is loading: nothing is received (so no receive count
+//! is spent) until it can run.
 
+use super::{Outbox, event};
+use crate::backend::{Backend, StoredRecord};
 use crate::model::{SourceSpec, StartPosition};
-use crate::router::{CheckpointRequest, PollRequest, Router, SequenceArg};
-use crate::runtime::{Body, Event, Function};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use crate::runtime::{Function, FunctionRegistry};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -26,24 +30,79 @@ const MISSING_PAUSE: Duration = Duration::from_secs(1);
 /// A queue receive returns at most this many messages.
 const RECEIVE_MAX: usize = 10;
 
+/// Why a consumer-group operation of a stream source failed (logged, then retried).
+pub type FeedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a stream source needs of the consumer-group semantics above storage: join a
+/// group, poll it as a member, checkpoint and re-read.
+#[async_trait::async_trait]
+pub trait GroupFeed: Send + Sync + 'static {
+    /// Whether the stream exists.
+    fn has_stream(&self, stream: &str) -> bool;
+    /// Creates the group, starting at `start`, unless it exists (whatever its settings).
+    async fn join(&self, stream: &str, group: &str, start: StartPosition) -> Result<(), FeedError>;
+    /// A poll by `member`: records of the shards it holds, waiting up to `wait`.
+    async fn poll(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max_records: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>, FeedError>;
+    /// Records that `member` processed `shard` up to `sequence`; refused when it no
+    /// longer holds the shard.
+    async fn checkpoint(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        shard: u32,
+        sequence: u64,
+    ) -> Result<(), FeedError>;
+    /// Moves `member`'s read position on `shard` back to just after `after`, so its next
+    /// poll reads the records after it again.
+    fn rewind(&self, stream: &str, group: &str, member: &str, shard: u32, after: u64);
+}
+
+/// What every source of this router shares.
+struct Context {
+    backend: Arc<dyn Backend>,
+    functions: Arc<FunctionRegistry>,
+    outbox: Arc<dyn Outbox>,
+    groups: Arc<dyn GroupFeed>,
+    /// Appended to a stream source's member name: routers sharing a backend each run the
+    /// source as their own member, so the shards are split between them, not read twice.
+    member_suffix: String,
+}
+
 /// The running sources, by function.
 pub struct Sources {
-    router: OnceLock<Weak<Router>>,
+    context: Arc<Context>,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
 }
 
 impl Sources {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        functions: Arc<FunctionRegistry>,
+        outbox: Arc<dyn Outbox>,
+        groups: Arc<dyn GroupFeed>,
+        member_suffix: String,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
-            router: OnceLock::new(),
+            context: Arc::new(Context {
+                backend,
+                functions,
+                outbox,
+                groups,
+                member_suffix,
+            }),
             running: Mutex::default(),
             shutdown,
         }
-    }
-
-    pub fn attach(&self, router: Weak<Router>) {
-        let _ = self.router.set(router);
     }
 
     /// Stops a function's sources and starts `sources` in their place.
@@ -57,24 +116,15 @@ impl Sources {
         {
             old.cancel();
         }
-        let Some(router) = self.router.get().cloned() else {
-            return;
-        };
         for s in sources {
-            let (router, stop, function, s) = (
-                router.clone(),
-                stop.clone(),
-                function.to_string(),
-                s.clone(),
-            );
-            match s {
+            let (cx, stop, function) = (self.context.clone(), stop.clone(), function.to_string());
+            match s.clone() {
                 SourceSpec::Queue {
                     queue,
                     batch_size,
                     batch_window_ms,
                 } => {
-                    tokio::spawn(queue_source(
-                        router,
+                    tokio::spawn(cx.queue_source(
                         function,
                         queue,
                         batch_size,
@@ -88,29 +138,19 @@ impl Sources {
                     batch_size,
                     starting_position,
                 } => {
-                    tokio::spawn(stream_source(
-                        router,
+                    let source = StreamSource {
+                        member: format!("function:{function}{}", cx.member_suffix),
                         function,
                         stream,
                         group,
                         batch_size,
-                        starting_position,
-                        stop,
-                    ));
+                        start: starting_position,
+                    };
+                    tokio::spawn(cx.stream_source(source, stop));
                 }
             }
         }
     }
-}
-
-/// Routers sharing a backend each run the source as their own group member, so the
-/// shards are split between them instead of read twice.
-fn r_suffix(router: &Weak<Router>) -> String {
-    router
-        .upgrade()
-        .filter(|r| r.backend.is_shared())
-        .map(|r| format!("@{}", r.instance))
-        .unwrap_or_default()
 }
 
 async fn pause(d: Duration, stop: &CancellationToken) {
@@ -120,239 +160,208 @@ async fn pause(d: Duration, stop: &CancellationToken) {
     }
 }
 
-/// Waits until the source's function is ready to invoke; `None` when it does not exist
-/// or the source stops. A function that is loading, or failed to load, is waited for.
-async fn ready_function(
-    router: &Weak<Router>,
-    function: &str,
-    stop: &CancellationToken,
-) -> Option<Arc<Function>> {
-    let registry = router.upgrade()?.function_registry();
-    tokio::select! {
-        f = registry.wait_ready(function) => f,
-        _ = stop.cancelled() => None,
-    }
-}
-
-async fn queue_source(
-    router: Weak<Router>,
-    function: String,
-    queue: String,
-    batch_size: usize,
-    window: Duration,
-    stop: CancellationToken,
-) {
-    while !stop.is_cancelled() {
-        let Some(f) = ready_function(&router, &function, &stop).await else {
-            pause(MISSING_PAUSE, &stop).await;
-            continue;
-        };
-        let Some(r) = router.upgrade() else { return };
-        let Ok(h) = r.queue(&queue) else {
-            drop(r);
-            pause(MISSING_PAUSE, &stop).await;
-            continue;
-        };
-        let vis_ms = h.spec().visibility_timeout_s * 1000;
-        let mut msgs = match r
-            .backend
-            .receive(&h, batch_size.min(RECEIVE_MAX), vis_ms, POLL_WAIT, &stop)
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(function, queue, error = %e, "source receive failed");
-                pause(MISSING_PAUSE, &stop).await;
-                continue;
-            }
-        };
-        if msgs.is_empty() {
-            continue;
-        }
-        let window_end = tokio::time::Instant::now() + window;
-        while msgs.len() < batch_size {
-            let left = window_end.saturating_duration_since(tokio::time::Instant::now());
-            let more = (batch_size - msgs.len()).min(RECEIVE_MAX);
-            match r.backend.receive(&h, more, vis_ms, left, &stop).await {
-                Ok(m) if !m.is_empty() => msgs.extend(m),
-                _ => break,
-            }
-        }
-        let events = msgs
-            .iter()
-            .map(|m| Event {
-                id: m.message_id.clone(),
-                topic: String::new(),
-                subscription: queue.clone(),
-                attributes: crate::router::runtime_attributes(
-                    &serde_json::from_slice(&m.attributes).unwrap_or_default(),
-                ),
-                body: Body::Text(String::from_utf8_lossy(&m.payload).into_owned()),
-                published_at_ms: m.sent_at,
-                receive_count: m.receive_count,
-            })
-            .collect();
-        let inv = f.invoke_batch(events).await;
-        match inv.outcome {
-            Ok(failures) => {
-                let failed: std::collections::HashSet<usize> =
-                    failures.iter().map(|f| f.index).collect();
-                for fl in &failures {
-                    tracing::warn!(function, queue, message_id = %fl.event_id, error = %fl.message, "batch item failed; it stays in the queue");
-                }
-                let done: Vec<String> = msgs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !failed.contains(i))
-                    .map(|(_, m)| m.receipt.clone())
-                    .collect();
-                if !done.is_empty()
-                    && let Err(e) = r.backend.ack(&h, &done).await
-                {
-                    tracing::error!(function, queue, error = %e, "acknowledging a processed batch failed; it will be processed again");
-                }
-                r.publish_from_function(&function, inv.published).await;
-            }
-            Err(e) => {
-                tracing::warn!(function, queue, error = %e, messages = msgs.len(), "batch failed; the messages stay in the queue");
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn stream_source(
-    router: Weak<Router>,
+/// A stream source's settings.
+struct StreamSource {
     function: String,
     stream: String,
     group: String,
+    /// The group member this source polls as.
+    member: String,
     batch_size: usize,
     start: StartPosition,
-    stop: CancellationToken,
-) {
-    let member = format!("function:{function}{}", r_suffix(&router));
-    let mut retry_pause = FIRST_RETRY_PAUSE;
-    while !stop.is_cancelled() {
-        let Some(f) = ready_function(&router, &function, &stop).await else {
-            pause(MISSING_PAUSE, &stop).await;
-            continue;
-        };
-        let Some(r) = router.upgrade() else { return };
-        // A new group starts where the source says; an existing group keeps its settings.
-        let spec = crate::model::GroupSpec {
-            start_position: start,
-            ..crate::model::GroupSpec::default()
-        };
-        if r.stream(&stream).is_err() {
-            drop(r);
-            pause(MISSING_PAUSE, &stop).await;
-            continue;
+}
+
+impl Context {
+    /// Waits until the source's function is ready to invoke; `None` when it does not
+    /// exist or the source stops. A function that is loading, or failed to load, is
+    /// waited for.
+    async fn ready_function(
+        &self,
+        function: &str,
+        stop: &CancellationToken,
+    ) -> Option<Arc<Function>> {
+        tokio::select! {
+            f = self.functions.wait_ready(function) => f,
+            _ = stop.cancelled() => None,
         }
-        let _ = r.put_group(&stream, &group, spec).await;
-        let recs = match r
-            .poll(
-                &stream,
-                &group,
-                PollRequest {
-                    member: member.clone(),
-                    max_records: Some(batch_size),
-                    wait_s: Some(POLL_WAIT.as_secs()),
-                },
-            )
-            .await
-        {
-            Ok(recs) => recs,
-            Err(e) => {
-                tracing::error!(function, stream, error = %e, "source poll failed");
-                drop(r);
+    }
+
+    async fn queue_source(
+        self: Arc<Self>,
+        function: String,
+        queue: String,
+        batch_size: usize,
+        window: Duration,
+        stop: CancellationToken,
+    ) {
+        while !stop.is_cancelled() {
+            let Some(f) = self.ready_function(&function, &stop).await else {
+                pause(MISSING_PAUSE, &stop).await;
+                continue;
+            };
+            let Some(h) = self.backend.queue(&queue) else {
+                pause(MISSING_PAUSE, &stop).await;
+                continue;
+            };
+            let vis_ms = h.spec().visibility_timeout_s * 1000;
+            let mut msgs = match self
+                .backend
+                .receive(&h, batch_size.min(RECEIVE_MAX), vis_ms, POLL_WAIT, &stop)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(function, queue, error = %e, "source receive failed");
+                    pause(MISSING_PAUSE, &stop).await;
+                    continue;
+                }
+            };
+            if msgs.is_empty() {
+                continue;
+            }
+            let window_end = tokio::time::Instant::now() + window;
+            while msgs.len() < batch_size {
+                let left = window_end.saturating_duration_since(tokio::time::Instant::now());
+                let more = (batch_size - msgs.len()).min(RECEIVE_MAX);
+                match self.backend.receive(&h, more, vis_ms, left, &stop).await {
+                    Ok(m) if !m.is_empty() => msgs.extend(m),
+                    _ => break,
+                }
+            }
+            let events = msgs
+                .iter()
+                .map(|m| event::from_message(&queue, m))
+                .collect();
+            let inv = f.invoke_batch(events).await;
+            match inv.outcome {
+                Ok(failures) => {
+                    let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
+                    for fl in &failures {
+                        tracing::warn!(function, queue, message_id = %fl.event_id, error = %fl.message, "batch item failed; it stays in the queue");
+                    }
+                    let done: Vec<String> = msgs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !failed.contains(i))
+                        .map(|(_, m)| m.receipt.clone())
+                        .collect();
+                    if !done.is_empty()
+                        && let Err(e) = self.backend.ack(&h, &done).await
+                    {
+                        tracing::error!(function, queue, error = %e, "acknowledging a processed batch failed; it will be processed again");
+                    }
+                    self.outbox.publish(&function, inv.published).await;
+                }
+                Err(e) => {
+                    tracing::warn!(function, queue, error = %e, messages = msgs.len(), "batch failed; the messages stay in the queue");
+                }
+            }
+        }
+    }
+
+    async fn stream_source(self: Arc<Self>, s: StreamSource, stop: CancellationToken) {
+        let StreamSource {
+            function,
+            stream,
+            group,
+            member,
+            ..
+        } = &s;
+        let mut retry_pause = FIRST_RETRY_PAUSE;
+        while !stop.is_cancelled() {
+            let Some(f) = self.ready_function(function, &stop).await else {
+                pause(MISSING_PAUSE, &stop).await;
+                continue;
+            };
+            if !self.groups.has_stream(stream) {
                 pause(MISSING_PAUSE, &stop).await;
                 continue;
             }
-        };
-        if recs.is_empty() {
-            continue;
-        }
-        let events = recs
-            .iter()
-            .map(|rec| Event {
-                id: format!("{}:{}", crate::stream::shard_id(rec.shard), rec.sequence),
-                topic: stream.clone(),
-                subscription: group.clone(),
-                attributes: Vec::new(),
-                body: Body::Text(String::from_utf8_lossy(&rec.data).into_owned()),
-                published_at_ms: rec.arrived_at,
-                receive_count: 1,
-            })
-            .collect();
-        let inv = f.invoke_batch(events).await;
-        // Per shard: the last record handed over, and the lowest one that failed.
-        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
-        for rec in &recs {
-            last.insert(rec.shard, rec.sequence);
-        }
-        let mut lowest_failed: BTreeMap<u32, u64> = BTreeMap::new();
-        let ok = match &inv.outcome {
-            Ok(failures) => {
-                for fl in failures {
-                    let rec = &recs[fl.index];
-                    let e = lowest_failed.entry(rec.shard).or_insert(rec.sequence);
-                    *e = (*e).min(rec.sequence);
-                    tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
-                }
-                true
+            // A new group starts where the source says; an existing group keeps its
+            // settings.
+            if let Err(e) = self.groups.join(stream, group, s.start).await {
+                tracing::warn!(function, stream, group, error = %e, "cannot create the source's consumer group");
             }
-            Err(e) => {
-                tracing::warn!(function, stream, error = %e, records = recs.len(), "batch failed; it will be read again");
-                for rec in &recs {
-                    let e = lowest_failed.entry(rec.shard).or_insert(rec.sequence);
-                    *e = (*e).min(rec.sequence);
+            let recs = match self
+                .groups
+                .poll(stream, group, member, s.batch_size, POLL_WAIT)
+                .await
+            {
+                Ok(recs) => recs,
+                Err(e) => {
+                    tracing::error!(function, stream, error = %e, "source poll failed");
+                    pause(MISSING_PAUSE, &stop).await;
+                    continue;
                 }
-                false
-            }
-        };
-        for (&shard, &seq) in &last {
-            // Everything before the lowest failure of the shard is done.
-            let done = match lowest_failed.get(&shard) {
-                Some(&failed) => failed - 1,
-                None => seq,
             };
-            // Checkpoint only progress made in this batch (a failure at the batch's first
-            // record of the shard leaves its checkpoint where it was).
-            if done > 0 && done >= first_of(&recs, shard) {
-                let res = r
-                    .checkpoint(
-                        &stream,
-                        &group,
-                        CheckpointRequest {
-                            member: member.clone(),
-                            shard_id: crate::stream::shard_id(shard),
-                            sequence: SequenceArg::Number(done),
-                        },
-                    )
-                    .await;
-                if let Err(e) = res {
+            if recs.is_empty() {
+                continue;
+            }
+            let events = recs
+                .iter()
+                .map(|rec| event::from_record(stream, group, rec))
+                .collect();
+            let inv = f.invoke_batch(events).await;
+            // Per shard: the last record handed over, and the lowest one that failed.
+            let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+            for rec in &recs {
+                last.insert(rec.shard, rec.sequence);
+            }
+            let mut lowest_failed: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut fail = |rec: &StoredRecord| {
+                let e = lowest_failed.entry(rec.shard).or_insert(rec.sequence);
+                *e = (*e).min(rec.sequence);
+            };
+            let ok = match &inv.outcome {
+                Ok(failures) => {
+                    for fl in failures {
+                        fail(&recs[fl.index]);
+                        tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(function, stream, error = %e, records = recs.len(), "batch failed; it will be read again");
+                    recs.iter().for_each(&mut fail);
+                    false
+                }
+            };
+            for (&shard, &seq) in &last {
+                // Everything before the lowest failure of the shard is done.
+                let done = match lowest_failed.get(&shard) {
+                    Some(&failed) => failed - 1,
+                    None => seq,
+                };
+                // Checkpoint only progress made in this batch (a failure at the batch's
+                // first record of the shard leaves its checkpoint where it was).
+                if done > 0
+                    && done >= first_of(&recs, shard)
+                    && let Err(e) = self
+                        .groups
+                        .checkpoint(stream, group, member, shard, done)
+                        .await
+                {
                     tracing::warn!(function, stream, error = %e, "checkpoint refused; the shard moved to another member");
                 }
+                if lowest_failed.contains_key(&shard) {
+                    self.groups.rewind(stream, group, member, shard, done);
+                }
             }
-            if lowest_failed.contains_key(&shard) {
-                r.rewind(&stream, &group, &member, shard, done);
+            if ok {
+                self.outbox.publish(function, inv.published).await;
             }
-        }
-        if ok {
-            r.publish_from_function(&function, inv.published).await;
-        }
-        if lowest_failed.is_empty() {
-            retry_pause = FIRST_RETRY_PAUSE;
-        } else {
-            drop(r);
-            pause(retry_pause, &stop).await;
-            retry_pause = (retry_pause * 2).min(MAX_RETRY_PAUSE);
+            if lowest_failed.is_empty() {
+                retry_pause = FIRST_RETRY_PAUSE;
+            } else {
+                pause(retry_pause, &stop).await;
+                retry_pause = (retry_pause * 2).min(MAX_RETRY_PAUSE);
+            }
         }
     }
 }
 
 /// The first sequence of `shard` in the batch (records of a shard come in order).
-fn first_of(recs: &[crate::backend::StoredRecord], shard: u32) -> u64 {
+fn first_of(recs: &[StoredRecord], shard: u32) -> u64 {
     recs.iter()
         .find(|r| r.shard == shard)
         .map(|r| r.sequence)

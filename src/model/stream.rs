@@ -118,3 +118,25 @@ impl GroupSpec {
         errs
     }
 }
+
+/// A shard's name as the API shows it.
+pub fn shard_id(shard: u32) -> String {
+    format!("shard-{shard:04}")
+}
+
+/// Parses `shard-0003` (or plain `3`) back to an index.
+pub fn parse_shard_id(s: &str) -> Option<u32> {
+    s.strip_prefix("shard-").unwrap_or(s).parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ids_print_and_parse() {
+        assert_eq!(parse_shard_id("shard-0003"), Some(3));
+        assert_eq!(parse_shard_id("3"), Some(3));
+        assert_eq!(shard_id(12), "shard-0012");
+    }
+}

@@ -14,7 +14,7 @@ use super::streams::StreamHandle;
 use super::{JetStream, JsError};
 use crate::backend::now_ms;
 use crate::model::{GroupSpec, Kind, StartPosition};
-use crate::stream::group::{Assignment, Lease, Leases};
+use crate::stream::lease::{Assignment, Lease, Leases};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;

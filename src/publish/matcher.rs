@@ -53,8 +53,8 @@ impl TopicMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FilterScope;
     use crate::model::Endpoint;
+    use crate::model::FilterScope;
     use serde_json::json;
 
     fn sub(policy: Option<serde_json::Value>, scope: FilterScope) -> SubscriptionSpec {

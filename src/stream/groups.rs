@@ -1,18 +1,18 @@
-//! Kinesis semantics over HTTP: put records, read a shard from any position, and consumer
-//! groups that share shards through leases and resume from checkpoints.
+//! Consumer groups: members share a stream's shards through leases (see `lease`), read
+//! them in polls that wait for records, and checkpoint their progress so that a shard
+//! that changes hands resumes after its last checkpoint.
 
-use super::{Router, RouterError};
-use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, Stream};
-use crate::model::{FieldError, GroupSpec, Kind, StreamSpec, validate_name};
-use crate::stream::group::Lease;
-use crate::stream::{self, Position};
+use super::Streams;
+use super::lease::Lease;
+use super::records::MAX_READ_RECORDS;
+use crate::backend::StoredRecord;
+use crate::deliver::FeedError;
+use crate::error::OpError;
+use crate::model::{GroupSpec, Kind, StartPosition, validate_name};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Most records one shard read or one group poll returns (Kinesis GetRecords: 10,000).
-pub const MAX_READ_RECORDS: usize = 10_000;
 /// Longest a group poll waits for records; kept under the shortest lease timeout's reach
 /// by re-polling (which renews the leases) while waiting.
 pub const MAX_POLL_WAIT_S: u64 = 20;
@@ -23,17 +23,6 @@ const SHARED_RECHECK: Duration = Duration::from_millis(100);
 /// Per (stream, group): each shard's reader on this router and the last sequence handed
 /// to it. Only read positions: progress that must survive is the backend's checkpoints.
 pub(super) type Cursors = HashMap<(String, String), HashMap<u32, (String, u64)>>;
-
-/// One record of `POST /v1/streams/{stream}/records`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutRecord {
-    pub partition_key: String,
-    pub data: Box<RawValue>,
-    /// Decimal 128-bit hash key that overrides the partition key's hash.
-    #[serde(default)]
-    pub explicit_hash_key: Option<String>,
-}
 
 /// `POST /v1/streams/{stream}/groups/{group}/poll` body.
 #[derive(Debug, Deserialize)]
@@ -64,213 +53,29 @@ pub enum SequenceArg {
 }
 
 impl SequenceArg {
-    fn value(&self) -> Result<u64, RouterError> {
+    fn value(&self) -> Result<u64, OpError> {
         match self {
             SequenceArg::Number(n) => Ok(*n),
             SequenceArg::Text(s) => s
                 .parse()
-                .map_err(|_| RouterError::Invalid(format!("invalid sequence number {s:?}"))),
+                .map_err(|_| OpError::Invalid(format!("invalid sequence number {s:?}"))),
         }
     }
 }
 
-/// A page of one shard.
-pub struct ShardPage {
-    pub records: Vec<StoredRecord>,
-    /// Position to read the next page from.
-    pub next: Position,
-}
-
-impl Router {
-    pub fn stream(&self, name: &str) -> Result<Stream, RouterError> {
-        self.backend
-            .stream(name)
-            .ok_or_else(|| RouterError::not_found(Kind::Stream, name))
-    }
-
-    /// Creates a stream or updates its retention; `Ok(true)` when it was created.
-    pub async fn put_stream(&self, name: &str, spec: StreamSpec) -> Result<bool, RouterError> {
-        validate_name(Kind::Stream, name).map_err(RouterError::Invalid)?;
-        let existing = self.backend.stream(name);
-        if let Some(h) = &existing {
-            let old = h.spec();
-            if let Some(field) = old.immutable_diff(&spec) {
-                return Err(RouterError::Conflict(format!(
-                    "stream {name:?} exists with a different {field}; resharding is not supported, delete and recreate the stream"
-                )));
-            }
-            if old == spec {
-                return Ok(false);
-            }
-        }
-        let errors = spec.validate();
-        if !errors.is_empty() {
-            return Err(RouterError::InvalidSpec {
-                kind: Kind::Stream,
-                name: name.into(),
-                errors,
-            });
-        }
-        self.backend.put_stream(name, spec).await?;
-        Ok(existing.is_none())
-    }
-
-    pub async fn delete_stream(&self, name: &str) -> Result<(), RouterError> {
-        if !self.backend.delete_stream(name).await? {
-            return Err(RouterError::not_found(Kind::Stream, name));
-        }
-        Ok(())
-    }
-
-    fn shard(&self, h: &Stream, shard_id: &str) -> Result<u32, RouterError> {
-        stream::parse_shard_id(shard_id)
-            .filter(|&s| s < h.shard_count())
-            .ok_or_else(|| RouterError::NotFound {
-                kind: Kind::Shard,
-                name: format!("{shard_id} of stream {}", h.name()),
-            })
-    }
-
-    /// Appends records; each lands on the shard its partition key hashes to, and all are
-    /// durable when this returns. Returns (shard, sequence) per record.
-    pub async fn put_records(
-        &self,
-        name: &str,
-        records: Vec<PutRecord>,
-    ) -> Result<Vec<(u32, u64)>, RouterError> {
-        let h = self.stream(name)?;
-        if records.is_empty() || records.len() > crate::model::MAX_RECORDS_PER_PUT {
-            return Err(RouterError::Invalid(format!(
-                "a put holds 1 to {} records, got {}",
-                crate::model::MAX_RECORDS_PER_PUT,
-                records.len()
-            )));
-        }
-        let mut deliveries = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
-            let pk_len = r.partition_key.chars().count();
-            if pk_len == 0 || pk_len > crate::model::MAX_PARTITION_KEY_LEN {
-                return Err(RouterError::Invalid(format!(
-                    "records[{i}].partition_key must be 1 to {} characters",
-                    crate::model::MAX_PARTITION_KEY_LEN
-                )));
-            }
-            let size = r.data.get().len() + r.partition_key.len();
-            if size > crate::model::MAX_RECORD_BYTES {
-                return Err(RouterError::TooLarge {
-                    kind: Kind::Stream,
-                    name: format!("{name} (records[{i}])"),
-                    size,
-                    max: crate::model::MAX_RECORD_BYTES,
-                });
-            }
-            let hash = match &r.explicit_hash_key {
-                Some(k) => k.parse::<u128>().map_err(|_| {
-                    RouterError::Invalid(format!(
-                        "records[{i}].explicit_hash_key {k:?} is not a decimal number from 0 to 2^128-1"
-                    ))
-                })?,
-                None => stream::hash_key(&r.partition_key),
-            };
-            let shard = stream::shard_for_hash(hash, h.shard_count());
-            deliveries.push(Delivery::Stream(
-                h.clone(),
-                shard,
-                NewRecord {
-                    partition_key: r.partition_key,
-                    explicit_hash_key: r.explicit_hash_key.and(Some(hash)),
-                    data: r.data.get().as_bytes().to_vec(),
-                },
-            ));
-        }
-        let stored = self.backend.store(deliveries).await?;
-        Ok(stored
-            .into_iter()
-            .filter_map(|s| match s {
-                Stored::Stream { shard, sequence } => Some((shard, sequence)),
-                Stored::Queue(_) => None,
-            })
-            .collect())
-    }
-
-    /// Resolves a position to the first sequence to read, refusing positions past the
-    /// shard's end or before its trim horizon rather than answering an empty page.
-    async fn start_of(&self, h: &Stream, shard: u32, pos: Position) -> Result<u64, RouterError> {
-        let (first, end) = self.backend.bounds(h, shard).await?;
-        let sid = stream::shard_id(shard);
-        let beyond = |s: u64| {
-            RouterError::Invalid(format!(
-                "sequence {s} is beyond the end of {sid} (its last sequence is {end})"
-            ))
-        };
-        let expired = |s: u64| {
-            RouterError::Expired(format!(
-                "sequence {s} of {sid} has passed retention; the oldest available is {first} (read from trim_horizon)"
-            ))
-        };
-        match pos {
-            Position::TrimHorizon => Ok(first),
-            Position::Latest => Ok(end + 1),
-            Position::At(s) => {
-                if s == 0 || s > end {
-                    Err(beyond(s))
-                } else if s < first {
-                    Err(expired(s))
-                } else {
-                    Ok(s)
-                }
-            }
-            Position::After(s) => {
-                if s > end {
-                    Err(beyond(s))
-                } else if s + 1 < first {
-                    Err(expired(s))
-                } else {
-                    Ok(s + 1)
-                }
-            }
-            Position::AtTimestamp(ts) => Ok(self.backend.sequence_at(h, shard, ts).await?),
-        }
-    }
-
-    /// Reads one page of a shard.
-    pub async fn read_shard(
-        &self,
-        name: &str,
-        shard_id: &str,
-        from: &str,
-        limit: Option<usize>,
-    ) -> Result<ShardPage, RouterError> {
-        let h = self.stream(name)?;
-        let shard = self.shard(&h, shard_id)?;
-        let pos = Position::parse(from).map_err(RouterError::Invalid)?;
-        let limit = limit.unwrap_or(1000);
-        if !(1..=MAX_READ_RECORDS).contains(&limit) {
-            return Err(RouterError::Invalid(format!(
-                "limit must be between 1 and {MAX_READ_RECORDS}, got {limit}"
-            )));
-        }
-        let start = self.start_of(&h, shard, pos).await?;
-        let records = self.backend.read_shard(&h, shard, start, limit).await?;
-        let next = match records.last() {
-            Some(r) => Position::After(r.sequence),
-            None => Position::After(start - 1),
-        };
-        Ok(ShardPage { records, next })
-    }
-
+impl Streams {
     /// Creates or checks a consumer group; `Ok(true)` when it was created.
     pub async fn put_group(
         &self,
         name: &str,
         group: &str,
         spec: GroupSpec,
-    ) -> Result<bool, RouterError> {
-        validate_name(Kind::Group, group).map_err(RouterError::Invalid)?;
+    ) -> Result<bool, OpError> {
+        validate_name(Kind::Group, group).map_err(OpError::Invalid)?;
         let h = self.stream(name)?;
         if let Some(g) = self.backend.find_group(&h, group).await? {
             if g.spec != spec {
-                return Err(RouterError::Conflict(format!(
+                return Err(OpError::Conflict(format!(
                     "consumer group {group:?} exists with other settings; delete the stream's group first"
                 )));
             }
@@ -278,7 +83,7 @@ impl Router {
         }
         let errors = spec.validate();
         if !errors.is_empty() {
-            return Err(RouterError::InvalidSpec {
+            return Err(OpError::InvalidSpec {
                 kind: Kind::Group,
                 name: group.into(),
                 errors,
@@ -295,22 +100,22 @@ impl Router {
         name: &str,
         group: &str,
         req: PollRequest,
-    ) -> Result<Vec<StoredRecord>, RouterError> {
-        validate_name(Kind::Group, group).map_err(RouterError::Invalid)?;
+    ) -> Result<Vec<StoredRecord>, OpError> {
+        validate_name(Kind::Group, group).map_err(OpError::Invalid)?;
         if req.member.is_empty() || req.member.len() > 256 {
-            return Err(RouterError::Invalid(
+            return Err(OpError::Invalid(
                 "member must be 1 to 256 characters".into(),
             ));
         }
         let max = req.max_records.unwrap_or(100);
         if !(1..=MAX_READ_RECORDS).contains(&max) {
-            return Err(RouterError::Invalid(format!(
+            return Err(OpError::Invalid(format!(
                 "max_records must be between 1 and {MAX_READ_RECORDS}, got {max}"
             )));
         }
         let wait_s = req.wait_s.unwrap_or(0);
         if wait_s > MAX_POLL_WAIT_S {
-            return Err(RouterError::Invalid(format!(
+            return Err(OpError::Invalid(format!(
                 "wait_s must be between 0 and {MAX_POLL_WAIT_S}, got {wait_s}"
             )));
         }
@@ -419,10 +224,10 @@ impl Router {
         name: &str,
         group: &str,
         req: CheckpointRequest,
-    ) -> Result<(), RouterError> {
+    ) -> Result<(), OpError> {
         let h = self.stream(name)?;
         if self.backend.find_group(&h, group).await?.is_none() {
-            return Err(RouterError::NotFound {
+            return Err(OpError::NotFound {
                 kind: Kind::Group,
                 name: format!("{group} of stream {name}"),
             });
@@ -431,7 +236,7 @@ impl Router {
         let seq = req.sequence.value()?;
         let (_, end) = self.backend.bounds(&h, shard).await?;
         if seq > end {
-            return Err(RouterError::Invalid(format!(
+            return Err(OpError::Invalid(format!(
                 "sequence {seq} is beyond the end of {} (its last sequence is {end})",
                 req.shard_id
             )));
@@ -441,7 +246,7 @@ impl Router {
             .checkpoint(&h, group, &req.member, shard, seq)
             .await?
         {
-            return Err(RouterError::Conflict(format!(
+            return Err(OpError::Conflict(format!(
                 "member {:?} does not hold a lease on {}; poll first, or another member has taken it over",
                 req.member, req.shard_id
             )));
@@ -467,10 +272,10 @@ impl Router {
         &self,
         name: &str,
         group: &str,
-    ) -> Result<(GroupSpec, Vec<(Option<Lease>, Option<u64>)>), RouterError> {
+    ) -> Result<(GroupSpec, Vec<(Option<Lease>, Option<u64>)>), OpError> {
         let h = self.stream(name)?;
         let Some(g) = self.backend.find_group(&h, group).await? else {
-            return Err(RouterError::NotFound {
+            return Err(OpError::NotFound {
                 kind: Kind::Group,
                 name: format!("{group} of stream {name}"),
             });
@@ -481,18 +286,64 @@ impl Router {
     }
 
     /// A stream's groups.
-    pub async fn group_names(&self, name: &str) -> Result<Vec<String>, RouterError> {
+    pub async fn group_names(&self, name: &str) -> Result<Vec<String>, OpError> {
         let h = self.stream(name)?;
         Ok(self.backend.group_names(&h).await?)
     }
+}
 
-    /// Checks a stream reference of a subscription.
-    pub(super) fn check_stream_endpoint(&self, stream: &str, errors: &mut Vec<FieldError>) {
-        if self.backend.stream(stream).is_none() {
-            errors.push(FieldError::new(
-                "endpoint.stream",
-                format!("stream {stream:?} does not exist"),
-            ));
+/// What a function's stream source does through the group semantics here.
+#[async_trait::async_trait]
+impl crate::deliver::GroupFeed for Streams {
+    fn has_stream(&self, stream: &str) -> bool {
+        self.stream(stream).is_ok()
+    }
+
+    async fn join(&self, stream: &str, group: &str, start: StartPosition) -> Result<(), FeedError> {
+        let spec = GroupSpec {
+            start_position: start,
+            ..GroupSpec::default()
+        };
+        match self.put_group(stream, group, spec).await {
+            // A group that exists keeps its own settings.
+            Ok(_) | Err(OpError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    async fn poll(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        max_records: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>, FeedError> {
+        let req = PollRequest {
+            member: member.to_string(),
+            max_records: Some(max_records),
+            wait_s: Some(wait.as_secs().min(MAX_POLL_WAIT_S)),
+        };
+        Ok(Streams::poll(self, stream, group, req).await?)
+    }
+
+    async fn checkpoint(
+        &self,
+        stream: &str,
+        group: &str,
+        member: &str,
+        shard: u32,
+        sequence: u64,
+    ) -> Result<(), FeedError> {
+        let req = CheckpointRequest {
+            member: member.to_string(),
+            shard_id: crate::model::shard_id(shard),
+            sequence: SequenceArg::Number(sequence),
+        };
+        Ok(Streams::checkpoint(self, stream, group, req).await?)
+    }
+
+    fn rewind(&self, stream: &str, group: &str, member: &str, shard: u32, after: u64) {
+        Streams::rewind(self, stream, group, member, shard, after)
     }
 }

@@ -1,0 +1,110 @@
+//! The operations wired together over one backend: what every door (the HTTP API, the
+//! config file) calls. Each part is built once and handed what it needs, in the order of
+//! their dependencies: topics, then the publish pipeline, queues and streams, then the
+//! delivery workers and function sources (given the pipeline to publish through and the
+//! stream groups to read), and last the control plane that starts them.
+
+use crate::backend::Backend;
+use crate::control::{Control, FunctionCompiler, Parts};
+use crate::deliver::{DeliveryMetrics, GroupFeed, Outbox, Sources, Workers};
+use crate::error::OpError;
+use crate::publish::{Publisher, Topics};
+use crate::queue::Queues;
+use crate::runtime::{FunctionRegistry, Runtime, RuntimeConfig};
+use crate::stream::Streams;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How to build an [`App`].
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Refuse webhooks to private and loopback addresses.
+    pub deny_private_endpoints: bool,
+    /// Where compiled components are cached; `None` compiles on every load.
+    pub compiled_cache: Option<PathBuf>,
+}
+
+/// The operations of one router.
+pub struct App {
+    pub control: Arc<Control>,
+    pub publisher: Arc<Publisher>,
+    pub queues: Arc<Queues>,
+    pub streams: Arc<Streams>,
+    pub backend: Arc<dyn Backend>,
+    /// Counters of the delivery workers, for `/metrics`.
+    pub delivery_metrics: Arc<DeliveryMetrics>,
+    /// Cancelled at shutdown: long polls answer, workers and sources stop.
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    /// Builds the operations over `backend` and loads the stored topics; nothing runs
+    /// until [`App::start`].
+    pub fn open(backend: Arc<dyn Backend>, options: AppOptions) -> Result<App, OpError> {
+        let shutdown = CancellationToken::new();
+        let topics = Arc::new(Topics::default());
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: options.compiled_cache,
+            publish_gate: topics.clone(),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| {
+            crate::backend::StorageError(format!("starting the WebAssembly runtime: {e}"))
+        })?;
+        let functions = Arc::new(FunctionRegistry::new());
+        let publisher = Arc::new(Publisher::new(backend.clone(), topics.clone()));
+        let queues = Arc::new(Queues::new(backend.clone(), shutdown.clone()));
+        let streams = Arc::new(Streams::new(backend.clone(), shutdown.clone()));
+        let outbox: Arc<dyn Outbox> = publisher.clone();
+        let workers = Workers::new(
+            backend.clone(),
+            functions.clone(),
+            outbox.clone(),
+            options.deny_private_endpoints,
+            shutdown.clone(),
+        );
+        let delivery_metrics = workers.metrics.clone();
+        // Routers sharing a backend each run a function's stream source as a member of
+        // their own, so the shards are split between them instead of read twice.
+        let member_suffix = if backend.is_shared() {
+            format!("@{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+        } else {
+            String::new()
+        };
+        let groups: Arc<dyn GroupFeed> = streams.clone();
+        let sources = Sources::new(
+            backend.clone(),
+            functions.clone(),
+            outbox,
+            groups,
+            member_suffix,
+            shutdown.clone(),
+        );
+        let control = Control::open(Parts {
+            backend: backend.clone(),
+            topics,
+            workers,
+            sources,
+            compiler: FunctionCompiler::new(runtime),
+            functions,
+            deny_private: options.deny_private_endpoints,
+            shutdown: shutdown.clone(),
+        })?;
+        Ok(App {
+            control,
+            publisher,
+            queues,
+            streams,
+            backend,
+            delivery_metrics,
+            shutdown,
+        })
+    }
+
+    /// Starts the stored functions' loading, the delivery workers and the function
+    /// sources, and following other routers' changes.
+    pub async fn start(&self) -> Result<(), OpError> {
+        self.control.start().await
+    }
+}

@@ -1,0 +1,433 @@
+//! Functions: WebAssembly components registered by name, invoked for `function`
+//! subscriptions (through their delivery queues), by their queue and stream sources, and
+//! directly (`invoke`) to try a handler locally.
+//!
+//! A function's component is stored in the backend's metadata (content-addressed), so a
+//! restart reloads it without the original file; compiled code comes from the runtime's
+//! disk cache. Putting a new module under the same name swaps it for new invocations while
+//! running ones finish on the old. Components of stored and configured functions compile
+//! in the background: the function is `loading` until then, and whoever invokes it waits.
+
+use super::{Control, meta};
+use crate::backend::StorageError;
+use crate::error::OpError;
+use crate::hex;
+use crate::model::attributes;
+use crate::model::{FieldError, FunctionSpec, Kind, SourceSpec, validate_name};
+use crate::runtime::{
+    Body, Event, Function, FunctionLimits, FunctionRegistry, FunctionState, Invocation, LoadError,
+    Runtime,
+};
+use base64::Engine;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// What is stored per function: its spec as given (an uploaded module replaced by a
+/// description) and the hash of its component.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FunctionRecord {
+    spec: FunctionSpec,
+    module_sha256: String,
+}
+
+/// A put function, checked and read, not yet compiled.
+struct Prepared {
+    /// As given.
+    spec: FunctionSpec,
+    /// As stored and shown: an uploaded module replaced by a description.
+    stored_spec: FunctionSpec,
+    bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, hex.
+    hash: String,
+}
+
+/// Compiles components into functions: the runtime, and the slots that bound how many
+/// compile at once.
+#[derive(Clone)]
+pub struct FunctionCompiler {
+    runtime: Runtime,
+    slots: Arc<Semaphore>,
+}
+
+impl FunctionCompiler {
+    /// Compiles with `runtime`, as many components at a time as there are cores:
+    /// compiling is CPU-bound, and wasmtime spreads one compile over the cores itself, so
+    /// running more at once only makes each one slower.
+    pub fn new(runtime: Runtime) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        FunctionCompiler {
+            runtime,
+            slots: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// Compiles (or loads from the cache) a component on the blocking pool, once a
+    /// compile slot is free.
+    async fn compile(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        spec: &FunctionSpec,
+    ) -> Result<Function, LoadError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the compile slots are never closed");
+        let runtime = self.runtime.clone();
+        let (name, limits, env) = (name.to_string(), limits_of(spec), spec.env.clone());
+        tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, limits, env))
+            .await
+            .expect("loading a component does not panic")
+    }
+
+    /// Marks the function as loading in `registry` and compiles its component in the
+    /// background; it becomes ready (or failed, with the reason) when the compile ends. A
+    /// module already ready under the name keeps serving until then.
+    fn compile_in_background(
+        &self,
+        registry: &Arc<FunctionRegistry>,
+        name: &str,
+        bytes: Vec<u8>,
+        spec: &FunctionSpec,
+    ) {
+        let ticket = registry.begin_load(name);
+        let (compiler, registry) = (self.clone(), registry.clone());
+        let (name, spec) = (name.to_string(), spec.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let loaded = compiler.compile(&name, bytes, &spec).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match &loaded {
+                Ok(f) => {
+                    tracing::info!(function = %name, ms, from_cache = f.from_cache(), "function ready")
+                }
+                Err(e) => {
+                    tracing::error!(function = %name, ms, error = %e, "function failed to load")
+                }
+            }
+            registry.finish_load(&name, ticket, loaded.map_err(|e| e.to_string()));
+        });
+    }
+}
+
+/// The runtime limits of a function spec.
+fn limits_of(spec: &FunctionSpec) -> FunctionLimits {
+    FunctionLimits::from_api(spec.timeout_ms, spec.memory_mb, spec.concurrency)
+}
+
+/// Decodes the `module` field: a path to a `.wasm` file, or the component in base64.
+/// Returns the bytes and whether they were uploaded.
+fn module_bytes(module: &str) -> Result<(Vec<u8>, bool), String> {
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(module.trim())
+        && bytes.starts_with(b"\0asm")
+    {
+        return Ok((bytes, true));
+    }
+    std::fs::read(module)
+        .map(|b| (b, false))
+        .map_err(|e| format!("cannot read {module:?}: {e} (give a path to a .wasm component, or the component in base64)"))
+}
+
+impl Control {
+    /// The function to invoke: refused while it is loading or after it failed to load.
+    pub fn function(&self, name: &str) -> Result<Arc<Function>, OpError> {
+        if let Some(f) = self.functions.get(name) {
+            return Ok(f);
+        }
+        Err(match self.functions.state(name) {
+            None => OpError::not_found(Kind::Function, name),
+            Some(FunctionState::Failed(reason)) => OpError::FunctionFailed {
+                name: name.to_string(),
+                reason,
+            },
+            Some(_) => OpError::FunctionLoading {
+                name: name.to_string(),
+            },
+        })
+    }
+
+    /// Where a function stands: loading, ready or failed.
+    pub fn function_state(&self, name: &str) -> Option<FunctionState> {
+        self.functions.state(name)
+    }
+
+    /// The functions that cannot be invoked yet (loading) or at all (failed).
+    pub fn functions_not_ready(&self) -> Vec<(String, FunctionState)> {
+        self.functions.not_ready()
+    }
+
+    /// The spec a function was put with (an uploaded module shows as its size and hash).
+    pub fn function_spec(&self, name: &str) -> Option<FunctionSpec> {
+        self.function_specs
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .map(|(spec, _)| spec.clone())
+    }
+
+    pub fn function_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .function_specs
+            .read()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Checks a function's spec and reads its module: everything about a put that needs
+    /// no compiling.
+    fn prepare(&self, name: &str, spec: FunctionSpec) -> Result<Prepared, OpError> {
+        validate_name(Kind::Function, name).map_err(OpError::Invalid)?;
+        let mut errors = spec.validate();
+        let module = match module_bytes(&spec.module) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                errors.push(FieldError::new("module", e));
+                None
+            }
+        };
+        for (i, s) in spec.sources.iter().enumerate() {
+            if let Err(e) = self.check_source(s) {
+                errors.push(FieldError::new(format!("sources[{i}]"), e));
+            }
+        }
+        if let (Some((bytes, _)), true) = (&module, errors.is_empty())
+            && let Err(e) = self
+                .compiler
+                .runtime
+                .check(name, bytes, &limits_of(&spec), &spec.env)
+        {
+            errors.push(FieldError::new("module", e.to_string()));
+        }
+        let (Some((bytes, uploaded)), true) = (module, errors.is_empty()) else {
+            return Err(OpError::InvalidSpec {
+                kind: Kind::Function,
+                name: name.into(),
+                errors,
+            });
+        };
+        let hash = hex(&Sha256::digest(&bytes));
+        let stored_spec = FunctionSpec {
+            module: if uploaded {
+                format!("(uploaded component, {} bytes, sha256 {hash})", bytes.len())
+            } else {
+                spec.module.clone()
+            },
+            ..spec.clone()
+        };
+        Ok(Prepared {
+            spec,
+            stored_spec,
+            bytes,
+            hash,
+        })
+    }
+
+    /// Stores a prepared function's component and record, so a restart and other routers
+    /// find it.
+    async fn store_function(&self, name: &str, p: &Prepared) -> Result<(), OpError> {
+        self.backend
+            .put_meta(&meta::module_key(&p.hash), p.bytes.clone())
+            .await?;
+        let record = FunctionRecord {
+            spec: p.stored_spec.clone(),
+            module_sha256: p.hash.clone(),
+        };
+        self.backend
+            .put_meta(
+                &meta::function_key(name),
+                serde_json::to_vec(&record).expect("plain data serializes"),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Registers a function or replaces its module and settings once its component has
+    /// compiled, so a module that does not load is refused with the reason; `Ok(true)`
+    /// when created.
+    pub async fn put_function(&self, name: &str, spec: FunctionSpec) -> Result<bool, OpError> {
+        let p = self.prepare(name, spec)?;
+        let existing = self.function_spec(name);
+        let function = self
+            .compiler
+            .compile(name, p.bytes.clone(), &p.spec)
+            .await
+            .map_err(|e| OpError::InvalidSpec {
+                kind: Kind::Function,
+                name: name.into(),
+                errors: vec![FieldError::new("module", e.to_string())],
+            })?;
+        self.store_function(name, &p).await?;
+        self.functions.insert(name, function);
+        self.register(name, &p.stored_spec, p.hash);
+        Ok(existing.is_none())
+    }
+
+    /// Registers a function or replaces its module and settings, compiling its component
+    /// in the background: the function is `loading` until it compiled, and `failed` with
+    /// the reason if it does not (which does not make this call fail). What is wrong with
+    /// the spec or the module's file is refused at once. `Ok(true)` when created.
+    pub async fn put_function_in_background(
+        &self,
+        name: &str,
+        spec: FunctionSpec,
+    ) -> Result<bool, OpError> {
+        let p = self.prepare(name, spec)?;
+        let existing = self.function_spec(name);
+        self.store_function(name, &p).await?;
+        self.compiler
+            .compile_in_background(&self.functions, name, p.bytes, &p.spec);
+        self.register(name, &p.stored_spec, p.hash);
+        Ok(existing.is_none())
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<(), OpError> {
+        if !self.unregister(name) {
+            return Err(OpError::not_found(Kind::Function, name));
+        }
+        self.backend.delete_meta(&meta::function_key(name)).await?;
+        Ok(())
+    }
+
+    /// Records a function's spec and module as the current ones, and (re)starts its
+    /// sources, which wait for the function to be ready.
+    fn register(&self, name: &str, spec: &FunctionSpec, module_sha256: String) {
+        self.function_specs
+            .write()
+            .expect("never poisoned")
+            .insert(name.to_string(), (spec.clone(), module_sha256));
+        self.sources.restart(name, &spec.sources);
+    }
+
+    /// Forgets a function on this router: its sources stop, invocations in flight
+    /// finish. `false` when there was none.
+    fn unregister(&self, name: &str) -> bool {
+        if self
+            .function_specs
+            .write()
+            .expect("never poisoned")
+            .remove(name)
+            .is_none()
+        {
+            return false;
+        }
+        self.sources.restart(name, &[]);
+        self.functions.remove(name);
+        true
+    }
+
+    /// Starts loading a stored function unless the same spec and module are loaded (or
+    /// loading) already.
+    async fn load_stored(&self, name: &str, raw: &[u8]) -> Result<(), OpError> {
+        let rec: FunctionRecord = serde_json::from_slice(raw)
+            .map_err(|e| StorageError(format!("stored function {name:?} is unreadable: {e}")))?;
+        let current = self
+            .function_specs
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned();
+        if current.as_ref() == Some(&(rec.spec.clone(), rec.module_sha256.clone())) {
+            return Ok(());
+        }
+        let Some((_, bytes)) = self
+            .backend
+            .list_meta(&meta::module_key(&rec.module_sha256))?
+            .into_iter()
+            .next()
+        else {
+            tracing::error!(function = %name, "the stored component is missing; put the function again");
+            return Ok(());
+        };
+        self.compiler
+            .compile_in_background(&self.functions, name, bytes, &rec.spec);
+        self.register(name, &rec.spec, rec.module_sha256);
+        Ok(())
+    }
+
+    /// Starts loading every stored function in the background (at start).
+    pub(super) fn load_functions(&self) -> Result<(), OpError> {
+        for (name, raw) in self.backend.list_meta(meta::FUNCTION)? {
+            let rec: FunctionRecord = serde_json::from_slice(&raw).map_err(|e| {
+                StorageError(format!("stored function {name:?} is unreadable: {e}"))
+            })?;
+            let Some((_, bytes)) = self
+                .backend
+                .list_meta(&meta::module_key(&rec.module_sha256))?
+                .into_iter()
+                .next()
+            else {
+                tracing::error!(function = %name, "the stored component is missing; put the function again");
+                continue;
+            };
+            self.compiler
+                .compile_in_background(&self.functions, &name, bytes, &rec.spec);
+            self.register(&name, &rec.spec, rec.module_sha256);
+        }
+        Ok(())
+    }
+
+    /// Applies another router's change to a function.
+    pub(super) async fn reload_function(&self, name: &str) {
+        let stored = self
+            .backend
+            .list_meta(&meta::function_key(name))
+            .map(|v| v.into_iter().find(|(rest, _)| rest.is_empty()));
+        let result = match stored {
+            Ok(Some((_, raw))) => self.load_stored(name, &raw).await,
+            Ok(None) => {
+                self.unregister(name);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::error!(function = name, error = %e, "cannot apply a change of another router");
+        }
+    }
+
+    fn check_source(&self, s: &SourceSpec) -> Result<(), String> {
+        let missing = match s {
+            SourceSpec::Queue { queue, .. } => self
+                .backend
+                .queue(queue)
+                .filter(|_| !crate::deliver::is_internal(queue))
+                .is_none()
+                .then(|| OpError::not_found(Kind::Queue, queue)),
+            SourceSpec::Stream { stream, .. } => self
+                .backend
+                .stream(stream)
+                .is_none()
+                .then(|| OpError::not_found(Kind::Stream, stream)),
+        };
+        missing.map_or(Ok(()), |e| Err(e.to_string()))
+    }
+
+    /// Runs a function on one event and reports everything it did, without publishing
+    /// what it published: the way to try a handler.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        message: &Value,
+        attributes: Option<&Value>,
+    ) -> Result<Invocation, OpError> {
+        let f = self.function(name)?;
+        let attrs = attributes::from_api(attributes)?;
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            topic: String::new(),
+            subscription: String::new(),
+            attributes: crate::deliver::runtime_attributes(&attrs.to_sns_json()),
+            body: Body::Text(message.to_string()),
+            published_at_ms: crate::backend::now_ms(),
+            receive_count: 1,
+        };
+        Ok(f.invoke(event).await)
+    }
+}

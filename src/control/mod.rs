@@ -1,0 +1,102 @@
+//! The control plane: creating, changing, listing and deleting topics, subscriptions,
+//! queues, streams and functions, for the HTTP API and the config file alike, and
+//! applying the changes other routers sharing the backend make.
+//!
+//! Every change is written to the backend's metadata before it takes effect, so it
+//! survives a restart and reaches other routers. A topic's change builds a new
+//! [`TopicState`](crate::publish::TopicState) and swaps it in, so publishers never wait
+//! on a rebuild. Subscriptions to `http` endpoints and functions get their delivery queue
+//! and worker here; functions get their component compiled and their sources started.
+//!
+//! Files: `topics` (topics and subscriptions), `queues`, `streams`, `functions`, `meta`
+//! (stored records and following other routers).
+
+mod functions;
+mod meta;
+mod queues;
+mod streams;
+mod topics;
+
+pub use functions::FunctionCompiler;
+
+use crate::backend::Backend;
+use crate::deliver::{Sources, Workers};
+use crate::error::OpError;
+use crate::model::FunctionSpec;
+use crate::publish::Topics;
+use crate::runtime::FunctionRegistry;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// The control plane's state: the resources it manages and the workers it starts.
+pub struct Control {
+    backend: Arc<dyn Backend>,
+    /// Compiled topics, shared with the publish pipeline.
+    topics: Arc<Topics>,
+    /// Delivery workers of `http` and `function` subscriptions.
+    workers: Workers,
+    /// Queue and stream consumers of functions.
+    sources: Sources,
+    /// Compiles components into the deployed functions.
+    compiler: FunctionCompiler,
+    /// Deployed functions, with where each stands (loading, ready, failed).
+    functions: Arc<FunctionRegistry>,
+    /// Functions' specs as put (for `GET` and their sources), and the hash of each one's
+    /// module, to tell a changed function from one loaded already.
+    function_specs: RwLock<HashMap<String, (FunctionSpec, String)>>,
+    /// Refuse webhooks to private and loopback addresses.
+    deny_private: bool,
+    /// Ends the task that follows other routers' changes.
+    shutdown: CancellationToken,
+}
+
+/// What [`Control`] is built from.
+pub struct Parts {
+    pub backend: Arc<dyn Backend>,
+    pub topics: Arc<Topics>,
+    pub workers: Workers,
+    pub sources: Sources,
+    pub compiler: FunctionCompiler,
+    pub functions: Arc<FunctionRegistry>,
+    pub deny_private: bool,
+    pub shutdown: CancellationToken,
+}
+
+impl Control {
+    /// The control plane over what is stored: topics and subscriptions are loaded (and
+    /// compiled) at once; functions, workers and sources wait for [`Control::start`].
+    pub fn open(parts: Parts) -> Result<Arc<Self>, OpError> {
+        for (name, state) in meta::load_topics(parts.backend.as_ref())? {
+            parts.topics.install(&name, Some(state));
+        }
+        Ok(Arc::new(Control {
+            backend: parts.backend,
+            topics: parts.topics,
+            workers: parts.workers,
+            sources: parts.sources,
+            compiler: parts.compiler,
+            functions: parts.functions,
+            function_specs: RwLock::default(),
+            deny_private: parts.deny_private,
+            shutdown: parts.shutdown,
+        }))
+    }
+
+    /// Starts loading the stored functions (in the background), their sources and the
+    /// delivery workers, which wait for the functions they invoke to be ready; then
+    /// follows the changes of other routers sharing the backend.
+    pub async fn start(self: &Arc<Self>) -> Result<(), OpError> {
+        self.load_functions()?;
+        for t in self.topics.names() {
+            let Some(t) = self.topics.get(&t) else {
+                continue;
+            };
+            for (name, sub) in &t.subscriptions {
+                self.ensure_worker(&t.name, name, sub).await?;
+            }
+        }
+        self.follow_meta();
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Receiving: up to ten messages at a time, long polling up to twenty seconds, each hidden
+//! for its visibility timeout until acknowledged (deleted) or made visible again.
+
+use super::Queues;
+use crate::backend::{ReceiptError, Received};
+use crate::error::OpError;
+use crate::model::{MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// SQS returns at most 10 messages per receive.
+pub const MAX_RECEIVE_BATCH: usize = 10;
+
+/// `POST /v1/queues/{queue}/receive` body.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveRequest {
+    #[serde(default)]
+    pub max_messages: Option<usize>,
+    #[serde(default)]
+    pub wait_s: Option<u64>,
+    #[serde(default)]
+    pub visibility_timeout_s: Option<u64>,
+}
+
+impl Queues {
+    /// Receives up to `max_messages`, waiting up to `wait_s` for the first to arrive.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        req: ReceiveRequest,
+    ) -> Result<Vec<Received>, OpError> {
+        let h = self.queue(queue)?;
+        let spec = h.spec();
+        let max = req.max_messages.unwrap_or(1);
+        if !(1..=MAX_RECEIVE_BATCH).contains(&max) {
+            return Err(OpError::Invalid(format!(
+                "max_messages must be between 1 and {MAX_RECEIVE_BATCH}, got {max}"
+            )));
+        }
+        let wait_s = req.wait_s.unwrap_or(spec.receive_wait_s);
+        if wait_s > MAX_RECEIVE_WAIT_S {
+            return Err(OpError::Invalid(format!(
+                "wait_s must be between 0 and {MAX_RECEIVE_WAIT_S}, got {wait_s}"
+            )));
+        }
+        let visibility_s = req
+            .visibility_timeout_s
+            .unwrap_or(spec.visibility_timeout_s);
+        if visibility_s > MAX_VISIBILITY_TIMEOUT_S {
+            return Err(OpError::Invalid(format!(
+                "visibility_timeout_s must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}, got {visibility_s}"
+            )));
+        }
+        Ok(self
+            .backend
+            .receive(
+                &h,
+                max,
+                visibility_s * 1000,
+                Duration::from_secs(wait_s),
+                &self.shutdown,
+            )
+            .await?)
+    }
+
+    /// Acknowledges (deletes) messages; every receipt gets its own verdict.
+    pub async fn ack(
+        &self,
+        queue: &str,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), ReceiptError>>, OpError> {
+        let h = self.queue(queue)?;
+        Ok(self.backend.ack(&h, receipts).await?)
+    }
+
+    /// Hides a received message for `timeout_s` from now; 0 makes it visible at once.
+    pub async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout_s: u64,
+    ) -> Result<(), OpError> {
+        let h = self.queue(queue)?;
+        if timeout_s > MAX_VISIBILITY_TIMEOUT_S {
+            return Err(OpError::Invalid(format!(
+                "timeout_s must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}, got {timeout_s}"
+            )));
+        }
+        self.backend
+            .change_visibility(&h, receipt, timeout_s * 1000)
+            .await??;
+        Ok(())
+    }
+}
