@@ -9,20 +9,12 @@
 //! The router sees both through [`Backend`], with queues and streams as [`Queue`] and
 //! [`Stream`] handles that each backend resolves to its own type.
 
-mod codec;
-mod committer;
 mod embedded;
-mod embedded_impl;
-pub mod index;
 pub mod jetstream;
-mod priority;
-mod seqmap;
-mod streams;
-mod wal;
 
 pub use embedded::Embedded;
-pub use index::Counts;
-pub use streams::{NewRecord, StoredRecord};
+pub use embedded::index::Counts;
+pub use embedded::records::{NewRecord, StoredRecord};
 
 use crate::model::{GroupSpec, QueueSpec, StreamSpec};
 use crate::stream::lease::{Assignment, Lease};

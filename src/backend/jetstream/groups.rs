@@ -10,7 +10,7 @@
 //! Checkpoints are one record per shard, written only by the member holding its lease.
 
 use super::codec::escape;
-use super::streams::StreamHandle;
+use super::records::StreamHandle;
 use super::{JetStream, JsError};
 use crate::backend::now_ms;
 use crate::model::{GroupSpec, Kind, StartPosition};

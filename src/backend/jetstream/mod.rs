@@ -23,12 +23,12 @@ mod backend;
 mod codec;
 mod groups;
 mod queues;
-mod streams;
+mod records;
 
 pub use codec::check_prefix;
 pub use groups::{GroupHandle, Heartbeat};
 pub use queues::QueueHandle;
-pub use streams::StreamHandle;
+pub use records::StreamHandle;
 
 use super::{Enqueued, NewMessage, NewRecord, ReceiptError, Stored, now_ms};
 use crate::model::Kind;
@@ -698,7 +698,7 @@ impl Mirror {
         }
         if let Some(name) = key.strip_prefix(queues::META_QUEUE) {
             self.sync_queue(&codec::name_of_key(name), value.as_ref());
-        } else if let Some(name) = key.strip_prefix(streams::META_STREAM) {
+        } else if let Some(name) = key.strip_prefix(records::META_STREAM) {
             self.sync_stream(name, value.as_ref());
         }
         let change = match value {

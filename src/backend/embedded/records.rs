@@ -5,8 +5,9 @@
 //! committer under the same lock, so batches reach disk in sequence order; a shard's
 //! `durable_end` is raised only after the commit, and readers never look past it.
 
+use super::Embedded;
 use super::committer::{Op, Space};
-use super::{Embedded, StorageError, now_ms, to_json};
+use crate::backend::{StorageError, now_ms, to_json};
 use crate::model::{GroupSpec, StartPosition, StreamSpec};
 use crate::stream::lease::Leases;
 use std::collections::HashMap;

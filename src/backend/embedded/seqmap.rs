@@ -76,6 +76,7 @@ impl<V> SeqMap<V> {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -139,6 +140,7 @@ impl<V> SeqMap<V> {
         Some((key, ch.vals.front().expect("chunks are never empty")))
     }
 
+    #[cfg(test)]
     pub fn last_key(&self) -> Option<u64> {
         let (&c, ch) = self.chunks.last_key_value()?;
         Some((c << SHIFT) | u64::from(63 - ch.bits.leading_zeros()))

@@ -6,16 +6,25 @@
 //! writes are committed before the caller hears back. A crash between the two loses nothing
 //! acknowledged: at worst a received message becomes visible again (at-least-once).
 
-use super::codec::{self, Body};
-use super::committer::{self, Committer, Op, Space, Spaces};
-use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
-use super::streams::StreamHandle;
+mod adapter;
+mod codec;
+mod committer;
+pub mod index;
+mod priority;
+pub mod records;
+mod seqmap;
+mod wal;
+
 use super::{
     Counts, Enqueued, NewMessage, NewRecord, ReceiptError, Received, StorageError, Stored, now_ms,
     to_json,
 };
 use crate::model::QueueSpec;
+use codec::Body;
+use committer::{Committer, Op, Space, Spaces};
 use fjall::{Database, KeyspaceCreateOptions};
+use index::{Entry, MsgState, QueueIndex, ReceiptProblem};
+use records::StreamHandle;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -1213,8 +1222,8 @@ fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
 
 #[cfg(test)]
 mod tests {
+    use super::wal::Wal;
     use super::*;
-    use crate::backend::wal::Wal;
 
     fn msg(id: &str) -> NewMessage {
         NewMessage {

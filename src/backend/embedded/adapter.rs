@@ -2,11 +2,11 @@
 //! backend's own and calls the store. Consumer-group leases live in memory (one process
 //! serves every member), checkpoints on disk.
 
-use super::embedded::{self, QueueHandle};
-use super::streams::{GroupHandle, StreamHandle};
-use super::{
-    Backend, Counts, Delivery, Embedded, GroupInfo, Queue, QueueRef, ReceiptError, Received,
-    StorageError, Stored, StoredRecord, Stream, StreamRef, downcast, now_ms,
+use super::records::{GroupHandle, StreamHandle};
+use super::{Embedded, QueueHandle};
+use crate::backend::{
+    Backend, Counts, Delivery, GroupInfo, Queue, QueueRef, ReceiptError, Received, StorageError,
+    Stored, StoredRecord, Stream, StreamRef, downcast, now_ms,
 };
 use crate::model::{GroupSpec, QueueSpec, StreamSpec};
 use crate::stream::lease::{Assignment, Lease};
@@ -125,8 +125,8 @@ impl Backend for Embedded {
         let items = items
             .into_iter()
             .map(|d| match d {
-                Delivery::Queue(q, m) => embedded::Delivery::Queue(queue(&q), m),
-                Delivery::Stream(s, shard, r) => embedded::Delivery::Stream(stream(&s), shard, r),
+                Delivery::Queue(q, m) => super::Delivery::Queue(queue(&q), m),
+                Delivery::Stream(s, shard, r) => super::Delivery::Stream(stream(&s), shard, r),
             })
             .collect();
         Embedded::store(self, items).await

@@ -112,20 +112,13 @@ impl QueueIndex {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     pub fn get(&self, seq: u64) -> Option<&Entry> {
         self.entries.get(seq)
-    }
-
-    pub fn last_seq(&self) -> Option<u64> {
-        self.entries.last_key()
     }
 
     /// Adds a message (new, or recovered from storage). Its state is derived: waiting
