@@ -20,7 +20,8 @@ use futures::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::backend::NewMessage;
-use switchyard::backend::jetstream::{Delivery, JetStream, QueueHandle};
+use switchyard::backend::jetstream::JetStream;
+use switchyard::backend::{Backend, Delivery, Queue, QueueKind};
 use switchyard::model::QueueSpec;
 
 /// Messages per measurement: enough for a steady rate, few enough to finish in seconds.
@@ -44,11 +45,11 @@ fn main() {
 
 async fn run() {
     let server = nats::NatsServer::start();
-    let backend = Arc::new(
+    let backend = Arc::new(Backend::JetStream(
         JetStream::connect(&server.url(), "BENCH")
             .await
             .expect("connect"),
-    );
+    ));
     let client = async_nats::connect(server.url())
         .await
         .expect("connect raw");
@@ -58,12 +59,21 @@ async fn run() {
         ..QueueSpec::default()
     };
     // Two identical queues: raw async-nats works on one, the backend on the other.
-    let raw_q = backend.put_queue("raw", spec.clone()).await.unwrap();
-    let sy_q = backend.put_queue("sy", spec).await.unwrap();
+    let raw_q = backend
+        .put_queue("raw", spec.clone(), QueueKind::User)
+        .await
+        .unwrap();
+    let sy_q = backend
+        .put_queue("sy", spec, QueueKind::User)
+        .await
+        .unwrap();
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
 
     // A third queue takes the raw publishes with message ids; it is purged after each.
-    let raw_id_q = backend.put_queue("rawid", spec_for_ids()).await.unwrap();
+    let raw_id_q = backend
+        .put_queue("rawid", spec_for_ids(), QueueKind::User)
+        .await
+        .unwrap();
     let mut publish = (0.0f64, 0.0f64, 0.0f64);
     let mut receive = (0.0f64, 0.0f64);
     for round in 0..2 {
@@ -339,12 +349,12 @@ async fn raw_publish(
 
 /// Switchyard: one `store` per message (a publish with one matched delivery), the same
 /// window.
-async fn sy_publish(backend: &JetStream, q: &Arc<QueueHandle>, body: &Bytes, round: usize) -> f64 {
+async fn sy_publish(backend: &Backend, q: &Queue, body: &Bytes, round: usize) -> f64 {
     let started = Instant::now();
     let mut window = FuturesUnordered::new();
     for i in 0..MESSAGES {
         if window.len() >= IN_FLIGHT {
-            let stored: Result<_, switchyard::backend::jetstream::JsError> =
+            let stored: Result<_, switchyard::backend::StorageError> =
                 window.next().await.expect("the window is not empty");
             stored.expect("store");
         }
@@ -401,13 +411,14 @@ async fn raw_receive(js: &jetstream::Context) -> f64 {
 }
 
 /// Switchyard: `receive` of a batch and `ack` of its receipts.
-async fn sy_receive(backend: &Arc<JetStream>, q: &Arc<QueueHandle>) -> f64 {
+async fn sy_receive(backend: &Arc<Backend>, q: &Queue) -> f64 {
     let started = Instant::now();
+    let stop = tokio_util::sync::CancellationToken::new();
     let loops = (0..RECEIVERS).map(|_| async {
         let mut n = 0;
         loop {
             let got = backend
-                .receive(q, BATCH, 60_000, Duration::ZERO)
+                .receive(q, BATCH, 60_000, Duration::ZERO, &stop)
                 .await
                 .expect("receive");
             if got.is_empty() {

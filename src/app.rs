@@ -31,7 +31,7 @@ pub struct App {
     pub publisher: Arc<Publisher>,
     pub queues: Arc<Queues>,
     pub streams: Arc<Streams>,
-    pub backend: Arc<dyn Backend>,
+    pub backend: Arc<Backend>,
     /// Counters of the delivery workers, for `/metrics`.
     pub delivery_metrics: Arc<DeliveryMetrics>,
     /// Cancelled at shutdown: long polls answer, workers and sources stop.
@@ -41,7 +41,7 @@ pub struct App {
 impl App {
     /// Builds the operations over `backend` and loads the stored topics; nothing runs
     /// until [`App::start`].
-    pub fn open(backend: Arc<dyn Backend>, options: AppOptions) -> Result<App, OpError> {
+    pub fn open(backend: Arc<Backend>, options: AppOptions) -> Result<App, OpError> {
         let shutdown = CancellationToken::new();
         let topics = Arc::new(Topics::default());
         let runtime = Runtime::new(RuntimeConfig {
@@ -50,7 +50,9 @@ impl App {
             ..RuntimeConfig::default()
         })
         .map_err(|e| {
-            crate::backend::StorageError(format!("starting the WebAssembly runtime: {e}"))
+            crate::backend::StorageError::Unavailable(format!(
+                "starting the WebAssembly runtime: {e}"
+            ))
         })?;
         let functions = Arc::new(FunctionRegistry::new());
         let publisher = Arc::new(Publisher::new(backend.clone(), topics.clone()));

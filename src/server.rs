@@ -86,17 +86,17 @@ pub fn disable_transparent_huge_pages() {
 /// Opens storage and applies the config file. Config errors come back as a list, so the
 /// caller can print every one of them.
 pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
-    let backend: Arc<dyn Backend> = match &opts.backend {
-        BackendChoice::Embedded => {
-            Arc::new(Embedded::open(&opts.data_dir).with_context(|| {
+    let backend: Arc<Backend> = match &opts.backend {
+        BackendChoice::Embedded => Arc::new(Backend::Embedded(
+            Embedded::open(&opts.data_dir).with_context(|| {
                 format!("opening the data directory {}", opts.data_dir.display())
-            })?)
-        }
-        BackendChoice::Nats { url, prefix } => Arc::new(
+            })?,
+        )),
+        BackendChoice::Nats { url, prefix } => Arc::new(Backend::JetStream(
             JetStream::connect(url, prefix)
                 .await
                 .with_context(|| format!("opening the JetStream backend at {url}"))?,
-        ),
+        )),
     };
     let app = Arc::new(
         App::open(

@@ -325,8 +325,9 @@ impl Control {
     /// Starts loading a stored function unless the same spec and module are loaded (or
     /// loading) already.
     async fn load_stored(&self, name: &str, raw: &[u8]) -> Result<(), OpError> {
-        let rec: FunctionRecord = serde_json::from_slice(raw)
-            .map_err(|e| StorageError(format!("stored function {name:?} is unreadable: {e}")))?;
+        let rec: FunctionRecord = serde_json::from_slice(raw).map_err(|e| {
+            StorageError::Corrupt(format!("stored function {name:?} is unreadable: {e}"))
+        })?;
         let current = self
             .function_specs
             .read()
@@ -355,7 +356,7 @@ impl Control {
     pub(super) fn load_functions(&self) -> Result<(), OpError> {
         for (name, raw) in self.backend.list_meta(meta::FUNCTION)? {
             let rec: FunctionRecord = serde_json::from_slice(&raw).map_err(|e| {
-                StorageError(format!("stored function {name:?} is unreadable: {e}"))
+                StorageError::Corrupt(format!("stored function {name:?} is unreadable: {e}"))
             })?;
             let Some((_, bytes)) = self
                 .backend

@@ -36,11 +36,11 @@ pub(super) fn module_key(sha256: &str) -> String {
 }
 
 fn unreadable(what: &str, name: &str, e: serde_json::Error) -> StorageError {
-    StorageError(format!("stored {what} {name:?} is unreadable: {e}"))
+    StorageError::Corrupt(format!("stored {what} {name:?} is unreadable: {e}"))
 }
 
 /// Every stored topic with its subscriptions, compiled.
-pub(super) fn load_topics(backend: &dyn Backend) -> Result<Vec<(String, TopicState)>, OpError> {
+pub(super) fn load_topics(backend: &Backend) -> Result<Vec<(String, TopicState)>, OpError> {
     let mut subs: HashMap<String, BTreeMap<String, SubscriptionSpec>> = HashMap::new();
     for (key, raw) in backend.list_meta(SUBSCRIPTION)? {
         let Some((topic, sub)) = key.split_once('/') else {
@@ -64,7 +64,7 @@ pub(super) fn load_topics(backend: &dyn Backend) -> Result<Vec<(String, TopicSta
 
 /// One topic's stored spec (`None` when it is gone) and subscriptions.
 fn read_topic(
-    backend: &dyn Backend,
+    backend: &Backend,
     name: &str,
 ) -> Result<(Option<TopicSpec>, BTreeMap<String, SubscriptionSpec>), OpError> {
     let spec = backend

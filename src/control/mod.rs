@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The control plane's state: the resources it manages and the workers it starts.
 pub struct Control {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     /// Compiled topics, shared with the publish pipeline.
     topics: Arc<Topics>,
     /// Delivery workers of `http` and `function` subscriptions.
@@ -53,7 +53,7 @@ pub struct Control {
 
 /// What [`Control`] is built from.
 pub struct Parts {
-    pub backend: Arc<dyn Backend>,
+    pub backend: Arc<Backend>,
     pub topics: Arc<Topics>,
     pub workers: Workers,
     pub sources: Sources,

@@ -2,6 +2,7 @@
 //! dead-letter queue of the same kind (FIFO or standard) that exists.
 
 use super::Control;
+use crate::backend::QueueKind;
 use crate::error::OpError;
 use crate::model::{FieldError, Kind, QueueSpec, validate_name};
 
@@ -44,7 +45,7 @@ impl Control {
                 errors,
             });
         }
-        self.backend.put_queue(name, spec).await?;
+        self.backend.put_queue(name, spec, QueueKind::User).await?;
         Ok(existing.is_none())
     }
 

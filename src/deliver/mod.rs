@@ -16,7 +16,7 @@ mod worker;
 pub use event::runtime_attributes;
 pub use sources::{FeedError, GroupFeed, Sources};
 
-use crate::backend::{Backend, StorageError};
+use crate::backend::{Backend, QueueKind, StorageError};
 use crate::model::{
     Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Endpoint, HttpEndpoint, QueueSpec,
     SubscriptionSpec,
@@ -132,7 +132,7 @@ enum Target {
 
 /// The running workers, one per `http` or `function` subscription.
 pub struct Workers {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     /// The deployed functions: a function's worker takes deliveries only while its
     /// function is ready, so a compile in progress costs no attempts.
     functions: Arc<FunctionRegistry>,
@@ -147,7 +147,7 @@ pub struct Workers {
 
 impl Workers {
     pub fn new(
-        backend: Arc<dyn Backend>,
+        backend: Arc<Backend>,
         functions: Arc<FunctionRegistry>,
         outbox: Arc<dyn Outbox>,
         deny_private: bool,
@@ -202,7 +202,7 @@ impl Workers {
             Some(q) => q,
             None => {
                 self.backend
-                    .put_queue(&name, delivery_queue_spec(attempt_ms))
+                    .put_queue(&name, delivery_queue_spec(attempt_ms), QueueKind::Delivery)
                     .await?
             }
         };
@@ -286,8 +286,9 @@ mod tests {
     #[tokio::test]
     async fn only_function_deliveries_are_handed_out_before_the_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Backend> =
-            Arc::new(crate::backend::Embedded::open(dir.path()).unwrap());
+        let backend: Arc<Backend> = Arc::new(Backend::Embedded(
+            crate::backend::Embedded::open(dir.path()).unwrap(),
+        ));
         let stop = CancellationToken::new();
         struct Discard;
         #[async_trait::async_trait]

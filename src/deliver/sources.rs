@@ -67,7 +67,7 @@ pub trait GroupFeed: Send + Sync + 'static {
 
 /// What every source of this router shares.
 struct Context {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     functions: Arc<FunctionRegistry>,
     outbox: Arc<dyn Outbox>,
     groups: Arc<dyn GroupFeed>,
@@ -85,7 +85,7 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(
-        backend: Arc<dyn Backend>,
+        backend: Arc<Backend>,
         functions: Arc<FunctionRegistry>,
         outbox: Arc<dyn Outbox>,
         groups: Arc<dyn GroupFeed>,

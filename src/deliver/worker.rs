@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub(super) struct Worker {
-    pub(super) backend: Arc<dyn Backend>,
+    pub(super) backend: Arc<Backend>,
     pub(super) functions: Arc<FunctionRegistry>,
     pub(super) outbox: Arc<dyn Outbox>,
     pub(super) queue: Queue,
@@ -286,7 +286,7 @@ impl Worker {
 /// batch instead of once per delivery. Ends when the worker and its attempts are gone,
 /// after the last receipts.
 pub(super) async fn acknowledge(
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     queue: Queue,
     mut receipts: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {

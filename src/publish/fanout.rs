@@ -36,7 +36,7 @@ struct Envelope<'a> {
 /// subscription whose queue or stream no longer exists gets none (or goes to its
 /// dead-letter queue), with a warning.
 pub(super) fn deliveries(
-    backend: &dyn Backend,
+    backend: &Backend,
     topic: &TopicState,
     message: &Message,
     matched: Vec<u32>,
@@ -82,7 +82,7 @@ impl<'a> Fanout<'a> {
 
     fn delivery(
         &mut self,
-        backend: &dyn Backend,
+        backend: &Backend,
         name: &str,
         sub: &SubscriptionSpec,
     ) -> Option<Delivery> {
@@ -127,7 +127,7 @@ impl<'a> Fanout<'a> {
     /// An entry in the delivery queue of an `http` or `function` subscription: the
     /// envelope without a subscription, which the worker completes, since it needs
     /// everything the envelope carries whatever format it finally sends.
-    fn for_worker(&mut self, backend: &dyn Backend, name: &str) -> Option<Delivery> {
+    fn for_worker(&mut self, backend: &Backend, name: &str) -> Option<Delivery> {
         let queue = delivery_queue_name(&self.topic.name, name);
         let Some(h) = backend.queue(&queue) else {
             tracing::error!(topic = %self.topic.name, subscription = %name, "delivery queue missing; delivery skipped");
@@ -148,7 +148,7 @@ impl<'a> Fanout<'a> {
 
     fn for_queue(
         &mut self,
-        backend: &dyn Backend,
+        backend: &Backend,
         name: &str,
         sub: &SubscriptionSpec,
         queue: &str,
@@ -182,7 +182,7 @@ impl<'a> Fanout<'a> {
 
     fn for_stream(
         &mut self,
-        backend: &dyn Backend,
+        backend: &Backend,
         name: &str,
         sub: &SubscriptionSpec,
         stream: &str,

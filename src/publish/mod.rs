@@ -49,12 +49,12 @@ pub struct PublishOutcome {
 /// Publishes to topics: the one way events enter the pipeline, whether from the HTTP
 /// API, the config's functions or a guest's `publish`.
 pub struct Publisher {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     topics: Arc<Topics>,
 }
 
 impl Publisher {
-    pub fn new(backend: Arc<dyn Backend>, topics: Arc<Topics>) -> Self {
+    pub fn new(backend: Arc<Backend>, topics: Arc<Topics>) -> Self {
         Self { backend, topics }
     }
 

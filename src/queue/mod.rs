@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 /// The queues as their users see them (delivery queues are internal and not reachable).
 pub struct Queues {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     /// Cancelled at shutdown, so long polls answer instead of holding the drain up.
     shutdown: CancellationToken,
 }
 
 impl Queues {
-    pub fn new(backend: Arc<dyn Backend>, shutdown: CancellationToken) -> Self {
+    pub fn new(backend: Arc<Backend>, shutdown: CancellationToken) -> Self {
         Self { backend, shutdown }
     }
 

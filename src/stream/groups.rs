@@ -3,9 +3,9 @@
 //! that changes hands resumes after its last checkpoint.
 
 use super::Streams;
-use super::lease::Lease;
+use super::lease::{Assignment, Lease, Leases};
 use super::records::MAX_READ_RECORDS;
-use crate::backend::StoredRecord;
+use crate::backend::{GroupInfo, StorageError, StoredRecord, Stream, now_ms};
 use crate::deliver::FeedError;
 use crate::error::OpError;
 use crate::model::{GroupSpec, Kind, StartPosition, validate_name};
@@ -89,8 +89,67 @@ impl Streams {
                 errors,
             });
         }
-        let (_, created) = self.backend.group(&h, group, Some(spec)).await?;
+        let (_, created) = self.create_group(&h, group, spec).await?;
         Ok(created)
+    }
+
+    /// Creates a group with `spec`, unless one exists: a new group reads each shard from
+    /// its start, or after the records it holds now (`latest`).
+    async fn create_group(
+        &self,
+        h: &Stream,
+        group: &str,
+        spec: GroupSpec,
+    ) -> Result<(GroupInfo, bool), OpError> {
+        let mut start_after = Vec::with_capacity(h.shard_count() as usize);
+        for shard in 0..h.shard_count() {
+            start_after.push(match spec.start_position {
+                StartPosition::TrimHorizon => 0,
+                StartPosition::Latest => self.backend.bounds(h, shard).await?.1,
+            });
+        }
+        let info = GroupInfo { spec, start_after };
+        Ok(self.backend.create_group(h, group, info).await?)
+    }
+
+    /// A group's settings; a group polled before it was put is created with the defaults.
+    async fn open_group(&self, h: &Stream, group: &str) -> Result<GroupInfo, OpError> {
+        match self.backend.find_group(h, group).await? {
+            Some(g) => Ok(g),
+            None => Ok(self.create_group(h, group, GroupSpec::default()).await?.0),
+        }
+    }
+
+    /// A poll by `member` as the group's lease table sees it: renews its leases, releases
+    /// what it should give up and takes what is free for it.
+    async fn heartbeat(
+        &self,
+        h: &Stream,
+        group: &str,
+        g: &GroupInfo,
+        member: &str,
+    ) -> Result<Assignment, OpError> {
+        let (shards, timeout_ms) = (h.shard_count(), g.spec.lease_timeout_s * 1000);
+        let (assignment, _version) = self
+            .backend
+            .update_leases(h, group, |stored| {
+                let mut table = Leases::decode(stored, shards, timeout_ms)?;
+                let assignment = table.heartbeat(member, now_ms());
+                Ok((table.encode(), assignment))
+            })
+            .await?;
+        Ok(assignment)
+    }
+
+    /// The group's lease table as it stands.
+    async fn leases(&self, h: &Stream, group: &str, g: &GroupInfo) -> Result<Leases, OpError> {
+        let stored = self.backend.read_leases(h, group).await?;
+        Leases::decode(
+            stored.as_deref(),
+            h.shard_count(),
+            g.spec.lease_timeout_s * 1000,
+        )
+        .map_err(|e| OpError::Storage(StorageError::Corrupt(e)))
     }
 
     /// A member's poll: renews its leases, rebalances, and returns records from the shards
@@ -120,7 +179,7 @@ impl Streams {
             )));
         }
         let h = self.stream(name)?;
-        let (g, _) = self.backend.group(&h, group, None).await?;
+        let g = self.open_group(&h, group).await?;
         // Waiting re-polls at least twice per lease timeout so the member keeps its leases.
         let mut renew = Duration::from_millis(g.spec.lease_timeout_s * 1000 / 2)
             .max(Duration::from_millis(100));
@@ -135,7 +194,7 @@ impl Streams {
             let arrived = h.arrivals().notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let a = self.backend.heartbeat(&h, group, member).await?;
+            let a = self.heartbeat(&h, group, &g, member).await?;
             let fresh: Vec<u32> = {
                 let cursors = self.cursors.lock().expect("never poisoned");
                 let gc = cursors.get(&key);
@@ -226,12 +285,12 @@ impl Streams {
         req: CheckpointRequest,
     ) -> Result<(), OpError> {
         let h = self.stream(name)?;
-        if self.backend.find_group(&h, group).await?.is_none() {
+        let Some(g) = self.backend.find_group(&h, group).await? else {
             return Err(OpError::NotFound {
                 kind: Kind::Group,
                 name: format!("{group} of stream {name}"),
             });
-        }
+        };
         let shard = self.shard(&h, &req.shard_id)?;
         let seq = req.sequence.value()?;
         let (_, end) = self.backend.bounds(&h, shard).await?;
@@ -241,16 +300,20 @@ impl Streams {
                 req.shard_id
             )));
         }
+        // Only the holder checkpoints. Its lease may lapse between this look and the write;
+        // the checkpoint then records progress the holder did make, and the new holder,
+        // which reads from where it took over, checkpoints after it.
         if !self
-            .backend
-            .checkpoint(&h, group, &req.member, shard, seq)
+            .leases(&h, group, &g)
             .await?
+            .holds(&req.member, shard, now_ms())
         {
             return Err(OpError::Conflict(format!(
                 "member {:?} does not hold a lease on {}; poll first, or another member has taken it over",
                 req.member, req.shard_id
             )));
         }
+        self.backend.put_checkpoint(&h, group, shard, seq).await?;
         Ok(())
     }
 
@@ -280,7 +343,7 @@ impl Streams {
                 name: format!("{group} of stream {name}"),
             });
         };
-        let leases = self.backend.leases(&h, group).await?;
+        let leases = self.leases(&h, group, &g).await?.snapshot(now_ms());
         let checkpoints = self.backend.checkpoints(&h, group).await?;
         Ok((g.spec, leases.into_iter().zip(checkpoints).collect()))
     }

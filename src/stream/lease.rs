@@ -151,6 +151,30 @@ impl Leases {
         out
     }
 
+    /// The table as storage keeps it (storage does not read it).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain data serializes")
+    }
+
+    /// The table storage kept, or a new one for a group that has none yet (or whose
+    /// table was written for another shard count or lease timeout, which a recreated
+    /// group may have).
+    pub fn decode(
+        stored: Option<&[u8]>,
+        shards: u32,
+        lease_timeout_ms: u64,
+    ) -> Result<Self, String> {
+        let Some(bytes) = stored else {
+            return Ok(Leases::new(shards, lease_timeout_ms));
+        };
+        let table: Leases =
+            serde_json::from_slice(bytes).map_err(|e| format!("lease table: {e}"))?;
+        if table.shards.len() != shards as usize || table.lease_timeout_ms != lease_timeout_ms {
+            return Ok(Leases::new(shards, lease_timeout_ms));
+        }
+        Ok(table)
+    }
+
     /// Leases as they stand (for the API's description of a group).
     pub fn snapshot(&self, now: u64) -> Vec<Option<Lease>> {
         (0..self.shards.len())

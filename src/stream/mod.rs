@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The streams and their consumer groups, as readers and writers see them.
 pub struct Streams {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Backend>,
     /// Where each group member reads each shard it holds, on this router.
     cursors: Mutex<groups::Cursors>,
     /// Cancelled at shutdown, so waiting polls answer instead of holding the drain up.
@@ -35,7 +35,7 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn new(backend: Arc<dyn Backend>, shutdown: CancellationToken) -> Self {
+    pub fn new(backend: Arc<Backend>, shutdown: CancellationToken) -> Self {
         Self {
             backend,
             cursors: Mutex::default(),

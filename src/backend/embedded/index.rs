@@ -7,6 +7,7 @@
 //! million messages within a few tens of megabytes.
 
 use super::seqmap::{SeqMap, SeqSet};
+use crate::backend::Counts;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::num::NonZeroU64;
@@ -51,13 +52,6 @@ pub enum ReceiptProblem {
     Gone,
     /// The message was received again since this receipt was issued.
     Stale,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub visible: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
 }
 
 /// Result of one receive.

@@ -6,25 +6,25 @@
 //! writes are committed before the caller hears back. A crash between the two loses nothing
 //! acknowledged: at worst a received message becomes visible again (at-least-once).
 
-mod adapter;
 mod codec;
 mod committer;
-pub mod index;
+mod groups;
+mod index;
 mod priority;
-pub mod records;
+mod records;
 mod seqmap;
 mod wal;
 
 use super::{
-    Counts, Enqueued, NewMessage, NewRecord, ReceiptError, Received, StorageError, Stored, now_ms,
-    to_json,
+    Counts, Delivery, Enqueued, NewMessage, QueueKind, ReceiptError, Received, StorageError,
+    Stored, now_ms, to_json,
 };
 use crate::model::QueueSpec;
 use codec::Body;
 use committer::{Committer, Op, Space, Spaces};
 use fjall::{Database, KeyspaceCreateOptions};
 use index::{Entry, MsgState, QueueIndex, ReceiptProblem};
-use records::StreamHandle;
+pub use records::StreamHandle;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::path::Path;
@@ -54,12 +54,12 @@ pub struct QueueHandle {
     /// Fixed at creation (a changed `fifo` is refused), so the publish path reads it
     /// without locking and cloning the spec.
     fifo: bool,
-    /// A delivery queue: its receives and acks need not be durable before answering
-    /// (a crash only repeats a delivery). Decided once from the name.
-    lazy_sync: bool,
+    /// Who reads it. A delivery queue's receives and acks need not be durable before
+    /// answering (a crash only repeats a delivery).
+    kind: QueueKind,
     /// Messages enter the index once written to the log, before its sync (see
-    /// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)).
-    pub(super) before_sync: AtomicBool,
+    /// [`Queue::deliver_before_sync`](crate::backend::Queue::deliver_before_sync)).
+    before_sync: AtomicBool,
     spec: Mutex<QueueSpec>,
     index: Mutex<QueueIndex>,
     next_seq: AtomicU64,
@@ -76,6 +76,23 @@ pub struct QueueHandle {
 impl QueueHandle {
     pub fn is_fifo(&self) -> bool {
         self.fifo
+    }
+
+    pub fn kind(&self) -> QueueKind {
+        self.kind
+    }
+
+    /// Whether receives and acknowledgements may answer before they are durable.
+    fn lazy_sync(&self) -> bool {
+        self.kind == QueueKind::Delivery
+    }
+
+    pub fn before_sync(&self) -> bool {
+        self.before_sync.load(Ordering::Relaxed)
+    }
+
+    pub fn set_before_sync(&self, on: bool) {
+        self.before_sync.store(on, Ordering::Relaxed);
     }
 
     pub fn spec(&self) -> QueueSpec {
@@ -100,12 +117,6 @@ impl QueueHandle {
     }
 }
 
-/// A delivery with this backend's own handles.
-pub enum Delivery {
-    Queue(Arc<QueueHandle>, NewMessage),
-    Stream(Arc<StreamHandle>, u32, NewRecord),
-}
-
 /// A locked shard's append state, keyed by (stream id, shard).
 type ShardGuard<'a> = ((u64, u32), std::sync::MutexGuard<'a, (u64, u64)>);
 
@@ -123,7 +134,7 @@ struct Staged {
 }
 
 /// Messages for queues read before the sync (see
-/// [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)): indexed by
+/// [`Queue::deliver_before_sync`](crate::backend::Queue::deliver_before_sync)): indexed by
 /// the publishing thread as soon as they are appended to the log, or by the publish once
 /// durable when the write is not one the log takes.
 struct EarlyIndex {
@@ -152,6 +163,10 @@ type ToIndex = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 struct QueueRecord {
     id: u64,
     spec: QueueSpec,
+    /// Absent from records written before queues carried their kind: those name a
+    /// delivery queue with a `:` (a user's queue name cannot hold one).
+    #[serde(default)]
+    kind: Option<QueueKind>,
 }
 
 pub struct Embedded {
@@ -241,8 +256,9 @@ fn delete_ops(
 impl Embedded {
     /// Opens (or creates) the store in `dir` and rebuilds every queue's index.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let db = Database::builder(dir)
             // Journal writes are synced by the committer, once per group.
             .manual_journal_persist(true)
@@ -269,7 +285,7 @@ impl Embedded {
             records: db.keyspace("records", bodies)?,
         };
         let (wal, durable) =
-            committer::replay(&db, &spaces, &dir.join("wal")).map_err(StorageError)?;
+            committer::replay(&db, &spaces, &dir.join("wal")).map_err(StorageError::Unavailable)?;
         let spaces = Arc::new(spaces);
         let committer = Committer::start(db, clone_spaces(&spaces), wal, durable);
         let store = Embedded {
@@ -316,9 +332,14 @@ impl Embedded {
         let mut refs: HashMap<NonZeroU64, u32> = HashMap::new();
         for (name, raw) in self.list_meta(META_QUEUE)? {
             let rec: QueueRecord = serde_json::from_slice(&raw)
-                .map_err(|e| StorageError(format!("queue record {name:?} is corrupt: {e}")))?;
+                .map_err(|e| StorageError::Corrupt(format!("queue record {name:?}: {e}")))?;
             self.note_id(rec.id);
-            let h = new_handle(rec.id, name, rec.spec);
+            let kind = rec.kind.unwrap_or(if name.contains(':') {
+                QueueKind::Delivery
+            } else {
+                QueueKind::User
+            });
+            let h = new_handle(rec.id, name, rec.spec, kind);
             {
                 let mut idx = h.lock_index();
                 let mut last = 0;
@@ -327,7 +348,7 @@ impl Embedded {
                     let (Some((_, seq)), Some(e)) =
                         (codec::split_msg_key(&k), codec::decode_state(&v))
                     else {
-                        return Err(StorageError(format!(
+                        return Err(StorageError::Corrupt(format!(
                             "a message state record of queue {:?} is corrupt",
                             h.name
                         )));
@@ -440,14 +461,14 @@ impl Embedded {
         self.committer
             .commit(vec![Op::Put(Space::Meta, key.as_bytes().to_vec(), value)])
             .await
-            .map_err(StorageError)
+            .map_err(StorageError::Unavailable)
     }
 
     pub async fn delete_meta(&self, key: &str) -> Result<(), StorageError> {
         self.committer
             .commit(vec![Op::Delete(Space::Meta, key.as_bytes().to_vec())])
             .await
-            .map_err(StorageError)
+            .map_err(StorageError::Unavailable)
     }
 
     /// Every metadata record under `prefix`, with the prefix stripped from the keys.
@@ -477,24 +498,26 @@ impl Embedded {
             .queues
             .read()
             .expect("never poisoned")
-            .keys()
-            .filter(|n| !crate::deliver::is_internal(n))
-            .cloned()
+            .values()
+            .filter(|h| h.kind == QueueKind::User)
+            .map(|h| h.name.clone())
             .collect();
         v.sort();
         v
     }
 
-    /// Creates a queue, or updates the mutable settings of an existing one.
+    /// Creates a queue of `kind`, or updates the mutable settings of an existing one.
     pub async fn put_queue(
         &self,
         name: &str,
         spec: QueueSpec,
+        kind: QueueKind,
     ) -> Result<Arc<QueueHandle>, StorageError> {
         if let Some(h) = self.queue(name) {
             let rec = QueueRecord {
                 id: h.id,
                 spec: spec.clone(),
+                kind: Some(h.kind),
             };
             self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
                 .await?;
@@ -505,10 +528,11 @@ impl Embedded {
         let rec = QueueRecord {
             id,
             spec: spec.clone(),
+            kind: Some(kind),
         };
         self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
             .await?;
-        let h = new_handle(id, name.to_string(), spec);
+        let h = new_handle(id, name.to_string(), spec, kind);
         self.install(h.clone());
         Ok(h)
     }
@@ -534,7 +558,10 @@ impl Embedded {
             format!("{META_QUEUE}{name}").into_bytes(),
         )];
         // Writes to this queue still on their way to fjall must be there for the scan.
-        self.committer.settle().await.map_err(StorageError)?;
+        self.committer
+            .settle()
+            .await
+            .map_err(StorageError::Unavailable)?;
         let prefix = codec::queue_prefix(h.id);
         for space in [Space::Messages, Space::State, Space::Dedup] {
             let ks = match space {
@@ -548,26 +575,8 @@ impl Embedded {
         }
         self.release(released, ops, |c, ops| c.send(ops))
             .await
-            .map_err(StorageError)?;
+            .map_err(StorageError::Unavailable)?;
         Ok(true)
-    }
-
-    /// Stores messages in their queues atomically and durably: all are on disk when this
-    /// returns `Ok`, none is visible to receivers before (but for queues read before the
-    /// sync, see [`QueueRef::deliver_before_sync`](super::QueueRef::deliver_before_sync)).
-    pub async fn enqueue(
-        &self,
-        items: Vec<(Arc<QueueHandle>, NewMessage)>,
-    ) -> Result<Vec<Enqueued>, StorageError> {
-        let stored = self
-            .store(
-                items
-                    .into_iter()
-                    .map(|(h, m)| Delivery::Queue(h, m))
-                    .collect(),
-            )
-            .await?;
-        Ok(super::queue_outcomes(stored))
     }
 
     /// Stores a publish's deliveries (queue messages and stream records) with one atomic,
@@ -579,7 +588,7 @@ impl Embedded {
         let mut fifo: Vec<Arc<QueueHandle>> = items
             .iter()
             .filter_map(|d| match d {
-                Delivery::Queue(h, _) if h.fifo => Some(h.clone()),
+                Delivery::Queue(q, _) if q.embedded().fifo => Some(q.embedded().clone()),
                 _ => None,
             })
             .collect();
@@ -618,7 +627,7 @@ impl Embedded {
                     h.lock_index().remove(*seq);
                 }
             }
-            return Err(StorageError(e));
+            return Err(StorageError::Unavailable(e));
         }
         if let Some(early) = early {
             early.index();
@@ -663,7 +672,10 @@ impl Embedded {
         let mut shard_keys: Vec<(u64, u32, Arc<StreamHandle>)> = items
             .iter()
             .filter_map(|d| match d {
-                Delivery::Stream(h, s, _) => Some((h.id, *s, h.clone())),
+                Delivery::Stream(h, s, _) => {
+                    let h = h.embedded();
+                    Some((h.id, *s, h.clone()))
+                }
                 _ => None,
             })
             .collect();
@@ -692,8 +704,9 @@ impl Embedded {
         let mut new_shared: Vec<(NonZeroU64, u32)> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let (h, m) = match item {
-                Delivery::Queue(h, m) => (h, m),
+                Delivery::Queue(q, m) => (q.into_embedded(), m),
                 Delivery::Stream(h, shard, rec) => {
+                    let h = h.into_embedded();
                     let guard = shard_guards
                         .iter_mut()
                         .find(|(k, _)| *k == (h.id, shard))
@@ -779,13 +792,10 @@ impl Embedded {
                 refs.insert(*id, *n);
             }
         }
-        let (early, durable) = if pending
-            .iter()
-            .any(|(h, ..)| h.before_sync.load(Ordering::Relaxed))
-        {
+        let (early, durable) = if pending.iter().any(|(h, ..)| h.before_sync()) {
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
                 .into_iter()
-                .partition(|(h, ..)| h.before_sync.load(Ordering::Relaxed));
+                .partition(|(h, ..)| h.before_sync());
             pending = later;
             let early = Arc::new(EarlyIndex {
                 entries: now,
@@ -866,7 +876,7 @@ impl Embedded {
             // the OS with the log's next write-out (the next sync, or within the apply
             // window); not waiting for that takes a storage round trip out of
             // publish-to-handler time.
-            None if h.lazy_sync => self.committer.submit(ops),
+            None if h.lazy_sync() => self.committer.submit(ops),
             // In-flight marks survive a kill once in the OS. A machine crash before the
             // next sync (well under a millisecond) can only make the messages visible
             // again early, with their receive count as before: at-least-once delivery,
@@ -875,9 +885,13 @@ impl Embedded {
                 .committer
                 .send_written(ops)
                 .await
-                .map_err(StorageError)?,
+                .map_err(StorageError::Unavailable)?,
             // Moves to a dead-letter queue wait for the disk, as a publish does.
-            Some(_) => self.committer.commit(ops).await.map_err(StorageError)?,
+            Some(_) => self
+                .committer
+                .commit(ops)
+                .await
+                .map_err(StorageError::Unavailable)?,
         }
         if let Some((d, entries)) = moved {
             self.index_moved(&d, entries);
@@ -995,7 +1009,7 @@ impl Embedded {
             None => Ok(None),
             Some(v) => codec::decode_body(&v)
                 .map(Some)
-                .ok_or_else(|| StorageError("a stored message body is corrupt".into())),
+                .ok_or_else(|| StorageError::Corrupt("a message body".into())),
         }
     }
 
@@ -1027,7 +1041,7 @@ impl Embedded {
             }
         }
         let durable = self.release(released, ops, |c, ops| {
-            if h.lazy_sync {
+            if h.lazy_sync() {
                 // A delivery's ack lost in a crash only repeats the delivery
                 // (at-least-once), so the worker does not wait for the sync.
                 c.submit(ops);
@@ -1037,7 +1051,7 @@ impl Embedded {
             }
         });
         if let Some(durable) = durable {
-            durable.await.map_err(StorageError)?;
+            durable.await.map_err(StorageError::Unavailable)?;
         }
         Ok(verdicts)
     }
@@ -1063,7 +1077,7 @@ impl Embedded {
         self.committer
             .commit(vec![Op::Put(Space::State, key, codec::encode_state(&e))])
             .await
-            .map_err(StorageError)?;
+            .map_err(StorageError::Unavailable)?;
         // Waiting receivers sleep until the earliest visibility they knew of; this one may
         // now be earlier.
         h.arrivals.notify_waiters();
@@ -1080,7 +1094,7 @@ impl Embedded {
         }
         self.release(released, ops, |c, ops| c.send(ops))
             .await
-            .map_err(StorageError)?;
+            .map_err(StorageError::Unavailable)?;
         Ok(gone.len() as u64)
     }
 
@@ -1125,7 +1139,10 @@ impl Embedded {
             n += entries.len() as u64;
             moved.push(self.move_ops(dlq, &src, entries, &mut ops)?);
         }
-        self.committer.commit(ops).await.map_err(StorageError)?;
+        self.committer
+            .commit(ops)
+            .await
+            .map_err(StorageError::Unavailable)?;
         for (to, entries) in moved {
             self.index_moved(&to, entries);
         }
@@ -1169,13 +1186,12 @@ impl Embedded {
     }
 }
 
-fn new_handle(id: u64, name: String, spec: QueueSpec) -> Arc<QueueHandle> {
-    let lazy_sync = crate::deliver::is_internal(&name);
+fn new_handle(id: u64, name: String, spec: QueueSpec, kind: QueueKind) -> Arc<QueueHandle> {
     Arc::new(QueueHandle {
         id,
         name,
         fifo: spec.fifo,
-        lazy_sync,
+        kind,
         before_sync: AtomicBool::new(false),
         index: Mutex::new(QueueIndex::new(spec.fifo)),
         spec: Mutex::new(spec),
@@ -1224,6 +1240,25 @@ fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
 mod tests {
     use super::wal::Wal;
     use super::*;
+    use crate::backend::Queue;
+
+    impl Embedded {
+        /// Stores messages in their queues, as the backend's `enqueue` does.
+        async fn enqueue(
+            &self,
+            items: Vec<(Arc<QueueHandle>, NewMessage)>,
+        ) -> Result<Vec<Enqueued>, StorageError> {
+            let stored = self
+                .store(
+                    items
+                        .into_iter()
+                        .map(|(h, m)| Delivery::Queue(Queue::Embedded(h), m))
+                        .collect(),
+                )
+                .await?;
+            Ok(crate::backend::queue_outcomes(stored))
+        }
+    }
 
     fn msg(id: &str) -> NewMessage {
         NewMessage {
@@ -1247,7 +1282,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Embedded::open(dir.path()).unwrap();
-            let dlq = s.put_queue("dlq", QueueSpec::default()).await.unwrap();
+            let dlq = s
+                .put_queue("dlq", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             let redriven = QueueSpec {
                 redrive_policy: Some(crate::model::RedrivePolicy {
                     dead_letter_queue: "dlq".into(),
@@ -1255,9 +1293,15 @@ mod tests {
                 }),
                 ..QueueSpec::default()
             };
-            let a = s.put_queue("a", redriven).await.unwrap();
-            let b = s.put_queue("b", QueueSpec::default()).await.unwrap();
-            let c = s.put_queue("c", QueueSpec::default()).await.unwrap();
+            let a = s.put_queue("a", redriven, QueueKind::User).await.unwrap();
+            let b = s
+                .put_queue("b", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
+            let c = s
+                .put_queue("c", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             let other = NewMessage {
                 payload: br#"{"n":"other"}"#.to_vec(),
                 ..msg("m1")
@@ -1303,8 +1347,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Embedded::open(dir.path()).unwrap();
-            let a = s.put_queue("a", QueueSpec::default()).await.unwrap();
-            let b = s.put_queue("b", QueueSpec::default()).await.unwrap();
+            let a = s
+                .put_queue("a", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
+            let b = s
+                .put_queue("b", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             s.enqueue(vec![(a.clone(), msg("m1")), (b.clone(), msg("m1"))])
                 .await
                 .unwrap();
@@ -1376,7 +1426,7 @@ mod tests {
                 },
                 _ => QueueSpec::default(),
             };
-            out.push(s.put_queue(name, spec).await.unwrap());
+            out.push(s.put_queue(name, spec, QueueKind::User).await.unwrap());
         }
         out
     }
@@ -1429,7 +1479,10 @@ mod tests {
                 }
                 StoreOp::Recreate(q) => {
                     assert!(s.delete_queue(QUEUES[*q]).await.unwrap());
-                    qs[*q] = s.put_queue(QUEUES[*q], QueueSpec::default()).await.unwrap();
+                    qs[*q] = s
+                        .put_queue(QUEUES[*q], QueueSpec::default(), QueueKind::User)
+                        .await
+                        .unwrap();
                     model[FAMILY[*q]].clear();
                 }
                 StoreOp::Reopen => {
@@ -1482,7 +1535,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let qid = {
             let s = Embedded::open(dir.path()).unwrap();
-            s.put_queue("q", QueueSpec::default()).await.unwrap().id
+            s.put_queue("q", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap()
+                .id
         };
         // What a kill between the two stages leaves: a synced log record that never
         // reached fjall.
@@ -1535,7 +1591,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Embedded::open(dir.path()).unwrap();
-            let q = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            let q = s
+                .put_queue("q", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             s.enqueue(vec![(q.clone(), msg("a")), (q.clone(), msg("b"))])
                 .await
                 .unwrap();
@@ -1560,7 +1619,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Embedded::open(dir.path()).unwrap();
-            let q = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            let q = s
+                .put_queue("q", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             s.enqueue(vec![(q.clone(), msg("a"))]).await.unwrap();
             let r = s.receive(&q, 1, 60_000).await.unwrap();
             let verdicts = s
@@ -1583,7 +1645,10 @@ mod tests {
     async fn dead_letters_move_and_redrive_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(dir.path()).unwrap();
-        let dlq = s.put_queue("dlq", QueueSpec::default()).await.unwrap();
+        let dlq = s
+            .put_queue("dlq", QueueSpec::default(), QueueKind::User)
+            .await
+            .unwrap();
         let q = s
             .put_queue(
                 "q",
@@ -1594,6 +1659,7 @@ mod tests {
                     }),
                     ..QueueSpec::default()
                 },
+                QueueKind::User,
             )
             .await
             .unwrap();
@@ -1621,7 +1687,10 @@ mod tests {
         };
         {
             let s = Embedded::open(dir.path()).unwrap();
-            let q = s.put_queue("q.fifo", spec.clone()).await.unwrap();
+            let q = s
+                .put_queue("q.fifo", spec.clone(), QueueKind::User)
+                .await
+                .unwrap();
             let r = s.enqueue(vec![(q.clone(), fifo_msg("a"))]).await.unwrap();
             assert_eq!(r, [Enqueued::Stored]);
         }
@@ -1666,11 +1735,14 @@ mod tests {
         {
             let s = Embedded::open(dir.path()).unwrap();
             let early = s
-                .put_queue("t:function", QueueSpec::default())
+                .put_queue("t:function", QueueSpec::default(), QueueKind::Delivery)
                 .await
                 .unwrap();
-            crate::backend::QueueRef::deliver_before_sync(&*early, true);
-            let late = s.put_queue("q", QueueSpec::default()).await.unwrap();
+            early.set_before_sync(true);
+            let late = s
+                .put_queue("q", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             for i in 0..3 {
                 let id = format!("m{i}");
                 s.enqueue(vec![(early.clone(), msg(&id)), (late.clone(), msg(&id))])

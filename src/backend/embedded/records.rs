@@ -1,5 +1,4 @@
-//! Streams in the embedded backend: per-shard ordered records, retention, and consumer
-//! group state (checkpoints durable, leases in memory).
+//! Streams in the embedded backend: per-shard ordered records and retention.
 //!
 //! A shard's sequence numbers are allocated under its lock and its writes handed to the
 //! committer under the same lock, so batches reach disk in sequence order; a shard's
@@ -7,16 +6,15 @@
 
 use super::Embedded;
 use super::committer::{Op, Space};
-use crate::backend::{StorageError, now_ms, to_json};
-use crate::model::{GroupSpec, StartPosition, StreamSpec};
-use crate::stream::lease::Leases;
+use super::groups::{GroupHandle, META_GROUP};
+use crate::backend::{NewRecord, StorageError, StoredRecord, now_ms, to_json};
+use crate::model::StreamSpec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub(super) const META_STREAM: &str = "st/";
-const META_GROUP: &str = "g/";
 
 /// One shard's append state.
 pub(super) struct Shard {
@@ -35,58 +33,16 @@ pub struct StreamHandle {
     pub name: String,
     spec: Mutex<StreamSpec>,
     pub(super) shards: Vec<Shard>,
-    groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    pub(super) groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
     /// Woken on every append to any shard, so long polls and group polls answer at once.
     pub arrivals: Notify,
     deleted: AtomicBool,
-}
-
-/// A record to append.
-#[derive(Debug, Clone)]
-pub struct NewRecord {
-    pub partition_key: String,
-    /// Overrides the partition key's MD5 when choosing the shard.
-    pub explicit_hash_key: Option<u128>,
-    /// JSON text.
-    pub data: Vec<u8>,
-}
-
-/// A stored record as read back.
-#[derive(Debug, Clone)]
-pub struct StoredRecord {
-    pub shard: u32,
-    pub sequence: u64,
-    pub partition_key: String,
-    pub data: Vec<u8>,
-    pub arrived_at: u64,
-}
-
-/// A consumer group: its settings, leases and checkpoints.
-pub struct GroupHandle {
-    pub name: String,
-    pub spec: GroupSpec,
-    pub(super) state: Mutex<GroupState>,
-}
-
-pub struct GroupState {
-    pub leases: Leases,
-    /// Last processed sequence per shard, as members reported it.
-    pub checkpoints: Vec<Option<u64>>,
-    /// Where a shard without checkpoint starts: after this sequence (0 = from the start).
-    pub start_after: Vec<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StreamRecord {
     id: u64,
     spec: StreamSpec,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct GroupRecord {
-    spec: GroupSpec,
-    checkpoints: Vec<Option<u64>>,
-    start_after: Vec<u64>,
 }
 
 impl StreamHandle {
@@ -109,32 +65,6 @@ impl StreamHandle {
             s.first.load(Ordering::Acquire),
             s.durable_end.load(Ordering::Acquire),
         )
-    }
-
-    pub fn group(&self, name: &str) -> Option<Arc<GroupHandle>> {
-        self.groups
-            .lock()
-            .expect("never poisoned")
-            .get(name)
-            .cloned()
-    }
-
-    pub fn group_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .groups
-            .lock()
-            .expect("never poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl GroupHandle {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, GroupState> {
-        self.state.lock().expect("group state lock poisoned")
     }
 }
 
@@ -177,29 +107,10 @@ impl Embedded {
     pub(super) fn recover_streams(&self) -> Result<(), StorageError> {
         for (name, raw) in self.list_meta(META_STREAM)? {
             let rec: StreamRecord = serde_json::from_slice(&raw)
-                .map_err(|e| StorageError(format!("stream record {name:?} is corrupt: {e}")))?;
+                .map_err(|e| StorageError::Corrupt(format!("stream record {name:?}: {e}")))?;
             self.note_id(rec.id);
             let h = self.new_stream(rec.id, name, rec.spec)?;
-            for (gname, graw) in self.list_meta(&format!("{META_GROUP}{}/", h.id))? {
-                let g: GroupRecord = serde_json::from_slice(&graw).map_err(|e| {
-                    StorageError(format!("consumer group {gname:?} is corrupt: {e}"))
-                })?;
-                let n = h.shards.len();
-                let mut checkpoints = g.checkpoints;
-                checkpoints.resize(n, None);
-                let mut start_after = g.start_after;
-                start_after.resize(n, 0);
-                let gh = Arc::new(GroupHandle {
-                    name: gname.clone(),
-                    state: Mutex::new(GroupState {
-                        leases: Leases::new(n as u32, g.spec.lease_timeout_s * 1000),
-                        checkpoints,
-                        start_after,
-                    }),
-                    spec: g.spec,
-                });
-                h.groups.lock().expect("never poisoned").insert(gname, gh);
-            }
+            self.recover_groups(&h)?;
             self.streams
                 .write()
                 .expect("never poisoned")
@@ -321,7 +232,10 @@ impl Embedded {
         for kv in self.spaces.records.prefix(h.id.to_be_bytes()) {
             ops.push(Op::Delete(Space::Records, kv.key()?.to_vec()));
         }
-        self.committer.commit(ops).await.map_err(StorageError)?;
+        self.committer
+            .commit(ops)
+            .await
+            .map_err(StorageError::Unavailable)?;
         Ok(true)
     }
 
@@ -378,7 +292,7 @@ impl Embedded {
             let (Some(seq), Some((arrived_at, partition_key, data))) =
                 (seq_of(&k), decode_record(&v))
             else {
-                return Err(StorageError("a stored stream record is corrupt".into()));
+                return Err(StorageError::Corrupt("a stream record".into()));
             };
             if arrived_at < cutoff {
                 continue;
@@ -449,71 +363,5 @@ impl Embedded {
             }
         }
         Ok(())
-    }
-
-    /// A consumer group, created with `spec` (and persisted) when it does not exist.
-    pub async fn group(
-        &self,
-        h: &Arc<StreamHandle>,
-        name: &str,
-        spec: Option<GroupSpec>,
-    ) -> Result<(Arc<GroupHandle>, bool), StorageError> {
-        if let Some(g) = h.group(name) {
-            return Ok((g, false));
-        }
-        let spec = spec.unwrap_or_default();
-        let n = h.shard_count();
-        let start_after: Vec<u64> = (0..n)
-            .map(|s| match spec.start_position {
-                StartPosition::TrimHorizon => 0,
-                StartPosition::Latest => h.bounds(s).1,
-            })
-            .collect();
-        let g = Arc::new(GroupHandle {
-            name: name.to_string(),
-            state: Mutex::new(GroupState {
-                leases: Leases::new(n, spec.lease_timeout_s * 1000),
-                checkpoints: vec![None; n as usize],
-                start_after,
-            }),
-            spec,
-        });
-        let record = {
-            let st = g.lock();
-            GroupRecord {
-                spec: g.spec.clone(),
-                checkpoints: st.checkpoints.clone(),
-                start_after: st.start_after.clone(),
-            }
-        };
-        // Two first polls may race; the first to insert wins and both use its handle.
-        let g = {
-            let mut groups = h.groups.lock().expect("never poisoned");
-            if let Some(existing) = groups.get(name) {
-                return Ok((existing.clone(), false));
-            }
-            groups.insert(name.to_string(), g.clone());
-            g
-        };
-        self.put_meta(&format!("{META_GROUP}{}/{name}", h.id), to_json(&record))
-            .await?;
-        Ok((g, true))
-    }
-
-    /// Durably records a group's checkpoints.
-    pub async fn save_group(&self, h: &StreamHandle, g: &GroupHandle) -> Result<(), StorageError> {
-        let record = {
-            let st = g.lock();
-            GroupRecord {
-                spec: g.spec.clone(),
-                checkpoints: st.checkpoints.clone(),
-                start_after: st.start_after.clone(),
-            }
-        };
-        self.put_meta(
-            &format!("{META_GROUP}{}/{}", h.id, g.name),
-            to_json(&record),
-        )
-        .await
     }
 }

@@ -1,28 +1,25 @@
-//! Consumer groups on JetStream KV: spec, lease table and checkpoints of every group in
-//! the bucket `{prefix}_groups`, shared by all routers.
+//! Consumer groups on JetStream KV: the record, lease table and checkpoints of every group
+//! in the bucket `{prefix}_groups`, shared by all routers.
 //!
 //! The lease table of a group is one record, changed only by a revision-checked write
-//! (create when absent, update at the revision read). Each heartbeat reads the table,
-//! applies [`Leases::heartbeat`] and writes it back at the revision it read; a write that
-//! lost a race is retried on the newer table. So the table goes through one sequence of
-//! versions that every router agrees on, and since every version gives each shard at most
-//! one holder, two members never both hold a lease, whichever routers they poll.
-//! Checkpoints are one record per shard, written only by the member holding its lease.
+//! (create when absent, update at the revision read): each update reads the table, applies
+//! the change the layer above asks for and writes it back at the revision it read; a
+//! write that lost a race is retried on the newer table. So the table goes through one
+//! sequence of versions that every router agrees on. Checkpoints are one record per shard.
 
 use super::codec::escape;
 use super::records::StreamHandle;
 use super::{JetStream, JsError};
-use crate::backend::now_ms;
-use crate::model::{GroupSpec, Kind, StartPosition};
-use crate::stream::lease::{Assignment, Lease, Leases};
+use crate::backend::GroupInfo;
+use crate::model::{GroupSpec, Kind};
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Heartbeats that lose the race for the lease table this many times in a row give up
-/// (the caller retries on its next poll). Each attempt is two round trips.
+/// Updates of a lease table that lose the race this many times in a row give up (the
+/// caller retries on its next poll). Each attempt is two round trips.
 const MAX_LEASE_ATTEMPTS: u32 = 32;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -35,22 +32,10 @@ struct GroupRecord {
 /// A consumer group: its settings and where its records live.
 pub struct GroupHandle {
     pub name: String,
-    pub spec: GroupSpec,
-    pub start_after: Vec<u64>,
+    info: GroupInfo,
     /// `{stream}.{group}` in the groups bucket.
     key: String,
     shards: u32,
-}
-
-/// What a heartbeat changed, and the lease table version it wrote.
-#[derive(Debug)]
-pub struct Heartbeat {
-    pub assignment: Assignment,
-    /// The revision of the lease table this heartbeat wrote: heartbeats of one group are
-    /// totally ordered by it.
-    pub revision: u64,
-    /// Every shard's lease as of that revision.
-    pub leases: Vec<Option<Lease>>,
 }
 
 impl GroupHandle {
@@ -72,58 +57,50 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> JsError {
 }
 
 impl JetStream {
-    /// A consumer group, created with `spec` when it does not exist; `true` when this call
-    /// created it. Two routers creating one group at once agree on one of their records.
-    pub async fn group(
+    /// Creates a group with `info` unless it exists; returns the group's settings and
+    /// whether this call created it. Two routers creating one group at once agree on one
+    /// of their records.
+    pub async fn create_group(
         &self,
         h: &Arc<StreamHandle>,
         name: &str,
-        spec: Option<GroupSpec>,
-    ) -> Result<(Arc<GroupHandle>, bool), JsError> {
-        if let Some(g) = h.groups.lock().expect("never poisoned").get(name) {
-            return Ok((g.clone(), false));
+        info: GroupInfo,
+    ) -> Result<(GroupInfo, bool), JsError> {
+        if let Some(g) = self.group_handle(h, name).await? {
+            return Ok((g.info.clone(), false));
         }
         let key = group_key(&h.name, name);
         let spec_key = format!("{key}.spec");
-        let (record, created) = match self.read_group(&spec_key).await? {
-            Some(r) => (r, false),
-            None => {
-                let spec = spec.unwrap_or_default();
-                let mut start_after = Vec::with_capacity(h.shard_count() as usize);
-                for s in 0..h.shard_count() {
-                    start_after.push(match spec.start_position {
-                        StartPosition::TrimHorizon => 0,
-                        StartPosition::Latest => self.bounds(h, s).await?.1,
-                    });
-                }
-                let record = GroupRecord { spec, start_after };
-                let value = Bytes::from(serde_json::to_vec(&record).expect("plain data"));
-                match self.groups.create(&spec_key, value).await {
-                    Ok(_) => (record, true),
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                        let r = self.read_group(&spec_key).await?.ok_or_else(|| {
-                            JsError::Unavailable(format!("group {name:?} vanished while created"))
-                        })?;
-                        (r, false)
-                    }
-                    Err(e) => return Err(unavailable("group create", e)),
-                }
-            }
+        let record = GroupRecord {
+            spec: info.spec,
+            start_after: info.start_after,
         };
-        let g = Arc::new(GroupHandle {
-            name: name.to_string(),
-            spec: record.spec,
-            start_after: record.start_after,
-            key,
-            shards: h.shard_count(),
-        });
-        let mut groups = h.groups.lock().expect("never poisoned");
-        let g = groups.entry(name.to_string()).or_insert(g).clone();
-        Ok((g, created))
+        let value = Bytes::from(serde_json::to_vec(&record).expect("plain data"));
+        let (record, created) = match self.groups.create(&spec_key, value).await {
+            Ok(_) => (record, true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let r = self.read_group(&spec_key).await?.ok_or_else(|| {
+                    JsError::Unavailable(format!("group {name:?} vanished while created"))
+                })?;
+                (r, false)
+            }
+            Err(e) => return Err(unavailable("group create", e)),
+        };
+        let g = self.cache_group(h, name, key, record);
+        Ok((g.info.clone(), created))
     }
 
-    /// A consumer group if it exists (created by any router).
+    /// A consumer group's settings if it exists (created by any router).
     pub async fn find_group(
+        &self,
+        h: &Arc<StreamHandle>,
+        name: &str,
+    ) -> Result<Option<GroupInfo>, JsError> {
+        Ok(self.group_handle(h, name).await?.map(|g| g.info.clone()))
+    }
+
+    /// The group's handle from this router's cache, else from its record.
+    async fn group_handle(
         &self,
         h: &Arc<StreamHandle>,
         name: &str,
@@ -135,15 +112,41 @@ impl JetStream {
         let Some(record) = self.read_group(&format!("{key}.spec")).await? else {
             return Ok(None);
         };
+        Ok(Some(self.cache_group(h, name, key, record)))
+    }
+
+    /// The group's handle, or the error that it is gone.
+    async fn existing_group(
+        &self,
+        h: &Arc<StreamHandle>,
+        name: &str,
+    ) -> Result<Arc<GroupHandle>, JsError> {
+        self.group_handle(h, name)
+            .await?
+            .ok_or_else(|| JsError::NotFound {
+                kind: Kind::Group,
+                name: format!("{name} of stream {}", h.name),
+            })
+    }
+
+    fn cache_group(
+        &self,
+        h: &StreamHandle,
+        name: &str,
+        key: String,
+        record: GroupRecord,
+    ) -> Arc<GroupHandle> {
         let g = Arc::new(GroupHandle {
             name: name.to_string(),
-            spec: record.spec,
-            start_after: record.start_after,
+            info: GroupInfo {
+                spec: record.spec,
+                start_after: record.start_after,
+            },
             key,
             shards: h.shard_count(),
         });
         let mut groups = h.groups.lock().expect("never poisoned");
-        Ok(Some(groups.entry(name.to_string()).or_insert(g).clone()))
+        groups.entry(name.to_string()).or_insert(g).clone()
     }
 
     async fn read_group(&self, key: &str) -> Result<Option<GroupRecord>, JsError> {
@@ -203,16 +206,21 @@ impl JetStream {
         Ok(())
     }
 
-    /// A poll by `member`: renews its leases, releases what it should give up and takes
-    /// what is free for it, with one revision-checked write of the group's lease table.
-    pub async fn heartbeat(&self, g: &GroupHandle, member: &str) -> Result<Heartbeat, JsError> {
+    /// Replaces the group's lease table with what `update` makes of it, with
+    /// revision-checked writes: an update that lost a race runs again on the newer table.
+    /// The version returned is the table's KV revision.
+    pub async fn update_leases<T>(
+        &self,
+        h: &Arc<StreamHandle>,
+        group: &str,
+        mut update: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), String>,
+    ) -> Result<(T, u64), JsError> {
+        let g = self.existing_group(h, group).await?;
         let key = g.leases_key();
-        let timeout_ms = g.spec.lease_timeout_s * 1000;
         for attempt in 0..MAX_LEASE_ATTEMPTS {
-            let (mut leases, revision) = self.read_leases(g, &key, timeout_ms).await?;
-            let now = now_ms();
-            let assignment = leases.heartbeat(member, now);
-            let value = Bytes::from(serde_json::to_vec(&leases).expect("plain data"));
+            let (current, revision) = self.read_lease_entry(&key).await?;
+            let (table, out) = update(current.as_deref()).map_err(JsError::Corrupt)?;
+            let value = Bytes::from(table);
             let written = match revision {
                 Some(r) => self.groups.update(&key, value, r).await.map_err(|e| {
                     (
@@ -228,16 +236,10 @@ impl JetStream {
                 }),
             };
             match written {
-                Ok(revision) => {
-                    return Ok(Heartbeat {
-                        assignment,
-                        revision,
-                        leases: leases.snapshot(now),
-                    });
-                }
-                // Another heartbeat wrote first: start over from its table.
+                Ok(revision) => return Ok((out, revision)),
+                // Another router wrote first: start over from its table.
                 Err((true, _)) => {
-                    let jitter = now % 5 + attempt as u64;
+                    let jitter = crate::backend::now_ms() % 5 + attempt as u64;
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
                 Err((false, e)) => return Err(unavailable("lease write", e)),
@@ -249,62 +251,46 @@ impl JetStream {
         )))
     }
 
-    async fn read_leases(
-        &self,
-        g: &GroupHandle,
-        key: &str,
-        timeout_ms: u64,
-    ) -> Result<(Leases, Option<u64>), JsError> {
+    /// The lease table and the revision to write its successor at (`None`: create it).
+    async fn read_lease_entry(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u64>), JsError> {
         let entry = self
             .groups
             .entry(key)
             .await
             .map_err(|e| unavailable("lease read", e))?;
         Ok(match entry {
-            Some(e) if e.operation == kv::Operation::Put => (
-                serde_json::from_slice(&e.value)
-                    .map_err(|err| JsError::Corrupt(format!("lease table {key}: {err}")))?,
-                Some(e.revision),
-            ),
+            Some(e) if e.operation == kv::Operation::Put => {
+                (Some(e.value.to_vec()), Some(e.revision))
+            }
             // Deleted: a new table, written at the deletion's revision.
-            Some(e) => (Leases::new(g.shards, timeout_ms), Some(e.revision)),
-            None => (Leases::new(g.shards, timeout_ms), None),
+            Some(e) => (None, Some(e.revision)),
+            None => (None, None),
         })
     }
 
-    /// Every shard's lease as it stands.
-    pub async fn leases(&self, g: &GroupHandle) -> Result<Vec<Option<Lease>>, JsError> {
-        let timeout_ms = g.spec.lease_timeout_s * 1000;
-        let (leases, _) = self.read_leases(g, &g.leases_key(), timeout_ms).await?;
-        Ok(leases.snapshot(now_ms()))
+    /// The group's lease table as last written.
+    pub async fn read_leases(
+        &self,
+        h: &Arc<StreamHandle>,
+        group: &str,
+    ) -> Result<Option<Vec<u8>>, JsError> {
+        let g = self.existing_group(h, group).await?;
+        Ok(self.read_lease_entry(&g.leases_key()).await?.0)
     }
 
-    /// Records that `member` has processed `shard` up to `sequence`; refused unless the
-    /// member holds the shard's lease.
-    pub async fn checkpoint(
+    /// Records that `shard` of the group was processed up to `sequence`.
+    pub async fn put_checkpoint(
         &self,
-        g: &GroupHandle,
-        member: &str,
+        h: &Arc<StreamHandle>,
+        group: &str,
         shard: u32,
         sequence: u64,
     ) -> Result<(), JsError> {
+        let g = self.existing_group(h, group).await?;
         if shard >= g.shards {
             return Err(JsError::NotFound {
                 kind: Kind::Shard,
                 name: shard.to_string(),
-            });
-        }
-        let holds = self
-            .leases(g)
-            .await?
-            .get(shard as usize)
-            .cloned()
-            .flatten()
-            .is_some_and(|l| l.member == member);
-        if !holds {
-            return Err(JsError::NotHolder {
-                member: member.to_string(),
-                shard,
             });
         }
         self.groups
@@ -315,7 +301,12 @@ impl JetStream {
     }
 
     /// The last checkpoint of every shard (`None` where there is none yet).
-    pub async fn checkpoints(&self, g: &GroupHandle) -> Result<Vec<Option<u64>>, JsError> {
+    pub async fn checkpoints(
+        &self,
+        h: &Arc<StreamHandle>,
+        group: &str,
+    ) -> Result<Vec<Option<u64>>, JsError> {
+        let g = self.existing_group(h, group).await?;
         let got =
             futures::future::join_all((0..g.shards).map(|s| self.groups.get(g.checkpoint_key(s))))
                 .await;

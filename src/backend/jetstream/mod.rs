@@ -19,18 +19,17 @@
 //! ([`JetStream::store`]); the publishes of one call are pipelined, and each is retried
 //! under the same `Nats-Msg-Id` so a lost acknowledgement never stores a message twice.
 
-mod backend;
 mod codec;
 mod groups;
 mod queues;
 mod records;
 
 pub use codec::check_prefix;
-pub use groups::{GroupHandle, Heartbeat};
+pub use groups::GroupHandle;
 pub use queues::QueueHandle;
 pub use records::StreamHandle;
 
-use super::{Enqueued, NewMessage, NewRecord, ReceiptError, Stored, now_ms};
+use super::{Enqueued, ReceiptError, Stored, now_ms};
 use crate::model::Kind;
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
@@ -91,6 +90,20 @@ pub enum JsError {
     Corrupt(String),
 }
 
+impl From<JsError> for StorageError {
+    fn from(e: JsError) -> Self {
+        match e {
+            JsError::NotFound { kind, name } => StorageError::NotFound { kind, name },
+            JsError::Corrupt(what) => StorageError::Corrupt(what),
+            JsError::NotHolder { .. } => StorageError::Conflict(e.to_string()),
+            JsError::Invalid(what) => StorageError::Refused(what),
+            JsError::Unavailable(_) | JsError::Server(_) => {
+                StorageError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
 impl JsError {
     /// Whether the same call may succeed later without any change by the caller.
     pub fn is_unavailable(&self) -> bool {
@@ -116,15 +129,7 @@ impl From<async_nats::PublishError> for JsError {
     }
 }
 
-/// One matched delivery of a publish, as [`super::Delivery`] but with this backend's
-/// handles.
-pub enum Delivery {
-    Queue(Arc<QueueHandle>, NewMessage),
-    /// A record for a stream, on the shard given.
-    Stream(Arc<StreamHandle>, u32, NewRecord),
-}
-
-pub use super::MetaChange;
+use super::{Delivery, MetaChange, StorageError};
 
 /// A connection to JetStream and this instance's mirror of the metadata.
 pub struct JetStream {
@@ -314,7 +319,7 @@ impl JetStream {
         let mut streams: Vec<Arc<StreamHandle>> = items
             .iter()
             .filter_map(|d| match d {
-                Delivery::Stream(s, _, _) => Some(s.clone()),
+                Delivery::Stream(s, _, _) => Some(s.jetstream().clone()),
                 Delivery::Queue(..) => None,
             })
             .collect();
@@ -356,26 +361,10 @@ impl JetStream {
         Ok(out)
     }
 
-    /// Stores messages in their queues (a [`store`](Self::store) of queue deliveries).
-    pub async fn enqueue(
-        &self,
-        items: Vec<(Arc<QueueHandle>, NewMessage)>,
-    ) -> Result<Vec<Enqueued>, JsError> {
-        let stored = self
-            .store(
-                items
-                    .into_iter()
-                    .map(|(h, m)| Delivery::Queue(h, m))
-                    .collect(),
-            )
-            .await?;
-        Ok(super::queue_outcomes(stored))
-    }
-
     fn prepare(&self, d: Delivery, now: u64) -> Result<Prepared, JsError> {
         match d {
-            Delivery::Queue(q, m) => Ok(q.prepare(m, now)),
-            Delivery::Stream(s, shard, rec) => s.prepare(shard, rec),
+            Delivery::Queue(q, m) => Ok(q.into_jetstream().prepare(m, now)),
+            Delivery::Stream(s, shard, rec) => s.into_jetstream().prepare(shard, rec),
         }
     }
 

@@ -28,7 +28,7 @@ use super::codec::{self, AckInfo, Frame, QueueNames};
 use super::{
     ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW, Target,
 };
-use crate::backend::{Counts, Enqueued, NewMessage, ReceiptError, Received, now_ms};
+use crate::backend::{Counts, Enqueued, NewMessage, QueueKind, ReceiptError, Received, now_ms};
 use crate::model::{Kind, QueueSpec};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -73,6 +73,10 @@ const H_ORIGIN: &str = "Sy-Origin";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct QueueRecord {
     spec: QueueSpec,
+    /// Absent from records written before queues carried their kind: those name a
+    /// delivery queue with a `:` (a user's queue name cannot hold one).
+    #[serde(default)]
+    kind: Option<QueueKind>,
     /// FIFO partitions (1 for standard queues).
     partitions: u32,
     /// Random per creation: receipts name it, so they never act on a recreated queue.
@@ -90,6 +94,7 @@ pub(crate) struct PumpContext {
 /// One queue as this instance knows it.
 pub struct QueueHandle {
     pub name: String,
+    kind: QueueKind,
     names: QueueNames,
     spec: Mutex<QueueSpec>,
     partitions: u32,
@@ -102,6 +107,10 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
+    pub fn kind(&self) -> QueueKind {
+        self.kind
+    }
+
     pub fn spec(&self) -> QueueSpec {
         self.spec.lock().expect("never poisoned").clone()
     }
@@ -218,8 +227,14 @@ impl Mirror {
             *h.spec.lock().expect("never poisoned") = rec.spec;
             return;
         }
+        let kind = rec.kind.unwrap_or(if name.contains(':') {
+            QueueKind::Delivery
+        } else {
+            QueueKind::User
+        });
         let h = Arc::new(QueueHandle {
             name: name.to_string(),
+            kind,
             names: QueueNames::new(&self.ctx.prefix, name),
             spec: Mutex::new(rec.spec),
             partitions: rec.partitions.max(1),
@@ -253,19 +268,21 @@ impl JetStream {
             .queues
             .read()
             .expect("never poisoned")
-            .keys()
-            .cloned()
+            .values()
+            .filter(|h| h.kind == QueueKind::User)
+            .map(|h| h.name.clone())
             .collect();
         v.sort();
         v
     }
 
-    /// Creates a queue, or updates the mutable settings of an existing one (retention and
-    /// visibility timeout). Safe to run from several routers at once.
+    /// Creates a queue of `kind`, or updates the mutable settings of an existing one
+    /// (retention and visibility timeout). Safe to run from several routers at once.
     pub async fn put_queue(
         &self,
         name: &str,
         spec: QueueSpec,
+        kind: QueueKind,
     ) -> Result<Arc<QueueHandle>, JsError> {
         let existing = self.queue(name);
         let (partitions, incarnation) = match &existing {
@@ -327,6 +344,7 @@ impl JetStream {
         .map_err(|e| e.into_js(Kind::Queue, name))?;
         let rec = QueueRecord {
             spec,
+            kind: Some(existing.as_ref().map_or(kind, |h| h.kind)),
             partitions,
             incarnation,
         };
