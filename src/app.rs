@@ -6,7 +6,7 @@
 
 use crate::backend::Backend;
 use crate::control::{Control, FunctionCompiler, Parts};
-use crate::deliver::{DeliveryMetrics, GroupFeed, Outbox, Sources, Workers};
+use crate::deliver::{DeliveryMetrics, GroupFeed, Outbox, QueueFeed, Sources, Workers};
 use crate::error::OpError;
 use crate::publish::{Publisher, Topics};
 use crate::queue::Queues;
@@ -74,12 +74,13 @@ impl App {
         } else {
             String::new()
         };
-        let groups: Arc<dyn GroupFeed> = streams.clone();
+        let (queue_feed, group_feed): (Arc<dyn QueueFeed>, Arc<dyn GroupFeed>) =
+            (queues.clone(), streams.clone());
         let sources = Sources::new(
-            backend.clone(),
+            queue_feed,
+            group_feed,
             functions.clone(),
             outbox,
-            groups,
             member_suffix,
             shutdown.clone(),
         );

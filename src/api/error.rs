@@ -2,7 +2,7 @@
 //! body, with a 4xx status for whatever the caller got wrong. This is the one place that
 //! maps router errors to statuses.
 
-use crate::backend::ReceiptError;
+use crate::backend::{ReceiptError, StorageError};
 use crate::error::OpError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -89,12 +89,25 @@ impl From<OpError> for Problem {
             }
             OpError::FunctionFailed { .. } => (StatusCode::CONFLICT, "function-failed"),
             OpError::Receipt(r) => receipt_status(r),
-            OpError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+            OpError::Storage(e) => storage_status(e),
         };
         let retry_after_s = matches!(e, OpError::FunctionLoading { .. }).then_some(1);
         Problem {
             retry_after_s,
             ..Problem::new(status, kind, detail)
+        }
+    }
+}
+
+/// A storage failure: 503 for what may pass (the caller can retry), 404 or 409 for a
+/// resource deleted or changed meanwhile, 500 for what retrying cannot mend.
+fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
+    match e {
+        StorageError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+        StorageError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
+        StorageError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        StorageError::Corrupt(_) | StorageError::Refused(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage-failed")
         }
     }
 }

@@ -407,11 +407,24 @@ impl Backend {
         }
     }
 
-    /// Moves a dead-letter queue's messages back to the queues they came from.
-    pub async fn redrive_back(&self, dlq: &Queue) -> Result<u64, StorageError> {
+    /// Moves received messages, by their receipts, from `from` to `to` durably, so each
+    /// is in exactly one of the two; a message whose receipt is no longer current stays.
+    /// Returns how many moved.
+    pub async fn move_messages(
+        &self,
+        from: &Queue,
+        messages: &[Received],
+        to: &Queue,
+        why: Move,
+    ) -> Result<u64, StorageError> {
         match self {
-            Backend::Embedded(b) => b.redrive_back(dlq.embedded()).await,
-            Backend::JetStream(b) => Ok(b.redrive_back(dlq.jetstream()).await?),
+            Backend::Embedded(b) => {
+                b.move_messages(from.embedded(), messages, to.embedded(), why)
+                    .await
+            }
+            Backend::JetStream(b) => Ok(b
+                .move_messages(from.jetstream(), messages, to.jetstream(), why)
+                .await?),
         }
     }
 

@@ -68,6 +68,23 @@ pub struct Received {
     pub attributes: Vec<u8>,
     pub receive_count: u32,
     pub sent_at: u64,
+    /// The FIFO message group.
+    pub group: Option<Arc<str>>,
+    /// For a message in a dead-letter queue: the queue it was moved from, while that
+    /// queue exists.
+    pub origin: Option<String>,
+}
+
+/// Why messages move from one queue to another, which decides what they remember of
+/// where they were. Either way the receive count starts again and the original send time
+/// is kept (retention counts from it, as in SQS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// To a dead-letter queue: they remember the queue they came from.
+    ToDeadLetter,
+    /// From a dead-letter queue back to where they came from: they are no longer dead
+    /// letters.
+    Back,
 }
 
 /// Why a receipt was not accepted.

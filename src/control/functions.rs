@@ -9,7 +9,7 @@
 //! in the background: the function is `loading` until then, and whoever invokes it waits.
 
 use super::{Control, meta};
-use crate::backend::StorageError;
+use crate::backend::{QueueKind, StorageError};
 use crate::error::OpError;
 use crate::hex;
 use crate::model::attributes;
@@ -398,7 +398,7 @@ impl Control {
             SourceSpec::Queue { queue, .. } => self
                 .backend
                 .queue(queue)
-                .filter(|_| !crate::deliver::is_internal(queue))
+                .filter(|q| q.kind() == QueueKind::User)
                 .is_none()
                 .then(|| OpError::not_found(Kind::Queue, queue)),
             SourceSpec::Stream { stream, .. } => self

@@ -14,7 +14,7 @@ pub mod sources;
 mod worker;
 
 pub use event::runtime_attributes;
-pub use sources::{FeedError, GroupFeed, Sources};
+pub use sources::{FeedError, GroupFeed, QueueFeed, Sources};
 
 use crate::backend::{Backend, QueueKind, StorageError};
 use crate::model::{
@@ -67,11 +67,6 @@ pub fn with_subscription(envelope: &[u8], subscription: &str) -> Vec<u8> {
     serde_json::to_writer(&mut out, subscription).expect("strings serialize");
     out.push(b'}');
     out
-}
-
-/// Whether a queue is internal (a delivery queue) rather than a user's.
-pub fn is_internal(queue: &str) -> bool {
-    queue.contains(':')
 }
 
 /// Lambda's retry schedule of an asynchronous invocation: two retries, about a minute

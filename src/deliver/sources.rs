@@ -12,7 +12,7 @@
 //! is spent) until it can run.
 
 use super::{Outbox, event};
-use crate::backend::{Backend, StoredRecord};
+use crate::backend::{Received, StoredRecord};
 use crate::model::{SourceSpec, StartPosition};
 use crate::runtime::{Function, FunctionRegistry};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,6 +32,24 @@ const RECEIVE_MAX: usize = 10;
 
 /// Why a consumer-group operation of a stream source failed (logged, then retried).
 pub type FeedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a queue source needs of the queue semantics above storage: receive (messages past
+/// the queue's receive limit go to its dead-letter queue, not to the function) and
+/// acknowledge.
+#[async_trait::async_trait]
+pub trait QueueFeed: Send + Sync + 'static {
+    /// Receives up to `max` messages with the queue's visibility timeout, waiting up to
+    /// `wait` for the first; answers early (maybe empty) when `stop` is cancelled.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Received>, FeedError>;
+    /// Acknowledges (deletes) processed messages.
+    async fn ack(&self, queue: &str, receipts: &[String]) -> Result<(), FeedError>;
+}
 
 /// What a stream source needs of the consumer-group semantics above storage: join a
 /// group, poll it as a member, checkpoint and re-read.
@@ -67,7 +85,7 @@ pub trait GroupFeed: Send + Sync + 'static {
 
 /// What every source of this router shares.
 struct Context {
-    backend: Arc<Backend>,
+    queues: Arc<dyn QueueFeed>,
     functions: Arc<FunctionRegistry>,
     outbox: Arc<dyn Outbox>,
     groups: Arc<dyn GroupFeed>,
@@ -85,16 +103,16 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(
-        backend: Arc<Backend>,
+        queues: Arc<dyn QueueFeed>,
+        groups: Arc<dyn GroupFeed>,
         functions: Arc<FunctionRegistry>,
         outbox: Arc<dyn Outbox>,
-        groups: Arc<dyn GroupFeed>,
         member_suffix: String,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             context: Arc::new(Context {
-                backend,
+                queues,
                 functions,
                 outbox,
                 groups,
@@ -199,14 +217,9 @@ impl Context {
                 pause(MISSING_PAUSE, &stop).await;
                 continue;
             };
-            let Some(h) = self.backend.queue(&queue) else {
-                pause(MISSING_PAUSE, &stop).await;
-                continue;
-            };
-            let vis_ms = h.spec().visibility_timeout_s * 1000;
             let mut msgs = match self
-                .backend
-                .receive(&h, batch_size.min(RECEIVE_MAX), vis_ms, POLL_WAIT, &stop)
+                .queues
+                .receive(&queue, batch_size.min(RECEIVE_MAX), POLL_WAIT, &stop)
                 .await
             {
                 Ok(m) => m,
@@ -223,7 +236,7 @@ impl Context {
             while msgs.len() < batch_size {
                 let left = window_end.saturating_duration_since(tokio::time::Instant::now());
                 let more = (batch_size - msgs.len()).min(RECEIVE_MAX);
-                match self.backend.receive(&h, more, vis_ms, left, &stop).await {
+                match self.queues.receive(&queue, more, left, &stop).await {
                     Ok(m) if !m.is_empty() => msgs.extend(m),
                     _ => break,
                 }
@@ -246,7 +259,7 @@ impl Context {
                         .map(|(_, m)| m.receipt.clone())
                         .collect();
                     if !done.is_empty()
-                        && let Err(e) = self.backend.ack(&h, &done).await
+                        && let Err(e) = self.queues.ack(&queue, &done).await
                     {
                         tracing::error!(function, queue, error = %e, "acknowledging a processed batch failed; it will be processed again");
                     }

@@ -13,6 +13,9 @@ pub const MAX_RETENTION_S: u64 = 14 * 24 * 60 * 60;
 pub const DEFAULT_RETENTION_S: u64 = 4 * 24 * 60 * 60;
 pub const MAX_RECEIVE_WAIT_S: u64 = 20;
 pub const DEFAULT_VISIBILITY_TIMEOUT_S: u64 = 30;
+/// How long a FIFO deduplication id is remembered: a message with the id of one accepted
+/// within it is a duplicate (SQS and SNS: 5 minutes). Every backend enforces this one.
+pub const FIFO_DEDUP_WINDOW_S: u64 = 5 * 60;
 /// SQS allows 1..=1000 receives before redrive.
 pub const MAX_RECEIVE_COUNT: u32 = 1000;
 

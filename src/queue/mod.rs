@@ -4,13 +4,14 @@
 
 mod fifo;
 mod receive;
+mod redrive;
 mod send;
 
 pub use fifo::{MAX_FIFO_ID_LEN, fifo_ids};
 pub use receive::{MAX_RECEIVE_BATCH, ReceiveRequest};
 pub use send::SendRequest;
 
-use crate::backend::{Backend, Counts, Queue};
+use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;
 use crate::model::Kind;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ impl Queues {
     pub fn queue(&self, name: &str) -> Result<Queue, OpError> {
         self.backend
             .queue(name)
-            .filter(|_| !crate::deliver::is_internal(name))
+            .filter(|q| q.kind() == QueueKind::User)
             .ok_or_else(|| OpError::not_found(Kind::Queue, name))
     }
 
@@ -47,15 +48,30 @@ impl Queues {
         Ok(self.backend.purge(&h).await?)
     }
 
-    /// Moves a dead-letter queue's messages back to the queues they came from.
-    pub async fn redrive(&self, dlq: &str) -> Result<u64, OpError> {
-        let h = self.queue(dlq)?;
-        Ok(self.backend.redrive_back(&h).await?)
-    }
-
     /// Messages visible, in flight and delayed.
     pub async fn counts(&self, queue: &str) -> Result<Counts, OpError> {
         let h = self.queue(queue)?;
         Ok(self.backend.counts(&h).await?)
+    }
+}
+
+/// What a function's queue source does through the queue semantics here.
+#[async_trait::async_trait]
+impl crate::deliver::QueueFeed for Queues {
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: std::time::Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<crate::backend::Received>, crate::deliver::FeedError> {
+        let h = self.queue(queue)?;
+        let visibility_ms = h.spec().visibility_timeout_s * 1000;
+        Ok(self.take(&h, max, visibility_ms, wait, stop).await?)
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[String]) -> Result<(), crate::deliver::FeedError> {
+        Queues::ack(self, queue, receipts).await?;
+        Ok(())
     }
 }

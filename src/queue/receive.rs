@@ -2,11 +2,12 @@
 //! for its visibility timeout until acknowledged (deleted) or made visible again.
 
 use super::Queues;
-use crate::backend::{ReceiptError, Received};
+use crate::backend::{Queue, ReceiptError, Received};
 use crate::error::OpError;
 use crate::model::{MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
 use serde::Deserialize;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// SQS returns at most 10 messages per receive.
 pub const MAX_RECEIVE_BATCH: usize = 10;
@@ -52,16 +53,40 @@ impl Queues {
                 "visibility_timeout_s must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}, got {visibility_s}"
             )));
         }
-        Ok(self
-            .backend
-            .receive(
-                &h,
-                max,
-                visibility_s * 1000,
-                Duration::from_secs(wait_s),
-                &self.shutdown,
-            )
-            .await?)
+        self.take(
+            &h,
+            max,
+            visibility_s * 1000,
+            Duration::from_secs(wait_s),
+            &self.shutdown,
+        )
+        .await
+    }
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first: messages past
+    /// the queue's receive limit go to its dead-letter queue instead of being handed out,
+    /// and the wait goes on while nothing else has come.
+    pub(super) async fn take(
+        &self,
+        h: &Queue,
+        max: usize,
+        visibility_ms: u64,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Received>, OpError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let got = self
+                .backend
+                .receive(h, max, visibility_ms, left, stop)
+                .await?;
+            let was_empty = got.is_empty();
+            let live = self.dead_letter(h, got).await?;
+            if !live.is_empty() || was_empty || tokio::time::Instant::now() >= deadline {
+                return Ok(live);
+            }
+        }
     }
 
     /// Acknowledges (deletes) messages; every receipt gets its own verdict.

@@ -13,6 +13,7 @@ use switchyard::backend::{
     ReceiptError, Received, StorageError, Stored, Stream,
 };
 use switchyard::model::{GroupSpec, QueueSpec, RedrivePolicy, StartPosition, StreamSpec};
+use switchyard::queue::{Queues, ReceiveRequest};
 use switchyard::stream::lease::{Assignment, Lease, Leases};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ const SOON: Duration = Duration::from_secs(5);
 const NO_WAIT: Duration = Duration::ZERO;
 
 /// The JetStream backend as a router holds it, with the verbs' usual arguments filled in.
-struct Js(Backend);
+struct Js(Arc<Backend>);
 
 impl std::ops::Deref for Js {
     type Target = Backend;
@@ -79,11 +80,11 @@ impl Js {
 }
 
 async fn connect(server: &NatsServer) -> Js {
-    Js(Backend::JetStream(
+    Js(Arc::new(Backend::JetStream(
         JetStream::connect(&server.url(), PREFIX)
             .await
             .expect("connect to the private nats-server"),
-    ))
+    )))
 }
 
 fn msg(id: &str) -> NewMessage {
@@ -287,23 +288,27 @@ async fn a_message_past_max_receives_moves_to_the_dead_letter_queue_and_back() {
         .await
         .unwrap();
     send(&js, &q, vec![msg("a")]).await;
+    // The SQS rules over the JetStream backend, as a router applies them.
+    let queues = Queues::new(js.0.clone(), CancellationToken::new());
+    let receive = |wait_s| ReceiveRequest {
+        max_messages: Some(1),
+        wait_s: Some(wait_s),
+        visibility_timeout_s: Some(0),
+    };
     // Visibility 0 hands it straight back: received twice, then dead-lettered.
     for n in 1..=2 {
-        let got = js.receive(&q, 1, 0, Duration::from_secs(2)).await.unwrap();
+        let got = queues.receive("q", receive(2)).await.unwrap();
         assert_eq!(got[0].receive_count, n);
     }
-    assert!(
-        js.receive(&q, 1, 0, Duration::from_millis(300))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(queues.receive("q", receive(0)).await.unwrap().is_empty());
     let c = js.counts(&dlq).await.unwrap();
     assert_eq!(c.visible, 1);
     let c = js.counts(&q).await.unwrap();
     assert_eq!((c.visible, c.in_flight), (0, 0));
 
-    assert_eq!(js.redrive_back(&dlq).await.unwrap(), 1);
+    let dead = js.receive(&dlq, 1, 0, NO_WAIT).await.unwrap();
+    assert_eq!(dead[0].origin.as_deref(), Some("q"));
+    assert_eq!(queues.redrive("dlq").await.unwrap(), 1);
     let got = js.receive(&q, 1, 30_000, NO_WAIT).await.unwrap();
     assert_eq!(ids(&got), ["a"]);
     assert_eq!(got[0].receive_count, 1);

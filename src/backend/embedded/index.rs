@@ -54,16 +54,6 @@ pub enum ReceiptProblem {
     Stale,
 }
 
-/// Result of one receive.
-#[derive(Debug, Default)]
-pub struct Taken {
-    /// Messages handed to the caller, with their updated entries.
-    pub received: Vec<(u64, Entry)>,
-    /// Messages past their queue's `max_receive_count`, removed here for the caller to move
-    /// to the dead-letter queue.
-    pub to_dead_letter: Vec<(u64, Entry)>,
-}
-
 #[derive(Debug, Default)]
 struct Group {
     seqs: BTreeSet<u64>,
@@ -104,15 +94,6 @@ impl QueueIndex {
             in_flight: 0,
             delayed: 0,
         }
-    }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn get(&self, seq: u64) -> Option<&Entry> {
-        self.entries.get(seq)
     }
 
     /// Adds a message (new, or recovered from storage). Its state is derived: waiting
@@ -197,35 +178,24 @@ impl QueueIndex {
     /// Receives up to `max` visible messages, making each invisible until `now +
     /// visibility_ms`. With `max_receive_count`, messages already received that often are
     /// taken out for the dead-letter queue instead.
-    pub fn take(
-        &mut self,
-        now: u64,
-        max: usize,
-        visibility_ms: u64,
-        max_receive_count: Option<u32>,
-    ) -> Taken {
+    pub fn take(&mut self, now: u64, max: usize, visibility_ms: u64) -> Vec<(u64, Entry)> {
         self.promote(now);
-        let mut taken = Taken::default();
+        let mut taken = Vec::new();
         if self.fifo {
-            self.take_fifo(now, max, visibility_ms, max_receive_count, &mut taken);
+            self.take_fifo(now, max, visibility_ms, &mut taken);
         } else {
-            while taken.received.len() < max {
+            while taken.len() < max {
                 let Some(seq) = self.ready.pop_first() else {
                     break;
                 };
                 let e = self.entries.get_mut(seq).expect("ready holds live seqs");
-                if max_receive_count.is_some_and(|m| e.receive_count >= m) {
-                    let e = self.entries.remove(seq).expect("checked above");
-                    taken.to_dead_letter.push((seq, e));
-                    continue;
-                }
                 e.receive_count += 1;
                 e.visible_at = now + visibility_ms;
                 e.state = MsgState::InFlight;
                 self.in_flight += 1;
                 self.timers
                     .push(Reverse((e.visible_at, seq, e.receive_count)));
-                taken.received.push((seq, e.clone()));
+                taken.push((seq, e.clone()));
             }
         }
         taken
@@ -236,14 +206,13 @@ impl QueueIndex {
         now: u64,
         max: usize,
         visibility_ms: u64,
-        max_receive_count: Option<u32>,
-        taken: &mut Taken,
+        taken: &mut Vec<(u64, Entry)>,
     ) {
         // Groups taken from are locked at the end so each is visited once per receive.
         let mut touched: Vec<Arc<str>> = Vec::new();
         let mut cursor = self.open_groups.iter().next().cloned();
         while let Some(key) = cursor {
-            if taken.received.len() >= max {
+            if taken.len() >= max {
                 break;
             }
             cursor = self
@@ -260,7 +229,7 @@ impl QueueIndex {
             // can hold most of a large backlog, and a receive takes at most ten of it.
             let mut next = self.groups[&g].seqs.first().copied();
             while let Some(seq) = next {
-                if taken.received.len() >= max {
+                if taken.len() >= max {
                     break;
                 }
                 next = self.groups[&g]
@@ -273,23 +242,13 @@ impl QueueIndex {
                     // Order within a group: nothing after a message that is not available.
                     break;
                 }
-                if max_receive_count.is_some_and(|m| e.receive_count >= m) {
-                    let e = self.entries.remove(seq).expect("checked above");
-                    self.groups
-                        .get_mut(&g)
-                        .expect("group exists")
-                        .seqs
-                        .remove(&seq);
-                    taken.to_dead_letter.push((seq, e));
-                    continue;
-                }
                 e.receive_count += 1;
                 e.visible_at = now + visibility_ms;
                 e.state = MsgState::InFlight;
                 self.in_flight += 1;
                 self.timers
                     .push(Reverse((e.visible_at, seq, e.receive_count)));
-                taken.received.push((seq, e.clone()));
+                taken.push((seq, e.clone()));
                 self.groups.get_mut(&g).expect("group exists").in_flight += 1;
                 took_any = true;
             }
@@ -408,10 +367,6 @@ impl QueueIndex {
     }
 
     /// Every message, oldest first (for moving a dead-letter queue back).
-    pub fn seqs(&self) -> Vec<u64> {
-        self.entries.keys().collect()
-    }
-
     pub fn counts(&mut self, now: u64) -> Counts {
         self.promote(now);
         let total = self.entries.len() as u64;
@@ -446,19 +401,19 @@ mod tests {
         }
     }
 
-    fn seqs(t: &Taken) -> Vec<u64> {
-        t.received.iter().map(|(s, _)| *s).collect()
+    fn seqs(t: &[(u64, Entry)]) -> Vec<u64> {
+        t.iter().map(|(s, _)| *s).collect()
     }
 
     #[test]
     fn received_message_is_invisible_until_its_timeout() {
         let mut q = QueueIndex::new(false);
         q.insert(1, entry(0, 0, None), 0);
-        assert_eq!(seqs(&q.take(0, 10, 30, None)), [1]);
-        assert!(q.take(29, 10, 30, None).received.is_empty());
-        let again = q.take(30, 10, 30, None);
+        assert_eq!(seqs(&q.take(0, 10, 30)), [1]);
+        assert!(q.take(29, 10, 30).is_empty());
+        let again = q.take(30, 10, 30);
         assert_eq!(seqs(&again), [1]);
-        assert_eq!(again.received[0].1.receive_count, 2);
+        assert_eq!(again[0].1.receive_count, 2);
     }
 
     #[test]
@@ -473,8 +428,8 @@ mod tests {
                 delayed: 1
             }
         );
-        assert!(q.take(99, 10, 30, None).received.is_empty());
-        assert_eq!(seqs(&q.take(100, 10, 30, None)), [1]);
+        assert!(q.take(99, 10, 30).is_empty());
+        assert_eq!(seqs(&q.take(100, 10, 30)), [1]);
         assert_eq!(
             q.counts(100),
             Counts {
@@ -489,8 +444,8 @@ mod tests {
     fn stale_receipt_is_refused_after_a_new_receive() {
         let mut q = QueueIndex::new(false);
         q.insert(1, entry(0, 0, None), 0);
-        q.take(0, 1, 10, None);
-        q.take(10, 1, 10, None);
+        q.take(0, 1, 10);
+        q.take(10, 1, 10);
         assert_eq!(q.ack(1, 1), Err(ReceiptProblem::Stale));
         assert!(q.ack(1, 2).is_ok());
         assert_eq!(q.ack(1, 2), Err(ReceiptProblem::Gone));
@@ -501,23 +456,9 @@ mod tests {
     fn visibility_zero_makes_message_visible_at_once() {
         let mut q = QueueIndex::new(false);
         q.insert(1, entry(0, 0, None), 0);
-        q.take(0, 1, 1000, None);
+        q.take(0, 1, 1000);
         q.change_visibility(1, 1, 5, 0).unwrap();
-        assert_eq!(seqs(&q.take(5, 1, 1000, None)), [1]);
-    }
-
-    #[test]
-    fn message_over_max_receive_count_goes_to_dead_letter() {
-        let mut q = QueueIndex::new(false);
-        q.insert(1, entry(0, 0, None), 0);
-        for t in 0..2 {
-            assert_eq!(seqs(&q.take(t * 10, 1, 10, Some(2))), [1]);
-        }
-        let t = q.take(20, 1, 10, Some(2));
-        assert!(t.received.is_empty());
-        assert_eq!(t.to_dead_letter.len(), 1);
-        assert!(q.is_empty());
-        assert_eq!(q.counts(20), Counts::default());
+        assert_eq!(seqs(&q.take(5, 1, 1000)), [1]);
     }
 
     #[test]
@@ -527,14 +468,14 @@ mod tests {
             q.insert(s, entry(0, 0, Some("a")), 0);
         }
         q.insert(4, entry(0, 0, Some("b")), 0);
-        assert_eq!(seqs(&q.take(0, 2, 10, None)), [1, 2]);
+        assert_eq!(seqs(&q.take(0, 2, 10)), [1, 2]);
         // Group a is locked; only b is available.
-        assert_eq!(seqs(&q.take(0, 10, 10, None)), [4]);
-        assert!(q.take(0, 10, 10, None).received.is_empty());
+        assert_eq!(seqs(&q.take(0, 10, 10)), [4]);
+        assert!(q.take(0, 10, 10).is_empty());
         q.ack(1, 1).unwrap();
-        assert!(q.take(0, 10, 10, None).received.is_empty());
+        assert!(q.take(0, 10, 10).is_empty());
         q.ack(2, 1).unwrap();
-        assert_eq!(seqs(&q.take(0, 10, 10, None)), [3]);
+        assert_eq!(seqs(&q.take(0, 10, 10)), [3]);
     }
 
     #[test]
@@ -543,8 +484,8 @@ mod tests {
         for s in 1..=3 {
             q.insert(s, entry(0, 0, Some("a")), 0);
         }
-        assert_eq!(seqs(&q.take(0, 2, 10, None)), [1, 2]);
-        assert_eq!(seqs(&q.take(10, 10, 10, None)), [1, 2, 3]);
+        assert_eq!(seqs(&q.take(0, 2, 10)), [1, 2]);
+        assert_eq!(seqs(&q.take(10, 10, 10)), [1, 2, 3]);
     }
 
     #[test]
@@ -553,7 +494,7 @@ mod tests {
         q.insert(1, entry(0, 0, None), 0);
         q.insert(2, entry(5, 50, None), 5);
         q.insert(3, entry(20, 20, None), 20);
-        q.take(20, 1, 100, None);
+        q.take(20, 1, 100);
         let expired: Vec<u64> = q.expire(26, 20).into_iter().map(|(s, _)| s).collect();
         assert_eq!(expired, [1, 2]);
         assert_eq!(
@@ -573,7 +514,7 @@ mod tests {
         e.receive_count = 1;
         q.insert(1, e, 50);
         assert_eq!(q.counts(50).in_flight, 1);
-        assert!(q.take(50, 1, 10, None).received.is_empty());
-        assert_eq!(q.take(100, 1, 10, None).received[0].1.receive_count, 2);
+        assert!(q.take(50, 1, 10).is_empty());
+        assert_eq!(q.take(100, 1, 10)[0].1.receive_count, 2);
     }
 }

@@ -16,10 +16,10 @@ mod seqmap;
 mod wal;
 
 use super::{
-    Counts, Delivery, Enqueued, NewMessage, QueueKind, ReceiptError, Received, StorageError,
+    Counts, Delivery, Enqueued, Move, NewMessage, QueueKind, ReceiptError, Received, StorageError,
     Stored, now_ms, to_json,
 };
-use crate::model::QueueSpec;
+use crate::model::{FIFO_DEDUP_WINDOW_S, QueueSpec};
 use codec::Body;
 use committer::{Committer, Op, Space, Spaces};
 use fjall::{Database, KeyspaceCreateOptions};
@@ -38,9 +38,6 @@ const BODY_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 const SMALL_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// Block cache: reads of recent bodies mostly hit memtables or the OS page cache.
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// How long a FIFO deduplication id is remembered (SQS and SNS: 5 minutes).
-pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 const META_QUEUE: &str = "q/";
 /// The next free id of a queue or stream; ids are never reused, so the records of a
@@ -731,7 +728,7 @@ impl Embedded {
                         continue;
                     }
                     _ => {
-                        let exp = now + DEDUP_WINDOW_MS;
+                        let exp = now + FIFO_DEDUP_WINDOW_S * 1000;
                         dd.insert(id.clone(), (exp, m.message_id.clone()));
                         ops.push(Op::Put(
                             Space::Dedup,
@@ -832,28 +829,20 @@ impl Embedded {
         max: usize,
         visibility_ms: u64,
     ) -> Result<Vec<Received>, StorageError> {
-        let spec = h.spec();
-        let dlq = spec.redrive_policy.as_ref().and_then(|rp| {
-            self.queue(&rp.dead_letter_queue)
-                .map(|d| (d, rp.max_receive_count))
-        });
-        let now = now_ms();
-        let taken = h
-            .lock_index()
-            .take(now, max, visibility_ms, dlq.as_ref().map(|(_, m)| *m));
-        if taken.received.is_empty() && taken.to_dead_letter.is_empty() {
+        let taken = h.lock_index().take(now_ms(), max, visibility_ms);
+        if taken.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ops = Vec::with_capacity(taken.received.len() + taken.to_dead_letter.len() * 4);
-        let mut out = Vec::with_capacity(taken.received.len());
-        for (seq, e) in &taken.received {
-            let key = codec::msg_key(h.id, *seq);
-            let Some(body) = self.read_body(&codec::body_key(h.id, *seq, e))? else {
+        let mut ops = Vec::with_capacity(taken.len());
+        let mut out = Vec::with_capacity(taken.len());
+        for (seq, e) in taken {
+            let key = codec::msg_key(h.id, seq);
+            let Some(body) = self.read_body(&codec::body_key(h.id, seq, &e))? else {
                 tracing::error!(queue = %h.name, seq, "message body missing; dropping it from the index");
-                h.lock_index().remove(*seq);
+                h.lock_index().remove(seq);
                 continue;
             };
-            ops.push(Op::Put(Space::State, key.to_vec(), codec::encode_state(e)));
+            ops.push(Op::Put(Space::State, key.to_vec(), codec::encode_state(&e)));
             out.push(Received {
                 message_id: body.message_id,
                 receipt: format!("{:x}-{:x}-{:x}", h.id, seq, e.receive_count),
@@ -861,42 +850,76 @@ impl Embedded {
                 attributes: body.attributes,
                 receive_count: e.receive_count,
                 sent_at: e.sent_at,
+                origin: e.origin.and_then(|id| self.queue_name(id.get())),
+                group: e.group,
             });
         }
-        let moved = match dlq {
-            Some((d, _)) if !taken.to_dead_letter.is_empty() => {
-                Some(self.move_ops(h, &d, taken.to_dead_letter, &mut ops)?)
-            }
-            _ => None,
-        };
-        match moved {
+        if h.lazy_sync() {
             // A delivery queue's in-flight marks need not be durable before the worker
             // starts: lost, the delivery is only attempted once more (at-least-once). They
             // are logged ahead of anything the attempt writes (its ack or retry), and reach
             // the OS with the log's next write-out (the next sync, or within the apply
             // window); not waiting for that takes a storage round trip out of
             // publish-to-handler time.
-            None if h.lazy_sync() => self.committer.submit(ops),
+            self.committer.submit(ops);
+        } else {
             // In-flight marks survive a kill once in the OS. A machine crash before the
             // next sync (well under a millisecond) can only make the messages visible
             // again early, with their receive count as before: at-least-once delivery,
             // as SQS promises. Not waiting for the disk halves a receive's storage time.
-            None => self
-                .committer
+            self.committer
                 .send_written(ops)
                 .await
-                .map_err(StorageError::Unavailable)?,
-            // Moves to a dead-letter queue wait for the disk, as a publish does.
-            Some(_) => self
-                .committer
-                .commit(ops)
-                .await
-                .map_err(StorageError::Unavailable)?,
-        }
-        if let Some((d, entries)) = moved {
-            self.index_moved(&d, entries);
+                .map_err(StorageError::Unavailable)?;
         }
         Ok(out)
+    }
+
+    /// The name of the queue with id `id`, while it exists.
+    fn queue_name(&self, id: u64) -> Option<String> {
+        self.by_id
+            .read()
+            .expect("never poisoned")
+            .get(&id)
+            .map(|h| h.name.clone())
+    }
+
+    /// Moves received messages, by their receipts, from `from` to `to` with one durable
+    /// write; a message whose receipt is no longer current stays where it is. Returns how
+    /// many moved.
+    pub async fn move_messages(
+        &self,
+        from: &Arc<QueueHandle>,
+        messages: &[Received],
+        to: &Arc<QueueHandle>,
+        why: Move,
+    ) -> Result<u64, StorageError> {
+        let mut entries = Vec::with_capacity(messages.len());
+        {
+            let mut idx = from.lock_index();
+            for m in messages {
+                let Ok((seq, receipt_count)) = parse_receipt(from.id, &m.receipt) else {
+                    continue;
+                };
+                if let Ok(e) = idx.ack(seq, receipt_count) {
+                    entries.push((seq, e));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let n = entries.len() as u64;
+        let mut ops = Vec::with_capacity(entries.len() * 4);
+        let moved = self.move_ops(from, to, entries, why, &mut ops)?;
+        // A move waits for the disk, as a publish does: the message must not be lost
+        // between the two queues.
+        self.committer
+            .commit(ops)
+            .await
+            .map_err(StorageError::Unavailable)?;
+        self.index_moved(&moved.0, moved.1);
+        Ok(n)
     }
 
     /// Receives up to `max` messages, waiting up to `wait` for the first to arrive or to
@@ -945,6 +968,7 @@ impl Embedded {
         from: &Arc<QueueHandle>,
         to: &Arc<QueueHandle>,
         entries: Vec<(u64, Entry)>,
+        why: Move,
         ops: &mut Vec<Op>,
     ) -> Result<ToIndex, StorageError> {
         let mut moved = Vec::with_capacity(entries.len());
@@ -960,11 +984,10 @@ impl Embedded {
             };
             let new_seq = to.next_seq.fetch_add(1, Ordering::Relaxed);
             let new_key = codec::msg_key(to.id, new_seq).to_vec();
-            let origin = if e.origin.is_some() {
+            let origin = match why {
+                Move::ToDeadLetter => NonZeroU64::new(from.id),
                 // Back to where it came from: it is no longer a dead letter.
-                None
-            } else {
-                NonZeroU64::new(from.id)
+                Move::Back => None,
             };
             let ne = Entry {
                 sent_at: e.sent_at,
@@ -1100,53 +1123,6 @@ impl Embedded {
 
     pub fn counts(&self, h: &QueueHandle) -> Counts {
         h.lock_index().counts(now_ms())
-    }
-
-    /// Moves every visible message of a dead-letter queue back to the queue it came from.
-    /// Messages whose source queue no longer exists stay. Returns how many moved.
-    pub async fn redrive_back(&self, dlq: &Arc<QueueHandle>) -> Result<u64, StorageError> {
-        let now = now_ms();
-        let mut by_source: HashMap<u64, Vec<(u64, Entry)>> = HashMap::new();
-        {
-            let by_id = self.by_id.read().expect("never poisoned");
-            let mut idx = dlq.lock_index();
-            idx.promote(now);
-            for seq in idx.seqs() {
-                let e = idx.get(seq).expect("seq listed above");
-                let Some(origin) = e.origin.map(NonZeroU64::get) else {
-                    continue;
-                };
-                if e.state != MsgState::Visible || !by_id.contains_key(&origin) {
-                    continue;
-                }
-                let e = idx.remove(seq).expect("seq listed above");
-                by_source.entry(origin).or_default().push((seq, e));
-            }
-        }
-        let mut ops = Vec::new();
-        let mut moved = Vec::new();
-        let mut n = 0;
-        for (origin, entries) in by_source {
-            let Some(src) = self
-                .by_id
-                .read()
-                .expect("never poisoned")
-                .get(&origin)
-                .cloned()
-            else {
-                continue;
-            };
-            n += entries.len() as u64;
-            moved.push(self.move_ops(dlq, &src, entries, &mut ops)?);
-        }
-        self.committer
-            .commit(ops)
-            .await
-            .map_err(StorageError::Unavailable)?;
-        for (to, entries) in moved {
-            self.index_moved(&to, entries);
-        }
-        Ok(n)
     }
 
     /// Drops messages past their queue's retention and forgets dedup ids past the window.
@@ -1286,14 +1262,10 @@ mod tests {
                 .put_queue("dlq", QueueSpec::default(), QueueKind::User)
                 .await
                 .unwrap();
-            let redriven = QueueSpec {
-                redrive_policy: Some(crate::model::RedrivePolicy {
-                    dead_letter_queue: "dlq".into(),
-                    max_receive_count: 1,
-                }),
-                ..QueueSpec::default()
-            };
-            let a = s.put_queue("a", redriven, QueueKind::User).await.unwrap();
+            let a = s
+                .put_queue("a", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap();
             let b = s
                 .put_queue("b", QueueSpec::default(), QueueKind::User)
                 .await
@@ -1320,10 +1292,10 @@ mod tests {
             assert_eq!((own(&a), own(&b), own(&c)), (0, 0, 1));
 
             // Moved to the dead-letter queue, the message still carries the body.
-            assert_eq!(
-                s.receive(&a, 1, 0).await.unwrap()[0].payload,
-                br#"{"n":"m1"}"#
-            );
+            let dead = s.receive(&a, 1, 0).await.unwrap();
+            assert_eq!(dead[0].payload, br#"{"n":"m1"}"#);
+            let moved = s.move_messages(&a, &dead, &dlq, Move::ToDeadLetter);
+            assert_eq!(moved.await.unwrap(), 1);
             assert!(s.receive(&a, 1, 0).await.unwrap().is_empty());
             assert_eq!(s.counts(&dlq).visible, 1);
             let got = s.receive(&b, 10, 60_000).await.unwrap();
@@ -1642,35 +1614,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dead_letters_move_and_redrive_back() {
+    async fn moved_messages_remember_their_origin_until_they_move_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(dir.path()).unwrap();
+        let q = s
+            .put_queue("q", QueueSpec::default(), QueueKind::User)
+            .await
+            .unwrap();
         let dlq = s
             .put_queue("dlq", QueueSpec::default(), QueueKind::User)
             .await
             .unwrap();
-        let q = s
-            .put_queue(
-                "q",
-                QueueSpec {
-                    redrive_policy: Some(crate::model::RedrivePolicy {
-                        dead_letter_queue: "dlq".into(),
-                        max_receive_count: 1,
-                    }),
-                    ..QueueSpec::default()
-                },
-                QueueKind::User,
+        s.enqueue(vec![(q.clone(), msg("a")), (q.clone(), msg("b"))])
+            .await
+            .unwrap();
+        let got = s.receive(&q, 2, 0).await.unwrap();
+        // b's receipt goes stale: it is received again before the move.
+        let again = s.receive(&q, 2, 30_000).await.unwrap();
+        assert_eq!(again.len(), 2);
+        let moved = s
+            .move_messages(
+                &q,
+                &[again[0].clone(), got[1].clone()],
+                &dlq,
+                Move::ToDeadLetter,
             )
             .await
             .unwrap();
-        s.enqueue(vec![(q.clone(), msg("a"))]).await.unwrap();
-        assert_eq!(s.receive(&q, 1, 0).await.unwrap().len(), 1);
-        assert!(s.receive(&q, 1, 0).await.unwrap().is_empty());
-        assert_eq!(s.counts(&dlq).visible, 1);
-        assert_eq!(s.redrive_back(&dlq).await.unwrap(), 1);
-        let got = s.receive(&q, 1, 0).await.unwrap();
-        assert_eq!(got[0].message_id, "a");
-        assert_eq!(got[0].receive_count, 1);
+        assert_eq!(moved, 1, "only the current receipt moves a message");
+        let dead = s.receive(&dlq, 10, 0).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].message_id, "a");
+        assert_eq!(dead[0].origin.as_deref(), Some("q"));
+        assert_eq!(dead[0].receive_count, 1, "a move starts the count again");
+        assert_eq!(dead[0].payload, msg("a").payload);
+
+        assert_eq!(
+            s.move_messages(&dlq, &dead, &q, Move::Back).await.unwrap(),
+            1
+        );
+        let mut back = s.receive(&q, 10, 0).await.unwrap();
+        back.retain(|m| m.message_id == "a");
+        assert_eq!(back[0].origin, None, "back home it is no dead letter");
+        assert_eq!(s.counts(&dlq), Counts::default());
     }
 
     #[tokio::test]

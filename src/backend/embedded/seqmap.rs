@@ -147,6 +147,7 @@ impl<V> SeqMap<V> {
     }
 
     /// Every key, ascending.
+    #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
         self.chunks.iter().flat_map(|(&c, ch)| Bits {
             base: c << SHIFT,

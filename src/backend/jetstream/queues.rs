@@ -28,8 +28,10 @@ use super::codec::{self, AckInfo, Frame, QueueNames};
 use super::{
     ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW, Target,
 };
-use crate::backend::{Counts, Enqueued, NewMessage, QueueKind, ReceiptError, Received, now_ms};
-use crate::model::{Kind, QueueSpec};
+use crate::backend::{
+    Counts, Enqueued, Move, NewMessage, QueueKind, ReceiptError, Received, now_ms,
+};
+use crate::model::{FIFO_DEDUP_WINDOW_S, Kind, QueueSpec};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -48,8 +50,6 @@ pub const FIFO_PARTITIONS: u32 = 8;
 /// SQS's in-flight limit for standard queues; JetStream stops delivering past it.
 const MAX_IN_FLIGHT: i64 = 120_000;
 
-/// How long FIFO deduplication ids are remembered (SQS: 5 minutes).
-const FIFO_DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// How long a delayed message may sit with a pump that died before another one gets it.
 const DELAY_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long one pump pull waits for due messages.
@@ -295,7 +295,7 @@ impl JetStream {
         let names = QueueNames::new(&self.prefix, name);
         let retention = Duration::from_secs(spec.retention_s.max(1));
         let window = if spec.fifo {
-            FIFO_DEDUP_WINDOW
+            Duration::from_secs(FIFO_DEDUP_WINDOW_S)
         } else {
             RETRY_DEDUP_WINDOW
         }
@@ -412,8 +412,7 @@ impl JetStream {
     }
 
     /// Receives up to `max` messages, waiting up to `wait` for the first, and hides them
-    /// for `visibility_ms`. Messages past the queue's `max_receive_count` are moved to its
-    /// dead-letter queue instead of being returned.
+    /// for `visibility_ms`.
     pub async fn receive(
         &self,
         q: &Arc<QueueHandle>,
@@ -492,8 +491,8 @@ impl JetStream {
         Ok(out)
     }
 
-    /// Turns pulled messages into received ones: dead-letters those past the receive
-    /// limit and applies the requested visibility timeout.
+    /// Turns pulled messages into received ones and applies the requested visibility
+    /// timeout.
     async fn take(
         &self,
         q: &Arc<QueueHandle>,
@@ -503,13 +502,7 @@ impl JetStream {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
-        let spec = q.spec();
-        let dlq = spec.redrive_policy.as_ref().and_then(|rp| {
-            self.queue(&rp.dead_letter_queue)
-                .map(|d| (d, rp.max_receive_count))
-        });
         let mut out = Vec::with_capacity(msgs.len());
-        let mut dead = Vec::new();
         let mut subjects = Vec::with_capacity(msgs.len());
         for m in msgs {
             let Some((subject, info, frame)) = delivered(&m) else {
@@ -519,13 +512,12 @@ impl JetStream {
                 }
                 continue;
             };
-            match &dlq {
-                Some((_, max_rc)) if info.delivered > *max_rc as u64 => {
-                    dead.push((subject, info, frame));
-                    continue;
-                }
-                _ => {}
-            }
+            let origin = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(H_ORIGIN))
+                .map(|v| v.as_str().to_string())
+                .filter(|o| self.queue(o).is_some());
             out.push(Received {
                 message_id: frame.message_id,
                 receipt: codec::encode_receipt(q.incarnation, &subject),
@@ -533,14 +525,10 @@ impl JetStream {
                 attributes: frame.attributes,
                 receive_count: info.delivered.min(u32::MAX as u64) as u32,
                 sent_at: frame.sent_at,
+                group: frame.group.map(Arc::from),
+                origin,
             });
             subjects.push(subject);
-        }
-        if let Some((d, _)) = &dlq
-            && !dead.is_empty()
-        {
-            self.move_messages(&q.names.stream, d, dead, Some(&q.name))
-                .await?;
         }
         if visibility_ms != q.ack_wait_ms() {
             let body = nak_body(visibility_ms);
@@ -555,39 +543,47 @@ impl JetStream {
         Ok(out)
     }
 
-    /// Moves delivered messages to queue `to` and acks them where they were: publish
+    /// Moves received messages, by their receipts, from `from` to `to`: publish to `to`
     /// first (under an id naming the source message, so a move repeated after a crash is
-    /// stored once), then ack.
-    async fn move_messages(
+    /// stored once), then acknowledge where they were. A receipt of another queue is
+    /// skipped. Returns how many moved.
+    pub async fn move_messages(
         &self,
-        from_stream: &str,
+        from: &QueueHandle,
+        messages: &[Received],
         to: &Arc<QueueHandle>,
-        msgs: Vec<(String, AckInfo, Frame)>,
-        origin: Option<&str>,
-    ) -> Result<(), JsError> {
+        why: Move,
+    ) -> Result<u64, JsError> {
+        let mut subjects = Vec::with_capacity(messages.len());
+        let mut prepared = Vec::with_capacity(messages.len());
+        for m in messages {
+            let Ok((subject, _)) = codec::parse_receipt(&m.receipt, from.incarnation, &from.names)
+            else {
+                continue;
+            };
+            let Some(info) = codec::parse_ack_subject(&subject) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            if why == Move::ToDeadLetter {
+                headers.insert(H_ORIGIN, from.name.as_str());
+            }
+            prepared.push(Prepared {
+                subject: to.names.ready_subject(to.partition(m.group.as_deref())),
+                headers,
+                payload: Bytes::from(codec::encode_frame(
+                    &m.message_id,
+                    m.sent_at,
+                    m.group.as_deref(),
+                    &m.attributes,
+                    &m.payload,
+                )),
+                msg_id: format!("mv:{}:{}", from.names.stream, info.stream_seq),
+                target: Target::Move,
+            });
+            subjects.push(subject);
+        }
         let deadline = Instant::now() + super::PUBLISH_DEADLINE;
-        let prepared: Vec<Prepared> = msgs
-            .iter()
-            .map(|(_, info, f)| {
-                let mut headers = HeaderMap::new();
-                if let Some(o) = origin {
-                    headers.insert(H_ORIGIN, o);
-                }
-                Prepared {
-                    subject: to.names.ready_subject(to.partition(f.group.as_deref())),
-                    headers,
-                    payload: Bytes::from(codec::encode_frame(
-                        &f.message_id,
-                        f.sent_at,
-                        f.group.as_deref(),
-                        &f.attributes,
-                        &f.payload,
-                    )),
-                    msg_id: format!("mv:{from_stream}:{}", info.stream_seq),
-                    target: Target::Move,
-                }
-            })
-            .collect();
         let published =
             futures::future::join_all(prepared.iter().map(|p| self.publish_until(p, deadline)))
                 .await;
@@ -595,14 +591,15 @@ impl JetStream {
             p?;
         }
         let acks = futures::future::join_all(
-            msgs.iter()
-                .map(|(s, _, _)| ack_request(&self.client, s, b"+ACK")),
+            subjects
+                .iter()
+                .map(|s| ack_request(&self.client, s, b"+ACK")),
         )
         .await;
         for a in acks {
             a?;
         }
-        Ok(())
+        Ok(subjects.len() as u64)
     }
 
     /// Acknowledges (deletes) received messages; each receipt gets its own verdict.
@@ -695,54 +692,6 @@ impl JetStream {
             }
         }
         Ok(counts)
-    }
-
-    /// Moves every visible message of a dead-letter queue back to the queue it came from.
-    /// Messages whose source queue no longer exists stay. Returns how many moved.
-    pub async fn redrive_back(&self, dlq: &Arc<QueueHandle>) -> Result<u64, JsError> {
-        let mut moved = 0;
-        let mut kept = Vec::new();
-        loop {
-            let mut msgs = Vec::new();
-            for c in dlq.consumers() {
-                msgs.extend(pull(&self.client, &dlq.names.stream, &c, 256, None).await?);
-            }
-            if msgs.is_empty() {
-                break;
-            }
-            let mut by_source: std::collections::HashMap<String, Vec<(String, AckInfo, Frame)>> =
-                Default::default();
-            for m in msgs {
-                let origin = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(H_ORIGIN))
-                    .map(|v| v.as_str().to_string());
-                let Some((subject, info, frame)) = delivered(&m) else {
-                    continue;
-                };
-                match origin.filter(|o| self.queue(o).is_some()) {
-                    Some(o) => by_source.entry(o).or_default().push((subject, info, frame)),
-                    None => kept.push(subject),
-                }
-            }
-            for (source, msgs) in by_source {
-                let Some(to) = self.queue(&source) else {
-                    continue;
-                };
-                moved += msgs.len() as u64;
-                self.move_messages(&dlq.names.stream, &to, msgs, None)
-                    .await?;
-            }
-        }
-        // Make what stays visible again (its receive count goes up by one).
-        let naks =
-            futures::future::join_all(kept.iter().map(|s| ack_request(&self.client, s, b"-NAK")))
-                .await;
-        for n in naks {
-            n?;
-        }
-        Ok(moved)
     }
 }
 
