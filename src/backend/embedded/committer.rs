@@ -152,9 +152,9 @@ type Reply = (oneshot::Sender<Result<(), String>>, Wait);
 /// What to do as soon as a write is in the log, before its sync.
 pub type OnWritten = Box<dyn FnOnce() + Send>;
 
-/// What a caller waits for.
+/// What the caller of [`Committer::send`] waits for: the durability its answer needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
+pub enum Wait {
     /// Handed to the OS: survives the process being killed, not a machine crash.
     Written,
     /// On disk.
@@ -391,24 +391,18 @@ impl Committer {
         }
     }
 
-    /// Writes `ops` atomically and returns once they are durable.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), String> {
-        self.send(ops).await
-    }
-
-    /// Logs `ops` now and returns a future for their durability. Requests are committed
-    /// in the order they were handed over, so a caller that sends while holding a lock
-    /// orders its writes by that lock.
-    pub fn send(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
-        self.send_job(ops, Wait::Synced, None)
-    }
-
-    /// As [`send`](Self::send), but returns once the writes are in the OS: they survive
-    /// the process being killed, and are on disk after the next sync. For writes whose
-    /// loss in a machine crash only repeats work (a receive's in-flight mark), where not
-    /// waiting for the disk saves the caller a sync and a thread hand-off.
-    pub fn send_written(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), String>> + use<> {
-        self.send_job(ops, Wait::Written, None)
+    /// Logs `ops` now, as one atomic write, and returns a future that resolves once they
+    /// are as durable as `wait` says. Requests are committed in the order they were handed
+    /// over, so a caller that sends while holding a lock orders its writes by that lock.
+    /// [`Wait::Written`] is for writes whose loss in a machine crash only repeats work (a
+    /// receive's in-flight mark): not waiting for the disk saves the caller a sync and a
+    /// thread hand-off.
+    pub fn send(
+        &self,
+        ops: Vec<Op>,
+        wait: Wait,
+    ) -> impl Future<Output = Result<(), String>> + use<> {
+        self.send_job(ops, wait, None)
     }
 
     /// Returns once everything handed over before is in fjall, for a scan of a keyspace
@@ -429,7 +423,7 @@ impl Committer {
             .map(|(_, v)| v.clone())
     }
 
-    /// As [`send`](Self::send), and runs `on_written` as soon as the writes are appended
+    /// As [`send`](Self::send) with [`Wait::Synced`], and runs `on_written` as soon as the writes are appended
     /// to the log, before they are written out and synced, on the calling thread: no task
     /// has to be woken for it, and no file write is waited for. Anything written after
     /// them is logged after them, so no crash keeps a later write and loses these. It is
@@ -983,7 +977,7 @@ mod tests {
         let (committer, _) = start_in(dir.path());
         let marker = b"an in-flight mark";
         let mark = vec![Op::Put(Space::State, b"k".to_vec(), marker.to_vec())];
-        committer.send_written(mark).await.unwrap();
+        committer.send(mark, Wait::Written).await.unwrap();
         assert!(in_log(dir.path(), marker));
     }
 
@@ -1022,8 +1016,11 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(committer.commit(vec![Op::Put(Space::Messages, b"k".to_vec(), b"v".to_vec())]))
-            .unwrap();
+        rt.block_on(committer.send(
+            vec![Op::Put(Space::Messages, b"k".to_vec(), b"v".to_vec())],
+            Wait::Synced,
+        ))
+        .unwrap();
         // Served from the overlay at once, in fjall after the window.
         assert_eq!(committer.pending_body(b"k").as_deref(), Some(&b"v"[..]));
         let until = Instant::now() + Duration::from_secs(5);

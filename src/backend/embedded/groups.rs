@@ -4,7 +4,7 @@
 //! above storage; here it is bytes, changed one update at a time.
 
 use super::Embedded;
-use super::committer::{Op, Space};
+use super::committer::{Op, Space, Wait};
 use super::records::StreamHandle;
 use crate::backend::{GroupInfo, StorageError, to_json};
 use crate::model::{GroupSpec, Kind};
@@ -142,11 +142,10 @@ impl Embedded {
             let g = GroupHandle::new(info.clone(), vec![None; n]);
             let record = g.lock().record();
             groups.insert(name.to_string(), g);
-            self.committer.send(vec![Op::Put(
-                Space::Meta,
-                group_key(h, name),
-                to_json(&record),
-            )])
+            self.committer.send(
+                vec![Op::Put(Space::Meta, group_key(h, name), to_json(&record))],
+                Wait::Synced,
+            )
         };
         durable.await.map_err(StorageError::Unavailable)?;
         Ok((info, true))
@@ -194,11 +193,10 @@ impl Embedded {
             let mut st = g.lock();
             st.checkpoints[shard as usize] = Some(sequence);
             let record = st.record();
-            self.committer.send(vec![Op::Put(
-                Space::Meta,
-                group_key(h, group),
-                to_json(&record),
-            )])
+            self.committer.send(
+                vec![Op::Put(Space::Meta, group_key(h, group), to_json(&record))],
+                Wait::Synced,
+            )
         };
         durable.await.map_err(StorageError::Unavailable)
     }

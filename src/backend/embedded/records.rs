@@ -5,7 +5,7 @@
 //! `durable_end` is raised only after the commit, and readers never look past it.
 
 use super::Embedded;
-use super::committer::{Op, Space};
+use super::committer::{Op, Space, Wait};
 use super::groups::{GroupHandle, META_GROUP};
 use crate::backend::{NewRecord, StorageError, StoredRecord, now_ms, to_json};
 use crate::model::StreamSpec;
@@ -233,7 +233,7 @@ impl Embedded {
             ops.push(Op::Delete(Space::Records, kv.key()?.to_vec()));
         }
         self.committer
-            .commit(ops)
+            .send(ops, Wait::Synced)
             .await
             .map_err(StorageError::Unavailable)?;
         Ok(true)
