@@ -1,4 +1,4 @@
-//! The HTTP API (`/v1`, JSON): thin handlers that parse, call the [`Router`] and render.
+//! The HTTP API (`/v1`, JSON): thin handlers that parse, call the operations and render.
 //!
 //! `app` builds the whole `axum::Router`, so tests can drive it without a socket. Errors
 //! are rendered by [`error::Problem`]; no handler formats an error itself.

@@ -25,9 +25,9 @@
 //!   after a lost acknowledgement is stored once.
 
 use super::codec::{self, AckInfo, Frame, QueueNames};
-use super::{
-    ApiError, JetStream, JsError, Mirror, Prepared, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW, Target,
-};
+use super::meta::Mirror;
+use super::store::{Prepared, Target};
+use super::{ApiError, JetStream, JsError, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW};
 use crate::backend::{
     Counts, Enqueued, Move, NewMessage, QueueKind, ReceiptError, Received, now_ms,
 };

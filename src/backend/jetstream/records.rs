@@ -8,7 +8,9 @@
 
 use super::codec;
 use super::groups::GroupHandle;
-use super::{ApiError, JetStream, JsError, Mirror, Prepared, RETRY_DEDUP_WINDOW, Target};
+use super::meta::Mirror;
+use super::store::{Prepared, Target};
+use super::{ApiError, JetStream, JsError, RETRY_DEDUP_WINDOW};
 use crate::backend::{NewRecord, StoredRecord, now_ms};
 use crate::model::{Kind, StreamSpec};
 use async_nats::HeaderMap;

@@ -1,0 +1,134 @@
+//! The publish path on JetStream: every delivery of a store published (pipelined) under a
+//! message id, and the store answered once JetStream has acknowledged all of them.
+
+use super::queues::QueueHandle;
+use super::{JetStream, JsError, PUBLISH_DEADLINE, StreamHandle};
+use crate::backend::{Delivery, Enqueued, Stored, now_ms};
+use async_nats::jetstream;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A delivery ready to publish.
+pub(super) struct Prepared {
+    pub(super) subject: String,
+    pub(super) headers: async_nats::HeaderMap,
+    pub(super) payload: Bytes,
+    pub(super) msg_id: String,
+    pub(super) target: Target,
+}
+
+pub(super) enum Target {
+    Queue {
+        queue: Arc<QueueHandle>,
+        message_id: String,
+        /// Whether `msg_id` is the caller's deduplication id (else it is the message id).
+        dedup: bool,
+    },
+    Stream {
+        shard: u32,
+    },
+    /// A message moved between queues (dead-lettered, redriven or due after a delay).
+    Move,
+}
+
+fn publish_error(e: async_nats::jetstream::context::PublishError) -> JsError {
+    use async_nats::jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        // No responders: JetStream is down or restarting (the router checked the target
+        // exists before publishing).
+        K::StreamNotFound | K::TimedOut | K::BrokenPipe | K::MaxAckPending => {
+            JsError::Unavailable(e.to_string())
+        }
+        _ => JsError::Server(e.to_string()),
+    }
+}
+
+impl JetStream {
+    /// Stores a publish's deliveries: every one is published (pipelined), and this returns
+    /// once JetStream has acknowledged all of them. On `Err` some deliveries may be stored
+    /// and others not; retrying the call with the same message ids stores none twice
+    /// within the duplicate window.
+    pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, JsError> {
+        let now = now_ms();
+        let mut streams: Vec<Arc<StreamHandle>> = items
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Stream(s, _, _) => Some(s.jetstream().clone()),
+                Delivery::Queue(..) => None,
+            })
+            .collect();
+        streams.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let prepared: Vec<Prepared> = items
+            .into_iter()
+            .map(|d| self.prepare(d, now))
+            .collect::<Result<_, _>>()?;
+        let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+        let acks =
+            futures::future::join_all(prepared.iter().map(|p| self.publish_until(p, deadline)))
+                .await;
+        let mut out = Vec::with_capacity(prepared.len());
+        for (p, ack) in prepared.iter().zip(acks) {
+            let ack = ack?;
+            out.push(match &p.target {
+                Target::Stream { shard } => Stored::Stream {
+                    shard: *shard,
+                    sequence: ack.sequence,
+                },
+                Target::Move => unreachable!("store never moves messages"),
+                Target::Queue {
+                    queue,
+                    message_id,
+                    dedup,
+                } => {
+                    if ack.duplicate && *dedup {
+                        Stored::Queue(queue.duplicate_of(ack.sequence, message_id).await)
+                    } else {
+                        // A duplicate of a message id is this very publish, retried.
+                        Stored::Queue(Enqueued::Stored)
+                    }
+                }
+            });
+        }
+        for s in streams {
+            s.arrivals.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    fn prepare(&self, d: Delivery, now: u64) -> Result<Prepared, JsError> {
+        match d {
+            Delivery::Queue(q, m) => Ok(q.into_jetstream().prepare(m, now)),
+            Delivery::Stream(s, shard, rec) => s.into_jetstream().prepare(shard, rec),
+        }
+    }
+
+    /// Publishes one message and waits for its acknowledgement, retrying under the same
+    /// message id while NATS is unavailable, until `deadline`.
+    pub(super) async fn publish_until(
+        &self,
+        p: &Prepared,
+        deadline: tokio::time::Instant,
+    ) -> Result<jetstream::publish::PublishAck, JsError> {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(p.payload.clone())
+                .headers(p.headers.clone())
+                .message_id(&p.msg_id);
+            let err = match self.js.send_publish(p.subject.clone(), msg).await {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => return Ok(ack),
+                    Err(e) => publish_error(e),
+                },
+                Err(e) => publish_error(e),
+            };
+            if !err.is_unavailable() || tokio::time::Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(subject = %p.subject, error = %err, "publish not acknowledged; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
