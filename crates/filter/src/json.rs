@@ -64,12 +64,6 @@ pub(crate) struct Scanner<'a, 't, T: PathTrie> {
     skip_depth: usize,
 }
 
-#[inline]
-pub(crate) fn is_ws(c: u8) -> bool {
-    // Most bytes tested are not whitespace and above the space: one comparison for them.
-    c <= b' ' && matches!(c, b' ' | b'\n' | b'\r' | b'\t')
-}
-
 impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
     /// `buffers`: reusable (unescape, skipped ranges) buffers, see `into_buffers`.
     /// `check_while_skipping`: `b` passed `serde_json`'s `RawValue` check, and
@@ -148,7 +142,7 @@ impl<'a, 't, T: PathTrie> Scanner<'a, 't, T> {
 
     #[inline(always)]
     fn ws(&mut self) {
-        while self.i < self.b.len() && is_ws(self.b[self.i]) {
+        while self.i < self.b.len() && crate::structural::is_ws(self.b[self.i]) {
             self.i += 1;
         }
     }
@@ -730,7 +724,7 @@ impl Validator<'_> {
 
     #[inline]
     fn ws(&mut self) {
-        while self.i < self.b.len() && is_ws(self.b[self.i]) {
+        while self.i < self.b.len() && crate::structural::is_ws(self.b[self.i]) {
             self.i += 1;
         }
     }

@@ -467,6 +467,13 @@ fn is_atom_byte(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
+/// JSON whitespace (RFC 8259: space, tab, line feed, carriage return).
+#[inline]
+pub(crate) fn is_ws(c: u8) -> bool {
+    // Most bytes tested are not whitespace and above the space: one comparison for them.
+    c <= b' ' && matches!(c, b' ' | b'\n' | b'\r' | b'\t')
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Classes, UNSURE, Validator, prefix_xor};
@@ -822,7 +829,7 @@ mod x86 {
             /// The CPU must support the target feature.
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn $accepts(b: &[u8]) -> bool {
-                let first = b.iter().position(|&c| !crate::json::is_ws(c));
+                let first = b.iter().position(|&c| !super::is_ws(c));
                 if !first.is_some_and(|i| matches!(b[i], b'{' | b'[')) {
                     return false;
                 }

@@ -5,27 +5,10 @@
 
 use super::Embedded;
 use super::committer::{Op, Space, Wait};
-use super::records::StreamHandle;
+use super::records::{GroupHandle, GroupState, META_GROUP, StreamHandle};
 use crate::backend::{GroupInfo, StorageError, to_json};
 use crate::model::{GroupSpec, Kind};
 use std::sync::{Arc, Mutex};
-
-pub(super) const META_GROUP: &str = "g/";
-
-/// A consumer group of a stream.
-pub struct GroupHandle {
-    state: Mutex<GroupState>,
-}
-
-struct GroupState {
-    info: GroupInfo,
-    /// The lease table as the layer above wrote it last; `None` until a first poll.
-    leases: Option<Vec<u8>>,
-    /// Updates of the lease table so far.
-    leases_version: u64,
-    /// Last processed sequence per shard, as members reported it.
-    checkpoints: Vec<Option<u64>>,
-}
 
 /// What is stored per group.
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,6 @@ use super::codec::{self, Body};
 use super::committer::{Op, Space, Wait};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::shared::delete_ops;
-use super::store::ToIndex;
 use super::{Embedded, META_QUEUE};
 use crate::backend::{
     Counts, Move, QueueKind, ReceiptError, Received, StorageError, now_ms, to_json,
@@ -18,6 +17,10 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// Messages written to one queue (stored or moved there), to be indexed once the write is
+/// durable.
+pub(super) type ToIndex = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 
 /// One queue: its spec, index and the waiters of long polls.
 pub struct QueueHandle {

@@ -6,8 +6,7 @@
 
 use super::Embedded;
 use super::committer::{Op, Space, Wait};
-use super::groups::{GroupHandle, META_GROUP};
-use crate::backend::{NewRecord, StorageError, StoredRecord, now_ms, to_json};
+use crate::backend::{GroupInfo, NewRecord, StorageError, StoredRecord, now_ms, to_json};
 use crate::model::StreamSpec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub(super) const META_STREAM: &str = "st/";
+pub(super) const META_GROUP: &str = "g/";
 
 /// One shard's append state.
 pub(super) struct Shard {
@@ -37,6 +37,21 @@ pub struct StreamHandle {
     /// Woken on every append to any shard, so long polls and group polls answer at once.
     pub arrivals: Notify,
     deleted: AtomicBool,
+}
+
+/// A consumer group of a stream.
+pub struct GroupHandle {
+    pub(super) state: Mutex<GroupState>,
+}
+
+pub(super) struct GroupState {
+    pub(super) info: GroupInfo,
+    /// The lease table as the layer above wrote it last; `None` until a first poll.
+    pub(super) leases: Option<Vec<u8>>,
+    /// Updates of the lease table so far.
+    pub(super) leases_version: u64,
+    /// Last processed sequence per shard, as members reported it.
+    pub(super) checkpoints: Vec<Option<u64>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -6,7 +6,7 @@ use super::Embedded;
 use super::codec::{self, Body};
 use super::committer::{Op, Space, Wait};
 use super::index::{Entry, MsgState};
-use super::queues::QueueHandle;
+use super::queues::{QueueHandle, ToIndex};
 use super::records::StreamHandle;
 use super::shared::{Share, find_shared};
 use crate::backend::{Delivery, Enqueued, StorageError, Stored, now_ms};
@@ -52,10 +52,6 @@ impl EarlyIndex {
 
 /// A message just stored: its queue, sequence number and index entry.
 pub(super) type NewEntry = (Arc<QueueHandle>, u64, Entry);
-
-/// Messages written to one queue (stored or moved there), to be indexed once the write is
-/// durable.
-pub(super) type ToIndex = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 
 impl Embedded {
     /// Stores a publish's deliveries (queue messages and stream records) with one atomic,

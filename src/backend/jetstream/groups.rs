@@ -8,7 +8,7 @@
 //! sequence of versions that every router agrees on. Checkpoints are one record per shard.
 
 use super::codec::escape;
-use super::records::StreamHandle;
+use super::records::{GroupHandle, StreamHandle};
 use super::{JetStream, JsError};
 use crate::backend::GroupInfo;
 use crate::model::{GroupSpec, Kind};
@@ -27,15 +27,6 @@ struct GroupRecord {
     spec: GroupSpec,
     /// Where a shard without checkpoint starts: after this sequence (0 = from the start).
     start_after: Vec<u64>,
-}
-
-/// A consumer group: its settings and where its records live.
-pub struct GroupHandle {
-    pub name: String,
-    info: GroupInfo,
-    /// `{stream}.{group}` in the groups bucket.
-    key: String,
-    shards: u32,
 }
 
 impl GroupHandle {

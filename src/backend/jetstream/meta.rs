@@ -255,9 +255,14 @@ impl Mirror {
             entries.insert(key.to_string(), (revision, value.clone()));
         }
         if let Some(name) = key.strip_prefix(queues::META_QUEUE) {
-            self.sync_queue(&codec::name_of_key(name), value.as_ref());
+            queues::sync_queue(
+                &self.queues,
+                &self.ctx,
+                &codec::name_of_key(name),
+                value.as_ref(),
+            );
         } else if let Some(name) = key.strip_prefix(records::META_STREAM) {
-            self.sync_stream(name, value.as_ref());
+            records::sync_stream(&self.streams, &self.ctx.prefix, name, value.as_ref());
         }
         let change = match value {
             Some(value) => MetaChange::Put {

@@ -28,7 +28,6 @@ mod records;
 mod store;
 
 pub use codec::check_prefix;
-pub use groups::GroupHandle;
 pub use queues::QueueHandle;
 pub use records::StreamHandle;
 

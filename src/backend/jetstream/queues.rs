@@ -25,19 +25,17 @@
 //!   after a lost acknowledgement is stored once.
 
 use super::codec::{self, AckInfo, Frame, QueueNames};
-use super::meta::Mirror;
 use super::store::{Prepared, Target};
 use super::{ApiError, JetStream, JsError, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW};
-use crate::backend::{
-    Counts, Enqueued, Move, NewMessage, QueueKind, ReceiptError, Received, now_ms,
-};
+use crate::backend::{Counts, Move, NewMessage, QueueKind, ReceiptError, Received, now_ms};
 use crate::model::{FIFO_DEDUP_WINDOW_S, Kind, QueueSpec};
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -99,7 +97,6 @@ pub struct QueueHandle {
     spec: Mutex<QueueSpec>,
     partitions: u32,
     incarnation: u64,
-    ctx: PumpContext,
     /// Next FIFO partition to look at first, so receivers spread over the partitions.
     rotation: AtomicU32,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -149,7 +146,7 @@ impl QueueHandle {
         }
     }
 
-    pub(super) fn prepare(self: &Arc<Self>, m: NewMessage, now: u64) -> Prepared {
+    pub(super) fn prepare(&self, m: NewMessage, now: u64) -> Prepared {
         let mut headers = HeaderMap::new();
         let subject = if m.delay_ms > 0 {
             headers.insert(H_DUE, (now + m.delay_ms).to_string().as_str());
@@ -175,42 +172,23 @@ impl QueueHandle {
             payload: Bytes::from(payload),
             msg_id,
             target: Target::Queue {
-                queue: self.clone(),
+                stream: self.names.stream.clone(),
                 message_id: m.message_id,
                 dedup,
             },
         }
     }
-
-    /// What a publish JetStream found to be a duplicate of the message at `seq` was: this
-    /// very publish retried, or a duplicate of another message. Once the original has been
-    /// received and acknowledged JetStream no longer has it, and its id is unknown.
-    pub(super) async fn duplicate_of(&self, seq: u64, message_id: &str) -> Enqueued {
-        let original = match self.ctx.js.get_stream_no_info(&self.names.stream).await {
-            Ok(s) => s
-                .direct_get(seq)
-                .await
-                .ok()
-                .and_then(|m| codec::decode_frame(&m.payload))
-                .map(|f| f.message_id),
-            Err(_) => None,
-        };
-        match original {
-            Some(id) if id == message_id => Enqueued::Stored,
-            Some(id) => Enqueued::Duplicate {
-                original_message_id: id,
-            },
-            None => Enqueued::Duplicate {
-                original_message_id: String::new(),
-            },
-        }
-    }
 }
 
-impl Mirror {
-    /// Reflects a queue record (or its deletion) in the queue handles.
-    pub(super) fn sync_queue(&self, name: &str, value: Option<&Bytes>) {
-        let mut queues = self.queues.write().expect("never poisoned");
+/// Reflects a queue record (or its deletion) in the queue handles of the metadata mirror.
+pub(super) fn sync_queue(
+    queues: &RwLock<HashMap<String, Arc<QueueHandle>>>,
+    ctx: &PumpContext,
+    name: &str,
+    value: Option<&Bytes>,
+) {
+    {
+        let mut queues = queues.write().expect("never poisoned");
         let Some(value) = value else {
             if let Some(h) = queues.remove(name) {
                 h.mark_deleted();
@@ -235,16 +213,15 @@ impl Mirror {
         let h = Arc::new(QueueHandle {
             name: name.to_string(),
             kind,
-            names: QueueNames::new(&self.ctx.prefix, name),
+            names: QueueNames::new(&ctx.prefix, name),
             spec: Mutex::new(rec.spec),
             partitions: rec.partitions.max(1),
             incarnation: rec.incarnation,
-            ctx: self.ctx.clone(),
             rotation: AtomicU32::new(0),
             pump: Mutex::new(None),
             deleted: AtomicBool::new(false),
         });
-        let pump = tokio::spawn(pump(self.ctx.clone(), h.names.clone(), h.partitions));
+        let pump = tokio::spawn(pump(ctx.clone(), h.names.clone(), h.partitions));
         *h.pump.lock().expect("never poisoned") = Some(pump);
         if let Some(old) = queues.insert(name.to_string(), h) {
             old.mark_deleted();

@@ -7,10 +7,9 @@
 //! reads are direct gets by sequence, pipelined.
 
 use super::codec;
-use super::groups::GroupHandle;
-use super::meta::Mirror;
 use super::store::{Prepared, Target};
 use super::{ApiError, JetStream, JsError, RETRY_DEDUP_WINDOW};
+use crate::backend::GroupInfo;
 use crate::backend::{NewRecord, StoredRecord, now_ms};
 use crate::model::{Kind, StreamSpec};
 use async_nats::HeaderMap;
@@ -19,7 +18,7 @@ use futures::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub(super) const META_STREAM: &str = "st/";
@@ -30,6 +29,15 @@ const READ_PIPELINE: usize = 64;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StreamRecord {
     spec: StreamSpec,
+}
+
+/// A consumer group: its settings and where its records live.
+pub struct GroupHandle {
+    pub name: String,
+    pub(super) info: GroupInfo,
+    /// `{stream}.{group}` in the groups bucket.
+    pub(super) key: String,
+    pub(super) shards: u32,
 }
 
 /// One stream as this instance knows it.
@@ -79,10 +87,16 @@ impl StreamHandle {
     }
 }
 
-impl Mirror {
-    /// Reflects a stream record (or its deletion) in the stream handles.
-    pub(super) fn sync_stream(&self, name: &str, value: Option<&Bytes>) {
-        let mut streams = self.streams.write().expect("never poisoned");
+/// Reflects a stream record (or its deletion) in the stream handles of the metadata
+/// mirror.
+pub(super) fn sync_stream(
+    streams: &RwLock<HashMap<String, Arc<StreamHandle>>>,
+    prefix: &str,
+    name: &str,
+    value: Option<&Bytes>,
+) {
+    {
+        let mut streams = streams.write().expect("never poisoned");
         let Some(value) = value else {
             if let Some(h) = streams.remove(name) {
                 h.deleted.store(true, Ordering::Release);
@@ -101,7 +115,7 @@ impl Mirror {
             return;
         }
         let shards = (0..rec.spec.shards)
-            .map(|s| codec::shard_names(&self.ctx.prefix, name, s))
+            .map(|s| codec::shard_names(prefix, name, s))
             .collect();
         let h = Arc::new(StreamHandle {
             name: name.to_string(),

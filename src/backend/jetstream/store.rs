@@ -1,12 +1,10 @@
 //! The publish path on JetStream: every delivery of a store published (pipelined) under a
 //! message id, and the store answered once JetStream has acknowledged all of them.
 
-use super::queues::QueueHandle;
-use super::{JetStream, JsError, PUBLISH_DEADLINE, StreamHandle};
-use crate::backend::{Delivery, Enqueued, Stored, now_ms};
+use super::{JetStream, JsError, PUBLISH_DEADLINE, codec};
+use crate::backend::{Delivery, Enqueued, Stored, Stream, now_ms};
 use async_nats::jetstream;
 use bytes::Bytes;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A delivery ready to publish.
@@ -20,7 +18,8 @@ pub(super) struct Prepared {
 
 pub(super) enum Target {
     Queue {
-        queue: Arc<QueueHandle>,
+        /// The JetStream stream holding the queue.
+        stream: String,
         message_id: String,
         /// Whether `msg_id` is the caller's deduplication id (else it is the message id).
         dedup: bool,
@@ -51,14 +50,14 @@ impl JetStream {
     /// within the duplicate window.
     pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, JsError> {
         let now = now_ms();
-        let mut streams: Vec<Arc<StreamHandle>> = items
+        let mut streams: Vec<Stream> = items
             .iter()
             .filter_map(|d| match d {
-                Delivery::Stream(s, _, _) => Some(s.jetstream().clone()),
+                Delivery::Stream(s, _, _) => Some(s.clone()),
                 Delivery::Queue(..) => None,
             })
             .collect();
-        streams.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        streams.dedup_by(|a, b| a.name() == b.name());
         let prepared: Vec<Prepared> = items
             .into_iter()
             .map(|d| self.prepare(d, now))
@@ -77,12 +76,12 @@ impl JetStream {
                 },
                 Target::Move => unreachable!("store never moves messages"),
                 Target::Queue {
-                    queue,
+                    stream,
                     message_id,
                     dedup,
                 } => {
                     if ack.duplicate && *dedup {
-                        Stored::Queue(queue.duplicate_of(ack.sequence, message_id).await)
+                        Stored::Queue(self.duplicate_of(stream, ack.sequence, message_id).await)
                     } else {
                         // A duplicate of a message id is this very publish, retried.
                         Stored::Queue(Enqueued::Stored)
@@ -91,7 +90,7 @@ impl JetStream {
             });
         }
         for s in streams {
-            s.arrivals.notify_waiters();
+            s.arrivals().notify_waiters();
         }
         Ok(out)
     }
@@ -129,6 +128,30 @@ impl JetStream {
             tracing::debug!(subject = %p.subject, error = %err, "publish not acknowledged; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// What a publish JetStream found to be a duplicate of the message at `seq` was: this
+    /// very publish retried, or a duplicate of another message. Once the original has been
+    /// received and acknowledged JetStream no longer has it, and its id is unknown.
+    async fn duplicate_of(&self, stream: &str, seq: u64, message_id: &str) -> Enqueued {
+        let original = match self.js.get_stream_no_info(stream).await {
+            Ok(s) => s
+                .direct_get(seq)
+                .await
+                .ok()
+                .and_then(|m| codec::decode_frame(&m.payload))
+                .map(|f| f.message_id),
+            Err(_) => None,
+        };
+        match original {
+            Some(id) if id == message_id => Enqueued::Stored,
+            Some(id) => Enqueued::Duplicate {
+                original_message_id: id,
+            },
+            None => Enqueued::Duplicate {
+                original_message_id: String::new(),
+            },
         }
     }
 }
