@@ -15,6 +15,7 @@ pub mod queue;
 pub mod server;
 pub mod stream;
 pub mod time;
+pub mod wire;
 
 pub use switchyard_filter as filter;
 

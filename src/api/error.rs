@@ -4,12 +4,12 @@
 
 use crate::backend::{ReceiptError, StorageError};
 use crate::error::OpError;
+use crate::wire::{BatchFailure, MAX_BATCH_ENTRIES};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 /// An error answer.
 #[derive(Debug)]
@@ -18,8 +18,8 @@ pub struct Problem {
     /// Short slug naming the kind of problem; becomes the `type` URI.
     pub kind: &'static str,
     pub detail: String,
-    /// Extension members (RFC 9457 §3.2).
-    pub extra: Option<Value>,
+    /// An ack refused in part: the receipts that were acknowledged.
+    pub acked: Option<Vec<String>>,
     /// Seconds after which asking again may succeed (`Retry-After`), for a refusal that
     /// will pass by itself.
     pub retry_after_s: Option<u64>,
@@ -31,7 +31,7 @@ impl Problem {
             status,
             kind,
             detail: detail.into(),
-            extra: None,
+            acked: None,
             retry_after_s: None,
         }
     }
@@ -43,22 +43,24 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": format!("/problems/{}", self.kind),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let (Some(Value::Object(extra)), Value::Object(b)) = (self.extra, &mut body) {
-            b.extend(extra);
-        }
+        let body = crate::wire::Problem {
+            kind: format!("/problems/{}", self.kind),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            acked: self.acked,
+        };
         if self.status.is_server_error() {
-            tracing::error!(status = self.status.as_u16(), detail = %body["detail"], "request failed");
+            tracing::error!(status = body.status, detail = %body.detail, "request failed");
         }
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            serde_json::to_string(&body).expect("a problem serializes"),
         )
             .into_response();
         if let Some(seconds) = self.retry_after_s {
@@ -67,6 +69,26 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// Refuses a batch of no entries or of more than [`MAX_BATCH_ENTRIES`].
+pub fn check_batch(n: usize) -> Result<(), Problem> {
+    if n == 0 || n > MAX_BATCH_ENTRIES {
+        return Err(Problem::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH_ENTRIES} entries, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// A refused batch entry, with the status a request of that entry alone would get.
+pub fn failures(id: String, e: OpError) -> BatchFailure {
+    let p = Problem::from(e);
+    BatchFailure {
+        id,
+        status: p.status.as_u16(),
+        detail: p.detail,
     }
 }
 

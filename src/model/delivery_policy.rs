@@ -7,6 +7,7 @@
 use super::FieldError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Most retries a policy may ask for (SNS allows 100 for HTTP endpoints).
 pub const MAX_RETRIES: u32 = 100;
@@ -22,7 +23,7 @@ pub const MAX_TOTAL_S: u64 = 14 * 24 * 3600;
 /// - `arithmetic`: `min + (max - min) * t²` (slow start, then faster)
 /// - `geometric`: `min * (max / min)^t` (a constant factor per retry)
 /// - `exponential`: `min * 2^(retry - 1)`, capped at `max`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
     #[default]
@@ -34,17 +35,30 @@ pub enum Backoff {
 
 /// A subscription's `delivery_policy`. Defaults are SNS's for HTTP endpoints: three
 /// retries, twenty seconds apart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryPolicy {
+    /// Retries after the first attempt (default 3).
+    #[serde(deserialize_with = "super::whole::u32")]
+    #[schema(maximum = 100)]
     pub num_retries: u32,
+    /// Delay before the first retry (default 20).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub min_delay_s: u64,
+    /// Longest delay between retries, at least `min_delay_s` (default 20).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub max_delay_s: u64,
+    /// How delays grow from `min_delay_s` to `max_delay_s`.
     pub backoff: Backoff,
     /// Fraction (0 to 1) of each delay drawn at random and subtracted, so retries of many
     /// messages that failed together spread out.
+    #[schema(minimum = 0, maximum = 1)]
     pub jitter: f64,
-    /// No attempt starts later than this after the message was published.
+    /// No attempt starts later than this after the message was published (default 3600).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 1209600)]
     pub max_total_s: u64,
 }
 

@@ -3,6 +3,7 @@
 use super::FieldError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// Where a subscription delivers. Written as `{"queue":"q"}` or
 /// `{"stream":"s","partition_key":"/json/pointer"}`.
@@ -22,7 +23,7 @@ pub enum Endpoint {
 }
 
 /// How an HTTP endpoint receives a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HttpFormat {
     /// The JSON envelope (or, with raw delivery, the message itself).
@@ -43,22 +44,35 @@ pub const DEFAULT_HTTP_CONCURRENCY: u32 = 16;
 pub const MAX_HTTP_CONCURRENCY: u32 = 256;
 
 /// `{"http": {...}}`: a webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpEndpoint {
+    /// An `http` or `https` URL with a host.
     pub url: String,
     /// Extra request headers, e.g. an API key of the receiver.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_http_timeout_ms")]
+    /// How long the endpoint has to answer (default 5000).
+    #[serde(
+        default = "default_http_timeout_ms",
+        deserialize_with = "super::whole::u64"
+    )]
+    #[schema(minimum = 1, maximum = 60000)]
     pub timeout_ms: u64,
-    #[serde(default = "default_http_concurrency")]
+    /// Requests in flight at once (default 16).
+    #[serde(
+        default = "default_http_concurrency",
+        deserialize_with = "super::whole::u32"
+    )]
+    #[schema(minimum = 1, maximum = 256)]
     pub max_concurrency: u32,
+    /// What the endpoint receives.
     #[serde(default)]
     pub format: HttpFormat,
     /// Key of the `x-switchyard-signature` HMAC. Generated when not given; shown once, in
     /// the answer to the `PUT` that created the subscription.
     #[serde(default)]
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: Option<String>,
 }
 
@@ -195,5 +209,90 @@ impl From<Endpoint> for EndpointRepr {
                 ..Default::default()
             },
         }
+    }
+}
+
+/// The schema of [`Endpoint`]'s wire form: one object naming exactly one kind of endpoint
+/// (serde reads it through `EndpointRepr`, which words the error when it does not).
+impl utoipa::PartialSchema for Endpoint {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::EndpointKinds::schema()
+    }
+}
+
+impl ToSchema for Endpoint {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <schema::EndpointKinds as ToSchema>::schemas(schemas);
+    }
+}
+
+/// Types that only describe the wire form of an endpoint in the OpenAPI document.
+mod schema {
+    #![allow(dead_code)]
+    use super::HttpEndpoint;
+    use serde::Deserialize;
+    use utoipa::ToSchema;
+
+    #[derive(Deserialize, ToSchema)]
+    #[serde(untagged)]
+    pub(super) enum EndpointKinds {
+        Queue(QueueEndpoint),
+        Stream(StreamEndpoint),
+        Http(HttpEndpointWrapper),
+        Function(FunctionEndpoint),
+    }
+
+    /// Deliveries stored in a queue.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct QueueEndpoint {
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
+        queue: String,
+    }
+
+    /// Deliveries appended to a stream.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct StreamEndpoint {
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
+        stream: String,
+        /// JSON pointer into the message naming the partition key; the message id when
+        /// absent or when the pointer finds nothing.
+        #[serde(default)]
+        #[schema(pattern = "^(/.*)?$")]
+        partition_key: Option<String>,
+    }
+
+    /// Deliveries sent to a webhook.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schema(as = HttpEndpointKind)]
+    pub(super) struct HttpEndpointWrapper {
+        http: HttpEndpoint,
+    }
+
+    /// Deliveries handed to a WebAssembly function.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct FunctionEndpoint {
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
+        function: String,
     }
 }

@@ -3,22 +3,38 @@
 use super::{FieldError, Kind, StartPosition, check_range, validate_name};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// Lambda's default number of retries of an asynchronous invocation.
 pub const DEFAULT_FUNCTION_RETRIES: u32 = 2;
 
 /// `PUT /v1/functions/{function}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpec {
     /// Path of a WebAssembly component (`.wasm`), or the component itself in base64.
+    #[schema(min_length = 1)]
     pub module: String,
-    #[serde(default = "default_function_timeout_ms")]
+    /// Longest one invocation may run (default 1000).
+    #[serde(
+        default = "default_function_timeout_ms",
+        deserialize_with = "super::whole::u64"
+    )]
+    #[schema(minimum = 1, maximum = 900000)]
     pub timeout_ms: u64,
-    #[serde(default = "default_function_memory_mb")]
+    /// Memory cap of one invocation (default 64).
+    #[serde(
+        default = "default_function_memory_mb",
+        deserialize_with = "super::whole::u64"
+    )]
+    #[schema(minimum = 2, maximum = 512)]
     pub memory_mb: u64,
-    /// Invocations of this function running at once; more wait.
-    #[serde(default = "default_function_concurrency")]
+    /// Invocations of this function running at once; more wait (default 4).
+    #[serde(
+        default = "default_function_concurrency",
+        deserialize_with = "super::whole::usize"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
     pub concurrency: usize,
     /// Values the guest reads with `config(key)`.
     #[serde(default)]
@@ -44,22 +60,52 @@ pub const MAX_SOURCE_BATCH: usize = 1000;
 pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
 
 /// A function source (Lambda's event source mapping).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum SourceSpec {
     Queue {
+        /// The queue consumed.
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
         queue: String,
-        #[serde(default = "default_queue_batch")]
+        /// Most messages in one invocation (default 10).
+        #[serde(
+            default = "default_queue_batch",
+            deserialize_with = "super::whole::usize"
+        )]
+        #[schema(minimum = 1, maximum = 1000)]
         batch_size: usize,
         /// How long to gather messages before invoking with a partial batch.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "super::whole::u64")]
+        #[schema(maximum = 300000)]
         batch_window_ms: u64,
     },
     Stream {
+        /// The stream consumed.
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
         stream: String,
+        /// The consumer group the function reads as.
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
         group: String,
-        #[serde(default = "default_stream_batch")]
+        /// Most records in one invocation (default 100).
+        #[serde(
+            default = "default_stream_batch",
+            deserialize_with = "super::whole::usize"
+        )]
+        #[schema(minimum = 1, maximum = 1000)]
         batch_size: usize,
+        /// Where a new group starts.
         #[serde(default)]
         starting_position: StartPosition,
     },

@@ -15,6 +15,7 @@ mod queue;
 mod stream;
 mod subscription;
 mod topic;
+pub mod whole;
 
 pub use delivery_policy::{Backoff, DeliveryPolicy};
 pub use endpoint::*;

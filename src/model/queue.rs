@@ -5,6 +5,7 @@ use super::{
     validate_name,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// SQS limits, in seconds.
 pub const MAX_VISIBILITY_TIMEOUT_S: u64 = 12 * 60 * 60;
@@ -20,24 +21,53 @@ pub const FIFO_DEDUP_WINDOW_S: u64 = 5 * 60;
 pub const MAX_RECEIVE_COUNT: u32 = 1000;
 
 /// Where a queue sends messages it failed to process `max_receive_count` times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedrivePolicy {
+    /// The queue receiving what failed too often: of the same kind (FIFO or standard) as
+    /// this one, not this one.
+    #[schema(
+        pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+        min_length = 1,
+        max_length = 80
+    )]
     pub dead_letter_queue: String,
+    /// Receives after which a message moves to the dead-letter queue.
+    #[serde(deserialize_with = "super::whole::u32")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_receive_count: u32,
 }
 
 /// `PUT /v1/queues/{queue}` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSpec {
+    /// First-in-first-out per message group, with deduplication; the queue's name must
+    /// then end in `.fifo`.
     pub fifo: bool,
+    /// How long a received message stays hidden from other receivers (default 30).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(maximum = 43200)]
     pub visibility_timeout_s: u64,
+    /// Delay before a new message becomes visible (default 0).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(maximum = 900)]
     pub delay_s: u64,
+    /// How long a message is kept (default 345600, four days).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 1209600)]
     pub retention_s: u64,
+    /// Largest message with its attributes, in bytes (default 262144).
+    #[serde(deserialize_with = "super::whole::usize")]
+    #[schema(minimum = 1, maximum = 262144)]
     pub max_message_bytes: usize,
+    /// How long a receive waits for a message unless it says (default 0).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(maximum = 20)]
     pub receive_wait_s: u64,
+    /// FIFO only: deduplicate by a hash of the message when no `dedup_id` is given.
     pub content_based_dedup: bool,
+    /// Where messages received too often go.
     pub redrive_policy: Option<RedrivePolicy>,
 }
 

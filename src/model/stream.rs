@@ -2,6 +2,7 @@
 
 use super::{FieldError, check_range};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Most shards a stream may have. Each shard is a lock and a notify in memory; 256 is far
 /// more than one machine can feed.
@@ -17,14 +18,24 @@ pub const DEFAULT_RETENTION_HOURS: u64 = 24;
 pub const MAX_RETENTION_HOURS: u64 = 365 * 24;
 
 /// `PUT /v1/streams/{stream}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSpec {
+    /// Shards, fixed at creation (default 1).
+    #[serde(deserialize_with = "super::whole::u32")]
+    #[schema(minimum = 1, maximum = 256)]
     pub shards: u32,
+    /// How long records are kept, in hours (default 24).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 8760)]
     pub retention_hours: u64,
     /// Retention in seconds; overrides `retention_hours` when set. Finer than Kinesis
     /// allows, so short-lived local streams (and tests of expiry) need not wait an hour.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::whole::option_u64"
+    )]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub retention_s: Option<u64>,
 }
 
@@ -75,7 +86,7 @@ impl StreamSpec {
 }
 
 /// Where a new consumer group starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartPosition {
     #[default]
@@ -89,10 +100,14 @@ pub const MAX_LEASE_TIMEOUT_S: u64 = 300;
 
 /// `PUT /v1/streams/{stream}/groups/{group}` body; a group polled before it was put is
 /// created with the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupSpec {
+    /// Where a new group starts reading each shard (default `trim_horizon`).
     pub start_position: StartPosition,
+    /// A member that has not polled for this long loses its shards (default 10).
+    #[serde(deserialize_with = "super::whole::u64")]
+    #[schema(minimum = 1, maximum = 300)]
     pub lease_timeout_s: u64,
 }
 

@@ -2,21 +2,32 @@
 
 use super::{DeliveryPolicy, Endpoint, FieldError, Kind, validate_name};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `PUT /v1/topics/{topic}/subscriptions/{name}` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
+    /// Where matching events go.
     pub endpoint: Endpoint,
+    /// An SNS filter policy; every event matches without one.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub filter_policy: Option<serde_json::Value>,
+    /// What the filter policy looks at.
     #[serde(default)]
     pub filter_policy_scope: FilterScope,
+    /// Deliver the message itself instead of the envelope.
     #[serde(default)]
     pub raw_message_delivery: bool,
     /// Queue that receives deliveries this subscription cannot make (its queue was
     /// deleted), as SNS's subscription redrive policy.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+        min_length = 1,
+        max_length = 80
+    )]
     pub dead_letter_queue: Option<String>,
     /// Retry policy for endpoints that can fail transiently (HTTP); queue and stream
     /// endpoints store every delivery at once and take none.
@@ -42,7 +53,7 @@ impl From<FilterScope> for switchyard_filter::Scope {
 }
 
 /// Which part of a message a filter policy looks at (SNS `FilterPolicyScope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 pub enum FilterScope {
     #[default]
     MessageAttributes,

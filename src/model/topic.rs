@@ -2,18 +2,23 @@
 
 use super::{DEFAULT_MAX_MESSAGE_BYTES, FieldError, check_fifo_name, check_max_bytes};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `PUT /v1/topics/{topic}` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicSpec {
-    /// FIFO topics keep order per `group_id` and deduplicate by `dedup_id`.
+    /// FIFO topics keep order per `group_id` and deduplicate by `dedup_id`; the topic's
+    /// name must then end in `.fifo`.
     pub fifo: bool,
     /// JSON Schema every published message must satisfy.
     pub schema: Option<serde_json::Value>,
-    /// Deduplicate FIFO publishes by a hash of the message when no `dedup_id` is given.
+    /// FIFO only: deduplicate publishes by a hash of the message when no `dedup_id` is
+    /// given.
     pub content_based_dedup: bool,
-    /// Largest accepted message, in bytes.
+    /// Largest accepted message with its attributes, in bytes (default 262144).
+    #[serde(deserialize_with = "super::whole::option_usize")]
+    #[schema(minimum = 1, maximum = 262144)]
     pub max_message_bytes: Option<usize>,
 }
 

@@ -1,11 +1,12 @@
 //! The first step of a publish: the message against its topic's rules (size, FIFO ids,
 //! schema). A message that passes gets its id.
 
-use super::{PublishRequest, TopicState};
+use super::TopicState;
 use crate::error::OpError;
 use crate::model::Kind;
 use crate::model::attributes::{self, Attributes};
 use crate::queue::fifo_ids;
+use crate::wire::PublishRequest;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 

@@ -1,8 +1,9 @@
 //! What a function published, published: a guest's `publish` calls are held until its
 //! invocation succeeds, then go through the same pipeline as any publish.
 
-use super::{PublishRequest, Publisher};
+use super::Publisher;
 use crate::runtime::{Attribute, AttributeValue, Body, Publish};
+use crate::wire::PublishRequest;
 use base64::Engine;
 use serde_json::{Value, json};
 

@@ -18,25 +18,8 @@ pub use topics::{TopicState, Topics};
 
 use crate::backend::{Backend, Enqueued, Stored};
 use crate::error::OpError;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::wire::PublishRequest;
 use std::sync::Arc;
-
-/// `POST /v1/topics/{topic}/publish` body, also one entry of a batch.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
-    pub message: Box<RawValue>,
-    #[serde(default)]
-    pub attributes: Option<serde_json::Value>,
-    #[serde(default)]
-    pub group_id: Option<String>,
-    #[serde(default)]
-    pub dedup_id: Option<String>,
-    /// Batch entries only: the caller's id for the entry.
-    #[serde(default)]
-    pub id: Option<String>,
-}
 
 /// What became of one publish.
 #[derive(Debug, PartialEq, Eq)]

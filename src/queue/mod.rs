@@ -8,8 +8,7 @@ mod redrive;
 mod send;
 
 pub use fifo::{MAX_FIFO_ID_LEN, fifo_ids};
-pub use receive::{MAX_RECEIVE_BATCH, ReceiveRequest};
-pub use send::SendRequest;
+pub use receive::MAX_RECEIVE_BATCH;
 
 use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;

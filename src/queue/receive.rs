@@ -5,24 +5,12 @@ use super::Queues;
 use crate::backend::{Queue, ReceiptError, Received};
 use crate::error::OpError;
 use crate::model::{MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
-use serde::Deserialize;
+use crate::wire::ReceiveRequest;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// SQS returns at most 10 messages per receive.
 pub const MAX_RECEIVE_BATCH: usize = 10;
-
-/// `POST /v1/queues/{queue}/receive` body.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiveRequest {
-    #[serde(default)]
-    pub max_messages: Option<usize>,
-    #[serde(default)]
-    pub wait_s: Option<u64>,
-    #[serde(default)]
-    pub visibility_timeout_s: Option<u64>,
-}
 
 impl Queues {
     /// Receives up to `max_messages`, waiting up to `wait_s` for the first to arrive.

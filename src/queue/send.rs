@@ -6,26 +6,7 @@ use crate::backend::{Enqueued, NewMessage};
 use crate::error::OpError;
 use crate::model::attributes;
 use crate::model::{Kind, MAX_DELAY_S, QueueSpec};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
-/// `POST /v1/queues/{queue}/messages` body, also one entry of a batch.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    pub message: Box<RawValue>,
-    #[serde(default)]
-    pub attributes: Option<serde_json::Value>,
-    #[serde(default)]
-    pub delay_s: Option<u64>,
-    #[serde(default)]
-    pub group_id: Option<String>,
-    #[serde(default)]
-    pub dedup_id: Option<String>,
-    /// Batch entries only: the caller's id for the entry.
-    #[serde(default)]
-    pub id: Option<String>,
-}
+use crate::wire::SendRequest;
 
 impl Queues {
     /// Sends messages to a queue; each entry succeeds or fails alone (with its message id,

@@ -9,7 +9,7 @@ use crate::backend::{GroupInfo, StorageError, StoredRecord, Stream, now_ms};
 use crate::deliver::FeedError;
 use crate::error::OpError;
 use crate::model::{GroupSpec, Kind, StartPosition, validate_name};
-use serde::Deserialize;
+use crate::wire::{CheckpointRequest, PollRequest, SequenceArg};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,42 +24,13 @@ const SHARED_RECHECK: Duration = Duration::from_millis(100);
 /// to it. Only read positions: progress that must survive is the backend's checkpoints.
 pub(super) type Cursors = HashMap<(String, String), HashMap<u32, (String, u64)>>;
 
-/// `POST /v1/streams/{stream}/groups/{group}/poll` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollRequest {
-    pub member: String,
-    #[serde(default)]
-    pub max_records: Option<usize>,
-    #[serde(default)]
-    pub wait_s: Option<u64>,
-}
-
-/// `POST /v1/streams/{stream}/groups/{group}/checkpoint` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointRequest {
-    pub member: String,
-    pub shard_id: String,
-    pub sequence: SequenceArg,
-}
-
-/// A sequence number written as a JSON string (as Kinesis does) or a number.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum SequenceArg {
-    Number(u64),
-    Text(String),
-}
-
-impl SequenceArg {
-    fn value(&self) -> Result<u64, OpError> {
-        match self {
-            SequenceArg::Number(n) => Ok(*n),
-            SequenceArg::Text(s) => s
-                .parse()
-                .map_err(|_| OpError::Invalid(format!("invalid sequence number {s:?}"))),
-        }
+/// The number a sequence argument names.
+fn sequence_value(arg: &SequenceArg) -> Result<u64, OpError> {
+    match arg {
+        SequenceArg::Number(n) => Ok(*n),
+        SequenceArg::Text(s) => s
+            .parse()
+            .map_err(|_| OpError::Invalid(format!("invalid sequence number {s:?}"))),
     }
 }
 
@@ -292,7 +263,7 @@ impl Streams {
             });
         };
         let shard = self.shard(&h, &req.shard_id)?;
-        let seq = req.sequence.value()?;
+        let seq = sequence_value(&req.sequence)?;
         let (_, end) = self.backend.bounds(&h, shard).await?;
         if seq > end {
             return Err(OpError::Invalid(format!(

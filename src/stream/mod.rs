@@ -14,9 +14,9 @@ mod records;
 mod shard;
 
 pub use crate::model::{parse_shard_id, shard_id};
-pub use groups::{CheckpointRequest, MAX_POLL_WAIT_S, PollRequest, SequenceArg};
+pub use groups::MAX_POLL_WAIT_S;
 pub use position::Position;
-pub use records::{MAX_READ_RECORDS, PutRecord, ShardPage};
+pub use records::{MAX_READ_RECORDS, ShardPage};
 pub use shard::{hash_key, shard_for_hash, shard_range};
 
 use crate::backend::{Backend, Stream};

@@ -5,22 +5,10 @@ use super::{Position, Streams, hash_key, parse_shard_id, shard_for_hash, shard_i
 use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, Stream};
 use crate::error::OpError;
 use crate::model::{Kind, MAX_PARTITION_KEY_LEN, MAX_RECORD_BYTES, MAX_RECORDS_PER_PUT};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::wire::PutRecord;
 
 /// Most records one shard read or one group poll returns (Kinesis GetRecords: 10,000).
 pub const MAX_READ_RECORDS: usize = 10_000;
-
-/// One record of `POST /v1/streams/{stream}/records`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PutRecord {
-    pub partition_key: String,
-    pub data: Box<RawValue>,
-    /// Decimal 128-bit hash key that overrides the partition key's hash.
-    #[serde(default)]
-    pub explicit_hash_key: Option<String>,
-}
 
 /// A page of one shard.
 pub struct ShardPage {

@@ -13,8 +13,9 @@ use switchyard::backend::{
     ReceiptError, Received, StorageError, Stored, Stream,
 };
 use switchyard::model::{GroupSpec, QueueSpec, RedrivePolicy, StartPosition, StreamSpec};
-use switchyard::queue::{Queues, ReceiveRequest};
+use switchyard::queue::Queues;
 use switchyard::stream::lease::{Assignment, Lease, Leases};
+use switchyard::wire::ReceiveRequest;
 use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "SY";

@@ -13,7 +13,6 @@ mod example;
 mod functions;
 mod jetstream;
 mod nats;
-mod openapi;
 mod policies;
 mod queues;
 mod routers;

@@ -1,0 +1,150 @@
+//! `/v1/functions`: WebAssembly functions, and trying one on an event.
+
+use super::error::ApiJson;
+use super::{ApiResult, AppState, FunctionPath, Problems, put_answer};
+use crate::error::OpError;
+use crate::model::Kind;
+use crate::runtime::{Body, FunctionState as LoadState, Invocation};
+use crate::wire::{
+    FunctionInfo, FunctionList, FunctionSpec, FunctionState, InvokeFailure, InvokeRequest,
+    InvokeResult, LogLine, Published,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_functions))
+        .routes(routes!(get_function, put_function, delete_function))
+        .routes(routes!(invoke))
+}
+
+fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
+    let not_found = || OpError::not_found(Kind::Function, name);
+    let spec = s.app.control.function_spec(name).ok_or_else(not_found)?;
+    let state = s.app.control.function_state(name).ok_or_else(not_found)?;
+    let (state, error) = match state {
+        LoadState::Loading => (FunctionState::Loading, None),
+        LoadState::Ready => (FunctionState::Ready, None),
+        LoadState::Failed(reason) => (FunctionState::Failed, Some(reason)),
+    };
+    Ok(FunctionInfo {
+        name: name.to_string(),
+        spec,
+        state,
+        error,
+    })
+}
+
+/// List functions.
+#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+    responses((status = 200, description = "Every function's name.", body = FunctionList),
+        Problems))]
+async fn list_functions(State(s): State<AppState>) -> Json<FunctionList> {
+    Json(FunctionList {
+        functions: s.app.control.function_names(),
+    })
+}
+
+/// Get a function, and whether its component is loading, ready or failed.
+#[utoipa::path(get, path = "/v1/functions/{function}", tag = "functions",
+    params(FunctionPath),
+    responses((status = 200, description = "The function.", body = FunctionInfo), Problems))]
+async fn get_function(
+    State(s): State<AppState>,
+    Path(FunctionPath { function }): Path<FunctionPath>,
+) -> ApiResult<Json<FunctionInfo>> {
+    Ok(Json(function_info(&s, &function)?))
+}
+
+/// Register a function, or replace its module and settings; answered once its component
+/// has compiled (400 with the reason if it does not).
+#[utoipa::path(put, path = "/v1/functions/{function}", tag = "functions",
+    params(FunctionPath), request_body = FunctionSpec,
+    responses(
+        (status = 200, description = "The function, replaced or as it was.", body = FunctionInfo),
+        (status = 201, description = "The function, created.", body = FunctionInfo),
+        Problems))]
+async fn put_function(
+    State(s): State<AppState>,
+    Path(FunctionPath { function }): Path<FunctionPath>,
+    ApiJson(spec): ApiJson<FunctionSpec>,
+) -> ApiResult<Response> {
+    let created = s.app.control.put_function(&function, spec).await?;
+    Ok(put_answer(created, function_info(&s, &function)?))
+}
+
+/// Delete a function; invocations in flight finish.
+#[utoipa::path(delete, path = "/v1/functions/{function}", tag = "functions",
+    params(FunctionPath),
+    responses((status = 204, description = "Deleted."), Problems))]
+async fn delete_function(
+    State(s): State<AppState>,
+    Path(FunctionPath { function }): Path<FunctionPath>,
+) -> ApiResult<StatusCode> {
+    s.app.control.delete_function(&function).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a function on one event and show its result, logs and what it would publish
+/// (not routed: a trial). 503 with `Retry-After` while its component is loading.
+#[utoipa::path(post, path = "/v1/functions/{function}/invoke", tag = "functions",
+    params(FunctionPath), request_body = InvokeRequest,
+    responses((status = 200, description = "What the invocation did.", body = InvokeResult),
+        Problems))]
+async fn invoke(
+    State(s): State<AppState>,
+    Path(FunctionPath { function }): Path<FunctionPath>,
+    ApiJson(req): ApiJson<InvokeRequest>,
+) -> ApiResult<Json<InvokeResult>> {
+    let inv = s
+        .app
+        .control
+        .invoke(&function, &req.message, req.attributes.as_ref())
+        .await?;
+    Ok(Json(invoke_result(&inv)))
+}
+
+/// What a trial invocation did, as the API reports it.
+fn invoke_result(inv: &Invocation) -> InvokeResult {
+    let error = inv.outcome.as_ref().err().map(|e| InvokeFailure {
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+    });
+    InvokeResult {
+        ok: error.is_none(),
+        error,
+        logs: inv
+            .logs
+            .iter()
+            .map(|l| LogLine {
+                level: format!("{:?}", l.level).to_lowercase(),
+                source: format!("{:?}", l.source).to_lowercase(),
+                message: l.message.clone(),
+            })
+            .collect(),
+        published: inv
+            .published
+            .iter()
+            .map(|p| Published {
+                topic: p.topic.clone(),
+                message: match &p.body {
+                    Body::Text(t) => serde_json::from_str(t).unwrap_or_else(|_| json!(t)),
+                    Body::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+                },
+                attributes: serde_json::from_value(crate::publish::sns_attributes(&p.attributes))
+                    .expect("SNS-form attributes read back"),
+                group_id: p.group_id.clone(),
+                dedup_id: p.dedup_id.clone(),
+            })
+            .collect(),
+        discarded_publishes: inv.discarded_publishes,
+        duration_ms: inv.duration.as_secs_f64() * 1000.0,
+    }
+}

@@ -1,0 +1,300 @@
+//! `/v1/streams`: streams, their records and shards, and consumer groups.
+
+use super::error::{ApiJson, Problem};
+use super::{ApiResult, AppState, GroupPath, Problems, ShardPath, StreamPath, put_answer};
+use crate::backend::StoredRecord;
+use crate::error::OpError;
+use crate::model::shard_id;
+use crate::wire::{
+    CheckpointRequest, Empty, GroupInfo, GroupShard, GroupSpec, HashKeyRange, PlacedRecord,
+    PollRequest, PutRecords, PutRecordsResult, ReadQuery, RecordPage, SequenceRange, ShardInfo,
+    ShardList, StreamInfo, StreamList, StreamSpec,
+};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_streams))
+        .routes(routes!(get_stream, put_stream, delete_stream))
+        .routes(routes!(put_records))
+        .routes(routes!(list_shards))
+        .routes(routes!(read_shard))
+        .routes(routes!(get_group, put_group))
+        .routes(routes!(poll))
+        .routes(routes!(checkpoint))
+}
+
+async fn stream_info(s: &AppState, name: &str) -> Result<StreamInfo, OpError> {
+    let h = s.app.streams.stream(name)?;
+    Ok(StreamInfo {
+        name: name.to_string(),
+        spec: h.spec(),
+        groups: s.app.streams.group_names(name).await?,
+    })
+}
+
+/// List streams.
+#[utoipa::path(get, path = "/v1/streams", tag = "streams",
+    responses((status = 200, description = "Every stream's name.", body = StreamList), Problems))]
+async fn list_streams(State(s): State<AppState>) -> Json<StreamList> {
+    Json(StreamList {
+        streams: s.app.streams.names(),
+    })
+}
+
+/// Get a stream.
+#[utoipa::path(get, path = "/v1/streams/{stream}", tag = "streams", params(StreamPath),
+    responses((status = 200, description = "The stream.", body = StreamInfo), Problems))]
+async fn get_stream(
+    State(s): State<AppState>,
+    Path(StreamPath { stream }): Path<StreamPath>,
+) -> ApiResult<Json<StreamInfo>> {
+    Ok(Json(stream_info(&s, &stream).await?))
+}
+
+/// Create a stream, or change its retention (its shard count is fixed: another one is
+/// refused with 409).
+#[utoipa::path(put, path = "/v1/streams/{stream}", tag = "streams", params(StreamPath),
+    request_body = StreamSpec,
+    responses(
+        (status = 200, description = "The stream, changed or as it was.", body = StreamInfo),
+        (status = 201, description = "The stream, created.", body = StreamInfo),
+        Problems))]
+async fn put_stream(
+    State(s): State<AppState>,
+    Path(StreamPath { stream }): Path<StreamPath>,
+    ApiJson(spec): ApiJson<StreamSpec>,
+) -> ApiResult<Response> {
+    let created = s.app.control.put_stream(&stream, spec).await?;
+    Ok(put_answer(created, stream_info(&s, &stream).await?))
+}
+
+/// Delete a stream, its records and its groups.
+#[utoipa::path(delete, path = "/v1/streams/{stream}", tag = "streams", params(StreamPath),
+    responses((status = 204, description = "Deleted."), Problems))]
+async fn delete_stream(
+    State(s): State<AppState>,
+    Path(StreamPath { stream }): Path<StreamPath>,
+) -> ApiResult<StatusCode> {
+    s.app.control.delete_stream(&stream).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Append up to 500 records, each to the shard its partition key hashes to.
+#[utoipa::path(post, path = "/v1/streams/{stream}/records", tag = "streams",
+    params(StreamPath), request_body = PutRecords,
+    responses((status = 200, description = "Where each record landed, in order.",
+        body = PutRecordsResult), Problems))]
+async fn put_records(
+    State(s): State<AppState>,
+    Path(StreamPath { stream }): Path<StreamPath>,
+    ApiJson(req): ApiJson<PutRecords>,
+) -> ApiResult<Json<PutRecordsResult>> {
+    let placed = s.app.streams.put_records(&stream, req.records).await?;
+    Ok(Json(PutRecordsResult {
+        records: placed
+            .into_iter()
+            .map(|(shard, sequence)| PlacedRecord {
+                shard_id: shard_id(shard),
+                sequence: sequence.to_string(),
+            })
+            .collect(),
+    }))
+}
+
+/// List a stream's shards with their hash-key and sequence ranges.
+#[utoipa::path(get, path = "/v1/streams/{stream}/shards", tag = "streams", params(StreamPath),
+    responses((status = 200, description = "The shards.", body = ShardList), Problems))]
+async fn list_shards(
+    State(s): State<AppState>,
+    Path(StreamPath { stream }): Path<StreamPath>,
+) -> ApiResult<Json<ShardList>> {
+    let h = s.app.streams.stream(&stream)?;
+    let n = h.shard_count();
+    let mut shards = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (lo, hi) = crate::stream::shard_range(i, n);
+        let (first, last) = s.app.backend.bounds(&h, i).await.map_err(OpError::from)?;
+        shards.push(ShardInfo {
+            shard_id: shard_id(i),
+            hash_key_range: HashKeyRange {
+                start: lo.to_string(),
+                end: hi.to_string(),
+            },
+            sequence_range: SequenceRange {
+                first: first.to_string(),
+                last: last.to_string(),
+            },
+        });
+    }
+    Ok(Json(ShardList { shards }))
+}
+
+/// Renders records as [`RecordPage`] would serialize, splicing `data` (stored as JSON
+/// text) in as it is.
+fn render_records(records: &[StoredRecord], next: Option<&str>) -> Response {
+    let mut out = String::with_capacity(
+        64 + records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len() + 96)
+            .sum::<usize>(),
+    );
+    out.push_str("{\"records\":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"shard_id\":\"{}\",\"sequence\":\"{}\",\"partition_key\":{},\"arrived_at\":{},\"data\":",
+            shard_id(r.shard),
+            r.sequence,
+            json!(r.partition_key),
+            r.arrived_at
+        ));
+        out.push_str(std::str::from_utf8(&r.data).unwrap_or("null"));
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(next) = next {
+        out.push_str(",\"next\":");
+        out.push_str(&json!(next).to_string());
+    }
+    out.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// Read a page of one shard from a position.
+#[utoipa::path(get, path = "/v1/streams/{stream}/shards/{shard}/records", tag = "streams",
+    params(ShardPath, ReadQuery),
+    responses((status = 200, description = "The records, and where the next page starts.",
+        body = RecordPage), Problems))]
+async fn read_shard(
+    State(s): State<AppState>,
+    Path(ShardPath { stream, shard }): Path<ShardPath>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let from = q.from.as_deref().unwrap_or("trim_horizon");
+    let page = s
+        .app
+        .streams
+        .read_shard(&stream, &shard, from, q.limit)
+        .await?;
+    Ok(render_records(&page.records, Some(&page.next.to_string())))
+}
+
+async fn group_info(s: &AppState, stream: &str, group: &str) -> Result<GroupInfo, OpError> {
+    let (spec, shards) = s.app.streams.describe_group(stream, group).await?;
+    Ok(GroupInfo {
+        name: group.to_string(),
+        spec,
+        shards: shards
+            .into_iter()
+            .enumerate()
+            .map(|(i, (lease, checkpoint))| GroupShard {
+                shard_id: shard_id(i as u32),
+                member: lease.map(|l| l.member),
+                checkpoint: checkpoint.map(|c| c.to_string()),
+            })
+            .collect(),
+    })
+}
+
+/// Get a consumer group: its settings, and per shard its holder and checkpoint.
+#[utoipa::path(get, path = "/v1/streams/{stream}/groups/{group}", tag = "groups",
+    params(GroupPath),
+    responses((status = 200, description = "The group.", body = GroupInfo), Problems))]
+async fn get_group(
+    State(s): State<AppState>,
+    Path(GroupPath { stream, group }): Path<GroupPath>,
+) -> ApiResult<Json<GroupInfo>> {
+    Ok(Json(group_info(&s, &stream, &group).await?))
+}
+
+/// Create a consumer group (a group polled before it was put has the defaults).
+#[utoipa::path(put, path = "/v1/streams/{stream}/groups/{group}", tag = "groups",
+    params(GroupPath), request_body = GroupSpec,
+    responses(
+        (status = 200, description = "The group, as it was.", body = GroupInfo),
+        (status = 201, description = "The group, created.", body = GroupInfo),
+        Problems))]
+async fn put_group(
+    State(s): State<AppState>,
+    Path(GroupPath { stream, group }): Path<GroupPath>,
+    ApiJson(spec): ApiJson<GroupSpec>,
+) -> ApiResult<Response> {
+    let created = s.app.streams.put_group(&stream, &group, spec).await?;
+    Ok(put_answer(created, group_info(&s, &stream, &group).await?))
+}
+
+/// Poll as a group member: renews its leases, rebalances, and returns records of the
+/// shards it holds, waiting up to `wait_s` for some.
+#[utoipa::path(post, path = "/v1/streams/{stream}/groups/{group}/poll", tag = "groups",
+    params(GroupPath), request_body = PollRequest,
+    responses((status = 200, description = "The records (maybe none).", body = RecordPage),
+        Problems))]
+async fn poll(
+    State(s): State<AppState>,
+    Path(GroupPath { stream, group }): Path<GroupPath>,
+    ApiJson(req): ApiJson<PollRequest>,
+) -> ApiResult<Response> {
+    let records = s.app.streams.poll(&stream, &group, req).await?;
+    Ok(render_records(&records, None))
+}
+
+/// Record a member's progress on a shard it holds (409 without the lease).
+#[utoipa::path(post, path = "/v1/streams/{stream}/groups/{group}/checkpoint", tag = "groups",
+    params(GroupPath), request_body = CheckpointRequest,
+    responses((status = 200, description = "Recorded.", body = Empty), Problems))]
+async fn checkpoint(
+    State(s): State<AppState>,
+    Path(GroupPath { stream, group }): Path<GroupPath>,
+    ApiJson(req): ApiJson<CheckpointRequest>,
+) -> ApiResult<Json<Empty>> {
+    s.app.streams.checkpoint(&stream, &group, req).await?;
+    Ok(Json(Empty {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::StreamRecord;
+
+    #[test]
+    fn records_render_as_the_wire_type_serializes() {
+        let stored = StoredRecord {
+            shard: 3,
+            sequence: 42,
+            partition_key: "key \"quoted\"".into(),
+            data: br#"{"n":[1,2]}"#.to_vec(),
+            arrived_at: 1_700_000_000_123,
+        };
+        let response = render_records(std::slice::from_ref(&stored), Some("after:42"));
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .unwrap();
+        let expected = RecordPage {
+            records: vec![StreamRecord {
+                shard_id: "shard-0003".into(),
+                sequence: "42".into(),
+                partition_key: stored.partition_key.clone(),
+                arrived_at: stored.arrived_at,
+                data: serde_json::from_slice(&stored.data).unwrap(),
+            }],
+            next: Some("after:42".into()),
+        };
+        assert_eq!(
+            serde_json::from_slice::<RecordPage>(&body).unwrap(),
+            expected
+        );
+        assert_eq!(
+            serde_json::to_value(&expected).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        );
+    }
+}

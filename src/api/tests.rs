@@ -1,0 +1,229 @@
+//! The HTTP API in-process: [`app`] over an embedded store in a temporary directory,
+//! driven with `oneshot`, no socket and no server process.
+
+use super::{AppState, app, openapi};
+use crate::app::{App, AppOptions};
+use crate::backend::Backend;
+use crate::backend::Embedded;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// One router over a fresh embedded store.
+pub(crate) struct TestApi {
+    pub routes: axum::Router,
+    pub app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+/// A response with its body read.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl TestApi {
+    pub async fn new() -> Self {
+        Self::with_token(None).await
+    }
+
+    pub async fn with_token(token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Backend::Embedded(Embedded::open(dir.path()).unwrap()));
+        let app = Arc::new(App::open(backend, AppOptions::default()).unwrap());
+        app.start().await.unwrap();
+        let routes = app_routes(&app, token);
+        Self {
+            routes,
+            app,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `body` (JSON unless `Value::Null`) and reads the answer.
+    pub async fn call(&self, method: Method, path: &str, body: Value) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Answer {
+        let res = self.routes.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.app.shutdown.cancel();
+    }
+}
+
+fn app_routes(ops: &Arc<App>, token: Option<&str>) -> axum::Router {
+    app(AppState::new(ops.clone(), token.map(str::to_string)))
+}
+
+/// A value for a path parameter that its pattern accepts.
+fn sample_param(name: &str) -> &'static str {
+    if name == "shard" { "shard-0000" } else { "x" }
+}
+
+/// Every documented operation is a route: called with its path parameters filled in, it
+/// never reaches the unknown-route or wrong-method answer. Together with the document
+/// being generated from the routes, the document and the routes cannot drift apart.
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let api = TestApi::new().await;
+    let doc = serde_json::to_value(openapi()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() > 20, "only {} paths documented", paths.len());
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, _) in item.as_object().unwrap() {
+            let Ok(method) = method.to_uppercase().parse::<Method>() else {
+                continue;
+            };
+            let mut uri = path.clone();
+            while let Some(open) = uri.find('{') {
+                let close = open + uri[open..].find('}').unwrap();
+                let value = sample_param(&uri[open + 1..close]);
+                uri.replace_range(open..=close, value);
+            }
+            let answer = api.call(method.clone(), &uri, Value::Null).await;
+            let kind = answer.body["type"].as_str().unwrap_or_default();
+            assert!(
+                !kind.ends_with("/no-such-route") && !kind.ends_with("/method-not-allowed"),
+                "{method} {uri} (documented as {path}) is not routed: {}",
+                answer.body
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations > 30, "only {operations} operations documented");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_problems() {
+    let api = TestApi::new().await;
+    let answer = api.call(Method::GET, "/v1/nothing-here", Value::Null).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert!(
+        answer.body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/no-such-route")
+    );
+    let answer = api.call(Method::PATCH, "/v1/topics", Value::Null).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        answer.body["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/method-not-allowed")
+    );
+}
+
+/// The served document is OpenAPI 3.1, every `$ref` resolves, and every `/v1` operation
+/// documents its errors as problems and the bearer token it may need.
+#[tokio::test]
+async fn openapi_document_is_served_and_consistent() {
+    let api = TestApi::new().await;
+    let answer = api.call(Method::GET, "/openapi.json", Value::Null).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.content_type.starts_with("application/json"));
+    let doc = answer.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    assert_eq!(doc["info"]["title"], "Switchyard");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for r in &refs {
+        let pointer = r.strip_prefix('#').expect("local $ref");
+        assert!(doc.pointer(pointer).is_some(), "$ref {r} does not resolve");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} documents no success"
+            );
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for status in ["4XX", "5XX"] {
+                let problem =
+                    &responses[status]["content"]["application/problem+json"]["schema"]["$ref"];
+                assert_eq!(
+                    problem, "#/components/schemas/Problem",
+                    "{method} {path} {status}"
+                );
+            }
+            assert!(
+                op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some())),
+                "{method} {path} does not document the bearer token"
+            );
+        }
+    }
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_token_guards_v1_but_not_health() {
+    let api = TestApi::with_token(Some("s3cret")).await;
+    let answer = api.call(Method::GET, "/v1/topics", Value::Null).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.content_type, "application/problem+json");
+    let answer = api.call(Method::GET, "/healthz", Value::Null).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let req = Request::get("/v1/topics")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(req).await.status, StatusCode::OK);
+}

@@ -1,0 +1,93 @@
+//! Functions: how they stand, and trial invocations.
+
+use super::{FunctionSpec, SnsAttributes};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A function as `GET /v1/functions/{function}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
+    pub state: FunctionState,
+    /// Why its component did not load (state `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a function stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionState {
+    /// Its component is compiling; invocations wait, `invoke` answers 503.
+    Loading,
+    Ready,
+    /// Its component did not load (see `error`); it stays so until a new module is put.
+    Failed,
+}
+
+/// `GET /v1/functions`: every function's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionList {
+    pub functions: Vec<String>,
+}
+
+/// `POST /v1/functions/{function}/invoke` body: one event to run the function on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// The event's message: any JSON value.
+    pub message: Value,
+    /// The event's attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::Attributes>)]
+    pub attributes: Option<Value>,
+}
+
+/// What a trial invocation did. What it published was not routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InvokeResult {
+    /// Whether the handler succeeded.
+    pub ok: bool,
+    /// Why it failed.
+    pub error: Option<InvokeFailure>,
+    /// Its log lines, in order.
+    pub logs: Vec<LogLine>,
+    /// What it published (kept only when it succeeded).
+    pub published: Vec<Published>,
+    /// Publishes discarded because it failed.
+    pub discarded_publishes: usize,
+    /// How long the invocation took, waiting for an instance included.
+    pub duration_ms: f64,
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvokeFailure {
+    pub message: String,
+    /// Whether a delivery that failed so would be retried.
+    pub retryable: bool,
+}
+
+/// A line a handler logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// `guest` (the `log` import), `stdout` or `stderr`.
+    pub source: String,
+    pub message: String,
+}
+
+/// An event a handler published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Published {
+    pub topic: String,
+    /// The message (a JSON value; binary bodies in base64).
+    pub message: Value,
+    pub attributes: SnsAttributes,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+}

@@ -1,0 +1,213 @@
+//! Streams: records put and read, shards, and consumer groups.
+
+use super::{GroupSpec, StreamSpec};
+use crate::model::whole;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+/// One record of `POST /v1/streams/{stream}/records`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRecord {
+    /// Picks the shard, by its MD5, as in Kinesis.
+    #[schema(min_length = 1, max_length = 256)]
+    pub partition_key: String,
+    /// The record: any JSON value.
+    #[schema(value_type = Value)]
+    pub data: Box<RawValue>,
+    /// A decimal 128-bit hash key that picks the shard instead of the partition key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]+$")]
+    pub explicit_hash_key: Option<String>,
+}
+
+/// `POST /v1/streams/{stream}/records` body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRecords {
+    #[schema(min_items = 1, max_items = 500)]
+    pub records: Vec<PutRecord>,
+}
+
+/// Where a put record landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlacedRecord {
+    pub shard_id: String,
+    /// Its sequence number in the shard, as a decimal string (as Kinesis writes them).
+    pub sequence: String,
+}
+
+/// The answer to a put: each record's place, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PutRecordsResult {
+    pub records: Vec<PlacedRecord>,
+}
+
+/// A stream as `GET /v1/streams/{stream}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: StreamSpec,
+    /// Names of its consumer groups.
+    pub groups: Vec<String>,
+}
+
+/// `GET /v1/streams`: every stream's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamList {
+    pub streams: Vec<String>,
+}
+
+/// A range of 128-bit hash keys, as decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HashKeyRange {
+    pub start: String,
+    pub end: String,
+}
+
+/// The sequence numbers a shard holds: `first` is `last` + 1 when it is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SequenceRange {
+    pub first: String,
+    pub last: String,
+}
+
+/// One shard of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShardInfo {
+    pub shard_id: String,
+    pub hash_key_range: HashKeyRange,
+    pub sequence_range: SequenceRange,
+}
+
+/// `GET /v1/streams/{stream}/shards`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShardList {
+    pub shards: Vec<ShardInfo>,
+}
+
+/// A stored record as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StreamRecord {
+    pub shard_id: String,
+    /// Its sequence number in the shard, as a decimal string.
+    pub sequence: String,
+    pub partition_key: String,
+    /// When it was appended (unix milliseconds).
+    pub arrived_at: u64,
+    /// The record as put.
+    pub data: Value,
+}
+
+/// Records read from a shard or polled by a group member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordPage {
+    pub records: Vec<StreamRecord>,
+    /// A shard read: the position to read the next page from (`after:SEQ`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A consumer group as `GET` shows it: its settings, and per shard the member holding it
+/// and the last checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: GroupSpec,
+    pub shards: Vec<GroupShard>,
+}
+
+/// One shard of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupShard {
+    pub shard_id: String,
+    /// The member holding the shard's lease, if any.
+    pub member: Option<String>,
+    /// The last sequence checkpointed, as a decimal string.
+    pub checkpoint: Option<String>,
+}
+
+/// `POST /v1/streams/{stream}/groups/{group}/poll` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// Who polls: any name the member keeps while it runs.
+    #[schema(min_length = 1, max_length = 256)]
+    pub member: String,
+    /// Most records to return (default 100).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_usize"
+    )]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub max_records: Option<usize>,
+    /// How long to wait for records (default 0).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_u64"
+    )]
+    #[schema(maximum = 20)]
+    pub wait_s: Option<u64>,
+}
+
+/// `POST /v1/streams/{stream}/groups/{group}/checkpoint` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRequest {
+    /// The member holding the shard's lease.
+    #[schema(min_length = 1, max_length = 256)]
+    pub member: String,
+    /// `shard-0003` (or `3`).
+    #[schema(pattern = "^(shard-)?[0-9]+$")]
+    pub shard_id: String,
+    /// The last sequence processed.
+    pub sequence: SequenceArg,
+}
+
+/// A sequence number written as a decimal string (as Kinesis writes them) or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SequenceArg {
+    Number(#[serde(deserialize_with = "whole::u64")] u64),
+    Text(String),
+}
+
+impl utoipa::PartialSchema for SequenceArg {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for SequenceArg {}
+
+/// The query of `GET /v1/streams/{stream}/shards/{shard}/records`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Where to start: `trim_horizon` (default), `latest`, `at:SEQ`, `after:SEQ` or
+    /// `at_timestamp:MS`.
+    #[param(pattern = "^(trim_horizon|latest|at:[0-9]+|after:[0-9]+|at_timestamp:[0-9]+)$")]
+    pub from: Option<String>,
+    /// Most records to return (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+}

@@ -1,0 +1,154 @@
+//! Topics, their subscriptions, and what is published to them.
+
+use super::{SubscriptionSpec, TopicSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+
+/// `POST /v1/topics/{topic}/publish` body, and one entry of a batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The event: any JSON value, delivered byte for byte.
+    #[schema(value_type = Value)]
+    pub message: Box<RawValue>,
+    /// Message attributes, which `MessageAttributes`-scope filter policies match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Attributes>)]
+    pub attributes: Option<Value>,
+    /// FIFO topics: the ordering group (required there, refused elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[!-~]+$", min_length = 1, max_length = 128)]
+    pub group_id: Option<String>,
+    /// FIFO topics: the deduplication id (a second message with the same id within five
+    /// minutes is accepted and dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[!-~]+$", min_length = 1, max_length = 128)]
+    pub dedup_id: Option<String>,
+    /// Batch entries only: the id the entry's result is reported under (its position in
+    /// the batch when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// Message attributes as a producer writes them: name to value, at most 10. A value is a
+/// string (SNS `String`), a number (`Number`), an array of strings and numbers
+/// (`String.Array`), or the SNS form `{"Type": ..., "Value": ...}` (needed for `Binary`,
+/// and to keep a number's exact spelling).
+pub struct Attributes;
+
+impl utoipa::PartialSchema for Attributes {
+    fn schema() -> RefOr<Schema> {
+        let scalar = |t: Type| ObjectBuilder::new().schema_type(t);
+        let value = OneOfBuilder::new()
+            .item(scalar(Type::String).min_length(Some(1)))
+            .item(scalar(Type::Number))
+            .item(
+                ArrayBuilder::new().items(
+                    OneOfBuilder::new()
+                        .item(scalar(Type::String))
+                        .item(scalar(Type::Number)),
+                ),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .property(
+                        "Type",
+                        scalar(Type::String).enum_values(Some([
+                            "String",
+                            "Number",
+                            "String.Array",
+                            "Binary",
+                        ])),
+                    )
+                    .required("Type")
+                    .property("Value", scalar(Type::String).min_length(Some(1)))
+                    .required("Value")
+                    .additional_properties(Some(
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                    )),
+            );
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Object))
+            .property_names(Some(
+                scalar(Type::String)
+                    .pattern(Some(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"))
+                    .max_length(Some(256)),
+            ))
+            .max_properties(Some(10))
+            .additional_properties(Some(RefOr::T(Schema::OneOf(value.build()))))
+            .into()
+    }
+}
+
+impl ToSchema for Attributes {}
+
+/// Attributes in SNS form, as they are stored and delivered: name to
+/// `{"Type": "String|Number|String.Array|Binary", "Value": "..."}`.
+pub type SnsAttributes = std::collections::BTreeMap<String, SnsAttribute>;
+
+/// One attribute in SNS form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnsAttribute {
+    /// `String`, `Number`, `String.Array` or `Binary`.
+    #[serde(rename = "Type")]
+    pub data_type: String,
+    /// The value as text (a JSON array for `String.Array`, base64 for `Binary`).
+    #[serde(rename = "Value")]
+    pub value: String,
+}
+
+/// A topic as `GET /v1/topics/{topic}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopicInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: TopicSpec,
+    /// Names of its subscriptions.
+    pub subscriptions: Vec<String>,
+}
+
+/// `GET /v1/topics`: every topic's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TopicList {
+    pub topics: Vec<String>,
+}
+
+/// A subscription as `GET` shows it. An `http` endpoint's secret is shown only in the
+/// answer to the `PUT` that created the subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionInfo {
+    pub name: String,
+    pub topic: String,
+    #[serde(flatten)]
+    pub spec: SubscriptionSpec,
+}
+
+/// `GET /v1/topics/{topic}/subscriptions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// The notification an endpoint receives unless raw delivery is on (the body of a queue
+/// message, a stream record or a webhook request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Notification {
+    /// Always `Notification`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message_id: String,
+    pub topic: String,
+    /// The message as published.
+    pub message: Value,
+    pub attributes: SnsAttributes,
+    /// When it was published (RFC 3339, milliseconds).
+    pub published_at: String,
+    /// The subscription that delivered it.
+    pub subscription: String,
+}
