@@ -14,4 +14,19 @@ if ! command -v nats-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nats-server
 fi
 
+# Python clients and tools the tests run (schemathesis, ...), in a private environment.
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    rm -rf "$venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv
+    python3 -m venv "$venv"
+  }
+fi
+if ! cmp -s tests/requirements.txt "$venv/requirements.txt"; then
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$venv/requirements.txt"
+fi
+export SWITCHYARD_TEST_VENV="$PWD/$venv"
+
 cargo test --workspace "$@"

@@ -178,7 +178,18 @@ where
 
 /// Parses a JSON body; the error names the offending field's path, e.g.
 /// `invalid JSON body at delivery_policy.backoff: unknown variant ...`.
+///
+/// Every body is an object. serde would also read a struct from an array of its members
+/// in order (`[10, 20]` as `{"max_messages": 10, "wait_s": 20}`), which the document
+/// does not allow and nobody means, so a top-level array is refused here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "invalid JSON body: expected an object, found an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -197,6 +208,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_struct_is_not_read_from_an_array() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Receive {
+            #[allow(dead_code)]
+            max_messages: Option<u32>,
+        }
+        let problem = parse_json::<Receive>(b" [null]").unwrap_err();
+        assert_eq!(problem.status, StatusCode::BAD_REQUEST);
+        assert!(
+            problem.detail.contains("expected an object"),
+            "{}",
+            problem.detail
+        );
+        assert!(parse_json::<Receive>(br#"{"max_messages": 3}"#).is_ok());
+    }
 
     #[test]
     fn a_syntax_error_names_its_position_and_no_unknown_path() {

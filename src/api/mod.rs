@@ -12,6 +12,7 @@
 
 pub mod error;
 mod functions;
+mod openapi;
 mod queues;
 mod server;
 mod streams;
@@ -27,12 +28,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router as Routes};
 use error::Problem;
-use std::collections::BTreeMap;
+use openapi::Problems;
+pub use openapi::openapi;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
-use utoipa::{IntoParams, PartialSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 
 /// Largest request body: a full batch of 100 messages at the 256 KiB limit fits.
@@ -86,60 +86,13 @@ impl std::ops::Deref for AppState {
 type ApiResult<T> = Result<T, Problem>;
 
 /// The `/v1` routes, each with its OpenAPI description.
-fn v1_routes() -> OpenApiRouter<AppState> {
+pub(crate) fn v1_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(topics::routes())
         .merge(queues::routes())
         .merge(streams::routes())
         .merge(functions::routes())
         .merge(server::v1_routes())
-}
-
-/// The document describing every route, generated from the routes and the wire types.
-pub fn openapi() -> OpenApi {
-    let mut doc = OpenApiRouter::<AppState>::new()
-        .merge(v1_routes())
-        .merge(server::routes())
-        .into_openapi();
-    doc.info.title = "Switchyard".into();
-    doc.info.version = env!("CARGO_PKG_VERSION").into();
-    doc.info.description = Some(
-        "A local-first event router: topics with SNS filter policies fanning out to \
-         SQS-style queues, Kinesis-style streams, webhooks and WebAssembly functions. Errors \
-         are RFC 9457 problems. With --token every /v1 call needs \
-         `Authorization: Bearer TOKEN`."
-            .into(),
-    );
-    doc.info.license = None;
-    let components = doc.components.get_or_insert_with(Default::default);
-    components
-        .schemas
-        .insert("Problem".into(), crate::wire::Problem::schema());
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-    );
-    // The token is optional: a server started without one takes calls without it.
-    let optional_bearer = vec![
-        SecurityRequirement::default(),
-        SecurityRequirement::new("bearer", Vec::<String>::new()),
-    ];
-    for (path, item) in doc.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
-            continue;
-        }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
-            operation.security = Some(optional_bearer.clone());
-        }
-    }
-    doc
 }
 
 /// The whole HTTP API over `state`.
@@ -207,37 +160,6 @@ fn put_answer<T: serde::Serialize>(created: bool, body: T) -> Response {
         StatusCode::OK
     };
     (status, Json(body)).into_response()
-}
-
-/// Every error answer an operation may give: a problem with a 4xx status for what the
-/// caller got wrong, and 5xx when storage cannot serve (503: retry later).
-pub struct Problems;
-
-impl utoipa::IntoResponses for Problems {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build()
-                .into()
-        };
-        BTreeMap::from([
-            (
-                "4XX".to_string(),
-                problem("What the caller got wrong, named in the problem's detail."),
-            ),
-            (
-                "5XX".to_string(),
-                problem("The server cannot serve it now (503: storage unavailable, retry)."),
-            ),
-        ])
-    }
 }
 
 /// `{topic}`.

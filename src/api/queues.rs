@@ -164,10 +164,11 @@ async fn receive(
     Path(QueuePath { queue }): Path<QueuePath>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    // No body, or `null`, is every default.
     let req: ReceiveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReceiveRequest::default()
     } else {
-        parse_json(&body)?
+        parse_json::<Option<ReceiveRequest>>(&body)?.unwrap_or_default()
     };
     let msgs = s.app.queues.receive(&queue, req).await?;
     s.metrics

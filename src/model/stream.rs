@@ -94,6 +94,16 @@ pub enum StartPosition {
     Latest,
 }
 
+impl StartPosition {
+    /// The name it has in a spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartPosition::TrimHorizon => "trim_horizon",
+            StartPosition::Latest => "latest",
+        }
+    }
+}
+
 /// Longest lease a consumer group may configure; past it a dead member holds shards for
 /// too long to call it failover.
 pub const MAX_LEASE_TIMEOUT_S: u64 = 300;

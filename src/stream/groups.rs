@@ -43,15 +43,6 @@ impl Streams {
         spec: GroupSpec,
     ) -> Result<bool, OpError> {
         validate_name(Kind::Group, group).map_err(OpError::Invalid)?;
-        let h = self.stream(name)?;
-        if let Some(g) = self.backend.find_group(&h, group).await? {
-            if g.spec != spec {
-                return Err(OpError::Conflict(format!(
-                    "consumer group {group:?} exists with other settings; delete the stream's group first"
-                )));
-            }
-            return Ok(false);
-        }
         let errors = spec.validate();
         if !errors.is_empty() {
             return Err(OpError::InvalidSpec {
@@ -59,6 +50,18 @@ impl Streams {
                 name: group.into(),
                 errors,
             });
+        }
+        let h = self.stream(name)?;
+        if let Some(g) = self.backend.find_group(&h, group).await? {
+            if g.spec != spec {
+                return Err(OpError::Conflict(format!(
+                    "consumer group {group:?} exists with other settings (lease_timeout_s {}, \
+                     start_position {}); a group's settings are fixed when it is created",
+                    g.spec.lease_timeout_s,
+                    g.spec.start_position.as_str()
+                )));
+            }
+            return Ok(false);
         }
         let (_, created) = self.create_group(&h, group, spec).await?;
         Ok(created)

@@ -185,12 +185,14 @@ impl utoipa::PartialSchema for SequenceArg {
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
-                    .minimum(Some(0)),
+                    .minimum(Some(0))
+                    // JSON's largest exact integer; sequences stay far below it.
+                    .maximum(Some(9_007_199_254_740_991_i64)),
             )
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .pattern(Some("^[0-9]+$")),
+                    .pattern(Some("^[0-9]{1,19}$")),
             )
             .into()
     }
@@ -205,7 +207,9 @@ impl ToSchema for SequenceArg {}
 pub struct ReadQuery {
     /// Where to start: `trim_horizon` (default), `latest`, `at:SEQ`, `after:SEQ` or
     /// `at_timestamp:MS`.
-    #[param(pattern = "^(trim_horizon|latest|at:[0-9]+|after:[0-9]+|at_timestamp:[0-9]+)$")]
+    #[param(
+        pattern = "^(trim_horizon|latest|at:[0-9]{1,19}|after:[0-9]{1,19}|at_timestamp:[0-9]{1,15})$"
+    )]
     pub from: Option<String>,
     /// Most records to return (default 1000).
     #[param(minimum = 1, maximum = 10000)]

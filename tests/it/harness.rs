@@ -338,7 +338,7 @@ impl TestServer {
         self.scratch.path().join("server.log")
     }
 
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let Ok(mut file) = File::open(self.log_path()) else {
             return "(no server log)".to_owned();
         };
@@ -680,4 +680,21 @@ pub fn envelope_message(message: &ReceivedMessage) -> Value {
         .notification()
         .unwrap_or_else(|error| panic!("not a notification envelope ({error}): {message:?}"))
         .message
+}
+
+/// A program from the test suite's Python environment (`tests/requirements.txt`), which
+/// `scripts/test.sh` installs and names in `SWITCHYARD_TEST_VENV`. A test that needs one
+/// fails without it: a skipped check would pass for a check that never ran.
+pub fn python_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("SWITCHYARD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.is_file(),
+        "{} is missing: run scripts/test.sh, which installs tests/requirements.txt in {}",
+        tool.display(),
+        venv.display()
+    );
+    tool
 }

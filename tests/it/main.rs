@@ -5,6 +5,7 @@
 mod guests;
 mod harness;
 
+mod api_contract;
 mod bad_input;
 mod cli_streams;
 mod contract;
