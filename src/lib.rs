@@ -1,4 +1,50 @@
-//! Switchyard: a local-first event router.
+//! Switchyard: a local-first event router. Topics take events and fan them out, through
+//! SNS filter policies, to SQS-style queues, Kinesis-style streams, webhooks and
+//! WebAssembly functions; the same code runs on an embedded store or on NATS JetStream.
+//!
+//! # An event's way
+//!
+//! ```text
+//!  doors            api/ (HTTP /v1, bodies in wire/)   config (TOML at start)   client/ (CLI)
+//!                          |                                 |
+//!                          v                                 v
+//!  operations       publish/  check -> match -> fan out      control/ (resources,
+//!                      |          (filter crate)             other routers' changes)
+//!                      | one durable write of every matched delivery
+//!                      v
+//!  semantics        queue/ (SQS)        stream/ (Kinesis)
+//!                      |                   |
+//!  storage          backend/  embedded/ (write-ahead log + fjall)  |  jetstream/
+//!                      |
+//!  delivery         deliver/  webhook and function workers, function sources
+//!                      |
+//!  sandbox          runtime/  wasmtime components of the `switchyard:handler` world
+//! ```
+//!
+//! A publish is checked against its topic (size, FIFO fields, JSON Schema), matched
+//! against the topic's subscriptions, and every delivery it matched (a queue message, a
+//! stream record, a webhook or function delivery) is stored in one durable write before
+//! the publish is answered. Queue and stream semantics are decided above storage;
+//! storage offers verbs. Webhook and function deliveries wait in internal delivery
+//! queues, from which `deliver` hands them to the HTTP client or the runtime, retrying per
+//! the subscription's delivery policy.
+//!
+//! # Modules
+//!
+//! - [`api`], [`wire`]: the HTTP API's handlers and its bodies (the OpenAPI document is
+//!   generated from both); [`config`]: the config file; [`server`]: a running server;
+//!   [`client`]: the typed client and the CLI's client verbs.
+//! - [`app`]: the operations wired together over one backend, what every door calls.
+//! - [`control`]: create, change, list and delete resources; follow other routers.
+//! - [`publish`]: the publish pipeline; [`batch`]: batch answers; [`policy_test`]: trying
+//!   filter policies.
+//! - [`queue`]: SQS semantics; [`stream`]: Kinesis semantics.
+//! - [`backend`]: storage verbs over the embedded store or JetStream.
+//! - [`deliver`]: delivery workers and function sources; [`runtime`]: the wasmtime sandbox.
+//! - [`model`]: the resources as plain data, shared by every layer; [`error`]: what an
+//!   operation answers instead of a result; [`time`]: timestamps as text.
+//! - [`filter`] (the `switchyard-filter` crate): SNS filter policies compiled into one
+//!   matcher per topic.
 pub mod api;
 pub mod app;
 pub mod backend;
@@ -12,6 +58,7 @@ pub mod model;
 pub mod policy_test;
 pub mod publish;
 pub mod queue;
+pub mod runtime;
 pub mod server;
 pub mod stream;
 pub mod time;
@@ -38,4 +85,3 @@ mod tests {
         assert_eq!(super::hex(&[0x00, 0x0f, 0xab]), "000fab");
     }
 }
-pub mod runtime;

@@ -1,4 +1,5 @@
-//! Wires storage, router, HTTP API and background work together, and drains on shutdown.
+//! A running server: opens storage, builds the operations over it ([`App`]), applies the
+//! config file, serves the HTTP API beside the retention sweeper, and drains on shutdown.
 
 use crate::api::{self, AppState};
 use crate::app::{App, AppOptions};
