@@ -52,8 +52,9 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use switchyard::client::{
-    BatchResult, Client, ClientError, QueueSpec, Receive, SendMessage, SubscriptionSpec, TopicSpec,
+use switchyard::client::{Client, ClientError};
+use switchyard::wire::{
+    BatchResult, QueueSpec, ReceiveRequest, SendRequest, SubscriptionSpec, TopicSpec,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -267,7 +268,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
 
-    // (c) Receive + ack.
+    // (c) ReceiveRequest + ack.
     let consumed = receive_and_ack(&client, "bench-drain", settings.seconds).await?;
     table.row(
         format!("(c) receive 10 + ack, {CONSUMERS} consumers"),
@@ -562,7 +563,7 @@ async fn receive_and_ack(
                 if Instant::now() >= deadline {
                     break;
                 }
-                let messages = match client.receive(&queue, &Receive::new(10)).await {
+                let messages = match client.receive(&queue, &ReceiveRequest::new(10)).await {
                     Ok(messages) if messages.is_empty() => break,
                     Ok(messages) => messages,
                     Err(error) => {
@@ -705,7 +706,7 @@ async fn fill_backlog(
     client.put_queue(queue, &QueueSpec::default()).await?;
     let mut batch_size = PUBLISH_BATCH;
     let entry = |n: u64| {
-        SendMessage::new(json!({"n": n, "pad": "x".repeat(EVENT_PAD)})).entry(format!("e{n}"))
+        SendRequest::new(json!({"n": n, "pad": "x".repeat(EVENT_PAD)})).id(format!("e{n}"))
     };
     // Find the largest batch the server takes: the contract fixes 100 for publish; a
     // server may hold sends to SQS's 10.

@@ -41,10 +41,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use serde_json::json;
-use switchyard::client::{
-    Client, GroupSpec, MAX_PUT_RECORDS, PutRecord, Sequence, StreamConsumer, StreamRecord,
-    StreamSpec,
-};
+use switchyard::client::{Client, MAX_PUT_RECORDS, StreamConsumer};
+use switchyard::wire::{GroupSpec, PutRecord, StreamRecord, StreamSpec};
 use tokio::task::JoinSet;
 
 use common::{HealthPoll, Launch, Server, Table, env_var, http_client, ms, server_binary};
@@ -463,7 +461,7 @@ async fn failover_trial(client: &Client, trial: usize, lease_s: u64) -> anyhow::
 
     // Both consume for a while; then A checkpoints its last batch and stops.
     let warm_up = Instant::now() + Duration::from_millis(500);
-    let mut a_checkpointed: BTreeMap<String, Sequence> = BTreeMap::new();
+    let mut a_checkpointed: BTreeMap<String, u64> = BTreeMap::new();
     while Instant::now() < warm_up {
         let records = a.next_batch().await?;
         let outcome = a.checkpoint_batch(&records).await?;
@@ -508,11 +506,9 @@ async fn failover_trial(client: &Client, trial: usize, lease_s: u64) -> anyhow::
     producer.await.context("producer task")??;
     // B resumed exactly after A's checkpoints: nothing repeated, nothing skipped.
     for (shard, first) in &resumed {
-        let expected = a_checkpointed
-            .get(shard)
-            .map_or(1, |sequence| sequence.get() + 1);
+        let expected = a_checkpointed.get(shard).map_or(1, |sequence| sequence + 1);
         ensure!(
-            first.sequence.get() == expected,
+            first.sequence_number() == expected,
             "B resumed {shard} at {} instead of {expected}",
             first.sequence
         );

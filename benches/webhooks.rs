@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use switchyard::client::{BatchResult, Client, MAX_BATCH_ENTRIES, TopicSpec};
+use switchyard::client::Client;
+use switchyard::wire::{BatchResult, MAX_BATCH_ENTRIES, TopicSpec};
 use tokio::task::JoinSet;
 
 use common::{HealthPoll, Launch, Server, Table, env_var, http_client, server_binary};
@@ -209,7 +210,7 @@ async fn delivery_run(
         let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         // Given-up deliveries land in a dead-letter queue, as a user would set it up.
         client
-            .put_queue("dead-letters", &switchyard::client::QueueSpec::default())
+            .put_queue("dead-letters", &switchyard::wire::QueueSpec::default())
             .await?;
         subscribe(
             &http,

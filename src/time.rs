@@ -1,4 +1,53 @@
-//! Timestamps as text: RFC 3339 in UTC with milliseconds, the form SNS uses.
+//! Time: the clock every stored timestamp comes from, and timestamps as text (RFC 3339
+//! in UTC with milliseconds, the form SNS uses).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Unix time in milliseconds, from the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where a store's "now" comes from: when a message becomes visible again, a delay ends,
+/// a record falls out of retention, a lease lapses. The system clock in a server; a
+/// manual clock in tests, which moves only when told, so a 30-second visibility timeout
+/// is tested by advancing the clock instead of waiting.
+#[derive(Clone, Debug, Default)]
+pub struct Clock(Option<Arc<AtomicU64>>);
+
+impl Clock {
+    /// The system clock.
+    pub const fn system() -> Self {
+        Clock(None)
+    }
+
+    /// A clock standing at `start_ms` until [`Clock::advance`] moves it.
+    pub fn manual(start_ms: u64) -> Self {
+        Clock(Some(Arc::new(AtomicU64::new(start_ms))))
+    }
+
+    /// Unix time in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            None => now_ms(),
+            Some(at) => at.load(Ordering::Acquire),
+        }
+    }
+
+    /// Moves a manual clock forward.
+    ///
+    /// # Panics
+    /// On the system clock, which only time moves.
+    pub fn advance(&self, by: Duration) {
+        let at = self.0.as_ref().expect("only a manual clock can be advanced");
+        at.fetch_add(by.as_millis() as u64, Ordering::AcqRel);
+    }
+}
 
 /// Formats unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
@@ -30,6 +79,23 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        let shared = clock.clone();
+        shared.advance(Duration::from_secs(30));
+        assert_eq!(clock.now_ms(), 31_000);
+    }
+
+    #[test]
+    #[should_panic(expected = "only a manual clock")]
+    fn the_system_clock_cannot_be_advanced() {
+        Clock::system().advance(Duration::from_secs(1));
+    }
+
     #[test]
     fn formats_known_instants() {
         assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");

@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use reqwest::StatusCode;
-use switchyard::client::{Client, GroupSpec, StartPosition, StreamConsumer, StreamSpec};
+use switchyard::client::{Client, StreamConsumer};
+use switchyard::wire::{GroupSpec, StartPosition, StreamSpec};
 
 /// Pause after a failed poll before the next, so a server that is down is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);

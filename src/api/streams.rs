@@ -7,8 +7,8 @@ use crate::error::OpError;
 use crate::model::shard_id;
 use crate::wire::{
     CheckpointRequest, Empty, GroupInfo, GroupShard, GroupSpec, HashKeyRange, PlacedRecord,
-    PollRequest, PutRecords, PutRecordsResult, ReadQuery, RecordPage, SequenceRange, ShardInfo,
-    ShardList, StreamInfo, StreamList, StreamSpec,
+    PollRequest, Position, PutRecords, PutRecordsResult, ReadQuery, RecordPage, SequenceRange,
+    ShardInfo, ShardList, StreamInfo, StreamList, StreamSpec,
 };
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -138,7 +138,7 @@ async fn list_shards(
 
 /// Renders records as [`RecordPage`] would serialize, splicing `data` (stored as JSON
 /// text) in as it is.
-fn render_records(records: &[StoredRecord], next: Option<&str>) -> Response {
+fn render_records(records: &[StoredRecord], next: Option<Position>) -> Response {
     let mut out = String::with_capacity(
         64 + records
             .iter()
@@ -186,7 +186,7 @@ async fn read_shard(
         .streams
         .read_shard(&stream, &shard, from, q.limit)
         .await?;
-    Ok(render_records(&page.records, Some(&page.next.to_string())))
+    Ok(render_records(&page.records, Some(page.next)))
 }
 
 async fn group_info(s: &AppState, stream: &str, group: &str) -> Result<GroupInfo, OpError> {
@@ -275,7 +275,7 @@ mod tests {
             data: br#"{"n":[1,2]}"#.to_vec(),
             arrived_at: 1_700_000_000_123,
         };
-        let response = render_records(std::slice::from_ref(&stored), Some("after:42"));
+        let response = render_records(std::slice::from_ref(&stored), Some(Position::After(42)));
         let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
             .unwrap();
         let expected = RecordPage {
@@ -286,7 +286,7 @@ mod tests {
                 arrived_at: stored.arrived_at,
                 data: serde_json::from_slice(&stored.data).unwrap(),
             }],
-            next: Some("after:42".into()),
+            next: Some(Position::After(42)),
         };
         assert_eq!(
             serde_json::from_slice::<RecordPage>(&body).unwrap(),

@@ -36,13 +36,7 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("plain data always serializes")
 }
 
-/// Unix time in milliseconds: the clock every stored timestamp uses.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::time::Clock;
 
 /// The storage of one router.
 // One per process, shared behind an `Arc`: the size of its variants does not matter.
@@ -229,6 +223,16 @@ impl Stream {
 /// change visibility), streams (append, read a shard) and consumer groups (leases,
 /// checkpoints).
 impl Backend {
+    /// The clock its timestamps follow. JetStream's is the system clock, as the timers of
+    /// its server (visibility as ack wait) are.
+    pub fn clock(&self) -> &Clock {
+        static SYSTEM: Clock = Clock::system();
+        match self {
+            Backend::Embedded(e) => e.clock(),
+            Backend::JetStream(_) => &SYSTEM,
+        }
+    }
+
     /// `embedded` or `nats`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

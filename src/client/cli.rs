@@ -6,20 +6,22 @@
 //! as `error: <title>: <detail>`. Exit codes: 0 success, 1 the server refused or could not
 //! be reached, 2 bad input (clap's own usage errors also exit 2).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::{
-    AttributeValue, Attributes, BatchEntry, Client, ClientError, GroupSpec, MAX_PUT_RECORDS,
-    MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S, MessageAttribute, Position, Publish,
-    PutRecord, Receive, ReceivedMessage, SendMessage, StartPosition, StreamConsumer, StreamRecord,
+    Client, ClientError, MAX_PUT_RECORDS, MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S,
+    StreamConsumer,
+};
+use crate::wire::{
+    BatchResult, GroupSpec, Position, PublishRequest, PutRecord, ReceiveRequest, ReceivedMessage,
+    SendRequest, SnsAttribute, StartPosition, StreamRecord,
 };
 
 /// Where the client subcommands look for a server unless told otherwise.
@@ -111,7 +113,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         let mut any = false;
         for (shard, pos) in positions.iter_mut() {
             let page = tokio::select! {
-                page = client.read_shard(&args.stream, shard, pos, TAIL_PAGE) => page,
+                page = client.read_shard(&args.stream, shard, *pos, TAIL_PAGE) => page,
                 _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
             };
             let page = match page {
@@ -127,7 +129,9 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             }
             printed += written as u64;
             any |= written > 0;
-            *pos = page.next;
+            if let Some(next) = page.next {
+                *pos = next;
+            }
             if args.count.is_some_and(|c| printed >= c) {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -185,8 +189,8 @@ pub struct MessageInput {
 pub struct AttributeArg {
     /// Attribute name.
     pub name: String,
-    /// Its value in the request's form.
-    pub value: AttributeValue,
+    /// Its value in the request's form: a string, a JSON array, or the SNS form.
+    pub value: Value,
 }
 
 /// `publish TOPIC …`
@@ -411,11 +415,11 @@ pub fn parse_attribute(arg: &str) -> Result<AttributeArg, String> {
         return Err(format!("attribute name is empty in {arg:?}"));
     }
     let value = match data_type {
-        None | Some("String") => AttributeValue::String(value.to_owned()),
+        None | Some("String") => Value::String(value.to_owned()),
         Some("Number") => {
             // Sent in SNS form to keep the number exactly as written ("1.50" stays "1.50").
             match serde_json::from_str::<Value>(value) {
-                Ok(Value::Number(_)) => AttributeValue::Typed(MessageAttribute::number(value)),
+                Ok(Value::Number(_)) => SnsAttribute::number(value).into(),
                 _ => return Err(format!("attribute {name}: {value:?} is not a number")),
             }
         }
@@ -425,7 +429,7 @@ pub fn parse_attribute(arg: &str) -> Result<AttributeArg, String> {
                     .iter()
                     .all(|item| item.is_string() || item.is_number()) =>
             {
-                AttributeValue::Array(items)
+                Value::Array(items)
             }
             _ => {
                 return Err(format!(
@@ -439,10 +443,11 @@ pub fn parse_attribute(arg: &str) -> Result<AttributeArg, String> {
                     "attribute {name}: Binary needs base64, got {value:?}"
                 ));
             }
-            AttributeValue::Typed(MessageAttribute {
+            SnsAttribute {
                 data_type: "Binary".to_owned(),
                 value: value.to_owned(),
-            })
+            }
+            .into()
         }
         Some(other) => {
             return Err(format!(
@@ -466,9 +471,10 @@ fn is_base64(text: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/')
 }
 
-/// Collects `--attr` arguments into a map, refusing a name given twice.
-fn collect_attributes(args: &[AttributeArg]) -> Result<Attributes, String> {
-    let mut attributes = BTreeMap::new();
+/// Collects `--attr` arguments into a request's `attributes`, refusing a name given twice;
+/// `None` for none, so the request leaves the member out.
+fn collect_attributes(args: &[AttributeArg]) -> Result<Option<Value>, String> {
+    let mut attributes = Map::new();
     for arg in args {
         if attributes
             .insert(arg.name.clone(), arg.value.clone())
@@ -477,7 +483,7 @@ fn collect_attributes(args: &[AttributeArg]) -> Result<Attributes, String> {
             return Err(format!("attribute {} is given more than once", arg.name));
         }
     }
-    Ok(attributes)
+    Ok((!attributes.is_empty()).then_some(Value::Object(attributes)))
 }
 
 /// The single message of `--message` or `--file`, or `None` for `--lines`.
@@ -509,35 +515,35 @@ async fn single_message(input: &MessageInput) -> Result<Option<Value>, String> {
 /// `publish` and `send`.
 trait Producer {
     type Item: serde::Serialize;
-    fn item(&self, message: Value) -> Self::Item;
+    /// The request for `message`, with `id` when it is a batch entry.
+    fn item(&self, message: Value, id: Option<String>) -> Self::Item;
     async fn one(&self, item: &Self::Item) -> Result<String, ClientError>;
-    async fn batch(
-        &self,
-        entries: &[BatchEntry<Self::Item>],
-    ) -> Result<super::BatchResult, ClientError>;
+    async fn batch(&self, entries: &[Self::Item]) -> Result<BatchResult, ClientError>;
 }
 
 struct TopicProducer {
     client: Client,
     topic: String,
-    template: Publish,
+    attributes: Option<Value>,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
 }
 
 impl Producer for TopicProducer {
-    type Item = Publish;
-    fn item(&self, message: Value) -> Publish {
-        Publish {
-            message,
-            ..self.template.clone()
+    type Item = PublishRequest;
+    fn item(&self, message: Value, id: Option<String>) -> PublishRequest {
+        PublishRequest {
+            attributes: self.attributes.clone(),
+            group_id: self.group_id.clone(),
+            dedup_id: self.dedup_id.clone(),
+            id,
+            ..PublishRequest::new(message)
         }
     }
-    async fn one(&self, item: &Publish) -> Result<String, ClientError> {
+    async fn one(&self, item: &PublishRequest) -> Result<String, ClientError> {
         self.client.publish(&self.topic, item).await
     }
-    async fn batch(
-        &self,
-        entries: &[BatchEntry<Publish>],
-    ) -> Result<super::BatchResult, ClientError> {
+    async fn batch(&self, entries: &[PublishRequest]) -> Result<BatchResult, ClientError> {
         self.client.publish_batch(&self.topic, entries).await
     }
 }
@@ -545,24 +551,28 @@ impl Producer for TopicProducer {
 struct QueueProducer {
     client: Client,
     queue: String,
-    template: SendMessage,
+    attributes: Option<Value>,
+    delay_s: Option<u64>,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
 }
 
 impl Producer for QueueProducer {
-    type Item = SendMessage;
-    fn item(&self, message: Value) -> SendMessage {
-        SendMessage {
-            message,
-            ..self.template.clone()
+    type Item = SendRequest;
+    fn item(&self, message: Value, id: Option<String>) -> SendRequest {
+        SendRequest {
+            attributes: self.attributes.clone(),
+            delay_s: self.delay_s,
+            group_id: self.group_id.clone(),
+            dedup_id: self.dedup_id.clone(),
+            id,
+            ..SendRequest::new(message)
         }
     }
-    async fn one(&self, item: &SendMessage) -> Result<String, ClientError> {
+    async fn one(&self, item: &SendRequest) -> Result<String, ClientError> {
         self.client.send(&self.queue, item).await
     }
-    async fn batch(
-        &self,
-        entries: &[BatchEntry<SendMessage>],
-    ) -> Result<super::BatchResult, ClientError> {
+    async fn batch(&self, entries: &[SendRequest]) -> Result<BatchResult, ClientError> {
         self.client.send_batch(&self.queue, entries).await
     }
 }
@@ -579,12 +589,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let producer = TopicProducer {
         client,
         topic: args.topic,
-        template: Publish {
-            message: Value::Null,
-            attributes,
-            group_id: args.group_id,
-            dedup_id: args.dedup_id,
-        },
+        attributes,
+        group_id: args.group_id,
+        dedup_id: args.dedup_id,
     };
     produce(&producer, &args.input).await
 }
@@ -601,13 +608,10 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let producer = QueueProducer {
         client,
         queue: args.queue,
-        template: SendMessage {
-            message: Value::Null,
-            attributes,
-            delay_s: args.delay_s,
-            group_id: args.group_id,
-            dedup_id: args.dedup_id,
-        },
+        attributes,
+        delay_s: args.delay_s.map(u64::from),
+        group_id: args.group_id,
+        dedup_id: args.dedup_id,
     };
     produce(&producer, &args.input).await
 }
@@ -620,7 +624,7 @@ async fn produce<P: Producer>(producer: &P, input: &MessageInput) -> anyhow::Res
     };
     let mut out = io::stdout().lock();
     match message {
-        Some(message) => match producer.one(&producer.item(message)).await {
+        Some(message) => match producer.one(&producer.item(message, None)).await {
             Ok(message_id) => {
                 let line = serde_json::json!({ "message_id": message_id });
                 Ok(print_line(&mut out, &line)?.unwrap_or(ExitCode::SUCCESS))
@@ -708,12 +712,9 @@ async fn send_lines<P: Producer>(
     if batch.is_empty() {
         return Ok(None);
     }
-    let entries: Vec<BatchEntry<P::Item>> = batch
+    let entries: Vec<P::Item> = batch
         .drain(..)
-        .map(|(line, message)| BatchEntry {
-            id: line.to_string(),
-            item: producer.item(message),
-        })
+        .map(|(line, message)| producer.item(message, Some(line.to_string())))
         .collect();
     let result = match producer.batch(&entries).await {
         Ok(result) => result,
@@ -748,10 +749,10 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     let wait_s = args
         .wait_s
         .unwrap_or(if args.follow { MAX_WAIT_S } else { 0 });
-    let request = Receive {
-        max_messages: args.max,
-        wait_s,
-        visibility_timeout_s: args.visibility_timeout_s,
+    let request = ReceiveRequest {
+        max_messages: Some(args.max as usize),
+        wait_s: Some(u64::from(wait_s)),
+        visibility_timeout_s: args.visibility_timeout_s.map(u64::from),
     };
     // One listener for the whole run: an interrupt while printing or acknowledging is then
     // seen at the next receive instead of being lost.
@@ -1021,23 +1022,20 @@ mod tests {
     fn attribute_without_type_is_a_string() {
         let arg = parse_attribute("color=red=ish").unwrap();
         assert_eq!(arg.name, "color");
-        assert_eq!(arg.value, AttributeValue::String("red=ish".into()));
+        assert_eq!(arg.value, json!("red=ish"));
     }
 
     #[test]
     fn number_attribute_keeps_its_spelling() {
         let arg = parse_attribute("price:Number=1.50").unwrap();
-        assert_eq!(
-            arg.value,
-            AttributeValue::Typed(MessageAttribute::number("1.50"))
-        );
+        assert_eq!(arg.value, Value::from(SnsAttribute::number("1.50")));
         assert!(parse_attribute("price:Number=cheap").is_err());
     }
 
     #[test]
     fn string_array_attribute_needs_a_json_array_of_scalars() {
         let arg = parse_attribute(r#"tags:String.Array=["a",1]"#).unwrap();
-        assert_eq!(arg.value, AttributeValue::Array(vec![json!("a"), json!(1)]));
+        assert_eq!(arg.value, json!(["a", 1]));
         assert!(parse_attribute(r#"tags:String.Array=["a",{"b":1}]"#).is_err());
         assert!(parse_attribute("tags:String.Array=a,b").is_err());
     }
@@ -1045,13 +1043,7 @@ mod tests {
     #[test]
     fn binary_attribute_needs_base64() {
         let arg = parse_attribute("blob:Binary=aGk=").unwrap();
-        assert_eq!(
-            arg.value,
-            AttributeValue::Typed(MessageAttribute {
-                data_type: "Binary".into(),
-                value: "aGk=".into()
-            })
-        );
+        assert_eq!(arg.value, json!({"Type": "Binary", "Value": "aGk="}));
         assert!(parse_attribute("blob:Binary=not base64!").is_err());
     }
 

@@ -14,7 +14,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard::client::ClientError> {
-//! use switchyard::client::{Client, GroupSpec, StreamConsumer};
+//! use switchyard::client::{Client, StreamConsumer};
+//! use switchyard::wire::GroupSpec;
 //!
 //! let client = Client::new("http://127.0.0.1:8088")?;
 //! let consumer = StreamConsumer::new(client, "clicks", "billing", "worker-1");
@@ -33,13 +34,13 @@ use std::collections::BTreeMap;
 
 use reqwest::StatusCode;
 
-use super::{
-    Checkpoint, Client, ClientError, GroupInfo, GroupSpec, MAX_WAIT_S, PollRecords, Sequence,
-    StreamRecord,
+use super::{Client, ClientError, MAX_WAIT_S};
+use crate::wire::{
+    CheckpointRequest, GroupInfo, GroupSpec, PollRequest, SequenceArg, StreamRecord,
 };
 
 /// Records per poll unless told otherwise: the server's own default.
-const DEFAULT_MAX_RECORDS: u32 = 100;
+const DEFAULT_MAX_RECORDS: usize = 100;
 
 /// Whether a checkpoint was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +57,9 @@ pub enum CheckpointOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchCheckpoint {
     /// Shards checkpointed, with the sequence stored.
-    pub saved: Vec<(String, Sequence)>,
+    pub saved: Vec<(String, u64)>,
     /// Shards whose lease was lost first, with the sequence that was not stored.
-    pub lease_lost: Vec<(String, Sequence)>,
+    pub lease_lost: Vec<(String, u64)>,
 }
 
 impl BatchCheckpoint {
@@ -79,7 +80,7 @@ pub struct StreamConsumer {
     /// The consumer group this member belongs to.
     group: String,
     /// The poll sent by [`next_batch`](Self::next_batch): member name, batch size, wait.
-    poll: PollRecords,
+    poll: PollRequest,
 }
 
 impl StreamConsumer {
@@ -95,21 +96,21 @@ impl StreamConsumer {
             client,
             stream: stream.into(),
             group: group.into(),
-            poll: PollRecords::new(member)
+            poll: PollRequest::new(member)
                 .max_records(DEFAULT_MAX_RECORDS)
-                .wait_s(MAX_WAIT_S),
+                .wait_s(u64::from(MAX_WAIT_S)),
         }
     }
 
     /// Returns at most `max_records` per batch (1..=10,000).
     pub fn max_records(mut self, max_records: u32) -> Self {
-        self.poll.max_records = max_records;
+        self.poll = self.poll.max_records(max_records as usize);
         self
     }
 
     /// Waits up to `wait_s` seconds (0..=20) for a batch; 0 returns at once.
     pub fn wait_s(mut self, wait_s: u32) -> Self {
-        self.poll.wait_s = wait_s;
+        self.poll = self.poll.wait_s(u64::from(wait_s));
         self
     }
 
@@ -164,10 +165,11 @@ impl StreamConsumer {
     /// that wants an exact number: records returned to a member are not returned to it
     /// again, so asking for more than it will process would skip them until failover).
     pub async fn next_batch_up_to(&self, limit: u32) -> Result<Vec<StreamRecord>, ClientError> {
-        let poll = PollRecords {
-            max_records: limit.clamp(1, self.poll.max_records),
-            ..self.poll.clone()
-        };
+        let most = self.poll.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
+        let poll = self
+            .poll
+            .clone()
+            .max_records((limit as usize).clamp(1, most));
         self.client.poll(&self.stream, &self.group, &poll).await
     }
 
@@ -176,7 +178,8 @@ impl StreamConsumer {
         &self,
         record: &StreamRecord,
     ) -> Result<CheckpointOutcome, ClientError> {
-        self.checkpoint_at(&record.shard_id, record.sequence).await
+        self.checkpoint_at(&record.shard_id, record.sequence_number())
+            .await
     }
 
     /// Checkpoints the last record of each shard in `records` (a batch as
@@ -206,12 +209,12 @@ impl StreamConsumer {
     async fn checkpoint_at(
         &self,
         shard_id: &str,
-        sequence: Sequence,
+        sequence: u64,
     ) -> Result<CheckpointOutcome, ClientError> {
-        let checkpoint = Checkpoint {
+        let checkpoint = CheckpointRequest {
             member: self.poll.member.clone(),
             shard_id: shard_id.to_owned(),
-            sequence,
+            sequence: SequenceArg::Text(sequence.to_string()),
         };
         match self
             .client
@@ -228,11 +231,12 @@ impl StreamConsumer {
 }
 
 /// The highest sequence of each shard among `records`, by shard id.
-pub(crate) fn last_per_shard(records: &[StreamRecord]) -> BTreeMap<&str, Sequence> {
-    let mut last: BTreeMap<&str, Sequence> = BTreeMap::new();
+pub(crate) fn last_per_shard(records: &[StreamRecord]) -> BTreeMap<&str, u64> {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
     for record in records {
-        let entry = last.entry(&record.shard_id).or_insert(record.sequence);
-        *entry = (*entry).max(record.sequence);
+        let sequence = record.sequence_number();
+        let entry = last.entry(&record.shard_id).or_insert(sequence);
+        *entry = (*entry).max(sequence);
     }
     last
 }
@@ -245,7 +249,7 @@ mod tests {
     fn record(shard: &str, sequence: u64) -> StreamRecord {
         StreamRecord {
             shard_id: shard.to_owned(),
-            sequence: Sequence::new(sequence),
+            sequence: sequence.to_string(),
             partition_key: "k".to_owned(),
             arrived_at: 0,
             data: json!(null),
@@ -263,10 +267,7 @@ mod tests {
         let last = last_per_shard(&batch);
         assert_eq!(
             last.into_iter().collect::<Vec<_>>(),
-            [
-                ("shard-0000", Sequence::new(4)),
-                ("shard-0001", Sequence::new(10))
-            ]
+            [("shard-0000", 4), ("shard-0001", 10)]
         );
         assert!(last_per_shard(&[]).is_empty());
     }
@@ -277,7 +278,9 @@ mod tests {
         let consumer = StreamConsumer::new(client, "s", "g", "m").max_records(7);
         assert_eq!(
             consumer.poll,
-            PollRecords::new("m").max_records(7).wait_s(MAX_WAIT_S)
+            PollRequest::new("m")
+                .max_records(7)
+                .wait_s(u64::from(MAX_WAIT_S))
         );
         assert_eq!(
             (consumer.stream(), consumer.group(), consumer.member()),

@@ -1,78 +1,24 @@
 //! What can go wrong when talking to a Switchyard server.
 //!
 //! The server answers every mistake of the caller with an RFC 9457
-//! `application/problem+json` body; [`Problem`] carries it unchanged (extension
-//! members included) so a CLI can print it and a test can branch on its status.
-
-use std::fmt;
+//! `application/problem+json` body, which [`ClientError::Api`] carries as the wire's
+//! [`Problem`], so a CLI can print it and a test can branch on its status.
 
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-/// An RFC 9457 problem document as the server sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Problem {
-    /// A URI naming the kind of problem; `about:blank` when the server gave none.
-    #[serde(rename = "type", default = "about_blank")]
-    pub kind: String,
-    /// A short, human-readable summary of the kind of problem.
-    #[serde(default)]
-    pub title: String,
-    /// The HTTP status code, repeated in the body.
-    pub status: u16,
-    /// What went wrong with this request in particular (the failing JSON pointer of a schema
-    /// violation, the receipts that could not be acknowledged, …).
-    #[serde(default)]
-    pub detail: String,
-    /// Extension members, e.g. `acked` on a partly failed acknowledgement.
-    #[serde(flatten)]
-    pub extensions: Map<String, Value>,
-}
+use crate::wire::Problem;
 
-fn about_blank() -> String {
-    "about:blank".to_owned()
-}
-
-impl Problem {
-    /// The HTTP status of the problem.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    }
-
-    /// Builds a problem for an error response whose body was not problem+json, so callers
-    /// see one shape whatever the server (or a proxy in front of it) sent.
-    pub(crate) fn from_plain(status: StatusCode, body: &[u8]) -> Self {
-        Problem {
-            kind: about_blank(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: String::from_utf8_lossy(body).trim().to_owned(),
-            extensions: Map::new(),
-        }
-    }
-
-    /// The receipts a partly failed acknowledgement did delete (extension member `acked`).
-    pub fn acked(&self) -> Vec<String> {
-        match self.extensions.get("acked") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|item| item.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.title.is_empty(), self.detail.is_empty()) {
-            (false, false) => write!(f, "{}: {}", self.title, self.detail),
-            (false, true) => f.write_str(&self.title),
-            (true, false) => write!(f, "{}: {}", self.status(), self.detail),
-            (true, true) => write!(f, "{}", self.status()),
-        }
-    }
+/// Reads an error answer as a problem; a body that is not one (from a proxy in front of the
+/// server, say) becomes the detail of a problem of the answer's status, so callers see one
+/// shape whatever answered.
+pub(crate) fn problem_from(status: StatusCode, body: &[u8]) -> Problem {
+    serde_json::from_slice(body).unwrap_or_else(|_| Problem {
+        kind: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: String::from_utf8_lossy(body).trim().to_owned(),
+        acked: None,
+    })
 }
 
 /// Why a client call failed.
@@ -116,7 +62,7 @@ impl ClientError {
     /// The HTTP status of a server-side refusal; `None` when there was no response.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            ClientError::Api(problem) => Some(problem.status()),
+            ClientError::Api(problem) => Some(problem.status_code()),
             _ => None,
         }
     }
@@ -135,7 +81,7 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } => true,
             ClientError::Api(problem) => {
-                let status = problem.status();
+                let status = problem.status_code();
                 status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
             }
             ClientError::Decode { .. } | ClientError::InvalidUrl { .. } | ClientError::Build(_) => {
@@ -151,31 +97,32 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn problem_keeps_extension_members() {
-        let problem: Problem = serde_json::from_value(json!({
-            "type": "https://switchyard.dev/problems/stale-receipt",
-            "title": "Stale receipt",
+    fn a_problem_answer_is_read_with_its_acked_receipts() {
+        let body = json!({
+            "type": "/problems/expired",
+            "title": "Gone",
             "status": 410,
             "detail": "receipt r2 is stale",
             "acked": ["r1"]
-        }))
-        .unwrap();
-        assert_eq!(problem.status(), StatusCode::GONE);
-        assert_eq!(problem.acked(), vec!["r1".to_owned()]);
-        assert_eq!(problem.to_string(), "Stale receipt: receipt r2 is stale");
+        });
+        let problem = problem_from(StatusCode::GONE, body.to_string().as_bytes());
+        assert_eq!(problem.status_code(), StatusCode::GONE);
+        assert_eq!(problem.acked, Some(vec!["r1".to_owned()]));
+        assert_eq!(problem.to_string(), "Gone: receipt r2 is stale");
     }
 
     #[test]
     fn plain_error_body_becomes_a_problem_with_the_body_as_detail() {
-        let problem = Problem::from_plain(StatusCode::BAD_REQUEST, b"bad things\n");
+        let problem = problem_from(StatusCode::BAD_REQUEST, b"bad things\n");
         assert_eq!(problem.title, "Bad Request");
         assert_eq!(problem.detail, "bad things");
         assert_eq!(problem.kind, "about:blank");
+        assert_eq!(problem.to_string(), "Bad Request: bad things");
     }
 
     #[test]
     fn only_server_errors_and_throttling_are_retryable() {
-        let api = |status: StatusCode| ClientError::Api(Box::new(Problem::from_plain(status, b"")));
+        let api = |status: StatusCode| ClientError::Api(Box::new(problem_from(status, b"")));
         assert!(api(StatusCode::SERVICE_UNAVAILABLE).is_retryable());
         assert!(api(StatusCode::TOO_MANY_REQUESTS).is_retryable());
         assert!(!api(StatusCode::NOT_FOUND).is_retryable());

@@ -3,18 +3,23 @@
 
 use super::cli::ConnectArgs;
 use super::{Client, ClientError};
+use crate::wire::{FunctionInfo, FunctionSpec, InvokeRequest, InvokeResult};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::ExitCode;
 
 impl Client {
-    /// Registers a function or replaces it (`spec` as `PUT /v1/functions/{name}` takes).
-    pub async fn put_function(&self, name: &str, spec: &Value) -> Result<Value, ClientError> {
+    /// Registers a function or replaces it.
+    pub async fn put_function(
+        &self,
+        name: &str,
+        spec: &FunctionSpec,
+    ) -> Result<FunctionInfo, ClientError> {
         self.call(Method::PUT, &["v1", "functions", name], Some(spec))
             .await
     }
 
-    pub async fn get_function(&self, name: &str) -> Result<Value, ClientError> {
+    pub async fn get_function(&self, name: &str) -> Result<FunctionInfo, ClientError> {
         self.call(Method::GET, &["v1", "functions", name], None::<&()>)
             .await
     }
@@ -24,18 +29,16 @@ impl Client {
             .await
     }
 
-    /// Runs a function on one event; the answer has `ok`, `error`, `logs`, `published`.
+    /// Runs a function on one event, routing nothing it publishes.
     pub async fn invoke(
         &self,
         name: &str,
-        message: &Value,
-        attributes: Option<&Value>,
-    ) -> Result<Value, ClientError> {
-        let body = json!({"message": message, "attributes": attributes});
+        event: &InvokeRequest,
+    ) -> Result<InvokeResult, ClientError> {
         self.call(
             Method::POST,
             &["v1", "functions", name, "invoke"],
-            Some(&body),
+            Some(event),
         )
         .await
     }
@@ -82,16 +85,19 @@ pub async fn run_invoke(args: InvokeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match client
-        .invoke(&args.function, &message, attributes.as_ref())
-        .await
-    {
+    let event = InvokeRequest {
+        message,
+        attributes,
+    };
+    match client.invoke(&args.function, &event).await {
         Ok(result) => {
+            // Through a `Value`, whose members print sorted by name.
+            let printed = serde_json::to_value(&result).expect("an invoke result serializes");
             println!(
                 "{}",
-                serde_json::to_string_pretty(&result).expect("JSON values serialize")
+                serde_json::to_string_pretty(&printed).expect("JSON values serialize")
             );
-            if result["ok"] == json!(true) {
+            if result.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -1,10 +1,13 @@
-//! Typed HTTP client for a running Switchyard server: topics, subscriptions, queues and
-//! streams, plus [`StreamConsumer`] for programs that consume a stream as a group member.
+//! Typed HTTP client for a running Switchyard server: topics, subscriptions, queues,
+//! streams and functions, plus [`StreamConsumer`] for programs that consume a stream as a
+//! group member.
 //!
 //! This is the edge the CLI client subcommands ([`cli`]) and the end-to-end tests use; it
-//! speaks only the public contract (the `/v1` HTTP API), never the server's internals.
-//! Every refusal comes back as [`ClientError::Api`] carrying the server's problem+json, so a
-//! caller can branch on the status and print the title and detail.
+//! speaks only the public contract (the `/v1` HTTP API), never the server's internals. Its
+//! requests and answers are the wire types ([`crate::wire`]), the same the server's
+//! handlers read and write. Every refusal comes back as [`ClientError::Api`] carrying the
+//! server's [`Problem`](crate::wire::Problem), so a caller can branch on the status and print the title and
+//! detail.
 //!
 //! It does not retry: whether a retry is safe depends on the call (a publish without a
 //! `dedup_id` is not idempotent), so that is the caller's decision
@@ -13,7 +16,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard::client::ClientError> {
 //! use serde_json::json;
-//! use switchyard::client::{Client, Publish, QueueSpec, Receive, SubscriptionSpec, TopicSpec};
+//! use switchyard::client::Client;
+//! use switchyard::wire::{
+//!     PublishRequest, QueueSpec, ReceiveRequest, SubscriptionSpec, TopicSpec,
+//! };
 //!
 //! let client = Client::new("http://127.0.0.1:8088")?;
 //! client.put_topic("orders", &TopicSpec::default()).await?;
@@ -21,8 +27,8 @@
 //! client
 //!     .put_subscription("orders", "billing", &SubscriptionSpec::to_queue("billing"))
 //!     .await?;
-//! client.publish("orders", &Publish::new(json!({"id": 1}))).await?;
-//! for message in client.receive("billing", &Receive::new(10).wait_s(5)).await? {
+//! client.publish("orders", &PublishRequest::new(json!({"id": 1}))).await?;
+//! for message in client.receive("billing", &ReceiveRequest::new(10).wait_s(5)).await? {
 //!     client.ack("billing", &[message.receipt]).await?;
 //! }
 //! # Ok(())
@@ -33,22 +39,25 @@ pub mod cli;
 mod consumer;
 mod error;
 pub mod functions;
-mod stream_types;
-mod types;
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use consumer::{BatchCheckpoint, CheckpointOutcome, StreamConsumer};
-pub use error::{ClientError, Problem};
-pub use stream_types::*;
-pub use types::*;
+use crate::wire::{
+    AckRequest, AckResult, Batch, BatchResult, CheckpointRequest, GroupInfo, GroupSpec, MessageId,
+    PlacedRecord, PollRequest, Position, PublishRequest, PutRecord, PutRecords, PutRecordsResult,
+    QueueInfo, QueueSpec, ReceiveRequest, ReceivedMessage, ReceivedMessages, RecordPage,
+    RedriveResult, SendRequest, ShardInfo, ShardList, StreamInfo, StreamList, StreamRecord,
+    StreamSpec, SubscriptionInfo, SubscriptionList, SubscriptionSpec, TopicInfo, TopicSpec,
+    VisibilityRequest,
+};
 
-/// Most entries one batch publish or batch send may carry.
-pub const MAX_BATCH_ENTRIES: usize = 100;
+pub use crate::wire::MAX_BATCH_ENTRIES;
+pub use consumer::{BatchCheckpoint, CheckpointOutcome, StreamConsumer};
+pub use error::ClientError;
 
 /// Most messages one receive may return.
 pub const MAX_RECEIVE_MESSAGES: u32 = 10;
@@ -164,8 +173,12 @@ impl Client {
     }
 
     /// Publishes one event; returns its message id once it is durably stored.
-    pub async fn publish(&self, topic: &str, publish: &Publish) -> Result<String, ClientError> {
-        let response: MessageIdResponse = self
+    pub async fn publish(
+        &self,
+        topic: &str,
+        publish: &PublishRequest,
+    ) -> Result<String, ClientError> {
+        let response: MessageId = self
             .call(
                 Method::POST,
                 &["v1", "topics", topic, "publish"],
@@ -175,16 +188,20 @@ impl Client {
         Ok(response.message_id)
     }
 
-    /// Publishes up to [`MAX_BATCH_ENTRIES`] events; each entry succeeds or fails on its own.
+    /// Publishes up to [`MAX_BATCH_ENTRIES`] events; each entry succeeds or fails on its own,
+    /// reported under its `id`.
     pub async fn publish_batch(
         &self,
         topic: &str,
-        entries: &[BatchEntry<Publish>],
+        entries: &[PublishRequest],
     ) -> Result<BatchResult, ClientError> {
+        let batch = Batch {
+            entries: entries.to_vec(),
+        };
         self.call(
             Method::POST,
             &["v1", "topics", topic, "publish-batch"],
-            Some(&BatchRef { entries }),
+            Some(&batch),
         )
         .await
     }
@@ -235,17 +252,14 @@ impl Client {
         &self,
         topic: &str,
     ) -> Result<Vec<SubscriptionInfo>, ClientError> {
-        let listing: SubscriptionListing = self
+        let listing: SubscriptionList = self
             .call(
                 Method::GET,
                 &["v1", "topics", topic, "subscriptions"],
                 None::<&()>,
             )
             .await?;
-        Ok(match listing {
-            SubscriptionListing::Bare(subscriptions)
-            | SubscriptionListing::Wrapped { subscriptions } => subscriptions,
-        })
+        Ok(listing.subscriptions)
     }
 
     // ---- queues -------------------------------------------------------------------------
@@ -269,8 +283,8 @@ impl Client {
     }
 
     /// Sends one message straight to a queue; returns its id once it is durably stored.
-    pub async fn send(&self, queue: &str, message: &SendMessage) -> Result<String, ClientError> {
-        let response: MessageIdResponse = self
+    pub async fn send(&self, queue: &str, message: &SendRequest) -> Result<String, ClientError> {
+        let response: MessageId = self
             .call(
                 Method::POST,
                 &["v1", "queues", queue, "messages"],
@@ -280,16 +294,20 @@ impl Client {
         Ok(response.message_id)
     }
 
-    /// Sends several messages in one request; each entry succeeds or fails on its own.
+    /// Sends several messages in one request; each entry succeeds or fails on its own,
+    /// reported under its `id`.
     pub async fn send_batch(
         &self,
         queue: &str,
-        entries: &[BatchEntry<SendMessage>],
+        entries: &[SendRequest],
     ) -> Result<BatchResult, ClientError> {
+        let batch = Batch {
+            entries: entries.to_vec(),
+        };
         self.call(
             Method::POST,
             &["v1", "queues", queue, "messages"],
-            Some(&BatchRef { entries }),
+            Some(&batch),
         )
         .await
     }
@@ -299,10 +317,10 @@ impl Client {
     pub async fn receive(
         &self,
         queue: &str,
-        receive: &Receive,
+        receive: &ReceiveRequest,
     ) -> Result<Vec<ReceivedMessage>, ClientError> {
-        let timeout = Duration::from_secs(u64::from(receive.wait_s)) + LONG_POLL_GRACE;
-        let received: Received = self
+        let timeout = long_poll_timeout(receive.wait_s);
+        let received: ReceivedMessages = self
             .call_with_timeout(
                 Method::POST,
                 &["v1", "queues", queue, "receive"],
@@ -314,13 +332,16 @@ impl Client {
     }
 
     /// Deletes received messages. If any receipt is invalid or stale the server answers with
-    /// a problem (400 or 410) whose [`Problem::acked`] lists the receipts that did succeed.
+    /// a problem (400 or 410) whose [`acked`](crate::wire::Problem::acked) lists the receipts that did succeed.
     pub async fn ack(&self, queue: &str, receipts: &[String]) -> Result<u64, ClientError> {
-        let acked: Acked = self
+        let request = AckRequest {
+            receipts: receipts.to_vec(),
+        };
+        let acked: AckResult = self
             .call(
                 Method::POST,
                 &["v1", "queues", queue, "ack"],
-                Some(&AckRef { receipts }),
+                Some(&request),
             )
             .await?;
         Ok(acked.acked)
@@ -331,9 +352,9 @@ impl Client {
         &self,
         queue: &str,
         receipt: &str,
-        timeout_s: u32,
+        timeout_s: u64,
     ) -> Result<(), ClientError> {
-        let body = ChangeVisibility {
+        let body = VisibilityRequest {
             receipt: receipt.to_owned(),
             timeout_s,
         };
@@ -354,7 +375,7 @@ impl Client {
     /// Moves every message of a dead-letter queue back to the queue it came from; returns
     /// how many moved.
     pub async fn redrive(&self, dead_letter_queue: &str) -> Result<u64, ClientError> {
-        let moved: Moved = self
+        let moved: RedriveResult = self
             .call(
                 Method::POST,
                 &["v1", "queues", dead_letter_queue, "redrive"],
@@ -368,7 +389,7 @@ impl Client {
 
     /// Lists the streams' names.
     pub async fn list_streams(&self) -> Result<Vec<String>, ClientError> {
-        let names: StreamNames = self
+        let names: StreamList = self
             .call(Method::GET, &["v1", "streams"], None::<&()>)
             .await?;
         Ok(names.streams)
@@ -399,12 +420,15 @@ impl Client {
         &self,
         stream: &str,
         records: &[PutRecord],
-    ) -> Result<Vec<PutRecordResult>, ClientError> {
-        let placed: Records<PutRecordResult> = self
+    ) -> Result<Vec<PlacedRecord>, ClientError> {
+        let request = PutRecords {
+            records: records.to_vec(),
+        };
+        let placed: PutRecordsResult = self
             .call(
                 Method::POST,
                 &["v1", "streams", stream, "records"],
-                Some(&RecordsRef { records }),
+                Some(&request),
             )
             .await?;
         Ok(placed.records)
@@ -412,7 +436,7 @@ impl Client {
 
     /// Lists a stream's shards with their hash-key and sequence ranges.
     pub async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>, ClientError> {
-        let shards: Shards = self
+        let shards: ShardList = self
             .call(
                 Method::GET,
                 &["v1", "streams", stream, "shards"],
@@ -428,9 +452,9 @@ impl Client {
         &self,
         stream: &str,
         shard_id: &str,
-        from: &Position,
+        from: Position,
         limit: u32,
-    ) -> Result<ShardPage, ClientError> {
+    ) -> Result<RecordPage, ClientError> {
         let mut url = self.url(&["v1", "streams", stream, "shards", shard_id, "records"]);
         url.query_pairs_mut()
             .append_pair("from", &from.to_string())
@@ -474,10 +498,10 @@ impl Client {
         &self,
         stream: &str,
         group: &str,
-        poll: &PollRecords,
+        poll: &PollRequest,
     ) -> Result<Vec<StreamRecord>, ClientError> {
-        let timeout = Duration::from_secs(u64::from(poll.wait_s)) + LONG_POLL_GRACE;
-        let polled: Records<StreamRecord> = self
+        let timeout = long_poll_timeout(poll.wait_s);
+        let polled: RecordPage = self
             .call_with_timeout(
                 Method::POST,
                 &["v1", "streams", stream, "groups", group, "poll"],
@@ -494,7 +518,7 @@ impl Client {
         &self,
         stream: &str,
         group: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: &CheckpointRequest,
     ) -> Result<(), ClientError> {
         self.call_unit(
             Method::POST,
@@ -554,7 +578,7 @@ impl Client {
             .map(drop)
     }
 
-    /// Sends one request; a success status yields the body, anything else a [`Problem`].
+    /// Sends one request; a success status yields the body, anything else a [`Problem`](crate::wire::Problem).
     async fn send_request<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -579,17 +603,17 @@ impl Client {
         if status.is_success() {
             Ok((url, bytes))
         } else {
-            Err(ClientError::Api(Box::new(problem_from(status, &bytes))))
+            Err(ClientError::Api(Box::new(error::problem_from(
+                status, &bytes,
+            ))))
         }
     }
 }
 
-/// Reads an error body as problem+json, or wraps whatever it is.
-fn problem_from(status: StatusCode, body: &[u8]) -> Problem {
-    match serde_json::from_slice::<Problem>(body) {
-        Ok(problem) => problem,
-        Err(_) => Problem::from_plain(status, body),
-    }
+/// The time a long poll may take: its wait (the longest when the server picks it) and
+/// the grace for the answer.
+fn long_poll_timeout(wait_s: Option<u64>) -> Duration {
+    Duration::from_secs(wait_s.unwrap_or(u64::from(MAX_WAIT_S))) + LONG_POLL_GRACE
 }
 
 fn parse_base(base_url: &str) -> Result<Url, ClientError> {
@@ -620,34 +644,6 @@ fn is_loopback(url: &Url) -> bool {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
-}
-
-/// Borrowed `{"entries":[…]}` so batch calls need not clone their entries.
-#[derive(Serialize)]
-struct BatchRef<'a, T> {
-    entries: &'a [BatchEntry<T>],
-}
-
-/// Borrowed `{"records":[…]}` for a put.
-#[derive(Serialize)]
-struct RecordsRef<'a> {
-    records: &'a [PutRecord],
-}
-
-/// Borrowed `{"receipts":[…]}`.
-#[derive(Serialize)]
-struct AckRef<'a> {
-    receipts: &'a [String],
-}
-
-/// The subscription listing, bare or wrapped in an object: the contract does not fix which.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum SubscriptionListing {
-    Bare(Vec<SubscriptionInfo>),
-    Wrapped {
-        subscriptions: Vec<SubscriptionInfo>,
-    },
 }
 
 #[cfg(test)]

@@ -426,7 +426,7 @@ impl Control {
             subscription: String::new(),
             attributes: crate::deliver::runtime_attributes(&attrs.to_sns_json()),
             body: Body::Text(message.to_string()),
-            published_at_ms: crate::backend::now_ms(),
+            published_at_ms: crate::time::now_ms(),
             receive_count: 1,
         };
         Ok(f.invoke(event).await)

@@ -7,9 +7,10 @@ use super::{
     ACK_BATCH, BREAKER_FAILURES, BREAKER_MAX_PAUSE_MS, DeliveryMetrics, IN_FLIGHT_MARGIN_MS,
     Outbox, POLL_WAIT, RECEIVE_BATCH, STORAGE_ERROR_BACKOFF, Target, event, with_subscription,
 };
-use crate::backend::{Backend, NewMessage, Queue, Received, now_ms};
+use crate::backend::{Backend, NewMessage, Queue, Received};
 use crate::model::DeliveryPolicy;
 use crate::runtime::FunctionRegistry;
+use crate::time::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -171,7 +172,8 @@ impl Worker {
                 reason,
                 retry_after,
             } => {
-                let elapsed = Duration::from_millis(now_ms().saturating_sub(m.sent_at));
+                let elapsed =
+                    Duration::from_millis(self.backend.clock().now_ms().saturating_sub(m.sent_at));
                 match self.policy.next_delay(attempt, elapsed, random_unit()) {
                     Some(delay) => {
                         let delay = delay.max(retry_after.unwrap_or_default());

@@ -87,6 +87,14 @@ impl Default for QueueSpec {
 }
 
 impl QueueSpec {
+    /// A FIFO queue with the default timers, without content-based deduplication.
+    pub fn fifo() -> Self {
+        QueueSpec {
+            fifo: true,
+            ..QueueSpec::default()
+        }
+    }
+
     /// Checks the spec on its own; whether the dead-letter queue exists is checked by the
     /// caller, who knows the other queues.
     pub fn validate(&self, name: &str) -> Vec<FieldError> {

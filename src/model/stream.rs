@@ -50,6 +50,14 @@ impl Default for StreamSpec {
 }
 
 impl StreamSpec {
+    /// A stream of `shards` shards with the default retention.
+    pub fn new(shards: u32) -> Self {
+        StreamSpec {
+            shards,
+            ..StreamSpec::default()
+        }
+    }
+
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         check_range(
@@ -131,6 +139,20 @@ impl Default for GroupSpec {
 }
 
 impl GroupSpec {
+    /// A group starting at `start_position`, with the default lease timeout.
+    pub fn new(start_position: StartPosition) -> Self {
+        GroupSpec {
+            start_position,
+            ..GroupSpec::default()
+        }
+    }
+
+    /// Members lose their shards `seconds` after their last poll.
+    pub fn lease_timeout_s(mut self, seconds: u64) -> Self {
+        self.lease_timeout_s = seconds;
+        self
+    }
+
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         check_range(

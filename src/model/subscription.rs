@@ -61,6 +61,31 @@ pub enum FilterScope {
 }
 
 impl SubscriptionSpec {
+    /// Every event, in its envelope, to the queue `queue`.
+    pub fn to_queue(queue: impl Into<String>) -> Self {
+        SubscriptionSpec {
+            endpoint: Endpoint::Queue(queue.into()),
+            filter_policy: None,
+            filter_policy_scope: FilterScope::MessageAttributes,
+            raw_message_delivery: false,
+            dead_letter_queue: None,
+            delivery_policy: None,
+        }
+    }
+
+    /// Only the events `policy` matches in `scope`.
+    pub fn filter(mut self, scope: FilterScope, policy: serde_json::Value) -> Self {
+        self.filter_policy_scope = scope;
+        self.filter_policy = Some(policy);
+        self
+    }
+
+    /// Delivers the message itself instead of the envelope.
+    pub fn raw(mut self) -> Self {
+        self.raw_message_delivery = true;
+        self
+    }
+
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
         match &self.endpoint {

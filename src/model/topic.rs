@@ -23,6 +23,14 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
+    /// A FIFO topic, without content-based deduplication.
+    pub fn fifo() -> Self {
+        TopicSpec {
+            fifo: true,
+            ..TopicSpec::default()
+        }
+    }
+
     pub fn validate(&self, name: &str) -> Vec<FieldError> {
         let mut errs = Vec::new();
         check_fifo_name(name, self.fifo, &mut errs);

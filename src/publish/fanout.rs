@@ -9,7 +9,7 @@
 
 use super::TopicState;
 use super::check::Message;
-use crate::backend::{Backend, Delivery, NewMessage, NewRecord, now_ms};
+use crate::backend::{Backend, Delivery, NewMessage, NewRecord};
 use crate::deliver::{delivery_queue_name, with_subscription};
 use crate::model::{Endpoint, MAX_PARTITION_KEY_LEN, SubscriptionSpec};
 use serde::Serialize;
@@ -44,7 +44,7 @@ pub(super) fn deliveries(
     if matched.is_empty() {
         return Vec::new();
     }
-    let mut fanout = Fanout::new(topic, message);
+    let mut fanout = Fanout::new(topic, message, backend.clock().now_ms());
     matched
         .into_iter()
         .filter_map(|id| {
@@ -68,13 +68,13 @@ struct Fanout<'a> {
 }
 
 impl<'a> Fanout<'a> {
-    fn new(topic: &'a TopicState, message: &'a Message) -> Self {
+    fn new(topic: &'a TopicState, message: &'a Message, now_ms: u64) -> Self {
         Fanout {
             topic,
             message,
             sns_attributes: serde_json::value::to_raw_value(&message.attributes.to_sns_json())
                 .expect("JSON values serialize"),
-            published_at: crate::time::rfc3339_ms(now_ms()),
+            published_at: crate::time::rfc3339_ms(now_ms),
             envelope: None,
             parsed: None,
         }

@@ -5,7 +5,7 @@
 use super::Streams;
 use super::lease::{Assignment, Lease, Leases};
 use super::records::MAX_READ_RECORDS;
-use crate::backend::{GroupInfo, StorageError, StoredRecord, Stream, now_ms};
+use crate::backend::{GroupInfo, StorageError, StoredRecord, Stream};
 use crate::deliver::FeedError;
 use crate::error::OpError;
 use crate::model::{GroupSpec, Kind, StartPosition, validate_name};
@@ -108,7 +108,7 @@ impl Streams {
             .backend
             .update_leases(h, group, |stored| {
                 let mut table = Leases::decode(stored, shards, timeout_ms)?;
-                let assignment = table.heartbeat(member, now_ms());
+                let assignment = table.heartbeat(member, self.backend.clock().now_ms());
                 Ok((table.encode(), assignment))
             })
             .await?;
@@ -277,11 +277,11 @@ impl Streams {
         // Only the holder checkpoints. Its lease may lapse between this look and the write;
         // the checkpoint then records progress the holder did make, and the new holder,
         // which reads from where it took over, checkpoints after it.
-        if !self
-            .leases(&h, group, &g)
-            .await?
-            .holds(&req.member, shard, now_ms())
-        {
+        if !self.leases(&h, group, &g).await?.holds(
+            &req.member,
+            shard,
+            self.backend.clock().now_ms(),
+        ) {
             return Err(OpError::Conflict(format!(
                 "member {:?} does not hold a lease on {}; poll first, or another member has taken it over",
                 req.member, req.shard_id
@@ -317,7 +317,10 @@ impl Streams {
                 name: format!("{group} of stream {name}"),
             });
         };
-        let leases = self.leases(&h, group, &g).await?.snapshot(now_ms());
+        let leases = self
+            .leases(&h, group, &g)
+            .await?
+            .snapshot(self.backend.clock().now_ms());
         let checkpoints = self.backend.checkpoints(&h, group).await?;
         Ok((g.spec, leases.into_iter().zip(checkpoints).collect()))
     }

@@ -3,19 +3,17 @@
 //! shards through leases and resume from checkpoints.
 //!
 //! The pure parts stand alone and are tested on their own: `shard` (hashing and shard
-//! ranges), `position` (read positions), `lease` (how a group shares its shards). Storage
-//! of records, leases and checkpoints is the backend's; [`Streams`] puts them together:
-//! `records` (put and read) and `groups` (polls, checkpoints, read cursors).
+//! ranges), `lease` (how a group shares its shards). Storage of records, leases and
+//! checkpoints is the backend's; [`Streams`] puts them together: `records` (put and read)
+//! and `groups` (polls, checkpoints, read cursors).
 
 mod groups;
 pub mod lease;
-mod position;
 mod records;
 mod shard;
 
 pub use crate::model::{parse_shard_id, shard_id};
 pub use groups::MAX_POLL_WAIT_S;
-pub use position::Position;
 pub use records::{MAX_READ_RECORDS, ShardPage};
 pub use shard::{hash_key, shard_for_hash, shard_range};
 

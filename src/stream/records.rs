@@ -1,11 +1,11 @@
 //! Records: appended to the shard their partition key hashes to, read back a page at a
 //! time from any position within retention.
 
-use super::{Position, Streams, hash_key, parse_shard_id, shard_for_hash, shard_id};
+use super::{Streams, hash_key, parse_shard_id, shard_for_hash, shard_id};
 use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, Stream};
 use crate::error::OpError;
 use crate::model::{Kind, MAX_PARTITION_KEY_LEN, MAX_RECORD_BYTES, MAX_RECORDS_PER_PUT};
-use crate::wire::PutRecord;
+use crate::wire::{Position, PutRecord};
 
 /// Most records one shard read or one group poll returns (Kinesis GetRecords: 10,000).
 pub const MAX_READ_RECORDS: usize = 10_000;
@@ -139,7 +139,7 @@ impl Streams {
     ) -> Result<ShardPage, OpError> {
         let h = self.stream(name)?;
         let shard = self.shard(&h, shard_id)?;
-        let pos = Position::parse(from).map_err(OpError::Invalid)?;
+        let pos: Position = from.parse().map_err(OpError::Invalid)?;
         let limit = limit.unwrap_or(1000);
         if !(1..=MAX_READ_RECORDS).contains(&limit) {
             return Err(OpError::Invalid(format!(

@@ -1,6 +1,7 @@
 //! Queues: what is sent to them, received and acknowledged.
 
-use super::{QueueSpec, SnsAttributes};
+use super::topics::{add_attribute, raw};
+use super::{Notification, QueueSpec, SnsAttributes};
 use crate::model::whole;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -8,7 +9,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 /// `POST /v1/queues/{queue}/messages` body (one message), and one entry of a batch.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// The message: any JSON value, delivered byte for byte.
@@ -40,6 +41,51 @@ pub struct SendRequest {
     pub id: Option<String>,
 }
 
+impl SendRequest {
+    /// A message without attributes, visible after the queue's delay.
+    pub fn new(message: Value) -> Self {
+        SendRequest {
+            message: raw(&message),
+            attributes: None,
+            delay_s: None,
+            group_id: None,
+            dedup_id: None,
+            id: None,
+        }
+    }
+
+    /// Adds an attribute: a string, a number, an array of them, or an
+    /// [`SnsAttribute`](super::SnsAttribute).
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        add_attribute(&mut self.attributes, name.into(), value.into());
+        self
+    }
+
+    /// Delays this message by `delay_s` seconds instead of the queue's delay.
+    pub fn delay_s(mut self, delay_s: u64) -> Self {
+        self.delay_s = Some(delay_s);
+        self
+    }
+
+    /// Sets the FIFO ordering group.
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets the FIFO deduplication id.
+    pub fn dedup_id(mut self, dedup_id: impl Into<String>) -> Self {
+        self.dedup_id = Some(dedup_id.into());
+        self
+    }
+
+    /// Sets the id a batch reports this entry's result under.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
 /// `POST /v1/queues/{queue}/receive` body; an empty body takes every default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +114,30 @@ pub struct ReceiveRequest {
     )]
     #[schema(maximum = 43200)]
     pub visibility_timeout_s: Option<u64>,
+}
+
+impl ReceiveRequest {
+    /// Up to `max_messages` that are visible now. The wait is 0 rather than left out, which
+    /// would wait for the queue's `receive_wait_s`.
+    pub fn new(max_messages: usize) -> Self {
+        ReceiveRequest {
+            max_messages: Some(max_messages),
+            wait_s: Some(0),
+            visibility_timeout_s: None,
+        }
+    }
+
+    /// Waits up to `wait_s` seconds for a first message.
+    pub fn wait_s(mut self, wait_s: u64) -> Self {
+        self.wait_s = Some(wait_s);
+        self
+    }
+
+    /// Hides the messages taken for `seconds` instead of the queue's visibility timeout.
+    pub fn visibility_timeout_s(mut self, seconds: u64) -> Self {
+        self.visibility_timeout_s = Some(seconds);
+        self
+    }
 }
 
 /// A queue as `GET /v1/queues/{queue}` shows it, with approximate counts of its messages.
@@ -110,6 +180,13 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     /// When it was first stored (RFC 3339, milliseconds).
     pub sent_at: String,
+}
+
+impl ReceivedMessage {
+    /// Reads the message as the envelope a subscription without raw delivery sends.
+    pub fn notification(&self) -> Result<Notification, serde_json::Error> {
+        Notification::deserialize(&self.message)
+    }
 }
 
 /// `POST /v1/queues/{queue}/ack` body.

@@ -2,13 +2,15 @@
 
 use super::{GroupSpec, StreamSpec};
 use crate::model::whole;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::fmt;
+use std::str::FromStr;
 use utoipa::ToSchema;
 
 /// One record of `POST /v1/streams/{stream}/records`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRecord {
     /// Picks the shard, by its MD5, as in Kinesis.
@@ -21,6 +23,23 @@ pub struct PutRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[0-9]+$")]
     pub explicit_hash_key: Option<String>,
+}
+
+impl PutRecord {
+    /// A record placed by its partition key.
+    pub fn new(partition_key: impl Into<String>, data: Value) -> Self {
+        PutRecord {
+            partition_key: partition_key.into(),
+            data: serde_json::value::to_raw_value(&data).expect("a JSON value serializes"),
+            explicit_hash_key: None,
+        }
+    }
+
+    /// Places the record by this hash key instead of its partition key's.
+    pub fn explicit_hash_key(mut self, hash_key: u128) -> Self {
+        self.explicit_hash_key = Some(hash_key.to_string());
+        self
+    }
 }
 
 /// `POST /v1/streams/{stream}/records` body.
@@ -102,13 +121,23 @@ pub struct StreamRecord {
     pub data: Value,
 }
 
+impl StreamRecord {
+    /// The sequence number as a number, to compare and to count with.
+    pub fn sequence_number(&self) -> u64 {
+        self.sequence
+            .parse()
+            .expect("the server writes sequence numbers in decimal")
+    }
+}
+
 /// Records read from a shard or polled by a group member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecordPage {
     pub records: Vec<StreamRecord>,
     /// A shard read: the position to read the next page from (`after:SEQ`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub next: Option<Position>,
 }
 
 /// A consumer group as `GET` shows it: its settings, and per shard the member holding it
@@ -119,6 +148,17 @@ pub struct GroupInfo {
     #[serde(flatten)]
     pub spec: GroupSpec,
     pub shards: Vec<GroupShard>,
+}
+
+impl GroupInfo {
+    /// The shards `member` holds the lease of.
+    pub fn held_by(&self, member: &str) -> Vec<&str> {
+        self.shards
+            .iter()
+            .filter(|shard| shard.member.as_deref() == Some(member))
+            .map(|shard| shard.shard_id.as_str())
+            .collect()
+    }
 }
 
 /// One shard of a consumer group.
@@ -154,6 +194,29 @@ pub struct PollRequest {
     )]
     #[schema(maximum = 20)]
     pub wait_s: Option<u64>,
+}
+
+impl PollRequest {
+    /// A poll by `member` with the server's defaults.
+    pub fn new(member: impl Into<String>) -> Self {
+        PollRequest {
+            member: member.into(),
+            max_records: None,
+            wait_s: None,
+        }
+    }
+
+    /// Returns at most `max_records`.
+    pub fn max_records(mut self, max_records: usize) -> Self {
+        self.max_records = Some(max_records);
+        self
+    }
+
+    /// Waits up to `wait_s` seconds for a first record.
+    pub fn wait_s(mut self, wait_s: u64) -> Self {
+        self.wait_s = Some(wait_s);
+        self
+    }
 }
 
 /// `POST /v1/streams/{stream}/groups/{group}/checkpoint` body.
@@ -214,4 +277,109 @@ pub struct ReadQuery {
     /// Most records to return (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
+}
+
+/// Where a shard read starts: `trim_horizon`, `latest`, `at:SEQ`, `after:SEQ` or
+/// `at_timestamp:MS`, the form it has in the `from` query and a page's `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The oldest record retained.
+    TrimHorizon,
+    /// Past the newest record: only records put from now on.
+    Latest,
+    /// The record with this sequence number.
+    At(u64),
+    /// The record after this sequence number.
+    After(u64),
+    /// The first record appended at or after this time (unix milliseconds).
+    AtTimestamp(u64),
+}
+
+impl FromStr for Position {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let seq = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("invalid sequence number {v:?} in position {s:?}"))
+        };
+        match s {
+            "trim_horizon" => Ok(Position::TrimHorizon),
+            "latest" => Ok(Position::Latest),
+            _ => match s.split_once(':') {
+                Some(("at", v)) => Ok(Position::At(seq(v)?)),
+                Some(("after", v)) => Ok(Position::After(seq(v)?)),
+                Some(("at_timestamp", v)) => v.parse().map(Position::AtTimestamp).map_err(|_| {
+                    format!("invalid timestamp {v:?} in position {s:?}: unix milliseconds expected")
+                }),
+                _ => Err(format!(
+                    "invalid position {s:?}: use trim_horizon, latest, at:SEQ, after:SEQ or at_timestamp:MS"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::TrimHorizon => f.write_str("trim_horizon"),
+            Position::Latest => f.write_str("latest"),
+            Position::At(s) => write!(f, "at:{s}"),
+            Position::After(s) => write!(f, "after:{s}"),
+            Position::AtTimestamp(t) => write!(f, "at_timestamp:{t}"),
+        }
+    }
+}
+
+impl Serialize for Position {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn positions_parse_and_print() {
+        for s in [
+            "trim_horizon",
+            "latest",
+            "at:5",
+            "after:0",
+            "at_timestamp:1700000000000",
+        ] {
+            assert_eq!(s.parse::<Position>().unwrap().to_string(), s);
+        }
+        assert!(
+            "at:x"
+                .parse::<Position>()
+                .unwrap_err()
+                .contains("invalid sequence")
+        );
+        assert!("oldest".parse::<Position>().is_err());
+    }
+
+    #[test]
+    fn a_position_is_written_in_its_query_form() {
+        assert_eq!(
+            serde_json::to_value(Position::After(3)).unwrap(),
+            json!("after:3")
+        );
+        assert_eq!(
+            serde_json::from_value::<Position>(json!("at:7")).unwrap(),
+            Position::At(7)
+        );
+        assert!(serde_json::from_value::<Position>(json!("at:")).is_err());
+    }
 }

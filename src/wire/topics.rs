@@ -2,8 +2,8 @@
 
 use super::{SubscriptionSpec, TopicSpec};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{
@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{
 };
 
 /// `POST /v1/topics/{topic}/publish` body, and one entry of a batch.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// The event: any JSON value, delivered byte for byte.
@@ -34,6 +34,58 @@ pub struct PublishRequest {
     /// the batch when not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+}
+
+impl PublishRequest {
+    /// A message without attributes.
+    pub fn new(message: Value) -> Self {
+        PublishRequest {
+            message: raw(&message),
+            attributes: None,
+            group_id: None,
+            dedup_id: None,
+            id: None,
+        }
+    }
+
+    /// Adds an attribute: a string, a number, an array of them, or an [`SnsAttribute`].
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        add_attribute(&mut self.attributes, name.into(), value.into());
+        self
+    }
+
+    /// Sets the FIFO ordering group.
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets the FIFO deduplication id.
+    pub fn dedup_id(mut self, dedup_id: impl Into<String>) -> Self {
+        self.dedup_id = Some(dedup_id.into());
+        self
+    }
+
+    /// Sets the id a batch reports this entry's result under.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+/// A JSON value as the raw text a request carries.
+pub(super) fn raw(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value serializes")
+}
+
+/// Adds `name` to a request's attributes, which a builder keeps an object.
+pub(super) fn add_attribute(attributes: &mut Option<Value>, name: String, value: Value) {
+    let mut map = match attributes.take() {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    map.insert(name, value);
+    *attributes = Some(Value::Object(map));
 }
 
 /// Message attributes as a producer writes them: name to value, at most 10. A value is a
@@ -101,6 +153,30 @@ pub struct SnsAttribute {
     /// The value as text (a JSON array for `String.Array`, base64 for `Binary`).
     #[serde(rename = "Value")]
     pub value: String,
+}
+
+impl SnsAttribute {
+    /// A `String` attribute.
+    pub fn string(value: impl Into<String>) -> Self {
+        SnsAttribute {
+            data_type: "String".to_owned(),
+            value: value.into(),
+        }
+    }
+
+    /// A `Number` attribute, spelled as given (`1.50` stays `1.50`).
+    pub fn number(value: impl Into<String>) -> Self {
+        SnsAttribute {
+            data_type: "Number".to_owned(),
+            value: value.into(),
+        }
+    }
+}
+
+impl From<SnsAttribute> for Value {
+    fn from(attribute: SnsAttribute) -> Self {
+        serde_json::json!({"Type": attribute.data_type, "Value": attribute.value})
+    }
 }
 
 /// A topic as `GET /v1/topics/{topic}` shows it.

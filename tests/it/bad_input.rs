@@ -3,8 +3,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use switchyard::client::{
-    Endpoint, Publish, QueueSpec, Receive, RedrivePolicy, SendMessage, SubscriptionSpec, TopicSpec,
+use switchyard::wire::{
+    Endpoint, PublishRequest, QueueSpec, ReceiveRequest, RedrivePolicy, SendRequest,
+    SubscriptionSpec, TopicSpec,
 };
 
 use crate::harness::{
@@ -89,12 +90,12 @@ async fn unknown_resources_are_404() {
     refused(client.get_topic("nope").await, not_found);
     refused(client.delete_topic("nope").await, not_found);
     refused(
-        client.publish("nope", &Publish::new(json!(1))).await,
+        client.publish("nope", &PublishRequest::new(json!(1))).await,
         not_found,
     );
     refused(
         client
-            .publish_batch("nope", &[Publish::new(json!(1)).entry("e1")])
+            .publish_batch("nope", &[PublishRequest::new(json!(1)).id("e1")])
             .await,
         not_found,
     );
@@ -114,10 +115,13 @@ async fn unknown_resources_are_404() {
     refused(client.get_queue("nope").await, not_found);
     refused(client.delete_queue("nope").await, not_found);
     refused(
-        client.send("nope", &SendMessage::new(json!(1))).await,
+        client.send("nope", &SendRequest::new(json!(1))).await,
         not_found,
     );
-    refused(client.receive("nope", &Receive::new(1)).await, not_found);
+    refused(
+        client.receive("nope", &ReceiveRequest::new(1)).await,
+        not_found,
+    );
     refused(client.ack("nope", &["r".to_owned()]).await, not_found);
     refused(client.change_visibility("nope", "r", 0).await, not_found);
     refused(client.purge("nope").await, not_found);
@@ -216,21 +220,23 @@ async fn message_over_the_size_limit_is_refused_with_413() {
     // The default limit, 256 KiB, as in SNS and SQS.
     let big = json!("x".repeat(300 * 1024));
     refused(
-        client.publish("orders", &Publish::new(big.clone())).await,
+        client
+            .publish("orders", &PublishRequest::new(big.clone()))
+            .await,
         StatusCode::PAYLOAD_TOO_LARGE,
     );
     refused(
-        client.send("jobs", &SendMessage::new(big)).await,
+        client.send("jobs", &SendRequest::new(big)).await,
         StatusCode::PAYLOAD_TOO_LARGE,
     );
     refused(
         client
-            .send("small", &SendMessage::new(json!("x".repeat(2048))))
+            .send("small", &SendRequest::new(json!("x".repeat(2048))))
             .await,
         StatusCode::PAYLOAD_TOO_LARGE,
     );
     client
-        .send("small", &SendMessage::new(json!("x".repeat(512))))
+        .send("small", &SendRequest::new(json!("x".repeat(512))))
         .await
         .unwrap();
 }
@@ -266,21 +272,23 @@ async fn receive_parameters_out_of_range_are_refused_with_400() {
     let client = &server.client;
     let bad = StatusCode::BAD_REQUEST;
 
-    refused(client.receive("jobs", &Receive::new(0)).await, bad);
-    refused(client.receive("jobs", &Receive::new(11)).await, bad);
-    refused(
-        client.receive("jobs", &Receive::new(1).wait_s(21)).await,
-        bad,
-    );
+    refused(client.receive("jobs", &ReceiveRequest::new(0)).await, bad);
+    refused(client.receive("jobs", &ReceiveRequest::new(11)).await, bad);
     refused(
         client
-            .receive("jobs", &Receive::new(1).visibility_timeout_s(43_201))
+            .receive("jobs", &ReceiveRequest::new(1).wait_s(21))
             .await,
         bad,
     );
     refused(
         client
-            .send("jobs", &SendMessage::new(json!(1)).delay_s(901))
+            .receive("jobs", &ReceiveRequest::new(1).visibility_timeout_s(43_201))
+            .await,
+        bad,
+    );
+    refused(
+        client
+            .send("jobs", &SendRequest::new(json!(1)).delay_s(901))
             .await,
         bad,
     );
@@ -387,17 +395,20 @@ async fn stale_receipt_is_refused_with_410_listing_the_receipts_that_succeeded()
     let client = &server.client;
     for body in ["a", "b"] {
         client
-            .send("jobs", &SendMessage::new(json!(body)))
+            .send("jobs", &SendRequest::new(json!(body)))
             .await
             .unwrap();
     }
     // Visibility 0: visible again at once, so the next receive makes these receipts stale.
     let first = client
-        .receive("jobs", &Receive::new(10).visibility_timeout_s(0))
+        .receive("jobs", &ReceiveRequest::new(10).visibility_timeout_s(0))
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
-    let second = client.receive("jobs", &Receive::new(10)).await.unwrap();
+    let second = client
+        .receive("jobs", &ReceiveRequest::new(10))
+        .await
+        .unwrap();
     assert_eq!(second.len(), 2);
     let stale = first
         .iter()
@@ -418,7 +429,7 @@ async fn stale_receipt_is_refused_with_410_listing_the_receipts_that_succeeded()
     );
 
     assert!(problem.detail.contains(&stale), "{problem:?}");
-    assert_eq!(problem.acked(), vec![fresh.clone()]);
+    assert_eq!(problem.acked.unwrap_or_default(), vec![fresh.clone()]);
     // `b` is deleted; `a` is still in flight under its newer receipt.
     let info = client.get_queue("jobs").await.unwrap();
     assert_eq!(
@@ -432,16 +443,22 @@ async fn ack_of_an_already_deleted_message_is_refused_with_410() {
     let server = server_with_topic_and_queue().await;
     let client = &server.client;
     client
-        .send("jobs", &SendMessage::new(json!(1)))
+        .send("jobs", &SendRequest::new(json!(1)))
         .await
         .unwrap();
-    let received = client.receive("jobs", &Receive::new(1)).await.unwrap();
+    let received = client
+        .receive("jobs", &ReceiveRequest::new(1))
+        .await
+        .unwrap();
     let receipt = vec![received[0].receipt.clone()];
     assert_eq!(client.ack("jobs", &receipt).await.unwrap(), 1);
 
     let problem = refused(client.ack("jobs", &receipt).await, StatusCode::GONE);
 
-    assert!(problem.acked().is_empty(), "{problem:?}");
+    assert!(
+        problem.acked.as_ref().is_none_or(Vec::is_empty),
+        "{problem:?}"
+    );
     refused_4xx(client.change_visibility("jobs", &receipt[0], 0).await);
 }
 
@@ -449,7 +466,7 @@ async fn ack_of_an_already_deleted_message_is_refused_with_410() {
 async fn publish_batch_over_one_hundred_entries_is_refused() {
     let server = server_with_topic_and_queue().await;
     let entries: Vec<_> = (0..101)
-        .map(|n| Publish::new(json!(n)).entry(format!("e{n}")))
+        .map(|n| PublishRequest::new(json!(n)).id(format!("e{n}")))
         .collect();
 
     refused_4xx(server.client.publish_batch("orders", &entries).await);
@@ -467,9 +484,9 @@ async fn batch_with_an_entry_id_used_twice_is_refused_naming_it() {
     let client = &server.client;
 
     let publish = [
-        Publish::new(json!(1)).entry("a"),
-        Publish::new(json!(2)).entry("b"),
-        Publish::new(json!(3)).entry("a"),
+        PublishRequest::new(json!(1)).id("a"),
+        PublishRequest::new(json!(2)).id("b"),
+        PublishRequest::new(json!(3)).id("a"),
     ];
     let problem = refused(
         client.publish_batch("orders", &publish).await,
@@ -480,8 +497,8 @@ async fn batch_with_an_entry_id_used_twice_is_refused_naming_it() {
         "{problem:?}"
     );
     let send = [
-        SendMessage::new(json!(1)).entry("x"),
-        SendMessage::new(json!(2)).entry("x"),
+        SendRequest::new(json!(1)).id("x"),
+        SendRequest::new(json!(2)).id("x"),
     ];
     let problem = refused(
         client.send_batch("jobs", &send).await,
@@ -524,7 +541,7 @@ async fn subscription_endpoint_of_unknown_kind_is_refused_with_400() {
             "orders",
             "ok",
             &SubscriptionSpec {
-                endpoint: Endpoint::queue("jobs"),
+                endpoint: Endpoint::Queue("jobs".into()),
                 ..SubscriptionSpec::to_queue("jobs")
             },
         )

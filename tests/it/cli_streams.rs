@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard::client::{GroupSpec, PutRecord, Sequence, StartPosition, StreamSpec};
+use switchyard::wire::{GroupSpec, PutRecord, StartPosition, StreamSpec};
 
 use crate::harness::{TestServer, eventually, spawn_server};
 
@@ -114,18 +114,23 @@ async fn consume_prints_what_was_put_and_checkpoints_so_the_next_member_continue
     }
 
     // The group's checkpoints are the last printed record of each shard.
-    let mut last_printed: BTreeMap<String, Sequence> = BTreeMap::new();
+    let mut last_printed: BTreeMap<String, u64> = BTreeMap::new();
     for record in &first {
-        let sequence: Sequence = serde_json::from_value(record["sequence"].clone()).unwrap();
+        let sequence: u64 = record["sequence"].as_str().unwrap().parse().unwrap();
         let shard = record["shard_id"].as_str().unwrap().to_owned();
         let entry = last_printed.entry(shard).or_insert(sequence);
         *entry = (*entry).max(sequence);
     }
     let info = server.client.get_group("clicks", "g").await.unwrap();
-    let checkpoints: BTreeMap<String, Sequence> = info
+    let checkpoints: BTreeMap<String, u64> = info
         .shards
         .iter()
-        .filter_map(|shard| Some((shard.shard_id.clone(), shard.checkpoint?)))
+        .filter_map(|shard| {
+            Some((
+                shard.shard_id.clone(),
+                shard.checkpoint.as_deref()?.parse().unwrap(),
+            ))
+        })
         .collect();
     assert_eq!(checkpoints, last_printed);
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use switchyard::client::{Client, Publish, QueueSpec, SendMessage, SubscriptionSpec};
+use switchyard::client::Client;
+use switchyard::wire::{PublishRequest, QueueSpec, SendRequest, SubscriptionSpec};
 use tokio::task::JoinSet;
 
 use crate::harness::{TestServer, drain, eventually, spawn_server, topic_with_queues};
@@ -74,7 +75,7 @@ async fn publish_through_sigkill(server: &mut TestServer, topic: &'static str) -
         let (client, payload) = (client.clone(), payload.clone());
         async move {
             let body = json!({"producer": producer, "n": n, "pad": payload});
-            client.publish(topic, &Publish::new(body)).await
+            client.publish(topic, &PublishRequest::new(body)).await
         }
     });
     eventually(
@@ -147,7 +148,7 @@ async fn every_acknowledged_send_survives_sigkill_mid_load() {
     let (mut producers, acked, count) = start_producers(move |producer, n| {
         let client = client.clone();
         async move {
-            let message = SendMessage::new(json!({"producer": producer, "n": n}));
+            let message = SendRequest::new(json!({"producer": producer, "n": n}));
             client.send("jobs", &message).await
         }
     });
@@ -179,7 +180,7 @@ async fn sigterm_drains_and_exits_zero() {
         .unwrap();
     server
         .client
-        .send("jobs", &SendMessage::new(json!("kept")))
+        .send("jobs", &SendRequest::new(json!("kept")))
         .await
         .unwrap();
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchyard::client::{
-    Client, ClientError, Problem, QueueSpec, Receive, ReceivedMessage, SubscriptionSpec, TopicSpec,
+use switchyard::client::{Client, ClientError};
+use switchyard::wire::{
+    Problem, QueueSpec, ReceiveRequest, ReceivedMessage, SubscriptionSpec, TopicSpec,
 };
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -592,9 +593,9 @@ pub async fn receive_count(
             "received {} of {count} messages from {queue} within {within:?}",
             received.len()
         );
-        let wait_s = u32::try_from(left.as_secs().clamp(0, 1)).expect("at most 1");
+        let wait_s = left.as_secs().min(1);
         let batch = client
-            .receive(queue, &Receive::new(10).wait_s(wait_s))
+            .receive(queue, &ReceiveRequest::new(10).wait_s(wait_s))
             .await
             .unwrap_or_else(|error| panic!("receive from {queue}: {error}"));
         received.extend(batch);
@@ -627,7 +628,7 @@ pub async fn drain(client: &Client, queue: &str, max: usize) -> Vec<ReceivedMess
     while empty_in_a_row < 2 {
         assert!(all.len() <= max, "{queue} held more than {max} messages");
         let batch = client
-            .receive(queue, &Receive::new(10).wait_s(1))
+            .receive(queue, &ReceiveRequest::new(10).wait_s(1))
             .await
             .unwrap_or_else(|error| panic!("receive from {queue}: {error}"));
         if batch.is_empty() {
@@ -651,7 +652,11 @@ pub fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>, status: Statu
     match result {
         Ok(value) => panic!("expected {status}, got success: {value:?}"),
         Err(ClientError::Api(problem)) => {
-            assert_eq!(problem.status(), status, "unexpected problem: {problem:?}");
+            assert_eq!(
+                problem.status_code(),
+                status,
+                "unexpected problem: {problem:?}"
+            );
             *problem
         }
         Err(other) => panic!("expected {status}, got {other}"),
@@ -665,7 +670,7 @@ pub fn refused_4xx<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Proble
         Ok(value) => panic!("expected a 4xx, got success: {value:?}"),
         Err(ClientError::Api(problem)) => {
             assert!(
-                problem.status().is_client_error(),
+                problem.status_code().is_client_error(),
                 "expected a 4xx, got {problem:?}"
             );
             *problem

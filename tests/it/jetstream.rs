@@ -59,7 +59,7 @@ impl Js {
         self.0
             .update_leases(s, group, |stored| {
                 let mut table = Leases::decode(stored, shards, timeout)?;
-                let a = table.heartbeat(member, switchyard::backend::now_ms());
+                let a = table.heartbeat(member, switchyard::time::now_ms());
                 Ok((table.encode(), a))
             })
             .await
@@ -76,7 +76,7 @@ impl Js {
             info.spec.lease_timeout_s * 1000,
         )
         .unwrap()
-        .snapshot(switchyard::backend::now_ms())
+        .snapshot(switchyard::time::now_ms())
     }
 }
 
@@ -131,7 +131,7 @@ async fn stored_messages_are_received_once_and_acked_away() {
     let server = NatsServer::start();
     let js = connect(&server).await;
     let q = js.put_queue("q", spec(30)).await.unwrap();
-    let before = switchyard::backend::now_ms();
+    let before = switchyard::time::now_ms();
     send(&js, &q, vec![msg("a"), msg("b"), msg("c")]).await;
 
     let got = js.receive(&q, 10, 30_000, NO_WAIT).await.unwrap();
@@ -615,7 +615,7 @@ async fn each_shard_numbers_its_records_and_reads_from_any_position() {
             },
         ));
     }
-    let before = switchyard::backend::now_ms();
+    let before = switchyard::time::now_ms();
     let stored = js.store(items).await.unwrap();
     let seqs: Vec<(u32, u64)> = stored
         .iter()
@@ -644,14 +644,14 @@ async fn each_shard_numbers_its_records_and_reads_from_any_position() {
 
     assert_eq!(js.sequence_at(&st, 0, 0).await.unwrap(), 1);
     assert_eq!(
-        js.sequence_at(&st, 0, switchyard::backend::now_ms() + 60_000)
+        js.sequence_at(&st, 0, switchyard::time::now_ms() + 60_000)
             .await
             .unwrap(),
         4
     );
     // A record that arrives after a moment is found by that moment.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mark = switchyard::backend::now_ms();
+    let mark = switchyard::time::now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let later = NewRecord {
         partition_key: "k".into(),

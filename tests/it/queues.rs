@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard::client::{
-    Client, MessageAttribute, QueueInfo, QueueSpec, Receive, ReceivedMessage, RedrivePolicy,
-    SendMessage,
+use switchyard::client::Client;
+use switchyard::wire::{
+    QueueInfo, QueueSpec, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendRequest, SnsAttribute,
 };
 
 use crate::harness::{drain, eventually, receive_count, spawn_server};
@@ -26,7 +26,7 @@ async fn queue(client: &Client, name: &str, spec: QueueSpec) {
 async fn receive_one_now(
     client: &Client,
     queue: &str,
-    receive: &Receive,
+    receive: &ReceiveRequest,
 ) -> Option<ReceivedMessage> {
     let mut messages = client.receive(queue, receive).await.unwrap();
     assert!(messages.len() <= 1, "asked for one, got {messages:?}");
@@ -57,23 +57,23 @@ async fn message_reappears_after_its_visibility_timeout_with_a_higher_receive_co
     };
     queue(client, "jobs", spec).await;
     client
-        .send("jobs", &SendMessage::new(json!("work")))
+        .send("jobs", &SendRequest::new(json!("work")))
         .await
         .unwrap();
 
-    let first = receive_one_now(client, "jobs", &Receive::new(1))
+    let first = receive_one_now(client, "jobs", &ReceiveRequest::new(1))
         .await
         .expect("a message");
     assert_eq!(first.receive_count, 1);
     assert!(
-        receive_one_now(client, "jobs", &Receive::new(1))
+        receive_one_now(client, "jobs", &ReceiveRequest::new(1))
             .await
             .is_none(),
         "message visible again while its receipt is fresh"
     );
 
     let again = eventually(TIMER_WITHIN, "message visible again", || async {
-        receive_one_now(client, "jobs", &Receive::new(1)).await
+        receive_one_now(client, "jobs", &ReceiveRequest::new(1)).await
     })
     .await;
     assert_eq!(again.message_id, first.message_id);
@@ -91,16 +91,20 @@ async fn receive_with_its_own_visibility_timeout_overrides_the_queue_default() {
     let client = &server.client;
     queue(client, "jobs", QueueSpec::default()).await;
     client
-        .send("jobs", &SendMessage::new(json!(1)))
+        .send("jobs", &SendRequest::new(json!(1)))
         .await
         .unwrap();
 
-    let first = receive_one_now(client, "jobs", &Receive::new(1).visibility_timeout_s(1))
-        .await
-        .expect("a message");
+    let first = receive_one_now(
+        client,
+        "jobs",
+        &ReceiveRequest::new(1).visibility_timeout_s(1),
+    )
+    .await
+    .expect("a message");
 
     let again = eventually(TIMER_WITHIN, "message visible again", || async {
-        receive_one_now(client, "jobs", &Receive::new(1)).await
+        receive_one_now(client, "jobs", &ReceiveRequest::new(1)).await
     })
     .await;
     assert_eq!(again.message_id, first.message_id);
@@ -113,14 +117,14 @@ async fn changing_visibility_to_zero_makes_the_message_visible_at_once() {
     let client = &server.client;
     queue(client, "jobs", QueueSpec::default()).await;
     client
-        .send("jobs", &SendMessage::new(json!(1)))
+        .send("jobs", &SendRequest::new(json!(1)))
         .await
         .unwrap();
-    let first = receive_one_now(client, "jobs", &Receive::new(1))
+    let first = receive_one_now(client, "jobs", &ReceiveRequest::new(1))
         .await
         .expect("a message");
     assert!(
-        receive_one_now(client, "jobs", &Receive::new(1))
+        receive_one_now(client, "jobs", &ReceiveRequest::new(1))
             .await
             .is_none()
     );
@@ -130,7 +134,7 @@ async fn changing_visibility_to_zero_makes_the_message_visible_at_once() {
         .await
         .unwrap();
 
-    let again = receive_one_now(client, "jobs", &Receive::new(1))
+    let again = receive_one_now(client, "jobs", &ReceiveRequest::new(1))
         .await
         .expect("visible at once");
     assert_eq!(again.message_id, first.message_id);
@@ -148,7 +152,7 @@ async fn long_poll_returns_as_soon_as_a_message_is_sent() {
         tokio::spawn(async move {
             let started = Instant::now();
             let received = client
-                .receive("jobs", &Receive::new(1).wait_s(wait_s))
+                .receive("jobs", &ReceiveRequest::new(1).wait_s(wait_s))
                 .await;
             (received, started.elapsed())
         })
@@ -161,7 +165,7 @@ async fn long_poll_returns_as_soon_as_a_message_is_sent() {
     );
 
     client
-        .send("jobs", &SendMessage::new(json!("wake up")))
+        .send("jobs", &SendRequest::new(json!("wake up")))
         .await
         .unwrap();
 
@@ -170,7 +174,7 @@ async fn long_poll_returns_as_soon_as_a_message_is_sent() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].message, json!("wake up"));
     assert!(
-        elapsed < Duration::from_secs(u64::from(wait_s) / 2),
+        elapsed < Duration::from_secs(wait_s / 2),
         "long poll took {elapsed:?}, so it did not wake on the send"
     );
 }
@@ -183,7 +187,7 @@ async fn long_poll_on_an_empty_queue_returns_empty_after_the_wait() {
 
     let started = Instant::now();
     let received = client
-        .receive("jobs", &Receive::new(1).wait_s(1))
+        .receive("jobs", &ReceiveRequest::new(1).wait_s(1))
         .await
         .unwrap();
 
@@ -207,18 +211,18 @@ async fn queue_delay_hides_new_messages_until_it_passes() {
     queue(client, "later", spec).await;
 
     client
-        .send("later", &SendMessage::new(json!("soon")))
+        .send("later", &SendRequest::new(json!("soon")))
         .await
         .unwrap();
 
     assert!(
-        receive_one_now(client, "later", &Receive::new(1))
+        receive_one_now(client, "later", &ReceiveRequest::new(1))
             .await
             .is_none()
     );
     assert_eq!(counts(client, "later").await, (0, 0, 1));
     let received = eventually(TIMER_WITHIN, "delayed message visible", || async {
-        receive_one_now(client, "later", &Receive::new(1)).await
+        receive_one_now(client, "later", &ReceiveRequest::new(1)).await
     })
     .await;
     assert_eq!(received.message, json!("soon"));
@@ -231,19 +235,22 @@ async fn per_message_delay_hides_only_that_message() {
     queue(client, "jobs", QueueSpec::default()).await;
 
     client
-        .send("jobs", &SendMessage::new(json!("later")).delay_s(3))
+        .send("jobs", &SendRequest::new(json!("later")).delay_s(3))
         .await
         .unwrap();
     client
-        .send("jobs", &SendMessage::new(json!("now")))
+        .send("jobs", &SendRequest::new(json!("now")))
         .await
         .unwrap();
 
-    let now = client.receive("jobs", &Receive::new(10)).await.unwrap();
+    let now = client
+        .receive("jobs", &ReceiveRequest::new(10))
+        .await
+        .unwrap();
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0].message, json!("now"));
     let later = eventually(TIMER_WITHIN, "delayed message visible", || async {
-        receive_one_now(client, "jobs", &Receive::new(1)).await
+        receive_one_now(client, "jobs", &ReceiveRequest::new(1)).await
     })
     .await;
     assert_eq!(later.message, json!("later"));
@@ -264,12 +271,12 @@ async fn message_moves_to_the_dead_letter_queue_after_max_receives_and_redrive_r
     };
     queue(client, "jobs", spec).await;
     let sent = client
-        .send("jobs", &SendMessage::new(json!("poison")))
+        .send("jobs", &SendRequest::new(json!("poison")))
         .await
         .unwrap();
     // Visibility 0: each received message is visible again at once, as if its consumer
     // failed straight away.
-    let fail_fast = Receive::new(1).visibility_timeout_s(0);
+    let fail_fast = ReceiveRequest::new(1).visibility_timeout_s(0);
 
     for attempt in 1..=max_receive_count {
         let message = receive_one_now(client, "jobs", &fail_fast)
@@ -293,7 +300,7 @@ async fn message_moves_to_the_dead_letter_queue_after_max_receives_and_redrive_r
 
     assert_eq!(client.redrive("jobs-dlq").await.unwrap(), 1);
 
-    let back = receive_one_now(client, "jobs", &Receive::new(1))
+    let back = receive_one_now(client, "jobs", &ReceiveRequest::new(1))
         .await
         .expect("redriven message is back in its source queue");
     assert_eq!(back.message, json!("poison"));
@@ -306,7 +313,7 @@ async fn send_fifo(client: &Client, queue: &str, messages: &[(&str, u32)]) {
         client
             .send(
                 queue,
-                &SendMessage::new(json!({"group": group, "n": n}))
+                &SendRequest::new(json!({"group": group, "n": n}))
                     .group_id(*group)
                     .dedup_id(format!("{group}-{n}")),
             )
@@ -356,13 +363,16 @@ async fn fifo_queue_holds_back_a_group_while_its_messages_are_in_flight() {
     queue(client, "jobs.fifo", QueueSpec::fifo()).await;
     send_fifo(client, "jobs.fifo", &[("a", 1), ("a", 2), ("a", 3)]).await;
 
-    let first = client.receive("jobs.fifo", &Receive::new(2)).await.unwrap();
+    let first = client
+        .receive("jobs.fifo", &ReceiveRequest::new(2))
+        .await
+        .unwrap();
     let first_ns = ns(&first);
     assert!(!first.is_empty());
     assert_eq!(first_ns[0], ("a".to_owned(), 1), "{first_ns:?}");
     assert!(
         client
-            .receive("jobs.fifo", &Receive::new(10))
+            .receive("jobs.fifo", &ReceiveRequest::new(10))
             .await
             .unwrap()
             .is_empty(),
@@ -371,7 +381,7 @@ async fn fifo_queue_holds_back_a_group_while_its_messages_are_in_flight() {
 
     send_fifo(client, "jobs.fifo", &[("b", 1)]).await;
     let other_group = client
-        .receive("jobs.fifo", &Receive::new(10))
+        .receive("jobs.fifo", &ReceiveRequest::new(10))
         .await
         .unwrap();
     assert_eq!(ns(&other_group), vec![("b".to_owned(), 1)]);
@@ -379,7 +389,7 @@ async fn fifo_queue_holds_back_a_group_while_its_messages_are_in_flight() {
     let receipts: Vec<String> = first.iter().map(|m| m.receipt.clone()).collect();
     client.ack("jobs.fifo", &receipts).await.unwrap();
     let rest = client
-        .receive("jobs.fifo", &Receive::new(10))
+        .receive("jobs.fifo", &ReceiveRequest::new(10))
         .await
         .unwrap();
     let expected: Vec<(String, u64)> = (first.len() as u64 + 1..=3)
@@ -393,7 +403,7 @@ async fn fifo_queue_drops_a_send_with_a_repeated_dedup_id() {
     let server = spawn_server(None).await;
     let client = &server.client;
     queue(client, "jobs.fifo", QueueSpec::fifo()).await;
-    let send = |body: Value, dedup: &str| SendMessage::new(body).group_id("g").dedup_id(dedup);
+    let send = |body: Value, dedup: &str| SendRequest::new(body).group_id("g").dedup_id(dedup);
 
     client
         .send("jobs.fifo", &send(json!("x"), "d1"))
@@ -428,12 +438,12 @@ async fn messages_older_than_the_retention_period_are_dropped() {
     queue(client, "long", QueueSpec::default()).await;
     for name in ["short", "long"] {
         client
-            .send(name, &SendMessage::new(json!("old")))
+            .send(name, &SendRequest::new(json!("old")))
             .await
             .unwrap();
     }
     // Visibility 0 so that looking does not hide the message from the next look.
-    let peek = Receive::new(1).visibility_timeout_s(0);
+    let peek = ReceiveRequest::new(1).visibility_timeout_s(0);
 
     eventually(TIMER_WITHIN, "message dropped after retention", || async {
         receive_one_now(client, "short", &peek)
@@ -452,15 +462,18 @@ async fn queue_with_every_kind_of_message(client: &Client) {
     queue(client, "jobs", QueueSpec::default()).await;
     for n in 0..5 {
         client
-            .send("jobs", &SendMessage::new(json!(n)))
+            .send("jobs", &SendRequest::new(json!(n)))
             .await
             .unwrap();
     }
     client
-        .send("jobs", &SendMessage::new(json!("delayed")).delay_s(60))
+        .send("jobs", &SendRequest::new(json!("delayed")).delay_s(60))
         .await
         .unwrap();
-    let received = client.receive("jobs", &Receive::new(2)).await.unwrap();
+    let received = client
+        .receive("jobs", &ReceiveRequest::new(2))
+        .await
+        .unwrap();
     assert_eq!(received.len(), 2);
 }
 
@@ -493,16 +506,19 @@ async fn purge_deletes_every_message() {
     .await;
     assert!(
         client
-            .receive("jobs", &Receive::new(10))
+            .receive("jobs", &ReceiveRequest::new(10))
             .await
             .unwrap()
             .is_empty()
     );
     client
-        .send("jobs", &SendMessage::new(json!("after")))
+        .send("jobs", &SendRequest::new(json!("after")))
         .await
         .unwrap();
-    let after = client.receive("jobs", &Receive::new(10)).await.unwrap();
+    let after = client
+        .receive("jobs", &ReceiveRequest::new(10))
+        .await
+        .unwrap();
     assert_eq!(after.len(), 1, "the queue works after a purge");
 }
 
@@ -517,7 +533,7 @@ async fn acked_messages_are_deleted_for_good() {
     queue(client, "jobs", spec).await;
     for n in 0..3 {
         client
-            .send("jobs", &SendMessage::new(json!(n)))
+            .send("jobs", &SendRequest::new(json!(n)))
             .await
             .unwrap();
     }
@@ -530,7 +546,7 @@ async fn acked_messages_are_deleted_for_good() {
     // Past the visibility timeout an unacknowledged message would be back; a 2 s long
     // poll covers it.
     let later = client
-        .receive("jobs", &Receive::new(10).wait_s(2))
+        .receive("jobs", &ReceiveRequest::new(10).wait_s(2))
         .await
         .unwrap();
     assert!(later.is_empty(), "acked messages came back: {later:?}");
@@ -545,23 +561,20 @@ async fn sent_attributes_come_back_in_sns_form() {
     client
         .send(
             "jobs",
-            &SendMessage::new(json!({"id": 1}))
+            &SendRequest::new(json!({"id": 1}))
                 .attribute("color", "red")
                 .attribute("count", 5)
-                .attribute("price", MessageAttribute::number("1.50"))
-                .attribute(
-                    "tags",
-                    switchyard::client::AttributeValue::Array(vec![json!("a"), json!("b")]),
-                ),
+                .attribute("price", SnsAttribute::number("1.50"))
+                .attribute("tags", json!(["a", "b"])),
         )
         .await
         .unwrap();
 
     let received = receive_count(client, "jobs", 1, RECEIVE_WITHIN).await;
     let attributes = &received[0].attributes;
-    assert_eq!(attributes["color"], MessageAttribute::string("red"));
-    assert_eq!(attributes["count"], MessageAttribute::number("5"));
-    assert_eq!(attributes["price"], MessageAttribute::number("1.50"));
+    assert_eq!(attributes["color"], SnsAttribute::string("red"));
+    assert_eq!(attributes["count"], SnsAttribute::number("5"));
+    assert_eq!(attributes["price"], SnsAttribute::number("1.50"));
     assert_eq!(attributes["tags"].data_type, "String.Array");
     let tags: Value = serde_json::from_str(&attributes["tags"].value).unwrap();
     assert_eq!(tags, json!(["a", "b"]));
@@ -581,9 +594,9 @@ async fn send_batch_stores_each_valid_entry_and_reports_oversized_ones() {
         .send_batch(
             "jobs",
             &[
-                SendMessage::new(json!("small")).entry("e1"),
-                SendMessage::new(json!("x".repeat(2048))).entry("e2"),
-                SendMessage::new(json!("also small")).delay_s(0).entry("e3"),
+                SendRequest::new(json!("small")).id("e1"),
+                SendRequest::new(json!("x".repeat(2048))).id("e2"),
+                SendRequest::new(json!("also small")).delay_s(0).id("e3"),
             ],
         )
         .await
@@ -620,6 +633,7 @@ async fn get_queue_reports_its_configuration() {
         retention_s: 3_600,
         max_message_bytes: 4_096,
         receive_wait_s: 5,
+        content_based_dedup: false,
         redrive_policy: Some(RedrivePolicy {
             dead_letter_queue: "jobs-dlq".into(),
             max_receive_count: 4,

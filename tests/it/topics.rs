@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard::client::{
-    Client, FilterPolicyScope, MessageAttribute, Publish, QueueSpec, Receive, SubscriptionSpec,
-    TopicSpec,
+use switchyard::client::Client;
+use switchyard::wire::{
+    FilterScope, PublishRequest, QueueSpec, ReceiveRequest, ReceivedMessage, SnsAttribute,
+    SubscriptionSpec, TopicSpec,
 };
 
 use crate::harness::{
@@ -19,14 +20,17 @@ use crate::harness::{
 const RECEIVE_WITHIN: Duration = Duration::from_secs(10);
 
 async fn assert_empty(client: &Client, queue: &str) {
-    let extra = client.receive(queue, &Receive::new(10)).await.unwrap();
+    let extra = client
+        .receive(queue, &ReceiveRequest::new(10))
+        .await
+        .unwrap();
     assert!(
         extra.is_empty(),
         "{queue} got messages it should not: {extra:?}"
     );
 }
 
-fn envelope_ids(messages: &[switchyard::client::ReceivedMessage]) -> BTreeSet<String> {
+fn envelope_ids(messages: &[ReceivedMessage]) -> BTreeSet<String> {
     messages
         .iter()
         .map(|m| m.notification().expect("enveloped").message_id)
@@ -44,15 +48,13 @@ async fn one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only(
             ("everything", SubscriptionSpec::to_queue("everything")),
             (
                 "red-only",
-                SubscriptionSpec::to_queue("red-only").filter(
-                    FilterPolicyScope::MessageAttributes,
-                    json!({"color": ["red"]}),
-                ),
+                SubscriptionSpec::to_queue("red-only")
+                    .filter(FilterScope::MessageAttributes, json!({"color": ["red"]})),
             ),
             (
                 "big-only",
                 SubscriptionSpec::to_queue("big-only")
-                    .filter(FilterPolicyScope::MessageBody, json!({"size": ["big"]})),
+                    .filter(FilterScope::MessageBody, json!({"size": ["big"]})),
             ),
         ],
     )
@@ -61,7 +63,7 @@ async fn one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only(
     let id = client
         .publish(
             "orders",
-            &Publish::new(json!({"size": "small", "n": 1})).attribute("color", "red"),
+            &PublishRequest::new(json!({"size": "small", "n": 1})).attribute("color", "red"),
         )
         .await
         .unwrap();
@@ -85,21 +87,20 @@ async fn filter_policies_select_by_attribute_and_by_body() {
             ("everything", SubscriptionSpec::to_queue("everything")),
             (
                 "red-only",
-                SubscriptionSpec::to_queue("red-only").filter(
-                    FilterPolicyScope::MessageAttributes,
-                    json!({"color": ["red"]}),
-                ),
+                SubscriptionSpec::to_queue("red-only")
+                    .filter(FilterScope::MessageAttributes, json!({"color": ["red"]})),
             ),
             (
                 "big-only",
                 SubscriptionSpec::to_queue("big-only")
-                    .filter(FilterPolicyScope::MessageBody, json!({"size": ["big"]})),
+                    .filter(FilterScope::MessageBody, json!({"size": ["big"]})),
             ),
         ],
     )
     .await;
-    let publish =
-        |size: &str, color: &str| Publish::new(json!({"size": size})).attribute("color", color);
+    let publish = |size: &str, color: &str| {
+        PublishRequest::new(json!({"size": size})).attribute("color", color)
+    };
 
     let red_small = client
         .publish("orders", &publish("small", "red"))
@@ -117,7 +118,7 @@ async fn filter_policies_select_by_attribute_and_by_body() {
     let big_as_attribute = client
         .publish(
             "orders",
-            &Publish::new(json!({"size": "small"})).attribute("size", "big"),
+            &PublishRequest::new(json!({"size": "small"})).attribute("size", "big"),
         )
         .await
         .unwrap();
@@ -154,7 +155,7 @@ async fn envelope_delivery_wraps_the_message_with_topic_subscription_and_attribu
     let id = client
         .publish(
             "orders",
-            &Publish::new(json!({"id": 7, "items": ["a", "b"]}))
+            &PublishRequest::new(json!({"id": 7, "items": ["a", "b"]}))
                 .attribute("color", "red")
                 .attribute("count", 5),
         )
@@ -168,12 +169,9 @@ async fn envelope_delivery_wraps_the_message_with_topic_subscription_and_attribu
     assert_eq!(envelope.topic, "orders");
     assert_eq!(envelope.subscription, "audit");
     assert_eq!(envelope.message, json!({"id": 7, "items": ["a", "b"]}));
-    assert_eq!(
-        envelope.attributes["color"],
-        MessageAttribute::string("red")
-    );
-    assert_eq!(envelope.attributes["count"], MessageAttribute::number("5"));
-    assert!(!envelope.published_at.is_null(), "published_at is missing");
+    assert_eq!(envelope.attributes["color"], SnsAttribute::string("red"));
+    assert_eq!(envelope.attributes["count"], SnsAttribute::number("5"));
+    assert!(!envelope.published_at.is_empty(), "published_at is missing");
     assert_eq!(received[0].receive_count, 1);
 }
 
@@ -191,17 +189,14 @@ async fn raw_delivery_delivers_the_published_message_with_its_attributes() {
     client
         .publish(
             "orders",
-            &Publish::new(json!({"id": 7})).attribute("color", "red"),
+            &PublishRequest::new(json!({"id": 7})).attribute("color", "red"),
         )
         .await
         .unwrap();
 
     let received = receive_count(client, "billing", 1, RECEIVE_WITHIN).await;
     assert_eq!(received[0].message, json!({"id": 7}));
-    assert_eq!(
-        received[0].attributes["color"],
-        MessageAttribute::string("red")
-    );
+    assert_eq!(received[0].attributes["color"], SnsAttribute::string("red"));
 }
 
 #[tokio::test]
@@ -240,9 +235,9 @@ async fn publish_batch_stores_valid_entries_and_reports_each_failure() {
         .publish_batch(
             "orders",
             &[
-                Publish::new(json!({"id": 1})).entry("e1"),
-                Publish::new(json!({"id": "not a number"})).entry("e2"),
-                Publish::new(json!({"id": 3})).entry("e3"),
+                PublishRequest::new(json!({"id": 1})).id("e1"),
+                PublishRequest::new(json!({"id": "not a number"})).id("e2"),
+                PublishRequest::new(json!({"id": 3})).id("e3"),
             ],
         )
         .await
@@ -281,7 +276,7 @@ async fn publish_batch_of_one_hundred_entries_delivers_every_entry() {
     )
     .await;
     let entries: Vec<_> = (0..100)
-        .map(|n| Publish::new(json!({"n": n})).entry(format!("e{n}")))
+        .map(|n| PublishRequest::new(json!({"n": n})).id(format!("e{n}")))
         .collect();
 
     let result = client.publish_batch("orders", &entries).await.unwrap();
@@ -331,13 +326,13 @@ async fn publish_violating_the_schema_is_refused_naming_the_failing_json_pointer
 
     let problem = refused(
         client
-            .publish("payments", &Publish::new(json!({"amount": -5})))
+            .publish("payments", &PublishRequest::new(json!({"amount": -5})))
             .await,
         StatusCode::UNPROCESSABLE_ENTITY,
     );
     assert!(problem.detail.contains("/amount"), "{problem:?}");
     client
-        .publish("payments", &Publish::new(json!({"amount": 5})))
+        .publish("payments", &PublishRequest::new(json!({"amount": 5})))
         .await
         .unwrap();
 
@@ -425,10 +420,7 @@ async fn subscriptions_are_listed_described_and_deleted() {
     let server = spawn_server(None).await;
     let client = &server.client;
     let red = SubscriptionSpec::to_queue("red")
-        .filter(
-            FilterPolicyScope::MessageAttributes,
-            json!({"color": ["red"]}),
-        )
+        .filter(FilterScope::MessageAttributes, json!({"color": ["red"]}))
         .raw();
     topic_with_queues(
         client,
@@ -440,17 +432,14 @@ async fn subscriptions_are_listed_described_and_deleted() {
     )
     .await;
 
-    let listed: BTreeSet<Option<String>> = client
+    let listed: BTreeSet<String> = client
         .list_subscriptions("orders")
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(
-        listed,
-        BTreeSet::from([Some("all".into()), Some("red".into())])
-    );
+    assert_eq!(listed, BTreeSet::from(["all".into(), "red".into()]));
     assert_eq!(
         client.get_subscription("orders", "red").await.unwrap().spec,
         red
@@ -462,7 +451,10 @@ async fn subscriptions_are_listed_described_and_deleted() {
         StatusCode::NOT_FOUND,
     );
     client
-        .publish("orders", &Publish::new(json!(1)).attribute("color", "red"))
+        .publish(
+            "orders",
+            &PublishRequest::new(json!(1)).attribute("color", "red"),
+        )
         .await
         .unwrap();
     receive_count(client, "all", 1, RECEIVE_WITHIN).await;
@@ -482,7 +474,9 @@ async fn deleted_topic_refuses_publishes_with_404() {
 
     refused(client.get_topic("orders").await, StatusCode::NOT_FOUND);
     refused(
-        client.publish("orders", &Publish::new(json!(1))).await,
+        client
+            .publish("orders", &PublishRequest::new(json!(1)))
+            .await,
         StatusCode::NOT_FOUND,
     );
 }
@@ -513,7 +507,7 @@ async fn fifo_pipeline(client: &Client, content_based_dedup: bool) {
         .unwrap();
 }
 
-fn bodies(messages: &[switchyard::client::ReceivedMessage]) -> Vec<Value> {
+fn bodies(messages: &[ReceivedMessage]) -> Vec<Value> {
     messages.iter().map(|m| m.message.clone()).collect()
 }
 
@@ -522,7 +516,11 @@ async fn fifo_topic_drops_a_publish_with_a_repeated_dedup_id() {
     let server = spawn_server(None).await;
     let client = &server.client;
     fifo_pipeline(client, false).await;
-    let publish = |n: i64, dedup: &str| Publish::new(json!({"n": n})).group_id("g").dedup_id(dedup);
+    let publish = |n: i64, dedup: &str| {
+        PublishRequest::new(json!({"n": n}))
+            .group_id("g")
+            .dedup_id(dedup)
+    };
 
     client
         .publish("orders.fifo", &publish(1, "d1"))
@@ -549,7 +547,7 @@ async fn fifo_topic_with_content_based_dedup_drops_identical_bodies() {
 
     for body in [json!({"a": 1}), json!({"a": 1}), json!({"a": 2})] {
         client
-            .publish("orders.fifo", &Publish::new(body).group_id("g"))
+            .publish("orders.fifo", &PublishRequest::new(body).group_id("g"))
             .await
             .unwrap();
     }
@@ -604,10 +602,7 @@ async fn assert_config_resources(client: &Client) {
     assert!(billing.spec.raw_message_delivery);
     let shipping = client.get_subscription("orders", "shipping").await.unwrap();
     assert_eq!(shipping.spec.filter_policy, Some(json!({"kind": ["ship"]})));
-    assert_eq!(
-        shipping.spec.filter_policy_scope,
-        FilterPolicyScope::MessageBody
-    );
+    assert_eq!(shipping.spec.filter_policy_scope, FilterScope::MessageBody);
 }
 
 #[tokio::test]
@@ -616,12 +611,18 @@ async fn config_file_resources_exist_at_start_and_survive_restart_with_their_mes
     assert_config_resources(&server.client).await;
     server
         .client
-        .publish("orders", &Publish::new(json!({"kind": "ship", "id": 1})))
+        .publish(
+            "orders",
+            &PublishRequest::new(json!({"kind": "ship", "id": 1})),
+        )
         .await
         .unwrap();
     server
         .client
-        .publish("orders", &Publish::new(json!({"kind": "refund", "id": 2})))
+        .publish(
+            "orders",
+            &PublishRequest::new(json!({"kind": "refund", "id": 2})),
+        )
         .await
         .unwrap();
 
@@ -665,7 +666,7 @@ async fn resources_created_over_http_survive_restart() {
     assert_eq!(client.get_queue("billing").await.unwrap().spec, queue);
     client.get_subscription("orders", "billing").await.unwrap();
     client
-        .publish("orders", &Publish::new(json!(1)))
+        .publish("orders", &PublishRequest::new(json!(1)))
         .await
         .unwrap();
     receive_count(client, "billing", 1, RECEIVE_WITHIN).await;

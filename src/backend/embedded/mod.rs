@@ -29,7 +29,8 @@ mod wal;
 
 pub use queues::QueueHandle;
 
-use super::{QueueKind, StorageError, now_ms, to_json};
+use super::{QueueKind, StorageError, to_json};
+use crate::time::Clock;
 use committer::{Committer, Op, Space, Spaces, Wait};
 use fjall::{Database, KeyspaceCreateOptions};
 use queues::{QueueRecord, new_handle};
@@ -61,11 +62,18 @@ pub struct Embedded {
     streams: RwLock<HashMap<String, Arc<StreamHandle>>>,
     next_id: Mutex<u64>,
     shared: SharedBodies,
+    clock: Clock,
 }
 
 impl Embedded {
     /// Opens (or creates) the store in `dir` and rebuilds every queue's index.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_clock(dir, Clock::system())
+    }
+
+    /// [`Embedded::open`] with the clock that visibility timeouts, delays and retention
+    /// follow: a manual one in tests.
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
@@ -106,6 +114,7 @@ impl Embedded {
             streams: RwLock::default(),
             next_id: Mutex::new(1),
             shared: SharedBodies::default(),
+            clock,
         };
         if let Some(v) = store.spaces.meta.get(META_NEXT_ID)? {
             store.note_id(
@@ -117,6 +126,11 @@ impl Embedded {
         store.recover()?;
         store.recover_streams()?;
         Ok(store)
+    }
+
+    /// The clock its timestamps follow.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Makes sure ids up to `id` are never handed out again.
@@ -138,7 +152,7 @@ impl Embedded {
     }
 
     fn recover(&self) -> Result<(), StorageError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut refs: HashMap<NonZeroU64, u32> = HashMap::new();
         for (name, raw) in self.list_meta(META_QUEUE)? {
             let rec: QueueRecord = serde_json::from_slice(&raw)
@@ -246,7 +260,7 @@ impl Embedded {
     /// The deletions ride along with the next durable batch: losing them in a crash only
     /// means they are swept again after restart.
     pub fn sweep(&self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut ops = Vec::new();
         let mut released = Vec::new();
         if let Err(e) = self.sweep_streams(&mut ops) {

@@ -8,9 +8,7 @@ use super::committer::{Op, Space, Wait};
 use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
 use super::shared::delete_ops;
 use super::{Embedded, META_QUEUE};
-use crate::backend::{
-    Counts, Move, QueueKind, ReceiptError, Received, StorageError, now_ms, to_json,
-};
+use crate::backend::{Counts, Move, QueueKind, ReceiptError, Received, StorageError, to_json};
 use crate::model::QueueSpec;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -205,7 +203,7 @@ impl Embedded {
         max: usize,
         visibility_ms: u64,
     ) -> Result<Vec<Received>, StorageError> {
-        let taken = h.lock_index().take(now_ms(), max, visibility_ms);
+        let taken = h.lock_index().take(self.clock.now_ms(), max, visibility_ms);
         if taken.is_empty() {
             return Ok(Vec::new());
         }
@@ -324,7 +322,7 @@ impl Embedded {
             // Also wake when a delayed or in-flight message becomes visible.
             let wake = match h.next_due() {
                 Some(at) => {
-                    let ms = at.saturating_sub(now_ms());
+                    let ms = at.saturating_sub(self.clock.now_ms());
                     deadline.min(now + std::time::Duration::from_millis(ms))
                 }
                 None => deadline,
@@ -386,7 +384,7 @@ impl Embedded {
     }
 
     fn index_moved(&self, to: &Arc<QueueHandle>, entries: Vec<(u64, Entry)>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut idx = to.lock_index();
         for (seq, e) in entries {
             idx.insert(seq, e, now);
@@ -464,7 +462,7 @@ impl Embedded {
     ) -> Result<Result<(), ReceiptError>, StorageError> {
         let r = parse_receipt(h.id, receipt).and_then(|(seq, rc)| {
             h.lock_index()
-                .change_visibility(seq, rc, now_ms(), visibility_ms)
+                .change_visibility(seq, rc, self.clock.now_ms(), visibility_ms)
                 .map(|e| (seq, e))
                 .map_err(|p| receipt_error(p, receipt))
         });
@@ -501,7 +499,7 @@ impl Embedded {
     }
 
     pub fn counts(&self, h: &QueueHandle) -> Counts {
-        h.lock_index().counts(now_ms())
+        h.lock_index().counts(self.clock.now_ms())
     }
 }
 

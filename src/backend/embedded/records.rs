@@ -6,7 +6,7 @@
 
 use super::Embedded;
 use super::committer::{Op, Space, Wait};
-use crate::backend::{GroupInfo, NewRecord, StorageError, StoredRecord, now_ms, to_json};
+use crate::backend::{GroupInfo, NewRecord, StorageError, StoredRecord, to_json};
 use crate::model::StreamSpec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -262,11 +262,12 @@ impl Embedded {
         rec: NewRecord,
         ops: &mut Vec<Op>,
         append: &mut (u64, u64),
+        now: u64,
     ) -> (u32, u64) {
         let seq = append.0;
         append.0 += 1;
         // Arrival times never go backwards within a shard, even if the clock does.
-        append.1 = append.1.max(now_ms());
+        append.1 = append.1.max(now);
         ops.push(Op::Put(
             Space::Records,
             record_key(h.id, shard, seq).to_vec(),
@@ -299,7 +300,7 @@ impl Embedded {
         if from > end || limit == 0 {
             return Ok(Vec::new());
         }
-        let cutoff = now_ms().saturating_sub(h.spec().retention_ms());
+        let cutoff = self.clock.now_ms().saturating_sub(h.spec().retention_ms());
         let mut out = Vec::with_capacity(limit.min(1024));
         let range = record_key(h.id, shard, from)..=record_key(h.id, shard, end);
         for kv in self.spaces.records.range(range) {
@@ -354,7 +355,7 @@ impl Embedded {
             .values()
             .cloned()
             .collect();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for h in streams {
             let cutoff = now.saturating_sub(h.spec().retention_ms());
             for (s, shard) in h.shards.iter().enumerate() {

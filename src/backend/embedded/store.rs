@@ -9,8 +9,9 @@ use super::index::{Entry, MsgState};
 use super::queues::{QueueHandle, ToIndex};
 use super::records::StreamHandle;
 use super::shared::{Share, find_shared};
-use crate::backend::{Delivery, Enqueued, StorageError, Stored, now_ms};
+use crate::backend::{Delivery, Enqueued, StorageError, Stored};
 use crate::model::FIFO_DEDUP_WINDOW_S;
+use crate::time::Clock;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,13 +40,14 @@ struct EarlyIndex {
     /// Kept after indexing, to take them back should the sync fail.
     entries: Vec<NewEntry>,
     indexed: AtomicBool,
+    clock: Clock,
 }
 
 impl EarlyIndex {
     /// Indexes the messages unless that was done already.
     fn index(&self) {
         if !self.indexed.swap(true, Ordering::AcqRel) {
-            Embedded::index_stored(self.entries.iter().cloned());
+            Embedded::index_stored(self.entries.iter().cloned(), self.clock.now_ms());
         }
     }
 }
@@ -107,7 +109,7 @@ impl Embedded {
         if let Some(early) = early {
             early.index();
         }
-        Self::index_stored(pending);
+        Self::index_stored(pending, self.clock.now_ms());
         for (h, shard, seq) in appended {
             Self::stream_appended(&h, &[(shard, seq)]);
         }
@@ -118,7 +120,7 @@ impl Embedded {
     /// publish puts many messages in each of a few queues: each queue's index is locked
     /// and its receivers woken once, not once per message. A queue's messages keep their
     /// order, which FIFO group order depends on.
-    pub(super) fn index_stored(stored: impl IntoIterator<Item = NewEntry>) {
+    pub(super) fn index_stored(stored: impl IntoIterator<Item = NewEntry>, now: u64) {
         let mut by_queue: Vec<ToIndex> = Vec::new();
         for (h, seq, entry) in stored {
             match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &h)) {
@@ -126,7 +128,6 @@ impl Embedded {
                 None => by_queue.push((h, vec![(seq, entry)])),
             }
         }
-        let now = now_ms();
         for (h, entries) in by_queue {
             if !h.is_deleted() {
                 let mut idx = h.lock_index();
@@ -167,7 +168,7 @@ impl Embedded {
             ));
         }
 
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let share = find_shared(&items);
         // The shared body id of each item that writes one, by index.
         let mut shared_ids: Vec<Option<NonZeroU64>> = Vec::new();
@@ -187,7 +188,7 @@ impl Embedded {
                         .find(|(k, _)| *k == (h.id, shard))
                         .map(|(_, g)| g)
                         .expect("every appended shard was locked above");
-                    let (shard, seq) = Self::stream_ops(&h, shard, rec, &mut ops, guard);
+                    let (shard, seq) = Self::stream_ops(&h, shard, rec, &mut ops, guard, now);
                     results.push(Stored::Stream {
                         shard,
                         sequence: seq,
@@ -275,6 +276,7 @@ impl Embedded {
             let early = Arc::new(EarlyIndex {
                 entries: now,
                 indexed: AtomicBool::new(false),
+                clock: self.clock().clone(),
             });
             let on_written = {
                 let early = early.clone();

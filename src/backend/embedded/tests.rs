@@ -313,7 +313,7 @@ async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
         assert!(found.records.is_empty());
         let key = codec::msg_key(qid, 7).to_vec();
         let entry = Entry {
-            sent_at: now_ms(),
+            sent_at: crate::time::now_ms(),
             visible_at: 0,
             receive_count: 0,
             state: MsgState::Visible,

@@ -230,7 +230,7 @@ impl JetStream {
                 Ok(revision) => return Ok((out, revision)),
                 // Another router wrote first: start over from its table.
                 Err((true, _)) => {
-                    let jitter = crate::backend::now_ms() % 5 + attempt as u64;
+                    let jitter = crate::time::now_ms() % 5 + attempt as u64;
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
                 Err((false, e)) => return Err(unavailable("lease write", e)),

@@ -27,8 +27,9 @@
 use super::codec::{self, AckInfo, Frame, QueueNames};
 use super::store::{Prepared, Target};
 use super::{ApiError, JetStream, JsError, REQUEST_TIMEOUT, RETRY_DEDUP_WINDOW};
-use crate::backend::{Counts, Move, NewMessage, QueueKind, ReceiptError, Received, now_ms};
+use crate::backend::{Counts, Move, NewMessage, QueueKind, ReceiptError, Received};
 use crate::model::{FIFO_DEDUP_WINDOW_S, Kind, QueueSpec};
+use crate::time::now_ms;
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;

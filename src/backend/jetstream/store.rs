@@ -2,7 +2,8 @@
 //! message id, and the store answered once JetStream has acknowledged all of them.
 
 use super::{JetStream, JsError, PUBLISH_DEADLINE, codec};
-use crate::backend::{Delivery, Enqueued, Stored, Stream, now_ms};
+use crate::backend::{Delivery, Enqueued, Stored, Stream};
+use crate::time::now_ms;
 use async_nats::jetstream;
 use bytes::Bytes;
 use std::time::Duration;

@@ -1,10 +1,18 @@
 //! The HTTP API in-process: [`app`] over an embedded store in a temporary directory,
-//! driven with `oneshot`, no socket and no server process.
+//! driven with `oneshot`, no socket and no server process. The store follows a manual
+//! clock, so timeouts, delays and retention are tested by advancing it, not by waiting.
+//!
+//! This file holds the harness and the tests of the API as a whole; the others follow the
+//! resources.
+
+mod queues;
+mod streams;
 
 use super::{AppState, app, openapi};
 use crate::app::{App, AppOptions};
 use crate::backend::Backend;
 use crate::backend::Embedded;
+use crate::time::Clock;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -12,10 +20,15 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Where the manual clock starts: 2026-01-01T00:00:00Z.
+const START_MS: u64 = 1_767_225_600_000;
+
 /// One router over a fresh embedded store.
 pub(crate) struct TestApi {
     pub routes: axum::Router,
     pub app: Arc<App>,
+    /// The store's clock; [`Clock::advance`] moves it.
+    pub clock: Clock,
     _dir: tempfile::TempDir,
 }
 
@@ -33,13 +46,17 @@ impl TestApi {
 
     pub async fn with_token(token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let backend = Arc::new(Backend::Embedded(Embedded::open(dir.path()).unwrap()));
+        let clock = Clock::manual(START_MS);
+        let backend = Arc::new(Backend::Embedded(
+            Embedded::open_with_clock(dir.path(), clock.clone()).unwrap(),
+        ));
         let app = Arc::new(App::open(backend, AppOptions::default()).unwrap());
         app.start().await.unwrap();
         let routes = app_routes(&app, token);
         Self {
             routes,
             app,
+            clock,
             _dir: dir,
         }
     }
@@ -54,6 +71,18 @@ impl TestApi {
             Body::from(body.to_string())
         };
         self.send(req.body(body).unwrap()).await
+    }
+
+    /// Calls that must succeed: the answer's body.
+    pub async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let answer = self.call(method.clone(), path, body).await;
+        assert!(
+            answer.status.is_success(),
+            "{method} {path}: {} {}",
+            answer.status,
+            answer.body
+        );
+        answer.body
     }
 
     pub async fn send(&self, req: Request<Body>) -> Answer {
