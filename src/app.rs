@@ -81,6 +81,7 @@ impl App {
             group_feed,
             functions.clone(),
             outbox,
+            delivery_metrics.clone(),
             member_suffix,
             shutdown.clone(),
         );

@@ -44,7 +44,10 @@ impl Clock {
     /// # Panics
     /// On the system clock, which only time moves.
     pub fn advance(&self, by: Duration) {
-        let at = self.0.as_ref().expect("only a manual clock can be advanced");
+        let at = self
+            .0
+            .as_ref()
+            .expect("only a manual clock can be advanced");
         at.fetch_add(by.as_millis() as u64, Ordering::AcqRel);
     }
 }

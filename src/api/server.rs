@@ -128,9 +128,24 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "Deliveries given up without a dead-letter queue",
             &d.dropped,
         ),
+        (
+            "switchyard_source_batches_total",
+            "Batches a function's queue or stream source invoked it with",
+            &d.source_batches,
+        ),
+        (
+            "switchyard_source_failed_batches_total",
+            "Source batches in which an event failed and is read again",
+            &d.source_failures,
+        ),
     ] {
         counter(name, help, v.load(Ordering::Relaxed));
     }
+    out.push_str(&format!(
+        "# HELP switchyard_receives_waiting Queue receives long-polling for a message\n\
+         # TYPE switchyard_receives_waiting gauge\nswitchyard_receives_waiting {}\n",
+        s.app.queues.receives_waiting()
+    ));
     let mut depth = String::new();
     for q in s.app.queues.names() {
         if let Ok(c) = s.app.queues.counts(&q).await {

@@ -101,6 +101,12 @@ pub struct DeliveryMetrics {
     pub retries: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub dropped: AtomicU64,
+    /// Batches a queue or stream source handed to its function, counted once their
+    /// outcome is recorded (acknowledged or checkpointed).
+    pub source_batches: AtomicU64,
+    /// Of those, the batches in which the function failed for at least one event, which
+    /// is read again.
+    pub source_failures: AtomicU64,
 }
 
 /// Where a function's publishes go once its invocation succeeded: the publish pipeline,

@@ -11,11 +11,12 @@
 //! A source waits while its function is loading: nothing is received (so no receive count
 //! is spent) until it can run.
 
-use super::{Outbox, event};
+use super::{DeliveryMetrics, Outbox, event};
 use crate::backend::{Received, StoredRecord};
 use crate::model::{SourceSpec, StartPosition};
 use crate::runtime::{Function, FunctionRegistry};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,7 @@ struct Context {
     functions: Arc<FunctionRegistry>,
     outbox: Arc<dyn Outbox>,
     groups: Arc<dyn GroupFeed>,
+    metrics: Arc<DeliveryMetrics>,
     /// Appended to a stream source's member name: routers sharing a backend each run the
     /// source as their own member, so the shards are split between them, not read twice.
     member_suffix: String,
@@ -107,6 +109,7 @@ impl Sources {
         groups: Arc<dyn GroupFeed>,
         functions: Arc<FunctionRegistry>,
         outbox: Arc<dyn Outbox>,
+        metrics: Arc<DeliveryMetrics>,
         member_suffix: String,
         shutdown: CancellationToken,
     ) -> Self {
@@ -116,6 +119,7 @@ impl Sources {
                 functions,
                 outbox,
                 groups,
+                metrics,
                 member_suffix,
             }),
             running: Mutex::default(),
@@ -204,6 +208,13 @@ impl Context {
         }
     }
 
+    fn count_batch(&self, failed: bool) {
+        self.metrics.source_batches.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.metrics.source_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     async fn queue_source(
         self: Arc<Self>,
         function: String,
@@ -246,6 +257,7 @@ impl Context {
                 .map(|m| event::from_message(&queue, m))
                 .collect();
             let inv = f.invoke_batch(events).await;
+            let failed_any = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
             match inv.outcome {
                 Ok(failures) => {
                     let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
@@ -269,6 +281,7 @@ impl Context {
                     tracing::warn!(function, queue, error = %e, messages = msgs.len(), "batch failed; the messages stay in the queue");
                 }
             }
+            self.count_batch(failed_any);
         }
     }
 
@@ -363,6 +376,7 @@ impl Context {
             if ok {
                 self.outbox.publish(function, inv.published).await;
             }
+            self.count_batch(!lowest_failed.is_empty());
             if lowest_failed.is_empty() {
                 retry_pause = FIRST_RETRY_PAUSE;
             } else {

@@ -14,6 +14,7 @@ use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;
 use crate::model::Kind;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// The queues as their users see them (delivery queues are internal and not reachable).
@@ -21,11 +22,23 @@ pub struct Queues {
     backend: Arc<Backend>,
     /// Cancelled at shutdown, so long polls answer instead of holding the drain up.
     shutdown: CancellationToken,
+    /// Receives under way that may wait for a message.
+    waiting: AtomicU64,
 }
 
 impl Queues {
     pub fn new(backend: Arc<Backend>, shutdown: CancellationToken) -> Self {
-        Self { backend, shutdown }
+        Self {
+            backend,
+            shutdown,
+            waiting: AtomicU64::new(0),
+        }
+    }
+
+    /// Receives under way that asked to wait for a message (a long poll), whether or not
+    /// they are waiting this moment.
+    pub fn receives_waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A user's queue.

@@ -6,11 +6,28 @@ use crate::backend::{Queue, ReceiptError, Received};
 use crate::error::OpError;
 use crate::model::{MAX_RECEIVE_WAIT_S, MAX_VISIBILITY_TIMEOUT_S};
 use crate::wire::ReceiveRequest;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// SQS returns at most 10 messages per receive.
 pub const MAX_RECEIVE_BATCH: usize = 10;
+
+/// Counts a long poll for as long as it runs, however it ends.
+struct LongPoll<'a>(&'a AtomicU64);
+
+impl<'a> LongPoll<'a> {
+    fn start(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        LongPoll(count)
+    }
+}
+
+impl Drop for LongPoll<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Queues {
     /// Receives up to `max_messages`, waiting up to `wait_s` for the first to arrive.
@@ -41,6 +58,7 @@ impl Queues {
                 "visibility_timeout_s must be between 0 and {MAX_VISIBILITY_TIMEOUT_S}, got {visibility_s}"
             )));
         }
+        let _long_poll = (wait_s > 0).then(|| LongPoll::start(&self.waiting));
         self.take(
             &h,
             max,

@@ -9,7 +9,7 @@ use switchyard::wire::{
 };
 
 use crate::harness::{
-    TestServer, refused, refused_4xx, run_server_expecting_exit, spawn_server, topic_with_queues,
+    TestServer, refused, run_server_expecting_exit, spawn_server, topic_with_queues,
 };
 
 /// A server with topic `orders` → queue `jobs`.
@@ -133,14 +133,15 @@ async fn unknown_resources_are_404() {
 }
 
 #[tokio::test]
-async fn subscription_to_a_missing_queue_is_refused() {
+async fn subscription_to_a_missing_queue_is_refused_with_400() {
     let server = server_with_topic_and_queue().await;
 
-    refused_4xx(
+    refused(
         server
             .client
             .put_subscription("orders", "ghost", &SubscriptionSpec::to_queue("ghost"))
             .await,
+        StatusCode::BAD_REQUEST,
     );
 }
 
@@ -347,7 +348,7 @@ async fn queue_settings_out_of_range_are_refused_with_400() {
         ..base()
     };
     client.put_queue("jobs", &edges).await.unwrap();
-    refused_4xx(
+    refused(
         client
             .put_queue(
                 "other",
@@ -360,6 +361,7 @@ async fn queue_settings_out_of_range_are_refused_with_400() {
                 },
             )
             .await,
+        StatusCode::BAD_REQUEST,
     );
 }
 
@@ -386,7 +388,10 @@ async fn malformed_receipt_is_refused_with_400_naming_it() {
         StatusCode::BAD_REQUEST,
     );
     assert!(problem.detail.contains("not-a-receipt"), "{problem:?}");
-    refused_4xx(client.change_visibility("jobs", "not-a-receipt", 0).await);
+    refused(
+        client.change_visibility("jobs", "not-a-receipt", 0).await,
+        StatusCode::BAD_REQUEST,
+    );
 }
 
 #[tokio::test]
@@ -429,7 +434,12 @@ async fn stale_receipt_is_refused_with_410_listing_the_receipts_that_succeeded()
     );
 
     assert!(problem.detail.contains(&stale), "{problem:?}");
-    assert_eq!(problem.acked.unwrap_or_default(), vec![fresh.clone()]);
+    assert_eq!(
+        problem
+            .acked
+            .expect("the problem lists what was acknowledged"),
+        vec![fresh.clone()]
+    );
     // `b` is deleted; `a` is still in flight under its newer receipt.
     let info = client.get_queue("jobs").await.unwrap();
     assert_eq!(
@@ -459,7 +469,10 @@ async fn ack_of_an_already_deleted_message_is_refused_with_410() {
         problem.acked.as_ref().is_none_or(Vec::is_empty),
         "{problem:?}"
     );
-    refused_4xx(client.change_visibility("jobs", &receipt[0], 0).await);
+    refused(
+        client.change_visibility("jobs", &receipt[0], 0).await,
+        StatusCode::GONE,
+    );
 }
 
 #[tokio::test]
@@ -469,7 +482,10 @@ async fn publish_batch_over_one_hundred_entries_is_refused() {
         .map(|n| PublishRequest::new(json!(n)).id(format!("e{n}")))
         .collect();
 
-    refused_4xx(server.client.publish_batch("orders", &entries).await);
+    refused(
+        server.client.publish_batch("orders", &entries).await,
+        StatusCode::BAD_REQUEST,
+    );
 
     let info = server.client.get_queue("jobs").await.unwrap();
     assert_eq!(

@@ -88,7 +88,10 @@ pub async fn receive(s: &TestServer, queue: &str, max: usize, wait_s: u64) -> Ve
         json!({"max_messages": max, "wait_s": wait_s}),
     )
     .await;
-    v["messages"].as_array().cloned().unwrap_or_default()
+    v["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a receive answers with `messages`: {v}"))
 }
 
 pub async fn ack(s: &TestServer, queue: &str, messages: &[Value]) {

@@ -26,16 +26,25 @@ async fn put_queue(server: &TestServer, name: &str, spec: Value) {
 }
 
 async fn receive_all(server: &TestServer, queue: &str) -> Vec<Value> {
+    receive(server, queue, 0).await
+}
+
+/// One receive of up to 10 messages, long-polling up to `wait_s` for the first.
+async fn receive(server: &TestServer, queue: &str, wait_s: u64) -> Vec<Value> {
     let v = server
         .ok(
             Method::POST,
             &format!("/v1/queues/{queue}/receive"),
-            json!({"max_messages": 10}),
+            json!({"max_messages": 10, "wait_s": wait_s}),
         )
         .await;
-    v["messages"].as_array().cloned().unwrap_or_default()
+    v["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a receive answers with `messages`: {v}"))
+        .clone()
 }
 
+/// Receives until `n` messages came, long-polling so a message is taken as it arrives.
 async fn eventually_received(
     server: &TestServer,
     queue: &str,
@@ -45,15 +54,12 @@ async fn eventually_received(
     let mut got: Vec<Value> = Vec::new();
     let deadline = std::time::Instant::now() + within;
     while got.len() < n {
-        got.extend(receive_all(server, queue).await);
         assert!(
             std::time::Instant::now() < deadline,
             "{queue}: {} of {n} messages within {within:?}: {got:?}",
             got.len()
         );
-        if got.len() < n {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        got.extend(receive(server, queue, 1).await);
     }
     got
 }
@@ -187,7 +193,11 @@ async fn a_function_subscriber_publishes_and_its_events_are_delivered_downstream
         flagged[0]["message"].to_string().contains("o-1"),
         "{flagged:?}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once both orders placed were delivered to the function, what it published is stored.
+    eventually(Duration::from_secs(20), "two deliveries", || async {
+        (server.metric("switchyard_delivered_total").await? == 2).then_some(())
+    })
+    .await;
     assert!(
         receive_all(&server, "flagged").await.is_empty(),
         "only o-1 is suspicious"
@@ -312,21 +322,16 @@ async fn traps_timeouts_and_memory_exhaustion_are_failed_attempts_then_dead_lett
 #[tokio::test]
 async fn putting_a_new_module_swaps_it_for_new_invocations() {
     let server = spawn_server(None).await;
+    // One event, which the first module handles and the second traps on: only the swap
+    // can change its outcome.
+    let event = json!({"message": {"order_id": "o", "customer_email": "a@b.example"}});
     put_function(&server, "f", json!({"module": module("email")})).await;
     let before = server
-        .ok(
-            Method::POST,
-            "/v1/functions/f/invoke",
-            json!({"message": {"order_id": "o", "customer_email": "a@b.example"}}),
-        )
+        .ok(Method::POST, "/v1/functions/f/invoke", event.clone())
         .await;
     put_function(&server, "f", json!({"module": module("trap")})).await;
     let after = server
-        .ok(
-            Method::POST,
-            "/v1/functions/f/invoke",
-            json!({"message": {"order_id": "o"}}),
-        )
+        .ok(Method::POST, "/v1/functions/f/invoke", event)
         .await;
     assert_eq!(before["ok"], true, "{before}");
     assert_eq!(after["ok"], false, "{after}");
@@ -404,7 +409,14 @@ async fn a_stream_source_checkpoints_successes_and_resumes_from_the_lowest_failu
     )
     .await;
     // The failure holds the shard at record 2 while it keeps failing...
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(Duration::from_secs(20), "record 2 failed twice", || async {
+        (server
+            .metric("switchyard_source_failed_batches_total")
+            .await?
+            >= 2)
+            .then_some(())
+    })
+    .await;
     assert_eq!(checkpoint().await.as_deref(), Some("1"));
     // ...and once the handler is fixed, processing resumes from it to the end.
     put_function(

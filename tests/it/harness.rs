@@ -176,7 +176,8 @@ impl TestServer {
         format!("{}{path}", self.base_url)
     }
 
-    /// A counter from `/metrics` (0 when absent); `None` when the server does not answer.
+    /// A sample from `/metrics`, named with its labels if it has any; `None` when the
+    /// server does not answer. A sample the server does not export fails the test.
     pub async fn metric(&self, name: &str) -> Option<u64> {
         let text = self
             .http
@@ -187,11 +188,10 @@ impl TestServer {
             .text()
             .await
             .ok()?;
-        Some(
-            text.lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-                .unwrap_or(0),
-        )
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok());
+        Some(value.unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}")))
     }
 
     /// Kills the server with SIGKILL: no drain, no flush, as in a crash.
@@ -555,6 +555,18 @@ pub async fn run_server_expecting_exit(config: &str) -> (ExitStatus, String) {
 
 /// Polls `condition` until it yields `Some`, backing off from 10 ms to 200 ms between
 /// polls; panics naming `what` if `within` passes first.
+/// Returns once the wall clock has passed `unix_ms`, for tests that need a moment
+/// strictly between two events.
+pub async fn clock_past(unix_ms: u64) {
+    loop {
+        let now = switchyard::time::now_ms();
+        if now > unix_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(unix_ms + 1 - now)).await;
+    }
+}
+
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut condition: F) -> T
 where
     F: FnMut() -> Fut,
@@ -660,22 +672,6 @@ pub fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>, status: Statu
             *problem
         }
         Err(other) => panic!("expected {status}, got {other}"),
-    }
-}
-
-/// Asserts that a call was refused with some 4xx status and returns the problem.
-#[track_caller]
-pub fn refused_4xx<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Problem {
-    match result {
-        Ok(value) => panic!("expected a 4xx, got success: {value:?}"),
-        Err(ClientError::Api(problem)) => {
-            assert!(
-                problem.status_code().is_client_error(),
-                "expected a 4xx, got {problem:?}"
-            );
-            *problem
-        }
-        Err(other) => panic!("expected a 4xx, got {other}"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! queues, streams, consumer groups and metadata, several routers sharing one JetStream,
 //! and a server killed and restarted under load.
 
-use crate::harness::eventually;
+use crate::harness::{clock_past, eventually};
 use crate::nats::NatsServer;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -86,6 +86,22 @@ async fn connect(server: &NatsServer) -> Js {
             .await
             .expect("connect to the private nats-server"),
     )))
+}
+
+/// Pull requests waiting on `consumer` of the JetStream stream `stream`.
+async fn pulls_waiting(server: &NatsServer, stream: &str, consumer: &str) -> usize {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to the private nats-server");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(stream)
+        .await
+        .expect("the queue's stream exists");
+    stream
+        .consumer_info(consumer)
+        .await
+        .expect("the queue's consumer exists")
+        .num_waiting
 }
 
 fn msg(id: &str) -> NewMessage {
@@ -649,10 +665,16 @@ async fn each_shard_numbers_its_records_and_reads_from_any_position() {
             .unwrap(),
         4
     );
-    // A record that arrives after a moment is found by that moment.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let mark = switchyard::time::now_ms();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A record that arrives after a moment is found by that moment: the moment is just
+    // after the newest record so far, and the next record is put once it has passed.
+    let mut newest = 0;
+    for shard in 0..2 {
+        for r in js.read_shard(&st, shard, 0, 100).await.unwrap() {
+            newest = newest.max(r.arrived_at);
+        }
+    }
+    let mark = newest + 1;
+    clock_past(mark).await;
     let later = NewRecord {
         partition_key: "k".into(),
         explicit_hash_key: None,
@@ -925,7 +947,11 @@ async fn a_long_poll_answers_as_soon_as_a_message_arrives() {
         let (js, q) = (js.clone(), q.clone());
         tokio::spawn(async move { js.receive(&q, 10, 30_000, Duration::from_secs(10)).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Sent only once the receive is waiting on the queue, so it is the send that wakes it.
+    eventually(SOON, "the receive to wait", || async {
+        (pulls_waiting(&server, &format!("{PREFIX}_Q_q"), "ready").await > 0).then_some(())
+    })
+    .await;
     send(&js, &q, vec![msg("a"), msg("b")]).await;
     let got = waiter.await.unwrap().unwrap();
     assert!(!got.is_empty());
@@ -946,10 +972,16 @@ async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
     // Publishes of four messages each, back to back, until told to stop.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let producer = {
-        let (js, q, stop, acked) = (js.clone(), q.clone(), stop.clone(), acked.clone());
+        let (js, q, stop, acked, failed) = (
+            js.clone(),
+            q.clone(),
+            stop.clone(),
+            acked.clone(),
+            failed.clone(),
+        );
         tokio::spawn(async move {
-            let mut failed = 0;
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
@@ -963,11 +995,10 @@ async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
                     // Never acknowledged, so allowed to be lost; but only as unavailable.
                     Err(e) => {
                         assert!(e.is_retryable(), "{e}");
-                        failed += 1;
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
-            failed
         })
     };
     let count = || acked.lock().unwrap().len();
@@ -977,7 +1008,13 @@ async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
     .await;
     server.kill9();
     let at_kill = count();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The outage is felt: publishes fail while the server is down.
+    eventually(
+        Duration::from_secs(15),
+        "a publish to fail while the server is down",
+        || async { (failed.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(()) },
+    )
+    .await;
     server.restart();
     // Publishing resumes on its own once the server is back.
     eventually(

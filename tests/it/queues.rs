@@ -157,8 +157,11 @@ async fn long_poll_returns_as_soon_as_a_message_is_sent() {
             (received, started.elapsed())
         })
     };
-    // One round trip on another connection gives the receive time to reach the server.
-    client.get_queue("jobs").await.unwrap();
+    // Sent only once the receive is waiting on the server, so it is the send that wakes it.
+    eventually(Duration::from_secs(10), "the receive to wait", || async {
+        (server.metric("switchyard_receives_waiting").await? == 1).then_some(())
+    })
+    .await;
     assert!(
         !receiver.is_finished(),
         "a receive on an empty queue with wait_s={wait_s} returned at once"

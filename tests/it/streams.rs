@@ -1,7 +1,7 @@
 //! Streams end to end: Kinesis-style shards, sequence numbers and iterators, retention,
 //! topic fan-out to a stream, and consumer groups sharing shards through leases.
 
-use crate::harness::{TestServer, eventually, spawn_server};
+use crate::harness::{TestServer, clock_past, eventually, spawn_server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -212,14 +212,10 @@ async fn every_iterator_type_reads_from_where_it_says() {
     )
     .await;
     let shard = first[0].0.clone();
-    let between = json!(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 5
-    );
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A moment after the first three arrived, passed before the next two are put.
+    let (_, v) = read(&server, "s", &shard, "trim_horizon", 10).await;
+    let between = v["records"][2]["arrived_at"].as_u64().expect("arrived_at") + 1;
+    clock_past(between).await;
     put_records(
         &server,
         "s",
@@ -451,35 +447,38 @@ async fn a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping
     assert!(!lost.is_empty());
 
     // `b` cannot read a's shards while a's leases live, then takes them over.
-    let mut seen_by_b: Vec<Value> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let recs = poll(&server, "s", "g", "b", 500).await;
-        // One checkpoint per shard and batch, as a consumer does: a record-by-record run of
-        // them on a loaded machine can outlast the one-second lease they are checked against.
-        let mut last: HashMap<&str, &Value> = HashMap::new();
-        for r in &recs {
-            last.insert(r["shard_id"].as_str().unwrap(), r);
-        }
-        for r in last.values() {
-            assert_eq!(checkpoint(&server, "s", "g", "b", r).await, StatusCode::OK);
-        }
-        seen_by_b.extend(recs);
-        let all: BTreeSet<i64> = seen_by_b
-            .iter()
-            .map(|r| r["data"].as_i64().unwrap())
-            .chain(processed.iter().copied())
-            .collect();
-        if all.len() == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "b did not drain both shards: {} of 200",
-            all.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen_by_b = std::cell::RefCell::new(Vec::<Value>::new());
+    let (seen, processed) = (&seen_by_b, &processed);
+    let server_ref = &server;
+    eventually(
+        Duration::from_secs(10),
+        "b to drain both shards",
+        || async move {
+            let recs = poll(server_ref, "s", "g", "b", 500).await;
+            // One checkpoint per shard and batch, as a consumer does: a record-by-record run of
+            // them on a loaded machine can outlast the one-second lease they are checked against.
+            let mut last: HashMap<&str, &Value> = HashMap::new();
+            for r in &recs {
+                last.insert(r["shard_id"].as_str().unwrap(), r);
+            }
+            for r in last.values() {
+                assert_eq!(
+                    checkpoint(server_ref, "s", "g", "b", r).await,
+                    StatusCode::OK
+                );
+            }
+            let mut seen = seen.borrow_mut();
+            seen.extend(recs);
+            let all: BTreeSet<i64> = seen
+                .iter()
+                .map(|r| r["data"].as_i64().unwrap())
+                .chain(processed.iter().copied())
+                .collect();
+            (all.len() == 200).then_some(())
+        },
+    )
+    .await;
+    let seen_by_b = seen_by_b.into_inner();
     // b resumed right after a's checkpoints: nothing skipped, nothing before them repeated.
     for r in &seen_by_b {
         let shard = r["shard_id"].as_str().unwrap();
