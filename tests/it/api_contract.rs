@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Generated requests per operation: enough to cover every member and bound of every
 /// schema within a couple of minutes on CI.
-const EXAMPLES_PER_OPERATION: &str = "30";
+const EXAMPLES_PER_OPERATION: &str = "50";
 
 /// Longest the whole run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);

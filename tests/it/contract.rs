@@ -61,6 +61,27 @@ macro_rules! contract {
     )*};
 }
 
+/// Runs each named behaviour test, `async fn NAME(server: &TestServer)`, once on each
+/// backend: `NAME::embedded` and `NAME::nats`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                let d = $crate::contract::embedded().await;
+                super::$name(&d.server).await;
+            }
+
+            #[tokio::test]
+            async fn nats() {
+                let d = $crate::contract::on_nats().await;
+                super::$name(&d.server).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
 contract!(
     fan_out_follows_filter_policies,
     visibility_timeout_hides_and_redelivers,

@@ -1009,8 +1009,9 @@ async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
     server.kill9();
     let at_kill = count();
     // The outage is felt: publishes fail while the server is down.
+    // A publish retries for up to its deadline (10 s) before it fails.
     eventually(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         "a publish to fail while the server is down",
         || async { (failed.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(()) },
     )

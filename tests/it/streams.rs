@@ -1,11 +1,23 @@
 //! Streams end to end: Kinesis-style shards, sequence numbers and iterators, retention,
 //! topic fan-out to a stream, and consumer groups sharing shards through leases.
+//! Each behaviour test runs on both backends (`NAME::embedded`, `NAME::nats`); restart
+//! is the embedded store's.
 
 use crate::harness::{TestServer, clock_past, eventually, spawn_server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
+
+crate::contract::on_both_backends!(
+    records_keep_per_key_order_and_each_key_stays_on_one_shard,
+    every_iterator_type_reads_from_where_it_says,
+    records_past_retention_are_gone_and_reading_before_the_trim_point_is_refused,
+    bad_stream_input_is_refused_with_4xx,
+    topic_fans_out_to_a_stream_keyed_by_a_json_pointer,
+    two_and_then_three_members_balance_the_shards,
+    a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping,
+);
 
 async fn call(
     server: &TestServer,
@@ -150,10 +162,8 @@ async fn held_shards(server: &TestServer, stream: &str, group: &str) -> BTreeMap
     held
 }
 
-#[tokio::test]
-async fn records_keep_per_key_order_and_each_key_stays_on_one_shard() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "clicks", json!({"shards": 4})).await;
+async fn records_keep_per_key_order_and_each_key_stays_on_one_shard(server: &TestServer) {
+    put_stream(server, "clicks", json!({"shards": 4})).await;
     let keys: Vec<String> = (0..50).map(|k| format!("user-{k}")).collect();
     let mut placed: HashMap<String, BTreeSet<String>> = HashMap::new();
     for batch in 0..20 {
@@ -169,7 +179,7 @@ async fn records_keep_per_key_order_and_each_key_stays_on_one_shard() {
             .collect();
         for (k, (shard, _)) in keys_of_batch
             .iter()
-            .zip(put_records(&server, "clicks", records).await)
+            .zip(put_records(server, "clicks", records).await)
         {
             placed.entry(k.clone()).or_default().insert(shard);
         }
@@ -181,8 +191,8 @@ async fn records_keep_per_key_order_and_each_key_stays_on_one_shard() {
 
     let mut seen = 0;
     let mut last_n: HashMap<String, i64> = HashMap::new();
-    for shard in shard_ids(&server, "clicks").await {
-        let recs = read_all(&server, "clicks", &shard).await;
+    for shard in shard_ids(server, "clicks").await {
+        let recs = read_all(server, "clicks", &shard).await;
         let mut last_seq = 0u64;
         for r in &recs {
             let seq: u64 = r["sequence"].as_str().unwrap().parse().unwrap();
@@ -199,12 +209,10 @@ async fn records_keep_per_key_order_and_each_key_stays_on_one_shard() {
     assert_eq!(seen, 10_000);
 }
 
-#[tokio::test]
-async fn every_iterator_type_reads_from_where_it_says() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "s", json!({"shards": 1})).await;
+async fn every_iterator_type_reads_from_where_it_says(server: &TestServer) {
+    put_stream(server, "s", json!({"shards": 1})).await;
     let first = put_records(
-        &server,
+        server,
         "s",
         (0..3)
             .map(|i| json!({"partition_key": "k", "data": i}))
@@ -213,11 +221,11 @@ async fn every_iterator_type_reads_from_where_it_says() {
     .await;
     let shard = first[0].0.clone();
     // A moment after the first three arrived, passed before the next two are put.
-    let (_, v) = read(&server, "s", &shard, "trim_horizon", 10).await;
+    let (_, v) = read(server, "s", &shard, "trim_horizon", 10).await;
     let between = v["records"][2]["arrived_at"].as_u64().expect("arrived_at") + 1;
     clock_past(between).await;
     put_records(
-        &server,
+        server,
         "s",
         (3..5)
             .map(|i| json!({"partition_key": "k", "data": i}))
@@ -233,52 +241,52 @@ async fn every_iterator_type_reads_from_where_it_says() {
             .map(|r| r["data"].as_i64().unwrap())
             .collect()
     };
-    let (_, v) = read(&server, "s", &shard, "trim_horizon", 10).await;
+    let (_, v) = read(server, "s", &shard, "trim_horizon", 10).await;
     assert_eq!(data(&v), [0, 1, 2, 3, 4]);
     assert_eq!(v["next"], "after:5");
-    let (_, v) = read(&server, "s", &shard, "at:2", 2).await;
+    let (_, v) = read(server, "s", &shard, "at:2", 2).await;
     assert_eq!(data(&v), [1, 2]);
     assert_eq!(v["next"], "after:3");
-    let (_, v) = read(&server, "s", &shard, "after:3", 10).await;
+    let (_, v) = read(server, "s", &shard, "after:3", 10).await;
     assert_eq!(data(&v), [3, 4]);
-    let (_, v) = read(&server, "s", &shard, &format!("at_timestamp:{between}"), 10).await;
+    let (_, v) = read(server, "s", &shard, &format!("at_timestamp:{between}"), 10).await;
     assert_eq!(data(&v), [3, 4]);
-    let (_, v) = read(&server, "s", &shard, "latest", 10).await;
+    let (_, v) = read(server, "s", &shard, "latest", 10).await;
     assert_eq!(data(&v), Vec::<i64>::new());
     assert_eq!(v["next"], "after:5");
-    put_records(&server, "s", vec![json!({"partition_key": "k", "data": 5})]).await;
-    let (_, v) = read(&server, "s", &shard, "after:5", 10).await;
+    put_records(server, "s", vec![json!({"partition_key": "k", "data": 5})]).await;
+    let (_, v) = read(server, "s", &shard, "after:5", 10).await;
     assert_eq!(data(&v), [5]);
 
     // Positions that cannot be served are refused, naming the problem.
-    let (status, v) = read(&server, "s", &shard, "at:99", 10).await;
+    let (status, v) = read(server, "s", &shard, "at:99", 10).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         v["detail"].as_str().unwrap().contains("beyond the end"),
         "{v}"
     );
-    let (status, v) = read(&server, "s", &shard, "at:x", 10).await;
+    let (status, v) = read(server, "s", &shard, "at:x", 10).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("\"x\""), "{v}");
-    let (status, _) = read(&server, "s", "shard-0009", "latest", 10).await;
+    let (status, _) = read(server, "s", "shard-0009", "latest", 10).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = read(&server, "nope", &shard, "latest", 10).await;
+    let (status, _) = read(server, "nope", &shard, "latest", 10).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn records_past_retention_are_gone_and_reading_before_the_trim_point_is_refused() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "short", json!({"shards": 1, "retention_s": 1})).await;
+async fn records_past_retention_are_gone_and_reading_before_the_trim_point_is_refused(
+    server: &TestServer,
+) {
+    put_stream(server, "short", json!({"shards": 1, "retention_s": 1})).await;
     let placed = put_records(
-        &server,
+        server,
         "short",
         vec![json!({"partition_key": "k", "data": 1})],
     )
     .await;
     let shard = placed[0].0.clone();
     eventually(Duration::from_secs(10), "the record expires", || async {
-        let (_, v) = read(&server, "short", &shard, "trim_horizon", 10).await;
+        let (_, v) = read(server, "short", &shard, "trim_horizon", 10).await;
         v["records"].as_array().unwrap().is_empty().then_some(())
     })
     .await;
@@ -287,20 +295,18 @@ async fn records_past_retention_are_gone_and_reading_before_the_trim_point_is_re
         Duration::from_secs(10),
         "the trim horizon moves",
         || async {
-            let (status, v) = read(&server, "short", &shard, "at:1", 10).await;
+            let (status, v) = read(server, "short", &shard, "at:1", 10).await;
             (status == StatusCode::GONE).then_some(v)
         },
     )
     .await;
 }
 
-#[tokio::test]
-async fn bad_stream_input_is_refused_with_4xx() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "s", json!({"shards": 2})).await;
+async fn bad_stream_input_is_refused_with_4xx(server: &TestServer) {
+    put_stream(server, "s", json!({"shards": 2})).await;
     let big = "x".repeat(1024 * 1024 + 1);
     let (status, _) = call(
-        &server,
+        server,
         Method::POST,
         "/v1/streams/s/records",
         Some(json!({"records": [{"partition_key": "k", "data": big}]})),
@@ -308,7 +314,7 @@ async fn bad_stream_input_is_refused_with_4xx() {
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _) = call(
-        &server,
+        server,
         Method::POST,
         "/v1/streams/s/records",
         Some(json!({"records": [{"partition_key": "", "data": 1}]})),
@@ -316,7 +322,7 @@ async fn bad_stream_input_is_refused_with_4xx() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, v) = call(
-        &server,
+        server,
         Method::PUT,
         "/v1/streams/s",
         Some(json!({"shards": 3})),
@@ -325,7 +331,7 @@ async fn bad_stream_input_is_refused_with_4xx() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(v["detail"].as_str().unwrap().contains("resharding"), "{v}");
     let (status, _) = call(
-        &server,
+        server,
         Method::PUT,
         "/v1/streams/t",
         Some(json!({"shards": 0})),
@@ -333,7 +339,7 @@ async fn bad_stream_input_is_refused_with_4xx() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = call(
-        &server,
+        server,
         Method::POST,
         "/v1/streams/s/groups/g/checkpoint",
         Some(json!({"member": "m", "shard_id": "shard-0000", "sequence": "1"})),
@@ -342,16 +348,14 @@ async fn bad_stream_input_is_refused_with_4xx() {
     assert_eq!(status, StatusCode::NOT_FOUND, "unknown group");
 }
 
-#[tokio::test]
-async fn topic_fans_out_to_a_stream_keyed_by_a_json_pointer() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "orders", json!({"shards": 4})).await;
-    ok(&server, Method::PUT, "/v1/topics/t", Some(json!({}))).await;
-    ok(&server, Method::PUT, "/v1/topics/t/subscriptions/log",
+async fn topic_fans_out_to_a_stream_keyed_by_a_json_pointer(server: &TestServer) {
+    put_stream(server, "orders", json!({"shards": 4})).await;
+    ok(server, Method::PUT, "/v1/topics/t", Some(json!({}))).await;
+    ok(server, Method::PUT, "/v1/topics/t/subscriptions/log",
         Some(json!({"endpoint": {"stream": "orders", "partition_key": "/customer"}, "raw_message_delivery": true}))).await;
     for i in 0..20 {
         ok(
-            &server,
+            server,
             Method::POST,
             "/v1/topics/t/publish",
             Some(json!({"message": {"customer": format!("c{}", i % 3), "i": i}})),
@@ -359,8 +363,8 @@ async fn topic_fans_out_to_a_stream_keyed_by_a_json_pointer() {
         .await;
     }
     let mut by_key: HashMap<String, (String, Vec<i64>)> = HashMap::new();
-    for shard in shard_ids(&server, "orders").await {
-        for r in read_all(&server, "orders", &shard).await {
+    for shard in shard_ids(server, "orders").await {
+        for r in read_all(server, "orders", &shard).await {
             let key = r["partition_key"].as_str().unwrap().to_string();
             assert_eq!(r["data"]["customer"], json!(key));
             let e = by_key.entry(key).or_insert((shard.clone(), Vec::new()));
@@ -374,25 +378,23 @@ async fn topic_fans_out_to_a_stream_keyed_by_a_json_pointer() {
     }
 }
 
-#[tokio::test]
-async fn two_and_then_three_members_balance_the_shards() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "s", json!({"shards": 4})).await;
+async fn two_and_then_three_members_balance_the_shards(server: &TestServer) {
+    put_stream(server, "s", json!({"shards": 4})).await;
     ok(
-        &server,
+        server,
         Method::PUT,
         "/v1/streams/s/groups/g",
         Some(json!({"lease_timeout_s": 5})),
     )
     .await;
-    poll(&server, "s", "g", "a", 10).await;
+    poll(server, "s", "g", "a", 10).await;
     eventually(
         Duration::from_secs(10),
         "a and b hold two shards each",
         || async {
-            poll(&server, "s", "g", "a", 10).await;
-            poll(&server, "s", "g", "b", 10).await;
-            let held = held_shards(&server, "s", "g").await;
+            poll(server, "s", "g", "a", 10).await;
+            poll(server, "s", "g", "b", 10).await;
+            let held = held_shards(server, "s", "g").await;
             (held.get("a") == Some(&2) && held.get("b") == Some(&2)).then_some(())
         },
     )
@@ -402,9 +404,9 @@ async fn two_and_then_three_members_balance_the_shards() {
         "a, b and c share four shards 2-1-1",
         || async {
             for m in ["a", "b", "c"] {
-                poll(&server, "s", "g", m, 10).await;
+                poll(server, "s", "g", m, 10).await;
             }
-            let held = held_shards(&server, "s", "g").await;
+            let held = held_shards(server, "s", "g").await;
             let mut sizes: Vec<usize> = held.values().copied().collect();
             sizes.sort();
             (sizes == [1, 1, 2]).then_some(())
@@ -413,12 +415,12 @@ async fn two_and_then_three_members_balance_the_shards() {
     .await;
 }
 
-#[tokio::test]
-async fn a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping() {
-    let server = spawn_server(None).await;
-    put_stream(&server, "s", json!({"shards": 2})).await;
+async fn a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping(
+    server: &TestServer,
+) {
+    put_stream(server, "s", json!({"shards": 2})).await;
     ok(
-        &server,
+        server,
         Method::PUT,
         "/v1/streams/s/groups/g",
         Some(json!({"lease_timeout_s": 1})),
@@ -427,23 +429,23 @@ async fn a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping
     let records: Vec<Value> = (0..200)
         .map(|i| json!({"partition_key": format!("k{i}"), "data": i}))
         .collect();
-    put_records(&server, "s", records).await;
+    put_records(server, "s", records).await;
 
     // Alone, `a` takes both shards and processes (checkpoints) ten records of each.
-    let got = poll(&server, "s", "g", "a", 20).await;
+    let got = poll(server, "s", "g", "a", 20).await;
     assert!(!got.is_empty());
     let mut checkpointed: HashMap<String, u64> = HashMap::new();
     let mut processed: BTreeSet<i64> = BTreeSet::new();
     for r in &got {
         processed.insert(r["data"].as_i64().unwrap());
-        assert_eq!(checkpoint(&server, "s", "g", "a", r).await, StatusCode::OK);
+        assert_eq!(checkpoint(server, "s", "g", "a", r).await, StatusCode::OK);
         checkpointed.insert(
             r["shard_id"].as_str().unwrap().to_string(),
             r["sequence"].as_str().unwrap().parse().unwrap(),
         );
     }
     // `a` reads more but dies before checkpointing them.
-    let lost = poll(&server, "s", "g", "a", 20).await;
+    let lost = poll(server, "s", "g", "a", 20).await;
     assert!(!lost.is_empty());
 
     // `b` cannot read a's shards while a's leases live, then takes them over.
@@ -488,7 +490,7 @@ async fn a_dead_members_shards_resume_after_its_last_checkpoint_without_skipping
     }
     // The dead member no longer holds anything, and cannot checkpoint.
     assert_eq!(
-        checkpoint(&server, "s", "g", "a", &got[0]).await,
+        checkpoint(server, "s", "g", "a", &got[0]).await,
         StatusCode::CONFLICT
     );
 }

@@ -1,5 +1,6 @@
 //! Topics end to end: fan-out to queue subscriptions, filter policies, delivery shapes,
 //! batch publish, schemas, FIFO deduplication, idempotent PUT and the config file.
+//! Each behaviour test runs on both backends (`NAME::embedded`, `NAME::nats`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,8 +14,26 @@ use switchyard::wire::{
 };
 
 use crate::harness::{
-    drain, envelope_message, receive_count, refused, spawn_server, topic_with_queues,
+    TestServer, drain, envelope_message, receive_count, refused, spawn_server, topic_with_queues,
 };
+
+crate::contract::on_both_backends!(
+    one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only,
+    filter_policies_select_by_attribute_and_by_body,
+    envelope_delivery_wraps_the_message_with_topic_subscription_and_attributes,
+    raw_delivery_delivers_the_published_message_with_its_attributes,
+    publish_batch_stores_valid_entries_and_reports_each_failure,
+    publish_batch_of_one_hundred_entries_delivers_every_entry,
+    publish_violating_the_schema_is_refused_naming_the_failing_json_pointer,
+    put_topic_twice_with_the_same_body_succeeds,
+    put_topic_changing_fifo_is_refused_with_409_and_leaves_it_unchanged,
+    put_queue_changing_fifo_is_refused_with_409,
+    put_queue_with_a_changed_mutable_field_updates_it,
+    subscriptions_are_listed_described_and_deleted,
+    deleted_topic_refuses_publishes_with_404,
+    fifo_topic_drops_a_publish_with_a_repeated_dedup_id,
+    fifo_topic_with_content_based_dedup_drops_identical_bodies,
+);
 
 /// Long enough for a handful of receives on a loaded machine.
 const RECEIVE_WITHIN: Duration = Duration::from_secs(10);
@@ -37,9 +56,9 @@ fn envelope_ids(messages: &[ReceivedMessage]) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only() {
-    let server = spawn_server(None).await;
+async fn one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only(
+    server: &TestServer,
+) {
     let client = &server.client;
     topic_with_queues(
         client,
@@ -76,9 +95,7 @@ async fn one_publish_reaches_the_unfiltered_and_the_matching_subscriptions_only(
     assert_empty(client, "big-only").await;
 }
 
-#[tokio::test]
-async fn filter_policies_select_by_attribute_and_by_body() {
-    let server = spawn_server(None).await;
+async fn filter_policies_select_by_attribute_and_by_body(server: &TestServer) {
     let client = &server.client;
     topic_with_queues(
         client,
@@ -141,9 +158,9 @@ async fn filter_policies_select_by_attribute_and_by_body() {
     assert_empty(client, "big-only").await;
 }
 
-#[tokio::test]
-async fn envelope_delivery_wraps_the_message_with_topic_subscription_and_attributes() {
-    let server = spawn_server(None).await;
+async fn envelope_delivery_wraps_the_message_with_topic_subscription_and_attributes(
+    server: &TestServer,
+) {
     let client = &server.client;
     topic_with_queues(
         client,
@@ -175,9 +192,7 @@ async fn envelope_delivery_wraps_the_message_with_topic_subscription_and_attribu
     assert_eq!(received[0].receive_count, 1);
 }
 
-#[tokio::test]
-async fn raw_delivery_delivers_the_published_message_with_its_attributes() {
-    let server = spawn_server(None).await;
+async fn raw_delivery_delivers_the_published_message_with_its_attributes(server: &TestServer) {
     let client = &server.client;
     topic_with_queues(
         client,
@@ -199,9 +214,7 @@ async fn raw_delivery_delivers_the_published_message_with_its_attributes() {
     assert_eq!(received[0].attributes["color"], SnsAttribute::string("red"));
 }
 
-#[tokio::test]
-async fn publish_batch_stores_valid_entries_and_reports_each_failure() {
-    let server = spawn_server(None).await;
+async fn publish_batch_stores_valid_entries_and_reports_each_failure(server: &TestServer) {
     let client = &server.client;
     let schema = json!({
         "type": "object",
@@ -265,9 +278,7 @@ async fn publish_batch_stores_valid_entries_and_reports_each_failure() {
     assert_empty(client, "billing").await;
 }
 
-#[tokio::test]
-async fn publish_batch_of_one_hundred_entries_delivers_every_entry() {
-    let server = spawn_server(None).await;
+async fn publish_batch_of_one_hundred_entries_delivers_every_entry(server: &TestServer) {
     let client = &server.client;
     topic_with_queues(
         client,
@@ -292,9 +303,9 @@ async fn publish_batch_of_one_hundred_entries_delivers_every_entry() {
     assert_eq!(envelope_ids(&received), published);
 }
 
-#[tokio::test]
-async fn publish_violating_the_schema_is_refused_naming_the_failing_json_pointer() {
-    let server = spawn_server(None).await;
+async fn publish_violating_the_schema_is_refused_naming_the_failing_json_pointer(
+    server: &TestServer,
+) {
     let client = &server.client;
     let schema = json!({
         "type": "object",
@@ -341,9 +352,7 @@ async fn publish_violating_the_schema_is_refused_naming_the_failing_json_pointer
     assert_empty(client, "ledger").await;
 }
 
-#[tokio::test]
-async fn put_topic_twice_with_the_same_body_succeeds() {
-    let server = spawn_server(None).await;
+async fn put_topic_twice_with_the_same_body_succeeds(server: &TestServer) {
     let client = &server.client;
     let spec = TopicSpec {
         schema: Some(json!({"type": "object"})),
@@ -357,9 +366,7 @@ async fn put_topic_twice_with_the_same_body_succeeds() {
     assert_eq!(info.spec, spec);
 }
 
-#[tokio::test]
-async fn put_topic_changing_fifo_is_refused_with_409_and_leaves_it_unchanged() {
-    let server = spawn_server(None).await;
+async fn put_topic_changing_fifo_is_refused_with_409_and_leaves_it_unchanged(server: &TestServer) {
     let client = &server.client;
     client
         .put_topic("orders.fifo", &TopicSpec::fifo())
@@ -375,9 +382,7 @@ async fn put_topic_changing_fifo_is_refused_with_409_and_leaves_it_unchanged() {
     assert!(client.get_topic("orders.fifo").await.unwrap().spec.fifo);
 }
 
-#[tokio::test]
-async fn put_queue_changing_fifo_is_refused_with_409() {
-    let server = spawn_server(None).await;
+async fn put_queue_changing_fifo_is_refused_with_409(server: &TestServer) {
     let client = &server.client;
     client
         .put_queue("jobs.fifo", &QueueSpec::fifo())
@@ -396,9 +401,7 @@ async fn put_queue_changing_fifo_is_refused_with_409() {
     assert!(client.get_queue("jobs.fifo").await.unwrap().spec.fifo);
 }
 
-#[tokio::test]
-async fn put_queue_with_a_changed_mutable_field_updates_it() {
-    let server = spawn_server(None).await;
+async fn put_queue_with_a_changed_mutable_field_updates_it(server: &TestServer) {
     let client = &server.client;
     client
         .put_queue("jobs", &QueueSpec::default())
@@ -415,9 +418,7 @@ async fn put_queue_with_a_changed_mutable_field_updates_it() {
     assert_eq!(client.get_queue("jobs").await.unwrap().spec, changed);
 }
 
-#[tokio::test]
-async fn subscriptions_are_listed_described_and_deleted() {
-    let server = spawn_server(None).await;
+async fn subscriptions_are_listed_described_and_deleted(server: &TestServer) {
     let client = &server.client;
     let red = SubscriptionSpec::to_queue("red")
         .filter(FilterScope::MessageAttributes, json!({"color": ["red"]}))
@@ -461,9 +462,7 @@ async fn subscriptions_are_listed_described_and_deleted() {
     assert_empty(client, "red").await;
 }
 
-#[tokio::test]
-async fn deleted_topic_refuses_publishes_with_404() {
-    let server = spawn_server(None).await;
+async fn deleted_topic_refuses_publishes_with_404(server: &TestServer) {
     let client = &server.client;
     client
         .put_topic("orders", &TopicSpec::default())
@@ -511,9 +510,7 @@ fn bodies(messages: &[ReceivedMessage]) -> Vec<Value> {
     messages.iter().map(|m| m.message.clone()).collect()
 }
 
-#[tokio::test]
-async fn fifo_topic_drops_a_publish_with_a_repeated_dedup_id() {
-    let server = spawn_server(None).await;
+async fn fifo_topic_drops_a_publish_with_a_repeated_dedup_id(server: &TestServer) {
     let client = &server.client;
     fifo_pipeline(client, false).await;
     let publish = |n: i64, dedup: &str| {
@@ -539,9 +536,7 @@ async fn fifo_topic_drops_a_publish_with_a_repeated_dedup_id() {
     assert_eq!(bodies(&received), vec![json!({"n": 1}), json!({"n": 3})]);
 }
 
-#[tokio::test]
-async fn fifo_topic_with_content_based_dedup_drops_identical_bodies() {
-    let server = spawn_server(None).await;
+async fn fifo_topic_with_content_based_dedup_drops_identical_bodies(server: &TestServer) {
     let client = &server.client;
     fifo_pipeline(client, true).await;
 

@@ -562,12 +562,7 @@ impl JetStream {
             subjects.push(subject);
         }
         let deadline = Instant::now() + super::PUBLISH_DEADLINE;
-        let published =
-            futures::future::join_all(prepared.iter().map(|p| self.publish_until(p, deadline)))
-                .await;
-        for p in published {
-            p?;
-        }
+        self.publish_in_order(&prepared, deadline).await?;
         let acks = futures::future::join_all(
             subjects
                 .iter()

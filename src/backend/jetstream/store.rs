@@ -6,6 +6,7 @@ use crate::backend::{Delivery, Enqueued, Stored, Stream};
 use crate::time::now_ms;
 use async_nats::jetstream;
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A delivery ready to publish.
@@ -30,6 +31,17 @@ pub(super) enum Target {
     },
     /// A message moved between queues (dead-lettered, redriven or due after a delay).
     Move,
+}
+
+/// Most publishes of one store awaiting their acknowledgement at once: well below the
+/// connection's limit on unacknowledged publishes, which every store shares.
+const PIPELINE: usize = 1024;
+
+fn message(p: &Prepared) -> jetstream::message::PublishMessage {
+    jetstream::message::PublishMessage::build()
+        .payload(p.payload.clone())
+        .headers(p.headers.clone())
+        .message_id(&p.msg_id)
 }
 
 fn publish_error(e: async_nats::jetstream::context::PublishError) -> JsError {
@@ -64,12 +76,9 @@ impl JetStream {
             .map(|d| self.prepare(d, now))
             .collect::<Result<_, _>>()?;
         let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
-        let acks =
-            futures::future::join_all(prepared.iter().map(|p| self.publish_until(p, deadline)))
-                .await;
+        let acks = self.publish_in_order(&prepared, deadline).await?;
         let mut out = Vec::with_capacity(prepared.len());
         for (p, ack) in prepared.iter().zip(acks) {
-            let ack = ack?;
             out.push(match &p.target {
                 Target::Stream { shard } => Stored::Stream {
                     shard: *shard,
@@ -103,20 +112,69 @@ impl JetStream {
         }
     }
 
+    /// Publishes `prepared` from this one task, so they reach NATS, and a shard's records
+    /// their stream, in the order given; up to [`PIPELINE`] wait for their acknowledgement
+    /// at once. One that is not acknowledged is retried on its own, which can reorder it
+    /// only while NATS is unavailable; the first that fails for good fails them all (some
+    /// may be stored).
+    pub(super) async fn publish_in_order(
+        &self,
+        prepared: &[Prepared],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<jetstream::publish::PublishAck>, JsError> {
+        let mut acks = Vec::with_capacity(prepared.len());
+        let mut in_flight = VecDeque::with_capacity(prepared.len().min(PIPELINE));
+        for p in prepared {
+            if in_flight.len() == PIPELINE {
+                let (sent, oldest) = in_flight.pop_front().expect("the pipeline is full");
+                acks.push(self.acknowledged(oldest, sent, deadline).await?);
+            }
+            // A send that fails is retried by `acknowledged`.
+            let sent = self
+                .js
+                .send_publish(p.subject.clone(), message(p))
+                .await
+                .ok();
+            in_flight.push_back((sent, p));
+        }
+        for (sent, p) in in_flight {
+            acks.push(self.acknowledged(p, sent, deadline).await?);
+        }
+        Ok(acks)
+    }
+
+    /// The acknowledgement of a publish that was `sent` (or could not be), retried under
+    /// its message id while NATS is unavailable.
+    async fn acknowledged(
+        &self,
+        p: &Prepared,
+        sent: Option<jetstream::context::PublishAckFuture>,
+        deadline: tokio::time::Instant,
+    ) -> Result<jetstream::publish::PublishAck, JsError> {
+        if let Some(ack) = sent {
+            match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(e) => {
+                    let e = publish_error(e);
+                    if !e.is_unavailable() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.publish_until(p, deadline).await
+    }
+
     /// Publishes one message and waits for its acknowledgement, retrying under the same
     /// message id while NATS is unavailable, until `deadline`.
-    pub(super) async fn publish_until(
+    async fn publish_until(
         &self,
         p: &Prepared,
         deadline: tokio::time::Instant,
     ) -> Result<jetstream::publish::PublishAck, JsError> {
         let mut backoff = Duration::from_millis(20);
         loop {
-            let msg = jetstream::message::PublishMessage::build()
-                .payload(p.payload.clone())
-                .headers(p.headers.clone())
-                .message_id(&p.msg_id);
-            let err = match self.js.send_publish(p.subject.clone(), msg).await {
+            let err = match self.js.send_publish(p.subject.clone(), message(p)).await {
                 Ok(ack) => match ack.await {
                     Ok(ack) => return Ok(ack),
                     Err(e) => publish_error(e),
