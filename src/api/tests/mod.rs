@@ -5,6 +5,7 @@
 //! This file holds the harness and the tests of the API as a whole; the others follow the
 //! resources.
 
+mod compat;
 mod queues;
 mod streams;
 
@@ -45,8 +46,25 @@ impl TestApi {
     }
 
     pub async fn with_token(token: Option<&str>) -> Self {
+        Self::open(tempfile::tempdir().unwrap(), Clock::manual(START_MS), token).await
+    }
+
+    /// One router over the embedded data directory packed in `archive` (a `.tar.gz` of
+    /// its contents), its clock at `now_ms`.
+    pub async fn on_archive(archive: &std::path::Path, now_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Clock::manual(START_MS);
+        let status = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(archive)
+            .arg("-C")
+            .arg(dir.path())
+            .status()
+            .expect("run tar");
+        assert!(status.success(), "unpacking {} failed", archive.display());
+        Self::open(dir, Clock::manual(now_ms), None).await
+    }
+
+    async fn open(dir: tempfile::TempDir, clock: Clock, token: Option<&str>) -> Self {
         let backend = Arc::new(Backend::Embedded(
             Embedded::open_with_clock(dir.path(), clock.clone()).unwrap(),
         ));
