@@ -14,7 +14,19 @@ use crate::runtime::{FunctionRegistry, Runtime, RuntimeConfig};
 use crate::stream::Streams;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
+
+/// Counters of what the doors were asked and answered, exported on `/metrics`; every
+/// door counts into the same ones.
+#[derive(Default)]
+pub struct Metrics {
+    pub published: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub received: AtomicU64,
+    pub acked: AtomicU64,
+    pub client_errors: AtomicU64,
+}
 
 /// How to build an [`App`].
 #[derive(Debug, Clone, Default)]

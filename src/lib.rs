@@ -32,7 +32,7 @@
 //! # Modules
 //!
 //! - [`api`], [`wire`]: the HTTP API's handlers and its bodies (the OpenAPI document is
-//!   generated from both); [`config`]: the config file; [`server`]: a running server;
+//!   generated from both); [`aws`]: the AWS wire protocols, on the same listener; [`config`]: the config file; [`server`]: a running server;
 //!   [`client`]: the typed client and the CLI's client verbs.
 //! - [`app`]: the operations wired together over one backend, what every door calls.
 //! - [`control`]: create, change, list and delete resources; follow other routers.
@@ -47,6 +47,7 @@
 //!   matcher per topic.
 pub mod api;
 pub mod app;
+pub mod aws;
 pub mod backend;
 pub mod batch;
 pub mod client;

@@ -21,7 +21,7 @@ mod topics;
 #[cfg(test)]
 mod tests;
 
-use crate::app::App;
+use crate::app::{App, Metrics};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -31,22 +31,12 @@ use error::Problem;
 use openapi::Problems;
 pub use openapi::openapi;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 
 /// Largest request body: a full batch of 100 messages at the 256 KiB limit fits.
 pub const MAX_BODY_BYTES: usize = 100 * 256 * 1024 + 64 * 1024;
-
-/// Counters exported on `/metrics`.
-#[derive(Default)]
-pub struct Metrics {
-    pub published: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub received: AtomicU64,
-    pub acked: AtomicU64,
-    pub client_errors: AtomicU64,
-}
 
 /// What every handler shares. One `Arc`, because axum clones the state for each request
 /// and each layer it passes.
@@ -106,6 +96,8 @@ pub fn app(state: AppState) -> Routes {
     };
     let (server, _) = server::routes().split_for_parts();
     v1.merge(server)
+        // The AWS protocols post to the root; anything else there is no route.
+        .route("/", axum::routing::post(aws_or_nothing))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })
@@ -122,6 +114,23 @@ pub fn app(state: AppState) -> Routes {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn aws_or_nothing(
+    state: State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if crate::aws::is_aws_request(&headers) {
+        let door = crate::aws::Door {
+            app: &state.app,
+            metrics: &state.metrics,
+            token_required: state.token.is_some(),
+        };
+        door.dispatch(&headers, &body).await
+    } else {
+        Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
+    }
 }
 
 async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {

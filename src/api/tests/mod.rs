@@ -5,6 +5,7 @@
 //! This file holds the harness and the tests of the API as a whole; the others follow the
 //! resources.
 
+mod aws;
 mod compat;
 mod queues;
 mod streams;

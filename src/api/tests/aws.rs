@@ -1,0 +1,81 @@
+//! The AWS door as the listener sees it: what reaches it, what it answers when it cannot
+//! serve, and that its errors have the protocol's shape. Its operations are tested with
+//! the AWS SDKs end to end (tests/it/aws.rs).
+
+use super::TestApi;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::json;
+use tower::ServiceExt;
+
+fn sqs(action: &str, body: serde_json::Value) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_post_to_the_root_without_a_target_is_no_route() {
+    let api = TestApi::new().await;
+    let answer = api.call(Method::POST, "/", json!({})).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.body["type"], "/problems/no-such-route");
+}
+
+#[tokio::test]
+async fn errors_have_the_json_protocol_shape_and_the_query_code() {
+    let api = TestApi::new().await;
+    let res = api
+        .routes
+        .clone()
+        .oneshot(sqs("GetQueueUrl", json!({"QueueName": "nope"})))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.headers()["x-amzn-query-error"],
+        "AWS.SimpleQueueService.NonExistentQueue;Sender"
+    );
+    let answer = api
+        .send(sqs("GetQueueUrl", json!({"QueueName": "nope"})))
+        .await;
+    assert_eq!(answer.content_type, "application/x-amz-json-1.0");
+    assert_eq!(answer.body["__type"], "com.amazonaws.sqs#QueueDoesNotExist");
+
+    let unknown = api.send(sqs("Teleport", json!({}))).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        unknown.body["__type"],
+        "com.amazonaws.sqs#UnsupportedOperation"
+    );
+    let malformed = api
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/")
+                .header("x-amz-target", "AmazonSQS.SendMessage")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        malformed.body["__type"],
+        "com.amazonaws.sqs#InvalidParameterValue"
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_aws_requests_are_refused_not_served_unchecked() {
+    let api = TestApi::with_token(Some("secret")).await;
+    let answer = api
+        .send(sqs("CreateQueue", json!({"QueueName": "q"})))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.body["__type"], "com.amazonaws.sqs#InvalidSecurity");
+    assert!(api.app.queues.queue("q").is_err(), "nothing was created");
+}

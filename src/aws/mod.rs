@@ -1,0 +1,107 @@
+//! The AWS front door: AWS's own wire protocols on the listener that serves `/v1`, so
+//! programs written against the AWS SDKs, and the AWS CLI, work unchanged with
+//! `AWS_ENDPOINT_URL` pointing at Switchyard. A request is recognised by its
+//! `X-Amz-Target` header; it is answered by the same operations (`queue`, `control`)
+//! that `/v1` calls, never by a copy of them.
+//!
+//! Served so far: SQS over its JSON protocol ([`sqs`]).
+//!
+//! Signatures are not verified: like every local emulator, the door accepts any SigV4
+//! signature and only reads the region from its credential scope. A server started with
+//! `--token` therefore refuses AWS-protocol requests instead of serving them unchecked.
+
+mod sqs;
+
+use crate::app::{App, Metrics};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+
+/// The account id in every ARN and queue URL, as AWS's local tools use.
+pub const ACCOUNT_ID: &str = "000000000000";
+
+/// The region when a request names none.
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// What every AWS handler needs to know of its request besides its body.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// `Host` as the client sent it: queue URLs are built on it, so they lead back here.
+    pub host: String,
+    /// From the SigV4 credential scope, for ARNs.
+    pub region: String,
+}
+
+impl Context {
+    fn of(headers: &HeaderMap) -> Context {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let region = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(credential_region)
+            .unwrap_or(DEFAULT_REGION)
+            .to_string();
+        Context { host, region }
+    }
+}
+
+/// The region of a SigV4 `Authorization` header: `… Credential=KEY/DATE/REGION/SERVICE/aws4_request, …`.
+fn credential_region(authorization: &str) -> Option<&str> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    let region = scope.split('/').nth(2)?;
+    (!region.is_empty()).then_some(region)
+}
+
+/// Whether a request is meant for the AWS door.
+pub fn is_aws_request(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-amz-target")
+}
+
+/// What the door answers with: the operations, the counters every door shares, and
+/// whether the server requires a token.
+pub struct Door<'a> {
+    pub app: &'a App,
+    pub metrics: &'a Metrics,
+    pub token_required: bool,
+}
+
+impl Door<'_> {
+    /// A request with an `X-Amz-Target`, routed to the service it names.
+    pub async fn dispatch(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let cx = Context::of(headers);
+        match target.split_once('.') {
+            Some(("AmazonSQS", action)) => {
+                if self.token_required {
+                    return sqs::SqsError::signature_not_checked().into_response_json();
+                }
+                sqs::json(self, &cx, action, body).await
+            }
+            _ => sqs::SqsError::unknown_target(target).into_response_json(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credential_region;
+
+    #[test]
+    fn the_region_comes_from_the_credential_scope() {
+        let auth = "AWS4-HMAC-SHA256 Credential=AKID/20261206/eu-west-1/sqs/aws4_request, \
+                    SignedHeaders=host;x-amz-date, Signature=abc";
+        assert_eq!(credential_region(auth), Some("eu-west-1"));
+        assert_eq!(credential_region("Bearer x"), None);
+        assert_eq!(
+            credential_region("AWS4-HMAC-SHA256 Credential=AKID/20261206//sqs/aws4_request"),
+            None
+        );
+    }
+}

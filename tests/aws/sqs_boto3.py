@@ -1,0 +1,350 @@
+"""SQS through boto3 against a running Switchyard: python sqs_boto3.py BASE_URL.
+
+Each check is a function; the script runs them all and exits non-zero on the first
+failure, naming it. MD5s are computed here, independently of the server, as AWS
+documents them.
+"""
+
+import base64
+import hashlib
+import json
+import struct
+import sys
+import urllib.request
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+BASE = sys.argv[1]
+REGION = "eu-west-1"
+sqs = boto3.client(
+    "sqs",
+    endpoint_url=BASE,
+    region_name=REGION,
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    config=botocore.config.Config(retries={"max_attempts": 1}),
+)
+
+
+def v1(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req) as res:
+        text = res.read()
+        return json.loads(text) if text else None
+
+
+def md5(text):
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def attributes_md5(attributes):
+    """MD5OfMessageAttributes as AWS documents it."""
+    out = b""
+    for name in sorted(attributes):
+        a = attributes[name]
+        for field in (name, a["DataType"]):
+            raw = field.encode()
+            out += struct.pack(">I", len(raw)) + raw
+        if "BinaryValue" in a:
+            value = a["BinaryValue"]
+            out += b"\x02" + struct.pack(">I", len(value)) + value
+        else:
+            value = a["StringValue"].encode()
+            out += b"\x01" + struct.pack(">I", len(value)) + value
+    return hashlib.md5(out).hexdigest()
+
+
+def error_code(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
+
+
+def eq(got, want, what):
+    assert got == want, f"{what}: got {got!r}, want {want!r}"
+
+
+def receive(url, **kwargs):
+    return sqs.receive_message(QueueUrl=url, **kwargs).get("Messages", [])
+
+
+def check_queue_lifecycle():
+    url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+    eq(url, f"{BASE}/000000000000/orders", "queue URL")
+    eq(sqs.get_queue_url(QueueName="orders")["QueueUrl"], url, "GetQueueUrl")
+    assert url in sqs.list_queues()["QueueUrls"], "ListQueues lists it"
+    eq(sqs.list_queues(QueueNamePrefix="ord")["QueueUrls"], [url], "prefix")
+    assert "QueueUrls" not in sqs.list_queues(QueueNamePrefix="zzz"), "no match"
+    # Creating it again with the same attributes is fine, with others it is not.
+    eq(sqs.create_queue(QueueName="orders")["QueueUrl"], url, "create again")
+    eq(
+        error_code(
+            sqs.create_queue,
+            QueueName="orders",
+            Attributes={"VisibilityTimeout": "99"},
+        ),
+        "QueueAlreadyExists",
+        "create with other attributes",
+    )
+    # /v1 sees the queue SQS made.
+    eq(v1("GET", "/v1/queues/orders")["visibility_timeout_s"], 30, "/v1 view")
+
+
+def check_attributes():
+    dlq = sqs.create_queue(QueueName="orders-dlq")["QueueUrl"]
+    url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    eq(dlq_arn, f"arn:aws:sqs:{REGION}:000000000000:orders-dlq", "QueueArn")
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "4"})
+    sqs.set_queue_attributes(
+        QueueUrl=url,
+        Attributes={"VisibilityTimeout": "45", "RedrivePolicy": policy},
+    )
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    eq(attrs["VisibilityTimeout"], "45", "VisibilityTimeout")
+    eq(attrs["DelaySeconds"], "0", "DelaySeconds")
+    eq(attrs["MessageRetentionPeriod"], "345600", "MessageRetentionPeriod")
+    eq(attrs["MaximumMessageSize"], "262144", "MaximumMessageSize")
+    eq(attrs["ApproximateNumberOfMessages"], "0", "ApproximateNumberOfMessages")
+    eq(
+        json.loads(attrs["RedrivePolicy"]),
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4},
+        "RedrivePolicy",
+    )
+    eq(
+        v1("GET", "/v1/queues/orders")["redrive_policy"],
+        {"dead_letter_queue": "orders-dlq", "max_receive_count": 4},
+        "/v1 sees the redrive policy",
+    )
+    eq(
+        error_code(
+            sqs.set_queue_attributes, QueueUrl=url, Attributes={"Colour": "red"}
+        ),
+        "InvalidAttributeName",
+        "unknown attribute",
+    )
+    eq(
+        error_code(
+            sqs.set_queue_attributes,
+            QueueUrl=url,
+            Attributes={"VisibilityTimeout": "99999"},
+        ),
+        "InvalidAttributeValue",
+        "out of range",
+    )
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+
+
+def check_send_receive_delete():
+    url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    # Text that looks like JSON, quotes, escapes and non-ASCII come back byte for byte.
+    body = '{"id": 7,  "note": "caf\u00e9 \\"quoted\\"\\n"}\t\u2603'
+    attributes = {
+        "colour": {"DataType": "String", "StringValue": "red"},
+        "price": {"DataType": "Number", "StringValue": "1.50"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xfe"},
+    }
+    sent = sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes)
+    eq(sent["MD5OfMessageBody"], md5(body), "MD5OfMessageBody")
+    eq(sent["MD5OfMessageAttributes"], attributes_md5(attributes), "attributes MD5")
+    plain = sqs.send_message(QueueUrl=url, MessageBody="plain")
+    assert "MD5OfMessageAttributes" not in plain, "no attribute MD5 without attributes"
+
+    got = receive(
+        url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )
+    eq(len(got), 2, "two messages")
+    first = next(m for m in got if m["MessageId"] == sent["MessageId"])
+    eq(first["Body"], body, "body")
+    eq(first["MD5OfBody"], md5(body), "MD5OfBody")
+    eq(first["MessageAttributes"], attributes, "message attributes")
+    eq(first["MD5OfMessageAttributes"], attributes_md5(attributes), "received MD5")
+    eq(first["Attributes"]["ApproximateReceiveCount"], "1", "receive count")
+    assert int(first["Attributes"]["SentTimestamp"]) > 1_700_000_000_000, "SentTimestamp"
+    # Only the attributes asked for.
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = receive(url, MessageAttributeNames=["col.*", "price"], AttributeNames=["ApproximateReceiveCount"])
+    eq(len(again), 1, "visible again")
+    eq(sorted(again[0]["MessageAttributes"]), ["price"], "attributes by name")
+    eq(again[0]["Attributes"], {"ApproximateReceiveCount": "2"}, "receive count 2")
+
+    for m in got:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=again[0]["ReceiptHandle"])
+    eq(receive(url, WaitTimeSeconds=1), [], "empty after delete")
+    eq(
+        error_code(sqs.delete_message, QueueUrl=url, ReceiptHandle="not-a-receipt"),
+        "ReceiptHandleIsInvalid",
+        "malformed receipt",
+    )
+
+
+def check_batches():
+    url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    out = sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": "a", "MessageBody": "one"},
+            {"Id": "b", "MessageBody": "x" * 300_000},
+            {"Id": "c", "MessageBody": "three", "DelaySeconds": 0},
+        ],
+    )
+    eq(sorted(s["Id"] for s in out["Successful"]), ["a", "c"], "batch successes")
+    eq([f["Id"] for f in out["Failed"]], ["b"], "batch failures")
+    assert out["Failed"][0]["SenderFault"], "the sender's fault"
+    for s in out["Successful"]:
+        eq(s["MD5OfMessageBody"], md5({"a": "one", "c": "three"}[s["Id"]]), "batch MD5")
+    eq(
+        error_code(
+            sqs.send_message_batch,
+            QueueUrl=url,
+            Entries=[{"Id": "a", "MessageBody": "1"}, {"Id": "a", "MessageBody": "2"}],
+        ),
+        "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+        "repeated ids",
+    )
+    eq(
+        error_code(
+            sqs.send_message_batch,
+            QueueUrl=url,
+            Entries=[{"Id": f"e{i}", "MessageBody": "x"} for i in range(11)],
+        ),
+        "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+        "eleven entries",
+    )
+    got = receive(url, MaxNumberOfMessages=10)
+    eq(sorted(m["Body"] for m in got), ["one", "three"], "batch received")
+    changed = sqs.change_message_visibility_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": "v1", "ReceiptHandle": got[0]["ReceiptHandle"], "VisibilityTimeout": 60},
+            {"Id": "v2", "ReceiptHandle": "bogus", "VisibilityTimeout": 60},
+        ],
+    )
+    eq([s["Id"] for s in changed["Successful"]], ["v1"], "visibility batch")
+    eq(changed["Failed"][0]["Code"], "ReceiptHandleIsInvalid", "visibility failure")
+    deleted = sqs.delete_message_batch(
+        QueueUrl=url,
+        Entries=[{"Id": f"d{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        + [{"Id": "bad", "ReceiptHandle": "bogus"}],
+    )
+    eq(len(deleted["Successful"]), 2, "deleted")
+    eq(deleted["Failed"][0]["Id"], "bad", "bad receipt")
+    eq(deleted["Failed"][0]["Code"], "ReceiptHandleIsInvalid", "bad receipt code")
+
+
+def check_fifo():
+    url = sqs.create_queue(
+        QueueName="jobs.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    ids = []
+    for n in range(3):
+        ids.append(
+            sqs.send_message(QueueUrl=url, MessageBody=f"job {n}", MessageGroupId="g")[
+                "MessageId"
+            ]
+        )
+    # The same body again is a duplicate: accepted, answered with the original's id.
+    dup = sqs.send_message(QueueUrl=url, MessageBody="job 0", MessageGroupId="g")
+    eq(dup["MessageId"], ids[0], "content-based dedup")
+    bodies = []
+    while True:
+        got = receive(url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"])
+        if not got:
+            break
+        for m in got:
+            eq(m["Attributes"]["MessageGroupId"], "g", "MessageGroupId")
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    eq(bodies, ["job 0", "job 1", "job 2"], "FIFO order")
+    eq(
+        error_code(sqs.send_message, QueueUrl=url, MessageBody="no group"),
+        "InvalidParameterValue",
+        "a FIFO send needs a group",
+    )
+
+
+def check_v1_messages_through_sqs():
+    v1("PUT", "/v1/queues/mixed", {})
+    v1("POST", "/v1/queues/mixed/messages", {"message": {"a": [1, 2]}})
+    v1("POST", "/v1/queues/mixed/messages", {"message": "just text"})
+    url = sqs.get_queue_url(QueueName="mixed")["QueueUrl"]
+    got = receive(url, MaxNumberOfMessages=10)
+    # A JSON message is its text as it was sent (json.dumps spaces it so).
+    eq(sorted(m["Body"] for m in got), ["just text", '{"a": [1, 2]}'], "bodies")
+    sqs.send_message(QueueUrl=url, MessageBody="from sqs")
+    sent = v1("POST", "/v1/queues/mixed/receive", {"max_messages": 10})
+    eq([m["message"] for m in sent["messages"]], ["from sqs"], "/v1 reads a string")
+
+
+def check_errors():
+    eq(
+        error_code(sqs.get_queue_url, QueueName="nope"),
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "missing queue",
+    )
+    try:
+        sqs.get_queue_url(QueueName="nope")
+    except sqs.exceptions.QueueDoesNotExist:
+        pass
+    eq(
+        error_code(
+            sqs.send_message,
+            QueueUrl=f"{BASE}/000000000000/nope",
+            MessageBody="x",
+        ),
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "send to a missing queue",
+    )
+    eq(
+        error_code(sqs.receive_message, QueueUrl=f"{BASE}/000000000000/orders", MaxNumberOfMessages=11),
+        "InvalidParameterValue",
+        "eleven messages",
+    )
+
+
+def check_purge_and_delete():
+    url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="gone soon")
+    sqs.purge_queue(QueueUrl=url)
+    eq(receive(url), [], "purged")
+    sqs.delete_queue(QueueUrl=url)
+    eq(
+        error_code(sqs.get_queue_url, QueueName="orders"),
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "deleted",
+    )
+
+
+CHECKS = [
+    check_queue_lifecycle,
+    check_attributes,
+    check_send_receive_delete,
+    check_batches,
+    check_fifo,
+    check_v1_messages_through_sqs,
+    check_errors,
+    check_purge_and_delete,
+]
+
+for check in CHECKS:
+    try:
+        check()
+    except Exception as e:  # report which check failed, then fail
+        print(f"FAILED {check.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok {check.__name__}")

@@ -1,0 +1,40 @@
+//! The AWS door with the AWS SDKs themselves: `tests/aws/*.py` drive a real server with
+//! boto3 (installed by scripts/test.sh from tests/requirements.txt) and check every
+//! answer, MD5s included, against what AWS documents.
+
+use crate::harness::{TestServer, python_tool, spawn_server};
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `tests/aws/SCRIPT` against `server`; fails with its report unless every check
+/// passed.
+fn run_script(server: &TestServer, script: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/aws")
+        .join(script);
+    let out = Command::new(python_tool("python"))
+        .arg(&path)
+        .arg(server.url(""))
+        // The SDKs must reach the server directly, whatever the machine's proxy settings.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("run python");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{report}");
+    assert!(
+        !report.contains("FAILED"),
+        "{script} reported a failure:\n{report}"
+    );
+}
+
+#[tokio::test]
+async fn boto3_drives_sqs_over_the_json_protocol() {
+    let server = spawn_server(None).await;
+    run_script(&server, "sqs_boto3.py");
+}
