@@ -118,6 +118,8 @@ pub fn app(state: AppState) -> Routes {
 
 async fn aws_or_nothing(
     state: State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -125,9 +127,16 @@ async fn aws_or_nothing(
         let door = crate::aws::Door {
             app: &state.app,
             metrics: &state.metrics,
-            token_required: state.token.is_some(),
+            token: state.token.as_deref(),
         };
-        door.dispatch(&headers, &body).await
+        let request = crate::aws::sigv4::Signed {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or_default(),
+            headers: &headers,
+            body: &body,
+        };
+        door.dispatch(&request).await
     } else {
         Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
     }

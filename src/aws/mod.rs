@@ -6,10 +6,11 @@
 //!
 //! Served so far: SQS over its JSON protocol ([`sqs`]).
 //!
-//! Signatures are not verified: like every local emulator, the door accepts any SigV4
-//! signature and only reads the region from its credential scope. A server started with
-//! `--token` therefore refuses AWS-protocol requests instead of serving them unchecked.
+//! Without `--token` any SigV4 signature is accepted, as by every local emulator, and
+//! only the region is read from its credential scope. With `--token`, a request must be
+//! signed with access key `switchyard` and the token as the secret key ([`sigv4`]).
 
+pub mod sigv4;
 mod sqs;
 
 use crate::app::{App, Metrics};
@@ -66,12 +67,15 @@ pub fn is_aws_request(headers: &HeaderMap) -> bool {
 pub struct Door<'a> {
     pub app: &'a App,
     pub metrics: &'a Metrics,
-    pub token_required: bool,
+    /// The server's token: the secret key requests must be signed with.
+    pub token: Option<&'a str>,
 }
 
 impl Door<'_> {
-    /// A request with an `X-Amz-Target`, routed to the service it names.
-    pub async fn dispatch(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+    /// A request with an `X-Amz-Target`, routed to the service it names once its
+    /// signature is checked (with a token).
+    pub async fn dispatch(&self, request: &sigv4::Signed<'_>) -> Response {
+        let headers = request.headers;
         let target = headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
@@ -79,10 +83,12 @@ impl Door<'_> {
         let cx = Context::of(headers);
         match target.split_once('.') {
             Some(("AmazonSQS", action)) => {
-                if self.token_required {
-                    return sqs::SqsError::signature_not_checked().into_response_json();
+                if let Some(token) = self.token
+                    && let Err(e) = sigv4::verify(request, token)
+                {
+                    return sqs::SqsError::signature(&e).into_response_json();
                 }
-                sqs::json(self, &cx, action, body).await
+                sqs::json(self, &cx, action, request.body).await
             }
             _ => sqs::SqsError::unknown_target(target).into_response_json(),
         }

@@ -108,14 +108,15 @@ impl SqsError {
         )
     }
 
-    pub(super) fn signature_not_checked() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "InvalidSecurity",
-            "InvalidSecurity",
-            "this server requires a token (--token), and the AWS protocols cannot check one \
-             yet: use the /v1 API with Authorization: Bearer TOKEN",
-        )
+    pub(super) fn signature(e: &super::sigv4::SigError) -> Self {
+        use super::sigv4::SigError;
+        let code = match e {
+            SigError::Missing => "MissingAuthenticationToken",
+            SigError::Malformed(_) => "IncompleteSignature",
+            SigError::UnknownKey(_) => "InvalidClientTokenId",
+            SigError::Mismatch => "SignatureDoesNotMatch",
+        };
+        Self::new(StatusCode::FORBIDDEN, code, code, e.to_string())
     }
 
     pub(super) fn unknown_target(target: &str) -> Self {

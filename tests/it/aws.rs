@@ -2,19 +2,20 @@
 //! boto3 (installed by scripts/test.sh from tests/requirements.txt) and check every
 //! answer, MD5s included, against what AWS documents.
 
-use crate::harness::{TestServer, python_tool, spawn_server};
+use crate::harness::{TestServer, python_tool, spawn_server, spawn_server_with_args};
 use std::path::Path;
 use std::process::Command;
 
 /// Runs `tests/aws/SCRIPT` against `server`; fails with its report unless every check
 /// passed.
-fn run_script(server: &TestServer, script: &str) {
+fn run_script(server: &TestServer, script: &str, args: &[&str]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/aws")
         .join(script);
     let out = Command::new(python_tool("python"))
         .arg(&path)
         .arg(server.url(""))
+        .args(args)
         // The SDKs must reach the server directly, whatever the machine's proxy settings.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("AWS_PROFILE")
@@ -36,5 +37,11 @@ fn run_script(server: &TestServer, script: &str) {
 #[tokio::test]
 async fn boto3_drives_sqs_over_the_json_protocol() {
     let server = spawn_server(None).await;
-    run_script(&server, "sqs_boto3.py");
+    run_script(&server, "sqs_boto3.py", &[]);
+}
+
+#[tokio::test]
+async fn with_a_token_the_sdks_must_sign_with_it() {
+    let server = spawn_server_with_args(None, &["--token", "s3cret-token"]).await;
+    run_script(&server, "signatures.py", &["s3cret-token"]);
 }

@@ -70,12 +70,15 @@ async fn errors_have_the_json_protocol_shape_and_the_query_code() {
 }
 
 #[tokio::test]
-async fn with_a_token_aws_requests_are_refused_not_served_unchecked() {
+async fn with_a_token_an_unsigned_aws_request_is_refused() {
     let api = TestApi::with_token(Some("secret")).await;
     let answer = api
         .send(sqs("CreateQueue", json!({"QueueName": "q"})))
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
-    assert_eq!(answer.body["__type"], "com.amazonaws.sqs#InvalidSecurity");
+    assert_eq!(
+        answer.body["__type"],
+        "com.amazonaws.sqs#MissingAuthenticationToken"
+    );
     assert!(api.app.queues.queue("q").is_err(), "nothing was created");
 }
