@@ -51,8 +51,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// producer is answered (503) well before typical HTTP client timeouts.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Repeats of an idempotent API request that found the server unavailable.
-const IDEMPOTENT_RETRIES: u32 = 2;
+/// How long an idempotent API request is repeated while the server does not answer in
+/// time: a loaded machine can hold a stream's creation up for seconds.
+const IDEMPOTENT_DEADLINE: Duration = PUBLISH_DEADLINE;
 
 /// How long JetStream remembers the message ids of standard queues and streams: only to
 /// absorb a publish retried within [`PUBLISH_DEADLINE`], so twice that. The server keeps
@@ -227,7 +228,12 @@ impl JetStream {
         let request = |op| self.api_idempotent(format!("STREAM.{op}.{stream}"), config.clone());
         match request(first).await {
             Ok(_) => Ok(()),
-            Err(_) => request(other).await.map(|_| ()),
+            Err(first_error) => match request(other).await {
+                Ok(_) => Ok(()),
+                // Not there to update: why the create failed is the answer, not the 404.
+                Err(ApiError::NotFound(_)) if !exists => Err(first_error),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -238,10 +244,17 @@ impl JetStream {
         what: String,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
-        let mut retries = IDEMPOTENT_RETRIES;
+        let deadline = tokio::time::Instant::now() + IDEMPOTENT_DEADLINE;
+        let mut pause = Duration::from_millis(50);
         loop {
             match self.api(&what, body.clone()).await {
-                Err(ApiError::Other(e)) if e.is_unavailable() && retries > 0 => retries -= 1,
+                Err(ApiError::Other(e))
+                    if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(request = %what, error = %e, "JetStream API did not answer; repeating");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
                 r => return r,
             }
         }
