@@ -49,8 +49,14 @@ impl Control {
         Ok(existing.is_none())
     }
 
+    /// Deletes a user's queue; a subscription's delivery queue is not one (it goes with
+    /// its subscription).
     pub async fn delete_queue(&self, name: &str) -> Result<(), OpError> {
-        if !self.backend.delete_queue(name).await? {
+        let is_users = self
+            .backend
+            .queue(name)
+            .is_some_and(|q| q.kind() == QueueKind::User);
+        if !is_users || !self.backend.delete_queue(name).await? {
             return Err(OpError::not_found(Kind::Queue, name));
         }
         Ok(())

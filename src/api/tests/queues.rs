@@ -194,3 +194,30 @@ async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
     assert_eq!(moved, json!({"moved": 1}));
     assert_eq!(receive(&api, "q").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_subscriptions_delivery_queue_is_not_a_users_to_delete() {
+    let api = TestApi::new().await;
+    api.ok(Method::PUT, "/v1/topics/t", json!({})).await;
+    api.ok(
+        Method::PUT,
+        "/v1/topics/t/subscriptions/hook",
+        json!({"endpoint": {"http": {"url": "http://127.0.0.1:9/hook"}}}),
+    )
+    .await;
+    let internal = crate::deliver::delivery_queue_name("t", "hook");
+    assert!(api.app.backend.queue(&internal).is_some());
+
+    let refused = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/queues/{internal}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    assert!(
+        api.app.backend.queue(&internal).is_some(),
+        "the subscription's deliveries are still stored"
+    );
+}
