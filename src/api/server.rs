@@ -105,12 +105,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
     for (name, help, v) in [
         (
             "switchyard_delivery_attempts_total",
-            "Webhook delivery attempts",
+            "Delivery attempts to webhook and function subscriptions",
             &d.attempts,
         ),
         (
             "switchyard_delivered_total",
-            "Webhook deliveries answered 2xx",
+            "Deliveries to webhook and function subscriptions that succeeded",
             &d.delivered,
         ),
         (
