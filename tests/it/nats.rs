@@ -5,14 +5,15 @@
 //!
 //! A port that was free when chosen may be taken before the server binds it (tests run in
 //! parallel, and each binds loopback ports), and then another process answers on it: the
-//! server is started with a name of its own and is ready once a connection's greeting
-//! carries that name. Had a test's router reached another test's server instead, the two
+//! server is started with a name of its own and is ready once its log says so and a
+//! connection's greeting carries that name. Had a test's router reached another test's server instead, the two
 //! tests would share their queues.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// The server binary, found on `PATH`.
@@ -122,7 +123,7 @@ impl NatsServer {
             .arg(self.store.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn();
         let child = match child {
             Ok(c) => c,
@@ -132,34 +133,31 @@ impl NatsServer {
             ),
             Err(e) => panic!("cannot start {}: {e}", self.binary),
         };
+        let mut child = child;
+        let ready = announce_ready(child.stderr.take().expect("stderr is piped"));
         self.child = Some(child);
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+        match ready.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err(format!(
-                    "nats-server exited at start with {status} (port {})",
+                    "nats-server was not ready within {STARTUP_TIMEOUT:?}"
+                ));
+            }
+            // Its log ended before it was ready: it exited (a port taken, a bad store).
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.as_mut().and_then(|c| c.wait().ok());
+                return Err(format!(
+                    "nats-server exited at start with {status:?} (port {})",
                     self.port
                 ));
             }
-            if let Some(name) = greeting_name(self.port) {
-                if name == self.name {
-                    return Ok(());
-                }
-                return Err(format!(
-                    "port {} answers as {name:?}, not as this test's server",
-                    self.port
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "nats-server did not accept connections within {STARTUP_TIMEOUT:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        }
+        match greeting_name(self.port) {
+            Some(name) if name == self.name => Ok(()),
+            other => Err(format!(
+                "port {} answers as {other:?}, not as this test's server",
+                self.port
+            )),
         }
     }
 }
@@ -168,6 +166,22 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Reads the server's log until it says it is ready, then sends once on the channel it
+/// returns; the log is read to its end, so the server never blocks writing it. The
+/// channel is closed without a message if the log ends first.
+fn announce_ready(log: std::process::ChildStderr) -> mpsc::Receiver<()> {
+    let (ready, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines() {
+            let Ok(line) = line else { break };
+            if line.ends_with("Server is ready") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    receiver
 }
 
 /// The `server_name` of the NATS server greeting on `port` (`""` for anything else that
