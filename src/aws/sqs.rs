@@ -614,14 +614,14 @@ struct SendEntry {
     message_deduplication_id: Option<String>,
 }
 
-/// A send entry as the queue operation takes it, with the MD5s SQS answers with.
-struct Prepared {
-    request: SendRequest,
-    md5_body: String,
-    md5_attributes: Option<String>,
+/// The MD5s SQS answers a send with.
+struct Digests {
+    body: String,
+    attributes: Option<String>,
 }
 
-fn prepare(entry: SendEntry) -> Result<Prepared, SqsError> {
+/// A send entry as the queue operation takes it, and the MD5s of what it sends.
+fn prepare(entry: SendEntry) -> Result<(SendRequest, Digests), SqsError> {
     let body = entry
         .message_body
         .ok_or_else(|| SqsError::missing("MessageBody"))?;
@@ -672,11 +672,13 @@ fn prepare(entry: SendEntry) -> Result<Prepared, SqsError> {
     request.group_id = entry.message_group_id;
     request.dedup_id = entry.message_deduplication_id;
     request.id = entry.id;
-    Ok(Prepared {
+    Ok((
         request,
-        md5_body,
-        md5_attributes,
-    })
+        Digests {
+            body: md5_body,
+            attributes: md5_attributes,
+        },
+    ))
 }
 
 /// MD5 of message attributes as SQS computes it: for each attribute in name order, its
@@ -704,14 +706,14 @@ fn attributes_md5(attributes: &[(String, String, Vec<u8>)]) -> String {
     crate::hex(&md5.finalize())
 }
 
-fn send_result(id: Option<&str>, message_id: &str, p: &Prepared) -> Map<String, Value> {
+fn send_result(id: Option<&str>, message_id: &str, digests: &Digests) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(id) = id {
         out.insert("Id".into(), json!(id));
     }
     out.insert("MessageId".into(), json!(message_id));
-    out.insert("MD5OfMessageBody".into(), json!(p.md5_body));
-    if let Some(md5) = &p.md5_attributes {
+    out.insert("MD5OfMessageBody".into(), json!(digests.body));
+    if let Some(md5) = &digests.attributes {
         out.insert("MD5OfMessageAttributes".into(), json!(md5));
     }
     out
@@ -719,12 +721,12 @@ fn send_result(id: Option<&str>, message_id: &str, p: &Prepared) -> Map<String, 
 
 async fn send_message(s: &Door<'_>, req: SendMessage) -> SqsResult {
     let name = queue_name(req.queue_url)?;
-    let p = prepare(req.entry)?;
-    let mut results = s.app.queues.send(&name, vec![p.request.clone()]).await?;
+    let (request, digests) = prepare(req.entry)?;
+    let mut results = s.app.queues.send(&name, vec![request]).await?;
     let (_, result) = results.pop().expect("one result per entry");
     let message_id = result?;
     s.metrics.published.fetch_add(1, Ordering::Relaxed);
-    Ok(Value::Object(send_result(None, &message_id, &p)))
+    Ok(Value::Object(send_result(None, &message_id, &digests)))
 }
 
 #[derive(Deserialize)]
@@ -799,21 +801,25 @@ async fn send_message_batch(s: &Door<'_>, req: SendMessageBatch) -> SqsResult {
     s.app.queues.queue(&name)?;
     let mut successful = Vec::new();
     let mut failed = Vec::new();
-    let mut prepared = Vec::new();
+    // The requests go to the queue; their ids and MD5s stay for the answer.
+    let mut requests = Vec::new();
+    let mut answers = Vec::new();
     for entry in entries {
         let id = entry.id.clone().expect("checked above");
         match prepare(entry) {
-            Ok(p) => prepared.push((id, p)),
+            Ok((request, digests)) => {
+                requests.push(request);
+                answers.push((id, digests));
+            }
             Err(e) => failed.push(batch_failure(&id, e)),
         }
     }
-    if !prepared.is_empty() {
-        let requests = prepared.iter().map(|(_, p)| p.request.clone()).collect();
+    if !requests.is_empty() {
         let results = s.app.queues.send(&name, requests).await?;
-        for ((id, p), (_, result)) in prepared.iter().zip(results) {
+        for ((id, digests), (_, result)) in answers.iter().zip(results) {
             match result {
                 Ok(message_id) => {
-                    successful.push(Value::Object(send_result(Some(id), &message_id, p)))
+                    successful.push(Value::Object(send_result(Some(id), &message_id, digests)))
                 }
                 Err(e) => failed.push(batch_failure(id, e.into())),
             }
