@@ -48,20 +48,32 @@ pub struct Shared {
     pub metrics: Metrics,
     /// When set, every `/v1` call needs `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
-    /// The OpenAPI document, serialized once.
-    openapi: String,
+    /// The OpenAPI document, serialized on its first request: building it allocates far
+    /// more than it keeps, and a server that is never asked for it should not pay that.
+    openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl AppState {
     pub fn new(app: Arc<App>, token: Option<String>) -> Self {
-        let openapi =
-            serde_json::to_string_pretty(&openapi()).expect("the OpenAPI document serializes");
         Self(Arc::new(Shared {
             app,
             metrics: Metrics::default(),
             token,
-            openapi,
+            openapi: std::sync::OnceLock::new(),
         }))
+    }
+}
+
+impl Shared {
+    /// The served OpenAPI document.
+    pub fn openapi_document(&self) -> bytes::Bytes {
+        self.openapi
+            .get_or_init(|| {
+                serde_json::to_vec_pretty(&openapi())
+                    .expect("the OpenAPI document serializes")
+                    .into()
+            })
+            .clone()
     }
 }
 

@@ -174,7 +174,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn openapi(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        s.openapi.clone(),
+        s.openapi_document(),
     )
         .into_response()
 }
