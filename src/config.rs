@@ -58,6 +58,8 @@ struct TopicEntry {
     content_based_dedup: bool,
     #[serde(default)]
     max_message_bytes: Option<usize>,
+    #[serde(default)]
+    display_name: Option<String>,
 }
 
 /// A subscription entry; `filter_policy` may also be written as a JSON string.
@@ -71,6 +73,8 @@ struct SubscriptionEntry {
     filter_policy_scope: FilterScope,
     #[serde(default)]
     raw_message_delivery: bool,
+    #[serde(default)]
+    notification: crate::model::Notification,
     #[serde(default)]
     dead_letter_queue: Option<String>,
     #[serde(default)]
@@ -244,6 +248,7 @@ pub fn parse(
                                 schema,
                                 content_based_dedup: entry.content_based_dedup,
                                 max_message_bytes: entry.max_message_bytes,
+                                display_name: entry.display_name,
                             };
                             for FieldError { field, message } in spec.validate(&name) {
                                 err(format!("{at}.{field}"), message);
@@ -277,6 +282,7 @@ pub fn parse(
                             filter_policy,
                             filter_policy_scope: se.filter_policy_scope,
                             raw_message_delivery: se.raw_message_delivery,
+                            notification: se.notification,
                             dead_letter_queue: se.dead_letter_queue,
                             delivery_policy: se.delivery_policy,
                         };

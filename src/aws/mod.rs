@@ -1,24 +1,27 @@
 //! The AWS front door: AWS's own wire protocols on the listener that serves `/v1`, so
 //! programs written against the AWS SDKs, and the AWS CLI, work unchanged with
 //! `AWS_ENDPOINT_URL` pointing at Switchyard. A request is recognised by its
-//! `X-Amz-Target` header; it is answered by the same operations (`queue`, `control`)
+//! `X-Amz-Target` header (the JSON protocols) or by a form-encoded body (the query
+//! protocol); it is answered by the same operations (`queue`, `control`, `publish`)
 //! that `/v1` calls, never by a copy of them.
 //!
-//! Served so far: SQS over its JSON protocol ([`sqs`]).
+//! Served so far: SQS over its JSON protocol ([`sqs`]) and SNS over the query protocol
+//! ([`sns`]).
 //!
 //! Without `--token` any SigV4 signature is accepted, as by every local emulator, and
 //! only the region is read from its credential scope. With `--token`, a request must be
 //! signed with access key `switchyard` and the token as the secret key ([`sigv4`]).
 
+mod query;
 pub mod sigv4;
+mod sns;
 mod sqs;
 
 use crate::app::{App, Metrics};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
-/// The account id in every ARN and queue URL, as AWS's local tools use.
-pub const ACCOUNT_ID: &str = "000000000000";
+pub use crate::model::arn::ACCOUNT_ID;
 
 /// The region when a request names none.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -59,7 +62,35 @@ fn credential_region(authorization: &str) -> Option<&str> {
 
 /// Whether a request is meant for the AWS door.
 pub fn is_aws_request(headers: &HeaderMap) -> bool {
-    headers.contains_key("x-amz-target")
+    headers.contains_key("x-amz-target") || is_form(headers)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The service of a SigV4 credential scope (`…/REGION/SERVICE/aws4_request`).
+fn credential_service(authorization: &str) -> Option<&str> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    scope.split('/').nth(3)
+}
+
+/// Which service a query-protocol request is for: its credential scope says, else its
+/// `Version` (each service has its own).
+fn query_service<'a>(headers: &'a HeaderMap, form: &'a query::Form) -> Option<&'a str> {
+    let scoped = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(credential_service);
+    scoped.or(match form.get("Version") {
+        Some("2010-03-31") => Some("sns"),
+        Some("2012-11-05") => Some("sqs"),
+        _ => None,
+    })
 }
 
 /// What the door answers with: the operations, the counters every door shares, and
@@ -72,10 +103,13 @@ pub struct Door<'a> {
 }
 
 impl Door<'_> {
-    /// A request with an `X-Amz-Target`, routed to the service it names once its
-    /// signature is checked (with a token).
+    /// A request with an `X-Amz-Target` or a form, routed to the service it names once
+    /// its signature is checked (with a token).
     pub async fn dispatch(&self, request: &sigv4::Signed<'_>) -> Response {
         let headers = request.headers;
+        if !headers.contains_key("x-amz-target") {
+            return self.dispatch_query(request).await;
+        }
         let target = headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())
@@ -93,11 +127,29 @@ impl Door<'_> {
             _ => sqs::SqsError::unknown_target(target).into_response_json(),
         }
     }
+
+    /// A query-protocol request: form-encoded, answered in XML.
+    async fn dispatch_query(&self, request: &sigv4::Signed<'_>) -> Response {
+        let form = query::Form::parse(request.body);
+        let cx = Context::of(request.headers);
+        match query_service(request.headers, &form) {
+            Some("sns") => {
+                if let Some(token) = self.token
+                    && let Err(e) = sigv4::verify(request, token)
+                {
+                    return sns::SnsError::signature(&e).into_response_xml();
+                }
+                sns::query(self, &cx, &form).await
+            }
+            Some(service) => query::unsupported_service(service),
+            None => query::unsupported_service("unknown"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::credential_region;
+    use super::{credential_region, credential_service};
 
     #[test]
     fn the_region_comes_from_the_credential_scope() {
@@ -105,6 +157,7 @@ mod tests {
                     SignedHeaders=host;x-amz-date, Signature=abc";
         assert_eq!(credential_region(auth), Some("eu-west-1"));
         assert_eq!(credential_region("Bearer x"), None);
+        assert_eq!(credential_service(auth), Some("sqs"));
         assert_eq!(
             credential_region("AWS4-HMAC-SHA256 Credential=AKID/20261206//sqs/aws4_request"),
             None

@@ -256,7 +256,7 @@ fn queue_url(cx: &Context, name: &str) -> String {
 }
 
 fn queue_arn(cx: &Context, name: &str) -> String {
-    format!("arn:aws:sqs:{}:{ACCOUNT_ID}:{name}", cx.region)
+    crate::model::arn::queue_arn(&cx.region, name)
 }
 
 /// The queue a `QueueUrl` names: its last path segment.
@@ -273,20 +273,7 @@ fn queue_name(url: Option<String>) -> Result<String, SqsError> {
 
 /// The queue an ARN names (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
 fn queue_of_arn(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("arn"), Some(_), Some("sqs"), Some(_), Some(_), Some(name)) if !name.is_empty() => {
-            Some(name)
-        }
-        _ => None,
-    }
+    crate::model::arn::Arn::resource_of(arn, "sqs")
 }
 
 #[derive(Deserialize)]

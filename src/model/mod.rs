@@ -7,6 +7,7 @@
 //! checked by its `validate`, which reports every problem at once as [`FieldError`]s; nothing
 //! here does I/O. Everything else in the crate may use these types; they use nothing of it.
 
+pub mod arn;
 pub mod attributes;
 pub mod delivery_policy;
 mod endpoint;

@@ -20,6 +20,9 @@ pub struct SubscriptionSpec {
     /// Deliver the message itself instead of the envelope.
     #[serde(default)]
     pub raw_message_delivery: bool,
+    /// The envelope's form: Switchyard's own, or the notification SNS delivers.
+    #[serde(default)]
+    pub notification: Notification,
     /// Queue that receives deliveries this subscription cannot make (its queue was
     /// deleted), as SNS's subscription redrive policy.
     #[serde(default)]
@@ -60,6 +63,24 @@ pub enum FilterScope {
     MessageBody,
 }
 
+/// The envelope a queue or stream subscription receives when raw delivery is off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Notification {
+    /// Switchyard's envelope: `type`, `message_id`, `topic`, `message` (the JSON as
+    /// published), `attributes`, `published_at`, `subscription`.
+    #[default]
+    Switchyard,
+    /// The notification SNS delivers to an SQS queue: `Type`, `MessageId`, `TopicArn`
+    /// (in `region`), `Subject`, `Message` (a string: a published JSON string's text,
+    /// else the JSON itself), `Timestamp`, `MessageAttributes`. What subscriptions made
+    /// through SNS's API receive.
+    Sns {
+        /// The region of the topic's ARN.
+        region: String,
+    },
+}
+
 impl SubscriptionSpec {
     /// Every event, in its envelope, to the queue `queue`.
     pub fn to_queue(queue: impl Into<String>) -> Self {
@@ -68,6 +89,7 @@ impl SubscriptionSpec {
             filter_policy: None,
             filter_policy_scope: FilterScope::MessageAttributes,
             raw_message_delivery: false,
+            notification: Notification::Switchyard,
             dead_letter_queue: None,
             delivery_policy: None,
         }
@@ -126,6 +148,24 @@ impl SubscriptionSpec {
             && let Err(e) = validate_name(Kind::Queue, q)
         {
             errs.push(FieldError::new("dead_letter_queue", e));
+        }
+        if let (Notification::Sns { region }, _) = (&self.notification, &self.endpoint) {
+            if matches!(self.endpoint, Endpoint::Http(_) | Endpoint::Function(_)) {
+                errs.push(FieldError::new(
+                    "notification",
+                    "SNS notifications are made for queue and stream endpoints; http and function endpoints get Switchyard's envelope",
+                ));
+            }
+            if region.is_empty()
+                || !region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                errs.push(FieldError::new(
+                    "notification.sns.region",
+                    format!("{region:?} is not a region name (letters, digits and '-')"),
+                ));
+            }
         }
         match (&self.endpoint, &self.delivery_policy) {
             (Endpoint::Http(_) | Endpoint::Function(_), Some(p)) => errs.extend(p.validate()),

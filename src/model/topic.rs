@@ -20,6 +20,9 @@ pub struct TopicSpec {
     #[serde(deserialize_with = "super::whole::option_usize")]
     #[schema(minimum = 1, maximum = 262144)]
     pub max_message_bytes: Option<usize>,
+    /// A human-readable name, as SNS's `DisplayName` (at most 100 characters).
+    #[schema(max_length = 100)]
+    pub display_name: Option<String>,
 }
 
 impl TopicSpec {
@@ -49,6 +52,11 @@ impl TopicSpec {
             ));
         }
         check_max_bytes(self.max_message_bytes, &mut errs);
+        if let Some(d) = &self.display_name
+            && d.chars().count() > 100
+        {
+            errs.push(FieldError::new("display_name", "at most 100 characters"));
+        }
         errs
     }
 

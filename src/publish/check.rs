@@ -20,11 +20,16 @@ pub(super) struct Message {
     pub group: Option<Arc<str>>,
     /// FIFO deduplication id (given, or the content hash).
     pub dedup: Option<String>,
+    /// SNS's `Subject`.
+    pub subject: Option<String>,
 }
 
 /// Checks a publish against its topic.
 pub(super) fn check(t: &TopicState, req: PublishRequest) -> Result<Message, OpError> {
     let attributes = attributes::from_api(req.attributes.as_ref())?;
+    if let Some(subject) = &req.subject {
+        check_subject(subject)?;
+    }
     let body = req.message.get().as_bytes();
     size(t, body, &attributes)?;
     let (group, dedup) = fifo_ids(
@@ -43,7 +48,20 @@ pub(super) fn check(t: &TopicState, req: PublishRequest) -> Result<Message, OpEr
         attributes,
         group,
         dedup,
+        subject: req.subject,
     })
+}
+
+/// SNS's rule for a subject: printable ASCII, not starting with a space, at most 100
+/// characters (so it fits an email subject line).
+fn check_subject(subject: &str) -> Result<(), OpError> {
+    let printable = subject.bytes().all(|b| (b' '..=b'~').contains(&b));
+    if subject.is_empty() || subject.len() > 100 || !printable || subject.starts_with(' ') {
+        return Err(OpError::Invalid(format!(
+            "subject {subject:?} must be 1 to 100 printable ASCII characters, without line breaks, not starting with a space"
+        )));
+    }
+    Ok(())
 }
 
 /// The message and its attributes together within the topic's size limit.

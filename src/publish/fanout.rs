@@ -11,7 +11,7 @@ use super::TopicState;
 use super::check::Message;
 use crate::backend::{Backend, Delivery, NewMessage, NewRecord};
 use crate::deliver::{delivery_queue_name, with_subscription};
-use crate::model::{Endpoint, MAX_PARTITION_KEY_LEN, SubscriptionSpec};
+use crate::model::{Endpoint, MAX_PARTITION_KEY_LEN, Notification, SubscriptionSpec};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -29,7 +29,27 @@ struct Envelope<'a> {
     attributes: &'a RawValue,
     published_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     subscription: Option<&'a str>,
+}
+
+/// The notification SNS delivers to a queue when raw delivery is off
+/// ([`Notification::Sns`]). The signature fields SNS adds are left out: they are
+/// signed with AWS's key, which no local server has.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsNotification<'a> {
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    message_id: &'a str,
+    topic_arn: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    message: &'a str,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_attributes: Option<&'a RawValue>,
 }
 
 /// The deliveries of `message` to the subscriptions `matched` (the matcher's ids). A
@@ -65,6 +85,8 @@ struct Fanout<'a> {
     envelope: Option<Vec<u8>>,
     /// The message parsed, once a stream subscription needed a partition key from it.
     parsed: Option<Option<serde_json::Value>>,
+    /// The message as an SNS notification's `Message` string, once one needed it.
+    sns_message: Option<String>,
 }
 
 impl<'a> Fanout<'a> {
@@ -77,6 +99,7 @@ impl<'a> Fanout<'a> {
             published_at: crate::time::rfc3339_ms(now_ms),
             envelope: None,
             parsed: None,
+            sns_message: None,
         }
     }
 
@@ -108,19 +131,45 @@ impl<'a> Fanout<'a> {
                 message: &message.body,
                 attributes,
                 published_at,
+                subject: message.subject.as_deref(),
                 subscription: None,
             })
             .expect("an envelope serializes")
         })
     }
 
+    /// The SNS notification of the message for a topic ARN in `region`.
+    fn sns_notification(&mut self, region: &str) -> Vec<u8> {
+        let message = self.message;
+        let text = self.sns_message.get_or_insert_with(|| {
+            // A published JSON string is its text; any other JSON is its own text.
+            match serde_json::from_str::<String>(message.body.get()) {
+                Ok(text) => text,
+                Err(_) => message.body.get().to_string(),
+            }
+        });
+        let topic_arn = crate::model::arn::topic_arn(region, &self.topic.name);
+        serde_json::to_vec(&SnsNotification {
+            kind: "Notification",
+            message_id: &message.id,
+            topic_arn: &topic_arn,
+            subject: message.subject.as_deref(),
+            message: text,
+            timestamp: &self.published_at,
+            message_attributes: (!message.attributes.is_empty()).then_some(&*self.sns_attributes),
+        })
+        .expect("a notification serializes")
+    }
+
     /// What a queue or stream subscription receives: the message itself with raw
-    /// delivery, else the envelope naming the subscription.
+    /// delivery, else its envelope.
     fn payload(&mut self, name: &str, sub: &SubscriptionSpec) -> Vec<u8> {
         if sub.raw_message_delivery {
-            self.message.body.get().as_bytes().to_vec()
-        } else {
-            with_subscription(self.envelope(), name)
+            return self.message.body.get().as_bytes().to_vec();
+        }
+        match &sub.notification {
+            Notification::Switchyard => with_subscription(self.envelope(), name),
+            Notification::Sns { region } => self.sns_notification(region),
         }
     }
 
@@ -245,6 +294,7 @@ mod tests {
                 message: &message,
                 attributes: &attributes,
                 published_at: "2026-01-01T00:00:00.000Z",
+                subject: Some("s"),
                 subscription,
             })
             .unwrap()

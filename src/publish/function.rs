@@ -44,6 +44,7 @@ fn publish_request(p: &Publish) -> Result<PublishRequest, String> {
         group_id: p.group_id.clone(),
         dedup_id: p.dedup_id.clone(),
         id: None,
+        subject: None,
     })
 }
 

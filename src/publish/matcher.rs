@@ -63,6 +63,7 @@ mod tests {
             filter_policy: policy,
             filter_policy_scope: scope,
             raw_message_delivery: false,
+            notification: Default::default(),
             dead_letter_queue: None,
             delivery_policy: None,
         }

@@ -34,6 +34,11 @@ pub struct PublishRequest {
     /// the batch when not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// A subject line, as SNS's `Subject`: carried in the envelope (`subject`, or
+    /// `Subject` in an SNS notification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[!-~][ -~]*$", min_length = 1, max_length = 100)]
+    pub subject: Option<String>,
 }
 
 impl PublishRequest {
@@ -45,6 +50,7 @@ impl PublishRequest {
             group_id: None,
             dedup_id: None,
             id: None,
+            subject: None,
         }
     }
 

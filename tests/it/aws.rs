@@ -45,3 +45,9 @@ async fn with_a_token_the_sdks_must_sign_with_it() {
     let server = spawn_server_with_args(None, &["--token", "s3cret-token"]).await;
     run_script(&server, "signatures.py", &["s3cret-token"]);
 }
+
+#[tokio::test]
+async fn boto3_drives_sns_over_the_query_protocol() {
+    let server = spawn_server(None).await;
+    run_script(&server, "sns_boto3.py", &[]);
+}

@@ -82,3 +82,74 @@ async fn with_a_token_an_unsigned_aws_request_is_refused() {
     );
     assert!(api.app.queues.queue("q").is_err(), "nothing was created");
 }
+
+fn query(body: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// The XML text of an answer the harness could not read as JSON.
+fn xml(answer: &super::Answer) -> &str {
+    answer.body.as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sns_errors_are_xml_error_responses_with_the_model_codes() {
+    let api = TestApi::new().await;
+    let answer = api
+        .send(query(
+            "Action=GetTopicAttributes&Version=2010-03-31&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A000000000000%3Anope",
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.content_type, "text/xml");
+    let body = xml(&answer);
+    assert!(
+        body.contains("<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type><Code>NotFound</Code><Message>Topic does not exist</Message>"),
+        "{body}"
+    );
+
+    let missing = api
+        .send(query("Action=Publish&Version=2010-03-31&Message=m"))
+        .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(xml(&missing).contains("<Code>InvalidParameter</Code>"));
+
+    let unknown = api.send(query("Action=Teleport&Version=2010-03-31")).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(xml(&unknown).contains("<Code>InvalidAction</Code>"));
+}
+
+#[tokio::test]
+async fn a_form_for_a_service_without_a_query_protocol_here_says_so() {
+    let api = TestApi::new().await;
+    for body in [
+        "Action=SendMessage&Version=2012-11-05&MessageBody=m",
+        "Action=DescribeThings",
+    ] {
+        let answer = api.send(query(body)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            xml(&answer).contains("<Code>InvalidAction</Code>"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_an_unsigned_sns_request_is_refused() {
+    let api = TestApi::with_token(Some("secret")).await;
+    let answer = api
+        .send(query("Action=CreateTopic&Version=2010-03-31&Name=t"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(xml(&answer).contains("<Code>MissingAuthenticationToken</Code>"));
+    assert!(api.app.control.topic("t").is_err(), "nothing was created");
+}

@@ -1,0 +1,831 @@
+//! SNS over its query protocol (form-encoded requests, XML answers): topics, their
+//! subscriptions and publishing, answered by [`crate::control`] and
+//! [`crate::publish`].
+//!
+//! How SNS maps onto Switchyard's topics:
+//! - a topic ARN is `arn:aws:sns:REGION:000000000000:NAME`; only its name is read;
+//! - a subscription made here is named by a new UUID and its ARN is the topic's ARN
+//!   followed by `:NAME`. Protocol `sqs` subscribes the queue the endpoint's ARN names
+//!   and delivers SNS's notification to it ([`Notification::Sns`]), or with
+//!   `RawMessageDelivery` the message itself with its attributes as message attributes;
+//!   protocol `lambda` subscribes the function the ARN names;
+//! - a published `Message` is text. A JSON object or array is stored as that JSON, so
+//!   `/v1` subscribers and body-scoped filter policies see its fields; any other text is
+//!   stored as a JSON string. Either way an SNS notification's `Message` is the text as
+//!   it was published, byte for byte.
+//!
+//! Not served yet, and answered with an error that says so: `http`, `https` and `email`
+//! subscriptions (and so `ConfirmSubscription`), `MessageStructure=json`, tags, topic
+//! policies and data protection.
+
+use super::query::{Form, Xml, error_response};
+use super::{Context, Door};
+use crate::error::OpError;
+use crate::model::arn::{self, Arn};
+use crate::model::{Endpoint, FilterScope, Kind, Notification, SubscriptionSpec, TopicSpec};
+use crate::wire::PublishRequest;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::sync::atomic::Ordering;
+
+const NAMESPACE: &str = "http://sns.amazonaws.com/doc/2010-03-31/";
+
+/// SNS batches hold at most ten entries.
+const MAX_BATCH: usize = 10;
+
+/// `ListTopics` and the `ListSubscriptions` calls answer this many per page, as SNS.
+const TOPICS_PAGE: usize = 100;
+const SUBSCRIPTIONS_PAGE: usize = 100;
+
+/// An SNS error as the query protocol sends it.
+#[derive(Debug)]
+pub struct SnsError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl SnsError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        SnsError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!("Invalid parameter: {message}"),
+        )
+    }
+
+    fn missing(parameter: &str) -> Self {
+        Self::invalid(format!("{parameter} is required"))
+    }
+
+    fn not_found(message: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    fn unsupported(what: impl std::fmt::Display) -> Self {
+        Self::invalid(format!("{what} is not supported by this server"))
+    }
+
+    pub(super) fn signature(e: &super::sigv4::SigError) -> Self {
+        use super::sigv4::SigError;
+        let code = match e {
+            SigError::Missing => "MissingAuthenticationToken",
+            SigError::Malformed(_) => "IncompleteSignature",
+            SigError::UnknownKey(_) => "InvalidClientTokenId",
+            SigError::Mismatch => "SignatureDoesNotMatch",
+        };
+        Self::new(StatusCode::FORBIDDEN, code, e.to_string())
+    }
+
+    pub(super) fn into_response_xml(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "SNS request failed");
+        }
+        let body = error_response(
+            NAMESPACE,
+            !self.status.is_server_error(),
+            self.code,
+            &self.message,
+            &request_id(),
+        );
+        (self.status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    }
+}
+
+impl From<OpError> for SnsError {
+    fn from(e: OpError) -> Self {
+        let message = e.to_string();
+        match e {
+            OpError::NotFound {
+                kind: Kind::Topic, ..
+            } => SnsError::not_found("Topic does not exist"),
+            OpError::NotFound {
+                kind: Kind::Subscription,
+                ..
+            } => SnsError::not_found("Subscription does not exist"),
+            OpError::Storage(s) if s.is_retryable() => SnsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                s.to_string(),
+            ),
+            OpError::Storage(s) => SnsError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                s.to_string(),
+            ),
+            OpError::TooLarge { .. } => SnsError::invalid(format!("Message too long: {message}")),
+            _ => SnsError::invalid(message),
+        }
+    }
+}
+
+type SnsResult = Result<Xml, SnsError>;
+
+fn request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Answers one SNS query-protocol request.
+pub(super) async fn query(s: &Door<'_>, cx: &Context, form: &Form) -> Response {
+    let action = form.get("Action").unwrap_or_default();
+    match run(s, cx, action, form).await {
+        Ok(xml) => (
+            [(header::CONTENT_TYPE, "text/xml")],
+            xml.finish(action, &request_id()),
+        )
+            .into_response(),
+        Err(e) => e.into_response_xml(),
+    }
+}
+
+async fn run(s: &Door<'_>, cx: &Context, action: &str, form: &Form) -> SnsResult {
+    match action {
+        "CreateTopic" => create_topic(s, cx, form).await,
+        "DeleteTopic" => delete_topic(s, form).await,
+        "ListTopics" => list_topics(s, cx, form),
+        "GetTopicAttributes" => get_topic_attributes(s, cx, form),
+        "SetTopicAttributes" => set_topic_attributes(s, form).await,
+        "Subscribe" => subscribe(s, cx, form).await,
+        "Unsubscribe" => unsubscribe(s, form).await,
+        "ListSubscriptions" => list_subscriptions(s, cx, form, None),
+        "ListSubscriptionsByTopic" => {
+            let topic = topic_name(form.get("TopicArn"))?;
+            s.app.control.topic(topic)?;
+            list_subscriptions(s, cx, form, Some(topic))
+        }
+        "GetSubscriptionAttributes" => get_subscription_attributes(s, cx, form),
+        "SetSubscriptionAttributes" => set_subscription_attributes(s, form).await,
+        "Publish" => publish(s, form).await,
+        "PublishBatch" => publish_batch(s, form).await,
+        "" => Err(SnsError::missing("Action")),
+        _ => Err(SnsError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            format!("SNS action {action:?} is not supported by this server"),
+        )),
+    }
+}
+
+/// The topic a `TopicArn` names.
+fn topic_name(arn: Option<&str>) -> Result<&str, SnsError> {
+    let arn = arn.ok_or_else(|| SnsError::missing("TopicArn"))?;
+    Arn::resource_of(arn, "sns")
+        .filter(|r| !r.contains(':'))
+        .ok_or_else(|| SnsError::invalid(format!("TopicArn {arn:?} is not a topic ARN")))
+}
+
+/// The topic and subscription a `SubscriptionArn` names.
+fn subscription_of(arn: Option<&str>) -> Result<(&str, &str), SnsError> {
+    let arn = arn.ok_or_else(|| SnsError::missing("SubscriptionArn"))?;
+    Arn::resource_of(arn, "sns")
+        .and_then(|r| r.split_once(':'))
+        .filter(|(t, s)| !t.is_empty() && !s.is_empty())
+        .ok_or_else(|| {
+            SnsError::invalid(format!("SubscriptionArn {arn:?} is not a subscription ARN"))
+        })
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, SnsError> {
+    match value {
+        "true" | "True" => Ok(true),
+        "false" | "False" => Ok(false),
+        _ => Err(SnsError::invalid(format!(
+            "{name}: {value:?} is not true or false"
+        ))),
+    }
+}
+
+/// Applies one topic attribute to a spec.
+fn apply_topic_attribute(spec: &mut TopicSpec, name: &str, value: &str) -> Result<(), SnsError> {
+    match name {
+        "FifoTopic" => spec.fifo = boolean(name, value)?,
+        "ContentBasedDeduplication" => spec.content_based_dedup = boolean(name, value)?,
+        "DisplayName" => spec.display_name = (!value.is_empty()).then(|| value.to_string()),
+        "Policy"
+        | "DeliveryPolicy"
+        | "KmsMasterKeyId"
+        | "SignatureVersion"
+        | "TracingConfig"
+        | "ArchivePolicy"
+        | "DataProtectionPolicy"
+        | "FifoThroughputScope" => {
+            return Err(SnsError::unsupported(format!("topic attribute {name}")));
+        }
+        _ => {
+            return Err(SnsError::invalid(format!(
+                "Attributes Reason: Unknown attribute {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn create_topic(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let name = form.get("Name").ok_or_else(|| SnsError::missing("Name"))?;
+    let mut spec = TopicSpec::default();
+    for (k, v) in form.map("Attributes", "key", "value") {
+        apply_topic_attribute(&mut spec, &k, &v)?;
+    }
+    if !form.structures("Tags").is_empty() {
+        return Err(SnsError::unsupported("Tags"));
+    }
+    // CreateTopic of an existing topic answers its ARN and changes nothing, as SNS: a
+    // topic made through `/v1` keeps its schema.
+    match s.app.control.topic(name) {
+        Ok(t) => {
+            if t.spec.fifo != spec.fifo || t.spec.content_based_dedup != spec.content_based_dedup {
+                return Err(SnsError::invalid(
+                    "Topic already exists with different attributes",
+                ));
+            }
+        }
+        Err(_) => {
+            s.app.control.put_topic(name, spec).await?;
+        }
+    }
+    let mut xml = Xml::response("CreateTopic", NAMESPACE);
+    xml.text("TopicArn", &arn::topic_arn(&cx.region, name));
+    Ok(xml)
+}
+
+async fn delete_topic(s: &Door<'_>, form: &Form) -> SnsResult {
+    let name = topic_name(form.get("TopicArn"))?;
+    // Deleting a topic that does not exist succeeds, as in SNS.
+    match s.app.control.delete_topic(name).await {
+        Ok(()) | Err(OpError::NotFound { .. }) => Ok(Xml::response("DeleteTopic", NAMESPACE)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A page's start: the `NextToken` a previous page gave (an index into the sorted list).
+fn page_start(form: &Form) -> Result<usize, SnsError> {
+    match form.get("NextToken") {
+        None | Some("") => Ok(0),
+        Some(t) => t.parse().map_err(|_| {
+            SnsError::invalid(format!("NextToken {t:?} is not a token this server gave"))
+        }),
+    }
+}
+
+fn list_topics(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let start = page_start(form)?;
+    let names = s.app.control.topic_names();
+    let mut xml = Xml::response("ListTopics", NAMESPACE);
+    xml.open("Topics");
+    for name in names.iter().skip(start).take(TOPICS_PAGE) {
+        xml.open("member")
+            .text("TopicArn", &arn::topic_arn(&cx.region, name))
+            .close("member");
+    }
+    xml.close("Topics");
+    if names.len() > start + TOPICS_PAGE {
+        xml.text("NextToken", &(start + TOPICS_PAGE).to_string());
+    }
+    Ok(xml)
+}
+
+fn get_topic_attributes(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let name = topic_name(form.get("TopicArn"))?;
+    let t = s.app.control.topic(name)?;
+    let mut attrs: Vec<(&str, String)> = vec![
+        ("TopicArn", arn::topic_arn(&cx.region, name)),
+        ("Owner", arn::ACCOUNT_ID.to_string()),
+        (
+            "DisplayName",
+            t.spec.display_name.clone().unwrap_or_default(),
+        ),
+        ("SubscriptionsConfirmed", t.subscriptions.len().to_string()),
+        ("SubscriptionsPending", "0".into()),
+        ("SubscriptionsDeleted", "0".into()),
+    ];
+    if t.spec.fifo {
+        attrs.push(("FifoTopic", "true".into()));
+        attrs.push((
+            "ContentBasedDeduplication",
+            t.spec.content_based_dedup.to_string(),
+        ));
+    }
+    let mut xml = Xml::response("GetTopicAttributes", NAMESPACE);
+    xml.entries("Attributes", attrs.iter().map(|(k, v)| (*k, v.as_str())));
+    Ok(xml)
+}
+
+async fn set_topic_attributes(s: &Door<'_>, form: &Form) -> SnsResult {
+    let name = topic_name(form.get("TopicArn"))?;
+    let attribute = form
+        .get("AttributeName")
+        .ok_or_else(|| SnsError::missing("AttributeName"))?;
+    let value = form.get("AttributeValue").unwrap_or_default();
+    let t = s.app.control.topic(name)?;
+    let mut spec = t.spec.clone();
+    if attribute == "FifoTopic" {
+        return Err(SnsError::invalid(
+            "AttributeName: FifoTopic cannot change once the topic exists",
+        ));
+    }
+    apply_topic_attribute(&mut spec, attribute, value)?;
+    s.app.control.put_topic(name, spec).await?;
+    Ok(Xml::response("SetTopicAttributes", NAMESPACE))
+}
+
+/// Protocol and endpoint of a subscription as SNS lists them.
+fn protocol_and_endpoint(cx: &Context, endpoint: &Endpoint) -> (&'static str, String) {
+    match endpoint {
+        Endpoint::Queue(q) => ("sqs", arn::queue_arn(&cx.region, q)),
+        Endpoint::Function(f) => ("lambda", arn::function_arn(&cx.region, f)),
+        Endpoint::Http(h) if h.url.starts_with("https:") => ("https", h.url.clone()),
+        Endpoint::Http(h) => ("http", h.url.clone()),
+        Endpoint::Stream { stream, .. } => (
+            "kinesis",
+            format!(
+                "arn:aws:kinesis:{}:{}:stream/{stream}",
+                cx.region,
+                arn::ACCOUNT_ID
+            ),
+        ),
+    }
+}
+
+/// The region a subscription's ARN is in: its notification's for SNS subscriptions,
+/// else the request's.
+fn subscription_region<'a>(cx: &'a Context, spec: &'a SubscriptionSpec) -> &'a str {
+    match &spec.notification {
+        Notification::Sns { region } => region,
+        Notification::Switchyard => &cx.region,
+    }
+}
+
+/// Applies one subscription attribute to a spec.
+fn apply_subscription_attribute(
+    spec: &mut SubscriptionSpec,
+    name: &str,
+    value: &str,
+) -> Result<(), SnsError> {
+    match name {
+        "FilterPolicy" => {
+            spec.filter_policy = if value.trim().is_empty() {
+                None
+            } else {
+                let policy: Value = serde_json::from_str(value).map_err(|e| {
+                    SnsError::invalid(format!("Filter policy: not valid JSON: {e}"))
+                })?;
+                (policy != json!({})).then_some(policy)
+            };
+        }
+        "FilterPolicyScope" => {
+            spec.filter_policy_scope = match value {
+                "MessageAttributes" => FilterScope::MessageAttributes,
+                "MessageBody" => FilterScope::MessageBody,
+                _ => {
+                    return Err(SnsError::invalid(format!(
+                        "FilterPolicyScope: {value:?} is not MessageAttributes or MessageBody"
+                    )));
+                }
+            }
+        }
+        "RawMessageDelivery" => spec.raw_message_delivery = boolean(name, value)?,
+        "RedrivePolicy" => {
+            spec.dead_letter_queue = if value.trim().is_empty() {
+                None
+            } else {
+                let policy: Value = serde_json::from_str(value).map_err(|e| {
+                    SnsError::invalid(format!("RedrivePolicy: not valid JSON: {e}"))
+                })?;
+                let target = policy["deadLetterTargetArn"].as_str().ok_or_else(|| {
+                    SnsError::invalid("RedrivePolicy: deadLetterTargetArn is required")
+                })?;
+                let queue = Arn::resource_of(target, "sqs").ok_or_else(|| {
+                    SnsError::invalid(format!(
+                        "RedrivePolicy: deadLetterTargetArn {target:?} is not an SQS queue ARN"
+                    ))
+                })?;
+                Some(queue.to_string())
+            };
+        }
+        "DeliveryPolicy" | "SubscriptionRoleArn" | "ReplayPolicy" => {
+            return Err(SnsError::unsupported(format!(
+                "subscription attribute {name}"
+            )));
+        }
+        _ => {
+            return Err(SnsError::invalid(format!(
+                "AttributeName: unknown subscription attribute {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let topic = topic_name(form.get("TopicArn"))?;
+    let protocol = form
+        .get("Protocol")
+        .ok_or_else(|| SnsError::missing("Protocol"))?;
+    let target = form
+        .get("Endpoint")
+        .ok_or_else(|| SnsError::missing("Endpoint"))?;
+    let (endpoint, notification) = match protocol {
+        "sqs" => {
+            let queue = Arn::resource_of(target, "sqs").ok_or_else(|| {
+                SnsError::invalid(format!("SQS endpoint ARN {target:?} is not a queue ARN"))
+            })?;
+            (
+                Endpoint::Queue(queue.to_string()),
+                Notification::Sns {
+                    region: cx.region.clone(),
+                },
+            )
+        }
+        "lambda" => {
+            let function = Arn::resource_of(target, "lambda")
+                .and_then(|r| r.strip_prefix("function:"))
+                .map(|f| f.split(':').next().unwrap_or(f))
+                .ok_or_else(|| {
+                    SnsError::invalid(format!(
+                        "Lambda endpoint ARN {target:?} is not a function ARN"
+                    ))
+                })?;
+            (
+                Endpoint::Function(function.to_string()),
+                Notification::Switchyard,
+            )
+        }
+        "http" | "https" | "email" | "email-json" | "sms" | "application" | "firehose" => {
+            return Err(SnsError::unsupported(format!("Protocol {protocol}")));
+        }
+        _ => {
+            return Err(SnsError::invalid(format!(
+                "Protocol {protocol:?} is not an SNS protocol"
+            )));
+        }
+    };
+    let mut spec = SubscriptionSpec {
+        endpoint,
+        notification,
+        ..SubscriptionSpec::to_queue("")
+    };
+    for (k, v) in form.map("Attributes", "key", "value") {
+        apply_subscription_attribute(&mut spec, &k, &v)?;
+    }
+    let t = s.app.control.topic(topic)?;
+    // Subscribing the same endpoint again answers the subscription it has, as SNS does;
+    // with other attributes, SNS refuses.
+    let existing = t
+        .subscriptions
+        .iter()
+        .find(|(_, sub)| sub.endpoint == spec.endpoint && sub.notification == spec.notification);
+    let name = match existing {
+        Some((name, sub)) if *sub == spec => name.clone(),
+        Some(_) => {
+            return Err(SnsError::invalid(
+                "Subscription already exists with different attributes",
+            ));
+        }
+        None => {
+            let name = uuid::Uuid::now_v7().to_string();
+            s.app
+                .control
+                .put_subscription(topic, &name, spec.clone())
+                .await?;
+            name
+        }
+    };
+    let mut xml = Xml::response("Subscribe", NAMESPACE);
+    xml.text(
+        "SubscriptionArn",
+        &arn::subscription_arn(subscription_region(cx, &spec), topic, &name),
+    );
+    Ok(xml)
+}
+
+async fn unsubscribe(s: &Door<'_>, form: &Form) -> SnsResult {
+    let (topic, name) = subscription_of(form.get("SubscriptionArn"))?;
+    match s.app.control.delete_subscription(topic, name).await {
+        Ok(()) => Ok(Xml::response("Unsubscribe", NAMESPACE)),
+        Err(OpError::NotFound { .. }) => Err(SnsError::not_found("Subscription does not exist")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn list_subscriptions(s: &Door<'_>, cx: &Context, form: &Form, only: Option<&str>) -> SnsResult {
+    let start = page_start(form)?;
+    let topics = match only {
+        Some(t) => vec![t.to_string()],
+        None => s.app.control.topic_names(),
+    };
+    let action = if only.is_some() {
+        "ListSubscriptionsByTopic"
+    } else {
+        "ListSubscriptions"
+    };
+    let mut xml = Xml::response(action, NAMESPACE);
+    xml.open("Subscriptions");
+    let mut seen = 0;
+    for topic in &topics {
+        let Ok(t) = s.app.control.topic(topic) else {
+            continue;
+        };
+        for (name, sub) in &t.subscriptions {
+            seen += 1;
+            if seen <= start || seen > start + SUBSCRIPTIONS_PAGE {
+                continue;
+            }
+            let region = subscription_region(cx, sub);
+            let (protocol, endpoint) = protocol_and_endpoint(cx, &sub.endpoint);
+            xml.open("member")
+                .text(
+                    "SubscriptionArn",
+                    &arn::subscription_arn(region, topic, name),
+                )
+                .text("Owner", arn::ACCOUNT_ID)
+                .text("Protocol", protocol)
+                .text("Endpoint", &endpoint)
+                .text("TopicArn", &arn::topic_arn(region, topic))
+                .close("member");
+        }
+    }
+    xml.close("Subscriptions");
+    if seen > start + SUBSCRIPTIONS_PAGE {
+        xml.text("NextToken", &(start + SUBSCRIPTIONS_PAGE).to_string());
+    }
+    Ok(xml)
+}
+
+/// A subscription by its ARN.
+fn find_subscription(
+    s: &Door<'_>,
+    form: &Form,
+) -> Result<(String, String, SubscriptionSpec), SnsError> {
+    let (topic, name) = subscription_of(form.get("SubscriptionArn"))?;
+    let t = s
+        .app
+        .control
+        .topic(topic)
+        .map_err(|_| SnsError::not_found("Subscription does not exist"))?;
+    let spec = t
+        .subscriptions
+        .get(name)
+        .cloned()
+        .ok_or_else(|| SnsError::not_found("Subscription does not exist"))?;
+    Ok((topic.to_string(), name.to_string(), spec))
+}
+
+fn get_subscription_attributes(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let (topic, name, spec) = find_subscription(s, form)?;
+    let region = subscription_region(cx, &spec);
+    let (protocol, endpoint) = protocol_and_endpoint(cx, &spec.endpoint);
+    let mut attrs: Vec<(&str, String)> = vec![
+        (
+            "SubscriptionArn",
+            arn::subscription_arn(region, &topic, &name),
+        ),
+        ("TopicArn", arn::topic_arn(region, &topic)),
+        ("Owner", arn::ACCOUNT_ID.into()),
+        ("Protocol", protocol.into()),
+        ("Endpoint", endpoint),
+        ("RawMessageDelivery", spec.raw_message_delivery.to_string()),
+        ("ConfirmationWasAuthenticated", "true".into()),
+        ("PendingConfirmation", "false".into()),
+    ];
+    if let Some(policy) = &spec.filter_policy {
+        attrs.push(("FilterPolicy", policy.to_string()));
+        let scope = match spec.filter_policy_scope {
+            FilterScope::MessageAttributes => "MessageAttributes",
+            FilterScope::MessageBody => "MessageBody",
+        };
+        attrs.push(("FilterPolicyScope", scope.into()));
+    }
+    if let Some(dlq) = &spec.dead_letter_queue {
+        attrs.push((
+            "RedrivePolicy",
+            json!({"deadLetterTargetArn": arn::queue_arn(region, dlq)}).to_string(),
+        ));
+    }
+    let mut xml = Xml::response("GetSubscriptionAttributes", NAMESPACE);
+    xml.entries("Attributes", attrs.iter().map(|(k, v)| (*k, v.as_str())));
+    Ok(xml)
+}
+
+async fn set_subscription_attributes(s: &Door<'_>, form: &Form) -> SnsResult {
+    let (topic, name, mut spec) = find_subscription(s, form)?;
+    let attribute = form
+        .get("AttributeName")
+        .ok_or_else(|| SnsError::missing("AttributeName"))?;
+    let value = form.get("AttributeValue").unwrap_or_default();
+    apply_subscription_attribute(&mut spec, attribute, value)?;
+    s.app.control.put_subscription(&topic, &name, spec).await?;
+    Ok(Xml::response("SetSubscriptionAttributes", NAMESPACE))
+}
+
+/// A publish (or batch entry) as the publish operation takes it.
+fn publish_request(form: &Form) -> Result<PublishRequest, SnsError> {
+    let text = form
+        .get("Message")
+        .ok_or_else(|| SnsError::missing("Message"))?;
+    if text.is_empty() {
+        return Err(SnsError::invalid("Empty message"));
+    }
+    if let Some(structure) = form.get("MessageStructure") {
+        return Err(SnsError::unsupported(format!(
+            "MessageStructure {structure:?}"
+        )));
+    }
+    let mut attributes = Map::new();
+    for (name, value) in form.structure_map("MessageAttributes") {
+        let data_type = value.get("DataType").ok_or_else(|| {
+            SnsError::invalid(format!(
+                "The message attribute '{name}' must contain non-empty message attribute type."
+            ))
+        })?;
+        let field = if data_type.starts_with("Binary") {
+            "BinaryValue"
+        } else {
+            "StringValue"
+        };
+        let v = value.get(field).ok_or_else(|| {
+            SnsError::invalid(format!(
+                "The message attribute '{name}' must contain non-empty message attribute value for message attribute type '{data_type}'."
+            ))
+        })?;
+        attributes.insert(name, json!({"Type": data_type, "Value": v}));
+    }
+    Ok(PublishRequest {
+        message: message_json(text),
+        attributes: (!attributes.is_empty()).then_some(Value::Object(attributes)),
+        group_id: form.get("MessageGroupId").map(str::to_string),
+        dedup_id: form.get("MessageDeduplicationId").map(str::to_string),
+        id: None,
+        subject: form.get("Subject").map(str::to_string),
+    })
+}
+
+/// A published text as a topic carries it: a JSON object or array as itself, byte for
+/// byte; anything else as a JSON string.
+fn message_json(text: &str) -> Box<serde_json::value::RawValue> {
+    if (text.starts_with('{') || text.starts_with('['))
+        && let Ok(raw) = serde_json::value::RawValue::from_string(text.to_string())
+        // The parser drops whitespace around the value, which the text must keep.
+        && raw.get() == text
+    {
+        return raw;
+    }
+    serde_json::value::to_raw_value(text).expect("strings serialize")
+}
+
+async fn publish(s: &Door<'_>, form: &Form) -> SnsResult {
+    let arn = form.get("TopicArn").or_else(|| form.get("TargetArn"));
+    if arn.is_none() && form.get("PhoneNumber").is_some() {
+        return Err(SnsError::unsupported("Publishing to a PhoneNumber"));
+    }
+    let topic = topic_name(arn)?;
+    let request = publish_request(form)?;
+    let outcome = s.app.publisher.publish(topic, request).await?;
+    s.metrics.published.fetch_add(1, Ordering::Relaxed);
+    s.metrics
+        .deliveries
+        .fetch_add(outcome.delivered as u64, Ordering::Relaxed);
+    let mut xml = Xml::response("Publish", NAMESPACE);
+    xml.text("MessageId", &outcome.message_id);
+    Ok(xml)
+}
+
+async fn publish_batch(s: &Door<'_>, form: &Form) -> SnsResult {
+    let topic = topic_name(form.get("TopicArn"))?;
+    let entries = form.structures("PublishBatchRequestEntries");
+    if entries.is_empty() {
+        return Err(SnsError::new(
+            StatusCode::BAD_REQUEST,
+            "EmptyBatchRequest",
+            "The batch request doesn't contain any entries.",
+        ));
+    }
+    if entries.len() > MAX_BATCH {
+        return Err(SnsError::new(
+            StatusCode::BAD_REQUEST,
+            "TooManyEntriesInBatchRequest",
+            format!(
+                "The batch request contains more entries than permissible ({} > {MAX_BATCH}).",
+                entries.len()
+            ),
+        ));
+    }
+    let mut ids = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let id = entry
+            .get("Id")
+            .ok_or_else(|| SnsError::missing("PublishBatchRequestEntries.member.N.Id"))?;
+        if ids.contains(&id) {
+            return Err(SnsError::new(
+                StatusCode::BAD_REQUEST,
+                "BatchEntryIdsNotDistinct",
+                format!("Two or more batch entries in the request have the same Id {id:?}."),
+            ));
+        }
+        ids.push(id);
+    }
+    // Entries the door refuses never reach the publish; the rest go in one write.
+    let mut failed = Vec::new();
+    let mut accepted = Vec::new();
+    for (entry, id) in entries.iter().zip(&ids) {
+        match publish_request(entry) {
+            Ok(mut request) => {
+                request.id = Some(id.to_string());
+                accepted.push(request);
+            }
+            Err(e) => failed.push((id.to_string(), e.code, e.message)),
+        }
+    }
+    let results = if accepted.is_empty() {
+        Vec::new()
+    } else {
+        s.app.publisher.publish_batch(topic, accepted).await?
+    };
+    let mut xml = Xml::response("PublishBatch", NAMESPACE);
+    xml.open("Successful");
+    for (id, result) in &results {
+        if let Ok(outcome) = result {
+            s.metrics.published.fetch_add(1, Ordering::Relaxed);
+            s.metrics
+                .deliveries
+                .fetch_add(outcome.delivered as u64, Ordering::Relaxed);
+            xml.open("member")
+                .text("Id", id)
+                .text("MessageId", &outcome.message_id)
+                .close("member");
+        }
+    }
+    xml.close("Successful");
+    for (id, result) in results {
+        if let Err(e) = result {
+            let e = SnsError::from(e);
+            failed.push((id, e.code, e.message));
+        }
+    }
+    xml.open("Failed");
+    for (id, code, message) in &failed {
+        xml.open("member")
+            .text("Id", id)
+            .text("Code", code)
+            .text("Message", message)
+            .text("SenderFault", "true")
+            .close("member");
+    }
+    xml.close("Failed");
+    Ok(xml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_text_is_stored_so_the_notification_gives_it_back() {
+        for text in [
+            "hello",
+            "42",
+            "\"quoted\"",
+            "true",
+            "{\"a\": 1}",
+            " [1, 2]",
+            "{not json",
+        ] {
+            let raw = message_json(text);
+            let back = match serde_json::from_str::<String>(raw.get()) {
+                Ok(t) => t,
+                Err(_) => raw.get().to_string(),
+            };
+            assert_eq!(back, text);
+        }
+        assert_eq!(message_json("{\"a\": 1}").get(), "{\"a\": 1}");
+        assert_eq!(message_json("42").get(), "\"42\"");
+    }
+
+    #[test]
+    fn arns_name_their_topic_and_subscription() {
+        assert_eq!(
+            topic_name(Some("arn:aws:sns:us-east-1:000000000000:orders")).unwrap(),
+            "orders"
+        );
+        for bad in [
+            "arn:aws:sqs:us-east-1:000000000000:orders",
+            "arn:aws:sns:us-east-1:000000000000:orders:sub",
+            "orders",
+        ] {
+            assert!(topic_name(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            subscription_of(Some("arn:aws:sns:us-east-1:000000000000:orders:abc")).unwrap(),
+            ("orders", "abc")
+        );
+        assert!(subscription_of(Some("arn:aws:sns:us-east-1:000000000000:orders")).is_err());
+    }
+}
