@@ -14,19 +14,25 @@ if ! command -v nats-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nats-server
 fi
 
-# Python clients and tools the tests run (schemathesis, ...), in a private environment.
+# Python clients and tools the tests run (schemathesis, boto3, ...), in private
+# environments: the current ones, and in a second environment an older boto3 that
+# still speaks SQS's query protocol.
 venv=target/test-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv" 2>/dev/null || {
-    rm -rf "$venv"
-    apt-get update -qq && apt-get install -y -qq python3-venv
-    python3 -m venv "$venv"
-  }
-fi
-if ! cmp -s tests/requirements.txt "$venv/requirements.txt"; then
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
-  cp tests/requirements.txt "$venv/requirements.txt"
-fi
+make_venv() { # DIR REQUIREMENTS
+  if [ ! -x "$1/bin/python" ]; then
+    python3 -m venv "$1" 2>/dev/null || {
+      rm -rf "$1"
+      apt-get update -qq && apt-get install -y -qq python3-venv
+      python3 -m venv "$1"
+    }
+  fi
+  if ! cmp -s "$2" "$1/requirements.txt"; then
+    "$1/bin/pip" install -q --disable-pip-version-check -r "$2"
+    cp "$2" "$1/requirements.txt"
+  fi
+}
+make_venv "$venv" tests/requirements.txt
+make_venv "$venv-query" tests/requirements-query-protocol.txt
 export SWITCHYARD_TEST_VENV="$PWD/$venv"
 
 cargo test --workspace "$@"

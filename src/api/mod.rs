@@ -110,6 +110,8 @@ pub fn app(state: AppState) -> Routes {
     v1.merge(server)
         // The AWS protocols post to the root; anything else there is no route.
         .route("/", axum::routing::post(aws_or_nothing))
+        // A queue's URL: older SQS clients POST that queue's requests to it.
+        .route("/{account}/{queue}", axum::routing::post(aws_or_nothing))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })

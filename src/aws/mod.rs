@@ -5,8 +5,8 @@
 //! protocol); it is answered by the same operations (`queue`, `control`, `publish`)
 //! that `/v1` calls, never by a copy of them.
 //!
-//! Served so far: SQS over its JSON protocol ([`sqs`]) and SNS over the query protocol
-//! ([`sns`]).
+//! Served so far: SQS over its JSON protocol ([`sqs`]) and its query protocol
+//! ([`sqs_query`]), and SNS over the query protocol ([`sns`]).
 //!
 //! Without `--token` any SigV4 signature is accepted, as by every local emulator, and
 //! only the region is read from its credential scope. With `--token`, a request must be
@@ -16,6 +16,7 @@ mod query;
 pub mod sigv4;
 mod sns;
 mod sqs;
+mod sqs_query;
 
 use crate::app::{App, Metrics};
 use axum::http::{HeaderMap, header};
@@ -70,6 +71,16 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// Whether a path is a queue URL's: `/ACCOUNT/NAME`, the account all digits.
+fn queue_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(account), Some(name), None)
+            if !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+    )
 }
 
 /// The service of a SigV4 credential scope (`…/REGION/SERVICE/aws4_request`).
@@ -141,6 +152,17 @@ impl Door<'_> {
                 }
                 sns::query(self, &cx, &form).await
             }
+            Some("sqs") => {
+                if let Some(token) = self.token
+                    && let Err(e) = sigv4::verify(request, token)
+                {
+                    return sqs_query::error_xml(sqs::SqsError::signature(&e));
+                }
+                // Older SDKs POST a queue's requests to the queue's URL.
+                let queue_url =
+                    queue_path(request.path).then(|| format!("http://{}{}", cx.host, request.path));
+                sqs_query::query(self, &cx, &form, queue_url).await
+            }
             Some(service) => query::unsupported_service(service),
             None => query::unsupported_service("unknown"),
         }
@@ -149,7 +171,16 @@ impl Door<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{credential_region, credential_service};
+    use super::{credential_region, credential_service, queue_path};
+
+    #[test]
+    fn a_queue_path_is_an_account_and_a_name() {
+        assert!(queue_path("/000000000000/jobs"));
+        assert!(!queue_path("/"));
+        assert!(!queue_path("/v1/topics"));
+        assert!(!queue_path("/000000000000/jobs/x"));
+        assert!(!queue_path("/000000000000/"));
+    }
 
     #[test]
     fn the_region_comes_from_the_credential_scope() {

@@ -26,19 +26,37 @@ impl Form {
         self.params.get(key).map(String::as_str)
     }
 
-    /// The entries of a list of structures, `PREFIX.member.N.FIELD`, each as its own
-    /// form of `FIELD`s, in index order.
+    /// Parameters whose names have no dots: the request's plain members.
+    pub fn scalars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params
+            .iter()
+            .filter(|(k, _)| !k.contains('.'))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The values of a list, `PREFIX.1`, `PREFIX.2`, …, in index order (`PREFIX` is
+    /// `NAME.member` for most lists, `NAME` alone for SQS's flattened ones).
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        self.indexed(prefix)
+            .into_values()
+            .filter_map(|mut part| part.remove(""))
+            .collect()
+    }
+
+    /// The entries of a list of structures, `PREFIX.N.FIELD`, each as its own form of
+    /// `FIELD`s, in index order.
     pub fn structures(&self, prefix: &str) -> Vec<Form> {
-        self.indexed(&format!("{prefix}.member"))
+        self.indexed(prefix)
             .into_values()
             .map(|params| Form { params })
             .collect()
     }
 
-    /// The pairs of a map, `PREFIX.entry.N.KEY` and `PREFIX.entry.N.VALUE`, in index
-    /// order. An entry without its key is left out; without its value, the value is "".
+    /// The pairs of a map, `PREFIX.N.KEY` and `PREFIX.N.VALUE`, in index order (`PREFIX`
+    /// is `NAME.entry` for SNS's maps, `NAME` alone for SQS's flattened ones). An entry
+    /// without its key is left out; without its value, the value is "".
     pub fn map(&self, prefix: &str, key: &str, value: &str) -> Vec<(String, String)> {
-        self.indexed(&format!("{prefix}.entry"))
+        self.indexed(prefix)
             .into_values()
             .filter_map(|mut part| {
                 let k = part.remove(key)?;
@@ -47,10 +65,10 @@ impl Form {
             .collect()
     }
 
-    /// The entries of a map whose values are structures (`PREFIX.entry.N.Name` and
-    /// `PREFIX.entry.N.Value.FIELD`), each as its name and a form of its `FIELD`s.
+    /// The entries of a map whose values are structures (`PREFIX.N.Name` and
+    /// `PREFIX.N.Value.FIELD`), each as its name and a form of its `FIELD`s.
     pub fn structure_map(&self, prefix: &str) -> Vec<(String, Form)> {
-        self.indexed(&format!("{prefix}.entry"))
+        self.indexed(prefix)
             .into_values()
             .filter_map(|mut part| {
                 let name = part.remove("Name")?;
@@ -168,8 +186,8 @@ pub fn error_response(
     out
 }
 
-/// The answer to a query-protocol request for a service this server does not speak
-/// that protocol for (the SQS query protocol, or one it cannot tell).
+/// The answer to a query-protocol request for a service this server does not serve,
+/// or one it cannot tell.
 pub fn unsupported_service(service: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     let body = error_response(
@@ -177,7 +195,7 @@ pub fn unsupported_service(service: &str) -> axum::response::Response {
         true,
         "InvalidAction",
         &format!(
-            "the query protocol of service {service:?} is not served here; SNS is (Version 2010-03-31), and SQS over its JSON protocol"
+            "the query protocol of service {service:?} is not served here; SNS (Version 2010-03-31) and SQS (Version 2012-11-05) are"
         ),
         &uuid::Uuid::now_v7().to_string(),
     );
@@ -225,19 +243,29 @@ mod tests {
         );
         assert_eq!(form.get("Action"), Some("X"));
         assert_eq!(
-            form.map("Attributes", "key", "value"),
+            form.map("Attributes.entry", "key", "value"),
             [("K1".into(), "V 1".into()), ("K2".into(), String::new())]
         );
-        let attrs = form.structure_map("MessageAttributes");
+        let attrs = form.structure_map("MessageAttributes.entry");
         assert_eq!(attrs.len(), 1);
         assert_eq!(attrs[0].0, "n");
         assert_eq!(attrs[0].1.get("DataType"), Some("String"));
         assert_eq!(attrs[0].1.get("StringValue"), Some("s&t"));
-        let entries = form.structures("Entries");
+        let entries = form.structures("Entries.member");
         let ids: Vec<_> = entries.iter().map(|e| e.get("Id").unwrap()).collect();
         assert_eq!(ids, ["one", "two", "ten"]);
         assert_eq!(entries[0].get("Message"), Some("m1"));
         assert!(form.structures("Missing").is_empty());
+        let sqs = Form::parse(
+            b"AttributeName.2=B&AttributeName.1=A&Attribute.1.Name=N&Attribute.1.Value=V",
+        );
+        assert_eq!(sqs.list("AttributeName"), ["A", "B"]);
+        assert_eq!(
+            sqs.map("Attribute", "Name", "Value"),
+            [("N".into(), "V".into())]
+        );
+        let scalars: Vec<_> = form.scalars().collect();
+        assert_eq!(scalars, [("Action", "X")]);
     }
 
     #[test]

@@ -232,10 +232,10 @@ fn apply_topic_attribute(spec: &mut TopicSpec, name: &str, value: &str) -> Resul
 async fn create_topic(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     let name = form.get("Name").ok_or_else(|| SnsError::missing("Name"))?;
     let mut spec = TopicSpec::default();
-    for (k, v) in form.map("Attributes", "key", "value") {
+    for (k, v) in form.map("Attributes.entry", "key", "value") {
         apply_topic_attribute(&mut spec, &k, &v)?;
     }
-    if !form.structures("Tags").is_empty() {
+    if !form.structures("Tags.member").is_empty() {
         return Err(SnsError::unsupported("Tags"));
     }
     // CreateTopic of an existing topic answers its ARN and changes nothing, as SNS: a
@@ -473,7 +473,7 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
         notification,
         ..SubscriptionSpec::to_queue("")
     };
-    for (k, v) in form.map("Attributes", "key", "value") {
+    for (k, v) in form.map("Attributes.entry", "key", "value") {
         apply_subscription_attribute(&mut spec, &k, &v)?;
     }
     let t = s.app.control.topic(topic)?;
@@ -640,7 +640,7 @@ fn publish_request(form: &Form) -> Result<PublishRequest, SnsError> {
         )));
     }
     let mut attributes = Map::new();
-    for (name, value) in form.structure_map("MessageAttributes") {
+    for (name, value) in form.structure_map("MessageAttributes.entry") {
         let data_type = value.get("DataType").ok_or_else(|| {
             SnsError::invalid(format!(
                 "The message attribute '{name}' must contain non-empty message attribute type."
@@ -700,7 +700,7 @@ async fn publish(s: &Door<'_>, form: &Form) -> SnsResult {
 
 async fn publish_batch(s: &Door<'_>, form: &Form) -> SnsResult {
     let topic = topic_name(form.get("TopicArn"))?;
-    let entries = form.structures("PublishBatchRequestEntries");
+    let entries = form.structures("PublishBatchRequestEntries.member");
     if entries.is_empty() {
         return Err(SnsError::new(
             StatusCode::BAD_REQUEST,

@@ -128,6 +128,11 @@ impl SqsError {
         )
     }
 
+    /// Status, the query protocol's code, and the message.
+    pub(super) fn parts(&self) -> (StatusCode, &'static str, &str) {
+        (self.status, self.query_code, &self.message)
+    }
+
     pub(super) fn into_response_json(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(code = self.shape, message = %self.message, "SQS request failed");
@@ -195,7 +200,7 @@ impl From<OpError> for SqsError {
     }
 }
 
-type SqsResult = Result<Value, SqsError>;
+pub(super) type SqsResult = Result<Value, SqsError>;
 
 /// Answers one SQS JSON request.
 pub(super) async fn json(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -> Response {
@@ -209,7 +214,8 @@ pub(super) async fn json(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) 
     }
 }
 
-async fn run(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -> SqsResult {
+/// Runs one action on a JSON protocol request body.
+pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -> SqsResult {
     match action {
         "CreateQueue" => create_queue(s, cx, parse(body)?).await,
         "GetQueueUrl" => get_queue_url(s, cx, parse(body)?),

@@ -1,4 +1,6 @@
-"""SQS through boto3 against a running Switchyard: python sqs_boto3.py BASE_URL.
+"""SQS through boto3 against a running Switchyard:
+python sqs_boto3.py BASE_URL [PROTOCOL], PROTOCOL being what this boto3 must speak
+(`json` for current ones, `query` for those from before 2024).
 
 Each check is a function; the script runs them all and exits non-zero on the first
 failure, naming it. MD5s are computed here, independently of the server, as AWS
@@ -25,6 +27,17 @@ sqs = boto3.client(
     aws_access_key_id="test",
     aws_secret_access_key="test",
     config=botocore.config.Config(retries={"max_attempts": 1}),
+)
+PROTOCOL = sqs.meta.service_model.protocol
+if len(sys.argv) > 2:
+    assert PROTOCOL == sys.argv[2], f"this boto3 speaks {PROTOCOL}, not {sys.argv[2]}"
+print(f"boto3 {boto3.__version__} speaks SQS's {PROTOCOL} protocol")
+# Clients from before MessageSystemAttributeNames asked with AttributeNames.
+RECEIVE_INPUT = sqs.meta.service_model.operation_model("ReceiveMessage").input_shape.members
+ALL_SYSTEM_ATTRIBUTES = (
+    {"MessageSystemAttributeNames": ["All"]}
+    if "MessageSystemAttributeNames" in RECEIVE_INPUT
+    else {"AttributeNames": ["All"]}
 )
 
 
@@ -162,7 +175,7 @@ def check_send_receive_delete():
         url,
         MaxNumberOfMessages=10,
         MessageAttributeNames=["All"],
-        MessageSystemAttributeNames=["All"],
+        **ALL_SYSTEM_ATTRIBUTES,
     )
     eq(len(got), 2, "two messages")
     first = next(m for m in got if m["MessageId"] == sent["MessageId"])

@@ -2,17 +2,23 @@
 //! boto3 (installed by scripts/test.sh from tests/requirements.txt) and check every
 //! answer, MD5s included, against what AWS documents.
 
-use crate::harness::{TestServer, python_tool, spawn_server, spawn_server_with_args};
-use std::path::Path;
+use crate::harness::{
+    TestServer, python_tool, query_protocol_python, spawn_server, spawn_server_with_args,
+};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs `tests/aws/SCRIPT` against `server`; fails with its report unless every check
 /// passed.
 fn run_script(server: &TestServer, script: &str, args: &[&str]) {
+    run_script_with(python_tool("python"), server, script, args)
+}
+
+fn run_script_with(python: PathBuf, server: &TestServer, script: &str, args: &[&str]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/aws")
         .join(script);
-    let out = Command::new(python_tool("python"))
+    let out = Command::new(python)
         .arg(&path)
         .arg(server.url(""))
         .args(args)
@@ -37,7 +43,13 @@ fn run_script(server: &TestServer, script: &str, args: &[&str]) {
 #[tokio::test]
 async fn boto3_drives_sqs_over_the_json_protocol() {
     let server = spawn_server(None).await;
-    run_script(&server, "sqs_boto3.py", &[]);
+    run_script(&server, "sqs_boto3.py", &["json"]);
+}
+
+#[tokio::test]
+async fn an_older_boto3_drives_sqs_over_the_query_protocol() {
+    let server = spawn_server(None).await;
+    run_script_with(query_protocol_python(), &server, "sqs_boto3.py", &["query"]);
 }
 
 #[tokio::test]

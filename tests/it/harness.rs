@@ -687,13 +687,26 @@ pub fn envelope_message(message: &ReceivedMessage) -> Value {
 /// `scripts/test.sh` installs and names in `SWITCHYARD_TEST_VENV`. A test that needs one
 /// fails without it: a skipped check would pass for a check that never ran.
 pub fn python_tool(name: &str) -> PathBuf {
+    venv_tool("", "tests/requirements.txt", name)
+}
+
+/// A program of the test environment holding an older boto3, which speaks SQS's query
+/// protocol (scripts/test.sh makes it beside the main one).
+pub fn query_protocol_python() -> PathBuf {
+    venv_tool("-query", "tests/requirements-query-protocol.txt", "python")
+}
+
+fn venv_tool(suffix: &str, requirements: &str, name: &str) -> PathBuf {
     let venv = std::env::var_os("SWITCHYARD_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let mut venv = venv.into_os_string();
+    venv.push(suffix);
+    let venv = PathBuf::from(venv);
     let tool = venv.join("bin").join(name);
     assert!(
         tool.is_file(),
-        "{} is missing: run scripts/test.sh, which installs tests/requirements.txt in {}",
+        "{} is missing: run scripts/test.sh, which installs {requirements} in {}",
         tool.display(),
         venv.display()
     );
