@@ -63,3 +63,103 @@ async fn boto3_drives_sns_over_the_query_protocol() {
     let server = spawn_server(None).await;
     run_script(&server, "sns_boto3.py", &[]);
 }
+
+/// Runs the AWS CLI against `server`; its JSON output.
+fn aws_cli(server: &TestServer, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python_tool("aws"))
+        .args(["--endpoint-url", &server.url(""), "--output", "json"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run the AWS CLI");
+    assert!(
+        out.status.success(),
+        "aws {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("the AWS CLI prints JSON")
+}
+
+#[tokio::test]
+async fn the_aws_cli_fans_out_from_an_sns_topic_to_an_sqs_queue() {
+    let server = spawn_server(None).await;
+    let topic = aws_cli(&server, &["sns", "create-topic", "--name", "orders"]);
+    let topic_arn = topic["TopicArn"].as_str().unwrap();
+    assert_eq!(topic_arn, "arn:aws:sns:us-east-1:000000000000:orders");
+    let queue = aws_cli(
+        &server,
+        &["sqs", "create-queue", "--queue-name", "shipping"],
+    );
+    let queue_url = queue["QueueUrl"].as_str().unwrap();
+    let attrs = aws_cli(
+        &server,
+        &[
+            "sqs",
+            "get-queue-attributes",
+            "--queue-url",
+            queue_url,
+            "--attribute-names",
+            "QueueArn",
+        ],
+    );
+    let queue_arn = attrs["Attributes"]["QueueArn"].as_str().unwrap();
+    aws_cli(
+        &server,
+        &[
+            "sns",
+            "subscribe",
+            "--topic-arn",
+            topic_arn,
+            "--protocol",
+            "sqs",
+            "--notification-endpoint",
+            queue_arn,
+            "--attributes",
+            r#"{"RawMessageDelivery":"true","FilterPolicy":"{\"kind\":[\"parcel\"]}"}"#,
+        ],
+    );
+    for kind in ["letter", "parcel"] {
+        aws_cli(
+            &server,
+            &[
+                "sns",
+                "publish",
+                "--topic-arn",
+                topic_arn,
+                "--message",
+                &format!("a {kind}"),
+                "--message-attributes",
+                &format!(r#"{{"kind":{{"DataType":"String","StringValue":"{kind}"}}}}"#),
+            ],
+        );
+    }
+    let received = aws_cli(
+        &server,
+        &[
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            queue_url,
+            "--max-number-of-messages",
+            "10",
+            "--message-attribute-names",
+            "All",
+        ],
+    );
+    let messages = received["Messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "only the parcel matches: {received}");
+    assert_eq!(messages[0]["Body"], "a parcel");
+    assert_eq!(
+        messages[0]["MessageAttributes"]["kind"]["StringValue"],
+        "parcel"
+    );
+    let topics = aws_cli(&server, &["sns", "list-topics"]);
+    assert_eq!(topics["Topics"][0]["TopicArn"], topic_arn);
+}
