@@ -150,8 +150,6 @@ pub enum AttributeErrorKind {
     ValueNotString,
     #[error("Number value {0:?} is not a number")]
     NotANumber(String),
-    #[error("String.Array value is not a JSON array: {0}")]
-    NotAnArray(String),
     #[error("String.Array elements must be strings, numbers, true, false or null")]
     BadArrayElement,
     #[error(

@@ -359,8 +359,22 @@ fn literal(v: &Value) -> Option<Literal> {
     })
 }
 
+/// A number in a policy, exact values included, must lie within ±1e9, as SNS requires.
+fn in_range(v: &Value) -> Result<(), K> {
+    match v.as_f64() {
+        Some(x)
+            if v.is_number()
+                && !(-number::MAX_POLICY_MAGNITUDE..=number::MAX_POLICY_MAGNITUDE).contains(&x) =>
+        {
+            Err(K::NumberOutOfRange(show(v)))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn parse_rule(v: &Value) -> Result<Rule, K> {
     let Value::Object(m) = v else {
+        in_range(v)?;
         return literal(v).map(Rule::Exact).ok_or(K::BadMatchValue);
     };
     if m.len() != 1 {
@@ -391,9 +405,12 @@ fn parse_rule(v: &Value) -> Result<Rule, K> {
 
 fn parse_anything_but(arg: &Value) -> Result<AnythingBut, K> {
     match arg {
-        Value::String(_) | Value::Number(_) => Ok(AnythingBut::Values(vec![
-            literal(arg).expect("string or number"),
-        ])),
+        Value::String(_) | Value::Number(_) => {
+            in_range(arg)?;
+            Ok(AnythingBut::Values(vec![
+                literal(arg).expect("string or number"),
+            ]))
+        }
         Value::Array(items) => {
             if items.is_empty() {
                 return Err(K::EmptyArray);
@@ -402,6 +419,7 @@ fn parse_anything_but(arg: &Value) -> Result<AnythingBut, K> {
                 .iter()
                 .map(|i| match i {
                     Value::String(_) | Value::Number(_) => {
+                        in_range(i)?;
                         Ok(literal(i).expect("string or number"))
                     }
                     _ => Err(K::AnythingButListMember),

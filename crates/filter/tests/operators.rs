@@ -442,8 +442,7 @@ fn documented_limits_are_accepted_at_the_edge() {
     let many: Vec<Value> = (0..150).map(|i| json!(i)).collect();
     assert!(Policy::parse(&json!({"k": many})).is_ok());
     assert!(Policy::parse(&json!({"k": [{"numeric": [">=", -1e9, "<=", 1e9]}]})).is_ok());
-    // Exact numbers are not range-limited (AWS accepts them).
-    assert!(Policy::parse(&json!({"k": [1e12]})).is_ok());
+    assert!(Policy::parse(&json!({"k": [1e9, -1e9]})).is_ok());
 }
 
 #[test]
@@ -476,4 +475,62 @@ fn many_policies_in_one_matcher_report_each_match_once() {
     );
     out.sort_unstable();
     assert_eq!(out, (0..1000).filter(|i| i % 10 == 3).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_string_array_that_is_not_an_array_is_accepted_as_sns_accepts_it() {
+    let sa = |value: &str| json!({"k": {"Type": "String.Array", "Value": value}});
+    // A JSON scalar matches as that one value.
+    assert!(attr_match(json!({"k": ["v"]}), sa(r#""v""#)));
+    assert!(attr_match(json!({"k": [5]}), sa("5")));
+    assert!(attr_match(json!({"k": [{"numeric": [">", 1]}]}), sa("5")));
+    assert!(!attr_match(json!({"k": ["w"]}), sa(r#""v""#)));
+    // Text that is not JSON, or a JSON object, matches nothing (as an empty array: no
+    // value to match, nothing for `exists` to find).
+    for value in ["not json", r#"{"a": 1}"#] {
+        assert!(
+            !attr_match(json!({"k": ["not json"]}), sa(value)),
+            "{value}"
+        );
+        assert!(
+            !attr_match(json!({"k": [{"prefix": "n"}]}), sa(value)),
+            "{value}"
+        );
+        assert!(
+            !attr_match(json!({"k": [{"anything-but": "x"}]}), sa(value)),
+            "{value}"
+        );
+        assert!(
+            !attr_match(json!({"k": [{"exists": true}]}), sa(value)),
+            "{value}"
+        );
+        assert!(
+            attr_match(json!({"other": [{"exists": false}]}), sa(value)),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn numbers_beyond_a_billion_make_a_policy_invalid_exact_values_too() {
+    for policy in [
+        json!({"k": [1_000_000_001]}),
+        json!({"k": [-1.5e9]}),
+        json!({"k": [{"anything-but": 2e9}]}),
+        json!({"k": [{"anything-but": [1, 5e9]}]}),
+        json!({"k": [{"numeric": ["=", 1e10]}]}),
+    ] {
+        let e = Policy::parse(&policy).unwrap_err().to_string();
+        assert!(
+            e.contains("Value must be between -1.0E9 and 1.0E9, inclusive"),
+            "{policy}: {e}"
+        );
+    }
+    for policy in [
+        json!({"k": [1_000_000_000]}),
+        json!({"k": [-1e9]}),
+        json!({"k": ["5e10"]}),
+    ] {
+        assert!(Policy::parse(&policy).is_ok(), "{policy}");
+    }
 }
