@@ -60,6 +60,8 @@ struct TopicEntry {
     max_message_bytes: Option<usize>,
     #[serde(default)]
     display_name: Option<String>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A subscription entry; `filter_policy` may also be written as a JSON string.
@@ -249,6 +251,7 @@ pub fn parse(
                                 content_based_dedup: entry.content_based_dedup,
                                 max_message_bytes: entry.max_message_bytes,
                                 display_name: entry.display_name,
+                                tags: entry.tags,
                             };
                             for FieldError { field, message } in spec.validate(&name) {
                                 err(format!("{at}.{field}"), message);

@@ -15,7 +15,7 @@
 //!   it was published, byte for byte.
 //!
 //! Not served yet, and answered with an error that says so: `http`, `https` and `email`
-//! subscriptions (and so `ConfirmSubscription`), `MessageStructure=json`, tags, topic
+//! subscriptions (and so `ConfirmSubscription`), `MessageStructure=json`, topic
 //! policies and data protection.
 
 use super::query::{Form, Xml, error_response};
@@ -164,6 +164,9 @@ async fn run(s: &Door<'_>, cx: &Context, action: &str, form: &Form) -> SnsResult
         }
         "GetSubscriptionAttributes" => get_subscription_attributes(s, cx, form),
         "SetSubscriptionAttributes" => set_subscription_attributes(s, form).await,
+        "TagResource" => tag_resource(s, form).await,
+        "UntagResource" => untag_resource(s, form).await,
+        "ListTagsForResource" => list_tags(s, form),
         "Publish" => publish(s, form).await,
         "PublishBatch" => publish_batch(s, form).await,
         "" => Err(SnsError::missing("Action")),
@@ -235,9 +238,7 @@ async fn create_topic(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     for (k, v) in form.map("Attributes.entry", "key", "value") {
         apply_topic_attribute(&mut spec, &k, &v)?;
     }
-    if !form.structures("Tags.member").is_empty() {
-        return Err(SnsError::unsupported("Tags"));
-    }
+    spec.tags = tags(form)?;
     // CreateTopic of an existing topic answers its ARN and changes nothing, as SNS: a
     // topic made through `/v1` keeps its schema.
     match s.app.control.topic(name) {
@@ -254,6 +255,82 @@ async fn create_topic(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     }
     let mut xml = Xml::response("CreateTopic", NAMESPACE);
     xml.text("TopicArn", &arn::topic_arn(&cx.region, name));
+    Ok(xml)
+}
+
+/// The `Tags.member.N` of a request.
+fn tags(form: &Form) -> Result<std::collections::BTreeMap<String, String>, SnsError> {
+    form.structures("Tags.member")
+        .iter()
+        .map(|t| {
+            let key = t
+                .get("Key")
+                .ok_or_else(|| SnsError::missing("Tags.member.N.Key"))?;
+            Ok((
+                key.to_string(),
+                t.get("Value").unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The topic a tagging call's `ResourceArn` names.
+fn tagged_topic<'a>(s: &Door<'_>, form: &'a Form) -> Result<(&'a str, TopicSpec), SnsError> {
+    let arn = form
+        .get("ResourceArn")
+        .ok_or_else(|| SnsError::missing("ResourceArn"))?;
+    let name = Arn::resource_of(arn, "sns")
+        .filter(|r| !r.contains(':'))
+        .ok_or_else(|| SnsError::invalid(format!("ResourceArn {arn:?} is not a topic ARN")))?;
+    let topic = s.app.control.topic(name).map_err(|_| {
+        SnsError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "Resource does not exist",
+        )
+    })?;
+    Ok((name, topic.spec.clone()))
+}
+
+async fn tag_resource(s: &Door<'_>, form: &Form) -> SnsResult {
+    let (name, mut spec) = tagged_topic(s, form)?;
+    spec.tags.extend(tags(form)?);
+    if spec.tags.len() > crate::model::MAX_TAGS {
+        return Err(SnsError::new(
+            StatusCode::BAD_REQUEST,
+            "TagLimitExceeded",
+            format!(
+                "Could not complete request: tag quota of per resource exceeded ({})",
+                crate::model::MAX_TAGS
+            ),
+        ));
+    }
+    s.app.control.put_topic(name, spec).await?;
+    Ok(Xml::response("TagResource", NAMESPACE))
+}
+
+async fn untag_resource(s: &Door<'_>, form: &Form) -> SnsResult {
+    let (name, mut spec) = tagged_topic(s, form)?;
+    for key in form.structures("TagKeys.member") {
+        if let Some(key) = key.get("") {
+            spec.tags.remove(key);
+        }
+    }
+    s.app.control.put_topic(name, spec).await?;
+    Ok(Xml::response("UntagResource", NAMESPACE))
+}
+
+fn list_tags(s: &Door<'_>, form: &Form) -> SnsResult {
+    let (_, spec) = tagged_topic(s, form)?;
+    let mut xml = Xml::response("ListTagsForResource", NAMESPACE);
+    xml.open("Tags");
+    for (key, value) in &spec.tags {
+        xml.open("member")
+            .text("Key", key)
+            .text("Value", value)
+            .close("member");
+    }
+    xml.close("Tags");
     Ok(xml)
 }
 

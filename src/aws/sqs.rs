@@ -231,6 +231,10 @@ pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -
         "DeleteMessageBatch" => delete_message_batch(s, parse(body)?).await,
         "ChangeMessageVisibility" => change_visibility(s, parse(body)?).await,
         "ChangeMessageVisibilityBatch" => change_visibility_batch(s, parse(body)?).await,
+        "TagQueue" => tag_queue(s, parse(body)?).await,
+        "UntagQueue" => untag_queue(s, parse(body)?).await,
+        "ListQueueTags" => list_queue_tags(s, parse(body)?),
+        "ListDeadLetterSourceQueues" => list_dead_letter_sources(s, cx, parse(body)?),
         _ => Err(SqsError::new(
             StatusCode::BAD_REQUEST,
             "UnsupportedOperation",
@@ -300,6 +304,9 @@ struct CreateQueue {
     queue_name: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// Lower-case in SQS's JSON model (`tags`); `Tags` from the query protocol's `Tag.N`.
+    #[serde(default, rename = "tags", alias = "Tags")]
+    tags: BTreeMap<String, String>,
 }
 
 async fn create_queue(s: &Door<'_>, cx: &Context, req: CreateQueue) -> SqsResult {
@@ -312,7 +319,9 @@ async fn create_queue(s: &Door<'_>, cx: &Context, req: CreateQueue) -> SqsResult
     };
     apply_attributes(&mut spec, &req.attributes, true)?;
     if let Ok(existing) = s.app.queues.queue(&name) {
-        // SQS: creating a queue that exists is fine only with the same attributes.
+        // SQS: creating a queue that exists is fine only with the same attributes; its
+        // tags are not attributes, and are left as they are.
+        spec.tags = existing.spec().tags.clone();
         if existing.spec() != spec {
             return Err(SqsError::new(
                 StatusCode::BAD_REQUEST,
@@ -322,9 +331,101 @@ async fn create_queue(s: &Door<'_>, cx: &Context, req: CreateQueue) -> SqsResult
             ));
         }
     } else {
+        spec.tags = req.tags;
         s.app.control.put_queue(&name, spec).await?;
     }
     Ok(json!({ "QueueUrl": queue_url(cx, &name) }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagQueue {
+    queue_url: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+async fn tag_queue(s: &Door<'_>, req: TagQueue) -> SqsResult {
+    let name = queue_name(req.queue_url)?;
+    let mut spec = s.app.queues.queue(&name)?.spec().clone();
+    spec.tags.extend(req.tags);
+    s.app.control.put_queue(&name, spec).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UntagQueue {
+    queue_url: Option<String>,
+    #[serde(default)]
+    tag_keys: Vec<String>,
+}
+
+async fn untag_queue(s: &Door<'_>, req: UntagQueue) -> SqsResult {
+    let name = queue_name(req.queue_url)?;
+    let mut spec = s.app.queues.queue(&name)?.spec().clone();
+    for key in &req.tag_keys {
+        spec.tags.remove(key);
+    }
+    s.app.control.put_queue(&name, spec).await?;
+    Ok(json!({}))
+}
+
+fn list_queue_tags(s: &Door<'_>, req: QueueUrlRequest) -> SqsResult {
+    let name = queue_name(req.queue_url)?;
+    let tags = s.app.queues.queue(&name)?.spec().tags.clone();
+    if tags.is_empty() {
+        return Ok(json!({}));
+    }
+    Ok(json!({ "Tags": tags }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListDeadLetterSources {
+    queue_url: Option<String>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+/// The queues whose redrive policy names this one as their dead-letter queue.
+fn list_dead_letter_sources(s: &Door<'_>, cx: &Context, req: ListDeadLetterSources) -> SqsResult {
+    let name = queue_name(req.queue_url)?;
+    s.app.queues.queue(&name)?;
+    let limit = match req.max_results {
+        None => MAX_LIST,
+        Some(n @ 1..=MAX_LIST) => n,
+        Some(n) => {
+            return Err(SqsError::invalid_parameter(format!(
+                "MaxResults must be between 1 and {MAX_LIST}, got {n}"
+            )));
+        }
+    };
+    let mut sources: Vec<String> = s
+        .app
+        .queues
+        .names()
+        .into_iter()
+        .filter(|n| req.next_token.as_ref().is_none_or(|after| n > after))
+        .filter(|n| {
+            s.app.queues.queue(n).is_ok_and(|q| {
+                q.spec()
+                    .redrive_policy
+                    .as_ref()
+                    .is_some_and(|rp| rp.dead_letter_queue == name)
+            })
+        })
+        .collect();
+    sources.sort();
+    let more = sources.len() > limit;
+    sources.truncate(limit);
+    let urls: Vec<String> = sources.iter().map(|n| queue_url(cx, n)).collect();
+    // Lower-case in SQS's JSON model.
+    let mut out = json!({ "queueUrls": urls });
+    if more && req.max_results.is_some() {
+        out["NextToken"] = json!(sources.last());
+    }
+    Ok(out)
 }
 
 fn get_queue_url(s: &Door<'_>, cx: &Context, req: QueueNameRequest) -> SqsResult {

@@ -23,10 +23,11 @@ const INTEGERS: [&str; 5] = [
 ];
 
 /// The flattened lists of SQS's query model and their JSON protocol names.
-const LISTS: [(&str, &str); 3] = [
+const LISTS: [(&str, &str); 4] = [
     ("AttributeName", "AttributeNames"),
     ("MessageAttributeName", "MessageAttributeNames"),
     ("MessageSystemAttributeName", "MessageSystemAttributeNames"),
+    ("TagKey", "TagKeys"),
 ];
 
 /// The batch entries' names in the query model.
@@ -93,6 +94,14 @@ fn request_json(form: &Form) -> Map<String, Value> {
     if !attributes.is_empty() {
         out.insert("Attributes".into(), Value::Object(attributes));
     }
+    let tags: Map<String, Value> = form
+        .map("Tag", "Key", "Value")
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    if !tags.is_empty() {
+        out.insert("Tags".into(), Value::Object(tags));
+    }
     for (query, json) in LISTS {
         let items = form.list(query);
         if !items.is_empty() {
@@ -143,7 +152,7 @@ fn answer_xml(action: &str, answer: &Value) -> String {
 fn write_members(xml: &mut Xml, action: &str, members: &Map<String, Value>) {
     for (key, value) in members {
         match (key.as_str(), value) {
-            ("QueueUrls", Value::Array(urls)) => {
+            ("QueueUrls" | "queueUrls", Value::Array(urls)) => {
                 for url in urls {
                     xml.text("QueueUrl", url.as_str().unwrap_or_default());
                 }
@@ -154,6 +163,14 @@ fn write_members(xml: &mut Xml, action: &str, members: &Map<String, Value>) {
                         .text("Name", name)
                         .text("Value", &scalar(value))
                         .close("Attribute");
+                }
+            }
+            ("Tags", Value::Object(tags)) => {
+                for (key, value) in tags {
+                    xml.open("Tag")
+                        .text("Key", key)
+                        .text("Value", &scalar(value))
+                        .close("Tag");
                 }
             }
             ("MessageAttributes", Value::Object(attributes)) => {

@@ -111,6 +111,38 @@ pub fn validate_name(kind: Kind, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most tags a resource carries, as SNS and SQS allow.
+pub const MAX_TAGS: usize = 50;
+
+/// Tags as SNS and SQS accept them: at most [`MAX_TAGS`], keys of 1 to 128 characters not
+/// starting with `aws:` (AWS reserves those), values of up to 256.
+pub(crate) fn check_tags(
+    tags: &std::collections::BTreeMap<String, String>,
+    errs: &mut Vec<FieldError>,
+) {
+    if tags.len() > MAX_TAGS {
+        errs.push(FieldError::new(
+            "tags",
+            format!("at most {MAX_TAGS} tags, got {}", tags.len()),
+        ));
+    }
+    for (k, v) in tags {
+        let key_len = k.chars().count();
+        if key_len == 0 || key_len > 128 || k.starts_with("aws:") {
+            errs.push(FieldError::new(
+                "tags",
+                format!("tag key {k:?} must be 1 to 128 characters, not starting with \"aws:\""),
+            ));
+        }
+        if v.chars().count() > 256 {
+            errs.push(FieldError::new(
+                "tags",
+                format!("the value of tag {k:?} is longer than 256 characters"),
+            ));
+        }
+    }
+}
+
 pub(crate) fn check_fifo_name(name: &str, fifo: bool, errs: &mut Vec<FieldError>) {
     match (name.ends_with(".fifo"), fifo) {
         (true, false) => errs.push(FieldError::new(

@@ -2,9 +2,10 @@
 
 use super::{
     DEFAULT_MAX_MESSAGE_BYTES, FieldError, Kind, check_fifo_name, check_max_bytes, check_range,
-    validate_name,
+    check_tags, validate_name,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// SQS limits, in seconds.
@@ -69,6 +70,10 @@ pub struct QueueSpec {
     pub content_based_dedup: bool,
     /// Where messages received too often go.
     pub redrive_policy: Option<RedrivePolicy>,
+    /// Cost-allocation tags, as SQS's: at most 50, keys of 1 to 128 characters, values
+    /// of up to 256.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Default for QueueSpec {
@@ -82,6 +87,7 @@ impl Default for QueueSpec {
             receive_wait_s: 0,
             content_based_dedup: false,
             redrive_policy: None,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -124,6 +130,7 @@ impl QueueSpec {
             &mut errs,
         );
         check_max_bytes(Some(self.max_message_bytes), &mut errs);
+        check_tags(&self.tags, &mut errs);
         if self.content_based_dedup && !self.fifo {
             errs.push(FieldError::new(
                 "content_based_dedup",

@@ -23,6 +23,10 @@ pub struct TopicSpec {
     /// A human-readable name, as SNS's `DisplayName` (at most 100 characters).
     #[schema(max_length = 100)]
     pub display_name: Option<String>,
+    /// Cost-allocation tags, as SNS's: at most 50, keys of 1 to 128 characters, values
+    /// of up to 256.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl TopicSpec {
@@ -52,6 +56,7 @@ impl TopicSpec {
             ));
         }
         check_max_bytes(self.max_message_bytes, &mut errs);
+        super::check_tags(&self.tags, &mut errs);
         if let Some(d) = &self.display_name
             && d.chars().count() > 100
         {

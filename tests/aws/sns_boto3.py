@@ -353,7 +353,28 @@ def check_errors():
         ("NotFound", 404),
         "no subscription",
     )
-    eq(error_of(sns.list_tags_for_resource, ResourceArn=topic)[0], "InvalidAction", "tags")
+    eq(
+        error_of(sns.list_tags_for_resource, ResourceArn=missing),
+        ("ResourceNotFound", 404),
+        "tags of no topic",
+    )
+
+
+def check_tags():
+    topic = sns.create_topic(Name="tagged", Tags=[{"Key": "team", "Value": "billing"}])["TopicArn"]
+    eq(
+        sns.list_tags_for_resource(ResourceArn=topic)["Tags"],
+        [{"Key": "team", "Value": "billing"}],
+        "tags at create",
+    )
+    sns.tag_resource(ResourceArn=topic, Tags=[{"Key": "env", "Value": "prod"}])
+    sns.untag_resource(ResourceArn=topic, TagKeys=["team"])
+    eq(
+        sns.list_tags_for_resource(ResourceArn=topic)["Tags"],
+        [{"Key": "env", "Value": "prod"}],
+        "tags after tag and untag",
+    )
+    eq(v1("GET", "/v1/topics/tagged")["tags"], {"env": "prod"}, "/v1 sees the tags")
 
 
 CHECKS = [
@@ -363,6 +384,7 @@ CHECKS = [
     check_fifo_order_and_dedup,
     check_v1_and_sns_see_one_topic,
     check_errors,
+    check_tags,
 ]
 
 for check in CHECKS:

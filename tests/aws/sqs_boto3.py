@@ -343,8 +343,43 @@ def check_purge_and_delete():
     )
 
 
+def check_tags_and_dead_letter_sources():
+    url = sqs.create_queue(QueueName="tagged", tags={"team": "billing", "env": "dev"})["QueueUrl"]
+    eq(sqs.list_queue_tags(QueueUrl=url)["Tags"], {"team": "billing", "env": "dev"}, "tags at create")
+    sqs.tag_queue(QueueUrl=url, Tags={"env": "prod", "cost": "42 & <more>"})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team"])
+    eq(
+        sqs.list_queue_tags(QueueUrl=url)["Tags"],
+        {"env": "prod", "cost": "42 & <more>"},
+        "tags after tag and untag",
+    )
+    eq(v1("GET", "/v1/queues/tagged")["tags"], {"env": "prod", "cost": "42 & <more>"}, "/v1 tags")
+    # Creating it again, without tags, keeps them.
+    sqs.create_queue(QueueName="tagged")
+    eq(len(sqs.list_queue_tags(QueueUrl=url)["Tags"]), 2, "tags kept")
+    eq(
+        error_code(sqs.tag_queue, QueueUrl=url, Tags={"aws:reserved": "x"}),
+        "InvalidAttributeValue",
+        "reserved tag key",
+    )
+
+    dlq = sqs.create_queue(QueueName="graveyard")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+    for name in ["src-b", "src-a"]:
+        sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})
+    sources = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
+    eq(sources, [f"{BASE}/000000000000/src-a", f"{BASE}/000000000000/src-b"], "sources")
+    eq(sqs.list_dead_letter_source_queues(QueueUrl=url).get("queueUrls", []), [], "no sources")
+    for name in ["src-a", "src-b", "graveyard", "tagged"]:
+        sqs.delete_queue(QueueUrl=f"{BASE}/000000000000/{name}")
+
+
 CHECKS = [
     check_queue_lifecycle,
+    check_tags_and_dead_letter_sources,
     check_attributes,
     check_send_receive_delete,
     check_batches,

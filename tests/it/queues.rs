@@ -630,6 +630,7 @@ async fn get_queue_reports_its_configuration(server: &TestServer) {
             dead_letter_queue: "jobs-dlq".into(),
             max_receive_count: 4,
         }),
+        tags: [("team".to_string(), "billing".to_string())].into(),
     };
     queue(client, "jobs", spec.clone()).await;
 
