@@ -110,8 +110,9 @@ pub fn app(state: AppState) -> Routes {
     v1.merge(server)
         // The AWS protocols post to the root; anything else there is no route.
         .route("/", axum::routing::post(aws_or_nothing))
-        // A queue's URL: older SQS clients POST that queue's requests to it.
-        .route("/{account}/{queue}", axum::routing::post(aws_or_nothing))
+        // A queue's URL: older SQS clients POST that queue's requests to it. Any other
+        // request to a path of this shape is no route, as without it.
+        .route("/{account}/{queue}", axum::routing::any(aws_or_nothing))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })
@@ -137,7 +138,7 @@ async fn aws_or_nothing(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if crate::aws::is_aws_request(&headers) {
+    if method == axum::http::Method::POST && crate::aws::is_aws_request(&headers) {
         let door = crate::aws::Door {
             app: &state.app,
             metrics: &state.metrics,

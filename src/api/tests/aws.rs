@@ -27,6 +27,41 @@ async fn a_post_to_the_root_without_a_target_is_no_route() {
 }
 
 #[tokio::test]
+async fn the_queue_url_route_takes_only_aws_posts() {
+    let api = TestApi::new().await;
+    for (method, path) in [
+        (Method::GET, "/v1/nothing"),
+        (Method::GET, "/000000000000/jobs"),
+        (Method::POST, "/000000000000/jobs"),
+    ] {
+        let answer = api.call(method.clone(), path, json!({})).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(
+            answer.body["type"], "/problems/no-such-route",
+            "{method} {path}"
+        );
+    }
+    let created = api
+        .send(query(
+            "Action=CreateQueue&Version=2012-11-05&QueueName=jobs",
+        ))
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    let mut to_queue =
+        query("Action=GetQueueAttributes&Version=2012-11-05&AttributeName.1=QueueArn");
+    *to_queue.uri_mut() = "/000000000000/jobs".parse().unwrap();
+    let answer = api.send(to_queue).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        xml(&answer).contains(
+            "<Name>QueueArn</Name><Value>arn:aws:sqs:us-east-1:000000000000:jobs</Value>"
+        ),
+        "{}",
+        xml(&answer)
+    );
+}
+
+#[tokio::test]
 async fn errors_have_the_json_protocol_shape_and_the_query_code() {
     let api = TestApi::new().await;
     let res = api
@@ -130,17 +165,19 @@ async fn sns_errors_are_xml_error_responses_with_the_model_codes() {
 #[tokio::test]
 async fn a_form_for_a_service_without_a_query_protocol_here_says_so() {
     let api = TestApi::new().await;
-    for body in [
-        "Action=SendMessage&Version=2012-11-05&MessageBody=m",
-        "Action=DescribeThings",
-    ] {
-        let answer = api.send(query(body)).await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(
-            xml(&answer).contains("<Code>InvalidAction</Code>"),
-            "{body}"
-        );
-    }
+    let unknown = api.send(query("Action=DescribeThings")).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(xml(&unknown).contains("<Code>InvalidAction</Code>"));
+    let mut signed_for_ec2 = query("Action=DescribeInstances&Version=2016-11-15");
+    signed_for_ec2.headers_mut().insert(
+        "authorization",
+        "AWS4-HMAC-SHA256 Credential=AKID/20261206/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0"
+            .parse()
+            .unwrap(),
+    );
+    let ec2 = api.send(signed_for_ec2).await;
+    assert_eq!(ec2.status, StatusCode::BAD_REQUEST);
+    assert!(xml(&ec2).contains("&quot;ec2&quot; is not served here"), "{}", xml(&ec2));
 }
 
 #[tokio::test]
