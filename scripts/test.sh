@@ -35,4 +35,13 @@ make_venv "$venv" tests/requirements.txt
 make_venv "$venv-query" tests/requirements-query-protocol.txt
 export SWITCHYARD_TEST_VENV="$PWD/$venv"
 
+# The AWS SDK for JavaScript v3, which checks the MD5s SQS answers with, from npm.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+if ! cmp -s tests/aws/js/package-lock.json tests/aws/js/node_modules/.installed-lock.json; then
+  (cd tests/aws/js && npm ci --no-audit --no-fund --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json)
+fi
+
 cargo test --workspace "$@"

@@ -163,3 +163,28 @@ async fn the_aws_cli_fans_out_from_an_sns_topic_to_an_sqs_queue() {
     let topics = aws_cli(&server, &["sns", "list-topics"]);
     assert_eq!(topics["Topics"][0]["TopicArn"], topic_arn);
 }
+
+#[tokio::test]
+async fn the_javascript_sdk_checks_every_md5_and_reads_every_answer() {
+    let server = spawn_server(None).await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/js");
+    assert!(
+        dir.join("node_modules/@aws-sdk/client-sqs").is_dir(),
+        "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
+    );
+    let out = Command::new("node")
+        .arg(dir.join("sdk.mjs"))
+        .arg(server.url(""))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("run node");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "sdk.mjs failed:\n{report}");
+    assert!(report.contains("ok errorsAsTheSdkNamesThem"), "{report}");
+}

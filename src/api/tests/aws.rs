@@ -177,7 +177,11 @@ async fn a_form_for_a_service_without_a_query_protocol_here_says_so() {
     );
     let ec2 = api.send(signed_for_ec2).await;
     assert_eq!(ec2.status, StatusCode::BAD_REQUEST);
-    assert!(xml(&ec2).contains("&quot;ec2&quot; is not served here"), "{}", xml(&ec2));
+    assert!(
+        xml(&ec2).contains("&quot;ec2&quot; is not served here"),
+        "{}",
+        xml(&ec2)
+    );
 }
 
 #[tokio::test]
