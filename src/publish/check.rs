@@ -6,8 +6,10 @@ use crate::error::OpError;
 use crate::model::Kind;
 use crate::model::attributes::{self, Attributes};
 use crate::queue::fifo_ids;
-use crate::wire::PublishRequest;
+use crate::wire::{MessageStructure, PublishRequest};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A message that passed its topic's checks, ready to fan out.
@@ -22,16 +24,44 @@ pub(super) struct Message {
     pub dedup: Option<String>,
     /// SNS's `Subject`.
     pub subject: Option<String>,
+    /// A `json`-structured publish's texts by kind of endpoint (`sqs`, `firehose`, …),
+    /// `default` being the body.
+    pub per_kind: Option<BTreeMap<String, String>>,
+}
+
+impl Message {
+    /// The text a subscription of endpoint kind `kind` gets: its own in a structured
+    /// publish, else the message's.
+    pub fn text_for(&self, kind: &str) -> Cow<'_, str> {
+        match self.per_kind.as_ref().and_then(|texts| texts.get(kind)) {
+            Some(text) => Cow::Borrowed(text),
+            None => crate::wire::text_of_message(&self.body),
+        }
+    }
 }
 
 /// Checks a publish against its topic.
-pub(super) fn check(t: &TopicState, req: PublishRequest) -> Result<Message, OpError> {
+pub(super) fn check(t: &TopicState, mut req: PublishRequest) -> Result<Message, OpError> {
+    let per_kind = match req.message_structure {
+        None => None,
+        Some(MessageStructure::Json) => {
+            let texts = structured(&req.message)?;
+            req.message = crate::wire::message_of_text(&texts["default"]);
+            Some(texts)
+        }
+    };
     let attributes = attributes::from_api(req.attributes.as_ref())?;
     if let Some(subject) = &req.subject {
         check_subject(subject)?;
     }
     let body = req.message.get().as_bytes();
-    size(t, body, &attributes)?;
+    let others: usize = per_kind
+        .iter()
+        .flatten()
+        .filter(|(kind, _)| *kind != "default")
+        .map(|(kind, text)| kind.len() + text.len())
+        .sum();
+    size(t, body.len() + others, &attributes)?;
     let (group, dedup) = fifo_ids(
         Kind::Topic,
         &t.name,
@@ -49,7 +79,25 @@ pub(super) fn check(t: &TopicState, req: PublishRequest) -> Result<Message, OpEr
         group,
         dedup,
         subject: req.subject,
+        per_kind,
     })
+}
+
+/// The texts of a `json`-structured message, as SNS reads them: an object whose values
+/// are all strings, with a `default`.
+fn structured(message: &RawValue) -> Result<BTreeMap<String, String>, OpError> {
+    let texts: BTreeMap<String, String> = serde_json::from_str(message.get()).map_err(|_| {
+        OpError::Invalid(
+            "Message Structure - JSON message body failed to parse: with message_structure json, the message is an object of texts"
+                .into(),
+        )
+    })?;
+    if !texts.contains_key("default") {
+        return Err(OpError::Invalid(
+            "Message Structure - No default entry in JSON message body".into(),
+        ));
+    }
+    Ok(texts)
 }
 
 /// SNS's rule for a subject: printable ASCII, not starting with a space, at most 100
@@ -65,8 +113,8 @@ fn check_subject(subject: &str) -> Result<(), OpError> {
 }
 
 /// The message and its attributes together within the topic's size limit.
-fn size(t: &TopicState, body: &[u8], attrs: &Attributes) -> Result<(), OpError> {
-    let size = body.len() + attributes::byte_len(attrs);
+fn size(t: &TopicState, body_len: usize, attrs: &Attributes) -> Result<(), OpError> {
+    let size = body_len + attributes::byte_len(attrs);
     let max = t.spec.max_message_bytes();
     if size > max {
         return Err(OpError::TooLarge {

@@ -85,8 +85,6 @@ struct Fanout<'a> {
     envelope: Option<Vec<u8>>,
     /// The message parsed, once a stream subscription needed a partition key from it.
     parsed: Option<Option<serde_json::Value>>,
-    /// The message as an SNS notification's `Message` string, once one needed it.
-    sns_message: Option<String>,
 }
 
 impl<'a> Fanout<'a> {
@@ -99,7 +97,6 @@ impl<'a> Fanout<'a> {
             published_at: crate::time::rfc3339_ms(now_ms),
             envelope: None,
             parsed: None,
-            sns_message: None,
         }
     }
 
@@ -138,23 +135,17 @@ impl<'a> Fanout<'a> {
         })
     }
 
-    /// The SNS notification of the message for a topic ARN in `region`.
-    fn sns_notification(&mut self, region: &str) -> Vec<u8> {
+    /// The SNS notification of the message, for a topic ARN in `region` and an endpoint
+    /// of kind `kind`.
+    fn sns_notification(&self, region: &str, kind: &str) -> Vec<u8> {
         let message = self.message;
-        let text = self.sns_message.get_or_insert_with(|| {
-            // A published JSON string is its text; any other JSON is its own text.
-            match serde_json::from_str::<String>(message.body.get()) {
-                Ok(text) => text,
-                Err(_) => message.body.get().to_string(),
-            }
-        });
         let topic_arn = crate::model::arn::topic_arn(region, &self.topic.name);
         serde_json::to_vec(&SnsNotification {
             kind: "Notification",
             message_id: &message.id,
             topic_arn: &topic_arn,
             subject: message.subject.as_deref(),
-            message: text,
+            message: &message.text_for(kind),
             timestamp: &self.published_at,
             message_attributes: (!message.attributes.is_empty()).then_some(&*self.sns_attributes),
         })
@@ -162,14 +153,21 @@ impl<'a> Fanout<'a> {
     }
 
     /// What a queue or stream subscription receives: the message itself with raw
-    /// delivery, else its envelope.
-    fn payload(&mut self, name: &str, sub: &SubscriptionSpec) -> Vec<u8> {
+    /// delivery, else its envelope. `kind` is the endpoint's kind, which picks its text
+    /// from a structured publish.
+    fn payload(&mut self, name: &str, sub: &SubscriptionSpec, kind: &str) -> Vec<u8> {
         if sub.raw_message_delivery {
-            return self.message.body.get().as_bytes().to_vec();
+            return match &self.message.per_kind {
+                Some(_) => crate::wire::message_of_text(&self.message.text_for(kind))
+                    .get()
+                    .as_bytes()
+                    .to_vec(),
+                None => self.message.body.get().as_bytes().to_vec(),
+            };
         }
         match &sub.notification {
             Notification::Switchyard => with_subscription(self.envelope(), name),
-            Notification::Sns { region } => self.sns_notification(region),
+            Notification::Sns { region } => self.sns_notification(region, kind),
         }
     }
 
@@ -220,7 +218,7 @@ impl<'a> Fanout<'a> {
             h,
             NewMessage {
                 message_id: self.message.id.clone(),
-                payload: self.payload(name, sub),
+                payload: self.payload(name, sub, "sqs"),
                 attributes,
                 delay_ms: 0,
                 group: self.message.group.clone().filter(|_| fifo),
@@ -251,7 +249,7 @@ impl<'a> Fanout<'a> {
             NewRecord {
                 partition_key: key,
                 explicit_hash_key: None,
-                data: self.payload(name, sub),
+                data: self.payload(name, sub, "firehose"),
             },
         ))
     }

@@ -45,6 +45,7 @@ fn publish_request(p: &Publish) -> Result<PublishRequest, String> {
         dedup_id: p.dedup_id.clone(),
         id: None,
         subject: None,
+        message_structure: None,
     })
 }
 

@@ -39,6 +39,43 @@ pub struct PublishRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[!-~][ -~]*$", min_length = 1, max_length = 100)]
     pub subject: Option<String>,
+    /// `json`: `message` is an object of texts, `default` and optionally one per kind of
+    /// endpoint (`sqs` for queues, `firehose` for streams), as SNS's `MessageStructure`.
+    /// Subscriptions with raw delivery or SNS notifications get their kind's text (else
+    /// `default`); everything else sees `default` as the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_structure: Option<MessageStructure>,
+}
+
+/// How a publish's `message` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStructure {
+    /// An object of texts by kind of endpoint, with a `default`.
+    Json,
+}
+
+/// A published text as a topic carries it: a JSON object or array as itself, byte for
+/// byte; anything else as a JSON string. Either way the text comes back unchanged as an
+/// SNS notification's `Message`.
+pub fn message_of_text(text: &str) -> Box<RawValue> {
+    if (text.starts_with('{') || text.starts_with('['))
+        && let Ok(raw) = RawValue::from_string(text.to_string())
+        // The parser drops whitespace around the value, which the text must keep.
+        && raw.get() == text
+    {
+        return raw;
+    }
+    serde_json::value::to_raw_value(text).expect("strings serialize")
+}
+
+/// The text a stored message stands for: a JSON string's contents, any other JSON as
+/// itself (the inverse of [`message_of_text`]).
+pub fn text_of_message(message: &RawValue) -> std::borrow::Cow<'_, str> {
+    match serde_json::from_str::<String>(message.get()) {
+        Ok(text) => std::borrow::Cow::Owned(text),
+        Err(_) => std::borrow::Cow::Borrowed(message.get()),
+    }
 }
 
 impl PublishRequest {
@@ -51,6 +88,7 @@ impl PublishRequest {
             dedup_id: None,
             id: None,
             subject: None,
+            message_structure: None,
         }
     }
 
@@ -233,4 +271,27 @@ pub struct Notification {
     pub published_at: String,
     /// The subscription that delivered it.
     pub subscription: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_text_comes_back_unchanged() {
+        for text in [
+            "hello",
+            "42",
+            "\"quoted\"",
+            "true",
+            "{\"a\": 1}",
+            " [1, 2]",
+            "{not json",
+            "",
+        ] {
+            assert_eq!(text_of_message(&message_of_text(text)), text);
+        }
+        assert_eq!(message_of_text("{\"a\": 1}").get(), "{\"a\": 1}");
+        assert_eq!(message_of_text("42").get(), "\"42\"");
+    }
 }

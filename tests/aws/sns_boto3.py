@@ -227,6 +227,35 @@ def check_fanout_with_filters_and_raw_delivery():
     drain(all_url, 1)
 
 
+def check_message_structure():
+    topic = sns.create_topic(Name="structured")["TopicArn"]
+    note_url, note_arn = queue("structured-notes")
+    raw_url, raw_arn = queue("structured-raw")
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=note_arn)
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=raw_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    v1("PUT", "/v1/queues/structured-v1", {})
+    v1(
+        "PUT",
+        "/v1/topics/structured/subscriptions/v1-view",
+        {"endpoint": {"queue": "structured-v1"}, "raw_message_delivery": True},
+    )
+    sns.publish(
+        TopicArn=topic,
+        Message=json.dumps({"default": "for everyone", "sqs": "for queues", "email": "for mail"}),
+        MessageStructure="json",
+    )
+    eq(json.loads(drain(note_url, 1)[0]["Body"])["Message"], "for queues", "notification")
+    eq([m["Body"] for m in drain(raw_url, 1)], ["for queues"], "raw")
+    got = v1("POST", "/v1/queues/structured-v1/receive", {"max_messages": 1})
+    eq(got["messages"][0]["message"], "for queues", "a /v1 queue is an sqs endpoint too")
+    sns.publish(
+        TopicArn=topic, Message=json.dumps({"default": "only default"}), MessageStructure="json"
+    )
+    eq(json.loads(drain(note_url, 1)[0]["Body"])["Message"], "only default", "default")
+
+
 def check_publish_batch():
     topic = sns.create_topic(Name="batch")["TopicArn"]
     url, arn = queue("batch-q")
@@ -338,16 +367,12 @@ def check_errors():
         "InvalidParameter",
         "https not served yet",
     )
-    eq(
-        error_of(
-            sns.publish,
-            TopicArn=topic,
-            Message=json.dumps({"default": "d"}),
-            MessageStructure="json",
-        )[0],
-        "InvalidParameter",
-        "MessageStructure not served yet",
-    )
+    for message in [json.dumps({"sqs": "no default"}), "not json", json.dumps({"default": 1})]:
+        eq(
+            error_of(sns.publish, TopicArn=topic, Message=message, MessageStructure="json")[0],
+            "InvalidParameter",
+            f"MessageStructure json with {message}",
+        )
     eq(
         error_of(sns.unsubscribe, SubscriptionArn=topic + ":nope"),
         ("NotFound", 404),
@@ -381,6 +406,7 @@ CHECKS = [
     check_topic_lifecycle,
     check_fanout_with_filters_and_raw_delivery,
     check_publish_batch,
+    check_message_structure,
     check_fifo_order_and_dedup,
     check_v1_and_sns_see_one_topic,
     check_errors,
