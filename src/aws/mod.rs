@@ -129,7 +129,7 @@ impl Door<'_> {
         match target.split_once('.') {
             Some(("AmazonSQS", action)) => {
                 if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token)
+                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
                 {
                     return sqs::SqsError::signature(&e).into_response_json();
                 }
@@ -146,7 +146,7 @@ impl Door<'_> {
         match query_service(request.headers, &form) {
             Some("sns") => {
                 if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token)
+                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
                 {
                     return sns::SnsError::signature(&e).into_response_xml();
                 }
@@ -154,7 +154,7 @@ impl Door<'_> {
             }
             Some("sqs") => {
                 if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token)
+                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
                 {
                     return sqs_query::error_xml(sqs::SqsError::signature(&e));
                 }

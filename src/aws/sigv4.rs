@@ -26,6 +26,35 @@ pub enum SigError {
         "the request signature we calculated does not match the signature you provided: sign with the server's token as the secret key"
     )]
     Mismatch,
+    /// Its `X-Amz-Date` is more than [`MAX_SKEW_MS`] from the server's clock, as AWS
+    /// refuses: a signed request cannot be replayed later.
+    #[error("signature expired: X-Amz-Date {0} is more than 15 minutes from the server's time")]
+    Expired(String),
+}
+
+/// How far a request's `X-Amz-Date` may be from the server's clock, as in AWS.
+pub const MAX_SKEW_MS: u64 = 15 * 60 * 1000;
+
+/// Unix milliseconds of an `X-Amz-Date` (`YYYYMMDDTHHMMSSZ`).
+fn amz_date_ms(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = crate::time::days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + s);
+    u64::try_from(secs).ok().map(|s| s * 1000)
 }
 
 /// A request as the signature covers it.
@@ -84,7 +113,7 @@ fn parse(header: &str) -> Result<Authorization<'_>, SigError> {
 }
 
 /// Checks `request`'s signature against `secret`.
-pub fn verify(request: &Signed<'_>, secret: &str) -> Result<(), SigError> {
+pub fn verify(request: &Signed<'_>, secret: &str, now_ms: u64) -> Result<(), SigError> {
     let header = request
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -119,11 +148,15 @@ pub fn verify(request: &Signed<'_>, secret: &str) -> Result<(), SigError> {
             .zip(auth.signature.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(SigError::Mismatch)
+    if !same {
+        return Err(SigError::Mismatch);
     }
+    let at =
+        amz_date_ms(date_time).ok_or(SigError::Malformed("X-Amz-Date is not YYYYMMDDTHHMMSSZ"))?;
+    if at.abs_diff(now_ms) > MAX_SKEW_MS {
+        return Err(SigError::Expired(date_time.to_string()));
+    }
+    Ok(())
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -258,6 +291,8 @@ mod tests {
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     const SIGNATURE: &str = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+    /// The example's `X-Amz-Date`, 2015-08-30T12:36:00Z.
+    const EXAMPLE_MS: u64 = 1_440_938_160_000;
 
     fn get<'a>(headers: &'a HeaderMap) -> Signed<'a> {
         Signed {
@@ -283,25 +318,57 @@ mod tests {
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let h = vanilla(SIGNATURE, ACCESS_KEY);
-        assert_eq!(verify(&get(&h), SECRET), Ok(()));
+        assert_eq!(verify(&get(&h), SECRET, EXAMPLE_MS), Ok(()));
     }
 
     #[test]
     fn a_wrong_secret_key_or_signature_is_refused() {
         let h = vanilla(SIGNATURE, ACCESS_KEY);
-        assert_eq!(verify(&get(&h), "another secret"), Err(SigError::Mismatch));
+        assert_eq!(
+            verify(&get(&h), "another secret", EXAMPLE_MS),
+            Err(SigError::Mismatch)
+        );
         let tampered = SIGNATURE.replace('5', "6");
         let h = vanilla(&tampered, ACCESS_KEY);
-        assert_eq!(verify(&get(&h), SECRET), Err(SigError::Mismatch));
+        assert_eq!(
+            verify(&get(&h), SECRET, EXAMPLE_MS),
+            Err(SigError::Mismatch)
+        );
         let h = vanilla(SIGNATURE, "AKIDEXAMPLE");
         assert!(matches!(
-            verify(&get(&h), SECRET),
+            verify(&get(&h), SECRET, EXAMPLE_MS),
             Err(SigError::UnknownKey(_))
         ));
         assert_eq!(
-            verify(&get(&HeaderMap::new()), SECRET),
+            verify(&get(&HeaderMap::new()), SECRET, EXAMPLE_MS),
             Err(SigError::Missing)
         );
+    }
+
+    #[test]
+    fn a_request_signed_more_than_15_minutes_away_is_refused() {
+        let h = vanilla(SIGNATURE, ACCESS_KEY);
+        for now in [EXAMPLE_MS - MAX_SKEW_MS, EXAMPLE_MS + MAX_SKEW_MS] {
+            assert_eq!(verify(&get(&h), SECRET, now), Ok(()));
+        }
+        for now in [
+            EXAMPLE_MS - MAX_SKEW_MS - 1000,
+            EXAMPLE_MS + MAX_SKEW_MS + 1000,
+        ] {
+            assert_eq!(
+                verify(&get(&h), SECRET, now),
+                Err(SigError::Expired("20150830T123600Z".into()))
+            );
+        }
+        assert_eq!(amz_date_ms("20150830T123600Z"), Some(EXAMPLE_MS));
+        for bad in [
+            "2015-08-30T12:36:00Z",
+            "20151330T123600Z",
+            "20150830T123600",
+            "",
+        ] {
+            assert_eq!(amz_date_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

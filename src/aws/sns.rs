@@ -81,6 +81,7 @@ impl SnsError {
             SigError::Malformed(_) => "IncompleteSignature",
             SigError::UnknownKey(_) => "InvalidClientTokenId",
             SigError::Mismatch => "SignatureDoesNotMatch",
+            SigError::Expired(_) => "RequestExpired",
         };
         Self::new(StatusCode::FORBIDDEN, code, e.to_string())
     }

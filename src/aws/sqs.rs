@@ -115,6 +115,7 @@ impl SqsError {
             SigError::Malformed(_) => "IncompleteSignature",
             SigError::UnknownKey(_) => "InvalidClientTokenId",
             SigError::Mismatch => "SignatureDoesNotMatch",
+            SigError::Expired(_) => "RequestExpired",
         };
         Self::new(StatusCode::FORBIDDEN, code, code, e.to_string())
     }
