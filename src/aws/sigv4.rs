@@ -32,6 +32,19 @@ pub enum SigError {
     Expired(String),
 }
 
+impl SigError {
+    /// The error code AWS answers it with, the same in every protocol.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SigError::Missing => "MissingAuthenticationToken",
+            SigError::Malformed(_) => "IncompleteSignature",
+            SigError::UnknownKey(_) => "InvalidClientTokenId",
+            SigError::Mismatch => "SignatureDoesNotMatch",
+            SigError::Expired(_) => "RequestExpired",
+        }
+    }
+}
+
 /// How far a request's `X-Amz-Date` may be from the server's clock, as in AWS.
 pub const MAX_SKEW_MS: u64 = 15 * 60 * 1000;
 

@@ -75,15 +75,7 @@ impl SnsError {
     }
 
     pub(super) fn signature(e: &super::sigv4::SigError) -> Self {
-        use super::sigv4::SigError;
-        let code = match e {
-            SigError::Missing => "MissingAuthenticationToken",
-            SigError::Malformed(_) => "IncompleteSignature",
-            SigError::UnknownKey(_) => "InvalidClientTokenId",
-            SigError::Mismatch => "SignatureDoesNotMatch",
-            SigError::Expired(_) => "RequestExpired",
-        };
-        Self::new(StatusCode::FORBIDDEN, code, e.to_string())
+        Self::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
     }
 
     pub(super) fn into_response_xml(self) -> Response {

@@ -109,15 +109,7 @@ impl SqsError {
     }
 
     pub(super) fn signature(e: &super::sigv4::SigError) -> Self {
-        use super::sigv4::SigError;
-        let code = match e {
-            SigError::Missing => "MissingAuthenticationToken",
-            SigError::Malformed(_) => "IncompleteSignature",
-            SigError::UnknownKey(_) => "InvalidClientTokenId",
-            SigError::Mismatch => "SignatureDoesNotMatch",
-            SigError::Expired(_) => "RequestExpired",
-        };
-        Self::new(StatusCode::FORBIDDEN, code, code, e.to_string())
+        Self::new(StatusCode::FORBIDDEN, e.code(), e.code(), e.to_string())
     }
 
     pub(super) fn unknown_target(target: &str) -> Self {
@@ -322,7 +314,7 @@ async fn create_queue(s: &Door<'_>, cx: &Context, req: CreateQueue) -> SqsResult
     if let Ok(existing) = s.app.queues.queue(&name) {
         // SQS: creating a queue that exists is fine only with the same attributes; its
         // tags are not attributes, and are left as they are.
-        spec.tags = existing.spec().tags.clone();
+        spec.tags = existing.spec().tags;
         if existing.spec() != spec {
             return Err(SqsError::new(
                 StatusCode::BAD_REQUEST,
@@ -348,7 +340,7 @@ struct TagQueue {
 
 async fn tag_queue(s: &Door<'_>, req: TagQueue) -> SqsResult {
     let name = queue_name(req.queue_url)?;
-    let mut spec = s.app.queues.queue(&name)?.spec().clone();
+    let mut spec = s.app.queues.queue(&name)?.spec();
     spec.tags.extend(req.tags);
     s.app.control.put_queue(&name, spec).await?;
     Ok(json!({}))
@@ -364,7 +356,7 @@ struct UntagQueue {
 
 async fn untag_queue(s: &Door<'_>, req: UntagQueue) -> SqsResult {
     let name = queue_name(req.queue_url)?;
-    let mut spec = s.app.queues.queue(&name)?.spec().clone();
+    let mut spec = s.app.queues.queue(&name)?.spec();
     for key in &req.tag_keys {
         spec.tags.remove(key);
     }
@@ -374,7 +366,7 @@ async fn untag_queue(s: &Door<'_>, req: UntagQueue) -> SqsResult {
 
 fn list_queue_tags(s: &Door<'_>, req: QueueUrlRequest) -> SqsResult {
     let name = queue_name(req.queue_url)?;
-    let tags = s.app.queues.queue(&name)?.spec().tags.clone();
+    let tags = s.app.queues.queue(&name)?.spec().tags;
     if tags.is_empty() {
         return Ok(json!({}));
     }
