@@ -27,6 +27,9 @@
 //!   answered after its sync, so a slow sync of the disk is a slow publish);
 //! - (e) start to healthy, idle RSS, and RSS with a backlog on a fresh server: when filled,
 //!   a few seconds later, and the peak;
+//! - (g) the AWS protocols against `/v1` doing the same work on the same server: SQS
+//!   SendMessage over the JSON protocol against `/v1` sends, SNS Publish over the query
+//!   protocol against `/v1` publishes, 1 KiB each, `LOAD_CONNECTIONS` connections;
 //! - (f) start of the order fan-out example (`examples/order-fanout/`, three functions):
 //!   to healthy and to ready (every component loaded), with a fresh data directory and
 //!   compiled-component cache, and with a fresh data directory and a warm cache.
@@ -279,6 +282,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
 
+    // (g) The AWS protocols against /v1 doing the same work, same connections, same
+    // server, one after the other: what speaking SQS's JSON or SNS's query protocol costs
+    // over the operation itself.
+    aws_protocols(&client, &server.base_url, &settings, &mut table).await?;
+
     // (d) Latency at a fixed rate, on a server of its own: measured on the server above it
     // would time the compaction of what (a) to (c) wrote at full speed, not a steady
     // 5,000/s. The phase is long enough to include the storage's own memtable flushes.
@@ -362,6 +370,93 @@ async fn bench_topic(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Phase (g): SQS SendMessage (JSON protocol) against `/v1` sends, and SNS Publish
+/// (query protocol) against `/v1` publishes to the same topic, each 1 KiB of the same
+/// text.
+async fn aws_protocols(
+    client: &Client,
+    base: &str,
+    settings: &Settings,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    client.put_queue("bench-sqs", &QueueSpec::default()).await?;
+    let text = serde_json::to_string(&publish_body(0)["message"])?;
+    let v1_send = closed_loop(
+        &format!("{base}/v1/queues/bench-sqs/messages"),
+        Bytes::from(serde_json::to_vec(&json!({ "message": text }))?),
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    let sqs_send = closed_loop_as(
+        &format!("{base}/"),
+        Bytes::from(serde_json::to_vec(&json!({
+            "QueueUrl": format!("{base}/000000000000/bench-sqs"),
+            "MessageBody": text,
+        }))?),
+        Kind {
+            content_type: "application/x-amz-json-1.0",
+            target: Some("AmazonSQS.SendMessage"),
+        },
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    table.row(
+        format!(
+            "(g) SQS SendMessage (JSON protocol) vs /v1 send, 1 KiB, {} connections",
+            settings.connections
+        ),
+        format!(
+            "{:.0}{} vs {:.0}{} req/s; ratio {:.2}",
+            sqs_send.per_second(),
+            sqs_send.errors_note(),
+            v1_send.per_second(),
+            v1_send.errors_note(),
+            sqs_send.per_second() / v1_send.per_second().max(1.0)
+        ),
+    );
+    let v1_publish = closed_loop(
+        &format!("{base}/v1/topics/bench/publish"),
+        Bytes::from(serde_json::to_vec(&json!({ "message": text }))?),
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("Action", "Publish")
+        .append_pair("Version", "2010-03-31")
+        .append_pair("TopicArn", "arn:aws:sns:us-east-1:000000000000:bench")
+        .append_pair("Message", &text)
+        .finish();
+    let sns_publish = closed_loop_as(
+        &format!("{base}/"),
+        Bytes::from(form),
+        Kind {
+            content_type: "application/x-www-form-urlencoded",
+            target: None,
+        },
+        settings.connections,
+        settings.seconds,
+    )
+    .await?;
+    table.row(
+        format!(
+            "(g) SNS Publish (query protocol) vs /v1 publish, 1 KiB, 1 queue subscription, {} connections",
+            settings.connections
+        ),
+        format!(
+            "{:.0}{} vs {:.0}{} req/s; ratio {:.2}",
+            sns_publish.per_second(),
+            sns_publish.errors_note(),
+            v1_publish.per_second(),
+            v1_publish.errors_note(),
+            sns_publish.per_second() / v1_publish.per_second().max(1.0)
+        ),
+    );
+    Ok(())
+}
+
 /// Keep-alive pool sized for `connections`, no proxy (loopback only).
 fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
     common::http_client_builder(connections.max(CONSUMERS))
@@ -433,9 +528,33 @@ async fn closed_loop(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
+    closed_loop_as(url, body, JSON, connections, duration).await
+}
+
+/// What a request says its body is: a content type and, for the AWS JSON protocols, an
+/// `X-Amz-Target`.
+#[derive(Clone, Copy)]
+struct Kind {
+    content_type: &'static str,
+    target: Option<&'static str>,
+}
+
+const JSON: Kind = Kind {
+    content_type: "application/json",
+    target: None,
+};
+
+/// [`closed_loop`] with requests of another kind.
+async fn closed_loop_as(
+    url: &str,
+    body: Bytes,
+    kind: Kind,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
     let http = http_client(connections)?;
     // Warm the pool and check the target answers before timing.
-    let warm = post(&http, url, body.clone()).await?;
+    let warm = post_as(&http, url, body.clone(), kind).await?;
     ensure!(
         warm.is_success(),
         "{url} answered {warm} to a warm-up publish"
@@ -452,7 +571,7 @@ async fn closed_loop(
                 if Instant::now() >= deadline {
                     break;
                 }
-                match post(&http, &url, body.clone()).await {
+                match post_as(&http, &url, body.clone(), kind).await {
                     Ok(status) if status.is_success() => {
                         tally.ok.fetch_add(1, Ordering::Relaxed);
                     }
@@ -471,12 +590,22 @@ async fn post(
     url: &str,
     body: Bytes,
 ) -> anyhow::Result<reqwest::StatusCode> {
-    let response = http
+    post_as(http, url, body, JSON).await
+}
+
+async fn post_as(
+    http: &reqwest::Client,
+    url: &str,
+    body: Bytes,
+    kind: Kind,
+) -> anyhow::Result<reqwest::StatusCode> {
+    let mut request = http
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await?;
+        .header(reqwest::header::CONTENT_TYPE, kind.content_type);
+    if let Some(target) = kind.target {
+        request = request.header("x-amz-target", target);
+    }
+    let response = request.body(body).send().await?;
     let status = response.status();
     // Read the body so the connection goes back to the pool.
     response.bytes().await?;
