@@ -363,6 +363,16 @@ def check_errors():
         "bad filter policy",
     )
     eq(
+        error_of(
+            sns.subscribe,
+            TopicArn=topic,
+            Protocol="lambda",
+            Endpoint=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:no-such-function",
+        )[0],
+        "InvalidParameter",
+        "a function that does not exist",
+    )
+    eq(
         error_of(sns.subscribe, TopicArn=topic, Protocol="https", Endpoint="https://example.com/")[0],
         "InvalidParameter",
         "https not served yet",
