@@ -381,9 +381,11 @@ async fn aws_protocols(
 ) -> anyhow::Result<()> {
     client.put_queue("bench-sqs", &QueueSpec::default()).await?;
     let text = serde_json::to_string(&publish_body(0)["message"])?;
+    // The same body is a `/v1` send and a `/v1` publish.
+    let v1_body = Bytes::from(serde_json::to_vec(&json!({ "message": text }))?);
     let v1_send = closed_loop(
         &format!("{base}/v1/queues/bench-sqs/messages"),
-        Bytes::from(serde_json::to_vec(&json!({ "message": text }))?),
+        v1_body.clone(),
         settings.connections,
         settings.seconds,
     )
@@ -407,18 +409,11 @@ async fn aws_protocols(
             "(g) SQS SendMessage (JSON protocol) vs /v1 send, 1 KiB, {} connections",
             settings.connections
         ),
-        format!(
-            "{:.0}{} vs {:.0}{} req/s; ratio {:.2}",
-            sqs_send.per_second(),
-            sqs_send.errors_note(),
-            v1_send.per_second(),
-            v1_send.errors_note(),
-            sqs_send.per_second() / v1_send.per_second().max(1.0)
-        ),
+        against(&sqs_send, &v1_send),
     );
     let v1_publish = closed_loop(
         &format!("{base}/v1/topics/bench/publish"),
-        Bytes::from(serde_json::to_vec(&json!({ "message": text }))?),
+        v1_body,
         settings.connections,
         settings.seconds,
     )
@@ -445,16 +440,21 @@ async fn aws_protocols(
             "(g) SNS Publish (query protocol) vs /v1 publish, 1 KiB, 1 queue subscription, {} connections",
             settings.connections
         ),
-        format!(
-            "{:.0}{} vs {:.0}{} req/s; ratio {:.2}",
-            sns_publish.per_second(),
-            sns_publish.errors_note(),
-            v1_publish.per_second(),
-            v1_publish.errors_note(),
-            sns_publish.per_second() / v1_publish.per_second().max(1.0)
-        ),
+        against(&sns_publish, &v1_publish),
     );
     Ok(())
+}
+
+/// `aws` against `v1`: both rates and their ratio.
+fn against(aws: &Outcome, v1: &Outcome) -> String {
+    format!(
+        "{:.0}{} vs {:.0}{} req/s; ratio {:.2}",
+        aws.per_second(),
+        aws.errors_note(),
+        v1.per_second(),
+        v1.errors_note(),
+        aws.per_second() / v1.per_second().max(1.0)
+    )
 }
 
 /// Keep-alive pool sized for `connections`, no proxy (loopback only).

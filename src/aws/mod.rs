@@ -114,6 +114,15 @@ pub struct Door<'a> {
 }
 
 impl Door<'_> {
+    /// Whether a request may be served: always without a token; with one, only when it is
+    /// signed with it.
+    fn check_signature(&self, request: &sigv4::Signed<'_>) -> Result<(), sigv4::SigError> {
+        match self.token {
+            None => Ok(()),
+            Some(token) => sigv4::verify(request, token, crate::time::now_ms()),
+        }
+    }
+
     /// A request with an `X-Amz-Target` or a form, routed to the service it names once
     /// its signature is checked (with a token).
     pub async fn dispatch(&self, request: &sigv4::Signed<'_>) -> Response {
@@ -128,9 +137,7 @@ impl Door<'_> {
         let cx = Context::of(headers);
         match target.split_once('.') {
             Some(("AmazonSQS", action)) => {
-                if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
-                {
+                if let Err(e) = self.check_signature(request) {
                     return sqs::SqsError::signature(&e).into_response_json();
                 }
                 sqs::json(self, &cx, action, request.body).await
@@ -145,17 +152,13 @@ impl Door<'_> {
         let cx = Context::of(request.headers);
         match query_service(request.headers, &form) {
             Some("sns") => {
-                if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
-                {
+                if let Err(e) = self.check_signature(request) {
                     return sns::SnsError::signature(&e).into_response_xml();
                 }
                 sns::query(self, &cx, &form).await
             }
             Some("sqs") => {
-                if let Some(token) = self.token
-                    && let Err(e) = sigv4::verify(request, token, crate::time::now_ms())
-                {
+                if let Err(e) = self.check_signature(request) {
                     return sqs_query::error_xml(sqs::SqsError::signature(&e));
                 }
                 // Older SDKs POST a queue's requests to the queue's URL.

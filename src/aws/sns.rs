@@ -172,10 +172,15 @@ async fn run(s: &Door<'_>, cx: &Context, action: &str, form: &Form) -> SnsResult
 
 /// The topic a `TopicArn` names.
 fn topic_name(arn: Option<&str>) -> Result<&str, SnsError> {
-    let arn = arn.ok_or_else(|| SnsError::missing("TopicArn"))?;
+    topic_of(arn, "TopicArn")
+}
+
+/// The topic the ARN in parameter `param` names.
+fn topic_of<'a>(arn: Option<&'a str>, param: &str) -> Result<&'a str, SnsError> {
+    let arn = arn.ok_or_else(|| SnsError::missing(param))?;
     Arn::resource_of(arn, "sns")
         .filter(|r| !r.contains(':'))
-        .ok_or_else(|| SnsError::invalid(format!("TopicArn {arn:?} is not a topic ARN")))
+        .ok_or_else(|| SnsError::invalid(format!("{param} {arn:?} is not a topic ARN")))
 }
 
 /// The topic and subscription a `SubscriptionArn` names.
@@ -268,12 +273,7 @@ fn tags(form: &Form) -> Result<std::collections::BTreeMap<String, String>, SnsEr
 
 /// The topic a tagging call's `ResourceArn` names.
 fn tagged_topic<'a>(s: &Door<'_>, form: &'a Form) -> Result<(&'a str, TopicSpec), SnsError> {
-    let arn = form
-        .get("ResourceArn")
-        .ok_or_else(|| SnsError::missing("ResourceArn"))?;
-    let name = Arn::resource_of(arn, "sns")
-        .filter(|r| !r.contains(':'))
-        .ok_or_else(|| SnsError::invalid(format!("ResourceArn {arn:?} is not a topic ARN")))?;
+    let name = topic_of(form.get("ResourceArn"), "ResourceArn")?;
     let topic = s.app.control.topic(name).map_err(|_| {
         SnsError::new(
             StatusCode::NOT_FOUND,
@@ -667,11 +667,8 @@ fn get_subscription_attributes(s: &Door<'_>, cx: &Context, form: &Form) -> SnsRe
     ];
     if let Some(policy) = &spec.filter_policy {
         attrs.push(("FilterPolicy", policy.to_string()));
-        let scope = match spec.filter_policy_scope {
-            FilterScope::MessageAttributes => "MessageAttributes",
-            FilterScope::MessageBody => "MessageBody",
-        };
-        attrs.push(("FilterPolicyScope", scope.into()));
+        let scope = switchyard_filter::Scope::from(spec.filter_policy_scope);
+        attrs.push(("FilterPolicyScope", scope.as_str().into()));
     }
     if let Some(dlq) = &spec.dead_letter_queue {
         attrs.push((

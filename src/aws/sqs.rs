@@ -197,7 +197,7 @@ pub(super) type SqsResult = Result<Value, SqsError>;
 
 /// Answers one SQS JSON request.
 pub(super) async fn json(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -> Response {
-    match run(s, cx, action, body).await {
+    match run(s, cx, action, Input::Json(body)).await {
         Ok(body) => (
             [(header::CONTENT_TYPE, "application/x-amz-json-1.0")],
             body.to_string(),
@@ -207,8 +207,15 @@ pub(super) async fn json(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) 
     }
 }
 
-/// Runs one action on a JSON protocol request body.
-pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -> SqsResult {
+/// An action's request: the JSON protocol's body, or the same request already read into
+/// a JSON value (from the query protocol's form).
+pub(super) enum Input<'a> {
+    Json(&'a [u8]),
+    Value(Value),
+}
+
+/// Runs one action on its request.
+pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: Input<'_>) -> SqsResult {
     match action {
         "CreateQueue" => create_queue(s, cx, parse(body)?).await,
         "GetQueueUrl" => get_queue_url(s, cx, parse(body)?),
@@ -237,14 +244,16 @@ pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: &[u8]) -
     }
 }
 
-/// Reads a request body; an empty one is an empty object.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, SqsError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
+/// Reads a request; an empty body is an empty object.
+fn parse<T: DeserializeOwned>(input: Input<'_>) -> Result<T, SqsError> {
+    let read = match input {
+        Input::Json(body) if body.iter().all(u8::is_ascii_whitespace) => {
+            serde_json::from_slice(b"{}")
+        }
+        Input::Json(body) => serde_json::from_slice(body),
+        Input::Value(value) => serde_json::from_value(value),
     };
-    serde_json::from_slice(body).map_err(|e| {
+    read.map_err(|e| {
         SqsError::new(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValue",
@@ -314,8 +323,9 @@ async fn create_queue(s: &Door<'_>, cx: &Context, req: CreateQueue) -> SqsResult
     if let Ok(existing) = s.app.queues.queue(&name) {
         // SQS: creating a queue that exists is fine only with the same attributes; its
         // tags are not attributes, and are left as they are.
-        spec.tags = existing.spec().tags;
-        if existing.spec() != spec {
+        let existing = existing.spec();
+        spec.tags.clone_from(&existing.tags);
+        if existing != spec {
             return Err(SqsError::new(
                 StatusCode::BAD_REQUEST,
                 "QueueNameExists",
@@ -385,7 +395,31 @@ struct ListDeadLetterSources {
 fn list_dead_letter_sources(s: &Door<'_>, cx: &Context, req: ListDeadLetterSources) -> SqsResult {
     let name = queue_name(req.queue_url)?;
     s.app.queues.queue(&name)?;
-    let limit = match req.max_results {
+    let sources = s.app.queues.names().into_iter().filter(|n| {
+        s.app.queues.queue(n).is_ok_and(|q| {
+            q.spec()
+                .redrive_policy
+                .is_some_and(|rp| rp.dead_letter_queue == name)
+        })
+    });
+    let (urls, next) = page(cx, sources, req.max_results, req.next_token)?;
+    // Lower-case in SQS's JSON model.
+    let mut out = json!({ "queueUrls": urls });
+    if let Some(token) = next {
+        out["NextToken"] = json!(token);
+    }
+    Ok(out)
+}
+
+/// One page of queue URLs from `names`, in name order after `next_token`, with the token
+/// of the next page: given only when asked to page (`MaxResults`), as SQS does.
+fn page(
+    cx: &Context,
+    names: impl Iterator<Item = String>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+) -> Result<(Vec<String>, Option<String>), SqsError> {
+    let limit = match max_results {
         None => MAX_LIST,
         Some(n @ 1..=MAX_LIST) => n,
         Some(n) => {
@@ -394,31 +428,17 @@ fn list_dead_letter_sources(s: &Door<'_>, cx: &Context, req: ListDeadLetterSourc
             )));
         }
     };
-    let mut sources: Vec<String> = s
-        .app
-        .queues
-        .names()
-        .into_iter()
-        .filter(|n| req.next_token.as_ref().is_none_or(|after| n > after))
-        .filter(|n| {
-            s.app.queues.queue(n).is_ok_and(|q| {
-                q.spec()
-                    .redrive_policy
-                    .as_ref()
-                    .is_some_and(|rp| rp.dead_letter_queue == name)
-            })
-        })
+    let mut names: Vec<String> = names
+        .filter(|n| next_token.as_ref().is_none_or(|after| n > after))
         .collect();
-    sources.sort();
-    let more = sources.len() > limit;
-    sources.truncate(limit);
-    let urls: Vec<String> = sources.iter().map(|n| queue_url(cx, n)).collect();
-    // Lower-case in SQS's JSON model.
-    let mut out = json!({ "queueUrls": urls });
-    if more && req.max_results.is_some() {
-        out["NextToken"] = json!(sources.last());
-    }
-    Ok(out)
+    names.sort();
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let urls = names.iter().map(|n| queue_url(cx, n)).collect();
+    let next = (more && max_results.is_some())
+        .then(|| names.pop())
+        .flatten();
+    Ok((urls, next))
 }
 
 fn get_queue_url(s: &Door<'_>, cx: &Context, req: QueueNameRequest) -> SqsResult {
@@ -438,35 +458,20 @@ struct ListQueues {
 }
 
 fn list_queues(s: &Door<'_>, cx: &Context, req: ListQueues) -> SqsResult {
-    let limit = match req.max_results {
-        None => MAX_LIST,
-        Some(n @ 1..=MAX_LIST) => n,
-        Some(n) => {
-            return Err(SqsError::invalid_parameter(format!(
-                "MaxResults must be between 1 and {MAX_LIST}, got {n}"
-            )));
-        }
-    };
     let prefix = req.queue_name_prefix.unwrap_or_default();
-    let mut names: Vec<String> = s
+    let names = s
         .app
         .queues
         .names()
         .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .filter(|n| req.next_token.as_ref().is_none_or(|after| n > after))
-        .collect();
-    names.sort();
-    let more = names.len() > limit;
-    names.truncate(limit);
+        .filter(|n| n.starts_with(&prefix));
+    let (urls, next) = page(cx, names, req.max_results, req.next_token)?;
     let mut out = Map::new();
-    if !names.is_empty() {
-        let urls: Vec<String> = names.iter().map(|n| queue_url(cx, n)).collect();
+    if !urls.is_empty() {
         out.insert("QueueUrls".into(), json!(urls));
     }
-    // A token only when asked to page (MaxResults), as SQS does.
-    if more && req.max_results.is_some() {
-        out.insert("NextToken".into(), json!(names.last()));
+    if let Some(token) = next {
+        out.insert("NextToken".into(), json!(token));
     }
     Ok(Value::Object(out))
 }
@@ -1095,21 +1100,24 @@ async fn delete_message_batch(s: &Door<'_>, req: ReceiptBatch) -> SqsResult {
     check_batch(entries.iter().map(|e| e.id.as_deref()), entries.len())?;
     let mut successful = Vec::new();
     let mut failed = Vec::new();
-    let mut asked = Vec::new();
-    for e in &entries {
-        let id = e.id.as_deref().expect("checked above");
-        match &e.receipt_handle {
-            Some(r) => asked.push((id, r.clone())),
-            None => failed.push(batch_failure(id, SqsError::missing("ReceiptHandle"))),
+    let mut ids = Vec::new();
+    let mut receipts = Vec::new();
+    for e in entries {
+        let id = e.id.expect("checked above");
+        match e.receipt_handle {
+            Some(r) => {
+                ids.push(id);
+                receipts.push(r);
+            }
+            None => failed.push(batch_failure(&id, SqsError::missing("ReceiptHandle"))),
         }
     }
-    let receipts: Vec<String> = asked.iter().map(|(_, r)| r.clone()).collect();
     let verdicts = if receipts.is_empty() {
         Vec::new()
     } else {
         s.app.queues.ack(&name, &receipts).await?
     };
-    for ((id, _), verdict) in asked.iter().zip(verdicts) {
+    for (id, verdict) in ids.iter().zip(verdicts) {
         match deleted(verdict) {
             Ok(()) => successful.push(json!({ "Id": id })),
             Err(e) => failed.push(batch_failure(id, e)),
@@ -1169,4 +1177,31 @@ async fn change_visibility_batch(s: &Door<'_>, req: ReceiptBatch) -> SqsResult {
         }
     }
     Ok(json!({ "Successful": successful, "Failed": failed }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_queues_is_in_name_order_with_a_token_only_when_paging() {
+        let cx = Context {
+            host: "h".into(),
+            region: "us-east-1".into(),
+        };
+        let names = || ["c", "a", "d", "b"].map(String::from).into_iter();
+        let url = |n: &str| format!("http://h/000000000000/{n}");
+        let (urls, next) = page(&cx, names(), None, None).unwrap();
+        assert_eq!(urls, ["a", "b", "c", "d"].map(url));
+        assert_eq!(next, None);
+        let (urls, next) = page(&cx, names(), Some(2), None).unwrap();
+        assert_eq!(urls, ["a", "b"].map(url));
+        assert_eq!(next.as_deref(), Some("b"));
+        let (urls, next) = page(&cx, names(), Some(2), next).unwrap();
+        assert_eq!(urls, ["c", "d"].map(url));
+        assert_eq!(next, None);
+        for bad in [0, MAX_LIST + 1] {
+            assert!(page(&cx, names(), Some(bad), None).is_err());
+        }
+    }
 }

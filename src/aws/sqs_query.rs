@@ -30,6 +30,13 @@ const LISTS: [(&str, &str); 4] = [
     ("TagKey", "TagKeys"),
 ];
 
+/// The flattened maps of SQS's query model of text to text: their name, the names of an
+/// entry's key and value, and their JSON protocol name.
+const MAPS: [(&str, &str, &str, &str); 2] = [
+    ("Attribute", "Name", "Value", "Attributes"),
+    ("Tag", "Key", "Value", "Tags"),
+];
+
 /// The batch entries' names in the query model.
 const BATCH_ENTRIES: [&str; 3] = [
     "SendMessageBatchRequestEntry",
@@ -50,8 +57,7 @@ pub(super) async fn query(
     if let Some(url) = queue_url {
         request.entry("QueueUrl").or_insert(Value::String(url));
     }
-    let body = Value::Object(request).to_string();
-    match sqs::run(s, cx, action, body.as_bytes()).await {
+    match sqs::run(s, cx, action, sqs::Input::Value(Value::Object(request))).await {
         Ok(answer) => (
             [(header::CONTENT_TYPE, "text/xml")],
             answer_xml(action, &answer),
@@ -86,21 +92,15 @@ fn request_json(form: &Form) -> Map<String, Value> {
         };
         out.insert(key.to_string(), json);
     }
-    let attributes: Map<String, Value> = form
-        .map("Attribute", "Name", "Value")
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    if !attributes.is_empty() {
-        out.insert("Attributes".into(), Value::Object(attributes));
-    }
-    let tags: Map<String, Value> = form
-        .map("Tag", "Key", "Value")
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    if !tags.is_empty() {
-        out.insert("Tags".into(), Value::Object(tags));
+    for (query, key, value, json) in MAPS {
+        let pairs: Map<String, Value> = form
+            .map(query, key, value)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        if !pairs.is_empty() {
+            out.insert(json.into(), Value::Object(pairs));
+        }
     }
     for (query, json) in LISTS {
         let items = form.list(query);

@@ -7,11 +7,12 @@ function; the script runs them all and exits non-zero on the first failure, nami
 
 import json
 import sys
-import urllib.request
 
 import boto3
 import botocore.config
 import botocore.exceptions
+
+from checks import eq, run, v1_at
 
 BASE = sys.argv[1]
 REGION = "eu-west-1"
@@ -33,13 +34,7 @@ sns = client("sns")
 sqs = client("sqs")
 
 
-def v1(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req) as res:
-        text = res.read()
-        return json.loads(text) if text else None
+v1 = v1_at(BASE)
 
 
 def error_of(call, *args, **kwargs):
@@ -48,10 +43,6 @@ def error_of(call, *args, **kwargs):
     except botocore.exceptions.ClientError as e:
         return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
     raise AssertionError(f"{call.__name__} succeeded; an error was expected")
-
-
-def eq(got, want, what):
-    assert got == want, f"{what}: got {got!r}, want {want!r}"
 
 
 def queue(name, **attributes):
@@ -423,10 +414,4 @@ CHECKS = [
     check_tags,
 ]
 
-for check in CHECKS:
-    try:
-        check()
-    except Exception as e:  # report which check failed, then fail
-        print(f"FAILED {check.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok {check.__name__}")
+run(CHECKS)

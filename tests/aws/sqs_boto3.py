@@ -12,11 +12,12 @@ import hashlib
 import json
 import struct
 import sys
-import urllib.request
 
 import boto3
 import botocore.config
 import botocore.exceptions
+
+from checks import eq, run, v1_at
 
 BASE = sys.argv[1]
 REGION = "eu-west-1"
@@ -41,13 +42,7 @@ ALL_SYSTEM_ATTRIBUTES = (
 )
 
 
-def v1(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req) as res:
-        text = res.read()
-        return json.loads(text) if text else None
+v1 = v1_at(BASE)
 
 
 def md5(text):
@@ -77,10 +72,6 @@ def error_code(call, *args, **kwargs):
     except botocore.exceptions.ClientError as e:
         return e.response["Error"]["Code"]
     raise AssertionError(f"{call.__name__} succeeded; an error was expected")
-
-
-def eq(got, want, what):
-    assert got == want, f"{what}: got {got!r}, want {want!r}"
 
 
 def receive(url, **kwargs):
@@ -389,10 +380,4 @@ CHECKS = [
     check_purge_and_delete,
 ]
 
-for check in CHECKS:
-    try:
-        check()
-    except Exception as e:  # report which check failed, then fail
-        print(f"FAILED {check.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok {check.__name__}")
+run(CHECKS)

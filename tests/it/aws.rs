@@ -18,8 +18,13 @@ fn run_script_with(python: PathBuf, server: &TestServer, script: &str, args: &[&
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/aws")
         .join(script);
-    let out = Command::new(python)
-        .arg(&path)
+    run_client(Command::new(python).arg(&path), server, script, args);
+}
+
+/// Runs a client program, given the server's URL and `args`; fails with its report
+/// unless it passed every check. The report, for a caller that looks for more.
+fn run_client(command: &mut Command, server: &TestServer, name: &str, args: &[&str]) -> String {
+    let out = command
         .arg(server.url(""))
         .args(args)
         // The SDKs must reach the server directly, whatever the machine's proxy settings.
@@ -27,17 +32,18 @@ fn run_script_with(python: PathBuf, server: &TestServer, script: &str, args: &[&
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .output()
-        .expect("run python");
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{script} failed:\n{report}");
+    assert!(out.status.success(), "{name} failed:\n{report}");
     assert!(
         !report.contains("FAILED"),
-        "{script} reported a failure:\n{report}"
+        "{name} reported a failure:\n{report}"
     );
+    report
 }
 
 #[tokio::test]
@@ -172,19 +178,11 @@ async fn the_javascript_sdk_checks_every_md5_and_reads_every_answer() {
         dir.join("node_modules/@aws-sdk/client-sqs").is_dir(),
         "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
     );
-    let out = Command::new("node")
-        .arg(dir.join("sdk.mjs"))
-        .arg(server.url(""))
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .output()
-        .expect("run node");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let report = run_client(
+        Command::new("node").arg(dir.join("sdk.mjs")),
+        &server,
+        "sdk.mjs",
+        &[],
     );
-    assert!(out.status.success(), "sdk.mjs failed:\n{report}");
     assert!(report.contains("ok errorsAsTheSdkNamesThem"), "{report}");
 }
