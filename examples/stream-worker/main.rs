@@ -115,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
         for record in &records {
             println!(
                 "[{member}] {} #{} key={} {}",
-                record.shard_id, record.sequence, record.partition_key, record.data
+                record.shard_id,
+                record.sequence,
+                record.partition_key,
+                String::from_utf8_lossy(&record.bytes())
             );
         }
         // The batch is processed: record that per shard, so a successor resumes after it.

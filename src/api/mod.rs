@@ -113,6 +113,8 @@ pub fn app(state: AppState) -> Routes {
         // A queue's URL: older SQS clients POST that queue's requests to it. Any other
         // request to a path of this shape is no route, as without it.
         .route("/{account}/{queue}", axum::routing::any(aws_or_nothing))
+        // Lambda's REST paths.
+        .route("/2015-03-31/{*rest}", axum::routing::any(lambda))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })
@@ -155,6 +157,28 @@ async fn aws_or_nothing(
     } else {
         Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
     }
+}
+
+async fn lambda(
+    state: State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let door = crate::aws::Door {
+        app: &state.app,
+        metrics: &state.metrics,
+        token: state.token.as_deref(),
+    };
+    let request = crate::aws::sigv4::Signed {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &headers,
+        body: &body,
+    };
+    door.dispatch_lambda(&request).await
 }
 
 async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {

@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -115,29 +116,29 @@ async fn list_shards(
     State(s): State<AppState>,
     Path(StreamPath { stream }): Path<StreamPath>,
 ) -> ApiResult<Json<ShardList>> {
-    let h = s.app.streams.stream(&stream)?;
-    let n = h.shard_count();
-    let mut shards = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let (lo, hi) = crate::stream::shard_range(i, n);
-        let (first, last) = s.app.backend.bounds(&h, i).await.map_err(OpError::from)?;
-        shards.push(ShardInfo {
-            shard_id: shard_id(i),
+    let shards = s
+        .app
+        .streams
+        .shards(&stream)
+        .await?
+        .into_iter()
+        .map(|shard| ShardInfo {
+            shard_id: shard_id(shard.shard),
             hash_key_range: HashKeyRange {
-                start: lo.to_string(),
-                end: hi.to_string(),
+                start: shard.hash_keys.0.to_string(),
+                end: shard.hash_keys.1.to_string(),
             },
             sequence_range: SequenceRange {
-                first: first.to_string(),
-                last: last.to_string(),
+                first: shard.first.to_string(),
+                last: shard.last.to_string(),
             },
-        });
-    }
+        })
+        .collect();
     Ok(Json(ShardList { shards }))
 }
 
-/// Renders records as [`RecordPage`] would serialize, splicing `data` (stored as JSON
-/// text) in as it is.
+/// Renders records as [`RecordPage`] would serialize, splicing `data` in as it is stored
+/// when it is JSON text, else writing it as `data_base64`.
 fn render_records(records: &[StoredRecord], next: Option<Position>) -> Response {
     let mut out = String::with_capacity(
         64 + records
@@ -151,13 +152,23 @@ fn render_records(records: &[StoredRecord], next: Option<Position>) -> Response 
             out.push(',');
         }
         out.push_str(&format!(
-            "{{\"shard_id\":\"{}\",\"sequence\":\"{}\",\"partition_key\":{},\"arrived_at\":{},\"data\":",
+            "{{\"shard_id\":\"{}\",\"sequence\":\"{}\",\"partition_key\":{},\"arrived_at\":{},",
             shard_id(r.shard),
             r.sequence,
             json!(r.partition_key),
             r.arrived_at
         ));
-        out.push_str(std::str::from_utf8(&r.data).unwrap_or("null"));
+        match json_text(&r.data) {
+            Some(text) => {
+                out.push_str("\"data\":");
+                out.push_str(text);
+            }
+            None => {
+                out.push_str("\"data_base64\":\"");
+                base64::engine::general_purpose::STANDARD.encode_string(&r.data, &mut out);
+                out.push('"');
+            }
+        }
         out.push('}');
     }
     out.push(']');
@@ -167,6 +178,12 @@ fn render_records(records: &[StoredRecord], next: Option<Position>) -> Response 
     }
     out.push('}');
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// The bytes as text, when they are one JSON value.
+fn json_text(data: &[u8]) -> Option<&str> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(data).ok()?;
+    std::str::from_utf8(data).ok()
 }
 
 /// Read a page of one shard from a position.
@@ -284,7 +301,8 @@ mod tests {
                 sequence: "42".into(),
                 partition_key: stored.partition_key.clone(),
                 arrived_at: stored.arrived_at,
-                data: serde_json::from_slice(&stored.data).unwrap(),
+                data: Some(serde_json::from_slice(&stored.data).unwrap()),
+                data_base64: None,
             }],
             next: Some(Position::After(42)),
         };
@@ -296,5 +314,26 @@ mod tests {
             serde_json::to_value(&expected).unwrap(),
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()
         );
+    }
+
+    #[test]
+    fn records_that_are_not_json_render_as_base64() {
+        for data in [&b"\x00\xff not json"[..], b"{\"a\":", b"1 2", b""] {
+            let stored = StoredRecord {
+                shard: 0,
+                sequence: 1,
+                partition_key: "k".into(),
+                data: data.to_vec(),
+                arrived_at: 1,
+            };
+            let response = render_records(std::slice::from_ref(&stored), None);
+            let body =
+                futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+                    .unwrap();
+            let page: RecordPage = serde_json::from_slice(&body).unwrap();
+            let record = &page.records[0];
+            assert_eq!(record.data, None, "{data:?}");
+            assert_eq!(record.bytes(), data, "{data:?}");
+        }
     }
 }

@@ -6,12 +6,15 @@
 //! that `/v1` calls, never by a copy of them.
 //!
 //! Served so far: SQS over its JSON protocol ([`sqs`]) and its query protocol
-//! ([`sqs_query`]), and SNS over the query protocol ([`sns`]).
+//! ([`sqs_query`]), SNS over the query protocol ([`sns`]), Kinesis over its JSON and
+//! CBOR protocols ([`kinesis`]), and Lambda over its REST protocol ([`lambda`]).
 //!
 //! Without `--token` any SigV4 signature is accepted, as by every local emulator, and
 //! only the region is read from its credential scope. With `--token`, a request must be
 //! signed with access key `switchyard` and the token as the secret key ([`sigv4`]).
 
+mod kinesis;
+mod lambda;
 mod query;
 pub mod sigv4;
 mod sns;
@@ -60,6 +63,8 @@ fn credential_region(authorization: &str) -> Option<&str> {
     let region = scope.split('/').nth(2)?;
     (!region.is_empty()).then_some(region)
 }
+
+pub use lambda::PREFIX as LAMBDA_PREFIX;
 
 /// Whether a request is meant for the AWS door.
 pub fn is_aws_request(headers: &HeaderMap) -> bool {
@@ -142,8 +147,32 @@ impl Door<'_> {
                 }
                 sqs::json(self, &cx, action, request.body).await
             }
+            Some(("Kinesis_20131202", action)) => {
+                let protocol = kinesis::Protocol::of(headers);
+                if let Err(e) = self.check_signature(request) {
+                    return kinesis::KinesisError::signature(&e).into_response(protocol);
+                }
+                kinesis::serve(self, &cx, protocol, action, request.body).await
+            }
             _ => sqs::SqsError::unknown_target(target).into_response_json(),
         }
+    }
+
+    /// A Lambda request: a REST path under [`LAMBDA_PREFIX`].
+    pub async fn dispatch_lambda(&self, request: &sigv4::Signed<'_>) -> Response {
+        if let Err(e) = self.check_signature(request) {
+            return lambda::LambdaError::signature(&e).into_response();
+        }
+        let cx = Context::of(request.headers);
+        let path = request.path.strip_prefix(LAMBDA_PREFIX).unwrap_or_default();
+        let lambda_request = lambda::Request {
+            method: request.method,
+            path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        lambda::serve(self, &cx, lambda_request).await
     }
 
     /// A query-protocol request: form-encoded, answered in XML.

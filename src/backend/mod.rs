@@ -167,6 +167,14 @@ impl Stream {
         }
     }
 
+    /// When it was created (unix ms; 0 when its storage predates keeping it).
+    pub fn created_at(&self) -> u64 {
+        match self {
+            Stream::Embedded(h) => h.created_at,
+            Stream::JetStream(h) => h.created_at,
+        }
+    }
+
     pub fn shard_count(&self) -> u32 {
         match self {
             Stream::Embedded(h) => h.shard_count(),

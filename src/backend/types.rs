@@ -134,7 +134,7 @@ pub struct NewRecord {
     pub partition_key: String,
     /// Overrides the partition key's MD5 when choosing the shard.
     pub explicit_hash_key: Option<u128>,
-    /// JSON text.
+    /// The record: bytes of any kind (JSON text when put through `/v1` with `data`).
     pub data: Vec<u8>,
 }
 

@@ -23,7 +23,8 @@
 //! loop {
 //!     let records = consumer.next_batch().await?;
 //!     for record in &records {
-//!         println!("{} {} {}", record.shard_id, record.sequence, record.data);
+//!         let data = record.bytes();
+//!         println!("{} {} {}", record.shard_id, record.sequence, String::from_utf8_lossy(&data));
 //!     }
 //!     consumer.checkpoint_batch(&records).await?;
 //! }
@@ -252,7 +253,8 @@ mod tests {
             sequence: sequence.to_string(),
             partition_key: "k".to_owned(),
             arrived_at: 0,
-            data: json!(null),
+            data: Some(json!(null)),
+            data_base64: None,
         }
     }
 

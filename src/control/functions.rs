@@ -168,6 +168,15 @@ impl Control {
             .map(|(spec, _)| spec.clone())
     }
 
+    /// The spec a function was put with and the SHA-256 (hex) of its component.
+    pub fn function_spec_and_module(&self, name: &str) -> Option<(FunctionSpec, String)> {
+        self.function_specs
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
     pub fn function_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .function_specs
@@ -285,6 +294,50 @@ impl Control {
             .compile_in_background(&self.functions, name, p.bytes, &p.spec);
         self.register(name, &p.stored_spec, p.hash);
         Ok(existing.is_none())
+    }
+
+    /// Changes a function's sources, keeping its component and settings (nothing is
+    /// compiled again here): `change` edits them and says what to answer, or refuses.
+    /// The sources it leaves are checked as a put checks them.
+    pub async fn change_function_sources<R>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Vec<SourceSpec>) -> Result<R, OpError>,
+    ) -> Result<R, OpError> {
+        let _one_at_a_time = self.source_changes.lock().await;
+        let (mut spec, hash) = self
+            .function_specs
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| OpError::not_found(Kind::Function, name))?;
+        let answer = change(&mut spec.sources)?;
+        let mut errors = spec.validate();
+        for (i, s) in spec.sources.iter().enumerate() {
+            if let Err(e) = self.check_source(s) {
+                errors.push(FieldError::new(format!("sources[{i}]"), e));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(OpError::InvalidSpec {
+                kind: Kind::Function,
+                name: name.into(),
+                errors,
+            });
+        }
+        let record = FunctionRecord {
+            spec: spec.clone(),
+            module_sha256: hash.clone(),
+        };
+        self.backend
+            .put_meta(
+                &meta::function_key(name),
+                serde_json::to_vec(&record).expect("plain data serializes"),
+            )
+            .await?;
+        self.register(name, &spec, hash);
+        Ok(answer)
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<(), OpError> {
@@ -418,14 +471,27 @@ impl Control {
         message: &Value,
         attributes: Option<&Value>,
     ) -> Result<Invocation, OpError> {
-        let f = self.function(name)?;
         let attrs = attributes::from_api(attributes)?;
+        let attributes = crate::deliver::runtime_attributes(&attrs.to_sns_json());
+        self.invoke_body(name, Body::Text(message.to_string()), attributes)
+            .await
+    }
+
+    /// Runs a function on one event of `body` and reports everything it did, without
+    /// publishing what it published.
+    pub async fn invoke_body(
+        &self,
+        name: &str,
+        body: Body,
+        attributes: Vec<crate::runtime::Attribute>,
+    ) -> Result<Invocation, OpError> {
+        let f = self.function(name)?;
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             topic: String::new(),
             subscription: String::new(),
-            attributes: crate::deliver::runtime_attributes(&attrs.to_sns_json()),
-            body: Body::Text(message.to_string()),
+            attributes,
+            body,
             published_at_ms: crate::time::now_ms(),
             receive_count: 1,
         };

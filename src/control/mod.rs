@@ -45,6 +45,9 @@ pub struct Control {
     /// Functions' specs as put (for `GET` and their sources), and the hash of each one's
     /// module, to tell a changed function from one loaded already.
     function_specs: RwLock<HashMap<String, (FunctionSpec, String)>>,
+    /// Held while a function's sources change on their own, so two changes made at once
+    /// are stored one after the other and neither is lost.
+    source_changes: tokio::sync::Mutex<()>,
     /// Refuse webhooks to private and loopback addresses.
     deny_private: bool,
     /// Ends the task that follows other routers' changes.
@@ -78,6 +81,7 @@ impl Control {
             compiler: parts.compiler,
             functions: parts.functions,
             function_specs: RwLock::default(),
+            source_changes: tokio::sync::Mutex::default(),
             deny_private: parts.deny_private,
             shutdown: parts.shutdown,
         }))

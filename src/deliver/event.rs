@@ -42,7 +42,10 @@ pub(super) fn from_record(stream: &str, group: &str, rec: &StoredRecord) -> Even
         topic: stream.to_string(),
         subscription: group.to_string(),
         attributes: Vec::new(),
-        body: Body::Text(String::from_utf8_lossy(&rec.data).into_owned()),
+        body: match String::from_utf8(rec.data.clone()) {
+            Ok(text) => Body::Text(text),
+            Err(bytes) => Body::Bytes(bytes.into_bytes()),
+        },
         published_at_ms: rec.arrived_at,
         receive_count: 1,
     }

@@ -111,10 +111,10 @@ pub fn validate_name(kind: Kind, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Most tags a resource carries, as SNS and SQS allow.
+/// Most tags a resource carries, as SNS, SQS and Kinesis allow.
 pub const MAX_TAGS: usize = 50;
 
-/// Tags as SNS and SQS accept them: at most [`MAX_TAGS`], keys of 1 to 128 characters not
+/// Tags as SNS, SQS and Kinesis accept them: at most [`MAX_TAGS`], keys of 1 to 128 characters not
 /// starting with `aws:` (AWS reserves those), values of up to 256.
 pub(crate) fn check_tags(
     tags: &std::collections::BTreeMap<String, String>,

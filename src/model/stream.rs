@@ -1,7 +1,8 @@
 //! Streams (Kinesis-style, sharded by partition key) and their consumer groups.
 
-use super::{FieldError, check_range};
+use super::{FieldError, check_range, check_tags};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Most shards a stream may have. Each shard is a lock and a notify in memory; 256 is far
@@ -37,6 +38,9 @@ pub struct StreamSpec {
     )]
     #[schema(minimum = 1, maximum = 31536000)]
     pub retention_s: Option<u64>,
+    /// Tags, as Kinesis's: at most 50, keys of 1 to 128 characters, values of up to 256.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Default for StreamSpec {
@@ -45,6 +49,7 @@ impl Default for StreamSpec {
             shards: 1,
             retention_hours: DEFAULT_RETENTION_HOURS,
             retention_s: None,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -77,6 +82,7 @@ impl StreamSpec {
         if let Some(r) = self.retention_s {
             check_range("retention_s", r, 1, MAX_RETENTION_HOURS * 3600, &mut errs);
         }
+        check_tags(&self.tags, &mut errs);
         errs
     }
 

@@ -2,7 +2,9 @@
 //! invocation succeeds, then go through the same pipeline as any publish.
 
 use super::Publisher;
-use crate::runtime::{Attribute, AttributeValue, Body, Publish};
+use crate::control::Control;
+use crate::error::OpError;
+use crate::runtime::{Attribute, AttributeValue, Body, Invocation, Publish};
 use crate::wire::PublishRequest;
 use base64::Engine;
 use serde_json::{Value, json};
@@ -24,6 +26,23 @@ impl crate::deliver::Outbox for Publisher {
                 tracing::error!(function, topic = %p.topic, error = %e, "function publish refused");
             }
         }
+    }
+}
+
+impl Publisher {
+    /// Runs a function on one event of `body` as an invocation that counts: what the
+    /// handler published is published once it succeeded. The invocation is returned with
+    /// its outcome and logs (its publishes taken).
+    pub async fn invoke(
+        &self,
+        control: &Control,
+        function: &str,
+        body: Body,
+    ) -> Result<Invocation, OpError> {
+        let mut inv = control.invoke_body(function, body, Vec::new()).await?;
+        let published = std::mem::take(&mut inv.published);
+        crate::deliver::Outbox::publish(self, function, published).await;
+        Ok(inv)
     }
 }
 

@@ -14,7 +14,7 @@ mod shard;
 
 pub use crate::model::{parse_shard_id, shard_id};
 pub use groups::MAX_POLL_WAIT_S;
-pub use records::{MAX_READ_RECORDS, ShardPage};
+pub use records::{MAX_READ_RECORDS, Record, ShardPage, ShardState};
 pub use shard::{hash_key, shard_for_hash, shard_range};
 
 use crate::backend::{Backend, Stream};

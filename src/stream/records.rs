@@ -1,7 +1,7 @@
 //! Records: appended to the shard their partition key hashes to, read back a page at a
 //! time from any position within retention.
 
-use super::{Streams, hash_key, parse_shard_id, shard_for_hash, shard_id};
+use super::{Streams, hash_key, parse_shard_id, shard_for_hash, shard_id, shard_range};
 use crate::backend::{Delivery, NewRecord, Stored, StoredRecord, Stream};
 use crate::error::OpError;
 use crate::model::{Kind, MAX_PARTITION_KEY_LEN, MAX_RECORD_BYTES, MAX_RECORDS_PER_PUT};
@@ -9,6 +9,28 @@ use crate::wire::{Position, PutRecord};
 
 /// Most records one shard read or one group poll returns (Kinesis GetRecords: 10,000).
 pub const MAX_READ_RECORDS: usize = 10_000;
+
+/// A record to append: bytes of any kind.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Picks the shard by its MD5.
+    pub partition_key: String,
+    /// A decimal 128-bit hash key that picks the shard instead.
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// A shard as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardState {
+    pub shard: u32,
+    /// First and last 128-bit hash key it owns.
+    pub hash_keys: (u128, u128),
+    /// First sequence it holds; `last` + 1 when it is empty.
+    pub first: u64,
+    /// Last sequence it was given (0 before the first record).
+    pub last: u64,
+}
 
 /// A page of one shard.
 pub struct ShardPage {
@@ -27,13 +49,35 @@ impl Streams {
             })
     }
 
-    /// Appends records; each lands on the shard its partition key hashes to, and all are
-    /// durable when this returns. Returns (shard, sequence) per record.
+    /// Appends records as `/v1` gives them (JSON or base64 data); see [`Self::put`].
     pub async fn put_records(
         &self,
         name: &str,
         records: Vec<PutRecord>,
     ) -> Result<Vec<(u32, u64)>, OpError> {
+        let records = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let partition_key = r.partition_key.clone();
+                let explicit_hash_key = r.explicit_hash_key.clone();
+                let data = r
+                    .into_bytes()
+                    .map_err(|e| OpError::Invalid(format!("records[{i}]: {e}")))?;
+                Ok(Record {
+                    partition_key,
+                    explicit_hash_key,
+                    data,
+                })
+            })
+            .collect::<Result<Vec<_>, OpError>>()?;
+        self.put(name, records).await
+    }
+
+    /// Appends records; each lands on the shard its partition key hashes to, and all are
+    /// durable when this returns. Returns (shard, sequence) per record. A record that is
+    /// not valid refuses the whole put, so a put is stored whole or not at all.
+    pub async fn put(&self, name: &str, records: Vec<Record>) -> Result<Vec<(u32, u64)>, OpError> {
         let h = self.stream(name)?;
         if records.is_empty() || records.len() > MAX_RECORDS_PER_PUT {
             return Err(OpError::Invalid(format!(
@@ -51,7 +95,7 @@ impl Streams {
                     MAX_PARTITION_KEY_LEN
                 )));
             }
-            let size = r.data.get().len() + r.partition_key.len();
+            let size = r.data.len() + r.partition_key.len();
             if size > MAX_RECORD_BYTES {
                 return Err(OpError::TooLarge {
                     kind: Kind::Stream,
@@ -75,7 +119,7 @@ impl Streams {
                 NewRecord {
                     partition_key: r.partition_key,
                     explicit_hash_key: r.explicit_hash_key.and(Some(hash)),
-                    data: r.data.get().as_bytes().to_vec(),
+                    data: r.data,
                 },
             ));
         }
@@ -126,6 +170,68 @@ impl Streams {
                 }
             }
             Position::AtTimestamp(ts) => Ok(self.backend.sequence_at(h, shard, ts).await?),
+        }
+    }
+
+    /// Each shard of a stream: its hash-key range and the sequences it holds.
+    pub async fn shards(&self, name: &str) -> Result<Vec<ShardState>, OpError> {
+        let h = self.stream(name)?;
+        let n = h.shard_count();
+        let mut shards = Vec::with_capacity(n as usize);
+        for shard in 0..n {
+            let (first, last) = self.backend.bounds(&h, shard).await?;
+            shards.push(ShardState {
+                shard,
+                hash_keys: shard_range(shard, n),
+                first,
+                last,
+            });
+        }
+        Ok(shards)
+    }
+
+    /// The first sequence a read from `pos` of `shard` returns (one past the last record
+    /// for [`Position::Latest`]), refusing positions past the shard's end or before its
+    /// trim horizon ([`OpError::Expired`]).
+    pub async fn start(&self, name: &str, shard: u32, pos: Position) -> Result<u64, OpError> {
+        let h = self.stream(name)?;
+        self.check_shard(&h, shard)?;
+        self.start_of(&h, shard, pos).await
+    }
+
+    /// Reads up to `limit` records of `shard` from sequence `start` on, or from the trim
+    /// horizon when `start` has passed retention. Returns them with the shard's last
+    /// sequence, so a reader knows how far behind it is.
+    pub async fn read_from(
+        &self,
+        name: &str,
+        shard: u32,
+        start: u64,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, u64), OpError> {
+        let h = self.stream(name)?;
+        self.check_shard(&h, shard)?;
+        let (first, last) = self.backend.bounds(&h, shard).await?;
+        let records = self
+            .backend
+            .read_shard(
+                &h,
+                shard,
+                start.max(first),
+                limit.clamp(1, MAX_READ_RECORDS),
+            )
+            .await?;
+        Ok((records, last))
+    }
+
+    fn check_shard(&self, h: &Stream, shard: u32) -> Result<(), OpError> {
+        if shard < h.shard_count() {
+            Ok(())
+        } else {
+            Err(OpError::NotFound {
+                kind: Kind::Shard,
+                name: format!("{} of stream {}", shard_id(shard), h.name()),
+            })
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::{GroupSpec, StreamSpec};
 use crate::model::whole;
+use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -9,20 +10,94 @@ use std::fmt;
 use std::str::FromStr;
 use utoipa::ToSchema;
 
-/// One record of `POST /v1/streams/{stream}/records`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// One record of `POST /v1/streams/{stream}/records`: `data` or `data_base64`, not both
+/// (the document says so with [`schema::PutRecordForms`]; [`PutRecord::into_bytes`]
+/// words the error when a request does not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutRecord {
     /// Picks the shard, by its MD5, as in Kinesis.
-    #[schema(min_length = 1, max_length = 256)]
     pub partition_key: String,
-    /// The record: any JSON value.
-    #[schema(value_type = Value)]
-    pub data: Box<RawValue>,
+    /// The record: any JSON value, stored as its text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_raw"
+    )]
+    pub data: Option<Box<RawValue>>,
+    /// The record as bytes of any kind, in base64: for data that is not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
     /// A decimal 128-bit hash key that picks the shard instead of the partition key's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[0-9]+$")]
     pub explicit_hash_key: Option<String>,
+}
+
+impl utoipa::PartialSchema for PutRecord {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::PutRecordForms::schema()
+    }
+}
+
+impl ToSchema for PutRecord {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <schema::PutRecordForms as ToSchema>::schemas(schemas);
+    }
+}
+
+/// Types that only describe the wire form of a record to put in the OpenAPI document.
+mod schema {
+    #![allow(dead_code)]
+    use serde::Deserialize;
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    #[derive(Deserialize, ToSchema)]
+    #[serde(untagged)]
+    pub(super) enum PutRecordForms {
+        Json(JsonRecord),
+        Bytes(BytesRecord),
+    }
+
+    /// A record of JSON.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct JsonRecord {
+        /// Picks the shard, by its MD5, as in Kinesis.
+        #[schema(min_length = 1, max_length = 256)]
+        partition_key: String,
+        /// The record: any JSON value, stored as its text.
+        data: Value,
+        /// A decimal 128-bit hash key that picks the shard instead of the partition key's.
+        #[serde(default)]
+        #[schema(pattern = "^[0-9]+$")]
+        explicit_hash_key: Option<String>,
+    }
+
+    /// A record of bytes of any kind.
+    #[derive(Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct BytesRecord {
+        /// Picks the shard, by its MD5, as in Kinesis.
+        #[schema(min_length = 1, max_length = 256)]
+        partition_key: String,
+        /// The record's bytes, in base64.
+        // Canonical base64, as `topics::BASE64` (an attribute here takes a literal).
+        #[schema(
+            content_encoding = "base64",
+            pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+        )]
+        data_base64: String,
+        /// A decimal 128-bit hash key that picks the shard instead of the partition key's.
+        #[serde(default)]
+        #[schema(pattern = "^[0-9]+$")]
+        explicit_hash_key: Option<String>,
+    }
 }
 
 impl PutRecord {
@@ -30,8 +105,32 @@ impl PutRecord {
     pub fn new(partition_key: impl Into<String>, data: Value) -> Self {
         PutRecord {
             partition_key: partition_key.into(),
-            data: serde_json::value::to_raw_value(&data).expect("a JSON value serializes"),
+            data: Some(serde_json::value::to_raw_value(&data).expect("a JSON value serializes")),
+            data_base64: None,
             explicit_hash_key: None,
+        }
+    }
+
+    /// A record of bytes of any kind, placed by its partition key.
+    pub fn bytes(partition_key: impl Into<String>, data: &[u8]) -> Self {
+        PutRecord {
+            partition_key: partition_key.into(),
+            data: None,
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            explicit_hash_key: None,
+        }
+    }
+
+    /// The bytes to store: `data`'s JSON text, or `data_base64` decoded; exactly one of
+    /// them must be given.
+    pub fn into_bytes(self) -> Result<Vec<u8>, String> {
+        match (self.data, self.data_base64) {
+            (Some(data), None) => Ok(String::from(Box::<str>::from(data)).into_bytes()),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("data_base64 is not base64: {e}")),
+            (Some(_), Some(_)) => Err("give data or data_base64, not both".into()),
+            (None, None) => Err("data or data_base64 is required".into()),
         }
     }
 
@@ -117,11 +216,41 @@ pub struct StreamRecord {
     pub partition_key: String,
     /// When it was appended (unix milliseconds).
     pub arrived_at: u64,
-    /// The record as put.
-    pub data: Value,
+    /// The record as put, when its bytes are JSON text.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schema(value_type = Option<Value>)]
+    pub data: Option<Value>,
+    /// The record's bytes (base64), when they are not JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(content_encoding = "base64")]
+    pub data_base64: Option<String>,
+}
+
+/// A field that is present, `null` included: absent is `None`, `null` is `Some(Null)`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 impl StreamRecord {
+    /// The record's bytes, as put: `data`'s JSON text, or `data_base64` decoded.
+    pub fn bytes(&self) -> Vec<u8> {
+        match (&self.data, &self.data_base64) {
+            (_, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("the server writes base64"),
+            (Some(data), None) => data.to_string().into_bytes(),
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// The sequence number as a number, to compare and to count with.
     pub fn sequence_number(&self) -> u64 {
         self.sequence

@@ -138,6 +138,28 @@ pub(super) fn add_attribute(attributes: &mut Option<Value>, name: String, value:
 /// and to keep a number's exact spelling).
 pub struct Attributes;
 
+/// Canonical base64 with padding, as the standard decoder accepts it (the bits after
+/// the last full byte zero).
+const BASE64: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
+/// An attribute in its `{"Type", "Value"}` form, of one of `types`.
+fn typed(types: &[&str], value: ObjectBuilder) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .property(
+            "Type",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(types.iter().copied())),
+        )
+        .required("Type")
+        .property("Value", value)
+        .required("Value")
+        .additional_properties(Some(
+            utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+        ))
+}
+
 impl utoipa::PartialSchema for Attributes {
     fn schema() -> RefOr<Schema> {
         let scalar = |t: Type| ObjectBuilder::new().schema_type(t);
@@ -151,24 +173,23 @@ impl utoipa::PartialSchema for Attributes {
                         .item(scalar(Type::Number)),
                 ),
             )
-            .item(
-                ObjectBuilder::new()
-                    .property(
-                        "Type",
-                        scalar(Type::String).enum_values(Some([
-                            "String",
-                            "Number",
-                            "String.Array",
-                            "Binary",
-                        ])),
-                    )
-                    .required("Type")
-                    .property("Value", scalar(Type::String).min_length(Some(1)))
-                    .required("Value")
-                    .additional_properties(Some(
-                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-                    )),
-            );
+            .item(typed(
+                &["String", "String.Array"],
+                scalar(Type::String).min_length(Some(1)),
+            ))
+            .item(typed(
+                &["Number"],
+                // Finite as SNS requires: at most 15 digits each side, a 2-digit exponent.
+                scalar(Type::String).pattern(Some(
+                    r"^[+-]?([0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15})([eE][+-]?[0-9]{1,2})?$",
+                )),
+            ))
+            .item(typed(
+                &["Binary"],
+                scalar(Type::String)
+                    .min_length(Some(4))
+                    .pattern(Some(BASE64)),
+            ));
         ObjectBuilder::new()
             .schema_type(SchemaType::new(Type::Object))
             .property_names(Some(
@@ -276,6 +297,19 @@ pub struct Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The document's base64 is exactly what the server decodes, so a request the
+        /// document allows is never refused for its base64.
+        #[test]
+        fn the_documented_base64_is_what_decodes(text in "[A-Za-z0-9+/=]{0,9}") {
+            use base64::Engine;
+            let schema = serde_json::json!({"type": "string", "pattern": BASE64});
+            let documented = jsonschema::validator_for(&schema).unwrap().is_valid(&serde_json::json!(text));
+            let decodes = base64::engine::general_purpose::STANDARD.decode(&text).is_ok();
+            proptest::prop_assert_eq!(documented, decodes, "{:?}", text);
+        }
+    }
 
     #[test]
     fn a_published_text_comes_back_unchanged() {

@@ -170,6 +170,102 @@ async fn the_aws_cli_fans_out_from_an_sns_topic_to_an_sqs_queue() {
     assert_eq!(topics["Topics"][0]["TopicArn"], topic_arn);
 }
 
+/// A Kinesis session with the AWS CLI, read back through `/v1` and after a restart.
+#[tokio::test]
+async fn the_aws_cli_puts_and_reads_kinesis_records_that_v1_and_a_restart_see() {
+    let mut server = spawn_server(None).await;
+    aws_cli(
+        &server,
+        &[
+            "kinesis",
+            "create-stream",
+            "--stream-name",
+            "clicks",
+            "--shard-count",
+            "2",
+        ],
+    );
+    let put = aws_cli(
+        &server,
+        &[
+            "kinesis",
+            "put-record",
+            "--stream-name",
+            "clicks",
+            "--partition-key",
+            "user-1",
+            "--data",
+            "plain text, not JSON",
+        ],
+    );
+    let shard = put["ShardId"].as_str().unwrap().to_string();
+    let read = |server: &TestServer| {
+        let iterator = aws_cli(
+            server,
+            &[
+                "kinesis",
+                "get-shard-iterator",
+                "--stream-name",
+                "clicks",
+                "--shard-id",
+                &shard,
+                "--shard-iterator-type",
+                "TRIM_HORIZON",
+            ],
+        );
+        aws_cli(
+            server,
+            &[
+                "kinesis",
+                "get-records",
+                "--shard-iterator",
+                iterator["ShardIterator"].as_str().unwrap(),
+            ],
+        )
+    };
+    let records = read(&server);
+    // The CLI shows blobs as base64.
+    assert_eq!(
+        records["Records"][0]["Data"],
+        "cGxhaW4gdGV4dCwgbm90IEpTT04="
+    );
+    assert_eq!(
+        records["Records"][0]["SequenceNumber"],
+        put["SequenceNumber"]
+    );
+    let v1_shard = format!(
+        "shard-{:04}",
+        shard.trim_start_matches("shardId-").parse::<u32>().unwrap()
+    );
+    let v1 = server
+        .ok(
+            reqwest::Method::GET,
+            &format!("/v1/streams/clicks/shards/{v1_shard}/records?from=trim_horizon"),
+            serde_json::Value::Null,
+        )
+        .await;
+    assert_eq!(
+        v1["records"][0]["data_base64"],
+        "cGxhaW4gdGV4dCwgbm90IEpTT04="
+    );
+    assert!(v1["records"][0].get("data").is_none(), "{v1}");
+    server.restart().await;
+    assert_eq!(
+        read(&server)["Records"][0]["Data"],
+        "cGxhaW4gdGV4dCwgbm90IEpTT04="
+    );
+    let summary = aws_cli(
+        &server,
+        &[
+            "kinesis",
+            "describe-stream-summary",
+            "--stream-name",
+            "clicks",
+        ],
+    );
+    assert_eq!(summary["StreamDescriptionSummary"]["OpenShardCount"], 2);
+}
+
 #[tokio::test]
 async fn the_javascript_sdk_checks_every_md5_and_reads_every_answer() {
     let server = spawn_server(None).await;
@@ -185,4 +281,44 @@ async fn the_javascript_sdk_checks_every_md5_and_reads_every_answer() {
         &[],
     );
     assert!(report.contains("ok errorsAsTheSdkNamesThem"), "{report}");
+}
+
+#[tokio::test]
+async fn boto3_drives_kinesis_over_the_json_protocol() {
+    let server = spawn_server(None).await;
+    run_script(&server, "kinesis_boto3.py", &[]);
+}
+
+#[tokio::test]
+async fn kinesis_answers_cbor_as_the_java_sdks_send_and_read_it() {
+    let server = spawn_server(None).await;
+    run_script(&server, "kinesis_cbor.py", &[]);
+}
+
+#[tokio::test]
+async fn the_javascript_sdk_drives_kinesis_over_http2() {
+    let server = spawn_server(None).await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/js");
+    assert!(
+        dir.join("node_modules/@aws-sdk/client-kinesis").is_dir(),
+        "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
+    );
+    let report = run_client(
+        Command::new("node").arg(dir.join("kinesis.mjs")),
+        &server,
+        "kinesis.mjs",
+        &[],
+    );
+    assert!(report.contains("ok "), "{report}");
+}
+
+#[tokio::test]
+async fn boto3_invokes_functions_and_maps_event_sources_over_the_lambda_protocol() {
+    let server = spawn_server(None).await;
+    let publisher = crate::guests::path("publisher");
+    run_script(
+        &server,
+        "lambda_boto3.py",
+        &[publisher.to_str().expect("a UTF-8 path")],
+    );
 }

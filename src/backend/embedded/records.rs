@@ -31,6 +31,8 @@ pub(super) struct Shard {
 pub struct StreamHandle {
     pub id: u64,
     pub name: String,
+    /// When it was created (unix ms; 0 for a stream stored before this was kept).
+    pub created_at: u64,
     spec: Mutex<StreamSpec>,
     pub(super) shards: Vec<Shard>,
     pub(super) groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
@@ -58,6 +60,8 @@ pub(super) struct GroupState {
 struct StreamRecord {
     id: u64,
     spec: StreamSpec,
+    #[serde(default)]
+    created_at: u64,
 }
 
 impl StreamHandle {
@@ -124,7 +128,7 @@ impl Embedded {
             let rec: StreamRecord = serde_json::from_slice(&raw)
                 .map_err(|e| StorageError::Corrupt(format!("stream record {name:?}: {e}")))?;
             self.note_id(rec.id);
-            let h = self.new_stream(rec.id, name, rec.spec)?;
+            let h = self.new_stream(rec.id, name, rec.spec, rec.created_at)?;
             self.recover_groups(&h)?;
             self.streams
                 .write()
@@ -140,6 +144,7 @@ impl Embedded {
         id: u64,
         name: String,
         spec: StreamSpec,
+        created_at: u64,
     ) -> Result<Arc<StreamHandle>, StorageError> {
         let mut shards = Vec::with_capacity(spec.shards as usize);
         for s in 0..spec.shards {
@@ -168,6 +173,7 @@ impl Embedded {
         Ok(Arc::new(StreamHandle {
             id,
             name,
+            created_at,
             spec: Mutex::new(spec),
             shards,
             groups: Mutex::default(),
@@ -206,6 +212,7 @@ impl Embedded {
             let rec = StreamRecord {
                 id: h.id,
                 spec: spec.clone(),
+                created_at: h.created_at,
             };
             self.put_meta(&format!("{META_STREAM}{name}"), to_json(&rec))
                 .await?;
@@ -216,10 +223,11 @@ impl Embedded {
         let rec = StreamRecord {
             id,
             spec: spec.clone(),
+            created_at: self.clock().now_ms(),
         };
         self.put_meta(&format!("{META_STREAM}{name}"), to_json(&rec))
             .await?;
-        let h = self.new_stream(id, name.to_string(), spec)?;
+        let h = self.new_stream(id, name.to_string(), spec, rec.created_at)?;
         self.streams
             .write()
             .expect("never poisoned")

@@ -30,6 +30,9 @@ const READ_PIPELINE: usize = 64;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StreamRecord {
     spec: StreamSpec,
+    /// When it was created (unix ms; 0 for a stream stored before this was kept).
+    #[serde(default)]
+    created_at: u64,
 }
 
 /// A consumer group: its settings and where its records live.
@@ -44,6 +47,7 @@ pub struct GroupHandle {
 /// One stream as this instance knows it.
 pub struct StreamHandle {
     pub name: String,
+    pub created_at: u64,
     spec: Mutex<StreamSpec>,
     /// Per shard: its JetStream stream and subject.
     shards: Vec<(String, String)>,
@@ -120,6 +124,7 @@ pub(super) fn sync_stream(
             .collect();
         let h = Arc::new(StreamHandle {
             name: name.to_string(),
+            created_at: rec.created_at,
             spec: Mutex::new(rec.spec),
             shards,
             groups: Mutex::default(),
@@ -180,7 +185,8 @@ impl JetStream {
                 .await
                 .map_err(|e| e.into_js(Kind::Stream, name))?;
         }
-        let rec = StreamRecord { spec };
+        let created_at = self.stream(name).map_or_else(now_ms, |h| h.created_at);
+        let rec = StreamRecord { spec, created_at };
         self.put_meta(
             &format!("{META_STREAM}{name}"),
             serde_json::to_vec(&rec).expect("plain data always serializes"),

@@ -1,0 +1,857 @@
+//! Lambda over its REST protocol (JSON bodies under `/2015-03-31/`): invoking functions,
+//! reading their configuration, and event source mappings, answered by
+//! [`crate::control`] and [`crate::publish`].
+//!
+//! How Lambda maps onto Switchyard's functions:
+//! - a function's ARN is `arn:aws:lambda:REGION:000000000000:function:NAME`; a request
+//!   may name a function by its name, its ARN or a partial ARN, with no qualifier or
+//!   `$LATEST` (functions have no versions);
+//! - `Invoke` hands the payload to the handler as one event (text when it is UTF-8,
+//!   bytes otherwise). A handler returns no value, so a successful invocation's payload
+//!   is `null`; a failed one answers `X-Amz-Function-Error: Unhandled` and a payload
+//!   naming the error, as Lambda does. What the handler published is published.
+//!   `Event` invocations run in the background with Lambda's two retries; `DryRun`
+//!   checks that the function can be invoked;
+//! - an event source mapping is one of the function's sources: an SQS queue ARN is a
+//!   queue source, a Kinesis stream ARN a stream source read as consumer group
+//!   `lambda-FUNCTION`. Its UUID is derived from the function and the source, so every
+//!   router names it alike. Batch item failures are always reported per event, as
+//!   Switchyard's handlers report them, so `FunctionResponseTypes` is
+//!   `ReportBatchItemFailures` whatever was asked.
+//!
+//! Errors are Lambda's: the status, `x-amzn-ErrorType` and a JSON body with `Type` and
+//! `message`.
+
+use super::{ACCOUNT_ID, Context, Door};
+use crate::error::OpError;
+use crate::model::arn::{Arn, function_arn, queue_arn};
+use crate::model::{FunctionSpec, Kind, SourceSpec, StartPosition};
+use crate::runtime::{Body, FunctionState, Invocation};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The API version every Lambda path starts with.
+pub const PREFIX: &str = "/2015-03-31/";
+
+/// Largest payload of a synchronous invocation, and of an asynchronous one, as Lambda.
+const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
+const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
+
+/// The end of the log an invocation answers with `LogType: Tail`, as Lambda's.
+const LOG_TAIL_BYTES: usize = 4096;
+
+/// Retries of an asynchronous invocation that failed, and the wait before each, as
+/// Lambda's defaults.
+const ASYNC_RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(60), Duration::from_secs(120)];
+
+/// `ListFunctions` and `ListEventSourceMappings` answer this many unless asked for fewer.
+const DEFAULT_PAGE: usize = 50;
+
+/// A Lambda error.
+#[derive(Debug)]
+pub struct LambdaError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+type LambdaResult<T> = Result<T, LambdaError>;
+
+impl LambdaError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        LambdaError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            message,
+        )
+    }
+
+    fn function_not_found(cx: &Context, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Function not found: {}", function_arn(&cx.region, name)),
+        )
+    }
+
+    fn mapping_not_found(uuid: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!(
+                "The resource you requested does not exist. (Service: Lambda; event source mapping {uuid})"
+            ),
+        )
+    }
+
+    pub(super) fn signature(e: &super::sigv4::SigError) -> Self {
+        Self::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
+    }
+
+    fn from_op(cx: &Context, e: OpError) -> Self {
+        let message = e.to_string();
+        match e {
+            OpError::NotFound {
+                kind: Kind::Function,
+                name,
+            } => LambdaError::function_not_found(cx, &name),
+            OpError::FunctionLoading { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "ResourceConflictException",
+                format!(
+                    "The operation cannot be performed at this time. The function is currently in the following state: Pending ({message})"
+                ),
+            ),
+            OpError::FunctionFailed { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "ResourceConflictException",
+                format!(
+                    "The operation cannot be performed at this time. The function is currently in the following state: Failed ({message})"
+                ),
+            ),
+            OpError::Storage(s) if s.is_retryable() => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceException",
+                s.to_string(),
+            ),
+            OpError::Storage(s) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                s.to_string(),
+            ),
+            _ => LambdaError::invalid(message),
+        }
+    }
+
+    pub(super) fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "Lambda request failed");
+        }
+        let body = serde_json::json!({"Type": "User", "message": self.message});
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert("x-amzn-errortype", HeaderValue::from_static(self.code));
+        response
+    }
+}
+
+/// A request to a Lambda path.
+pub(super) struct Request<'a> {
+    pub method: &'a str,
+    /// The path after [`PREFIX`], still percent-encoded.
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// Routes a request by its method and path.
+pub(super) async fn serve(s: &Door<'_>, cx: &Context, request: Request<'_>) -> Response {
+    let segments: Vec<String> = request
+        .path
+        .trim_end_matches('/')
+        .split('/')
+        .map(|seg| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let answer = match (request.method, segments.as_slice()) {
+        ("POST", ["functions", f, "invocations"]) => invoke(s, cx, f, &request).await,
+        ("GET", ["functions"]) => list_functions(s, cx, request.query),
+        ("GET", ["functions", f]) => get_function(s, cx, f, true),
+        ("GET", ["functions", f, "configuration"]) => get_function(s, cx, f, false),
+        ("POST", ["event-source-mappings"]) => create_mapping(s, cx, request.body).await,
+        ("GET", ["event-source-mappings"]) => list_mappings(s, cx, request.query),
+        ("GET", ["event-source-mappings", uuid]) => {
+            get_mapping(s, cx, uuid).map(|m| json(StatusCode::OK, &m))
+        }
+        ("DELETE", ["event-source-mappings", uuid]) => delete_mapping(s, cx, uuid).await,
+        (method, _) => Err(LambdaError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!(
+                "{method} {PREFIX}{} is not a Lambda operation this server offers",
+                request.path
+            ),
+        )),
+    };
+    answer.unwrap_or_else(LambdaError::into_response)
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(value).expect("plain data always serializes"),
+    )
+        .into_response()
+}
+
+/// The function a name, an ARN or a partial ARN names, with no qualifier or `$LATEST`.
+fn function_name(given: &str) -> LambdaResult<&str> {
+    let (name, qualifier) = match Arn::resource_of(given, "lambda") {
+        Some(resource) => {
+            let rest = resource.strip_prefix("function:").ok_or_else(|| {
+                LambdaError::invalid(format!("{given:?} is not a Lambda function's ARN"))
+            })?;
+            match rest.split_once(':') {
+                Some((name, q)) => (name, Some(q)),
+                None => (rest, None),
+            }
+        }
+        None => {
+            // `ACCOUNT:function:NAME[:QUALIFIER]` or `NAME[:QUALIFIER]`.
+            let rest = given
+                .split_once(":function:")
+                .map_or(given, |(_, rest)| rest);
+            match rest.split_once(':') {
+                Some((name, q)) => (name, Some(q)),
+                None => (rest, None),
+            }
+        }
+    };
+    match qualifier {
+        None | Some("$LATEST") if !name.is_empty() => Ok(name),
+        None | Some("$LATEST") => Err(LambdaError::invalid("the function name is empty")),
+        Some(q) => Err(LambdaError::invalid(format!(
+            "qualifier {q:?}: functions here have no versions or aliases; use $LATEST or none"
+        ))),
+    }
+}
+
+/// Where a function stands, as Lambda's `State`, `StateReason` and `StateReasonCode`.
+fn state_of(state: Option<FunctionState>) -> (&'static str, Option<String>, Option<&'static str>) {
+    match state {
+        Some(FunctionState::Ready) | None => ("Active", None, None),
+        Some(FunctionState::Loading) => (
+            "Pending",
+            Some("The function's component is compiling".into()),
+            Some("Creating"),
+        ),
+        Some(FunctionState::Failed(reason)) => ("Failed", Some(reason), Some("InvalidImage")),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Environment {
+    variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FunctionConfiguration {
+    function_name: String,
+    function_arn: String,
+    memory_size: u64,
+    /// Seconds, rounded up.
+    timeout: u64,
+    code_sha256: String,
+    version: &'static str,
+    environment: Environment,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_reason_code: Option<&'static str>,
+    last_update_status: &'static str,
+}
+
+fn configuration(s: &Door<'_>, cx: &Context, name: &str) -> LambdaResult<FunctionConfiguration> {
+    let (spec, module_sha256) = s
+        .app
+        .control
+        .function_spec_and_module(name)
+        .ok_or_else(|| LambdaError::function_not_found(cx, name))?;
+    let (state, state_reason, state_reason_code) = state_of(s.app.control.function_state(name));
+    let FunctionSpec {
+        timeout_ms,
+        memory_mb,
+        env,
+        ..
+    } = spec;
+    Ok(FunctionConfiguration {
+        function_name: name.to_string(),
+        function_arn: function_arn(&cx.region, name),
+        memory_size: memory_mb,
+        timeout: timeout_ms.div_ceil(1000),
+        code_sha256: hex_to_base64(&module_sha256),
+        version: "$LATEST",
+        environment: Environment { variables: env },
+        state,
+        state_reason,
+        state_reason_code,
+        last_update_status: "Successful",
+    })
+}
+
+/// Lambda's `CodeSha256` is the digest in base64; Switchyard keeps it in hex.
+fn hex_to_base64(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    STANDARD.encode(bytes)
+}
+
+fn get_function(s: &Door<'_>, cx: &Context, given: &str, whole: bool) -> LambdaResult<Response> {
+    let name = function_name(given)?;
+    let configuration = configuration(s, cx, name)?;
+    if !whole {
+        return Ok(json(StatusCode::OK, &configuration));
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        configuration: FunctionConfiguration,
+    }
+    Ok(json(StatusCode::OK, &Output { configuration }))
+}
+
+/// The query's `Marker` (an offset, as this server writes it) and `MaxItems`.
+fn page_of(query: &str) -> LambdaResult<(usize, usize, BTreeMap<String, String>)> {
+    let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let start = match params.get("Marker") {
+        Some(m) => m.parse().map_err(|_| {
+            LambdaError::invalid(format!("Marker {m:?} is not one this server wrote"))
+        })?,
+        None => 0,
+    };
+    let max = match params.get("MaxItems") {
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| LambdaError::invalid(format!("MaxItems {m:?} must be 1 to 10000")))?,
+        None => DEFAULT_PAGE,
+    };
+    Ok((start, max, params))
+}
+
+fn list_functions(s: &Door<'_>, cx: &Context, query: &str) -> LambdaResult<Response> {
+    let (start, max, _) = page_of(query)?;
+    let names = s.app.control.function_names();
+    let functions = names
+        .iter()
+        .skip(start)
+        .take(max)
+        // A function deleted since the names were read is left out.
+        .filter_map(|name| configuration(s, cx, name).ok())
+        .collect();
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        functions: Vec<FunctionConfiguration>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_marker: Option<String>,
+    }
+    Ok(json(
+        StatusCode::OK,
+        &Output {
+            functions,
+            next_marker: (names.len() > start + max).then(|| (start + max).to_string()),
+        },
+    ))
+}
+
+/// How an invocation is asked to run (`X-Amz-Invocation-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+async fn invoke(
+    s: &Door<'_>,
+    cx: &Context,
+    given: &str,
+    request: &Request<'_>,
+) -> LambdaResult<Response> {
+    let name = function_name(given)?;
+    let header = |h: &str| request.headers.get(h).and_then(|v| v.to_str().ok());
+    let kind = match header("x-amz-invocation-type") {
+        None | Some("RequestResponse") => InvocationType::RequestResponse,
+        Some("Event") => InvocationType::Event,
+        Some("DryRun") => InvocationType::DryRun,
+        Some(other) => {
+            return Err(LambdaError::invalid(format!(
+                "X-Amz-Invocation-Type {other:?} is not one of RequestResponse, Event, DryRun"
+            )));
+        }
+    };
+    let tail = match header("x-amz-log-type") {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(LambdaError::invalid(format!(
+                "X-Amz-Log-Type {other:?} is not one of None, Tail"
+            )));
+        }
+    };
+    let max = if kind == InvocationType::Event {
+        MAX_ASYNC_PAYLOAD
+    } else {
+        MAX_SYNC_PAYLOAD
+    };
+    if request.body.len() > max {
+        return Err(LambdaError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!(
+                "Request must be smaller than {max} bytes for the {kind:?} invocation type; this one is {} bytes",
+                request.body.len()
+            ),
+        ));
+    }
+    // Refuses a function that does not exist or cannot run yet, whatever the type.
+    s.app
+        .control
+        .function(name)
+        .map_err(|e| LambdaError::from_op(cx, e))?;
+    let body = match std::str::from_utf8(request.body) {
+        Ok(text) => Body::Text(text.to_string()),
+        Err(_) => Body::Bytes(request.body.to_vec()),
+    };
+    match kind {
+        InvocationType::DryRun => Ok(StatusCode::NO_CONTENT.into_response()),
+        InvocationType::Event => {
+            invoke_in_background(s, name.to_string(), body);
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        InvocationType::RequestResponse => {
+            let inv = s
+                .app
+                .publisher
+                .invoke(&s.app.control, name, body)
+                .await
+                .map_err(|e| LambdaError::from_op(cx, e))?;
+            Ok(invocation_response(inv, tail))
+        }
+    }
+}
+
+/// A synchronous invocation's answer: its payload, whether the function failed, and
+/// the end of its log when asked for.
+fn invocation_response(inv: Invocation, tail: bool) -> Response {
+    let log_tail = tail.then(|| STANDARD.encode(log_tail(&inv)));
+    let error = inv.outcome.as_ref().err().map(|e| {
+        serde_json::json!({
+            "errorMessage": e.to_string(),
+            "errorType": if e.is_retryable() { "RetryableError" } else { "FatalError" },
+        })
+    });
+    let payload = error.clone().unwrap_or(serde_json::Value::Null);
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        payload.to_string(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    if error.is_some() {
+        headers.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if let Some(tail) = log_tail.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert("x-amz-log-result", tail);
+    }
+    response
+}
+
+/// The last [`LOG_TAIL_BYTES`] of an invocation's log, one line per entry, cut at a
+/// character boundary.
+fn log_tail(inv: &Invocation) -> String {
+    let mut text = String::new();
+    for line in &inv.logs {
+        let level = format!("{:?}", line.level).to_uppercase();
+        text.push_str(&format!("{level} {}\n", line.message));
+    }
+    let mut cut = text.len().saturating_sub(LOG_TAIL_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text.split_off(cut)
+}
+
+/// Runs an `Event` invocation after answering it: a failure is retried twice, after a
+/// minute and after two more, as Lambda retries; what it published is published.
+fn invoke_in_background(s: &Door<'_>, name: String, body: Body) {
+    let control = s.app.control.clone();
+    let publisher = s.app.publisher.clone();
+    let shutdown = s.app.shutdown.clone();
+    tokio::spawn(async move {
+        let mut delays = ASYNC_RETRY_DELAYS.iter();
+        loop {
+            match publisher.invoke(&control, &name, body.clone()).await {
+                Ok(inv) if inv.outcome.is_ok() => return,
+                Ok(inv) => {
+                    let error = inv.outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(function = %name, %error, "asynchronous invocation failed");
+                }
+                Err(error) => {
+                    tracing::warn!(function = %name, %error, "asynchronous invocation could not run");
+                }
+            }
+            let Some(delay) = delays.next() else {
+                tracing::error!(function = %name, "asynchronous invocation failed after its retries; dropped");
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(*delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// An event source mapping as Lambda shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Mapping {
+    #[serde(rename = "UUID")]
+    uuid: String,
+    event_source_arn: String,
+    function_arn: String,
+    batch_size: usize,
+    maximum_batching_window_in_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_position: Option<&'static str>,
+    function_response_types: Vec<&'static str>,
+    state: &'static str,
+    state_transition_reason: &'static str,
+}
+
+/// A source's UUID: derived from its function and what it reads, so that it is the same
+/// on every router and after a restart.
+fn mapping_uuid(function: &str, source: &SourceSpec) -> String {
+    let key = match source {
+        SourceSpec::Queue { queue, .. } => format!("{function}\nqueue\n{queue}"),
+        SourceSpec::Stream { stream, group, .. } => {
+            format!("{function}\nstream\n{stream}\n{group}")
+        }
+    };
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string()
+}
+
+fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
+    let (event_source_arn, batch_size, window_ms, starting_position) = match source {
+        SourceSpec::Queue {
+            queue,
+            batch_size,
+            batch_window_ms,
+        } => (
+            queue_arn(&cx.region, queue),
+            *batch_size,
+            *batch_window_ms,
+            None,
+        ),
+        SourceSpec::Stream {
+            stream,
+            batch_size,
+            starting_position,
+            ..
+        } => (
+            format!("arn:aws:kinesis:{}:{ACCOUNT_ID}:stream/{stream}", cx.region),
+            *batch_size,
+            0,
+            Some(match starting_position {
+                StartPosition::TrimHorizon => "TRIM_HORIZON",
+                StartPosition::Latest => "LATEST",
+            }),
+        ),
+    };
+    Mapping {
+        uuid: mapping_uuid(function, source),
+        event_source_arn,
+        function_arn: function_arn(&cx.region, function),
+        batch_size,
+        maximum_batching_window_in_seconds: window_ms / 1000,
+        starting_position,
+        function_response_types: vec!["ReportBatchItemFailures"],
+        state: "Enabled",
+        state_transition_reason: "USER_INITIATED",
+    }
+}
+
+/// Every mapping, by function name then source.
+fn all_mappings(s: &Door<'_>, cx: &Context) -> Vec<(String, SourceSpec, Mapping)> {
+    let mut all = Vec::new();
+    for name in s.app.control.function_names() {
+        let Some(spec) = s.app.control.function_spec(&name) else {
+            continue;
+        };
+        for source in spec.sources {
+            let mapping = mapping_of(cx, &name, &source);
+            all.push((name.clone(), source, mapping));
+        }
+    }
+    all
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateMappingInput {
+    function_name: Option<String>,
+    event_source_arn: Option<String>,
+    batch_size: Option<usize>,
+    maximum_batching_window_in_seconds: Option<u64>,
+    starting_position: Option<String>,
+    enabled: Option<bool>,
+    scaling_config: Option<serde_json::Value>,
+    #[serde(default)]
+    function_response_types: Vec<String>,
+}
+
+async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult<Response> {
+    let input: CreateMappingInput = serde_json::from_slice(body).map_err(|e| {
+        LambdaError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("the request body is not a CreateEventSourceMapping request: {e}"),
+        )
+    })?;
+    let given = input
+        .function_name
+        .ok_or_else(|| LambdaError::invalid("FunctionName is required"))?;
+    let function = function_name(&given)?.to_string();
+    let arn = input
+        .event_source_arn
+        .ok_or_else(|| LambdaError::invalid("EventSourceArn is required"))?;
+    if input.enabled == Some(false) {
+        return Err(LambdaError::invalid(
+            "a disabled event source mapping is not supported here: a source runs while it exists",
+        ));
+    }
+    if input.scaling_config.is_some() {
+        return Err(LambdaError::invalid(
+            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
+        ));
+    }
+    if let Some(t) = input
+        .function_response_types
+        .iter()
+        .find(|t| *t != "ReportBatchItemFailures")
+    {
+        return Err(LambdaError::invalid(format!(
+            "FunctionResponseTypes {t:?} is not one of [ReportBatchItemFailures]"
+        )));
+    }
+    let source = match Arn::parse(&arn) {
+        Some(a) if a.service == "sqs" => {
+            if input.starting_position.is_some() {
+                return Err(LambdaError::invalid(
+                    "StartingPosition is for streams; an SQS source reads whatever is visible",
+                ));
+            }
+            SourceSpec::Queue {
+                queue: a.resource.to_string(),
+                batch_size: input.batch_size.unwrap_or(10),
+                batch_window_ms: input
+                    .maximum_batching_window_in_seconds
+                    .unwrap_or(0)
+                    .saturating_mul(1000),
+            }
+        }
+        Some(a) if a.service == "kinesis" => {
+            let stream = a.resource.strip_prefix("stream/").ok_or_else(|| {
+                LambdaError::invalid(format!("{arn:?} is not a Kinesis stream's ARN"))
+            })?;
+            let starting_position = match input.starting_position.as_deref() {
+                Some("TRIM_HORIZON") => StartPosition::TrimHorizon,
+                Some("LATEST") => StartPosition::Latest,
+                Some(other) => {
+                    return Err(LambdaError::invalid(format!(
+                        "StartingPosition {other:?} is not supported here: use TRIM_HORIZON or LATEST"
+                    )));
+                }
+                None => {
+                    return Err(LambdaError::invalid(
+                        "StartingPosition is required for a Kinesis event source",
+                    ));
+                }
+            };
+            if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
+                return Err(LambdaError::invalid(
+                    "MaximumBatchingWindowInSeconds is not supported for stream sources here",
+                ));
+            }
+            SourceSpec::Stream {
+                stream: stream.to_string(),
+                group: format!("lambda-{function}"),
+                batch_size: input.batch_size.unwrap_or(100),
+                starting_position,
+            }
+        }
+        _ => {
+            return Err(LambdaError::invalid(format!(
+                "EventSourceArn {arn:?} is neither an SQS queue's nor a Kinesis stream's ARN"
+            )));
+        }
+    };
+    let uuid = mapping_uuid(&function, &source);
+    let mapping = mapping_of(cx, &function, &source);
+    s.app
+        .control
+        .change_function_sources(&function, |sources| {
+            if sources.iter().any(|s| mapping_uuid(&function, s) == uuid) {
+                return Err(OpError::Conflict(format!(
+                    "An event source mapping with event source ({arn}) and function ({function}) already exists. Please update or delete the existing mapping with UUID {uuid}"
+                )));
+            }
+            sources.push(source);
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            OpError::Conflict(m) => {
+                LambdaError::new(StatusCode::CONFLICT, "ResourceConflictException", m)
+            }
+            other => LambdaError::from_op(cx, other),
+        })?;
+    Ok(json(StatusCode::ACCEPTED, &mapping))
+}
+
+fn list_mappings(s: &Door<'_>, cx: &Context, query: &str) -> LambdaResult<Response> {
+    let (start, max, params) = page_of(query)?;
+    let function = params
+        .get("FunctionName")
+        .map(|f| function_name(f).map(str::to_string))
+        .transpose()?;
+    let source = params.get("EventSourceArn");
+    let matching: Vec<Mapping> = all_mappings(s, cx)
+        .into_iter()
+        .filter(|(name, _, m)| {
+            function.as_ref().is_none_or(|f| f == name)
+                && source.is_none_or(|arn| *arn == m.event_source_arn)
+        })
+        .map(|(_, _, m)| m)
+        .collect();
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        event_source_mappings: Vec<Mapping>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_marker: Option<String>,
+    }
+    Ok(json(
+        StatusCode::OK,
+        &Output {
+            next_marker: (matching.len() > start + max).then(|| (start + max).to_string()),
+            event_source_mappings: matching.into_iter().skip(start).take(max).collect(),
+        },
+    ))
+}
+
+fn get_mapping(s: &Door<'_>, cx: &Context, uuid: &str) -> LambdaResult<Mapping> {
+    all_mappings(s, cx)
+        .into_iter()
+        .find(|(_, _, m)| m.uuid == uuid)
+        .map(|(_, _, m)| m)
+        .ok_or_else(|| LambdaError::mapping_not_found(uuid))
+}
+
+async fn delete_mapping(s: &Door<'_>, cx: &Context, uuid: &str) -> LambdaResult<Response> {
+    let (function, _, mut mapping) = all_mappings(s, cx)
+        .into_iter()
+        .find(|(_, _, m)| m.uuid == uuid)
+        .ok_or_else(|| LambdaError::mapping_not_found(uuid))?;
+    let removed = s
+        .app
+        .control
+        .change_function_sources(&function, |sources| {
+            let before = sources.len();
+            sources.retain(|s| mapping_uuid(&function, s) != uuid);
+            Ok(sources.len() != before)
+        })
+        .await
+        .map_err(|e| LambdaError::from_op(cx, e))?;
+    if !removed {
+        return Err(LambdaError::mapping_not_found(uuid));
+    }
+    mapping.state = "Deleting";
+    Ok(json(StatusCode::ACCEPTED, &mapping))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_is_named_by_name_or_arn() {
+        assert_eq!(function_name("f").unwrap(), "f");
+        assert_eq!(function_name("f:$LATEST").unwrap(), "f");
+        assert_eq!(
+            function_name("arn:aws:lambda:eu-west-1:000000000000:function:f").unwrap(),
+            "f"
+        );
+        assert_eq!(
+            function_name("arn:aws:lambda:eu-west-1:000000000000:function:f:$LATEST").unwrap(),
+            "f"
+        );
+        assert_eq!(function_name("000000000000:function:f").unwrap(), "f");
+        assert!(function_name("f:2").is_err());
+        assert!(function_name("arn:aws:lambda:r:0:layer:x").is_err());
+        assert!(function_name("").is_err());
+    }
+
+    #[test]
+    fn a_mapping_keeps_its_uuid_and_tells_sources_apart() {
+        let queue = |q: &str| SourceSpec::Queue {
+            queue: q.into(),
+            batch_size: 10,
+            batch_window_ms: 0,
+        };
+        let resized = SourceSpec::Queue {
+            queue: "jobs".into(),
+            batch_size: 5,
+            batch_window_ms: 0,
+        };
+        assert_eq!(
+            mapping_uuid("f", &queue("jobs")),
+            mapping_uuid("f", &resized)
+        );
+        assert_ne!(
+            mapping_uuid("f", &queue("jobs")),
+            mapping_uuid("g", &queue("jobs"))
+        );
+        assert_ne!(
+            mapping_uuid("f", &queue("jobs")),
+            mapping_uuid("f", &queue("other"))
+        );
+    }
+
+    #[test]
+    fn the_code_digest_is_base64() {
+        assert_eq!(hex_to_base64("00ff10"), "AP8Q");
+    }
+}

@@ -1,0 +1,248 @@
+"""Lambda through boto3 against a running Switchyard:
+python lambda_boto3.py BASE_URL PUBLISHER_WASM.
+
+PUBLISHER_WASM is the test guest that publishes `count` events to topic `topic` (its
+`env`), logs "published N of N", and fails when the payload asks (`"fail": true`). The
+function is put through `/v1`; everything else goes through boto3's Lambda, SQS and
+Kinesis clients. Each check is a function; the script runs them all and exits non-zero
+on the first failure, naming it.
+"""
+
+import base64
+import hashlib
+import json
+import sys
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from checks import eq, run, v1_at
+
+BASE = sys.argv[1]
+WASM = sys.argv[2]
+REGION = "eu-west-1"
+ACCOUNT = "000000000000"
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:lam-pub"
+
+
+def client(service):
+    return boto3.client(
+        service,
+        endpoint_url=BASE,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=botocore.config.Config(retries={"max_attempts": 1}),
+    )
+
+
+lam = client("lambda")
+sqs = client("sqs")
+kinesis = client("kinesis")
+v1 = v1_at(BASE)
+
+
+def error_of(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
+
+
+def out_url():
+    return sqs.get_queue_url(QueueName="lam-out")["QueueUrl"]
+
+
+def drain(want):
+    """Receives from lam-out until `want` messages came (long polls, bounded)."""
+    got = []
+    for _ in range(20):
+        if len(got) >= want:
+            break
+        res = sqs.receive_message(QueueUrl=out_url(), MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in res.get("Messages", []):
+            got.append(m)
+            sqs.delete_message(QueueUrl=out_url(), ReceiptHandle=m["ReceiptHandle"])
+    eq(len(got), want, "messages the function published")
+    return got
+
+
+def check_setup():
+    # What the function publishes lands in queue lam-out.
+    v1("PUT", "/v1/queues/lam-out", {})
+    v1("PUT", "/v1/topics/lam-topic", {})
+    v1("PUT", "/v1/topics/lam-topic/subscriptions/out", {"endpoint": {"queue": "lam-out"}})
+    v1("PUT", "/v1/functions/lam-pub", {"module": WASM, "env": {"topic": "lam-topic"}})
+
+
+def check_get_and_list_functions():
+    conf = lam.get_function(FunctionName="lam-pub")["Configuration"]
+    eq(conf["FunctionName"], "lam-pub", "name")
+    eq(conf["FunctionArn"], FUNCTION_ARN, "ARN")
+    eq(conf["State"], "Active", "state")
+    eq(conf["Version"], "$LATEST", "version")
+    eq(conf["Timeout"], 1, "timeout in seconds")
+    eq(conf["MemorySize"], 64, "memory")
+    eq(conf["Environment"]["Variables"], {"topic": "lam-topic"}, "environment")
+    with open(WASM, "rb") as f:
+        digest = base64.b64encode(hashlib.sha256(f.read()).digest()).decode()
+    eq(conf["CodeSha256"], digest, "code digest")
+    by_arn = lam.get_function_configuration(FunctionName=FUNCTION_ARN)
+    eq(by_arn["FunctionArn"], FUNCTION_ARN, "configuration by ARN")
+    names = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
+    assert "lam-pub" in names, names
+    paged = lam.list_functions(MaxItems=1)
+    eq(len(paged["Functions"]), 1, "a page of one")
+
+
+def check_invoke_request_response():
+    res = lam.invoke(
+        FunctionName="lam-pub", Payload=json.dumps({"count": 2}).encode(), LogType="Tail"
+    )
+    eq(res["StatusCode"], 200, "status")
+    assert "FunctionError" not in res, res
+    eq(res["Payload"].read(), b"null", "a handler returns no value")
+    eq(res["ExecutedVersion"], "$LATEST", "executed version")
+    log = base64.b64decode(res["LogResult"]).decode()
+    assert "published 2 of 2" in log, log
+    bodies = sorted(json.loads(m["Body"])["message"] for m in drain(2))
+    assert all(b.endswith((":0", ":1")) for b in bodies), bodies
+
+
+def check_a_failed_invocation_says_so():
+    res = lam.invoke(FunctionName=FUNCTION_ARN, Payload=json.dumps({"fail": True}).encode())
+    eq(res["StatusCode"], 200, "status")
+    eq(res["FunctionError"], "Unhandled", "function error")
+    payload = json.loads(res["Payload"].read())
+    assert "asked to fail" in payload["errorMessage"], payload
+    # A failed invocation publishes nothing.
+    got = sqs.receive_message(QueueUrl=out_url(), WaitTimeSeconds=1).get("Messages", [])
+    eq(got, [], "publishes of a failed invocation")
+
+
+def check_dry_run_and_event():
+    eq(lam.invoke(FunctionName="lam-pub", InvocationType="DryRun")["StatusCode"], 204, "dry run")
+    res = lam.invoke(
+        FunctionName="lam-pub", InvocationType="Event", Payload=json.dumps({"count": 1}).encode()
+    )
+    eq(res["StatusCode"], 202, "event")
+    drain(1)
+
+
+def check_invoke_errors():
+    eq(error_of(lam.invoke, FunctionName="nope"), ("ResourceNotFoundException", 404), "missing")
+    eq(
+        error_of(lam.get_function, FunctionName="nope"),
+        ("ResourceNotFoundException", 404),
+        "get missing",
+    )
+    eq(
+        error_of(lam.invoke, FunctionName="lam-pub:7"),
+        ("InvalidParameterValueException", 400),
+        "a version",
+    )
+
+
+def check_a_queue_event_source_mapping():
+    url = sqs.create_queue(QueueName="lam-in")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    m = lam.create_event_source_mapping(
+        EventSourceArn=arn,
+        FunctionName="lam-pub",
+        BatchSize=5,
+        MaximumBatchingWindowInSeconds=0,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+    )
+    eq(m["ResponseMetadata"]["HTTPStatusCode"], 202, "status")
+    eq(m["State"], "Enabled", "state")
+    eq(m["EventSourceArn"], arn, "source")
+    eq(m["FunctionArn"], FUNCTION_ARN, "function")
+    eq(m["BatchSize"], 5, "batch size")
+    uuid = m["UUID"]
+    eq(lam.get_event_source_mapping(UUID=uuid)["EventSourceArn"], arn, "get")
+    listed = lam.list_event_source_mappings(FunctionName="lam-pub")["EventSourceMappings"]
+    eq([x["UUID"] for x in listed], [uuid], "listed by function")
+    by_source = lam.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"]
+    eq([x["UUID"] for x in by_source], [uuid], "listed by source")
+    sources = v1("GET", "/v1/functions/lam-pub")["sources"]
+    eq(sources, [{"queue": "lam-in", "batch_size": 5, "batch_window_ms": 0}], "/v1 sources")
+    eq(
+        error_of(lam.create_event_source_mapping, EventSourceArn=arn, FunctionName="lam-pub"),
+        ("ResourceConflictException", 409),
+        "a second mapping of the same source",
+    )
+    # The function consumes the queue.
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"count": 1}))
+    drain(1)
+    deleted = lam.delete_event_source_mapping(UUID=uuid)
+    eq(deleted["State"], "Deleting", "deleted")
+    eq(
+        error_of(lam.get_event_source_mapping, UUID=uuid),
+        ("ResourceNotFoundException", 404),
+        "gone",
+    )
+    eq(v1("GET", "/v1/functions/lam-pub")["sources"], [], "/v1 sources after delete")
+
+
+def check_a_stream_event_source_mapping():
+    kinesis.create_stream(StreamName="lam-stream", ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName="lam-stream")["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    eq(
+        error_of(lam.create_event_source_mapping, EventSourceArn=arn, FunctionName="lam-pub"),
+        ("InvalidParameterValueException", 400),
+        "a stream source needs a starting position",
+    )
+    m = lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName="lam-pub", StartingPosition="TRIM_HORIZON", BatchSize=10
+    )
+    eq(m["StartingPosition"], "TRIM_HORIZON", "starting position")
+    kinesis.put_record(StreamName="lam-stream", PartitionKey="k", Data=json.dumps({"count": 1}))
+    drain(1)
+    lam.delete_event_source_mapping(UUID=m["UUID"])
+
+
+def check_mapping_errors():
+    eq(
+        error_of(
+            lam.create_event_source_mapping,
+            EventSourceArn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:no-such-queue",
+            FunctionName="lam-pub",
+        ),
+        ("InvalidParameterValueException", 400),
+        "a missing queue",
+    )
+    eq(
+        error_of(
+            lam.create_event_source_mapping,
+            EventSourceArn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:lam-in",
+            FunctionName="nope",
+        ),
+        ("ResourceNotFoundException", 404),
+        "a missing function",
+    )
+    eq(
+        error_of(lam.get_event_source_mapping, UUID="00000000-0000-0000-0000-000000000000"),
+        ("ResourceNotFoundException", 404),
+        "a missing mapping",
+    )
+
+
+run(
+    [
+        check_setup,
+        check_get_and_list_functions,
+        check_invoke_request_response,
+        check_a_failed_invocation_says_so,
+        check_dry_run_and_event,
+        check_invoke_errors,
+        check_a_queue_event_source_mapping,
+        check_a_stream_event_source_mapping,
+        check_mapping_errors,
+    ]
+)
