@@ -109,7 +109,7 @@ pub fn app(state: AppState) -> Routes {
     let (server, _) = server::routes().split_for_parts();
     v1.merge(server)
         // The AWS protocols post to the root; anything else there is no route.
-        .route("/", axum::routing::post(aws_or_nothing))
+        .route("/", axum::routing::post(aws_or_nothing).get(aws_link))
         // A queue's URL: older SQS clients POST that queue's requests to it. Any other
         // request to a path of this shape is no route, as without it.
         .route("/{account}/{queue}", axum::routing::any(aws_or_nothing))
@@ -156,6 +156,32 @@ async fn aws_or_nothing(
         door.dispatch(&request).await
     } else {
         Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
+    }
+}
+
+/// A `GET` of the root: one of the links SNS hands out, or no route.
+async fn aws_link(
+    state: State<AppState>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let door = crate::aws::Door {
+        app: &state.app,
+        metrics: &state.metrics,
+        token: state.token.as_deref(),
+    };
+    let request = crate::aws::sigv4::Signed {
+        method: "GET",
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &headers,
+        body: &[],
+    };
+    match door.dispatch_link(&request).await {
+        Some(response) => response,
+        None => {
+            Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
+        }
     }
 }
 

@@ -175,6 +175,25 @@ impl Door<'_> {
         lambda::serve(self, &cx, lambda_request).await
     }
 
+    /// A `GET` of one of the links SNS hands out: a `SubscribeURL`
+    /// (`?Action=ConfirmSubscription&TopicArn=…&Token=…`), which its token authenticates,
+    /// or an `UnsubscribeURL` (`?Action=Unsubscribe&SubscriptionArn=…`), which with
+    /// `--token` must be signed like any request. `None` for any other `GET`.
+    pub async fn dispatch_link(&self, request: &sigv4::Signed<'_>) -> Option<Response> {
+        let form = query::Form::parse(request.query.as_bytes());
+        let cx = Context::of(request.headers);
+        match form.get("Action") {
+            Some("ConfirmSubscription") => {}
+            Some("Unsubscribe") => {
+                if let Err(e) = self.check_signature(request) {
+                    return Some(sns::SnsError::signature(&e).into_response_xml());
+                }
+            }
+            _ => return None,
+        }
+        Some(sns::query(self, &cx, &form).await)
+    }
+
     /// A query-protocol request: form-encoded, answered in XML.
     async fn dispatch_query(&self, request: &sigv4::Signed<'_>) -> Response {
         let form = query::Form::parse(request.body);

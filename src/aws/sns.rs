@@ -14,14 +14,22 @@
 //!   stored as a JSON string. Either way an SNS notification's `Message` is the text as
 //!   it was published, byte for byte.
 //!
-//! Not served yet, and answered with an error that says so: `http`, `https` and `email`
-//! subscriptions (and so `ConfirmSubscription`), topic policies and data protection.
+//! - protocols `http` and `https` wait for their endpoint's confirmation
+//!   ([`crate::control::PendingSubscription`]): the endpoint is sent SNS's
+//!   `SubscriptionConfirmation` with a token and a `SubscribeURL` on this server, and once
+//!   confirmed receives SNS's notifications with its `x-amz-sns-*` headers.
+//!
+//! Not served yet, and answered with an error that says so: `email`, `sms` and mobile
+//! subscriptions, topic policies and data protection.
 
 use super::query::{Form, Xml, error_response};
 use super::{Context, Door};
+use crate::control::ConfirmationRequest;
 use crate::error::OpError;
 use crate::model::arn::{self, Arn};
-use crate::model::{Endpoint, FilterScope, Kind, Notification, SubscriptionSpec, TopicSpec};
+use crate::model::{
+    Endpoint, FilterScope, HttpEndpoint, Kind, Notification, SubscriptionSpec, TopicSpec,
+};
 use crate::wire::{MessageStructure, PublishRequest};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -148,6 +156,7 @@ async fn run(s: &Door<'_>, cx: &Context, action: &str, form: &Form) -> SnsResult
         "SetTopicAttributes" => set_topic_attributes(s, form).await,
         "Subscribe" => subscribe(s, cx, form).await,
         "Unsubscribe" => unsubscribe(s, form).await,
+        "ConfirmSubscription" => confirm_subscription(s, cx, form).await,
         "ListSubscriptions" => list_subscriptions(s, cx, form, None),
         "ListSubscriptionsByTopic" => {
             let topic = topic_name(form.get("TopicArn"))?;
@@ -428,7 +437,7 @@ fn protocol_and_endpoint(cx: &Context, endpoint: &Endpoint) -> (&'static str, St
 /// else the request's.
 fn subscription_region<'a>(cx: &'a Context, spec: &'a SubscriptionSpec) -> &'a str {
     match &spec.notification {
-        Notification::Sns { region } => region,
+        Notification::Sns { region, .. } => region,
         Notification::Switchyard => &cx.region,
     }
 }
@@ -511,6 +520,7 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
                 Endpoint::Queue(queue.to_string()),
                 Notification::Sns {
                     region: cx.region.clone(),
+                    base_url: None,
                 },
             )
         }
@@ -528,7 +538,23 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
                 Notification::Switchyard,
             )
         }
-        "http" | "https" | "email" | "email-json" | "sms" | "application" | "firehose" => {
+        "http" | "https" => {
+            if !target.starts_with(&format!("{protocol}://")) {
+                return Err(SnsError::invalid(format!(
+                    "Endpoint {target:?} is not an {protocol} URL"
+                )));
+            }
+            let endpoint: HttpEndpoint = serde_json::from_value(json!({ "url": target }))
+                .expect("a URL alone is an endpoint");
+            (
+                Endpoint::Http(endpoint),
+                Notification::Sns {
+                    region: cx.region.clone(),
+                    base_url: Some(format!("http://{}", cx.host)),
+                },
+            )
+        }
+        "email" | "email-json" | "sms" | "application" | "firehose" => {
             return Err(SnsError::unsupported(format!("Protocol {protocol}")));
         }
         _ => {
@@ -547,13 +573,17 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     }
     let t = s.app.control.topic(topic)?;
     // Subscribing the same endpoint again answers the subscription it has, as SNS does;
-    // with other attributes, SNS refuses.
-    let existing = t
-        .subscriptions
-        .iter()
-        .find(|(_, sub)| sub.endpoint == spec.endpoint && sub.notification == spec.notification);
+    // with other attributes, SNS refuses. Where the server was reached does not count.
+    let existing = t.subscriptions.iter().find(|(_, sub)| {
+        sub.endpoint == spec.endpoint && same_form(&sub.notification, &spec.notification)
+    });
+    if let Endpoint::Http(_) = &spec.endpoint
+        && existing.is_none()
+    {
+        return subscribe_pending(s, cx, form, topic, spec).await;
+    }
     let name = match existing {
-        Some((name, sub)) if *sub == spec => name.clone(),
+        Some((name, sub)) if same_subscription(sub, &spec) => name.clone(),
         Some(_) => {
             return Err(SnsError::invalid(
                 "Subscription already exists with different attributes",
@@ -576,11 +606,147 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     Ok(xml)
 }
 
+/// Whether two notification forms are the same but for where the server was reached.
+fn same_form(a: &Notification, b: &Notification) -> bool {
+    match (a, b) {
+        (Notification::Sns { region: x, .. }, Notification::Sns { region: y, .. }) => x == y,
+        _ => a == b,
+    }
+}
+
+fn same_subscription(a: &SubscriptionSpec, b: &SubscriptionSpec) -> bool {
+    same_form(&a.notification, &b.notification)
+        && SubscriptionSpec {
+            notification: b.notification.clone(),
+            ..a.clone()
+        } == *b
+}
+
+/// An `http` or `https` subscription: it waits for its endpoint to confirm it. The
+/// endpoint is sent SNS's `SubscriptionConfirmation` with a token and a `SubscribeURL`
+/// on this server; the same endpoint subscribed again is sent its token again.
+async fn subscribe_pending(
+    s: &Door<'_>,
+    cx: &Context,
+    form: &Form,
+    topic: &str,
+    spec: SubscriptionSpec,
+) -> SnsResult {
+    let pending = s.app.control.pending_subscriptions(topic)?;
+    let (name, token) = match pending
+        .into_iter()
+        .find(|(_, p)| p.spec.endpoint == spec.endpoint)
+    {
+        Some((name, p)) if same_subscription(&p.spec, &spec) => (name, p.token),
+        Some(_) => {
+            return Err(SnsError::invalid(
+                "Subscription already exists with different attributes",
+            ));
+        }
+        None => (uuid::Uuid::now_v7().to_string(), new_token()),
+    };
+    let region = subscription_region(cx, &spec).to_string();
+    let topic_arn = arn::topic_arn(&region, topic);
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let subscribe_url = format!(
+        "http://{}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
+        cx.host,
+        url_encoded(&topic_arn),
+        url_encoded(&token)
+    );
+    let body = json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": message_id,
+        "Token": token,
+        "TopicArn": topic_arn,
+        "Message": format!("You have chosen to subscribe to the topic {topic_arn}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
+        "SubscribeURL": subscribe_url,
+        "Timestamp": crate::time::rfc3339_ms(crate::time::now_ms()),
+    });
+    let headers = vec![
+        ("content-type".into(), "text/plain; charset=UTF-8".into()),
+        (
+            "x-amz-sns-message-type".into(),
+            "SubscriptionConfirmation".into(),
+        ),
+        ("x-amz-sns-message-id".into(), message_id),
+        ("x-amz-sns-topic-arn".into(), topic_arn),
+    ];
+    s.app
+        .control
+        .put_pending_subscription(
+            topic,
+            &name,
+            spec,
+            token,
+            ConfirmationRequest {
+                headers,
+                body: body.to_string().into_bytes(),
+            },
+        )
+        .await?;
+    let answer = if form.get("ReturnSubscriptionArn") == Some("true") {
+        arn::subscription_arn(&region, topic, &name)
+    } else {
+        "pending confirmation".to_string()
+    };
+    let mut xml = Xml::response("Subscribe", NAMESPACE);
+    xml.text("SubscriptionArn", &answer);
+    Ok(xml)
+}
+
+/// A confirmation token: 32 random bytes, hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    crate::hex(&bytes)
+}
+
+fn url_encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Confirms a subscription with the token its endpoint was sent: by the action, or by
+/// the endpoint visiting its `SubscribeURL`.
+async fn confirm_subscription(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
+    let topic = topic_name(form.get("TopicArn"))?;
+    let token = form
+        .get("Token")
+        .ok_or_else(|| SnsError::missing("Token"))?;
+    let name = match s.app.control.confirm_subscription(topic, token).await {
+        Ok(name) => name,
+        Err(OpError::Invalid(_)) => return Err(SnsError::invalid("Invalid token")),
+        Err(e) => return Err(e.into()),
+    };
+    let t = s.app.control.topic(topic)?;
+    let region = t
+        .subscriptions
+        .get(&name)
+        .map_or(cx.region.as_str(), |spec| subscription_region(cx, spec))
+        .to_string();
+    let mut xml = Xml::response("ConfirmSubscription", NAMESPACE);
+    xml.text(
+        "SubscriptionArn",
+        &arn::subscription_arn(&region, topic, &name),
+    );
+    Ok(xml)
+}
+
 async fn unsubscribe(s: &Door<'_>, form: &Form) -> SnsResult {
     let (topic, name) = subscription_of(form.get("SubscriptionArn"))?;
     match s.app.control.delete_subscription(topic, name).await {
-        Ok(()) => Ok(Xml::response("Unsubscribe", NAMESPACE)),
-        Err(OpError::NotFound { .. }) => Err(SnsError::not_found("Subscription does not exist")),
+        Ok(()) => {
+            // A confirmed subscription's token confirms nothing any more.
+            s.app.control.drop_pending_subscription(topic, name).await?;
+            Ok(Xml::response("Unsubscribe", NAMESPACE))
+        }
+        Err(OpError::NotFound { .. }) => {
+            if s.app.control.drop_pending_subscription(topic, name).await? {
+                Ok(Xml::response("Unsubscribe", NAMESPACE))
+            } else {
+                Err(SnsError::not_found("Subscription does not exist"))
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -621,6 +787,21 @@ fn list_subscriptions(s: &Door<'_>, cx: &Context, form: &Form, only: Option<&str
                 .text("TopicArn", &arn::topic_arn(region, topic))
                 .close("member");
         }
+        for (_, pending) in s.app.control.pending_subscriptions(topic)? {
+            seen += 1;
+            if seen <= start || seen > start + SUBSCRIPTIONS_PAGE {
+                continue;
+            }
+            let region = subscription_region(cx, &pending.spec);
+            let (protocol, endpoint) = protocol_and_endpoint(cx, &pending.spec.endpoint);
+            xml.open("member")
+                .text("SubscriptionArn", "PendingConfirmation")
+                .text("Owner", arn::ACCOUNT_ID)
+                .text("Protocol", protocol)
+                .text("Endpoint", &endpoint)
+                .text("TopicArn", &arn::topic_arn(region, topic))
+                .close("member");
+        }
     }
     xml.close("Subscriptions");
     if seen > start + SUBSCRIPTIONS_PAGE {
@@ -648,8 +829,28 @@ fn find_subscription(
     Ok((topic.to_string(), name.to_string(), spec))
 }
 
+/// A subscription by its ARN, or one still waiting for confirmation (`true`).
+fn find_any_subscription(
+    s: &Door<'_>,
+    form: &Form,
+) -> Result<(String, String, SubscriptionSpec, bool), SnsError> {
+    match find_subscription(s, form) {
+        Ok((topic, name, spec)) => Ok((topic, name, spec, false)),
+        Err(not_found) => {
+            let (topic, name) = subscription_of(form.get("SubscriptionArn"))?;
+            s.app
+                .control
+                .pending_subscriptions(topic)
+                .ok()
+                .and_then(|p| p.into_iter().find(|(n, _)| n == name))
+                .map(|(_, p)| (topic.to_string(), name.to_string(), p.spec, true))
+                .ok_or(not_found)
+        }
+    }
+}
+
 fn get_subscription_attributes(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
-    let (topic, name, spec) = find_subscription(s, form)?;
+    let (topic, name, spec, pending) = find_any_subscription(s, form)?;
     let region = subscription_region(cx, &spec);
     let (protocol, endpoint) = protocol_and_endpoint(cx, &spec.endpoint);
     let mut attrs: Vec<(&str, String)> = vec![
@@ -662,8 +863,8 @@ fn get_subscription_attributes(s: &Door<'_>, cx: &Context, form: &Form) -> SnsRe
         ("Protocol", protocol.into()),
         ("Endpoint", endpoint),
         ("RawMessageDelivery", spec.raw_message_delivery.to_string()),
-        ("ConfirmationWasAuthenticated", "true".into()),
-        ("PendingConfirmation", "false".into()),
+        ("ConfirmationWasAuthenticated", (!pending).to_string()),
+        ("PendingConfirmation", pending.to_string()),
     ];
     if let Some(policy) = &spec.filter_policy {
         attrs.push(("FilterPolicy", policy.to_string()));

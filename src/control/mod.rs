@@ -8,16 +8,19 @@
 //! on a rebuild. Subscriptions to `http` endpoints and functions get their delivery queue
 //! and worker here; functions get their component compiled and their sources started.
 //!
-//! Files: `topics` (topics and subscriptions), `queues`, `streams`, `functions`, `meta`
-//! (stored records and following other routers).
+//! Files: `topics` (topics and subscriptions), `pending` (subscriptions waiting for
+//! their endpoint's confirmation), `queues`, `streams`, `functions`, `meta` (stored
+//! records and following other routers).
 
 mod functions;
 mod meta;
+mod pending;
 mod queues;
 mod streams;
 mod topics;
 
 pub use functions::FunctionCompiler;
+pub use pending::{ConfirmationRequest, PendingSubscription};
 
 use crate::backend::Backend;
 use crate::deliver::{Sources, Workers};

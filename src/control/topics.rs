@@ -86,21 +86,7 @@ impl Control {
             .or_else(|| Some(crate::deliver::new_secret()));
         }
         let mut errors = spec.validate();
-        if let Endpoint::Http(h) = &spec.endpoint
-            && self.deny_private
-            && let Some(ip) = reqwest::Url::parse(&h.url).ok().and_then(|u| {
-                u.host_str()
-                    .and_then(|x| x.trim_matches(['[', ']']).parse().ok())
-            })
-            && !crate::deliver::http::is_public(ip)
-        {
-            errors.push(FieldError::new(
-                "endpoint.http.url",
-                format!(
-                    "{ip} is a private or loopback address, which this server does not deliver to"
-                ),
-            ));
-        }
+        errors.extend(self.private_endpoint_error(&spec));
         match &spec.endpoint {
             Endpoint::Queue(q) if errors.is_empty() => match self.backend.queue(q) {
                 None => errors.push(FieldError::new(

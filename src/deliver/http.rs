@@ -6,7 +6,7 @@
 //! `x-switchyard-timestamp` (unix seconds) and BODY the exact request body. A receiver
 //! recomputes it, compares in constant time, and rejects stale timestamps.
 
-use crate::model::{HttpEndpoint, HttpFormat};
+use crate::model::{HttpEndpoint, HttpFormat, SnsNotification};
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
@@ -33,6 +33,17 @@ pub struct Notification<'a> {
     #[serde(borrow)]
     pub attributes: &'a RawValue,
     pub published_at: &'a str,
+    #[serde(default)]
+    pub subject: Option<&'a str>,
+}
+
+/// What an SNS notification to an http endpoint names: the ARNs, and where to unsubscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnsArns {
+    pub topic: String,
+    pub subscription: String,
+    /// Where the subscriber can end the subscription, when this server's address is known.
+    pub unsubscribe_url: Option<String>,
 }
 
 /// What one attempt came to.
@@ -140,6 +151,52 @@ pub fn build(
             &format!("v1={}", sign(secret, &ts, &body)),
         );
     }
+    Request { headers, body }
+}
+
+/// The request SNS sends an http endpoint for `n`: its notification (or with raw
+/// delivery the message itself) as `text/plain`, with SNS's `x-amz-sns-*` headers.
+pub fn build_sns(
+    endpoint: &HttpEndpoint,
+    raw: bool,
+    n: &Notification<'_>,
+    arns: &SnsArns,
+) -> Request {
+    let mut headers = HeaderMap::new();
+    let mut put = |k: &str, v: &str| {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    };
+    for (k, v) in &endpoint.headers {
+        put(k, v);
+    }
+    put("content-type", "text/plain; charset=UTF-8");
+    put("x-amz-sns-message-type", "Notification");
+    put("x-amz-sns-message-id", n.message_id);
+    put("x-amz-sns-topic-arn", &arns.topic);
+    put("x-amz-sns-subscription-arn", &arns.subscription);
+    let message = crate::model::text_of_message(n.message);
+    let body = if raw {
+        put("x-amz-sns-rawdelivery", "true");
+        message.as_bytes().to_vec()
+    } else {
+        let attributes = (n.attributes.get() != "{}").then_some(n.attributes);
+        serde_json::to_vec(&SnsNotification {
+            kind: "Notification",
+            message_id: n.message_id,
+            topic_arn: &arns.topic,
+            subject: n.subject,
+            message: &message,
+            timestamp: n.published_at,
+            unsubscribe_url: arns.unsubscribe_url.as_deref(),
+            message_attributes: attributes,
+        })
+        .expect("a notification serializes")
+    };
     Request { headers, body }
 }
 
@@ -308,6 +365,34 @@ pub fn client(deny_private: bool) -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_sns_subscription_gets_snss_notification_and_headers() {
+        let stored = br#"{"type":"Notification","message_id":"m-1","topic":"t","message":"hi \"you\"","attributes":{"k":{"Type":"String","Value":"v"}},"published_at":"2026-12-06T00:00:00.000Z","subject":"s"}"#;
+        let n: Notification<'_> = serde_json::from_slice(stored).unwrap();
+        let endpoint: HttpEndpoint =
+            serde_json::from_value(serde_json::json!({"url": "http://127.0.0.1:9/"})).unwrap();
+        let arns = SnsArns {
+            topic: "arn:aws:sns:r:0:t".into(),
+            subscription: "arn:aws:sns:r:0:t:s-1".into(),
+            unsubscribe_url: Some("http://h/?Action=Unsubscribe".into()),
+        };
+        let req = build_sns(&endpoint, false, &n, &arns);
+        let header = |k: &str| req.headers.get(k).unwrap().to_str().unwrap().to_string();
+        assert_eq!(header("x-amz-sns-message-type"), "Notification");
+        assert_eq!(header("x-amz-sns-message-id"), "m-1");
+        assert_eq!(header("x-amz-sns-subscription-arn"), "arn:aws:sns:r:0:t:s-1");
+        assert_eq!(header("content-type"), "text/plain; charset=UTF-8");
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body["Message"], "hi \"you\"");
+        assert_eq!(body["Subject"], "s");
+        assert_eq!(body["TopicArn"], "arn:aws:sns:r:0:t");
+        assert_eq!(body["UnsubscribeURL"], "http://h/?Action=Unsubscribe");
+        assert_eq!(body["MessageAttributes"]["k"]["Value"], "v");
+        let raw = build_sns(&endpoint, true, &n, &arns);
+        assert_eq!(raw.body, b"hi \"you\"");
+        assert_eq!(raw.headers.get("x-amz-sns-rawdelivery").unwrap(), "true");
+    }
 
     #[test]
     fn statuses_are_classified_as_sns_does() {

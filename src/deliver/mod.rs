@@ -18,10 +18,11 @@ pub use sources::{FeedError, GroupFeed, QueueFeed, Sources};
 
 use crate::backend::{Backend, QueueKind, StorageError};
 use crate::model::{
-    Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Endpoint, HttpEndpoint, QueueSpec,
-    SubscriptionSpec,
+    Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Endpoint, HttpEndpoint, Notification,
+    QueueSpec, SubscriptionSpec, arn,
 };
 use crate::runtime::{FunctionRegistry, Publish};
+use http::Outcome;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -127,6 +128,8 @@ enum Target {
         /// thousands of deliveries a second. `None` when it does not parse; the request
         /// then fails as it would with the text.
         url: Option<reqwest::Url>,
+        /// The ARNs an SNS notification names, when the subscription asks for SNS's form.
+        sns: Option<Box<http::SnsArns>>,
     },
     Function(String),
 }
@@ -187,6 +190,19 @@ impl Workers {
                     endpoint: h.clone(),
                     raw: spec.raw_message_delivery,
                     url: reqwest::Url::parse(&h.url).ok(),
+                    sns: match &spec.notification {
+                        Notification::Sns { region, base_url } => {
+                            let subscription = arn::subscription_arn(region, topic, sub);
+                            Some(Box::new(http::SnsArns {
+                                topic: arn::topic_arn(region, topic),
+                                unsubscribe_url: base_url
+                                    .as_deref()
+                                    .map(|base| crate::model::unsubscribe_url(base, &subscription)),
+                                subscription,
+                            }))
+                        }
+                        Notification::Switchyard => None,
+                    },
                 },
                 h.timeout_ms,
                 DeliveryPolicy::default(),
@@ -247,6 +263,48 @@ impl Workers {
         });
         tokio::spawn(worker.run());
         Ok(())
+    }
+
+    /// Sends one request to an http endpoint in the background (SNS's subscription
+    /// confirmation), retrying a failure that is worth it three times, a second, then
+    /// two, then four apart; it is not stored, since the subscriber can ask again by
+    /// subscribing again.
+    pub fn send_once(&self, endpoint: HttpEndpoint, headers: Vec<(String, String)>, body: Vec<u8>) {
+        let client = self.client.clone();
+        let deny_private = self.deny_private;
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let url = reqwest::Url::parse(&endpoint.url).ok();
+            for attempt in 0..4u32 {
+                let mut map = reqwest::header::HeaderMap::new();
+                for (k, v) in &headers {
+                    if let (Ok(k), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                        reqwest::header::HeaderValue::from_str(v),
+                    ) {
+                        map.insert(k, v);
+                    }
+                }
+                let request = http::Request {
+                    headers: map,
+                    body: body.clone(),
+                };
+                match http::send(&client, &endpoint, url.as_ref(), request, deny_private).await {
+                    Outcome::Delivered => return,
+                    Outcome::Failed { reason } => {
+                        tracing::warn!(url = %endpoint.url, %reason, "request refused; not sent again");
+                        return;
+                    }
+                    Outcome::Retry { reason, .. } => {
+                        tracing::warn!(url = %endpoint.url, %reason, attempt, "request failed");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1 << attempt)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Stops the subscription's worker and deletes its delivery queue.

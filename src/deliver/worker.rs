@@ -150,8 +150,16 @@ impl Worker {
         let envelope = full.as_deref().unwrap_or(&m.payload);
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
         let outcome = match &self.target {
-            Target::Http { endpoint, raw, url } => {
-                let req = http::build(endpoint, *raw, envelope, &n, attempt, now_ms() / 1000);
+            Target::Http {
+                endpoint,
+                raw,
+                url,
+                sns,
+            } => {
+                let req = match sns {
+                    Some(arns) => http::build_sns(endpoint, *raw, &n, arns),
+                    None => http::build(endpoint, *raw, envelope, &n, attempt, now_ms() / 1000),
+                };
                 http::send(&self.client, endpoint, url.as_ref(), req, self.deny_private).await
             }
             Target::Function(f) => self.invoke(f, &n, &m).await,

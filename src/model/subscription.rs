@@ -1,7 +1,8 @@
 //! Subscriptions: a topic's link to an endpoint, with a filter policy.
 
-use super::{DeliveryPolicy, Endpoint, FieldError, Kind, validate_name};
+use super::{DeliveryPolicy, Endpoint, FieldError, HttpFormat, Kind, validate_name};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 /// `PUT /v1/topics/{topic}/subscriptions/{name}` body.
@@ -78,6 +79,10 @@ pub enum Notification {
     Sns {
         /// The region of the topic's ARN.
         region: String,
+        /// Where this server is reached (`http://HOST`), for the `UnsubscribeURL` a
+        /// notification to an http endpoint carries; none when not known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
     },
 }
 
@@ -149,12 +154,19 @@ impl SubscriptionSpec {
         {
             errs.push(FieldError::new("dead_letter_queue", e));
         }
-        if let (Notification::Sns { region }, _) = (&self.notification, &self.endpoint) {
-            if matches!(self.endpoint, Endpoint::Http(_) | Endpoint::Function(_)) {
-                errs.push(FieldError::new(
+        if let (Notification::Sns { region, .. }, _) = (&self.notification, &self.endpoint) {
+            match &self.endpoint {
+                Endpoint::Function(_) => errs.push(FieldError::new(
                     "notification",
-                    "SNS notifications are made for queue and stream endpoints; http and function endpoints get Switchyard's envelope",
-                ));
+                    "SNS notifications are made for queue, stream and http endpoints; function endpoints get Switchyard's event",
+                )),
+                Endpoint::Http(h) if h.format != HttpFormat::Envelope => {
+                    errs.push(FieldError::new(
+                        "notification",
+                        "an http endpoint with SNS notifications sends them in SNS's own form; leave its format unset",
+                    ))
+                }
+                _ => {}
             }
             if region.is_empty()
                 || !region
@@ -198,5 +210,44 @@ mod tests {
             serde_json::from_str::<SubscriptionSpec>(r#"{"endpoint":{"queue":"q"},"x":1}"#)
                 .is_err()
         );
+    }
+}
+
+/// The notification SNS delivers when raw delivery is off ([`Notification::Sns`]): to a
+/// queue as a message's body, to an http endpoint as the request's body. The signature
+/// fields SNS adds are left out: they are signed with AWS's key, which no local server
+/// has.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnsNotification<'a> {
+    #[serde(rename = "Type")]
+    pub kind: &'static str,
+    pub message_id: &'a str,
+    pub topic_arn: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    pub message: &'a str,
+    pub timestamp: &'a str,
+    #[serde(rename = "UnsubscribeURL", skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_attributes: Option<&'a RawValue>,
+}
+
+/// The URL that ends a subscription made through SNS's API, served at `base_url`.
+pub fn unsubscribe_url(base_url: &str, subscription_arn: &str) -> String {
+    format!(
+        "{base_url}/?Action=Unsubscribe&SubscriptionArn={}",
+        form_urlencoded::byte_serialize(subscription_arn.as_bytes()).collect::<String>()
+    )
+}
+
+/// The text a stored message stands for: a JSON string's contents, any other JSON as
+/// itself (a published text is stored as a JSON string unless it is a JSON object or
+/// array).
+pub fn text_of_message(message: &RawValue) -> std::borrow::Cow<'_, str> {
+    match serde_json::from_str::<String>(message.get()) {
+        Ok(text) => std::borrow::Cow::Owned(text),
+        Err(_) => std::borrow::Cow::Borrowed(message.get()),
     }
 }

@@ -11,7 +11,9 @@ use super::TopicState;
 use super::check::Message;
 use crate::backend::{Backend, Delivery, NewMessage, NewRecord};
 use crate::deliver::{delivery_queue_name, with_subscription};
-use crate::model::{Endpoint, MAX_PARTITION_KEY_LEN, Notification, SubscriptionSpec};
+use crate::model::{
+    Endpoint, MAX_PARTITION_KEY_LEN, Notification, SnsNotification, SubscriptionSpec,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -32,24 +34,6 @@ struct Envelope<'a> {
     subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subscription: Option<&'a str>,
-}
-
-/// The notification SNS delivers to a queue when raw delivery is off
-/// ([`Notification::Sns`]). The signature fields SNS adds are left out: they are
-/// signed with AWS's key, which no local server has.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SnsNotification<'a> {
-    #[serde(rename = "Type")]
-    kind: &'static str,
-    message_id: &'a str,
-    topic_arn: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    message: &'a str,
-    timestamp: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message_attributes: Option<&'a RawValue>,
 }
 
 /// The deliveries of `message` to the subscriptions `matched` (the matcher's ids). A
@@ -147,6 +131,7 @@ impl<'a> Fanout<'a> {
             subject: message.subject.as_deref(),
             message: &message.text_for(kind),
             timestamp: &self.published_at,
+            unsubscribe_url: None,
             message_attributes: (!message.attributes.is_empty()).then_some(&*self.sns_attributes),
         })
         .expect("a notification serializes")
@@ -167,7 +152,7 @@ impl<'a> Fanout<'a> {
         }
         match &sub.notification {
             Notification::Switchyard => with_subscription(self.envelope(), name),
-            Notification::Sns { region } => self.sns_notification(region, kind),
+            Notification::Sns { region, .. } => self.sns_notification(region, kind),
         }
     }
 

@@ -69,14 +69,8 @@ pub fn message_of_text(text: &str) -> Box<RawValue> {
     serde_json::value::to_raw_value(text).expect("strings serialize")
 }
 
-/// The text a stored message stands for: a JSON string's contents, any other JSON as
-/// itself (the inverse of [`message_of_text`]).
-pub fn text_of_message(message: &RawValue) -> std::borrow::Cow<'_, str> {
-    match serde_json::from_str::<String>(message.get()) {
-        Ok(text) => std::borrow::Cow::Owned(text),
-        Err(_) => std::borrow::Cow::Borrowed(message.get()),
-    }
-}
+/// The text a stored message stands for (the inverse of [`message_of_text`]).
+pub use crate::model::text_of_message;
 
 impl PublishRequest {
     /// A message without attributes.

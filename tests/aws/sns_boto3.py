@@ -364,9 +364,9 @@ def check_errors():
         "a function that does not exist",
     )
     eq(
-        error_of(sns.subscribe, TopicArn=topic, Protocol="https", Endpoint="https://example.com/")[0],
+        error_of(sns.subscribe, TopicArn=topic, Protocol="email", Endpoint="someone@example.com")[0],
         "InvalidParameter",
-        "https not served yet",
+        "email not served",
     )
     for message in [json.dumps({"sqs": "no default"}), "not json", json.dumps({"default": 1})]:
         eq(

@@ -322,3 +322,9 @@ async fn boto3_invokes_functions_and_maps_event_sources_over_the_lambda_protocol
         &[publisher.to_str().expect("a UTF-8 path")],
     );
 }
+
+#[tokio::test]
+async fn boto3_subscribes_an_http_endpoint_that_confirms_with_the_token_it_was_sent() {
+    let server = spawn_server(None).await;
+    run_script(&server, "sns_http_boto3.py", &[]);
+}

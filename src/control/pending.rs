@@ -1,0 +1,172 @@
+//! Subscriptions that wait for their endpoint to confirm them, as SNS's `http` and
+//! `https` subscriptions do: the endpoint is sent a token, and only a subscriber that
+//! received it can turn the subscription into a real one. Until then nothing is
+//! delivered to it.
+//!
+//! A pending subscription is a metadata record `pend/TOPIC/NAME` holding its spec and
+//! token; confirming it puts the subscription and marks the record confirmed, so that
+//! confirming again with the same token answers the same subscription.
+
+use super::Control;
+use crate::backend::StorageError;
+use crate::error::OpError;
+use crate::model::{Endpoint, FieldError, Kind, SubscriptionSpec, validate_name};
+use serde::{Deserialize, Serialize};
+
+const PENDING: &str = "pend/";
+
+fn pending_key(topic: &str, name: &str) -> String {
+    format!("{PENDING}{topic}/{name}")
+}
+
+/// A subscription waiting for its endpoint's confirmation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingSubscription {
+    pub spec: SubscriptionSpec,
+    /// What the endpoint was sent, and a confirmation must give back.
+    pub token: String,
+    /// Confirmed already: the subscription exists.
+    pub confirmed: bool,
+}
+
+/// The request that asks an endpoint to confirm: its headers and body.
+pub struct ConfirmationRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Control {
+    /// Records a subscription to an http endpoint that waits for confirmation, and sends
+    /// the endpoint `request`. The spec is checked as a put checks it.
+    pub async fn put_pending_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        spec: SubscriptionSpec,
+        token: String,
+        request: ConfirmationRequest,
+    ) -> Result<(), OpError> {
+        validate_name(Kind::Subscription, name).map_err(OpError::Invalid)?;
+        self.topics.find(topic)?;
+        let Endpoint::Http(endpoint) = &spec.endpoint else {
+            return Err(OpError::Invalid(
+                "only http endpoints confirm their subscriptions".into(),
+            ));
+        };
+        let mut errors = spec.validate();
+        errors.extend(self.private_endpoint_error(&spec));
+        if !errors.is_empty() {
+            return Err(OpError::InvalidSpec {
+                kind: Kind::Subscription,
+                name: name.into(),
+                errors,
+            });
+        }
+        let endpoint = endpoint.clone();
+        let record = PendingSubscription {
+            spec,
+            token,
+            confirmed: false,
+        };
+        self.backend
+            .put_meta(
+                &pending_key(topic, name),
+                serde_json::to_vec(&record).expect("plain data serializes"),
+            )
+            .await?;
+        self.workers
+            .send_once(endpoint, request.headers, request.body);
+        Ok(())
+    }
+
+    /// A topic's subscriptions that wait for confirmation (confirmed ones left out).
+    pub fn pending_subscriptions(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<(String, PendingSubscription)>, OpError> {
+        Ok(self
+            .pending_records(topic)?
+            .into_iter()
+            .filter(|(_, p)| !p.confirmed)
+            .collect())
+    }
+
+    fn pending_records(&self, topic: &str) -> Result<Vec<(String, PendingSubscription)>, OpError> {
+        let mut out = Vec::new();
+        for (name, raw) in self.backend.list_meta(&format!("{PENDING}{topic}/"))? {
+            let record: PendingSubscription = serde_json::from_slice(&raw).map_err(|e| {
+                StorageError::Corrupt(format!("pending subscription {name:?} is unreadable: {e}"))
+            })?;
+            out.push((name, record));
+        }
+        Ok(out)
+    }
+
+    /// Confirms the subscription of `topic` that was sent `token`: puts it (once) and
+    /// answers its name. An unknown token is [`OpError::Invalid`].
+    pub async fn confirm_subscription(&self, topic: &str, token: &str) -> Result<String, OpError> {
+        self.topics.find(topic)?;
+        let Some((name, record)) = self
+            .pending_records(topic)?
+            .into_iter()
+            .find(|(_, p)| p.token == token)
+        else {
+            return Err(OpError::Invalid(format!(
+                "no subscription of topic {topic:?} waits for this token"
+            )));
+        };
+        if !record.confirmed {
+            self.put_subscription(topic, &name, record.spec.clone())
+                .await?;
+            let confirmed = PendingSubscription {
+                confirmed: true,
+                ..record
+            };
+            self.backend
+                .put_meta(
+                    &pending_key(topic, &name),
+                    serde_json::to_vec(&confirmed).expect("plain data serializes"),
+                )
+                .await?;
+        }
+        Ok(name)
+    }
+
+    /// Forgets a subscription's confirmation record; `true` when there was one that was
+    /// still waiting (so the subscription itself does not exist).
+    pub async fn drop_pending_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Result<bool, OpError> {
+        let waiting = self
+            .pending_records(topic)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| !p.confirmed);
+        if waiting.is_some() {
+            self.backend.delete_meta(&pending_key(topic, name)).await?;
+        }
+        Ok(waiting == Some(true))
+    }
+
+    /// Why an http endpoint may not be subscribed on this server, when it may not: a
+    /// private or loopback address while those are refused.
+    pub(super) fn private_endpoint_error(&self, spec: &SubscriptionSpec) -> Option<FieldError> {
+        let Endpoint::Http(h) = &spec.endpoint else {
+            return None;
+        };
+        let ip: std::net::IpAddr = reqwest::Url::parse(&h.url).ok().and_then(|u| {
+            u.host_str()
+                .and_then(|x| x.trim_matches(['[', ']']).parse().ok())
+        })?;
+        (self.deny_private && !crate::deliver::http::is_public(ip)).then(|| {
+            FieldError::new(
+                "endpoint.http.url",
+                format!(
+                    "{ip} is a private or loopback address, which this server does not deliver to"
+                ),
+            )
+        })
+    }
+}
