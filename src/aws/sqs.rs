@@ -20,6 +20,7 @@ use super::{ACCOUNT_ID, Context, Door};
 use crate::backend::{ReceiptError, Received, StorageError};
 use crate::error::OpError;
 use crate::model::{Kind, QueueSpec, RedrivePolicy};
+use crate::queue::MoveStatus;
 use crate::wire::{ReceiveRequest, SendRequest};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -235,6 +236,9 @@ pub(super) async fn run(s: &Door<'_>, cx: &Context, action: &str, body: Input<'_
         "UntagQueue" => untag_queue(s, parse(body)?).await,
         "ListQueueTags" => list_queue_tags(s, parse(body)?),
         "ListDeadLetterSourceQueues" => list_dead_letter_sources(s, cx, parse(body)?),
+        "StartMessageMoveTask" => start_move_task(s, parse(body)?).await,
+        "ListMessageMoveTasks" => list_move_tasks(s, cx, parse(body)?),
+        "CancelMessageMoveTask" => cancel_move_task(s, parse(body)?),
         _ => Err(SqsError::new(
             StatusCode::BAD_REQUEST,
             "UnsupportedOperation",
@@ -395,13 +399,7 @@ struct ListDeadLetterSources {
 fn list_dead_letter_sources(s: &Door<'_>, cx: &Context, req: ListDeadLetterSources) -> SqsResult {
     let name = queue_name(req.queue_url)?;
     s.app.queues.queue(&name)?;
-    let sources = s.app.queues.names().into_iter().filter(|n| {
-        s.app.queues.queue(n).is_ok_and(|q| {
-            q.spec()
-                .redrive_policy
-                .is_some_and(|rp| rp.dead_letter_queue == name)
-        })
-    });
+    let sources = s.app.queues.dead_letter_sources(&name).into_iter();
     let (urls, next) = page(cx, sources, req.max_results, req.next_token)?;
     // Lower-case in SQS's JSON model.
     let mut out = json!({ "queueUrls": urls });
@@ -409,6 +407,145 @@ fn list_dead_letter_sources(s: &Door<'_>, cx: &Context, req: ListDeadLetterSourc
         out["NextToken"] = json!(token);
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartMoveTask {
+    source_arn: Option<String>,
+    destination_arn: Option<String>,
+    max_number_of_messages_per_second: Option<u32>,
+}
+
+/// The queue an ARN of a request names.
+fn queue_of_member(member: &str, arn: Option<&str>) -> Result<String, SqsError> {
+    let arn = arn.ok_or_else(|| SqsError::missing(member))?;
+    queue_of_arn(arn).map(str::to_string).ok_or_else(|| {
+        SqsError::invalid_parameter(format!("{member} {arn:?} is not an SQS queue ARN"))
+    })
+}
+
+/// SQS's most messages a move task moves per second.
+const MAX_MOVE_RATE: u32 = 500;
+
+/// Starts moving a dead-letter queue's messages back, in the background.
+async fn start_move_task(s: &Door<'_>, req: StartMoveTask) -> SqsResult {
+    let source = queue_of_member("SourceArn", req.source_arn.as_deref())?;
+    let destination = req
+        .destination_arn
+        .as_deref()
+        .map(|arn| queue_of_member("DestinationArn", Some(arn)))
+        .transpose()?;
+    if let Some(rate) = req.max_number_of_messages_per_second
+        && !(1..=MAX_MOVE_RATE).contains(&rate)
+    {
+        return Err(SqsError::invalid_parameter(format!(
+            "MaxNumberOfMessagesPerSecond must be 1 to {MAX_MOVE_RATE}, got {rate}"
+        )));
+    }
+    let task = s
+        .app
+        .queues
+        .start_move_task(
+            &source,
+            destination.as_deref(),
+            req.max_number_of_messages_per_second,
+        )
+        .await
+        .map_err(move_task_error)?;
+    Ok(json!({ "TaskHandle": task.handle }))
+}
+
+/// A move task's refusal: a conflict is SQS's `UnsupportedOperation`, an unknown task its
+/// `ResourceNotFoundException`.
+fn move_task_error(e: OpError) -> SqsError {
+    match e {
+        OpError::Conflict(m) | OpError::Invalid(m) => SqsError::new(
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+            "AWS.SimpleQueueService.UnsupportedOperation",
+            m,
+        ),
+        OpError::NotFound {
+            kind: Kind::MoveTask,
+            ..
+        } => SqsError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceNotFoundException",
+            "ResourceNotFoundException",
+            "The resource that you specified for the TaskHandle parameter does not exist.",
+        ),
+        other => other.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListMoveTasks {
+    source_arn: Option<String>,
+    max_results: Option<usize>,
+}
+
+/// The move tasks of a source queue, newest first.
+fn list_move_tasks(s: &Door<'_>, cx: &Context, req: ListMoveTasks) -> SqsResult {
+    let source_arn = req.source_arn.clone();
+    let source = queue_of_member("SourceArn", req.source_arn.as_deref())?;
+    s.app.queues.queue(&source)?;
+    let max = req.max_results.unwrap_or(1);
+    if !(1..=10).contains(&max) {
+        return Err(SqsError::invalid_parameter(format!(
+            "MaxResults must be 1 to 10, got {max}"
+        )));
+    }
+    let results: Vec<Value> = s
+        .app
+        .queues
+        .move_tasks(&source)
+        .into_iter()
+        .take(max)
+        .map(|t| {
+            let status = t.status();
+            let mut entry = json!({
+                "Status": status.as_str(),
+                "SourceArn": source_arn.clone().unwrap_or_default(),
+                "ApproximateNumberOfMessagesMoved": t.moved(),
+                "ApproximateNumberOfMessagesToMove": t.to_move,
+                "StartedTimestamp": t.started_at,
+            });
+            if status == MoveStatus::Running {
+                entry["TaskHandle"] = json!(t.handle);
+            }
+            if let Some(d) = &t.destination {
+                entry["DestinationArn"] = json!(crate::model::arn::queue_arn(&cx.region, d));
+            }
+            if let Some(rate) = t.max_per_second {
+                entry["MaxNumberOfMessagesPerSecond"] = json!(rate);
+            }
+            if let MoveStatus::Failed(reason) = &status {
+                entry["FailureReason"] = json!(reason);
+            }
+            entry
+        })
+        .collect();
+    Ok(json!({ "Results": results }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CancelMoveTask {
+    task_handle: Option<String>,
+}
+
+fn cancel_move_task(s: &Door<'_>, req: CancelMoveTask) -> SqsResult {
+    let handle = req
+        .task_handle
+        .ok_or_else(|| SqsError::missing("TaskHandle"))?;
+    let task = s
+        .app
+        .queues
+        .cancel_move_task(&handle)
+        .map_err(move_task_error)?;
+    Ok(json!({ "ApproximateNumberOfMessagesMoved": task.moved() }))
 }
 
 /// One page of queue URLs from `names`, in name order after `next_token`, with the token

@@ -14,12 +14,13 @@ use serde_json::{Map, Value};
 const NAMESPACE: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
 
 /// Members that are integers in SQS's model; the JSON handlers want them as numbers.
-const INTEGERS: [&str; 5] = [
+const INTEGERS: [&str; 6] = [
     "DelaySeconds",
     "MaxNumberOfMessages",
     "VisibilityTimeout",
     "WaitTimeSeconds",
     "MaxResults",
+    "MaxNumberOfMessagesPerSecond",
 ];
 
 /// The flattened lists of SQS's query model and their JSON protocol names.
@@ -191,6 +192,16 @@ fn write_members(xml: &mut Xml, action: &str, members: &Map<String, Value>) {
                         write_members(xml, action, fields);
                     }
                     xml.close("Message");
+                }
+            }
+            ("Results", Value::Array(entries)) => {
+                let tag = format!("{action}ResultEntry");
+                for entry in entries {
+                    xml.open(&tag);
+                    if let Value::Object(fields) = entry {
+                        write_members(xml, action, fields);
+                    }
+                    xml.close(&tag);
                 }
             }
             ("Successful" | "Failed", Value::Array(entries)) => {

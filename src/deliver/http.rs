@@ -381,7 +381,10 @@ mod tests {
         let header = |k: &str| req.headers.get(k).unwrap().to_str().unwrap().to_string();
         assert_eq!(header("x-amz-sns-message-type"), "Notification");
         assert_eq!(header("x-amz-sns-message-id"), "m-1");
-        assert_eq!(header("x-amz-sns-subscription-arn"), "arn:aws:sns:r:0:t:s-1");
+        assert_eq!(
+            header("x-amz-sns-subscription-arn"),
+            "arn:aws:sns:r:0:t:s-1"
+        );
         assert_eq!(header("content-type"), "text/plain; charset=UTF-8");
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body["Message"], "hi \"you\"");

@@ -68,6 +68,8 @@ pub enum Kind {
     Shard,
     Group,
     Function,
+    /// A message move task of a dead-letter queue.
+    MoveTask,
 }
 
 impl Kind {
@@ -80,6 +82,7 @@ impl Kind {
             Kind::Shard => "shard",
             Kind::Group => "consumer group",
             Kind::Function => "function",
+            Kind::MoveTask => "message move task",
         }
     }
 }

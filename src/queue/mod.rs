@@ -1,14 +1,18 @@
-//! SQS semantics: send, receive with long polling, acknowledge, change visibility, purge
-//! and redrive. Parameters are checked here against the queue's settings and SQS's limits;
+//! SQS semantics: send, receive with long polling, acknowledge, change visibility, purge,
+//! redrive and message move tasks. Parameters are checked here against the queue's settings and SQS's limits;
 //! the bookkeeping of visibility, receive counts and FIFO groups is the backend's.
 
 mod fifo;
+mod move_task;
 mod receive;
 mod redrive;
 mod send;
 
 pub use fifo::{MAX_FIFO_ID_LEN, fifo_ids};
+pub use move_task::{MoveStatus, MoveTask};
 pub use receive::MAX_RECEIVE_BATCH;
+
+use redrive::REDRIVE_BATCH;
 
 use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;
@@ -24,6 +28,8 @@ pub struct Queues {
     shutdown: CancellationToken,
     /// Receives under way that may wait for a message.
     waiting: AtomicU64,
+    /// Message move tasks started on this router.
+    move_tasks: move_task::MoveTasks,
 }
 
 impl Queues {
@@ -32,6 +38,7 @@ impl Queues {
             backend,
             shutdown,
             waiting: AtomicU64::new(0),
+            move_tasks: move_task::MoveTasks::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Dead letters taken per round of a redrive.
-const REDRIVE_BATCH: usize = 256;
+pub(super) const REDRIVE_BATCH: usize = 256;
 /// How long a redrive keeps the dead letters it cannot move (their queue is gone) out of
 /// its own way; they are made visible again when it ends.
 const REDRIVE_HOLD_MS: u64 = 5 * 60 * 1000;
@@ -53,50 +53,75 @@ impl Queues {
     pub async fn redrive(&self, dlq: &str) -> Result<u64, OpError> {
         let h = self.queue(dlq)?;
         let mut moved = 0;
-        let mut stay = Vec::new();
-        loop {
-            let got = self
-                .backend
-                .receive(
-                    &h,
-                    REDRIVE_BATCH,
-                    REDRIVE_HOLD_MS,
-                    Duration::ZERO,
-                    &self.shutdown,
-                )
-                .await?;
-            if got.is_empty() {
-                break;
-            }
-            let mut by_origin: BTreeMap<String, (Queue, Vec<Received>)> = BTreeMap::new();
-            for m in got {
-                match m
-                    .origin
-                    .clone()
-                    .and_then(|o| Some((self.backend.queue(&o)?, o)))
-                {
-                    Some((to, origin)) => by_origin
-                        .entry(origin)
-                        .or_insert((to, Vec::new()))
-                        .1
-                        .push(m),
-                    None => stay.push(m),
+        let mut held = Vec::new();
+        let result = async {
+            loop {
+                let (n, stay, empty) = self.move_dead_letters(&h, None, REDRIVE_BATCH).await?;
+                moved += n;
+                held.extend(stay);
+                if empty {
+                    return Ok::<(), OpError>(());
                 }
             }
-            for (to, messages) in by_origin.into_values() {
-                moved += self
-                    .backend
-                    .move_messages(&h, &messages, &to, Move::Back)
-                    .await?;
+        }
+        .await;
+        self.release(&h, held).await?;
+        result.map(|()| moved)
+    }
+
+    /// One round of moving up to `max` visible dead letters of `h`: each back to the
+    /// queue it came from, or all to `to`. Returns how many moved, the dead letters that
+    /// could not (their queue is gone), held out of the next rounds' way until
+    /// [`Self::release`]d, and whether `h` had no visible message left.
+    pub(super) async fn move_dead_letters(
+        &self,
+        h: &Queue,
+        to: Option<&Queue>,
+        max: usize,
+    ) -> Result<(u64, Vec<Received>, bool), OpError> {
+        let got = self
+            .backend
+            .receive(h, max, REDRIVE_HOLD_MS, Duration::ZERO, &self.shutdown)
+            .await?;
+        if got.is_empty() {
+            return Ok((0, Vec::new(), true));
+        }
+        if let Some(to) = to {
+            let moved = self.backend.move_messages(h, &got, to, Move::Back).await?;
+            return Ok((moved, Vec::new(), false));
+        }
+        let mut by_origin: BTreeMap<String, (Queue, Vec<Received>)> = BTreeMap::new();
+        let mut stay = Vec::new();
+        for m in got {
+            match m
+                .origin
+                .clone()
+                .and_then(|o| Some((self.backend.queue(&o)?, o)))
+            {
+                Some((to, origin)) => by_origin
+                    .entry(origin)
+                    .or_insert((to, Vec::new()))
+                    .1
+                    .push(m),
+                None => stay.push(m),
             }
         }
-        for m in stay {
-            // Visible again at once; a receipt that went stale meanwhile changes nothing.
-            self.backend
-                .change_visibility(&h, &m.receipt, 0)
-                .await?
-                .ok();
+        let mut moved = 0;
+        for (to, messages) in by_origin.into_values() {
+            moved += self
+                .backend
+                .move_messages(h, &messages, &to, Move::Back)
+                .await?;
         }
-        Ok(moved)
+        Ok((moved, stay, false))
+    }
+
+    /// Makes held dead letters visible again at once; a receipt that went stale
+    /// meanwhile changes nothing.
+    pub(super) async fn release(&self, h: &Queue, held: Vec<Received>) -> Result<(), OpError> {
+        for m in held {
+            self.backend.change_visibility(h, &m.receipt, 0).await?.ok();
+        }
+        Ok(())
     }
 }

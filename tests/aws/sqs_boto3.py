@@ -12,6 +12,7 @@ import hashlib
 import json
 import struct
 import sys
+import time
 
 import boto3
 import botocore.config
@@ -368,8 +369,104 @@ def check_tags_and_dead_letter_sources():
         sqs.delete_queue(QueueUrl=f"{BASE}/000000000000/{name}")
 
 
+def queue_arn(url):
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+
+
+def visible(url):
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def task_ended(source_arn, handle=None):
+    """The newest move task of `source_arn` once it has ended (a bounded wait)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        task = sqs.list_message_move_tasks(SourceArn=source_arn)["Results"][0]
+        if task["Status"] not in ("RUNNING", "CANCELLING"):
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"the move task of {source_arn} did not end: {task}")
+
+
+def check_message_move_tasks():
+    dlq = sqs.create_queue(QueueName="mv-dlq")["QueueUrl"]
+    dlq_arn = queue_arn(dlq)
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"})
+    src = sqs.create_queue(QueueName="mv-src", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    other = sqs.create_queue(QueueName="mv-other")["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=src, MessageBody=f"dead {i}")
+    # Received once, then once more: past maxReceiveCount, the second receive moves them.
+    eq(len(receive(src, MaxNumberOfMessages=10, VisibilityTimeout=0)), 3, "first receive")
+    eq(receive(src, MaxNumberOfMessages=10, VisibilityTimeout=0), [], "second receive")
+    eq(visible(dlq), 3, "dead letters")
+
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    assert handle, "a task handle"
+    task = task_ended(dlq_arn)
+    eq(task["Status"], "COMPLETED", "status")
+    eq(task["ApproximateNumberOfMessagesMoved"], 3, "moved")
+    eq(task["ApproximateNumberOfMessagesToMove"], 3, "to move")
+    eq(task["SourceArn"], dlq_arn, "source")
+    assert "TaskHandle" not in task, task
+    eq(sorted(m["Body"] for m in receive(src, MaxNumberOfMessages=10)), ["dead 0", "dead 1", "dead 2"], "back home")
+    eq(visible(dlq), 0, "dead-letter queue emptied")
+
+    # To a destination of its own, at a bounded rate.
+    for i in range(2):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"direct {i}")
+    sqs.start_message_move_task(
+        SourceArn=dlq_arn, DestinationArn=queue_arn(other), MaxNumberOfMessagesPerSecond=100
+    )
+    task = task_ended(dlq_arn)
+    eq((task["Status"], task["ApproximateNumberOfMessagesMoved"]), ("COMPLETED", 2), "moved to other")
+    eq(task["DestinationArn"], queue_arn(other), "destination")
+    eq(task["MaxNumberOfMessagesPerSecond"], 100, "rate")
+    eq(sorted(m["Body"] for m in receive(other, MaxNumberOfMessages=10)), ["direct 0", "direct 1"], "at the destination")
+
+    # One a second: cancelled at once, most stay.
+    for i in range(5):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"slow {i}")
+    handle = sqs.start_message_move_task(
+        SourceArn=dlq_arn, DestinationArn=queue_arn(other), MaxNumberOfMessagesPerSecond=1
+    )["TaskHandle"]
+    eq(
+        error_code(sqs.start_message_move_task, SourceArn=dlq_arn),
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "a second task on the same source",
+    )
+    moved = sqs.cancel_message_move_task(TaskHandle=handle)["ApproximateNumberOfMessagesMoved"]
+    assert moved <= 1, moved
+    task = task_ended(dlq_arn)
+    eq(task["Status"], "CANCELLED", "cancelled")
+    assert visible(dlq) >= 4, "a cancelled task leaves the rest"
+    assert task["ApproximateNumberOfMessagesMoved"] <= 1, task
+
+    eq(
+        error_code(sqs.cancel_message_move_task, TaskHandle=handle),
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "cancelling an ended task",
+    )
+    eq(
+        error_code(sqs.cancel_message_move_task, TaskHandle="no-such-task"),
+        "ResourceNotFoundException",
+        "an unknown task",
+    )
+    eq(
+        error_code(sqs.start_message_move_task, SourceArn=queue_arn(other)),
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "a queue that is no dead-letter queue",
+    )
+    for url in [src, dlq, other]:
+        sqs.delete_queue(QueueUrl=url)
+
+
 CHECKS = [
     check_queue_lifecycle,
+    check_message_move_tasks,
     check_tags_and_dead_letter_sources,
     check_attributes,
     check_send_receive_delete,
