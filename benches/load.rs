@@ -29,7 +29,9 @@
 //!   a few seconds later, and the peak;
 //! - (g) the AWS protocols against `/v1` doing the same work on the same server: SQS
 //!   SendMessage over the JSON protocol against `/v1` sends, SNS Publish over the query
-//!   protocol against `/v1` publishes, 1 KiB each, `LOAD_CONNECTIONS` connections;
+//!   protocol against `/v1` publishes, 1 KiB each, `LOAD_CONNECTIONS` connections; and
+//!   SQS ReceiveMessage (10) + DeleteMessageBatch against `/v1` receive (10) + ack, each
+//!   from a backlog of its own of the same size, with the same consumers;
 //! - (f) start of the order fan-out example (`examples/order-fanout/`, three functions):
 //!   to healthy and to ready (every component loaded), with a fresh data directory and
 //!   compiled-component cache, and with a fresh data directory and a warm cache.
@@ -442,7 +444,122 @@ async fn aws_protocols(
         ),
         against(&sns_publish, &v1_publish),
     );
+
+    // Receive + delete: two backlogs of the same size, drained the same way.
+    for queue in ["bench-rd-v1", "bench-rd-sqs"] {
+        fill_backlog(client, queue, RECEIVE_BACKLOG, BACKLOG_FILL_TIME).await?;
+    }
+    let v1_consumed = receive_and_ack(client, "bench-rd-v1", settings.seconds).await?;
+    let sqs_consumed = sqs_receive_and_delete(
+        &format!("{base}/"),
+        &format!("{base}/000000000000/bench-rd-sqs"),
+        settings.seconds,
+    )
+    .await?;
+    table.row(
+        format!(
+            "(g) SQS ReceiveMessage 10 + DeleteMessageBatch vs /v1 receive 10 + ack, {CONSUMERS} consumers"
+        ),
+        format!(
+            "{:.0}{} vs {:.0}{} msgs/s; ratio {:.2}",
+            sqs_consumed.per_second(),
+            sqs_consumed.errors_note(),
+            v1_consumed.per_second(),
+            v1_consumed.errors_note(),
+            sqs_consumed.per_second() / v1_consumed.per_second().max(1.0)
+        ),
+    );
     Ok(())
+}
+
+/// Messages in each backlog the receive comparison drains.
+const RECEIVE_BACKLOG: u64 = 200_000;
+/// Longest the filling of one such backlog may take.
+const BACKLOG_FILL_TIME: Duration = Duration::from_secs(60);
+
+/// [`receive_and_ack`] over SQS's JSON protocol: [`CONSUMERS`] tasks receive 10 and
+/// delete them in one batch until `duration` passes or the queue is empty.
+async fn sqs_receive_and_delete(
+    url: &str,
+    queue_url: &str,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let http = http_client(CONSUMERS)?;
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let receive = Bytes::from(serde_json::to_vec(
+        &json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10}),
+    )?);
+    let mut tasks = JoinSet::new();
+    for _ in 0..CONSUMERS {
+        let (http, url, queue_url) = (http.clone(), url.to_owned(), queue_url.to_owned());
+        let (receive, tally) = (receive.clone(), tally.clone());
+        tasks.spawn(async move {
+            for _ in 0..MAX_REQUESTS_PER_PHASE {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let got = match sqs_call(&http, &url, "ReceiveMessage", receive.clone()).await {
+                    Ok(got) => got,
+                    Err(error) => {
+                        tally.error(format!("{error:#}"));
+                        continue;
+                    }
+                };
+                let Some(messages) = got["Messages"].as_array().filter(|m| !m.is_empty()) else {
+                    break;
+                };
+                let entries: Vec<Value> = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| json!({"Id": i.to_string(), "ReceiptHandle": m["ReceiptHandle"]}))
+                    .collect();
+                let delete = json!({"QueueUrl": queue_url, "Entries": entries});
+                match sqs_call(
+                    &http,
+                    &url,
+                    "DeleteMessageBatch",
+                    Bytes::from(delete.to_string()),
+                )
+                .await
+                {
+                    Ok(done) => {
+                        let deleted = done["Successful"].as_array().map_or(0, Vec::len);
+                        tally.ok.fetch_add(deleted as u64, Ordering::Relaxed);
+                        if let Some(failed) = done["Failed"].as_array().filter(|f| !f.is_empty()) {
+                            tally.error(format!("{} deletes failed", failed.len()));
+                        }
+                    }
+                    Err(error) => tally.error(format!("{error:#}")),
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(tally.outcome(started.elapsed()))
+}
+
+/// One SQS JSON-protocol call; its answer.
+async fn sqs_call(
+    http: &reqwest::Client,
+    url: &str,
+    action: &str,
+    body: Bytes,
+) -> anyhow::Result<Value> {
+    let response = http
+        .post(url)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        bail!("{action}: {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// `aws` against `v1`: both rates and their ratio.
