@@ -714,7 +714,8 @@ struct GetQueueAttributes {
 
 async fn get_queue_attributes(s: &Door<'_>, cx: &Context, req: GetQueueAttributes) -> SqsResult {
     let name = queue_name(req.queue_url)?;
-    let spec = s.app.queues.queue(&name)?.spec();
+    let queue = s.app.queues.queue(&name)?;
+    let spec = queue.spec();
     let counts = s.app.queues.counts(&name).await?;
     let mut all: Vec<(&str, String)> = vec![
         ("QueueArn", queue_arn(cx, &name)),
@@ -737,6 +738,15 @@ async fn get_queue_attributes(s: &Door<'_>, cx: &Context, req: GetQueueAttribute
         ),
         ("SqsManagedSseEnabled", "false".into()),
     ];
+    // Epoch seconds, as SQS writes them; unknown for a queue stored before they were kept.
+    for (attribute, at) in [
+        ("CreatedTimestamp", queue.created_at()),
+        ("LastModifiedTimestamp", queue.modified_at()),
+    ] {
+        if at > 0 {
+            all.push((attribute, (at / 1000).to_string()));
+        }
+    }
     if let Some(p) = &spec.redrive_policy {
         all.push((
             "RedrivePolicy",
@@ -772,7 +782,8 @@ async fn get_queue_attributes(s: &Door<'_>, cx: &Context, req: GetQueueAttribute
 }
 
 /// Every queue attribute name SQS defines; asking for one this server does not track
-/// (the timestamps, encryption) answers without it rather than failing.
+/// (encryption, or the timestamps of a queue stored before they were kept) answers
+/// without it rather than failing.
 const KNOWN_QUEUE_ATTRIBUTES: &[&str] = &[
     "Policy",
     "VisibilityTimeout",

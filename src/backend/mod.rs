@@ -79,6 +79,22 @@ impl Queue {
         }
     }
 
+    /// When it was created and its settings last changed (unix ms; 0 when its storage
+    /// predates keeping them).
+    pub fn created_at(&self) -> u64 {
+        match self {
+            Queue::Embedded(h) => h.created_at,
+            Queue::JetStream(h) => h.created_at,
+        }
+    }
+
+    pub fn modified_at(&self) -> u64 {
+        match self {
+            Queue::Embedded(h) => h.modified_at.load(std::sync::atomic::Ordering::Relaxed),
+            Queue::JetStream(h) => h.modified_at.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Who reads the queue; fixed at creation.
     pub fn kind(&self) -> QueueKind {
         match self {

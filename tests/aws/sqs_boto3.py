@@ -119,6 +119,10 @@ def check_attributes():
     eq(attrs["MessageRetentionPeriod"], "345600", "MessageRetentionPeriod")
     eq(attrs["MaximumMessageSize"], "262144", "MaximumMessageSize")
     eq(attrs["ApproximateNumberOfMessages"], "0", "ApproximateNumberOfMessages")
+    # Epoch seconds: created before this check's change, changed by it.
+    now = time.time()
+    created, modified = int(attrs["CreatedTimestamp"]), int(attrs["LastModifiedTimestamp"])
+    assert now - 300 < created <= modified <= now + 1, (created, modified, now)
     eq(
         json.loads(attrs["RedrivePolicy"]),
         {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4},

@@ -1053,3 +1053,24 @@ async fn a_nats_restart_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_queue_keeps_when_it_was_created_and_last_changed_for_every_router() {
+    let server = NatsServer::start();
+    let js = connect(&server).await;
+    let before = switchyard::time::now_ms();
+    let created = js.put_queue("q", spec(30)).await.unwrap().created_at();
+    assert!(created >= before);
+    let changed = js.put_queue("q", spec(45)).await.unwrap();
+    let modified = changed.modified_at();
+    assert!(modified >= created);
+    assert_eq!(
+        changed.created_at(),
+        created,
+        "a change keeps the creation time"
+    );
+    // Another router reads both from the stored record.
+    let other = connect(&server).await;
+    let seen = other.queue("q").expect("the other router knows the queue");
+    assert_eq!((seen.created_at(), seen.modified_at()), (created, modified));
+}

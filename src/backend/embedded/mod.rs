@@ -163,7 +163,13 @@ impl Embedded {
             } else {
                 QueueKind::User
             });
-            let h = new_handle(rec.id, name, rec.spec, kind);
+            let h = new_handle(
+                rec.id,
+                name,
+                rec.spec,
+                kind,
+                (rec.created_at, rec.modified_at),
+            );
             {
                 let mut idx = h.lock_index();
                 let mut last = 0;

@@ -24,6 +24,10 @@ pub(super) type ToIndex = (Arc<QueueHandle>, Vec<(u64, Entry)>);
 pub struct QueueHandle {
     pub id: u64,
     pub name: String,
+    /// When it was created and its settings last changed (unix ms; 0 when its record
+    /// predates keeping them).
+    pub created_at: u64,
+    pub modified_at: AtomicU64,
     /// Fixed at creation (a changed `fifo` is refused), so the publish path reads it
     /// without locking and cloning the spec.
     pub(super) fifo: bool,
@@ -98,6 +102,12 @@ pub(super) struct QueueRecord {
     /// delivery queue with a `:` (a user's queue name cannot hold one).
     #[serde(default)]
     pub(super) kind: Option<QueueKind>,
+    /// When it was created and last changed (unix ms; 0 in records written before they
+    /// were kept).
+    #[serde(default)]
+    pub(super) created_at: u64,
+    #[serde(default)]
+    pub(super) modified_at: u64,
 }
 
 impl Embedded {
@@ -130,15 +140,19 @@ impl Embedded {
         spec: QueueSpec,
         kind: QueueKind,
     ) -> Result<Arc<QueueHandle>, StorageError> {
+        let now = self.clock().now_ms();
         if let Some(h) = self.queue(name) {
             let rec = QueueRecord {
                 id: h.id,
                 spec: spec.clone(),
                 kind: Some(h.kind),
+                created_at: h.created_at,
+                modified_at: now,
             };
             self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
                 .await?;
             *h.spec.lock().expect("never poisoned") = spec;
+            h.modified_at.store(now, Ordering::Relaxed);
             return Ok(h);
         }
         let id = self.allocate_id().await?;
@@ -146,10 +160,12 @@ impl Embedded {
             id,
             spec: spec.clone(),
             kind: Some(kind),
+            created_at: now,
+            modified_at: now,
         };
         self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
             .await?;
-        let h = new_handle(id, name.to_string(), spec, kind);
+        let h = new_handle(id, name.to_string(), spec, kind, (now, now));
         self.install(h.clone());
         Ok(h)
     }
@@ -503,15 +519,19 @@ impl Embedded {
     }
 }
 
+/// A queue's handle; `(created_at, modified_at)` as its record has them.
 pub(super) fn new_handle(
     id: u64,
     name: String,
     spec: QueueSpec,
     kind: QueueKind,
+    (created_at, modified_at): (u64, u64),
 ) -> Arc<QueueHandle> {
     Arc::new(QueueHandle {
         id,
         name,
+        created_at,
+        modified_at: AtomicU64::new(modified_at),
         fifo: spec.fifo,
         kind,
         before_sync: AtomicBool::new(false),

@@ -541,3 +541,34 @@ async fn a_fan_out_to_queues_read_before_and_after_the_sync_stores_both() {
         assert_eq!((c.visible, c.in_flight), (0, 2), "in {name}");
     }
 }
+
+#[tokio::test]
+async fn a_queue_and_a_stream_keep_when_they_were_created_and_changed_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::time::Clock::manual(1_000_000);
+    {
+        let s = Embedded::open_with_clock(dir.path(), clock.clone()).unwrap();
+        let q = s
+            .put_queue("q", QueueSpec::default(), QueueKind::User)
+            .await
+            .unwrap();
+        s.put_stream("st", crate::model::StreamSpec::new(1))
+            .await
+            .unwrap();
+        clock.advance(std::time::Duration::from_secs(5));
+        let changed = QueueSpec {
+            delay_s: 3,
+            ..QueueSpec::default()
+        };
+        s.put_queue("q", changed, QueueKind::User).await.unwrap();
+        assert_eq!(q.created_at, 1_000_000);
+        assert_eq!(q.modified_at.load(Ordering::Relaxed), 1_005_000);
+    }
+    let s = Embedded::open_with_clock(dir.path(), clock).unwrap();
+    let q = s.queue("q").unwrap();
+    assert_eq!(
+        (q.created_at, q.modified_at.load(Ordering::Relaxed)),
+        (1_000_000, 1_005_000)
+    );
+    assert_eq!(s.stream("st").unwrap().created_at, 1_000_000);
+}

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -80,6 +80,12 @@ struct QueueRecord {
     partitions: u32,
     /// Random per creation: receipts name it, so they never act on a recreated queue.
     incarnation: u64,
+    /// When it was created and last changed (unix ms; 0 in records written before they
+    /// were kept).
+    #[serde(default)]
+    created_at: u64,
+    #[serde(default)]
+    modified_at: u64,
 }
 
 /// What a delay pump needs of the backend.
@@ -93,6 +99,10 @@ pub(crate) struct PumpContext {
 /// One queue as this instance knows it.
 pub struct QueueHandle {
     pub name: String,
+    /// When it was created and its settings last changed (unix ms; 0 when its record
+    /// predates keeping them).
+    pub created_at: u64,
+    pub modified_at: AtomicU64,
     kind: QueueKind,
     names: QueueNames,
     spec: Mutex<QueueSpec>,
@@ -204,6 +214,7 @@ pub(super) fn sync_queue(
             && h.incarnation == rec.incarnation
         {
             *h.spec.lock().expect("never poisoned") = rec.spec;
+            h.modified_at.store(rec.modified_at, Ordering::Relaxed);
             return;
         }
         let kind = rec.kind.unwrap_or(if name.contains(':') {
@@ -213,6 +224,8 @@ pub(super) fn sync_queue(
         });
         let h = Arc::new(QueueHandle {
             name: name.to_string(),
+            created_at: rec.created_at,
+            modified_at: AtomicU64::new(rec.modified_at),
             kind,
             names: QueueNames::new(&ctx.prefix, name),
             spec: Mutex::new(rec.spec),
@@ -320,11 +333,14 @@ impl JetStream {
         )
         .await
         .map_err(|e| e.into_js(Kind::Queue, name))?;
+        let now = now_ms();
         let rec = QueueRecord {
             spec,
             kind: Some(existing.as_ref().map_or(kind, |h| h.kind)),
             partitions,
             incarnation,
+            created_at: existing.as_ref().map_or(now, |h| h.created_at),
+            modified_at: now,
         };
         let key = format!("{META_QUEUE}{}", codec::key_of_name(name));
         let value = serde_json::to_vec(&rec).expect("plain data always serializes");
