@@ -188,6 +188,7 @@ pub(super) async fn serve(s: &Door<'_>, cx: &Context, request: Request<'_>) -> R
             get_mapping(s, cx, uuid).map(|m| json(StatusCode::OK, &m))
         }
         ("DELETE", ["event-source-mappings", uuid]) => delete_mapping(s, cx, uuid).await,
+        ("PUT", ["event-source-mappings", uuid]) => update_mapping(s, cx, uuid, request.body).await,
         (method, _) => Err(LambdaError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
@@ -778,6 +779,111 @@ fn get_mapping(s: &Door<'_>, cx: &Context, uuid: &str) -> LambdaResult<Mapping> 
         .find(|(_, _, m)| m.uuid == uuid)
         .map(|(_, _, m)| m)
         .ok_or_else(|| LambdaError::mapping_not_found(uuid))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateMappingInput {
+    function_name: Option<String>,
+    batch_size: Option<usize>,
+    maximum_batching_window_in_seconds: Option<u64>,
+    enabled: Option<bool>,
+    scaling_config: Option<serde_json::Value>,
+    function_response_types: Option<Vec<String>>,
+}
+
+/// Changes a mapping's batching; what it reads and which function it invokes stay.
+async fn update_mapping(
+    s: &Door<'_>,
+    cx: &Context,
+    uuid: &str,
+    body: &[u8],
+) -> LambdaResult<Response> {
+    let input: UpdateMappingInput = serde_json::from_slice(body).map_err(|e| {
+        LambdaError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("the request body is not an UpdateEventSourceMapping request: {e}"),
+        )
+    })?;
+    let (function, _, _) = all_mappings(s, cx)
+        .into_iter()
+        .find(|(_, _, m)| m.uuid == uuid)
+        .ok_or_else(|| LambdaError::mapping_not_found(uuid))?;
+    if let Some(given) = &input.function_name
+        && function_name(given)? != function
+    {
+        return Err(LambdaError::invalid(
+            "a mapping's function cannot change here: delete it and create one for the other function",
+        ));
+    }
+    if input.enabled == Some(false) {
+        return Err(LambdaError::invalid(
+            "a disabled event source mapping is not supported here: a source runs while it exists",
+        ));
+    }
+    if input.scaling_config.is_some() {
+        return Err(LambdaError::invalid(
+            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
+        ));
+    }
+    if let Some(t) = input
+        .function_response_types
+        .iter()
+        .flatten()
+        .find(|t| *t != "ReportBatchItemFailures")
+    {
+        return Err(LambdaError::invalid(format!(
+            "FunctionResponseTypes {t:?} is not one of [ReportBatchItemFailures]"
+        )));
+    }
+    let changed = s
+        .app
+        .control
+        .change_function_sources(&function, |sources| {
+            let source = sources
+                .iter_mut()
+                .find(|s| mapping_uuid(&function, s) == uuid)
+                .ok_or_else(|| OpError::not_found(Kind::Subscription, uuid))?;
+            match source {
+                SourceSpec::Queue {
+                    batch_size,
+                    batch_window_ms,
+                    ..
+                } => {
+                    if let Some(n) = input.batch_size {
+                        *batch_size = n;
+                    }
+                    if let Some(w) = input.maximum_batching_window_in_seconds {
+                        *batch_window_ms = w.saturating_mul(1000);
+                    }
+                }
+                SourceSpec::Stream { batch_size, .. } => {
+                    if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
+                        return Err(OpError::Invalid(
+                            "MaximumBatchingWindowInSeconds is not supported for stream sources here"
+                                .into(),
+                        ));
+                    }
+                    if let Some(n) = input.batch_size {
+                        *batch_size = n;
+                    }
+                }
+            }
+            Ok(source.clone())
+        })
+        .await
+        .map_err(|e| match e {
+            OpError::NotFound {
+                kind: Kind::Subscription,
+                ..
+            } => LambdaError::mapping_not_found(uuid),
+            other => LambdaError::from_op(cx, other),
+        })?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &mapping_of(cx, &function, &changed),
+    ))
 }
 
 async fn delete_mapping(s: &Door<'_>, cx: &Context, uuid: &str) -> LambdaResult<Response> {

@@ -175,6 +175,21 @@ def check_a_queue_event_source_mapping():
         ("ResourceConflictException", 409),
         "a second mapping of the same source",
     )
+    updated = lam.update_event_source_mapping(
+        UUID=uuid, BatchSize=7, MaximumBatchingWindowInSeconds=1
+    )
+    eq((updated["UUID"], updated["BatchSize"]), (uuid, 7), "updated")
+    eq(updated["MaximumBatchingWindowInSeconds"], 1, "updated window")
+    eq(
+        v1("GET", "/v1/functions/lam-pub")["sources"],
+        [{"queue": "lam-in", "batch_size": 7, "batch_window_ms": 1000}],
+        "/v1 sources after update",
+    )
+    eq(
+        error_of(lam.update_event_source_mapping, UUID=uuid, BatchSize=100000),
+        ("InvalidParameterValueException", 400),
+        "a batch too large",
+    )
     # The function consumes the queue.
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"count": 1}))
     drain(1)
