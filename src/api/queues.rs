@@ -128,7 +128,7 @@ async fn send(
             .pop()
             .expect("one entry in, one result out");
         return Ok(Json(MessageId {
-            message_id: result?,
+            message_id: result?.message_id,
         })
         .into_response());
     }
@@ -137,7 +137,10 @@ async fn send(
     let mut answer = BatchResult::default();
     for (id, result) in s.app.queues.send(&queue, batch.entries).await? {
         match result {
-            Ok(message_id) => answer.successful.push(BatchSuccess { id, message_id }),
+            Ok(sent) => answer.successful.push(BatchSuccess {
+                id,
+                message_id: sent.message_id,
+            }),
             Err(e) => answer.failed.push(failures(id, e)),
         }
     }
@@ -308,6 +311,7 @@ mod tests {
             attributes: br#"{"k":{"Type":"String","Value":"v"}}"#.to_vec(),
             receive_count: 2,
             sent_at: 1_700_000_000_123,
+            sequence: 2,
             group: None,
             origin: None,
         };

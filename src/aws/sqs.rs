@@ -20,7 +20,7 @@ use super::{ACCOUNT_ID, Context, Door};
 use crate::backend::{ReceiptError, Received, StorageError};
 use crate::error::OpError;
 use crate::model::{Kind, QueueSpec, RedrivePolicy};
-use crate::queue::MoveStatus;
+use crate::queue::{MoveStatus, Sent};
 use crate::wire::{ReceiveRequest, SendRequest};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -946,12 +946,15 @@ fn attributes_md5(attributes: &[(String, String, Vec<u8>)]) -> String {
     crate::hex(&md5.finalize())
 }
 
-fn send_result(id: Option<&str>, message_id: &str, digests: &Digests) -> Map<String, Value> {
+fn send_result(id: Option<&str>, sent: &Sent, digests: &Digests) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(id) = id {
         out.insert("Id".into(), json!(id));
     }
-    out.insert("MessageId".into(), json!(message_id));
+    out.insert("MessageId".into(), json!(sent.message_id));
+    if let Some(sequence) = sent.sequence {
+        out.insert("SequenceNumber".into(), json!(sequence_number(sequence)));
+    }
     out.insert("MD5OfMessageBody".into(), json!(digests.body));
     if let Some(md5) = &digests.attributes {
         out.insert("MD5OfMessageAttributes".into(), json!(md5));
@@ -964,9 +967,9 @@ async fn send_message(s: &Door<'_>, req: SendMessage) -> SqsResult {
     let (request, digests) = prepare(req.entry)?;
     let mut results = s.app.queues.send(&name, vec![request]).await?;
     let (_, result) = results.pop().expect("one result per entry");
-    let message_id = result?;
+    let sent = result?;
     s.metrics.published.fetch_add(1, Ordering::Relaxed);
-    Ok(Value::Object(send_result(None, &message_id, &digests)))
+    Ok(Value::Object(send_result(None, &sent, &digests)))
 }
 
 #[derive(Deserialize)]
@@ -1058,9 +1061,7 @@ async fn send_message_batch(s: &Door<'_>, req: SendMessageBatch) -> SqsResult {
         let results = s.app.queues.send(&name, requests).await?;
         for ((id, digests), (_, result)) in answers.iter().zip(results) {
             match result {
-                Ok(message_id) => {
-                    successful.push(Value::Object(send_result(Some(id), &message_id, digests)))
-                }
+                Ok(sent) => successful.push(Value::Object(send_result(Some(id), &sent, digests))),
                 Err(e) => failed.push(batch_failure(id, e.into())),
             }
         }
@@ -1134,6 +1135,12 @@ fn attribute_wanted(name: &str, patterns: &[String]) -> bool {
     })
 }
 
+/// A FIFO sequence number as SQS writes them: decimal, 20 digits, so that their text
+/// sorts as their numbers do.
+fn sequence_number(sequence: u64) -> String {
+    format!("{sequence:020}")
+}
+
 fn render_message(m: &Received, system: &[&str], wanted: &[String]) -> Value {
     let body = body_of(&m.payload);
     let mut out = Map::new();
@@ -1159,10 +1166,13 @@ fn render_message(m: &Received, system: &[&str], wanted: &[String]) -> Value {
     if want("SenderId") {
         attrs.insert("SenderId".into(), json!(ACCOUNT_ID));
     }
-    if let Some(group) = &m.group
-        && want("MessageGroupId")
-    {
-        attrs.insert("MessageGroupId".into(), json!(group.as_ref()));
+    if let Some(group) = &m.group {
+        if want("MessageGroupId") {
+            attrs.insert("MessageGroupId".into(), json!(group.as_ref()));
+        }
+        if want("SequenceNumber") {
+            attrs.insert("SequenceNumber".into(), json!(sequence_number(m.sequence)));
+        }
     }
     if !attrs.is_empty() {
         out.insert("Attributes".into(), Value::Object(attrs));

@@ -40,12 +40,11 @@ pub enum Stored {
 /// What became of one message stored in a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
-    Stored,
+    /// Stored, at this sequence number of its queue (FIFO queues answer it to senders).
+    Stored { sequence: u64 },
     /// A message with the same deduplication id was accepted within the dedup window; the
     /// id is that message's.
-    Duplicate {
-        original_message_id: String,
-    },
+    Duplicate { original_message_id: String },
 }
 
 /// What became of each message of a store of queue deliveries only.
@@ -68,6 +67,8 @@ pub struct Received {
     pub attributes: Vec<u8>,
     pub receive_count: u32,
     pub sent_at: u64,
+    /// Its sequence number in its queue: increasing in the order messages were stored.
+    pub sequence: u64,
     /// The FIFO message group.
     pub group: Option<Arc<str>>,
     /// For a message in a dead-letter queue: the queue it was moved from, while that

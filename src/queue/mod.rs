@@ -11,6 +11,7 @@ mod send;
 pub use fifo::{MAX_FIFO_ID_LEN, fifo_ids};
 pub use move_task::{MoveStatus, MoveTask};
 pub use receive::MAX_RECEIVE_BATCH;
+pub use send::Sent;
 
 use redrive::REDRIVE_BATCH;
 

@@ -16,7 +16,7 @@ impl Queues {
         &self,
         queue: &str,
         entries: Vec<SendRequest>,
-    ) -> Result<Vec<(String, Result<String, OpError>)>, OpError> {
+    ) -> Result<Vec<(String, Result<Sent, OpError>)>, OpError> {
         let h = self.queue(queue)?;
         let spec = h.spec();
         let mut out = Vec::with_capacity(entries.len());
@@ -28,7 +28,7 @@ impl Queues {
             match check(queue, &spec, req) {
                 Ok(m) => {
                     slots.push((out.len(), batch.len(), m.message_id.clone()));
-                    out.push((id, Ok(String::new())));
+                    out.push((id, Ok(Sent::default())));
                     batch.push((h.clone(), m));
                 }
                 Err(e) => out.push((id, Err(e))),
@@ -38,14 +38,28 @@ impl Queues {
         let results = self.backend.enqueue(batch).await?;
         for (slot, i, message_id) in slots {
             out[slot].1 = Ok(match &results[i] {
-                Enqueued::Stored => message_id,
+                Enqueued::Stored { sequence } => Sent {
+                    message_id,
+                    sequence: spec.fifo.then_some(*sequence),
+                },
                 Enqueued::Duplicate {
                     original_message_id,
-                } => original_message_id.clone(),
+                } => Sent {
+                    message_id: original_message_id.clone(),
+                    sequence: None,
+                },
             });
         }
         Ok(out)
     }
+}
+
+/// A message sent: its id, and for a FIFO queue its sequence number (not known for a
+/// duplicate, which is the original message).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub message_id: String,
+    pub sequence: Option<u64>,
 }
 
 /// A send checked against its queue: the message to store, with its new id.

@@ -260,26 +260,37 @@ def check_fifo():
         QueueName="jobs.fifo",
         Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
     )["QueueUrl"]
-    ids = []
-    for n in range(3):
-        ids.append(
-            sqs.send_message(QueueUrl=url, MessageBody=f"job {n}", MessageGroupId="g")[
-                "MessageId"
-            ]
-        )
+    ids, sequences = [], []
+    for n in range(2):
+        sent = sqs.send_message(QueueUrl=url, MessageBody=f"job {n}", MessageGroupId="g")
+        ids.append(sent["MessageId"])
+        sequences.append(sent["SequenceNumber"])
+    batch = sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": "b", "MessageBody": "job 2", "MessageGroupId": "g"}]
+    )["Successful"][0]
+    ids.append(batch["MessageId"])
+    sequences.append(batch["SequenceNumber"])
+    # Decimal, increasing in the order sent, and sorting as text as they do as numbers.
+    assert all(s.isdigit() for s in sequences), sequences
+    eq(sorted(sequences), sequences, "sequence numbers increase")
+    eq(len(set(sequences)), 3, "sequence numbers are distinct")
     # The same body again is a duplicate: accepted, answered with the original's id.
     dup = sqs.send_message(QueueUrl=url, MessageBody="job 0", MessageGroupId="g")
     eq(dup["MessageId"], ids[0], "content-based dedup")
-    bodies = []
+    bodies, received_sequences = [], []
     while True:
-        got = receive(url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"])
+        got = receive(
+            url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId", "SequenceNumber"]
+        )
         if not got:
             break
         for m in got:
             eq(m["Attributes"]["MessageGroupId"], "g", "MessageGroupId")
             bodies.append(m["Body"])
+            received_sequences.append(m["Attributes"]["SequenceNumber"])
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     eq(bodies, ["job 0", "job 1", "job 2"], "FIFO order")
+    eq(received_sequences, sequences, "a received message's sequence number is its send's")
     eq(
         error_code(sqs.send_message, QueueUrl=url, MessageBody="no group"),
         "InvalidParameterValue",

@@ -510,21 +510,32 @@ async fn a_dedup_id_is_stored_once_and_names_the_original() {
         dedup_id: Some("d1".into()),
         ..in_group("m2", "g")
     };
-    assert_eq!(send(&js, &q, vec![first.clone()]).await, [Enqueued::Stored]);
+    let stored = send(&js, &q, vec![first.clone()]).await;
+    assert!(
+        matches!(stored[..], [Enqueued::Stored { .. }]),
+        "{stored:?}"
+    );
     assert_eq!(
         send(&js, &q, vec![second]).await,
         [Enqueued::Duplicate {
             original_message_id: "m1".into()
         }]
     );
-    // The same publish retried (same message, same dedup id) is not a duplicate of itself.
-    assert_eq!(send(&js, &q, vec![first]).await, [Enqueued::Stored]);
+    // The same publish retried (same message, same dedup id) is not a duplicate of itself:
+    // it is the message stored, at its sequence.
+    assert_eq!(send(&js, &q, vec![first]).await, stored);
     assert_eq!(js.counts(&q).await.unwrap().visible, 1);
+    // A receive tells the sequence the send was stored at.
+    let got = js.receive(&q, 10, 30_000, NO_WAIT).await.unwrap();
+    let [Enqueued::Stored { sequence }] = stored[..] else {
+        unreachable!("checked above")
+    };
+    assert_eq!(got[0].sequence, sequence);
 
     // Standard queues: a retried publish of one message id is stored once.
     let s = js.put_queue("s", spec(30)).await.unwrap();
-    send(&js, &s, vec![msg("x")]).await;
-    assert_eq!(send(&js, &s, vec![msg("x")]).await, [Enqueued::Stored]);
+    let stored = send(&js, &s, vec![msg("x")]).await;
+    assert_eq!(send(&js, &s, vec![msg("x")]).await, stored);
     assert_eq!(js.counts(&s).await.unwrap().visible, 1);
 }
 
@@ -586,12 +597,13 @@ async fn one_store_fans_out_to_queues_and_stream_shards() {
     assert_eq!(
         stored,
         [
-            Stored::Queue(Enqueued::Stored),
+            // Each queue's first message.
+            Stored::Queue(Enqueued::Stored { sequence: 1 }),
             Stored::Stream {
                 shard: 1,
                 sequence: 1
             },
-            Stored::Queue(Enqueued::Stored),
+            Stored::Queue(Enqueued::Stored { sequence: 1 }),
             Stored::Stream {
                 shard: 1,
                 sequence: 2

@@ -240,6 +240,7 @@ impl Embedded {
                 attributes: body.attributes,
                 receive_count: e.receive_count,
                 sent_at: e.sent_at,
+                sequence: seq,
                 origin: e.origin.and_then(|id| self.queue_name(id.get())),
                 group: e.group,
             });

@@ -258,7 +258,7 @@ impl Embedded {
             };
             ops.push(Op::Put(Space::State, key, codec::encode_state(&entry)));
             pending.push((h, seq, entry));
-            results.push(Stored::Queue(Enqueued::Stored));
+            results.push(Stored::Queue(Enqueued::Stored { sequence: seq }));
         }
         if !new_shared.is_empty() {
             // Counted before the write is handed over: a message read before the sync

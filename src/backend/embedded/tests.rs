@@ -472,7 +472,7 @@ async fn fifo_dedup_id_is_remembered_across_restart() {
             .await
             .unwrap();
         let r = s.enqueue(vec![(q.clone(), fifo_msg("a"))]).await.unwrap();
-        assert_eq!(r, [Enqueued::Stored]);
+        assert!(matches!(r[..], [Enqueued::Stored { .. }]), "{r:?}");
     }
     let s = Embedded::open(dir.path()).unwrap();
     let q = s.queue("q.fifo").unwrap();

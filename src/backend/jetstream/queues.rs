@@ -519,6 +519,7 @@ impl JetStream {
                 attributes: frame.attributes,
                 receive_count: info.delivered.min(u32::MAX as u64) as u32,
                 sent_at: frame.sent_at,
+                sequence: info.stream_seq,
                 group: frame.group.map(Arc::from),
                 origin,
             });

@@ -94,7 +94,9 @@ impl JetStream {
                         Stored::Queue(self.duplicate_of(stream, ack.sequence, message_id).await)
                     } else {
                         // A duplicate of a message id is this very publish, retried.
-                        Stored::Queue(Enqueued::Stored)
+                        Stored::Queue(Enqueued::Stored {
+                            sequence: ack.sequence,
+                        })
                     }
                 }
             });
@@ -204,7 +206,7 @@ impl JetStream {
             Err(_) => None,
         };
         match original {
-            Some(id) if id == message_id => Enqueued::Stored,
+            Some(id) if id == message_id => Enqueued::Stored { sequence: seq },
             Some(id) => Enqueued::Duplicate {
                 original_message_id: id,
             },
