@@ -1086,3 +1086,27 @@ async fn a_queue_keeps_when_it_was_created_and_last_changed_for_every_router() {
     let seen = other.queue("q").expect("the other router knows the queue");
     assert_eq!((seen.created_at(), seen.modified_at()), (created, modified));
 }
+
+#[tokio::test]
+async fn a_stream_keeps_when_it_was_created_for_every_router() {
+    let server = NatsServer::start();
+    let js = connect(&server).await;
+    let before = switchyard::time::now_ms();
+    let created = js
+        .put_stream("s", StreamSpec::default())
+        .await
+        .unwrap()
+        .created_at();
+    assert!(created >= before);
+    // A retention change keeps it; another router reads it from the stored record.
+    let changed = StreamSpec {
+        retention_hours: 48,
+        ..StreamSpec::default()
+    };
+    assert_eq!(
+        js.put_stream("s", changed).await.unwrap().created_at(),
+        created
+    );
+    let other = connect(&server).await;
+    assert_eq!(other.stream("s").unwrap().created_at(), created);
+}
