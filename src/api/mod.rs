@@ -109,12 +109,12 @@ pub fn app(state: AppState) -> Routes {
     let (server, _) = server::routes().split_for_parts();
     v1.merge(server)
         // The AWS protocols post to the root; anything else there is no route.
-        .route("/", axum::routing::post(aws_or_nothing).get(aws_link))
+        .route("/", axum::routing::post(aws).get(aws))
         // A queue's URL: older SQS clients POST that queue's requests to it. Any other
         // request to a path of this shape is no route, as without it.
-        .route("/{account}/{queue}", axum::routing::any(aws_or_nothing))
+        .route("/{account}/{queue}", axum::routing::any(aws))
         // Lambda's REST paths.
-        .route("/2015-03-31/{*rest}", axum::routing::any(lambda))
+        .route("/2015-03-31/{*rest}", axum::routing::any(aws))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })
@@ -133,59 +133,10 @@ pub fn app(state: AppState) -> Routes {
         .with_state(state)
 }
 
-async fn aws_or_nothing(
-    state: State<AppState>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if method == axum::http::Method::POST && crate::aws::is_aws_request(&headers) {
-        let door = crate::aws::Door {
-            app: &state.app,
-            metrics: &state.metrics,
-            token: state.token.as_deref(),
-        };
-        let request = crate::aws::sigv4::Signed {
-            method: method.as_str(),
-            path: uri.path(),
-            query: uri.query().unwrap_or_default(),
-            headers: &headers,
-            body: &body,
-        };
-        door.dispatch(&request).await
-    } else {
-        Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
-    }
-}
-
-/// A `GET` of the root: one of the links SNS hands out, or no route.
-async fn aws_link(
-    state: State<AppState>,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    let door = crate::aws::Door {
-        app: &state.app,
-        metrics: &state.metrics,
-        token: state.token.as_deref(),
-    };
-    let request = crate::aws::sigv4::Signed {
-        method: "GET",
-        path: uri.path(),
-        query: uri.query().unwrap_or_default(),
-        headers: &headers,
-        body: &[],
-    };
-    match door.dispatch_link(&request).await {
-        Some(response) => response,
-        None => {
-            Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
-        }
-    }
-}
-
-async fn lambda(
+/// The AWS door's paths: Lambda's REST paths, the links SNS hands out (a `GET` of the
+/// root), and the requests of the other protocols (a `POST` to the root or to a queue's
+/// URL). Anything else on these paths is no route.
+async fn aws(
     state: State<AppState>,
     method: axum::http::Method,
     uri: axum::http::Uri,
@@ -204,7 +155,18 @@ async fn lambda(
         headers: &headers,
         body: &body,
     };
-    door.dispatch_lambda(&request).await
+    let answer = if request.path.starts_with(crate::aws::LAMBDA_PREFIX) {
+        Some(door.dispatch_lambda(&request).await)
+    } else if method == axum::http::Method::GET {
+        door.dispatch_link(&request).await
+    } else if method == axum::http::Method::POST && crate::aws::is_aws_request(&headers) {
+        Some(door.dispatch(&request).await)
+    } else {
+        None
+    };
+    answer.unwrap_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route").into_response()
+    })
 }
 
 async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {

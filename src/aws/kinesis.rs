@@ -456,7 +456,9 @@ impl Answer {
     }
 }
 
-/// What every call naming a stream carries.
+/// What every call naming a stream carries. Each input names these members itself
+/// rather than through `#[serde(flatten)]`: a flattened struct is read through serde's
+/// buffered content, which takes a CBOR tag (a timestamp) for an enum and refuses it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct StreamInput {

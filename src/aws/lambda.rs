@@ -633,6 +633,33 @@ struct CreateMappingInput {
     function_response_types: Vec<String>,
 }
 
+/// Refuses the mapping settings sources do not have here, saying so.
+fn check_mapping_settings(
+    enabled: Option<bool>,
+    scaling_config: Option<&serde_json::Value>,
+    response_types: &[String],
+) -> LambdaResult<()> {
+    if enabled == Some(false) {
+        return Err(LambdaError::invalid(
+            "a disabled event source mapping is not supported here: a source runs while it exists",
+        ));
+    }
+    if scaling_config.is_some() {
+        return Err(LambdaError::invalid(
+            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
+        ));
+    }
+    if let Some(t) = response_types
+        .iter()
+        .find(|t| *t != "ReportBatchItemFailures")
+    {
+        return Err(LambdaError::invalid(format!(
+            "FunctionResponseTypes {t:?} is not one of [ReportBatchItemFailures]"
+        )));
+    }
+    Ok(())
+}
+
 async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult<Response> {
     let input: CreateMappingInput = serde_json::from_slice(body).map_err(|e| {
         LambdaError::new(
@@ -648,25 +675,11 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
     let arn = input
         .event_source_arn
         .ok_or_else(|| LambdaError::invalid("EventSourceArn is required"))?;
-    if input.enabled == Some(false) {
-        return Err(LambdaError::invalid(
-            "a disabled event source mapping is not supported here: a source runs while it exists",
-        ));
-    }
-    if input.scaling_config.is_some() {
-        return Err(LambdaError::invalid(
-            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
-        ));
-    }
-    if let Some(t) = input
-        .function_response_types
-        .iter()
-        .find(|t| *t != "ReportBatchItemFailures")
-    {
-        return Err(LambdaError::invalid(format!(
-            "FunctionResponseTypes {t:?} is not one of [ReportBatchItemFailures]"
-        )));
-    }
+    check_mapping_settings(
+        input.enabled,
+        input.scaling_config.as_ref(),
+        &input.function_response_types,
+    )?;
     let source = match Arn::parse(&arn) {
         Some(a) if a.service == "sqs" => {
             if input.starting_position.is_some() {
@@ -817,26 +830,11 @@ async fn update_mapping(
             "a mapping's function cannot change here: delete it and create one for the other function",
         ));
     }
-    if input.enabled == Some(false) {
-        return Err(LambdaError::invalid(
-            "a disabled event source mapping is not supported here: a source runs while it exists",
-        ));
-    }
-    if input.scaling_config.is_some() {
-        return Err(LambdaError::invalid(
-            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
-        ));
-    }
-    if let Some(t) = input
-        .function_response_types
-        .iter()
-        .flatten()
-        .find(|t| *t != "ReportBatchItemFailures")
-    {
-        return Err(LambdaError::invalid(format!(
-            "FunctionResponseTypes {t:?} is not one of [ReportBatchItemFailures]"
-        )));
-    }
+    check_mapping_settings(
+        input.enabled,
+        input.scaling_config.as_ref(),
+        input.function_response_types.as_deref().unwrap_or_default(),
+    )?;
     let changed = s
         .app
         .control

@@ -68,6 +68,17 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+/// Sets a header, leaving out one that is not valid HTTP (an endpoint's own headers are
+/// checked when it is subscribed; the rest are made here).
+pub fn put_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(k), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(k, v);
+    }
+}
+
 /// Builds the request body and headers for `n` in the endpoint's format.
 pub fn build(
     endpoint: &HttpEndpoint,
@@ -78,14 +89,7 @@ pub fn build(
     now_unix_s: u64,
 ) -> Request {
     let mut headers = HeaderMap::new();
-    let mut put = |k: &str, v: &str| {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
-    };
+    let mut put = |k: &str, v: &str| put_header(&mut headers, k, v);
     for (k, v) in &endpoint.headers {
         put(k, v);
     }
@@ -163,14 +167,7 @@ pub fn build_sns(
     arns: &SnsArns,
 ) -> Request {
     let mut headers = HeaderMap::new();
-    let mut put = |k: &str, v: &str| {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
-    };
+    let mut put = |k: &str, v: &str| put_header(&mut headers, k, v);
     for (k, v) in &endpoint.headers {
         put(k, v);
     }

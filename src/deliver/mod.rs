@@ -278,12 +278,7 @@ impl Workers {
             for attempt in 0..4u32 {
                 let mut map = reqwest::header::HeaderMap::new();
                 for (k, v) in &headers {
-                    if let (Ok(k), Ok(v)) = (
-                        reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                        reqwest::header::HeaderValue::from_str(v),
-                    ) {
-                        map.insert(k, v);
-                    }
+                    http::put_header(&mut map, k, v);
                 }
                 let request = http::Request {
                     headers: map,

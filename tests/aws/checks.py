@@ -1,13 +1,44 @@
-"""What the AWS client scripts share: plain assertions, `/v1` calls beside the SDK's, and
-running a list of checks so that the first failure names its check and fails the run."""
+"""What the AWS client scripts share: plain assertions, boto3 clients and their errors,
+`/v1` calls beside the SDK's, and running a list of checks so that the first failure names
+its check and fails the run."""
 
 import json
 import sys
 import urllib.request
 
+import boto3
+import botocore.config
+import botocore.exceptions
+
 
 def eq(got, want, what):
     assert got == want, f"{what}: got {got!r}, want {want!r}"
+
+
+def client_at(base, region):
+    """A function making boto3 clients of the server at `base`, with test keys and no
+    retries (a retry would hide what the first answer was)."""
+
+    def client(service, **config):
+        return boto3.client(
+            service,
+            endpoint_url=base,
+            region_name=region,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=botocore.config.Config(retries={"max_attempts": 1}, **config),
+        )
+
+    return client
+
+
+def error_of(call, *args, **kwargs):
+    """The error code and HTTP status a call fails with; fails when it succeeds."""
+    try:
+        call(*args, **kwargs)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
 
 
 def v1_at(base):

@@ -16,14 +16,13 @@ import sys
 import urllib.error
 import urllib.request
 
-import boto3
 import botocore.auth
 import botocore.awsrequest
 import botocore.config
 import botocore.credentials
 import botocore.exceptions
 
-from checks import eq, run, v1_at
+from checks import client_at, eq, run, v1_at
 
 BASE = sys.argv[1]
 REGION = "eu-west-1"
@@ -33,21 +32,11 @@ ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{STREAM}"
 TOP = 2**128 - 1
 
 
-def client(**config):
-    return boto3.client(
-        "kinesis",
-        endpoint_url=BASE,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(retries={"max_attempts": 1}, **config),
-    )
-
-
-kinesis = client()
+client = client_at(BASE, REGION)
+kinesis = client("kinesis")
 # For requests that boto3 would refuse before sending: what the server says of them is
 # what is checked.
-unchecked = client(parameter_validation=False)
+unchecked = client("kinesis", parameter_validation=False)
 v1 = v1_at(BASE)
 
 # What the checks put, in the order they put it: dicts of shard, seq, pk and data.

@@ -13,11 +13,7 @@ import hashlib
 import json
 import sys
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
-from checks import eq, run, v1_at
+from checks import client_at, eq, error_of, run, v1_at
 
 BASE = sys.argv[1]
 WASM = sys.argv[2]
@@ -26,29 +22,11 @@ ACCOUNT = "000000000000"
 FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:lam-pub"
 
 
-def client(service):
-    return boto3.client(
-        service,
-        endpoint_url=BASE,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(retries={"max_attempts": 1}),
-    )
-
-
+client = client_at(BASE, REGION)
 lam = client("lambda")
 sqs = client("sqs")
 kinesis = client("kinesis")
 v1 = v1_at(BASE)
-
-
-def error_of(call, *args, **kwargs):
-    try:
-        call(*args, **kwargs)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
 
 
 def out_url():

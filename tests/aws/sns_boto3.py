@@ -8,41 +8,19 @@ function; the script runs them all and exits non-zero on the first failure, nami
 import json
 import sys
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
-from checks import eq, run, v1_at
+from checks import client_at, eq, error_of, run, v1_at
 
 BASE = sys.argv[1]
 REGION = "eu-west-1"
 ACCOUNT = "000000000000"
 
 
-def client(service):
-    return boto3.client(
-        service,
-        endpoint_url=BASE,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(retries={"max_attempts": 1}),
-    )
-
-
+client = client_at(BASE, REGION)
 sns = client("sns")
 sqs = client("sqs")
 
 
 v1 = v1_at(BASE)
-
-
-def error_of(call, *args, **kwargs):
-    try:
-        call(*args, **kwargs)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
 
 
 def queue(name, **attributes):

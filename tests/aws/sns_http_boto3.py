@@ -21,11 +21,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections import namedtuple
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
-from checks import eq, run
+from checks import client_at, eq, error_of, run
 
 BASE = sys.argv[1]
 REGION = "eu-west-1"
@@ -37,26 +33,8 @@ SUBSCRIPTION_ARN = re.compile(re.escape(TOPIC + ":") + UUID)
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 
 
-def client(service):
-    return boto3.client(
-        service,
-        endpoint_url=BASE,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(retries={"max_attempts": 1}),
-    )
-
-
+client = client_at(BASE, REGION)
 sns = client("sns")
-
-
-def error_of(call, *args, **kwargs):
-    try:
-        call(*args, **kwargs)
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    raise AssertionError(f"{call.__name__} succeeded; an error was expected")
 
 
 # The subscribers' side: every request any endpoint gets, in the order they came.

@@ -7,7 +7,6 @@ failure, naming it. MD5s are computed here, independently of the server, as AWS
 documents them.
 """
 
-import base64
 import hashlib
 import json
 import struct
