@@ -1115,11 +1115,15 @@ async fn receive_message(s: &Door<'_>, req: ReceiveMessage) -> SqsResult {
 }
 
 /// The body a message has for SQS: the text of a JSON string, else the JSON itself.
-fn body_of(payload: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::String(text)) => text,
-        _ => String::from_utf8_lossy(payload).into_owned(),
+/// Only a string is parsed: a stored message is JSON written without leading space, so
+/// its first byte says which it is, and an object or array is sent as it is stored.
+fn body_of(payload: &[u8]) -> std::borrow::Cow<'_, str> {
+    if payload.first() == Some(&b'"')
+        && let Ok(text) = serde_json::from_slice::<String>(payload)
+    {
+        return std::borrow::Cow::Owned(text);
     }
+    String::from_utf8_lossy(payload)
 }
 
 /// Whether a message attribute is asked for: by name, by `All` or `.*`, or by a
@@ -1340,6 +1344,14 @@ async fn change_visibility_batch(s: &Door<'_>, req: ReceiptBatch) -> SqsResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_a_strings_text_or_the_json_as_stored() {
+        assert_eq!(body_of(br#""a \"q\" \u00e9""#), "a \"q\" é");
+        assert_eq!(body_of(br#"{"n":1, "s":"x"}"#), r#"{"n":1, "s":"x"}"#);
+        assert_eq!(body_of(b"[1,2]"), "[1,2]");
+        assert_eq!(body_of(b"42"), "42");
+    }
 
     #[test]
     fn a_page_of_queues_is_in_name_order_with_a_token_only_when_paging() {
