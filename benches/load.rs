@@ -500,7 +500,8 @@ async fn sqs_receive_and_delete(
                 if Instant::now() >= deadline {
                     break;
                 }
-                let got = match sqs_call(&http, &url, "ReceiveMessage", receive.clone()).await {
+                let got = match post_read::<Value>(&http, &url, receive.clone(), SQS_RECEIVE).await
+                {
                     Ok(got) => got,
                     Err(error) => {
                         tally.error(format!("{error:#}"));
@@ -516,14 +517,8 @@ async fn sqs_receive_and_delete(
                     .map(|(i, m)| json!({"Id": i.to_string(), "ReceiptHandle": m["ReceiptHandle"]}))
                     .collect();
                 let delete = json!({"QueueUrl": queue_url, "Entries": entries});
-                match sqs_call(
-                    &http,
-                    &url,
-                    "DeleteMessageBatch",
-                    Bytes::from(delete.to_string()),
-                )
-                .await
-                {
+                let delete = Bytes::from(delete.to_string());
+                match post_read::<Value>(&http, &url, delete, SQS_DELETE_BATCH).await {
                     Ok(done) => {
                         let deleted = done["Successful"].as_array().map_or(0, Vec::len);
                         tally.ok.fetch_add(deleted as u64, Ordering::Relaxed);
@@ -538,28 +533,6 @@ async fn sqs_receive_and_delete(
     }
     while tasks.join_next().await.is_some() {}
     Ok(tally.outcome(started.elapsed()))
-}
-
-/// One SQS JSON-protocol call; its answer.
-async fn sqs_call(
-    http: &reqwest::Client,
-    url: &str,
-    action: &str,
-    body: Bytes,
-) -> anyhow::Result<Value> {
-    let response = http
-        .post(url)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", format!("AmazonSQS.{action}"))
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    if !status.is_success() {
-        bail!("{action}: {status}: {}", String::from_utf8_lossy(&bytes));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// `aws` against `v1`: both rates and their ratio.
@@ -661,6 +634,16 @@ const JSON: Kind = Kind {
     target: None,
 };
 
+const SQS_RECEIVE: Kind = Kind {
+    content_type: "application/x-amz-json-1.0",
+    target: Some("AmazonSQS.ReceiveMessage"),
+};
+
+const SQS_DELETE_BATCH: Kind = Kind {
+    content_type: "application/x-amz-json-1.0",
+    target: Some("AmazonSQS.DeleteMessageBatch"),
+};
+
 /// [`closed_loop`] with requests of another kind.
 async fn closed_loop_as(
     url: &str,
@@ -758,7 +741,7 @@ async fn batch_publish(
                 if Instant::now() >= deadline {
                     break;
                 }
-                match post_batch(&http, &url, body.clone()).await {
+                match post_read::<BatchResult>(&http, &url, body.clone(), JSON).await {
                     Ok(result) => {
                         tally
                             .ok
@@ -776,13 +759,20 @@ async fn batch_publish(
     Ok(tally.outcome(started.elapsed()))
 }
 
-async fn post_batch(http: &reqwest::Client, url: &str, body: Bytes) -> anyhow::Result<BatchResult> {
-    let response = http
+/// Posts `body` as `kind` and reads the answer, failing on a status that is not a success.
+async fn post_read<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    body: Bytes,
+    kind: Kind,
+) -> anyhow::Result<T> {
+    let mut request = http
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await?;
+        .header(reqwest::header::CONTENT_TYPE, kind.content_type);
+    if let Some(target) = kind.target {
+        request = request.header("x-amz-target", target);
+    }
+    let response = request.body(body).send().await?;
     let status = response.status();
     let bytes = response.bytes().await?;
     if !status.is_success() {

@@ -67,6 +67,14 @@ pub mod wire;
 
 pub use switchyard_filter as filter;
 
+/// 32 random bytes in hex, from the OS: webhook signing secrets, subscription
+/// confirmation tokens.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    hex(&bytes)
+}
+
 /// Lowercase hex of `bytes`: content hashes, dedup ids, signing secrets and signatures.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -24,7 +24,7 @@
 use super::{ACCOUNT_ID, Context, Door};
 use crate::backend::Stream;
 use crate::error::OpError;
-use crate::model::arn::Arn;
+use crate::model::arn::{Arn, stream_arn};
 use crate::model::{Kind, MAX_RECORDS_PER_PUT, MAX_SHARDS, StreamSpec};
 use crate::stream::{MAX_READ_RECORDS, Record, ShardState};
 use crate::wire::Position;
@@ -305,11 +305,6 @@ impl Serialize for Timestamp {
     }
 }
 
-/// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
-fn stream_arn(region: &str, name: &str) -> String {
-    format!("arn:aws:kinesis:{region}:{ACCOUNT_ID}:stream/{name}")
-}
-
 /// The stream a request names, by `StreamName` or `StreamARN`.
 fn stream_name(name: Option<String>, arn: Option<String>) -> KinesisResult<String> {
     match (name, arn) {
@@ -327,6 +322,16 @@ fn stream_name(name: Option<String>, arn: Option<String>) -> KinesisResult<Strin
             "the request names no stream: give StreamName or StreamARN",
         )),
     }
+}
+
+/// What a pagination token or a shard iterator carries, made opaque as URL-safe base64.
+fn token(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The text a token carries; `None` when it is not one this server wrote.
+fn untoken(token: &str) -> Option<String> {
+    String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()
 }
 
 /// `shardId-000000000003`, Kinesis's name for shard 3.
@@ -357,14 +362,14 @@ struct ShardIterator {
 
 impl ShardIterator {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
+        token(&format!(
             "{}/{}/{}/{}",
             self.issued_ms, self.shard, self.next, self.stream
         ))
     }
 
     fn decode(text: &str) -> Option<ShardIterator> {
-        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+        let raw = untoken(text)?;
         let mut parts = raw.splitn(4, '/');
         let issued_ms = parts.next()?.parse().ok()?;
         let shard = parts.next()?.parse().ok()?;
@@ -600,15 +605,9 @@ fn list_streams(
         )));
     }
     let after = match input.next_token {
-        Some(token) => Some(
-            URL_SAFE_NO_PAD
-                .decode(&token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    KinesisError::invalid_argument(format!("NextToken {token:?} is not valid"))
-                })?,
-        ),
+        Some(next) => Some(untoken(&next).ok_or_else(|| {
+            KinesisError::invalid_argument(format!("NextToken {next:?} is not valid"))
+        })?),
         None => input.exclusive_start_stream_name,
     };
     let names = s.app.streams.names();
@@ -618,9 +617,7 @@ fn list_streams(
         .collect();
     let more = rest.len() > limit;
     let page: Vec<String> = rest.into_iter().take(limit).collect();
-    let next_token = more
-        .then(|| page.last().map(|last| URL_SAFE_NO_PAD.encode(last)))
-        .flatten();
+    let next_token = more.then(|| page.last().map(|last| token(last))).flatten();
     let stream_summaries = page
         .iter()
         .map(|name| StreamSummary {
@@ -829,11 +826,7 @@ async fn list_shards(s: &Door<'_>, input: KinesisResult<ListShardsInput>) -> Kin
             }
             let invalid =
                 || KinesisError::invalid_argument(format!("NextToken {token:?} is not valid"));
-            let raw = URL_SAFE_NO_PAD
-                .decode(&token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(invalid)?;
+            let raw = untoken(&token).ok_or_else(invalid)?;
             let (shard, stream) = raw.split_once('/').ok_or_else(invalid)?;
             (
                 stream.to_string(),
@@ -869,14 +862,10 @@ async fn list_shards(s: &Door<'_>, input: KinesisResult<ListShardsInput>) -> Kin
         .into_iter()
         .filter(|sh| after.is_none_or(|a| sh.shard > a))
         .collect();
-    let more = rest.len() > limit;
+    // More to come: the token names the last shard of this page.
+    let next_token =
+        (rest.len() > limit).then(|| token(&format!("{}/{name}", rest[limit - 1].shard)));
     let page: Vec<Shard> = rest.into_iter().take(limit).map(Shard::from).collect();
-    let next_token = more.then(|| {
-        let last = page.last().map_or(0, |sh| {
-            parse_kinesis_shard_id(&sh.shard_id).expect("written by kinesis_shard_id")
-        });
-        URL_SAFE_NO_PAD.encode(format!("{last}/{name}"))
-    });
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct Output {

@@ -22,9 +22,9 @@
 //! Errors are Lambda's: the status, `x-amzn-ErrorType` and a JSON body with `Type` and
 //! `message`.
 
-use super::{ACCOUNT_ID, Context, Door};
+use super::{Context, Door};
 use crate::error::OpError;
-use crate::model::arn::{Arn, function_arn, queue_arn};
+use crate::model::arn::{Arn, function_arn, queue_arn, stream_arn};
 use crate::model::{FunctionSpec, Kind, SourceSpec, StartPosition};
 use crate::runtime::{Body, FunctionState, Invocation};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -582,7 +582,7 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
             starting_position,
             ..
         } => (
-            format!("arn:aws:kinesis:{}:{ACCOUNT_ID}:stream/{stream}", cx.region),
+            stream_arn(&cx.region, stream),
             *batch_size,
             0,
             Some(match starting_position {

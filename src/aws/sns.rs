@@ -422,14 +422,7 @@ fn protocol_and_endpoint(cx: &Context, endpoint: &Endpoint) -> (&'static str, St
         Endpoint::Function(f) => ("lambda", arn::function_arn(&cx.region, f)),
         Endpoint::Http(h) if h.url.starts_with("https:") => ("https", h.url.clone()),
         Endpoint::Http(h) => ("http", h.url.clone()),
-        Endpoint::Stream { stream, .. } => (
-            "kinesis",
-            format!(
-                "arn:aws:kinesis:{}:{}:stream/{stream}",
-                cx.region,
-                arn::ACCOUNT_ID
-            ),
-        ),
+        Endpoint::Stream { stream, .. } => ("kinesis", arn::stream_arn(&cx.region, stream)),
     }
 }
 
@@ -643,7 +636,7 @@ async fn subscribe_pending(
                 "Subscription already exists with different attributes",
             ));
         }
-        None => (uuid::Uuid::now_v7().to_string(), new_token()),
+        None => (uuid::Uuid::now_v7().to_string(), crate::random_secret()),
     };
     let region = subscription_region(cx, &spec).to_string();
     let topic_arn = arn::topic_arn(&region, topic);
@@ -693,13 +686,6 @@ async fn subscribe_pending(
     let mut xml = Xml::response("Subscribe", NAMESPACE);
     xml.text("SubscriptionArn", &answer);
     Ok(xml)
-}
-
-/// A confirmation token: 32 random bytes, hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS has randomness");
-    crate::hex(&bytes)
 }
 
 fn url_encoded(text: &str) -> String {

@@ -83,7 +83,7 @@ impl Control {
                 Some(Endpoint::Http(old)) => old.secret.clone(),
                 _ => None,
             }
-            .or_else(|| Some(crate::deliver::new_secret()));
+            .or_else(|| Some(crate::random_secret()));
         }
         let mut errors = spec.validate();
         errors.extend(self.private_endpoint_error(&spec));

@@ -325,13 +325,6 @@ impl Workers {
     }
 }
 
-/// A fresh signing secret: 32 random bytes, hex-encoded.
-pub fn new_secret() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    crate::hex(&b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,11 @@ pub fn queue_arn(region: &str, queue: &str) -> String {
     format!("arn:aws:sqs:{region}:{ACCOUNT_ID}:{queue}")
 }
 
+/// `arn:aws:kinesis:REGION:ACCOUNT:stream/STREAM`.
+pub fn stream_arn(region: &str, stream: &str) -> String {
+    format!("arn:aws:kinesis:{region}:{ACCOUNT_ID}:stream/{stream}")
+}
+
 /// `arn:aws:lambda:REGION:ACCOUNT:function:FUNCTION`.
 pub fn function_arn(region: &str, function: &str) -> String {
     format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function}")

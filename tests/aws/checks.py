@@ -4,10 +4,14 @@ its check and fails the run."""
 
 import json
 import sys
+import urllib.error
 import urllib.request
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 
 
@@ -39,6 +43,27 @@ def error_of(call, *args, **kwargs):
     except botocore.exceptions.ClientError as e:
         return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
     raise AssertionError(f"{call.__name__} succeeded; an error was expected")
+
+
+def signed_post(base, region, service, target, body, content_type):
+    """Posts `body` to `base` with `X-Amz-Target: target`, signed as an SDK signs it, for
+    requests an SDK would not send; (status, headers, body)."""
+    request = botocore.awsrequest.AWSRequest(
+        method="POST",
+        url=base + "/",
+        data=body,
+        headers={"Content-Type": content_type, "X-Amz-Target": target},
+    )
+    credentials = botocore.credentials.Credentials("test", "test")
+    botocore.auth.SigV4Auth(credentials, service, region).add_auth(request)
+    raw = urllib.request.Request(
+        base + "/", data=body, method="POST", headers=dict(request.headers.items())
+    )
+    try:
+        with urllib.request.urlopen(raw) as res:
+            return res.status, res.headers, res.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
 
 
 def v1_at(base):

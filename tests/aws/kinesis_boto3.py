@@ -16,12 +16,9 @@ import sys
 import urllib.error
 import urllib.request
 
-import botocore.auth
-import botocore.awsrequest
-import botocore.config
-import botocore.credentials
 import botocore.exceptions
 
+import checks
 from checks import client_at, eq, run, v1_at
 
 BASE = sys.argv[1]
@@ -117,23 +114,7 @@ def strip(records):
 
 
 def signed_post(target, body):
-    """Posts `body` with `target`, signed as an SDK signs it; (status, headers, body)."""
-    request = botocore.awsrequest.AWSRequest(
-        method="POST",
-        url=BASE + "/",
-        data=body,
-        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target},
-    )
-    credentials = botocore.credentials.Credentials("test", "test")
-    botocore.auth.SigV4Auth(credentials, "kinesis", REGION).add_auth(request)
-    raw = urllib.request.Request(
-        BASE + "/", data=body, method="POST", headers=dict(request.headers.items())
-    )
-    try:
-        with urllib.request.urlopen(raw) as res:
-            return res.status, res.headers, res.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+    return checks.signed_post(BASE, REGION, "kinesis", target, body, "application/x-amz-json-1.1")
 
 
 def v1_text(method, path, text):

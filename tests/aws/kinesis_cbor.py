@@ -12,16 +12,10 @@ function; the script runs them all and exits non-zero on the first failure, nami
 
 import sys
 import time
-import urllib.error
-import urllib.request
 
-import boto3
-import botocore.auth
-import botocore.awsrequest
-import botocore.config
-import botocore.credentials
 import cbor2
 
+import checks
 from checks import eq, run
 
 BASE = sys.argv[1]
@@ -89,23 +83,7 @@ def definite(value):
 
 
 def signed_post(target, body, content_type):
-    """Posts `body` with `target`, signed as an SDK signs it; (status, headers, body)."""
-    request = botocore.awsrequest.AWSRequest(
-        method="POST",
-        url=BASE + "/",
-        data=body,
-        headers={"Content-Type": content_type, "X-Amz-Target": target},
-    )
-    credentials = botocore.credentials.Credentials("test", "test")
-    botocore.auth.SigV4Auth(credentials, "kinesis", REGION).add_auth(request)
-    raw = urllib.request.Request(
-        BASE + "/", data=body, method="POST", headers=dict(request.headers.items())
-    )
-    try:
-        with urllib.request.urlopen(raw) as res:
-            return res.status, res.headers, res.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+    return checks.signed_post(BASE, REGION, "kinesis", target, body, content_type)
 
 
 def call(operation, payload, encode=jackson):
@@ -275,14 +253,7 @@ def check_at_timestamp():
 
 def check_the_json_protocol_reads_the_same_records():
     # One stream behind both protocols: seconds in JSON, milliseconds in CBOR.
-    kinesis = boto3.client(
-        "kinesis",
-        endpoint_url=BASE,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(retries={"max_attempts": 1}),
-    )
+    kinesis = checks.client_at(BASE, REGION)("kinesis")
     for shard_id in SHARDS:
         it = kinesis.get_shard_iterator(
             StreamName=STREAM, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"

@@ -266,20 +266,26 @@ async fn the_aws_cli_puts_and_reads_kinesis_records_that_v1_and_a_restart_see() 
     assert_eq!(summary["StreamDescriptionSummary"]["OpenShardCount"], 2);
 }
 
+/// Runs `tests/aws/js/SCRIPT` with node against `server`, once the SDK's `package` (as
+/// `@aws-sdk/PACKAGE`) is installed; its report.
+fn run_node(server: &TestServer, script: &str, package: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/js");
+    assert!(
+        dir.join("node_modules/@aws-sdk").join(package).is_dir(),
+        "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
+    );
+    run_client(
+        Command::new("node").arg(dir.join(script)),
+        server,
+        script,
+        &[],
+    )
+}
+
 #[tokio::test]
 async fn the_javascript_sdk_checks_every_md5_and_reads_every_answer() {
     let server = spawn_server(None).await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/js");
-    assert!(
-        dir.join("node_modules/@aws-sdk/client-sqs").is_dir(),
-        "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
-    );
-    let report = run_client(
-        Command::new("node").arg(dir.join("sdk.mjs")),
-        &server,
-        "sdk.mjs",
-        &[],
-    );
+    let report = run_node(&server, "sdk.mjs", "client-sqs");
     assert!(report.contains("ok errorsAsTheSdkNamesThem"), "{report}");
 }
 
@@ -298,17 +304,7 @@ async fn kinesis_answers_cbor_as_the_java_sdks_send_and_read_it() {
 #[tokio::test]
 async fn the_javascript_sdk_drives_kinesis_over_http2() {
     let server = spawn_server(None).await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/js");
-    assert!(
-        dir.join("node_modules/@aws-sdk/client-kinesis").is_dir(),
-        "the AWS SDK for JavaScript is missing: run scripts/test.sh, which installs tests/aws/js/package-lock.json"
-    );
-    let report = run_client(
-        Command::new("node").arg(dir.join("kinesis.mjs")),
-        &server,
-        "kinesis.mjs",
-        &[],
-    );
+    let report = run_node(&server, "kinesis.mjs", "client-kinesis");
     assert!(report.contains("ok "), "{report}");
 }
 

@@ -20,6 +20,8 @@ import {
   PutRecordsCommand,
 } from "@aws-sdk/client-kinesis";
 
+import { eq, errorOf, run } from "./checks.mjs";
+
 const endpoint = process.argv[2];
 const region = "eu-west-1";
 const kinesis = new KinesisClient({
@@ -30,20 +32,6 @@ const kinesis = new KinesisClient({
 });
 const StreamName = "kj-clicks";
 const TOP = (2n ** 128n - 1n).toString();
-
-function eq(got, want, what) {
-  const [g, w] = [JSON.stringify(got), JSON.stringify(want)];
-  if (g !== w) throw new Error(`${what}: got ${g}, want ${w}`);
-}
-
-async function errorOf(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return { name: e.name, status: e.$metadata?.httpStatusCode };
-  }
-  throw new Error("succeeded; an error was expected");
-}
 
 // Every record from a shard's oldest on, following NextShardIterator to the tip.
 async function readShard(ShardId) {
@@ -158,12 +146,4 @@ const checks = {
   },
 };
 
-for (const [name, check] of Object.entries(checks)) {
-  try {
-    await check();
-    console.log(`ok ${name}`);
-  } catch (e) {
-    console.error(`FAILED ${name}: ${e.name}: ${e.message}`);
-    process.exit(1);
-  }
-}
+await run(checks);

@@ -23,6 +23,8 @@ import {
   PublishBatchCommand,
 } from "@aws-sdk/client-sns";
 
+import { eq, errorOf, run } from "./checks.mjs";
+
 const endpoint = process.argv[2];
 const config = {
   endpoint,
@@ -32,20 +34,6 @@ const config = {
 };
 const sqs = new SQSClient(config);
 const sns = new SNSClient(config);
-
-function eq(got, want, what) {
-  const [g, w] = [JSON.stringify(got), JSON.stringify(want)];
-  if (g !== w) throw new Error(`${what}: got ${g}, want ${w}`);
-}
-
-async function errorOf(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return { name: e.name, status: e.$metadata?.httpStatusCode };
-  }
-  throw new Error("succeeded; an error was expected");
-}
 
 async function receiveAll(QueueUrl, want) {
   const got = [];
@@ -154,12 +142,4 @@ const checks = {
   },
 };
 
-for (const [name, check] of Object.entries(checks)) {
-  try {
-    await check();
-    console.log(`ok ${name}`);
-  } catch (e) {
-    console.error(`FAILED ${name}: ${e.name}: ${e.message}`);
-    process.exit(1);
-  }
-}
+await run(checks);
