@@ -8,6 +8,12 @@
 //! table with the ratio of each Switchyard path to its raw counterpart, and stops the
 //! servers. Each measurement runs twice (raw and Switchyard alternating) and the better
 //! run counts, which damps the noise of a shared machine.
+//!
+//! `cargo bench --bench jetstream -- --cluster` does the same on a three-node cluster on
+//! loopback with every stream on three replicas (raw and Switchyard alike), the HTTP paths
+//! through two routers, and then kills the leader of the queue's stream under a publish
+//! load through both routers, printing a timeline: per second, publishes acknowledged and
+//! refused and their latency, and at the end whether every acknowledged one is there.
 
 #[allow(dead_code)]
 #[path = "../tests/it/nats.rs"]
@@ -44,13 +50,24 @@ fn main() {
 }
 
 async fn run() {
-    let server = nats::NatsServer::start();
+    let clustered = std::env::args().any(|a| a == "--cluster");
+    let (mut cluster, single, replicas) = if clustered {
+        (Some(nats::NatsCluster::start().await), None, 3)
+    } else {
+        (None, Some(nats::NatsServer::start()), 1)
+    };
+    let urls: Vec<String> = match (&cluster, &single) {
+        (Some(c), _) => c.nodes.iter().map(|n| n.url()).collect(),
+        (None, Some(s)) => vec![s.url()],
+        (None, None) => unreachable!("one of them was started"),
+    };
+    let servers = urls.join(",");
     let backend = Arc::new(Backend::JetStream(
-        JetStream::connect(&server.url(), "BENCH")
+        JetStream::connect(&servers, "BENCH", replicas)
             .await
             .expect("connect"),
     ));
-    let client = async_nats::connect(server.url())
+    let client = async_nats::connect(urls.as_slice())
         .await
         .expect("connect raw");
     let js = jetstream::new(client);
@@ -92,25 +109,38 @@ async fn run() {
     }
     let _ = raw_q;
 
-    // End to end: a router process on the same nats-server, a topic with one queue
-    // subscription; events published in batches over HTTP, received and acked over HTTP.
-    let router = Router::start(&server.url()).await;
+    // End to end: router processes on the same NATS (one, or two on a cluster), a topic
+    // with one queue subscription; events published in batches over HTTP, received and
+    // acked over HTTP, spread over the routers.
+    let routers: Vec<Router> = futures::future::join_all(
+        (0..if clustered { 2 } else { 1 }).map(|_| Router::start(&servers, replicas)),
+    )
+    .await;
+    let bases: Vec<String> = routers.iter().map(|r| r.base.clone()).collect();
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(HTTP_CONNECTIONS)
         .build()
         .expect("HTTP client");
-    router.setup(&http).await;
+    routers[0].setup(&http).await;
+    for base in &bases[1..] {
+        Router::wait_for_queue(&http, base).await;
+    }
     let mut e2e_publish = 0.0f64;
     let mut e2e_receive = 0.0f64;
     for _ in 0..2 {
-        e2e_publish = e2e_publish.max(http_publish(&http, &router.base, &body).await);
-        e2e_receive = e2e_receive.max(http_receive(&http, &router.base).await);
+        e2e_publish = e2e_publish.max(http_publish(&http, &bases, &body).await);
+        e2e_receive = e2e_receive.max(http_receive(&http, &bases).await);
     }
 
     println!();
+    let on = if clustered {
+        "a 3-node nats-server cluster on loopback, 3 replicas, 2 routers"
+    } else {
+        "nats-server on loopback"
+    };
     println!(
-        "Switchyard on JetStream vs raw async-nats ({MESSAGES} messages of {BODY_BYTES} B, nats-server on loopback)"
+        "Switchyard on JetStream vs raw async-nats ({MESSAGES} messages of {BODY_BYTES} B, {on})"
     );
     println!("| path | msg/s | vs raw | vs raw with message ids |");
     println!("|---|---:|---:|---:|");
@@ -166,6 +196,148 @@ async fn run() {
         receive.0,
         None,
     );
+    if let Some(cluster) = cluster.as_mut() {
+        leader_kill_timeline(cluster, &js, &http, &bases).await;
+    }
+}
+
+/// How long the failover timeline runs, and when in it the leader is killed.
+const TIMELINE: Duration = Duration::from_secs(16);
+const KILL_AT: Duration = Duration::from_secs(5);
+/// Concurrent single-event publishers during the timeline, spread over the routers.
+const TIMELINE_PUBLISHERS: usize = 8;
+/// Upper bound on the timeline's publishes.
+const TIMELINE_MAX: usize = 500_000;
+
+/// Publishes single events through every router while the leader of the queue's stream
+/// is killed; prints a per-second table, then checks every acknowledged event arrived.
+async fn leader_kill_timeline(
+    cluster: &mut nats::NatsCluster,
+    js: &jetstream::Context,
+    http: &reqwest::Client,
+    bases: &[String],
+) {
+    let info = js
+        .get_stream("switchyard_Q_e2e")
+        .await
+        .expect("the queue's stream")
+        .info()
+        .await
+        .expect("stream info")
+        .clone();
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("the stream has a leader");
+    let leader = cluster.index_of(&leader);
+    // (second, latency, acknowledged) of every publish; the `n`s acknowledged.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, Duration, bool)>::new()));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let publishers = (0..TIMELINE_PUBLISHERS).map(|p| {
+        let (samples, acked, next) = (samples.clone(), acked.clone(), next.clone());
+        let url = format!("{}/topics/events/publish", bases[p % bases.len()]);
+        async move {
+            while started.elapsed() < TIMELINE {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= TIMELINE_MAX {
+                    break;
+                }
+                let sent = Instant::now();
+                let ok = http
+                    .post(&url)
+                    .json(&serde_json::json!({"message": {"n": n}}))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let second = sent.duration_since(started).as_secs();
+                samples.lock().unwrap().push((second, sent.elapsed(), ok));
+                if ok {
+                    acked.lock().unwrap().push(n as u64);
+                }
+            }
+        }
+    });
+    let kill = async {
+        tokio::time::sleep(KILL_AT).await;
+        cluster.nodes[leader].kill9();
+    };
+    tokio::join!(futures::future::join_all(publishers), kill);
+
+    println!();
+    println!(
+        "Publishes during a leader kill at {}s ({TIMELINE_PUBLISHERS} publishers, single events, 2 routers)",
+        KILL_AT.as_secs()
+    );
+    println!("| second | acknowledged | refused | p50 ms | p99 ms | max ms |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    for second in 0..TIMELINE.as_secs() + 1 {
+        let mut lat: Vec<Duration> = samples
+            .iter()
+            .filter(|s| s.0 == second)
+            .map(|s| s.1)
+            .collect();
+        if lat.is_empty() {
+            println!("| {second} | 0 | 0 | | | |");
+            continue;
+        }
+        lat.sort();
+        let ok = samples.iter().filter(|s| s.0 == second && s.2).count();
+        let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+        println!(
+            "| {second} | {ok} | {} | {:.1} | {:.1} | {:.1} |",
+            lat.len() - ok,
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    let acked: std::collections::BTreeSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    let found = drain_ns(http, bases).await;
+    let lost = acked.difference(&found).count();
+    println!(
+        "acknowledged {}, received afterwards {}, acknowledged but missing {lost}",
+        acked.len(),
+        found.len()
+    );
+}
+
+/// Receives and acks the timeline's events through every router until the queue is
+/// empty, returning their `n`s.
+async fn drain_ns(http: &reqwest::Client, bases: &[String]) -> std::collections::BTreeSet<u64> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut empty = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while empty < bases.len() * 2 && Instant::now() < deadline {
+        let base = &bases[empty % bases.len()];
+        let Ok(r) = http
+            .post(format!("{base}/queues/e2e/receive"))
+            .json(&serde_json::json!({"max_messages": BATCH, "wait_s": 1}))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        let messages = v["messages"].as_array().cloned().unwrap_or_default();
+        if messages.is_empty() {
+            empty += 1;
+            continue;
+        }
+        empty = 0;
+        let receipts: Vec<&serde_json::Value> = messages.iter().map(|m| &m["receipt"]).collect();
+        let _ = http
+            .post(format!("{base}/queues/e2e/ack"))
+            .json(&serde_json::json!({ "receipts": receipts }))
+            .send()
+            .await;
+        // Raw delivery: the message is the published JSON itself.
+        out.extend(messages.iter().filter_map(|m| m["message"]["n"].as_u64()));
+    }
+    out
 }
 
 /// The spec of the queue taking raw publishes with ids (as any standard queue).
@@ -193,11 +365,12 @@ impl Drop for Router {
 }
 
 impl Router {
-    async fn start(nats_url: &str) -> Router {
+    async fn start(nats_url: &str, replicas: usize) -> Router {
         use std::io::BufRead;
         let data = tempfile::tempdir().expect("data dir");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--backend", nats_url])
+            .args(["--nats-replicas", &replicas.to_string()])
             .arg("--data-dir")
             .arg(data.path())
             .env("RUST_LOG", "warn")
@@ -218,6 +391,19 @@ impl Router {
             child,
             base: format!("http://{line}/v1"),
             _data: data,
+        }
+    }
+
+    /// Waits until a router sees the queue another one made.
+    async fn wait_for_queue(http: &reqwest::Client, base: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = http.get(format!("{base}/queues/e2e")).send().await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{base} never saw the queue");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -244,8 +430,9 @@ impl Router {
     }
 }
 
-/// [`MESSAGES`] events in batches of [`HTTP_BATCH`], [`HTTP_CONNECTIONS`] at once.
-async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
+/// [`MESSAGES`] events in batches of [`HTTP_BATCH`], [`HTTP_CONNECTIONS`] at once, the
+/// requests spread over the routers.
+async fn http_publish(http: &reqwest::Client, bases: &[String], body: &Bytes) -> f64 {
     // 1 KiB as a JSON string: the stored message is the same size as the raw one.
     let text = String::from_utf8(body.to_vec()).expect("ASCII body");
     let entries: Vec<serde_json::Value> = (0..HTTP_BATCH)
@@ -253,15 +440,19 @@ async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
         .collect();
     let request =
         Bytes::from(serde_json::to_vec(&serde_json::json!({ "entries": entries })).unwrap());
-    let url = format!("{base}/topics/events/publish-batch");
+    let urls: Vec<String> = bases
+        .iter()
+        .map(|base| format!("{base}/topics/events/publish-batch"))
+        .collect();
     let requests = MESSAGES / HTTP_BATCH;
     let started = Instant::now();
     let mut window = FuturesUnordered::new();
-    for _ in 0..requests {
+    for i in 0..requests {
         if window.len() >= HTTP_CONNECTIONS {
             window.next().await;
         }
-        let (http, url, request) = (http.clone(), url.clone(), request.clone());
+        let url = urls[i % urls.len()].clone();
+        let (http, request) = (http.clone(), request.clone());
         window.push(async move {
             let r = http
                 .post(url)
@@ -283,10 +474,12 @@ async fn http_publish(http: &reqwest::Client, base: &str, body: &Bytes) -> f64 {
     MESSAGES as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Receive 10 and ack them over HTTP until the queue is empty.
-async fn http_receive(http: &reqwest::Client, base: &str) -> f64 {
+/// Receive 10 and ack them over HTTP until the queue is empty, the receivers spread over
+/// the routers.
+async fn http_receive(http: &reqwest::Client, bases: &[String]) -> f64 {
     let started = Instant::now();
-    let loops = (0..HTTP_CONNECTIONS).map(|_| async {
+    let loops = (0..HTTP_CONNECTIONS).map(|i| async move {
+        let base = &bases[i % bases.len()];
         let mut n = 0;
         loop {
             let v: serde_json::Value = http

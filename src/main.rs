@@ -80,13 +80,20 @@ struct ServeArgs {
     listen: SocketAddr,
     /// Storage backend: `embedded` (default, data in --data-dir) or `nats://HOST:PORT`
     /// (NATS JetStream; every router pointed at it with the same --nats-prefix shares all
-    /// topics, queues, streams and functions).
+    /// topics, queues, streams and functions). For a cluster, list several of its servers
+    /// separated by commas: the router starts with any that answers.
     #[arg(long, default_value = "embedded")]
     backend: String,
     /// With a NATS backend: the name that starts every stream, subject and bucket of this
     /// deployment, so several deployments can share one NATS.
     #[arg(long, default_value = "switchyard")]
     nats_prefix: String,
+    /// With a NATS backend: on how many servers every stream, consumer and bucket is kept
+    /// (1 to 5; 3 for a production cluster, which then survives the loss of one server).
+    /// Streams made earlier with another count are brought to this one at start; give
+    /// every router of a deployment the same value.
+    #[arg(long, default_value_t = 1)]
+    nats_replicas: usize,
     /// Require `Authorization: Bearer TOKEN` on every /v1 call.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -125,13 +132,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let backend = match server::BackendChoice::parse(&args.backend, &args.nats_prefix) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let backend =
+        match server::BackendChoice::parse(&args.backend, &args.nats_prefix, args.nats_replicas) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let prepared = match server::prepare(server::Options {
         backend,
         data_dir: args.data_dir,

@@ -21,31 +21,45 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub enum BackendChoice {
     /// fjall in the data directory: one process, no server.
     Embedded,
-    /// NATS JetStream, shared by every router with the same prefix.
-    Nats { url: String, prefix: String },
+    /// NATS JetStream, shared by every router with the same prefix: `url` names one server
+    /// or several of a cluster (comma-separated), and every stream is kept on `replicas`
+    /// of its servers.
+    Nats {
+        url: String,
+        prefix: String,
+        replicas: usize,
+    },
 }
 
 impl BackendChoice {
-    /// Reads `--backend` (`embedded` or `nats://HOST:PORT`) and `--nats-prefix`.
-    pub fn parse(backend: &str, prefix: &str) -> Result<Self, String> {
+    /// Reads `--backend` (`embedded`, or `nats://HOST:PORT` with more servers of the same
+    /// cluster after commas), `--nats-prefix` and `--nats-replicas`.
+    pub fn parse(backend: &str, prefix: &str, replicas: usize) -> Result<Self, String> {
         if backend == "embedded" {
             return Ok(BackendChoice::Embedded);
         }
-        let Some(rest) = backend.strip_prefix("nats://") else {
+        if !backend.starts_with("nats://") {
             return Err(format!(
                 "unknown backend {backend:?}: use \"embedded\" or \"nats://HOST:PORT\""
             ));
-        };
-        if rest.is_empty() || rest.contains('/') {
-            return Err(format!(
-                "backend {backend:?} is not a NATS address: use nats://HOST:PORT"
-            ));
+        }
+        for server in backend.split(',') {
+            let rest = server.strip_prefix("nats://").unwrap_or("");
+            if rest.is_empty() || rest.contains('/') {
+                return Err(format!(
+                    "backend {backend:?}: {server:?} is not a NATS address: use \
+                     nats://HOST:PORT, or several separated by commas"
+                ));
+            }
         }
         crate::backend::jetstream::check_prefix(prefix)
             .map_err(|e| format!("--nats-prefix: {e}"))?;
+        crate::backend::jetstream::check_replicas(replicas)
+            .map_err(|e| format!("--nats-replicas: {e}"))?;
         Ok(BackendChoice::Nats {
             url: backend.to_string(),
             prefix: prefix.to_string(),
+            replicas,
         })
     }
 }
@@ -93,8 +107,12 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
                 format!("opening the data directory {}", opts.data_dir.display())
             })?,
         )),
-        BackendChoice::Nats { url, prefix } => Arc::new(Backend::JetStream(
-            JetStream::connect(url, prefix)
+        BackendChoice::Nats {
+            url,
+            prefix,
+            replicas,
+        } => Arc::new(Backend::JetStream(
+            JetStream::connect(url, prefix, *replicas)
                 .await
                 .with_context(|| format!("opening the JetStream backend at {url}"))?,
         )),
@@ -184,23 +202,38 @@ mod tests {
     #[test]
     fn backend_choices_parse_and_bad_ones_are_named() {
         assert_eq!(
-            BackendChoice::parse("embedded", "switchyard"),
+            BackendChoice::parse("embedded", "switchyard", 1),
             Ok(BackendChoice::Embedded)
         );
         assert_eq!(
-            BackendChoice::parse("nats://10.0.0.1:4222", "prod"),
+            BackendChoice::parse("nats://10.0.0.1:4222", "prod", 1),
             Ok(BackendChoice::Nats {
                 url: "nats://10.0.0.1:4222".into(),
-                prefix: "prod".into()
+                prefix: "prod".into(),
+                replicas: 1,
             })
         );
-        let e = BackendChoice::parse("postgres://x", "switchyard").unwrap_err();
+        assert_eq!(
+            BackendChoice::parse("nats://a:4222,nats://b:4222", "prod", 3),
+            Ok(BackendChoice::Nats {
+                url: "nats://a:4222,nats://b:4222".into(),
+                prefix: "prod".into(),
+                replicas: 3,
+            })
+        );
+        let e = BackendChoice::parse("postgres://x", "switchyard", 1).unwrap_err();
         assert!(
             e.contains("postgres://x") && e.contains("nats://HOST:PORT"),
             "{e}"
         );
-        assert!(BackendChoice::parse("nats://", "switchyard").is_err());
-        let e = BackendChoice::parse("nats://h:4222", "a.b").unwrap_err();
+        assert!(BackendChoice::parse("nats://", "switchyard", 1).is_err());
+        let e = BackendChoice::parse("nats://a:1,b:2", "switchyard", 1).unwrap_err();
+        assert!(e.contains("\"b:2\" is not a NATS address"), "{e}");
+        let e = BackendChoice::parse("nats://h:4222", "a.b", 1).unwrap_err();
         assert!(e.contains("--nats-prefix"), "{e}");
+        for bad in [0, 6] {
+            let e = BackendChoice::parse("nats://h:4222", "p", bad).unwrap_err();
+            assert!(e.contains("--nats-replicas") && e.contains("1 to 5"), "{e}");
+        }
     }
 }

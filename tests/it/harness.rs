@@ -521,11 +521,21 @@ fn signal(pid: libc::pid_t, signal: libc::c_int) {
 /// Runs the server with `config` and expects it to refuse to start: returns its exit
 /// status and stderr. Panics if it starts listening instead.
 pub async fn run_server_expecting_exit(config: &str) -> (ExitStatus, String) {
+    run_expecting_exit(Some(config), &[]).await
+}
+
+/// As [`run_server_expecting_exit`], with an optional config and further `serve`
+/// arguments.
+pub async fn run_expecting_exit(config: Option<&str>, args: &[&str]) -> (ExitStatus, String) {
     let data_dir = tempfile::tempdir().expect("create a temporary data dir");
     let scratch = tempfile::tempdir().expect("create a temporary dir");
-    let config_path = scratch.path().join("switchyard.toml");
-    std::fs::write(&config_path, config).expect("write the config file");
-    let mut command = server_command(data_dir.path(), Some(&config_path));
+    let config_path = config.map(|config| {
+        let path = scratch.path().join("switchyard.toml");
+        std::fs::write(&path, config).expect("write the config file");
+        path
+    });
+    let mut command = server_command(data_dir.path(), config_path.as_deref());
+    command.args(args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn the switchyard binary");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -540,7 +550,7 @@ pub async fn run_server_expecting_exit(config: &str) -> (ExitStatus, String) {
         Ok(Ok(address)) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server started on {address} although its config is invalid");
+            panic!("server started on {address} although its config or arguments are invalid");
         }
         Err(_) => {
             let _ = child.kill();

@@ -82,7 +82,7 @@ impl Js {
 
 async fn connect(server: &NatsServer) -> Js {
     Js(Arc::new(Backend::JetStream(
-        JetStream::connect(&server.url(), PREFIX)
+        JetStream::connect(&server.url(), PREFIX, 1)
             .await
             .expect("connect to the private nats-server"),
     )))

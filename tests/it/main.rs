@@ -9,6 +9,7 @@ mod api_contract;
 mod aws;
 mod bad_input;
 mod cli_streams;
+mod cluster;
 mod contract;
 mod crash;
 mod example;

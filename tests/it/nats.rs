@@ -1,7 +1,9 @@
 //! A private `nats-server` with JetStream for the tests of the JetStream backend: started
 //! on a free loopback port (below the OS's range for port 0, see [`free_port`]) with its
 //! own temporary store directory, killed when dropped, and able to be killed with SIGKILL
-//! and restarted on the same port and store.
+//! and restarted on the same port and store. [`NatsCluster`] starts three of them joined
+//! in one JetStream cluster by routes, each able to be killed, restarted, paused and
+//! resumed on its own.
 //!
 //! A port that was free when chosen may be taken before the server binds it (tests run in
 //! parallel, and each binds loopback ports), and then another process answers on it: the
@@ -36,6 +38,8 @@ pub struct NatsServer {
     port: u16,
     /// The JetStream store, kept across restarts.
     store: TempDir,
+    /// Further arguments: a cluster node's cluster port and routes.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -54,23 +58,7 @@ impl NatsServer {
     /// Starts the server on `port`, or on another free port if a different process
     /// answers there.
     fn start_at(binary: &str, port: u16) -> Self {
-        let store = tempfile::Builder::new()
-            .prefix("nats-store-")
-            .tempdir()
-            .expect("create a temporary store dir");
-        let name = store
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a temporary dir has a UTF-8 name")
-            .to_string();
-        let mut server = NatsServer {
-            binary: binary.to_string(),
-            name,
-            port,
-            store,
-            child: None,
-        };
+        let mut server = Self::unstarted(binary, port, Vec::new());
         for attempt in 1..=PORT_ATTEMPTS {
             match server.spawn() {
                 Ok(()) => return server,
@@ -85,6 +73,39 @@ impl NatsServer {
         unreachable!("the last attempt returns or panics")
     }
 
+    /// A server with its own store and name, not yet running.
+    fn unstarted(binary: &str, port: u16, extra: Vec<String>) -> Self {
+        let store = tempfile::Builder::new()
+            .prefix("nats-store-")
+            .tempdir()
+            .expect("create a temporary store dir");
+        let name = store
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a temporary dir has a UTF-8 name")
+            .to_string();
+        NatsServer {
+            binary: binary.to_string(),
+            name,
+            port,
+            store,
+            extra,
+            child: None,
+        }
+    }
+
+    /// What the server calls itself (its `server_name`, which JetStream reports as a
+    /// stream's leader or replica).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process runs (it has not been killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `nats://127.0.0.1:PORT`, the same across restarts.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -96,6 +117,25 @@ impl NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the server stops answering and takes part in nothing, as if cut off by a
+    /// network partition, until [`NatsServer::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NatsServer::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with the pid of our own child, which has not been reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "signal {signal} to nats-server {pid}");
     }
 
     /// Starts the server again on the same port and store.
@@ -121,6 +161,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -165,6 +206,119 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Nodes of a [`NatsCluster`]: the fewest with which JetStream keeps three replicas and
+/// survives the loss of one.
+pub const CLUSTER_NODES: usize = 3;
+
+/// Three `nats-server -js` processes joined in one JetStream cluster on loopback, each
+/// with its own client port, cluster port and store.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the nodes and waits until JetStream answers on every one (a meta leader is
+    /// elected). Ports taken by another process meanwhile are replaced, all at once since
+    /// each node's routes name the others' cluster ports.
+    pub async fn start() -> Self {
+        let cluster = tempfile::Builder::new()
+            .prefix("nats-cluster-")
+            .tempdir()
+            .expect("create a temporary dir");
+        let cluster_name = cluster
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a temporary dir has a UTF-8 name")
+            .to_string();
+        for attempt in 1..=PORT_ATTEMPTS {
+            let ports: Vec<(u16, u16)> = (0..CLUSTER_NODES)
+                .map(|_| (free_port(), free_port()))
+                .collect();
+            let route = |c: u16| format!("nats://127.0.0.1:{c}");
+            let mut nodes: Vec<NatsServer> = ports
+                .iter()
+                .map(|&(port, cport)| {
+                    let routes: Vec<String> = ports
+                        .iter()
+                        .filter(|&&(_, other)| other != cport)
+                        .map(|&(_, other)| route(other))
+                        .collect();
+                    let extra = vec![
+                        "--cluster_name".to_string(),
+                        cluster_name.clone(),
+                        "--cluster".to_string(),
+                        route(cport),
+                        "--routes".to_string(),
+                        routes.join(","),
+                    ];
+                    NatsServer::unstarted(BINARY, port, extra)
+                })
+                .collect();
+            let started = nodes.iter_mut().try_for_each(|n| n.spawn());
+            match started {
+                Ok(()) => {
+                    let cluster = NatsCluster { nodes };
+                    for i in 0..CLUSTER_NODES {
+                        cluster.jetstream_ready(i).await;
+                    }
+                    return cluster;
+                }
+                Err(e) if attempt < PORT_ATTEMPTS => {
+                    eprintln!("nats cluster: {e}; trying other ports");
+                }
+                Err(e) => panic!("{e} ({PORT_ATTEMPTS} sets of ports tried)"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Every node's URL, comma-separated: what a router is given.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the node called `name`.
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node is called {name:?}"))
+    }
+
+    /// Waits until node `i` answers JetStream API requests, which a clustered server does
+    /// only once the cluster has elected its meta leader.
+    pub async fn jetstream_ready(&self, i: usize) {
+        let url = self.nodes[i].url();
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let client = async_nats::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        loop {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.request("$JS.API.INFO", "".into()),
+            )
+            .await;
+            if let Ok(Ok(m)) = answer {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                if v.get("error").is_none() && v.get("type").is_some() {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "JetStream on {url} did not become ready within {STARTUP_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

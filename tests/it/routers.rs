@@ -138,7 +138,7 @@ async fn receivers_on_different_routers_never_hold_one_message_at_once() {
 /// Publishes `{"n": i}` to `topic` through `base` one after another until `stop` is set,
 /// [`LOAD_MAX`] is reached or [`LOAD_TIME`] passes; returns the `n`s that were
 /// acknowledged and the statuses of those that were not.
-async fn publish_load(
+pub async fn publish_load(
     base: String,
     topic: &'static str,
     acked: Arc<Mutex<Vec<u64>>>,

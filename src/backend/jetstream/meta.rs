@@ -4,7 +4,10 @@
 
 use super::queues::QueueHandle;
 use super::records::StreamHandle;
-use super::{JetStream, JsError, REQUEST_TIMEOUT, WATCH_RETRY, api, codec, queues, records};
+use super::{
+    IDEMPOTENT_DEADLINE, JetStream, JsError, REQUEST_TIMEOUT, WATCH_CHECK, WATCH_RETRY, api, codec,
+    queues, records,
+};
 use crate::backend::MetaChange;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -139,37 +142,38 @@ fn check_key(key: &str) -> Result<(), JsError> {
 /// with the settings the KV helpers of the NATS clients use: the client's own helper
 /// first asks for account information in a form nats-server 2.9 does not send. Creating
 /// an existing bucket with the same settings succeeds, so concurrent first starts of
-/// several routers agree.
+/// several routers agree; one made with another replica count is brought to `replicas`.
 pub(super) async fn open_bucket(
     client: &async_nats::Client,
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
+    replicas: usize,
 ) -> Result<kv::Store, JsError> {
     let stream = format!("KV_{bucket}");
-    api(
-        client,
-        &format!("STREAM.CREATE.{stream}"),
-        serde_json::json!({
-            "name": stream,
-            "subjects": [format!("$KV.{bucket}.>")],
-            "retention": "limits",
-            "max_msgs_per_subject": history,
-            "max_msgs": -1,
-            "max_bytes": -1,
-            "max_age": 0,
-            "max_msg_size": -1,
-            "storage": "file",
-            "num_replicas": 1,
-            "discard": "new",
-            "duplicate_window": 120_000_000_000u64,
-            "allow_rollup_hdrs": true,
-            "deny_delete": true,
-            "allow_direct": true,
-        }),
-    )
-    .await
-    .map_err(JsError::from)?;
+    let config = serde_json::json!({
+        "name": stream,
+        "subjects": [format!("$KV.{bucket}.>")],
+        "retention": "limits",
+        "max_msgs_per_subject": history,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msg_size": -1,
+        "storage": "file",
+        "num_replicas": replicas,
+        "discard": "new",
+        "duplicate_window": 120_000_000_000u64,
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+    });
+    if let Err(created) = api(client, &format!("STREAM.CREATE.{stream}"), config.clone()).await {
+        // It exists with other settings (its replica count), or the server refuses.
+        api(client, &format!("STREAM.UPDATE.{stream}"), config)
+            .await
+            .map_err(|_| JsError::from(created))?;
+    }
     js.get_key_value(bucket)
         .await
         .map_err(|e| JsError::Unavailable(format!("cannot open bucket {bucket}: {e}")))
@@ -177,44 +181,28 @@ pub(super) async fn open_bucket(
 
 /// Follows the metadata bucket from its current state on, and returns once the mirror
 /// holds that state. If the watch fails (a server restart), it is recreated from the
-/// last revision it delivered, so no change is missed.
+/// last revision it delivered, so no change is missed. Reading the current state is
+/// repeated for a while when it breaks off: a cluster that has just moved the bucket to
+/// more replicas, or lost a node, elects new leaders first.
 pub(super) async fn start_watcher(
     meta: &kv::Store,
     mirror: Arc<Mirror>,
 ) -> Result<tokio::task::JoinHandle<()>, JsError> {
-    let unavailable =
-        |e: &dyn std::fmt::Display| JsError::Unavailable(format!("metadata watch: {e}"));
-    let last = meta
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .state
-        .last_sequence;
-    let mut watch = meta
-        .watch_with_history(">")
-        .await
-        .map_err(|e| unavailable(&e))?;
-    // The initial state: every key's last entry, up to the bucket's last revision.
-    while mirror.watched.load(Ordering::Acquire) < last {
-        match tokio::time::timeout(REQUEST_TIMEOUT, watch.next()).await {
-            Ok(Some(Ok(entry))) => mirror.apply_entry(entry),
-            Ok(Some(Err(e))) => return Err(unavailable(&e)),
-            Ok(None) | Err(_) => return Err(unavailable(&"ended before the current state")),
+    let deadline = tokio::time::Instant::now() + IDEMPOTENT_DEADLINE;
+    let mut watch = loop {
+        match read_current(meta, &mirror).await {
+            Ok(watch) => break watch,
+            Err(e) if tokio::time::Instant::now() + WATCH_RETRY < deadline => {
+                tracing::debug!(error = %e, "metadata not readable yet; repeating");
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+            Err(e) => return Err(e),
         }
-    }
+    };
     let meta = meta.clone();
     Ok(tokio::spawn(async move {
         loop {
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(entry) => mirror.apply_entry(entry),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metadata watch failed; resuming it");
-                        break;
-                    }
-                }
-            }
+            follow(&mut watch, &meta, &mirror).await;
             // Resume after the last revision the watch delivered (not the last applied:
             // this instance's own writes are applied before the watch sees them).
             loop {
@@ -230,6 +218,83 @@ pub(super) async fn start_watcher(
             }
         }
     }))
+}
+
+/// Brings the mirror up to the bucket's last revision (from where an earlier attempt
+/// stopped) and returns the watch that got it there.
+async fn read_current(meta: &kv::Store, mirror: &Mirror) -> Result<kv::Watch, JsError> {
+    let unavailable =
+        |e: &dyn std::fmt::Display| JsError::Unavailable(format!("metadata watch: {e}"));
+    let last = meta
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| unavailable(&e))?
+        .state
+        .last_sequence;
+    let watched = mirror.watched.load(Ordering::Acquire);
+    let mut watch = if watched == 0 {
+        meta.watch_with_history(">").await
+    } else {
+        meta.watch_all_from_revision(watched + 1).await
+    }
+    .map_err(|e| unavailable(&e))?;
+    // Every key's last entry, up to the bucket's last revision.
+    while mirror.watched.load(Ordering::Acquire) < last {
+        match tokio::time::timeout(REQUEST_TIMEOUT, watch.next()).await {
+            Ok(Some(Ok(entry))) => mirror.apply_entry(entry),
+            Ok(Some(Err(e))) => return Err(unavailable(&e)),
+            Ok(None) | Err(_) => return Err(unavailable(&"ended before the current state")),
+        }
+    }
+    Ok(watch)
+}
+
+/// Applies what `watch` delivers until it fails, ends or stalls. A stall is the bucket
+/// holding revisions the watch has not delivered, with no progress between two checks:
+/// the client's own recovery of a watch (after a reconnection to another server of a
+/// cluster, or the loss of the server its consumer lived on) can hang, and a router that
+/// stops seeing metadata changes would serve stale resources without saying so.
+async fn follow(watch: &mut kv::Watch, meta: &kv::Store, mirror: &Mirror) {
+    let mut check = tokio::time::interval(WATCH_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut behind_at: Option<u64> = None;
+    loop {
+        tokio::select! {
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => mirror.apply_entry(entry),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "metadata watch failed; resuming it");
+                    return;
+                }
+                None => {
+                    tracing::warn!("metadata watch ended; resuming it");
+                    return;
+                }
+            },
+            _ = check.tick() => {
+                // An unreachable server proves nothing about the watch: check again later.
+                let Ok(Ok(info)) =
+                    tokio::time::timeout(REQUEST_TIMEOUT, meta.stream.get_info()).await
+                else {
+                    continue;
+                };
+                let watched = mirror.watched.load(Ordering::Acquire);
+                if info.state.last_sequence <= watched {
+                    behind_at = None;
+                } else if behind_at == Some(watched) {
+                    tracing::warn!(
+                        watched,
+                        last = info.state.last_sequence,
+                        "metadata watch stalled; resuming it"
+                    );
+                    return;
+                } else {
+                    behind_at = Some(watched);
+                }
+            }
+        }
+    }
 }
 
 impl Mirror {

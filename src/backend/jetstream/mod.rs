@@ -64,6 +64,11 @@ const RETRY_DEDUP_WINDOW: Duration = Duration::from_secs(2 * PUBLISH_DEADLINE.as
 /// Pause before recreating a failed metadata watch (the server is likely restarting).
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
+/// How often a metadata watch is checked against the bucket: one that is behind and has
+/// not moved since the last check is recreated, so a change made on another router is
+/// seen within two checks even when the watch's own recovery hangs.
+const WATCH_CHECK: Duration = Duration::from_secs(2);
+
 /// Metadata changes buffered per watcher; a watcher that falls further behind is told it
 /// lagged and should re-list.
 const META_CHANGES_CAPACITY: usize = 1024;
@@ -137,6 +142,8 @@ pub struct JetStream {
     client: async_nats::Client,
     js: jetstream::Context,
     prefix: String,
+    /// On how many servers every stream and consumer is kept.
+    replicas: usize,
     meta: kv::Store,
     groups: kv::Store,
     mirror: Arc<Mirror>,
@@ -156,11 +163,24 @@ impl Drop for JetStream {
 }
 
 impl JetStream {
-    /// Connects to `url` (`nats://host:port`) and opens (creating them on first use) the
-    /// metadata and group buckets of deployment `prefix`. Routers with the same prefix share
-    /// everything; other prefixes are invisible to them.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, JsError> {
+    /// Connects to `servers` (`nats://host:port`, or several of one cluster separated by
+    /// commas: any that answers will do, and the client moves to another when its server
+    /// dies) and opens (creating them on first use) the metadata and group buckets of
+    /// deployment `prefix`. Routers with the same prefix share everything; other prefixes
+    /// are invisible to them. Every stream Switchyard makes, and every consumer on it, is
+    /// kept on `replicas` servers; what an earlier start made with another count is
+    /// brought to it here.
+    pub async fn connect(servers: &str, prefix: &str, replicas: usize) -> Result<Self, JsError> {
         codec::check_prefix(prefix)?;
+        check_replicas(replicas)?;
+        let addrs = servers
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|e| JsError::Invalid(format!("{s:?} is not a NATS address: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let client = async_nats::ConnectOptions::new()
             .name("switchyard")
             .connection_timeout(REQUEST_TIMEOUT)
@@ -170,17 +190,31 @@ impl JetStream {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((50 * attempts as u64).min(1000))
             })
-            .connect(url)
+            .connect(addrs.as_slice())
             .await
-            .map_err(|e| JsError::Unavailable(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| JsError::Unavailable(format!("cannot connect to {servers}: {e}")))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .ack_timeout(REQUEST_TIMEOUT)
             // Publishes wait for room rather than fail when many are in flight.
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let meta = open_bucket(&client, &js, &format!("{prefix}_meta"), 1).await?;
-        let groups = open_bucket(&client, &js, &format!("{prefix}_groups"), 1).await?;
+        let too_few = |e: JsError| match e {
+            JsError::Server(why) if replicas > 1 => JsError::Invalid(format!(
+                "cannot keep {replicas} replicas (--nats-replicas {replicas}): {why}; \
+                 it needs a NATS cluster of at least {replicas} JetStream servers"
+            )),
+            e => e,
+        };
+        let meta = open_bucket(&client, &js, &format!("{prefix}_meta"), 1, replicas)
+            .await
+            .map_err(too_few)?;
+        let groups = open_bucket(&client, &js, &format!("{prefix}_groups"), 1, replicas)
+            .await
+            .map_err(too_few)?;
+        scale_streams(&client, prefix, replicas)
+            .await
+            .map_err(too_few)?;
         let (changes, _) = broadcast::channel(META_CHANGES_CAPACITY);
         let mirror = Arc::new(Mirror {
             entries: RwLock::default(),
@@ -199,6 +233,7 @@ impl JetStream {
             client,
             js,
             prefix: prefix.to_string(),
+            replicas,
             meta,
             groups,
             mirror,
@@ -270,6 +305,58 @@ impl JetStream {
         api(&self.client, what, body).await
     }
 }
+/// JetStream keeps a stream on at most five servers.
+pub const MAX_REPLICAS: usize = 5;
+
+/// Checks a replica count: 1 (one server holds each stream) to [`MAX_REPLICAS`].
+pub fn check_replicas(replicas: usize) -> Result<(), JsError> {
+    if (1..=MAX_REPLICAS).contains(&replicas) {
+        Ok(())
+    } else {
+        Err(JsError::Invalid(format!(
+            "{replicas} replicas: JetStream keeps a stream on 1 to {MAX_REPLICAS} servers"
+        )))
+    }
+}
+
+/// Brings every queue and stream shard of deployment `prefix` to `replicas` servers, so
+/// that raising the count for a running deployment covers what it already holds. The
+/// streams are found by their subjects (all under `{prefix}.`), a page of them per
+/// request; their consumers follow the stream.
+async fn scale_streams(
+    client: &async_nats::Client,
+    prefix: &str,
+    replicas: usize,
+) -> Result<(), JsError> {
+    let mut offset = 0;
+    loop {
+        let page = api(
+            client,
+            "STREAM.LIST",
+            serde_json::json!({ "offset": offset, "subject": format!("{prefix}.>") }),
+        )
+        .await?;
+        let streams = page["streams"].as_array().cloned().unwrap_or_default();
+        for info in &streams {
+            let mut config = info["config"].clone();
+            if config["num_replicas"].as_u64() == Some(replicas as u64) {
+                continue;
+            }
+            let Some(name) = config["name"].as_str().map(str::to_string) else {
+                continue;
+            };
+            config["num_replicas"] = replicas.into();
+            tracing::info!(stream = %name, replicas, "bringing a stream to the replica count");
+            api(client, &format!("STREAM.UPDATE.{name}"), config).await?;
+        }
+        offset += streams.len();
+        let total = page["total"].as_u64().unwrap_or(0) as usize;
+        if streams.is_empty() || offset >= total {
+            return Ok(());
+        }
+    }
+}
+
 /// A JetStream API answer that is an error, with its code.
 #[derive(Debug)]
 pub(crate) enum ApiError {

@@ -297,7 +297,7 @@ impl JetStream {
             "retention": "workqueue",
             "storage": "file",
             "discard": "old",
-            "num_replicas": 1,
+            "num_replicas": self.replicas,
             "max_age": retention.as_nanos() as u64,
             "duplicate_window": window.as_nanos() as u64,
             "allow_direct": true,

@@ -175,7 +175,7 @@ impl JetStream {
                 "retention": "limits",
                 "storage": "file",
                 "discard": "old",
-                "num_replicas": 1,
+                "num_replicas": self.replicas,
                 "max_age": max_age.as_nanos() as u64,
                 "duplicate_window": RETRY_DEDUP_WINDOW.min(max_age).as_nanos() as u64,
                 "allow_direct": true,
