@@ -182,8 +182,11 @@ impl Streams {
                     .collect()
             };
             // Shards new to this member (or to this router, when the member polled another
-            // one before) resume after their checkpoint.
-            let checkpoints = if fresh.is_empty() {
+            // one before) resume after their checkpoint. On a shared backend the member may
+            // also have polled and checkpointed through another router since it last
+            // polled here: what it checkpointed is never handed out again.
+            let shared = self.backend.is_shared();
+            let checkpoints = if fresh.is_empty() && !shared {
                 Vec::new()
             } else {
                 self.backend.checkpoints(&h, group).await?
@@ -200,6 +203,15 @@ impl Streams {
                     gc.insert(s, (member.clone(), resume));
                 }
                 gc.retain(|s, (m, _)| m != member || a.held.contains(s));
+                if shared {
+                    for (s, (m, at)) in gc.iter_mut() {
+                        if let Some(cp) = checkpoints.get(*s as usize).copied().flatten()
+                            && m == member
+                        {
+                            *at = (*at).max(cp);
+                        }
+                    }
+                }
                 a.held
                     .iter()
                     .filter_map(|s| gc.get(s).map(|(_, seq)| (*s, *seq)))

@@ -555,3 +555,73 @@ async fn a_node_cut_off_and_back_hands_nothing_out_twice_once_the_failover_settl
     eprintln!("handed out again during the failover: {again}");
     assert_eq!(first.len(), N, "not every message came out");
 }
+
+/// Polls through `s` until the answer is not a 503 (the cluster failing over).
+async fn poll_group(s: &TestServer, member: &str) -> Vec<Value> {
+    eventually(FAILOVER, &format!("a poll by {member}"), || async {
+        let (status, v) = s
+            .json(
+                Method::POST,
+                "/v1/streams/clicks/groups/g/poll",
+                json!({"member": member, "max_records": 20}),
+            )
+            .await;
+        match status {
+            StatusCode::OK => Some(v["records"].as_array().unwrap().clone()),
+            StatusCode::SERVICE_UNAVAILABLE => None,
+            other => panic!("poll answered {other}: {v}"),
+        }
+    })
+    .await
+}
+
+/// Checkpoints `record` for `member` through `s`, repeating while the cluster fails over.
+async fn checkpoint(s: &TestServer, member: &str, record: &Value) -> StatusCode {
+    eventually(FAILOVER, &format!("a checkpoint by {member}"), || async {
+        let (status, _) = s
+            .json(
+                Method::POST,
+                "/v1/streams/clicks/groups/g/checkpoint",
+                json!({"member": member, "shard_id": record["shard_id"], "sequence": record["sequence"]}),
+            )
+            .await;
+        (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn group_leases_and_checkpoints_hold_through_the_loss_of_their_buckets_leader() {
+    let mut cluster = NatsCluster::start().await;
+    let a = router(&cluster.urls(), 3).await;
+    put(&a, "/v1/streams/clicks", json!({"shards": 1})).await;
+    put(&a, "/v1/streams/clicks/groups/g", json!({"lease_timeout_s": 60})).await;
+    let records: Vec<Value> = (0..60)
+        .map(|i| json!({"partition_key": "k", "data": i}))
+        .collect();
+    post(&a, "/v1/streams/clicks/records", json!({ "records": records })).await;
+    let b = router(&cluster.urls(), 3).await;
+    // m1 takes the shard and processes twenty records.
+    let got = poll_group(&a, "m1").await;
+    let data = |records: &[Value]| -> Vec<i64> {
+        records.iter().map(|r| r["data"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(data(&got), (0..20).collect::<Vec<_>>());
+    assert_eq!(checkpoint(&a, "m1", got.last().unwrap()).await, StatusCode::OK);
+    // The leases and checkpoints live in the groups bucket; its leader dies.
+    let leader = leader_of(&cluster, "KV_switchyard_groups").await;
+    cluster.nodes[leader].kill9();
+    // m1 still holds the shard (through the other router too) and goes on from its
+    // checkpoint; a newcomer gets nothing while the lease holds.
+    let got = poll_group(&b, "m1").await;
+    assert_eq!(data(&got), (20..40).collect::<Vec<_>>());
+    assert!(poll_group(&b, "m2").await.is_empty());
+    assert_eq!(
+        checkpoint(&b, "m2", got.last().unwrap()).await,
+        StatusCode::CONFLICT,
+        "a member without the lease may not checkpoint"
+    );
+    assert_eq!(checkpoint(&b, "m1", got.last().unwrap()).await, StatusCode::OK);
+    let got = poll_group(&a, "m1").await;
+    assert_eq!(data(&got), (40..60).collect::<Vec<_>>());
+}
