@@ -229,6 +229,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             compiled_cache: None,
             config: None,
             token: None,
+            token_metrics: false,
             deny_private_endpoints: false,
         })
         .await

@@ -75,6 +75,18 @@ pub fn random_secret() -> String {
     hex(&bytes)
 }
 
+/// Whether `given` equals the secret `expected`, in time that depends on neither: both
+/// are hashed first, so not even the secret's length shows in how long a wrong guess
+/// takes.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given)
+        .as_slice()
+        .ct_eq(Sha256::digest(expected).as_slice())
+        .into()
+}
+
 /// Lowercase hex of `bytes`: content hashes, dedup ids, signing secrets and signatures.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -94,9 +94,13 @@ struct ServeArgs {
     /// every router of a deployment the same value.
     #[arg(long, default_value_t = 1)]
     nats_replicas: usize,
-    /// Require `Authorization: Bearer TOKEN` on every /v1 call.
+    /// Require `Authorization: Bearer TOKEN` on every /v1 call (and AWS requests signed
+    /// with it as the secret key).
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Require the token on /metrics too (a scraper then sends it as a bearer token).
+    #[arg(long, requires = "token")]
+    token_metrics: bool,
     /// Refuse webhook subscriptions and deliveries to private and loopback addresses (for
     /// servers that accept subscriptions from untrusted users; off for local work).
     #[arg(long)]
@@ -146,6 +150,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         compiled_cache: args.compiled_cache,
         config: args.config,
         token: args.token,
+        token_metrics: args.token_metrics,
         deny_private_endpoints: args.deny_private_endpoints,
     })
     .await

@@ -75,6 +75,8 @@ pub struct Options {
     pub compiled_cache: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub token: Option<String>,
+    /// Require the token on `/metrics` too.
+    pub token_metrics: bool,
     /// Refuse webhooks to private and loopback addresses (for servers that accept
     /// subscriptions from untrusted users).
     pub deny_private_endpoints: bool,
@@ -84,6 +86,7 @@ pub struct Options {
 pub struct Prepared {
     app: Arc<App>,
     token: Option<String>,
+    token_metrics: bool,
 }
 
 /// Turns transparent huge pages off for this process. The allocator asks for them, and
@@ -148,6 +151,7 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
     Ok(Prepared {
         app,
         token: opts.token,
+        token_metrics: opts.token_metrics,
     })
 }
 
@@ -167,7 +171,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = prepared.app;
-    let state = AppState::new(app.clone(), prepared.token);
+    let state = AppState::new(app.clone(), prepared.token, prepared.token_metrics);
     let sweeper = {
         let backend = app.backend.clone();
         let stop = app.shutdown.clone();

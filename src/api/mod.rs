@@ -48,16 +48,21 @@ pub struct Shared {
     pub metrics: Metrics,
     /// When set, every `/v1` call needs `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// Whether `/metrics` needs the token too.
+    pub token_on_metrics: bool,
     /// The OpenAPI document, serialized on its first request: building it allocates far
     /// more than it keeps, and a server that is never asked for it should not pay that.
     openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl AppState {
-    pub fn new(app: Arc<App>, token: Option<String>) -> Self {
+    /// The state of a server that requires `token` on `/v1` (and on `/metrics` when
+    /// `token_on_metrics` is set).
+    pub fn new(app: Arc<App>, token: Option<String>, token_on_metrics: bool) -> Self {
         Self(Arc::new(Shared {
             app,
             metrics: Metrics::default(),
+            token_on_metrics: token_on_metrics && token.is_some(),
             token,
             openapi: std::sync::OnceLock::new(),
         }))
@@ -170,23 +175,30 @@ async fn aws(
 }
 
 async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let ok = req
-            .headers()
+    match s.refusal(req.headers()) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+impl Shared {
+    /// The 401 for a request without the server's token, when it has one.
+    fn refusal(&self, headers: &axum::http::HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        let ok = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.as_bytes() == token.as_bytes());
-        if !ok {
-            return Problem::new(
+            .is_some_and(|t| crate::same_secret(t.as_bytes(), token.as_bytes()));
+        (!ok).then(|| {
+            Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this server needs Authorization: Bearer TOKEN",
             )
-            .into_response();
-        }
+            .into_response()
+        })
     }
-    next.run(req).await
 }
 
 async fn count_errors(State(s): State<AppState>, res: Response) -> Response {

@@ -34,13 +34,14 @@ pub fn openapi() -> Value {
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
-    // The token is optional: a server started without one takes calls without it.
+    // The token is optional: a server started without one takes calls without it (and
+    // `/metrics` needs it only with `--token-metrics`).
     let optional_bearer = vec![
         SecurityRequirement::default(),
         SecurityRequirement::new("bearer", Vec::<String>::new()),
     ];
     for (path, item) in doc.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
+        if !path.starts_with("/v1/") && path != "/metrics" {
             continue;
         }
         let operations = [

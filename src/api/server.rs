@@ -64,11 +64,17 @@ async fn readyz(State(s): State<AppState>) -> Response {
     (status, Json(readiness)).into_response()
 }
 
-/// Counters and gauges in the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "server", security(()),
+/// Counters and gauges in the Prometheus text format. Open to all, unless the server was
+/// started with `--token-metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "server",
     responses((status = 200, description = "The metrics.", body = String,
-        content_type = "text/plain; version=0.0.4")))]
-async fn metrics(State(s): State<AppState>) -> Response {
+        content_type = "text/plain; version=0.0.4"), Problems))]
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if s.token_on_metrics
+        && let Some(refused) = s.refusal(&headers)
+    {
+        return refused;
+    }
     let m = &s.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {

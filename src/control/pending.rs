@@ -109,7 +109,7 @@ impl Control {
         let Some((name, record)) = self
             .pending_records(topic)?
             .into_iter()
-            .find(|(_, p)| p.token == token)
+            .find(|(_, p)| crate::same_secret(token.as_bytes(), p.token.as_bytes()))
         else {
             return Err(OpError::Invalid(format!(
                 "no subscription of topic {topic:?} waits for this token"

@@ -595,19 +595,35 @@ async fn group_leases_and_checkpoints_hold_through_the_loss_of_their_buckets_lea
     let mut cluster = NatsCluster::start().await;
     let a = router(&cluster.urls(), 3).await;
     put(&a, "/v1/streams/clicks", json!({"shards": 1})).await;
-    put(&a, "/v1/streams/clicks/groups/g", json!({"lease_timeout_s": 60})).await;
+    put(
+        &a,
+        "/v1/streams/clicks/groups/g",
+        json!({"lease_timeout_s": 60}),
+    )
+    .await;
     let records: Vec<Value> = (0..60)
         .map(|i| json!({"partition_key": "k", "data": i}))
         .collect();
-    post(&a, "/v1/streams/clicks/records", json!({ "records": records })).await;
+    post(
+        &a,
+        "/v1/streams/clicks/records",
+        json!({ "records": records }),
+    )
+    .await;
     let b = router(&cluster.urls(), 3).await;
     // m1 takes the shard and processes twenty records.
     let got = poll_group(&a, "m1").await;
     let data = |records: &[Value]| -> Vec<i64> {
-        records.iter().map(|r| r["data"].as_i64().unwrap()).collect()
+        records
+            .iter()
+            .map(|r| r["data"].as_i64().unwrap())
+            .collect()
     };
     assert_eq!(data(&got), (0..20).collect::<Vec<_>>());
-    assert_eq!(checkpoint(&a, "m1", got.last().unwrap()).await, StatusCode::OK);
+    assert_eq!(
+        checkpoint(&a, "m1", got.last().unwrap()).await,
+        StatusCode::OK
+    );
     // The leases and checkpoints live in the groups bucket; its leader dies.
     let leader = leader_of(&cluster, "KV_switchyard_groups").await;
     cluster.nodes[leader].kill9();
@@ -621,7 +637,10 @@ async fn group_leases_and_checkpoints_hold_through_the_loss_of_their_buckets_lea
         StatusCode::CONFLICT,
         "a member without the lease may not checkpoint"
     );
-    assert_eq!(checkpoint(&b, "m1", got.last().unwrap()).await, StatusCode::OK);
+    assert_eq!(
+        checkpoint(&b, "m1", got.last().unwrap()).await,
+        StatusCode::OK
+    );
     let got = poll_group(&a, "m1").await;
     assert_eq!(data(&got), (40..60).collect::<Vec<_>>());
 }

@@ -303,12 +303,18 @@ impl TestServer {
     /// Runs a client subcommand of the binary against this server (`--url` added), feeding
     /// `stdin`; panics if it runs past [`CLI_TIMEOUT`].
     pub async fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        self.cli_with_env(args, stdin, &[]).await
+    }
+
+    /// As [`TestServer::cli`], with further environment variables.
+    pub async fn cli_with_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(BINARY);
         command
             .args(args)
             .arg("--url")
             .arg(&self.base_url)
             .env_remove("SWITCHYARD_TOKEN")
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -6,6 +6,7 @@ mod guests;
 mod harness;
 
 mod api_contract;
+mod auth;
 mod aws;
 mod bad_input;
 mod cli_streams;

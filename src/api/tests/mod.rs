@@ -5,6 +5,7 @@
 //! This file holds the harness and the tests of the API as a whole; the others follow the
 //! resources.
 
+mod auth;
 mod aws;
 mod compat;
 mod queues;
@@ -134,7 +135,7 @@ impl Drop for TestApi {
 }
 
 fn app_routes(ops: &Arc<App>, token: Option<&str>) -> axum::Router {
-    app(AppState::new(ops.clone(), token.map(str::to_string)))
+    app(AppState::new(ops.clone(), token.map(str::to_string), false))
 }
 
 /// A value for a path parameter that its pattern accepts.
