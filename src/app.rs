@@ -35,6 +35,9 @@ pub struct AppOptions {
     pub deny_private_endpoints: bool,
     /// Where compiled components are cached; `None` compiles on every load.
     pub compiled_cache: Option<PathBuf>,
+    /// Resolves webhook host names for the private-address checks; the system's
+    /// resolver when not given.
+    pub lookup: Option<Arc<dyn crate::deliver::http::Lookup>>,
 }
 
 /// The operations of one router.
@@ -71,11 +74,15 @@ impl App {
         let queues = Arc::new(Queues::new(backend.clone(), shutdown.clone()));
         let streams = Arc::new(Streams::new(backend.clone(), shutdown.clone()));
         let outbox: Arc<dyn Outbox> = publisher.clone();
+        let lookup = options
+            .lookup
+            .unwrap_or_else(|| Arc::new(crate::deliver::http::SystemLookup));
         let workers = Workers::new(
             backend.clone(),
             functions.clone(),
             outbox.clone(),
             options.deny_private_endpoints,
+            lookup.clone(),
             shutdown.clone(),
         );
         let delivery_metrics = workers.metrics.clone();
@@ -104,7 +111,7 @@ impl App {
             sources,
             compiler: FunctionCompiler::new(runtime),
             functions,
-            deny_private: options.deny_private_endpoints,
+            deny_private: options.deny_private_endpoints.then_some(lookup),
             shutdown: shutdown.clone(),
         })?;
         Ok(App {

@@ -130,6 +130,7 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
                         .clone()
                         .unwrap_or_else(|| opts.data_dir.join("compiled")),
                 ),
+                lookup: None,
             },
         )
         .context("loading resources")?,

@@ -51,8 +51,8 @@ pub struct Control {
     /// Held while a function's sources change on their own, so two changes made at once
     /// are stored one after the other and neither is lost.
     source_changes: tokio::sync::Mutex<()>,
-    /// Refuse webhooks to private and loopback addresses.
-    deny_private: bool,
+    /// Refuse webhooks to private and loopback addresses, resolving host names with this.
+    deny_private: Option<Arc<dyn crate::deliver::http::Lookup>>,
     /// Ends the task that follows other routers' changes.
     shutdown: CancellationToken,
 }
@@ -65,7 +65,8 @@ pub struct Parts {
     pub sources: Sources,
     pub compiler: FunctionCompiler,
     pub functions: Arc<FunctionRegistry>,
-    pub deny_private: bool,
+    /// Refuse webhooks to private and loopback addresses, resolving host names with this.
+    pub deny_private: Option<Arc<dyn crate::deliver::http::Lookup>>,
     pub shutdown: CancellationToken,
 }
 

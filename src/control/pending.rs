@@ -54,7 +54,7 @@ impl Control {
             ));
         };
         let mut errors = spec.validate();
-        errors.extend(self.private_endpoint_error(&spec));
+        errors.extend(self.private_endpoint_error(&spec).await);
         if !errors.is_empty() {
             return Err(OpError::InvalidSpec {
                 kind: Kind::Subscription,
@@ -151,22 +151,16 @@ impl Control {
     }
 
     /// Why an http endpoint may not be subscribed on this server, when it may not: a
-    /// private or loopback address while those are refused.
-    pub(super) fn private_endpoint_error(&self, spec: &SubscriptionSpec) -> Option<FieldError> {
-        let Endpoint::Http(h) = &spec.endpoint else {
+    /// private or loopback address (or a name resolving to one) while those are refused.
+    pub(super) async fn private_endpoint_error(
+        &self,
+        spec: &SubscriptionSpec,
+    ) -> Option<FieldError> {
+        let (Endpoint::Http(h), Some(lookup)) = (&spec.endpoint, &self.deny_private) else {
             return None;
         };
-        let ip: std::net::IpAddr = reqwest::Url::parse(&h.url).ok().and_then(|u| {
-            u.host_str()
-                .and_then(|x| x.trim_matches(['[', ']']).parse().ok())
-        })?;
-        (self.deny_private && !crate::deliver::http::is_public(ip)).then(|| {
-            FieldError::new(
-                "endpoint.http.url",
-                format!(
-                    "{ip} is a private or loopback address, which this server does not deliver to"
-                ),
-            )
-        })
+        crate::deliver::http::private_address_of(&h.url, lookup.as_ref())
+            .await
+            .map(|why| FieldError::new("endpoint.http.url", why))
     }
 }

@@ -86,7 +86,7 @@ impl Control {
             .or_else(|| Some(crate::random_secret()));
         }
         let mut errors = spec.validate();
-        errors.extend(self.private_endpoint_error(&spec));
+        errors.extend(self.private_endpoint_error(&spec).await);
         match &spec.endpoint {
             Endpoint::Queue(q) if errors.is_empty() => match self.backend.queue(q) {
                 None => errors.push(FieldError::new(

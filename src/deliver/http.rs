@@ -7,12 +7,14 @@
 //! recomputes it, compares in constant time, and rejects stale timestamps.
 
 use crate::model::{HttpEndpoint, HttpFormat, SnsNotification};
+use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::Sha256;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest `Retry-After` honoured; a longer one is capped so a misbehaving endpoint cannot
@@ -319,17 +321,43 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Resolves host names to addresses: the system's resolver, or one a test controls.
+pub trait Lookup: Send + Sync + std::fmt::Debug {
+    fn lookup(&self, host: &str) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>>;
+}
+
+/// The operating system's resolver.
+#[derive(Debug)]
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: &str) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+        let host = host.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
 /// A DNS resolver for webhook delivery that drops private and loopback addresses, so a
-/// host name cannot smuggle a request into the internal network.
-pub struct PublicOnly;
+/// host name cannot smuggle a request into the internal network: it is asked at every
+/// connection, so a name that resolved to a public address when it was subscribed and
+/// to a private one now (DNS rebinding) is refused now.
+struct PublicOnly(Arc<dyn Lookup>);
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let lookup = self.0.lookup(name.as_str());
+        let host = name.as_str().to_string();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs: Vec<std::net::SocketAddr> = lookup
                 .await?
-                .filter(|a| is_public(a.ip()))
+                .into_iter()
+                .filter(|ip| is_public(*ip))
+                .map(|ip| std::net::SocketAddr::new(ip, 0))
                 .collect();
             if addrs.is_empty() {
                 return Err(
@@ -341,19 +369,38 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
+/// Why `url` may not be subscribed on a server that refuses private addresses: its host
+/// is one, or resolves to one now. A name that does not resolve now is left to the check
+/// at delivery, which [`PublicOnly`] makes at every connection.
+pub async fn private_address_of(url: &str, lookup: &dyn Lookup) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?.trim_matches(['[', ']']);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return (!is_public(ip)).then(|| {
+            format!("{ip} is a private or loopback address, which this server does not deliver to")
+        });
+    }
+    let ips = lookup.lookup(host).await.ok()?;
+    let ip = ips.into_iter().find(|ip| !is_public(*ip))?;
+    Some(format!(
+        "{host} resolves to {ip}, a private or loopback address, which this server does not \
+         deliver to"
+    ))
+}
+
 /// The HTTP client for webhook delivery: pooled keep-alive connections, no redirects,
-/// optionally refusing private addresses.
-pub fn client(deny_private: bool) -> reqwest::Client {
+/// optionally refusing private addresses (resolving names with `lookup`).
+pub fn client(deny_private: bool, lookup: Arc<dyn Lookup>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
+        // A proxy from the environment would connect on the server's behalf, around the
+        // address check, and a loopback webhook must not go through one either.
+        .no_proxy()
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
     if deny_private {
-        b = b.dns_resolver(std::sync::Arc::new(PublicOnly));
-    } else {
-        // Local work: loopback webhooks must not go through a proxy from the environment.
-        b = b.no_proxy();
+        b = b.dns_resolver(Arc::new(PublicOnly(lookup)));
     }
     b.build()
         .expect("a reqwest client with these settings always builds")

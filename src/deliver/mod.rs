@@ -155,13 +155,14 @@ impl Workers {
         functions: Arc<FunctionRegistry>,
         outbox: Arc<dyn Outbox>,
         deny_private: bool,
+        lookup: Arc<dyn http::Lookup>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             backend,
             functions,
             outbox,
-            client: http::client(deny_private),
+            client: http::client(deny_private, lookup),
             deny_private,
             metrics: Arc::default(),
             running: Mutex::default(),
@@ -347,6 +348,7 @@ mod tests {
             Arc::default(),
             Arc::new(Discard),
             false,
+            Arc::new(http::SystemLookup),
             stop.clone(),
         );
         let subscriptions = [

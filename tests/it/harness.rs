@@ -65,6 +65,8 @@ pub struct TestServer {
     extra_args: Vec<String>,
     /// Whether a start waits for `/readyz`.
     wait_ready: bool,
+    /// Further environment variables of the server process, kept across restarts.
+    extra_env: Vec<(String, String)>,
 }
 
 /// Starts the server with an optional config file (TOML text) and waits until it is
@@ -83,6 +85,7 @@ pub async fn spawn_server_with_args(config: Option<&str>, args: &[&str]) -> Test
 pub struct Launch {
     config: Option<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     wait_ready: bool,
     shared_cache: bool,
 }
@@ -92,9 +95,16 @@ impl Launch {
         Launch {
             config: config.map(str::to_owned),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
             wait_ready: true,
             shared_cache: true,
         }
+    }
+
+    /// Sets an environment variable of the server process.
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Returns as soon as the server listens, without waiting for its functions.
@@ -126,6 +136,7 @@ async fn spawn(launch: Launch) -> TestServer {
     let Launch {
         config,
         mut args,
+        env,
         wait_ready,
         shared_cache,
     } = launch;
@@ -160,6 +171,7 @@ async fn spawn(launch: Launch) -> TestServer {
         child: None,
         extra_args: args,
         wait_ready,
+        extra_env: env,
     };
     server.start().await;
     server
@@ -364,6 +376,7 @@ impl TestServer {
             .expect("open the server log");
         let mut command = server_command(self.data_dir.path(), self.config_path.as_deref());
         command.args(&self.extra_args);
+        command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         command.stdout(Stdio::piped()).stderr(log);
         let mut child = command.spawn().expect("spawn the switchyard binary");
         let stdout = child.stdout.take().expect("stdout is piped");

@@ -2,7 +2,7 @@
 //! answers from a script, while the real server delivers envelope, raw and CloudEvents
 //! bodies, signs them, retries per policy and gives up to a dead-letter queue.
 
-use crate::harness::{TestServer, eventually, spawn_server, spawn_server_with_args};
+use crate::harness::{Launch, TestServer, eventually, spawn_server, spawn_server_with_args};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -451,19 +451,67 @@ async fn invalid_http_subscriptions_are_refused_naming_the_field() {
 async fn private_addresses_are_refused_when_the_server_is_told_to() {
     let server = spawn_server_with_args(None, &["--deny-private-endpoints"]).await;
     call(&server, Method::PUT, "/v1/topics/t", json!({})).await;
-    let (st, v) = call(
-        &server,
-        Method::PUT,
-        "/v1/topics/t/subscriptions/s",
-        json!({"endpoint": {"http": {"url": "http://127.0.0.1:9/hook"}}}),
-    )
-    .await;
-    assert_eq!(st, 400, "{v}");
-    assert!(
-        v["detail"]
-            .as_str()
-            .unwrap()
-            .contains("private or loopback"),
-        "{v}"
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/hook",
+        "http://[::ffff:127.0.0.1]:9/hook",
+        "http://0.0.0.0:9/hook",
+        "http://10.0.0.1/hook",
+        "http://192.168.1.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fd00::1]/hook",
+        "http://[fe80::1]/hook",
+    ] {
+        let (st, v) = call(
+            &server,
+            Method::PUT,
+            "/v1/topics/t/subscriptions/s",
+            json!({"endpoint": {"http": {"url": url}}}),
+        )
+        .await;
+        assert_eq!(st, 400, "{url}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("private or loopback"),
+            "{url}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn proxy_variables_in_the_servers_environment_are_not_used_for_webhooks() {
+    // A proxy that counts who connects to it.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = proxy.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut launch = Launch::new(None, &[]);
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        launch = launch.env(name, &proxy_url);
+    }
+    let server = launch.spawn().await;
+    let (rx, url) = Receiver::start(&[]).await;
+    subscribe(&server, json!({"endpoint": {"http": {"url": url}}})).await;
+    publish(&server, json!({"n": 1}), json!({})).await;
+    rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a webhook went through the proxy"
     );
 }

@@ -9,6 +9,7 @@ mod auth;
 mod aws;
 mod compat;
 mod queues;
+mod ssrf;
 mod streams;
 
 use super::{AppState, app, openapi};
@@ -48,7 +49,12 @@ impl TestApi {
     }
 
     pub async fn with_token(token: Option<&str>) -> Self {
-        Self::open(tempfile::tempdir().unwrap(), Clock::manual(START_MS), token).await
+        Self::with_options(token, AppOptions::default()).await
+    }
+
+    pub async fn with_options(token: Option<&str>, options: AppOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::open(dir, Clock::manual(START_MS), token, options).await
     }
 
     /// One router over the embedded data directory packed in `archive` (a `.tar.gz` of
@@ -63,14 +69,19 @@ impl TestApi {
             .status()
             .expect("run tar");
         assert!(status.success(), "unpacking {} failed", archive.display());
-        Self::open(dir, Clock::manual(now_ms), None).await
+        Self::open(dir, Clock::manual(now_ms), None, AppOptions::default()).await
     }
 
-    async fn open(dir: tempfile::TempDir, clock: Clock, token: Option<&str>) -> Self {
+    async fn open(
+        dir: tempfile::TempDir,
+        clock: Clock,
+        token: Option<&str>,
+        options: AppOptions,
+    ) -> Self {
         let backend = Arc::new(Backend::Embedded(
             Embedded::open_with_clock(dir.path(), clock.clone()).unwrap(),
         ));
-        let app = Arc::new(App::open(backend, AppOptions::default()).unwrap());
+        let app = Arc::new(App::open(backend, options).unwrap());
         app.start().await.unwrap();
         let routes = app_routes(&app, token);
         Self {
