@@ -187,14 +187,18 @@ pub async fn run(
         })
     };
     let stop = app.shutdown.clone();
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(async move {
+    api::listen::serve(
+        listener,
+        api::app(state),
+        api::listen::Limits::default(),
+        async move {
             shutdown.await;
             tracing::info!("shutting down");
+            // Long polls end now, so the requests in flight can finish.
             stop.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+        },
+    )
+    .await;
     app.shutdown.cancel();
     let _ = sweeper.await;
     Ok(())

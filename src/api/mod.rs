@@ -12,6 +12,7 @@
 
 pub mod error;
 mod functions;
+pub mod listen;
 mod openapi;
 mod queues;
 mod server;

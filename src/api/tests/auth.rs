@@ -2,35 +2,14 @@
 //! with `--token-metrics`) refuses a caller without it or with another, and takes one
 //! with it; the routes a load balancer or a scraper calls stay open.
 
-use super::{TestApi, sample_param};
-use crate::api::{AppState, app, openapi};
+use super::{TestApi, documented_operations};
+use crate::api::{AppState, app};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-token";
-
-/// Every documented operation with its path parameters filled in.
-fn operations() -> Vec<(Method, String, String)> {
-    let doc = openapi();
-    let mut out = Vec::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
-            let Ok(method) = method.to_uppercase().parse::<Method>() else {
-                continue;
-            };
-            let mut uri = path.clone();
-            while let Some(open) = uri.find('{') {
-                let close = open + uri[open..].find('}').unwrap();
-                let value = sample_param(&uri[open + 1..close]);
-                uri.replace_range(open..=close, value);
-            }
-            out.push((method, path.clone(), uri));
-        }
-    }
-    out
-}
 
 /// The status and problem type of `method uri` sent with `authorization`.
 async fn call(
@@ -65,7 +44,7 @@ async fn with_a_token_every_v1_operation_and_the_metrics_need_it() {
     let api = TestApi::new().await;
     let routes = app(AppState::new(api.app.clone(), Some(TOKEN.into()), true));
     let bearer = format!("Bearer {TOKEN}");
-    let operations = operations();
+    let operations = documented_operations();
     assert!(
         operations.len() > 30,
         "only {} operations",
