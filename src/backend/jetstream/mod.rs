@@ -305,6 +305,7 @@ impl JetStream {
         api(&self.client, what, body).await
     }
 }
+
 /// JetStream keeps a stream on at most five servers.
 pub const MAX_REPLICAS: usize = 5;
 
