@@ -40,6 +40,9 @@ pub struct NatsServer {
     store: TempDir,
     /// Further arguments: a cluster node's cluster port and routes.
     extra: Vec<String>,
+    /// One message each time the server's log says it learned of a new JetStream
+    /// metadata leader (a cluster node only).
+    leader_news: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
     child: Option<Child>,
 }
 
@@ -75,22 +78,14 @@ impl NatsServer {
 
     /// A server with its own store and name, not yet running.
     fn unstarted(binary: &str, port: u16, extra: Vec<String>) -> Self {
-        let store = tempfile::Builder::new()
-            .prefix("nats-store-")
-            .tempdir()
-            .expect("create a temporary store dir");
-        let name = store
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a temporary dir has a UTF-8 name")
-            .to_string();
+        let (store, name) = named_temp_dir("nats-store-");
         NatsServer {
             binary: binary.to_string(),
             name,
             port,
             store,
             extra,
+            leader_news: tokio::sync::Mutex::new(tokio::sync::mpsc::unbounded_channel().1),
             child: None,
         }
     }
@@ -175,7 +170,8 @@ impl NatsServer {
             Err(e) => panic!("cannot start {}: {e}", self.binary),
         };
         let mut child = child;
-        let ready = announce_ready(child.stderr.take().expect("stderr is piped"));
+        let (ready, leader_news) = follow_log(child.stderr.take().expect("stderr is piped"));
+        self.leader_news = tokio::sync::Mutex::new(leader_news);
         self.child = Some(child);
         match ready.recv_timeout(STARTUP_TIMEOUT) {
             Ok(()) => {}
@@ -217,6 +213,8 @@ pub const CLUSTER_NODES: usize = 3;
 /// with its own client port, cluster port and store.
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
+    /// Holds the cluster's name, unique while it exists.
+    _name: TempDir,
 }
 
 impl NatsCluster {
@@ -224,16 +222,7 @@ impl NatsCluster {
     /// elected). Ports taken by another process meanwhile are replaced, all at once since
     /// each node's routes name the others' cluster ports.
     pub async fn start() -> Self {
-        let cluster = tempfile::Builder::new()
-            .prefix("nats-cluster-")
-            .tempdir()
-            .expect("create a temporary dir");
-        let cluster_name = cluster
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a temporary dir has a UTF-8 name")
-            .to_string();
+        let (name_dir, cluster_name) = named_temp_dir("nats-cluster-");
         for attempt in 1..=PORT_ATTEMPTS {
             let ports: Vec<(u16, u16)> = (0..CLUSTER_NODES)
                 .map(|_| (free_port(), free_port()))
@@ -261,7 +250,10 @@ impl NatsCluster {
             let started = nodes.iter_mut().try_for_each(|n| n.spawn());
             match started {
                 Ok(()) => {
-                    let cluster = NatsCluster { nodes };
+                    let cluster = NatsCluster {
+                        nodes,
+                        _name: name_dir,
+                    };
                     for i in 0..CLUSTER_NODES {
                         cluster.jetstream_ready(i).await;
                     }
@@ -294,13 +286,16 @@ impl NatsCluster {
     }
 
     /// Waits until node `i` answers JetStream API requests, which a clustered server does
-    /// only once the cluster has elected its meta leader.
+    /// only once it knows the cluster's metadata leader: asked again each time its log
+    /// says it learned of one.
     pub async fn jetstream_ready(&self, i: usize) {
-        let url = self.nodes[i].url();
-        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let node = &self.nodes[i];
+        let url = node.url();
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         let client = async_nats::connect(&url)
             .await
             .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        let mut leader_news = node.leader_news.lock().await;
         loop {
             let answer = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -313,29 +308,57 @@ impl NatsCluster {
                     return;
                 }
             }
+            // A leader already known may take a moment to be followed: ask again after
+            // the next news, or after a short while without any.
+            let wait = (deadline - tokio::time::Instant::now().min(deadline))
+                .min(Duration::from_millis(500));
+            let _ = tokio::time::timeout(wait, leader_news.recv()).await;
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "JetStream on {url} did not become ready within {STARTUP_TIMEOUT:?}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
-/// Reads the server's log until it says it is ready, then sends once on the channel it
-/// returns; the log is read to its end, so the server never blocks writing it. The
-/// channel is closed without a message if the log ends first.
-fn announce_ready(log: std::process::ChildStderr) -> mpsc::Receiver<()> {
-    let (ready, receiver) = mpsc::channel();
+/// A fresh temporary directory and its name, unique on this machine while it exists.
+fn named_temp_dir(prefix: &str) -> (TempDir, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temporary dir");
+    let name = dir
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a temporary dir has a UTF-8 name")
+        .to_string();
+    (dir, name)
+}
+
+/// Reads the server's log on a thread, to its end so the server never blocks writing it:
+/// sends once on the first channel when the server says it is ready (the channel closes
+/// without a message if the log ends first), and on the second each time it learns of a
+/// new JetStream metadata leader.
+fn follow_log(
+    log: std::process::ChildStderr,
+) -> (mpsc::Receiver<()>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (ready, ready_rx) = mpsc::channel();
+    let (leader, leader_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(log).lines() {
             let Ok(line) = line else { break };
             if line.ends_with("Server is ready") {
                 let _ = ready.send(());
             }
+            if line.contains("Self is new JetStream cluster metadata leader")
+                || line.contains("JetStream cluster new metadata leader")
+            {
+                let _ = leader.send(());
+            }
         }
     });
-    receiver
+    (ready_rx, leader_rx)
 }
 
 /// The `server_name` of the NATS server greeting on `port` (`""` for anything else that

@@ -5,7 +5,7 @@
 use super::queues::QueueHandle;
 use super::records::StreamHandle;
 use super::{
-    IDEMPOTENT_DEADLINE, JetStream, JsError, REQUEST_TIMEOUT, WATCH_CHECK, WATCH_RETRY, api, codec,
+    IDEMPOTENT_DEADLINE, JetStream, JsError, REQUEST_TIMEOUT, WATCH_CHECK, WATCH_RETRY, codec,
     queues, records,
 };
 use crate::backend::MetaChange;
@@ -168,12 +168,7 @@ pub(super) async fn open_bucket(
         "deny_delete": true,
         "allow_direct": true,
     });
-    if let Err(created) = api(client, &format!("STREAM.CREATE.{stream}"), config.clone()).await {
-        // It exists with other settings (its replica count), or the server refuses.
-        api(client, &format!("STREAM.UPDATE.{stream}"), config)
-            .await
-            .map_err(|_| JsError::from(created))?;
-    }
+    super::put_js_stream(client, &stream, config, false).await?;
     js.get_key_value(bucket)
         .await
         .map_err(|e| JsError::Unavailable(format!("cannot open bucket {bucket}: {e}")))

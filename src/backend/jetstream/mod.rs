@@ -246,53 +246,23 @@ impl JetStream {
         &self.client
     }
 
-    /// Creates a JetStream stream or updates it to `config`, starting with the verb that
-    /// `exists` suggests. Another router may have created or deleted it meanwhile: then a
-    /// refusal switches to the other verb.
+    /// Creates a JetStream stream or updates it to `config` ([`put_js_stream`]).
     pub(crate) async fn put_js_stream(
         &self,
         stream: &str,
         config: serde_json::Value,
         exists: bool,
     ) -> Result<(), ApiError> {
-        let (first, other) = if exists {
-            ("UPDATE", "CREATE")
-        } else {
-            ("CREATE", "UPDATE")
-        };
-        let request = |op| self.api_idempotent(format!("STREAM.{op}.{stream}"), config.clone());
-        match request(first).await {
-            Ok(_) => Ok(()),
-            Err(first_error) => match request(other).await {
-                Ok(_) => Ok(()),
-                // Not there to update: why the create failed is the answer, not the 404.
-                Err(ApiError::NotFound(_)) if !exists => Err(first_error),
-                Err(e) => Err(e),
-            },
-        }
+        put_js_stream(&self.client, stream, config, exists).await
     }
 
-    /// An API request whose repetition does no harm (creating or updating with the same
-    /// settings): one that timed out on a busy server is repeated as it was.
+    /// An API request whose repetition does no harm ([`api_idempotent`]).
     pub(crate) async fn api_idempotent(
         &self,
         what: String,
         body: serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
-        let deadline = tokio::time::Instant::now() + IDEMPOTENT_DEADLINE;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.api(&what, body.clone()).await {
-                Err(ApiError::Other(e))
-                    if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline =>
-                {
-                    tracing::debug!(request = %what, error = %e, "JetStream API did not answer; repeating");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                r => return r,
-            }
-        }
+        api_idempotent(&self.client, what, body).await
     }
 
     /// One JetStream API request (`$JS.API.{what}`), its error mapped: 503 and no answer
@@ -303,6 +273,56 @@ impl JetStream {
         body: serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
         api(&self.client, what, body).await
+    }
+}
+
+/// Creates a JetStream stream or updates it to `config`, starting with the verb that
+/// `exists` suggests. Another router may have created or deleted it meanwhile (or it
+/// exists with other settings, such as another replica count): then a refusal switches
+/// to the other verb.
+pub(crate) async fn put_js_stream(
+    client: &async_nats::Client,
+    stream: &str,
+    config: serde_json::Value,
+    exists: bool,
+) -> Result<(), ApiError> {
+    let (first, other) = if exists {
+        ("UPDATE", "CREATE")
+    } else {
+        ("CREATE", "UPDATE")
+    };
+    let request = |op| api_idempotent(client, format!("STREAM.{op}.{stream}"), config.clone());
+    match request(first).await {
+        Ok(_) => Ok(()),
+        Err(first_error) => match request(other).await {
+            Ok(_) => Ok(()),
+            // Not there to update: why the create failed is the answer, not the 404.
+            Err(ApiError::NotFound(_)) if !exists => Err(first_error),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// An API request whose repetition does no harm (creating or updating with the same
+/// settings): one that timed out on a busy server is repeated as it was.
+pub(crate) async fn api_idempotent(
+    client: &async_nats::Client,
+    what: String,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    let deadline = tokio::time::Instant::now() + IDEMPOTENT_DEADLINE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match api(client, &what, body.clone()).await {
+            Err(ApiError::Other(e))
+                if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(request = %what, error = %e, "JetStream API did not answer; repeating");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            r => return r,
+        }
     }
 }
 
