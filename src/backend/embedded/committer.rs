@@ -259,15 +259,20 @@ impl Shared {
     /// Makes everything appended so far durable; the disk is waited for without holding
     /// the log.
     fn sync_log(&self) -> Result<(), String> {
-        let files = match self.lock_log().as_mut() {
-            Some(log) => log
-                .wal
-                .files_to_sync()
-                .map_err(|e| self.fail("log write", e))?,
-            None => Vec::new(),
+        let (files, upto) = match self.lock_log().as_mut() {
+            Some(log) => (
+                log.wal
+                    .files_to_sync()
+                    .map_err(|e| self.fail("log write", e))?,
+                log.wal.appended(),
+            ),
+            None => return Ok(()),
         };
         for file in files {
             file.sync_data().map_err(|e| self.fail("log sync", e))?;
+        }
+        if let Some(log) = self.lock_log().as_mut() {
+            log.wal.mark_synced(upto);
         }
         Ok(())
     }
@@ -979,6 +984,22 @@ mod tests {
         let mark = vec![Op::Put(Space::State, b"k".to_vec(), marker.to_vec())];
         committer.send(mark, Wait::Written).await.unwrap();
         assert!(in_log(dir.path(), marker));
+    }
+
+    #[tokio::test]
+    async fn records_appended_after_a_sync_say_what_it_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, _) = start_in(dir.path());
+        let put = |k: &[u8]| vec![Op::Put(Space::State, k.to_vec(), b"v".to_vec())];
+        for k in [b"a", b"b", b"c"] {
+            committer.send(put(k), Wait::Synced).await.unwrap();
+        }
+        committer.submit(put(b"d"));
+        committer.send(put(b"e"), Wait::Written).await.unwrap();
+        let marks = super::super::wal::marks(&dir.path().join("wal"));
+        // Each record synced before the next was appended, so each carries its
+        // predecessor's LSN (the unsynced `d` too, once `c` was synced).
+        assert_eq!(marks, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 3)]);
     }
 
     #[tokio::test]

@@ -352,6 +352,82 @@ async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
     }
 }
 
+/// A log record storing message `id` (sequence `seq`) in the queue with id `qid`.
+fn logged_message(qid: u64, seq: u64, id: &str) -> Vec<u8> {
+    let key = codec::msg_key(qid, seq).to_vec();
+    let entry = Entry {
+        sent_at: crate::time::now_ms(),
+        visible_at: 0,
+        receive_count: 0,
+        state: MsgState::Visible,
+        group: None,
+        origin: None,
+        shared: None,
+    };
+    let body = Body {
+        message_id: id.into(),
+        attributes: b"{}".to_vec(),
+        payload: b"{}".to_vec(),
+    };
+    let mut rec = Wal::record_buf(0);
+    rec.extend(committer::encode_ops(vec![
+        Op::Put(Space::Messages, key.clone(), codec::encode_body(&body)),
+        Op::Put(Space::State, key, codec::encode_state(&entry)),
+    ]));
+    rec
+}
+
+#[tokio::test]
+async fn a_damaged_log_record_that_was_synced_stops_the_open_naming_the_file() {
+    for damaged in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let qid = {
+            let s = Embedded::open(dir.path()).unwrap();
+            s.put_queue("q", QueueSpec::default(), QueueKind::User)
+                .await
+                .unwrap()
+                .id
+        };
+        // Two syncs that fjall never saw: the second record says the first was synced.
+        let wal_dir = dir.path().join("wal");
+        {
+            let (mut wal, _) = Wal::open(&wal_dir, 0).unwrap();
+            wal.append(&mut logged_message(qid, 1, "first-of-two"))
+                .unwrap();
+            wal.sync().unwrap();
+            wal.append(&mut logged_message(qid, 2, "second-of-two"))
+                .unwrap();
+            wal.sync().unwrap();
+        }
+        let mut holder = None;
+        for entry in std::fs::read_dir(&wal_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = memchr::memmem::find(&bytes, b"first-of-two") {
+                holder = Some(path.clone());
+                if damaged {
+                    let mut bytes = bytes;
+                    bytes[at + 3] ^= 0x20;
+                    std::fs::write(&path, bytes).unwrap();
+                }
+            }
+        }
+        let holder = holder.expect("a log file holds the record");
+        match Embedded::open(dir.path()) {
+            Ok(s) => {
+                assert!(!damaged, "a damaged synced record must stop the open");
+                assert_eq!(s.counts(&s.queue("q").unwrap()).visible, 2);
+            }
+            Err(e) => {
+                assert!(damaged, "an intact log opens: {e}");
+                let msg = e.to_string();
+                assert!(msg.contains("is damaged or missing"), "{msg}");
+                assert!(msg.contains(&holder.display().to_string()), "{msg}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn stored_messages_survive_reopen_with_their_receive_state() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,12 @@
 //! the file is reused. Each record carries its log sequence number (LSN) and a CRC over
 //! nonce, LSN and payload, so a reused file's earlier contents can never pass for records:
 //! they fail the CRC, and the scan of that file stops there.
+//!
+//! A failed CRC alone cannot tell a torn tail (records whose sync never finished, so never
+//! acknowledged) from damage to records that were acknowledged. So each record also
+//! carries the highest LSN known synced when it was appended: a damaged or missing record
+//! at or below the highest such mark in the log was acknowledged, and opening the log
+//! fails, naming the file and offset, rather than drop it and everything after it.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -27,14 +33,19 @@ const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 /// Reusable segments kept beyond the one being written; more are deleted once fjall
 /// holds their records.
 const MAX_FREE: usize = 4;
-const MAGIC: &[u8; 8] = b"SYWAL\x00\x00\x01";
+const MAGIC: &[u8; 8] = b"SYWAL\x00\x00\x02";
+/// Segments written before records carried their sync mark: still read, never written.
+const MAGIC_V1: &[u8; 8] = b"SYWAL\x00\x00\x01";
 /// Magic and nonce.
 const HEADER_BYTES: u64 = 16;
 /// Room of the unwritten-records buffer kept between writes; a larger one (left by a
 /// record of several MiB) is given back.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
-/// Length (u32), CRC (u32) and LSN (u64) before each payload.
-pub const RECORD_HEADER: usize = 16;
+/// The file's use tag (u32), length (u32), CRC (u32), LSN (u64) and sync mark (u64)
+/// before each payload. The tag (from the nonce) is what a scan looks for past damage.
+pub const RECORD_HEADER: usize = 28;
+/// The record header of [`MAGIC_V1`] segments: no sync mark.
+const RECORD_HEADER_V1: usize = 16;
 
 /// One log file.
 struct Segment {
@@ -61,6 +72,8 @@ pub struct Wal {
     /// Segments ready for reuse.
     free: Vec<Segment>,
     next_lsn: u64,
+    /// Every record up to this LSN is known durable; each record appended carries it.
+    synced: u64,
     next_id: u64,
     unsynced: bool,
     /// Files a roll left with records written out but not yet synced.
@@ -96,10 +109,14 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.wal"))
 }
 
-fn crc(nonce: u64, lsn: u64, payload: &[u8]) -> u32 {
+/// The CRC of a record; `synced` is `None` in [`MAGIC_V1`] segments.
+fn crc(nonce: u64, lsn: u64, synced: Option<u64>, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&nonce.to_le_bytes());
     h.update(&lsn.to_le_bytes());
+    if let Some(m) = synced {
+        h.update(&m.to_le_bytes());
+    }
     h.update(payload);
     h.finalize()
 }
@@ -108,34 +125,117 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Intact records of one file, in the order written: those of its current use only.
-fn scan_file(bytes: &[u8], applied: u64, out: &mut Vec<(u64, Vec<u8>)>) -> Option<u64> {
-    if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
+/// What the scan of one file found.
+struct Scanned {
+    /// LSN of its last intact record in its current use.
+    last: Option<u64>,
+    /// Where the scan stopped: the first byte that is not an intact record.
+    stop: u64,
+    /// The highest sync mark among its intact records.
+    synced: u64,
+    /// Whether the scan stopped on something that is not a record (a failed CRC, a broken
+    /// sequence), rather than on zeros or the end of the file.
+    broken: bool,
+    /// Whether intact records of its current use follow the break.
+    stranded: bool,
+}
+
+/// The bytes that start every record of a file's use with `nonce`: never zero, so a
+/// search for them skips zero-filled space.
+fn use_tag(nonce: u64) -> [u8; 4] {
+    (nonce as u32).max(1).to_le_bytes()
+}
+
+/// An intact record of the current use of a file at `pos`: its LSN, sync mark (0 in
+/// [`MAGIC_V1`] files), payload and end. `lsn_ok` is checked before the CRC.
+fn record_at(
+    bytes: &[u8],
+    pos: usize,
+    nonce: u64,
+    header: usize,
+    lsn_ok: impl Fn(u64) -> bool,
+) -> Option<(u64, u64, &[u8], usize)> {
+    let mut h = bytes.get(pos..pos + header)?;
+    if header == RECORD_HEADER {
+        if h[..4] != use_tag(nonce) {
+            return None;
+        }
+        h = &h[4..];
+    }
+    let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+    let sum = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+    let lsn = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    let synced = (header == RECORD_HEADER)
+        .then(|| u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")));
+    let start = pos + header;
+    if len == 0 || start + len > bytes.len() || !lsn_ok(lsn) {
         return None;
+    }
+    let payload = &bytes[start..start + len];
+    (crc(nonce, lsn, synced, payload) == sum).then_some((
+        lsn,
+        synced.unwrap_or(0),
+        payload,
+        start + len,
+    ))
+}
+
+/// Intact records of one file: those of its current use only, in the order written. Past
+/// a break, intact records of the same use are looked for too (by their use tag): their
+/// sync marks tell damage to synced records from a torn tail, and they are what fjall may
+/// still lack when the damage is to records it holds.
+fn scan_file(bytes: &[u8], applied: u64, out: &mut Vec<(u64, Vec<u8>)>) -> Scanned {
+    let mut found = Scanned {
+        last: None,
+        stop: 0,
+        synced: 0,
+        broken: false,
+        stranded: false,
+    };
+    let header = match bytes.get(..8) {
+        Some(m) if m == MAGIC => RECORD_HEADER,
+        Some(m) if m == MAGIC_V1 => RECORD_HEADER_V1,
+        _ => return found,
+    };
+    if bytes.len() < HEADER_BYTES as usize {
+        return found;
     }
     let nonce = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let mut pos = HEADER_BYTES as usize;
-    let mut last: Option<u64> = None;
-    while pos + RECORD_HEADER <= bytes.len() {
-        let h = &bytes[pos..pos + RECORD_HEADER];
-        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
-        let sum = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
-        let lsn = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-        let start = pos + RECORD_HEADER;
-        if len == 0 || start + len > bytes.len() || last.is_some_and(|l| lsn != l + 1) {
-            break;
-        }
-        let payload = &bytes[start..start + len];
-        if crc(nonce, lsn, payload) != sum {
-            break;
-        }
+    while let Some((lsn, synced, payload, end)) = record_at(bytes, pos, nonce, header, |lsn| {
+        found.last.is_none_or(|l| lsn == l + 1)
+    }) {
         if lsn > applied {
             out.push((lsn, payload.to_vec()));
         }
-        last = Some(lsn);
-        pos = start + len;
+        found.last = Some(lsn);
+        found.synced = found.synced.max(synced);
+        pos = end;
     }
-    last
+    found.stop = pos as u64;
+    found.broken = bytes[pos..]
+        .get(..header)
+        .is_some_and(|h| h.iter().any(|b| *b != 0));
+    if header == RECORD_HEADER {
+        let tag = use_tag(nonce);
+        let floor = found.last.unwrap_or(0);
+        let mut at = pos + 1;
+        while let Some(i) = bytes.get(at..).and_then(|b| memchr::memmem::find(b, &tag)) {
+            at += i;
+            match record_at(bytes, at, nonce, header, |lsn| lsn > floor) {
+                Some((lsn, synced, payload, end)) => {
+                    if lsn > applied {
+                        out.push((lsn, payload.to_vec()));
+                    }
+                    found.synced = found.synced.max(synced);
+                    found.stranded = true;
+                    at = end;
+                }
+                None => at += 1,
+            }
+        }
+    }
+    found
 }
 
 impl Wal {
@@ -163,27 +263,33 @@ impl Wal {
         found.sort();
         let mut records = Vec::new();
         let mut last_lsn = applied;
+        let mut synced = applied;
+        let mut scans = Vec::new();
         let mut free = Vec::new();
+        let mut surplus = Vec::new();
         let mut next_id = 1;
         for (id, path) in found {
             next_id = next_id.max(id + 1);
             let bytes = std::fs::read(&path)?;
-            if let Some(last) = scan_file(&bytes, applied, &mut records) {
-                last_lsn = last_lsn.max(last);
-            }
+            let scan = scan_file(&bytes, applied, &mut records);
+            last_lsn = last_lsn.max(scan.last.unwrap_or(0));
+            synced = synced.max(scan.synced);
+            scans.push((path.clone(), scan));
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let capacity = file.metadata()?.len();
-            // Once the caller has replayed the records into fjall, every file is free.
+            let seg = Segment {
+                id,
+                file: Arc::new(file),
+                capacity,
+                last_lsn: 0,
+            };
+            // Once the caller has replayed the records into fjall, every file is free. The
+            // ones beyond the spares kept are deleted only after that (see `release`): a
+            // crash during the replay finds them again.
             if capacity <= SEGMENT_BYTES && free.len() < MAX_FREE {
-                free.push(Segment {
-                    id,
-                    file: Arc::new(file),
-                    capacity,
-                    last_lsn: 0,
-                });
+                free.push(seg);
             } else {
-                drop(file);
-                std::fs::remove_file(&path)?;
+                surplus.push(seg);
             }
         }
         // Files are written one after another, so sorting by LSN restores the log's order;
@@ -195,6 +301,10 @@ impl Wal {
             .enumerate()
             .take_while(|(i, (lsn, _))| *lsn == applied + 1 + *i as u64)
             .count();
+        let reach = applied + unbroken as u64;
+        if reach < synced {
+            return Err(damaged(dir, &scans, reach, synced));
+        }
         if unbroken < records.len() {
             tracing::warn!(
                 kept = unbroken,
@@ -225,9 +335,15 @@ impl Wal {
             pos: 0,
             unwritten: Vec::new(),
             nonce: 0,
-            full: VecDeque::new(),
+            full: surplus
+                .into_iter()
+                .map(|seg| Segment { last_lsn, ..seg })
+                .collect(),
             free,
             next_lsn: last_lsn + 1,
+            // Whatever the caller does not replay from `records` (none, or those after a
+            // gap) it records as applied along with them.
+            synced: last_lsn,
             next_id,
             unsynced: false,
             left: Vec::new(),
@@ -268,10 +384,12 @@ impl Wal {
             self.roll(len)?;
         }
         let lsn = self.next_lsn;
-        let sum = crc(self.nonce, lsn, &record[RECORD_HEADER..]);
-        record[..4].copy_from_slice(&payload_len.to_le_bytes());
-        record[4..8].copy_from_slice(&sum.to_le_bytes());
-        record[8..16].copy_from_slice(&lsn.to_le_bytes());
+        let sum = crc(self.nonce, lsn, Some(self.synced), &record[RECORD_HEADER..]);
+        record[..4].copy_from_slice(&use_tag(self.nonce));
+        record[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        record[8..12].copy_from_slice(&sum.to_le_bytes());
+        record[12..20].copy_from_slice(&lsn.to_le_bytes());
+        record[20..28].copy_from_slice(&self.synced.to_le_bytes());
         let seg = self.active.as_mut().expect("rolled above");
         self.unwritten.extend_from_slice(record);
         seg.last_lsn = lsn;
@@ -321,11 +439,25 @@ impl Wal {
         Ok(files)
     }
 
+    /// LSN of the last record appended: what a sync of the files
+    /// [`files_to_sync`](Self::files_to_sync) names makes durable.
+    pub fn appended(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    /// Records that every record up to `lsn` is durable; records appended from now on say
+    /// so, which lets a scan tell damage to them from a torn tail.
+    pub fn mark_synced(&mut self, lsn: u64) {
+        self.synced = self.synced.max(lsn);
+    }
+
     /// Makes every appended record durable.
     pub fn sync(&mut self) -> io::Result<()> {
+        let upto = self.appended();
         for file in self.files_to_sync()? {
             file.sync_data()?;
         }
+        self.mark_synced(upto);
         Ok(())
     }
 
@@ -414,6 +546,61 @@ impl Wal {
         self.next_id += 1;
         id
     }
+}
+
+/// The error that stops a log from opening when records that were synced, and so may
+/// have been acknowledged, cannot be read: `reach` is the last LSN read without a break,
+/// `synced` the highest sync mark found.
+fn damaged(dir: &Path, scans: &[(PathBuf, Scanned)], reach: u64, synced: u64) -> io::Error {
+    // The record after `reach` belongs where the scan of the file holding `reach` stopped
+    // (or at the start of the next file, when it did not fit).
+    // Or where a file's records break off with intact ones after the break.
+    let holder = scans.iter().find(|(_, s)| s.last == Some(reach));
+    let place = match holder {
+        Some((path, s)) if s.broken => format!("{} at byte {}", path.display(), s.stop),
+        _ => match scans.iter().find(|(_, s)| s.broken && s.stranded) {
+            Some((path, s)) => format!("{} at byte {}", path.display(), s.stop),
+            None => match holder {
+                Some((path, s)) => format!(
+                    "the segment written after {}, which ends cleanly at byte {}",
+                    path.display(),
+                    s.stop
+                ),
+                None => format!("the first record after {reach} in {}", dir.display()),
+            },
+        },
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "write-ahead log record {} is damaged or missing ({place}), but a later record says \
+             every record up to {synced} was synced, so acknowledged writes would be lost; \
+             the store was not opened (restore the data directory from a backup)",
+            reach + 1
+        ),
+    )
+}
+
+/// LSN and sync mark of each intact record in the log in `dir`, in LSN order.
+#[cfg(test)]
+pub fn marks(dir: &Path) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the log's dir") {
+        let bytes = std::fs::read(entry.expect("an entry").path()).expect("a log file");
+        if bytes.get(..8) != Some(MAGIC) {
+            continue;
+        }
+        let nonce = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let mut pos = HEADER_BYTES as usize;
+        while let Some((lsn, synced, _, end)) =
+            record_at(&bytes, pos, nonce, RECORD_HEADER, |_| true)
+        {
+            out.push((lsn, synced));
+            pos = end;
+        }
+    }
+    out.sort();
+    out
 }
 
 fn random_nonce() -> u64 {
@@ -516,6 +703,149 @@ mod tests {
             r.records.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
             [1, 2]
         );
+    }
+
+    /// Offset of record `n` (from 1) in a file of records of `size` bytes of payload.
+    fn at(n: u64, size: u64) -> u64 {
+        HEADER_BYTES + (n - 1) * (RECORD_HEADER as u64 + size)
+    }
+
+    fn damage(path: &Path, offset: u64) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&[0x5a], offset).unwrap();
+    }
+
+    /// Writes records 1..=3 and syncs, then 4 and 5, synced or only written out; returns
+    /// the file.
+    fn two_batches(dir: &Path, second_synced: bool) -> PathBuf {
+        let (mut wal, _) = Wal::open(dir, 0).unwrap();
+        for i in 1..=3u8 {
+            wal.append(&mut rec(&[i; 100])).unwrap();
+        }
+        wal.sync().unwrap();
+        for i in 4..=5u8 {
+            wal.append(&mut rec(&[i; 100])).unwrap();
+        }
+        if second_synced {
+            wal.sync().unwrap();
+        } else {
+            wal.write_out().unwrap();
+        }
+        seg_path(dir, wal.active.as_ref().unwrap().id)
+    }
+
+    fn lsns(r: &Recovered) -> Vec<u64> {
+        r.records.iter().map(|(l, _)| *l).collect()
+    }
+
+    #[test]
+    fn damage_to_a_synced_record_stops_the_open_naming_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_batches(dir.path(), true);
+        // Record 2 was synced, and records 4 and 5 say so.
+        damage(&path, at(2, 100) + RECORD_HEADER as u64 + 7);
+        let e = Wal::open(dir.path(), 0).err().expect("the open fails");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let msg = e.to_string();
+        let want = format!("{} at byte {}", path.display(), at(2, 100));
+        assert!(msg.contains("record 2 is damaged"), "{msg}");
+        assert!(msg.contains(&want), "{msg} names {want}");
+        // Records fjall already holds are not needed: past them, the log opens.
+        let (_, r) = Wal::open(dir.path(), 2).unwrap();
+        assert_eq!(lsns(&r), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_torn_unsynced_tail_is_dropped_and_the_synced_records_kept() {
+        // A flipped byte in the unsynced batch, the batch zeroed, the file cut short.
+        type Tear = fn(&Path);
+        let tears: [(&str, Tear, &[u64]); 4] = [
+            ("last record", |p| damage(p, at(5, 100) + 40), &[1, 2, 3, 4]),
+            (
+                "first unsynced record",
+                |p| damage(p, at(4, 100) + 3),
+                &[1, 2, 3],
+            ),
+            (
+                "zeroed",
+                |p| {
+                    let f = OpenOptions::new().write(true).open(p).unwrap();
+                    f.write_all_at(&[0; 2 * (RECORD_HEADER + 100)], at(4, 100))
+                        .unwrap();
+                },
+                &[1, 2, 3],
+            ),
+            (
+                "truncated",
+                |p| {
+                    let f = OpenOptions::new().write(true).open(p).unwrap();
+                    f.set_len(at(4, 100) + 30).unwrap();
+                },
+                &[1, 2, 3],
+            ),
+        ];
+        for (what, tear, kept) in tears {
+            let dir = tempfile::tempdir().unwrap();
+            let path = two_batches(dir.path(), false);
+            tear(&path);
+            let (_, r) = Wal::open(dir.path(), 0).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(lsns(&r), kept, "{what}");
+            assert!(
+                r.records.iter().all(|(l, p)| p == &vec![*l as u8; 100]),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn damage_at_the_start_of_a_later_segment_is_found_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let half = vec![3u8; (FIRST_SEGMENT_BYTES / 2) as usize];
+        let (first, second) = {
+            let (mut wal, _) = Wal::open(dir.path(), 0).unwrap();
+            wal.append(&mut rec(&half)).unwrap();
+            let first = wal.active.as_ref().unwrap().id;
+            wal.sync().unwrap();
+            wal.append(&mut rec(&half)).unwrap();
+            let second = wal.active.as_ref().unwrap().id;
+            assert_ne!(first, second, "the second record rolled the log");
+            wal.sync().unwrap();
+            wal.append(&mut rec(&half)).unwrap();
+            wal.sync().unwrap();
+            (first, second)
+        };
+        damage(&seg_path(dir.path(), second), HEADER_BYTES + 100);
+        let msg = Wal::open(dir.path(), 0)
+            .err()
+            .expect("the open fails")
+            .to_string();
+        assert!(msg.contains("record 2 is damaged"), "{msg}");
+        let want = format!(
+            "{} at byte {HEADER_BYTES}",
+            seg_path(dir.path(), second).display()
+        );
+        assert!(msg.contains(&want), "{msg} names {want}");
+        assert!(!msg.contains(&seg_path(dir.path(), first).display().to_string()));
+    }
+
+    #[test]
+    fn segments_of_the_earlier_format_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let nonce = 77u64;
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&nonce.to_le_bytes());
+        for lsn in 1..=2u64 {
+            let payload = [lsn as u8; 9];
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc(nonce, lsn, None, &payload).to_le_bytes());
+            bytes.extend_from_slice(&lsn.to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        bytes.resize(4096, 0);
+        std::fs::write(seg_path(dir.path(), 1), bytes).unwrap();
+        let (mut wal, r) = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(payloads(&r), vec![(1, vec![1; 9]), (2, vec![2; 9])]);
+        assert_eq!(wal.append(&mut rec(b"next")).unwrap(), 3);
     }
 
     #[test]
