@@ -231,6 +231,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             token: None,
             token_metrics: false,
             deny_private_endpoints: false,
+            min_free_disk: 0,
         })
         .await
         .unwrap_or_else(|_| panic!("server prepares"));

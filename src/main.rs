@@ -105,6 +105,11 @@ struct ServeArgs {
     /// servers that accept subscriptions from untrusted users; off for local work).
     #[arg(long)]
     deny_private_endpoints: bool,
+    /// With the embedded backend: free space (MiB) kept on the data directory's disk.
+    /// Below it, publishes, sends, stream puts and new resources are refused (507) until
+    /// space is freed, while reads, receives and acks go on; 0 turns the check off.
+    #[arg(long, default_value_t = 128)]
+    min_free_disk_mb: u64,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +157,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         token: args.token,
         token_metrics: args.token_metrics,
         deny_private_endpoints: args.deny_private_endpoints,
+        min_free_disk: args.min_free_disk_mb.saturating_mul(1 << 20),
     })
     .await
     {

@@ -80,6 +80,8 @@ pub struct Options {
     /// Refuse webhooks to private and loopback addresses (for servers that accept
     /// subscriptions from untrusted users).
     pub deny_private_endpoints: bool,
+    /// Bytes kept free on the embedded backend's disk (0: no check).
+    pub min_free_disk: u64,
 }
 
 /// Everything `run` needs, opened and checked before the listener accepts anything.
@@ -105,11 +107,13 @@ pub fn disable_transparent_huge_pages() {
 /// caller can print every one of them.
 pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
     let backend: Arc<Backend> = match &opts.backend {
-        BackendChoice::Embedded => Arc::new(Backend::Embedded(
-            Embedded::open(&opts.data_dir).with_context(|| {
+        BackendChoice::Embedded => {
+            let store = Embedded::open(&opts.data_dir).with_context(|| {
                 format!("opening the data directory {}", opts.data_dir.display())
-            })?,
-        )),
+            })?;
+            store.reserve_disk(opts.min_free_disk);
+            Arc::new(Backend::Embedded(store))
+        }
         BackendChoice::Nats {
             url,
             prefix,

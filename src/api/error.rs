@@ -121,11 +121,13 @@ impl From<OpError> for Problem {
     }
 }
 
-/// A storage failure: 503 for what may pass (the caller can retry), 404 or 409 for a
+/// A storage failure: 503 for what may pass (the caller can retry), 507 for a full disk
+/// (retry once space is freed), 404 or 409 for a
 /// resource deleted or changed meanwhile, 500 for what retrying cannot mend.
 fn storage_status(e: &StorageError) -> (StatusCode, &'static str) {
     match e {
         StorageError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage-unavailable"),
+        StorageError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk-full"),
         StorageError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
         StorageError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         StorageError::Corrupt(_) | StorageError::Refused(_) => {

@@ -10,6 +10,9 @@ pub enum StorageError {
     /// Nothing the caller did wrong; the same call may succeed later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk is (nearly) full: new data is refused until space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
     /// What is stored cannot be read back: trying again does not help.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -30,7 +33,7 @@ impl StorageError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StorageError::Unavailable(_) | StorageError::Conflict(_)
+            StorageError::Unavailable(_) | StorageError::Full(_) | StorageError::Conflict(_)
         )
     }
 }

@@ -30,6 +30,17 @@ pub enum Delivery {
     Stream(Stream, u32, NewRecord),
 }
 
+impl Delivery {
+    /// About how many bytes storing it adds (bodies several deliveries share count once
+    /// for each).
+    pub fn size(&self) -> usize {
+        match self {
+            Delivery::Queue(_, m) => m.payload.len() + m.attributes.len() + 64,
+            Delivery::Stream(_, _, r) => r.data.len() + r.partition_key.len() + 32,
+        }
+    }
+}
+
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {

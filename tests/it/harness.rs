@@ -88,6 +88,7 @@ pub struct Launch {
     env: Vec<(String, String)>,
     wait_ready: bool,
     shared_cache: bool,
+    data_parent: Option<PathBuf>,
 }
 
 impl Launch {
@@ -98,7 +99,15 @@ impl Launch {
             env: Vec::new(),
             wait_ready: true,
             shared_cache: true,
+            data_parent: None,
         }
+    }
+
+    /// Puts the data directory inside `parent` (a filesystem the test made), instead of
+    /// the system's temporary directory.
+    pub fn data_in(mut self, parent: &Path) -> Launch {
+        self.data_parent = Some(parent.to_path_buf());
+        self
     }
 
     /// Sets an environment variable of the server process.
@@ -139,6 +148,7 @@ async fn spawn(launch: Launch) -> TestServer {
         env,
         wait_ready,
         shared_cache,
+        data_parent,
     } = launch;
     if shared_cache {
         args.push("--compiled-cache".into());
@@ -146,7 +156,7 @@ async fn spawn(launch: Launch) -> TestServer {
     }
     let data_dir = tempfile::Builder::new()
         .prefix("switchyard-data-")
-        .tempdir()
+        .tempdir_in(data_parent.unwrap_or_else(std::env::temp_dir))
         .expect("create a temporary data dir");
     let scratch = tempfile::Builder::new()
         .prefix("switchyard-test-")

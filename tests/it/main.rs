@@ -13,6 +13,7 @@ mod cli_streams;
 mod cluster;
 mod contract;
 mod crash;
+mod disk;
 mod example;
 mod functions;
 mod jetstream;

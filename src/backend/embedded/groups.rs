@@ -115,6 +115,7 @@ impl Embedded {
         name: &str,
         info: GroupInfo,
     ) -> Result<(GroupInfo, bool), StorageError> {
+        self.disk.admit(name.len() + 1024)?;
         let n = h.shard_count() as usize;
         let durable = {
             let mut groups = h.groups.lock().expect("never poisoned");

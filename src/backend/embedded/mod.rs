@@ -11,10 +11,12 @@
 //! retention), `shared` (bodies several messages carry, stored once), `records` and
 //! `groups` (streams and consumer groups); beneath them `committer` and `wal` (group
 //! commit through a write-ahead log), `index` and `seqmap` (a queue's in-memory index),
-//! `codec` (record formats), `priority` (thread priorities).
+//! `codec` (record formats), `disk` (refusing new data on a nearly full disk), `priority`
+//! (thread priorities).
 
 mod codec;
 mod committer;
+mod disk;
 mod groups;
 mod index;
 mod priority;
@@ -63,6 +65,7 @@ pub struct Embedded {
     next_id: Mutex<u64>,
     shared: SharedBodies,
     clock: Clock,
+    disk: disk::DiskGuard,
 }
 
 impl Embedded {
@@ -115,6 +118,7 @@ impl Embedded {
             next_id: Mutex::new(1),
             shared: SharedBodies::default(),
             clock,
+            disk: disk::DiskGuard::new(dir),
         };
         if let Some(v) = store.spaces.meta.get(META_NEXT_ID)? {
             store.note_id(
@@ -131,6 +135,12 @@ impl Embedded {
     /// The clock its timestamps follow.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Free space on the data directory's disk below which new data is refused (see
+    /// [`disk`]); 0 turns the check off.
+    pub fn reserve_disk(&self, bytes: u64) {
+        self.disk.set_reserve(bytes);
     }
 
     /// Makes sure ids up to `id` are never handed out again.
@@ -232,6 +242,7 @@ impl Embedded {
 
     /// Stores a metadata record durably.
     pub async fn put_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        self.disk.admit(key.len() + value.len())?;
         self.committer
             .send(
                 vec![Op::Put(Space::Meta, key.as_bytes().to_vec(), value)],

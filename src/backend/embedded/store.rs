@@ -60,6 +60,7 @@ impl Embedded {
     /// durable write. Nothing is visible to receivers before it is on disk, but messages
     /// for queues read before the sync, once the log has them.
     pub async fn store(&self, items: Vec<Delivery>) -> Result<Vec<Stored>, StorageError> {
+        self.disk.admit(items.iter().map(Delivery::size).sum())?;
         // FIFO queues are held in id order (no deadlock between concurrent fan-outs) for
         // the whole call so their messages enter the index in sequence order.
         let mut fifo: Vec<Arc<QueueHandle>> = items
