@@ -260,6 +260,51 @@ async fn a_memory_hog_runs_out_of_memory_at_its_limit() {
 }
 
 #[tokio::test]
+async fn the_memory_cap_is_exact_to_the_page() {
+    const LIMIT: usize = 8 << 20;
+    let limits = FunctionLimits {
+        memory_bytes: LIMIT,
+        ..FunctionLimits::default()
+    };
+    let memhog = load_with(&runtime(), "memhog", limits, &[]);
+    let at_cap = memhog.invoke(event("e-1", &format!("grow:{LIMIT}"))).await;
+    assert_eq!(
+        at_cap.outcome,
+        Ok(()),
+        "growing to exactly the cap succeeds"
+    );
+    let page_over = memhog
+        .invoke(event("e-2", &format!("grow:{}", LIMIT + (64 << 10))))
+        .await;
+    assert_eq!(
+        page_over.outcome,
+        Err(InvokeError::OutOfMemory { limit_bytes: LIMIT })
+    );
+}
+
+#[tokio::test]
+async fn stack_overflows_are_traps_and_the_function_runs_on() {
+    let memhog = load(&runtime(), "memhog", &[]);
+    // The WebAssembly call stack, bounded by the engine, and the stack a Rust guest
+    // keeps in its linear memory, which runs into the memory's start.
+    for (how, says) in [("recurse", "stack"), ("recurse-frames", "out of bounds")] {
+        let overflow = memhog.invoke(event("e-1", how)).await;
+        match &overflow.outcome {
+            Err(InvokeError::Trap(message)) => assert!(message.contains(says), "{how}: {message}"),
+            other => panic!("{how}: a stack overflow is a trap, not {other:?}"),
+        }
+        let after = memhog
+            .invoke(event("e-2", &format!("grow:{}", 4 << 20)))
+            .await;
+        assert_eq!(
+            after.outcome,
+            Ok(()),
+            "after {how}, the next invocation runs normally"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sandbox_escapes_are_denied_and_the_host_carries_on() {
     let runtime = runtime();
     let escape = load(&runtime, "escape", &[]);
