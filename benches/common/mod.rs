@@ -264,6 +264,18 @@ impl Server {
         }
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
+    }
+
+    /// File descriptors the server holds open, from `/proc/PID/fd`.
+    pub fn open_files(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .context("read /proc/PID/fd")?
+            .count())
+    }
+
     /// Resident set size from `/proc/PID/status`, in MB.
     pub fn rss_mb(&self) -> anyhow::Result<f64> {
         self.status_mb("VmRSS")
