@@ -311,26 +311,7 @@ async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
     {
         let (mut wal, found) = Wal::open(&dir.path().join("wal"), 0).unwrap();
         assert!(found.records.is_empty());
-        let key = codec::msg_key(qid, 7).to_vec();
-        let entry = Entry {
-            sent_at: crate::time::now_ms(),
-            visible_at: 0,
-            receive_count: 0,
-            state: MsgState::Visible,
-            group: None,
-            origin: None,
-            shared: None,
-        };
-        let body = Body {
-            message_id: "replayed".into(),
-            attributes: b"{}".to_vec(),
-            payload: b"{}".to_vec(),
-        };
-        let mut rec = Wal::record_buf(0);
-        rec.extend(committer::encode_ops(vec![
-            Op::Put(Space::Messages, key.clone(), codec::encode_body(&body)),
-            Op::Put(Space::State, key, codec::encode_state(&entry)),
-        ]));
+        let mut rec = logged_message(qid, 7, "replayed");
         wal.append(&mut rec).unwrap();
         wal.sync().unwrap();
     }
