@@ -304,16 +304,17 @@ impl Mirror {
     }
 
     /// Applies a change unless a newer one of the key was applied already; changes that
-    /// are new are announced and reflected in the queue and stream handles.
+    /// are new are announced and reflected in the queue and stream handles. All of it
+    /// happens under the entries' lock: a caller that finds its change applied already
+    /// (by the watch, which delivers the router's own writes too) returns only once the
+    /// handles show it, and two revisions of a key reach the handles in order.
     fn apply(&self, key: &str, revision: u64, value: Option<Bytes>) {
-        {
-            let mut entries = self.entries.write().expect("never poisoned");
-            match entries.get(key) {
-                Some((r, _)) if *r >= revision => return,
-                _ => {}
-            }
-            entries.insert(key.to_string(), (revision, value.clone()));
+        let mut entries = self.entries.write().expect("never poisoned");
+        match entries.get(key) {
+            Some((r, _)) if *r >= revision => return,
+            _ => {}
         }
+        entries.insert(key.to_string(), (revision, value.clone()));
         if let Some(name) = key.strip_prefix(queues::META_QUEUE) {
             queues::sync_queue(
                 &self.queues,
@@ -335,5 +336,66 @@ impl Mirror {
         };
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
+        drop(entries);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watch and the writer apply the same change at once; whichever returns second
+    /// used to return before the first had built the queue's handle, and `put_queue`
+    /// then answered that the queue it had just created did not exist.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_applied_twice_at_once_is_in_the_handles_when_either_returns() {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .expect("a client that connects in the background");
+        let (changes, _) = broadcast::channel(16);
+        let mirror = Arc::new(Mirror {
+            entries: RwLock::default(),
+            watched: AtomicU64::new(0),
+            changes,
+            queues: RwLock::default(),
+            streams: RwLock::default(),
+            ctx: queues::PumpContext {
+                js: async_nats::jetstream::new(client.clone()),
+                client,
+                prefix: "t".into(),
+            },
+        });
+        let record = Bytes::from(
+            serde_json::json!({"spec": {}, "partitions": 1, "incarnation": 7}).to_string(),
+        );
+        let runtime = tokio::runtime::Handle::current();
+        for i in 0..500 {
+            let name = format!("q{i}");
+            let key = format!("{}{}", queues::META_QUEUE, codec::key_of_name(&name));
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let appliers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (mirror, runtime, start) = (mirror.clone(), runtime.clone(), start.clone());
+                    let (key, name, record) = (key.clone(), name.clone(), record.clone());
+                    std::thread::spawn(move || {
+                        let _in_runtime = runtime.enter();
+                        start.wait();
+                        mirror.apply(&key, 1, Some(record));
+                        mirror.queues.read().unwrap().contains_key(&name)
+                    })
+                })
+                .collect();
+            for a in appliers {
+                assert!(
+                    a.join().unwrap(),
+                    "round {i}: apply returned before {name}'s handle was built"
+                );
+            }
+        }
+        for h in mirror.queues.read().unwrap().values() {
+            h.mark_deleted();
+        }
     }
 }
