@@ -15,6 +15,7 @@
 //!   not behind what was acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::client::Client;
 use switchyard::wire::{PublishRequest, QueueSpec, ReceiveRequest, SendRequest, SubscriptionSpec};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cutfs::CutFs;
@@ -33,8 +35,10 @@ use crate::webhooks::Receiver;
 const POWER_CUTS: u64 = 10;
 /// Rounds of the crash test.
 const CRASHES: u64 = 20;
-/// The load of a round runs this long at most before the kill.
-const MAX_LOAD_MS: u64 = 1_500;
+/// The kill comes after a random number of the load's requests, up to this many...
+const MAX_REQUESTS_BEFORE_KILL: usize = 1_500;
+/// ...or after this long, whichever is first.
+const MAX_LOAD: Duration = Duration::from_secs(5);
 /// Operations per load task and round: the load ends by itself if the kill never comes.
 const MAX_OPS: usize = 3_000;
 /// Visibility timeout of the queues consumed during the load, so messages in flight at
@@ -64,10 +68,37 @@ struct Ledger {
     checkpoints: BTreeMap<String, u64>,
 }
 
-type Shared = Arc<Mutex<Ledger>>;
+/// The ledger of a round, and how many requests the load has made, for choosing the
+/// moment of the kill.
+#[derive(Default)]
+struct Progress {
+    ledger: Mutex<Ledger>,
+    requests: AtomicUsize,
+    moved: Notify,
+}
 
-fn note(ledger: &Shared, f: impl FnOnce(&mut Ledger)) {
-    f(&mut ledger.lock().expect("never poisoned"));
+type Shared = Arc<Progress>;
+
+fn note(progress: &Shared, f: impl FnOnce(&mut Ledger)) {
+    f(&mut progress.ledger.lock().expect("never poisoned"));
+    progress.requests.fetch_add(1, Ordering::Relaxed);
+    progress.moved.notify_waiters();
+}
+
+/// Waits until the load has made `n` requests, or `MAX_LOAD` has passed.
+async fn requests_made(progress: &Progress, n: usize) {
+    let deadline = tokio::time::Instant::now() + MAX_LOAD;
+    loop {
+        let moved = progress.moved.notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        if progress.requests.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, moved).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn publisher(client: Client, ledger: Shared, round: u64, tag: u64) {
@@ -141,9 +172,10 @@ async fn worker(client: Client, ledger: Shared, queue: &'static str) {
 }
 
 /// Receives from `flaky` and makes every message visible again at once, so its next
-/// receive moves it to the dead-letter queue.
+/// receive moves it to the dead-letter queue; every fourth round it redrives the dead
+/// letters back, so that a kill finds messages on both sides and on the way between.
 async fn bouncer(client: Client) {
-    for _ in 0..MAX_OPS {
+    for round in 0..MAX_OPS {
         let Ok(got) = client
             .receive("flaky", &ReceiveRequest::new(10).wait_s(1))
             .await
@@ -159,14 +191,7 @@ async fn bouncer(client: Client) {
                 return;
             }
         }
-    }
-}
-
-/// Moves the dead letters back to `flaky` every few hundred milliseconds.
-async fn redriver(client: Client) {
-    for _ in 0..MAX_OPS {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if client.redrive("flaky-dlq").await.is_err() {
+        if round % 4 == 3 && client.redrive("flaky-dlq").await.is_err() {
             return;
         }
     }
@@ -608,7 +633,6 @@ async fn run(mut cut: Cut, data_in: Option<&std::path::Path>, rounds: u64) {
             load.spawn(worker(s.client.clone(), ledger.clone(), queue));
         }
         load.spawn(bouncer(s.client.clone()));
-        load.spawn(redriver(s.client.clone()));
         load.spawn(putter(
             s.http.clone(),
             s.base_url.clone(),
@@ -620,15 +644,14 @@ async fn run(mut cut: Cut, data_in: Option<&std::path::Path>, rounds: u64) {
             s.base_url.clone(),
             ledger.clone(),
         ));
-        let cut_at = Instant::now() + Duration::from_millis(rng.u64(100..MAX_LOAD_MS));
-        tokio::time::sleep_until(cut_at.into()).await;
+        requests_made(&ledger, rng.usize(20..MAX_REQUESTS_BEFORE_KILL)).await;
         s.kill9();
         if let Cut::Power(fs) = &mut cut {
             lost_bytes += fs.power_cut();
         }
         while load.join_next().await.is_some() {}
         s.restart().await;
-        let l = std::mem::take(&mut *ledger.lock().unwrap());
+        let l = std::mem::take(&mut *ledger.ledger.lock().unwrap());
         check(&s, &hook, round, l, &mut seen).await;
     }
     eprintln!(

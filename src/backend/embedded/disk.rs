@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// The reserve when none is configured.
 pub const DEFAULT_RESERVE: u64 = 128 << 20;
+/// What a resource's definition is counted as, about.
+const RESOURCE_BYTES: usize = 1024;
 /// Free space is read again after this many bytes were admitted since the last reading...
 const RECHECK_BYTES: u64 = 1 << 20;
 /// ...or after this long, so that space freed (or taken) by others is seen.
@@ -57,6 +59,12 @@ impl DiskGuard {
     /// Sets the reserve; 0 turns the guard off.
     pub fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Admits a new resource (queue, stream, group) named `name`: its definition is small,
+    /// but it is new data all the same.
+    pub fn admit_resource(&self, name: &str) -> Result<(), StorageError> {
+        self.admit(name.len() + RESOURCE_BYTES)
     }
 
     /// Admits a write adding about `bytes`, or refuses it while the disk is too full.

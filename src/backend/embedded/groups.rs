@@ -115,7 +115,7 @@ impl Embedded {
         name: &str,
         info: GroupInfo,
     ) -> Result<(GroupInfo, bool), StorageError> {
-        self.disk.admit(name.len() + 1024)?;
+        self.disk.admit_resource(name)?;
         let n = h.shard_count() as usize;
         let durable = {
             let mut groups = h.groups.lock().expect("never poisoned");

@@ -140,7 +140,7 @@ impl Embedded {
         spec: QueueSpec,
         kind: QueueKind,
     ) -> Result<Arc<QueueHandle>, StorageError> {
-        self.disk.admit(name.len() + 1024)?;
+        self.disk.admit_resource(name)?;
         let now = self.clock().now_ms();
         if let Some(h) = self.queue(name) {
             let rec = QueueRecord {

@@ -208,7 +208,7 @@ impl Embedded {
         name: &str,
         spec: StreamSpec,
     ) -> Result<Arc<StreamHandle>, StorageError> {
-        self.disk.admit(name.len() + 1024)?;
+        self.disk.admit_resource(name)?;
         if let Some(h) = self.stream(name) {
             let rec = StreamRecord {
                 id: h.id,

@@ -296,16 +296,19 @@ proptest::proptest! {
     }
 }
 
+/// Creates a store in `dir` with one queue, `q`, closes it and returns the queue's id.
+async fn store_with_queue(dir: &std::path::Path) -> u64 {
+    let s = Embedded::open(dir).unwrap();
+    s.put_queue("q", QueueSpec::default(), QueueKind::User)
+        .await
+        .unwrap()
+        .id
+}
+
 #[tokio::test]
 async fn acknowledged_writes_that_fjall_lacks_are_replayed_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let qid = {
-        let s = Embedded::open(dir.path()).unwrap();
-        s.put_queue("q", QueueSpec::default(), QueueKind::User)
-            .await
-            .unwrap()
-            .id
-    };
+    let qid = store_with_queue(dir.path()).await;
     // What a kill between the two stages leaves: a synced log record that never
     // reached fjall.
     {
@@ -362,13 +365,7 @@ fn logged_message(qid: u64, seq: u64, id: &str) -> Vec<u8> {
 async fn a_damaged_log_record_that_was_synced_stops_the_open_naming_the_file() {
     for damaged in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let qid = {
-            let s = Embedded::open(dir.path()).unwrap();
-            s.put_queue("q", QueueSpec::default(), QueueKind::User)
-                .await
-                .unwrap()
-                .id
-        };
+        let qid = store_with_queue(dir.path()).await;
         // Two syncs that fjall never saw: the second record says the first was synced.
         let wal_dir = dir.path().join("wal");
         {

@@ -293,6 +293,27 @@ async fn follow(watch: &mut kv::Watch, meta: &kv::Store, mirror: &Mirror) {
 }
 
 impl Mirror {
+    /// An empty mirror of the deployment `prefix`: no metadata seen yet.
+    pub(super) fn new(
+        client: async_nats::Client,
+        js: async_nats::jetstream::Context,
+        prefix: &str,
+    ) -> Mirror {
+        let (changes, _) = broadcast::channel(super::META_CHANGES_CAPACITY);
+        Mirror {
+            entries: RwLock::default(),
+            watched: AtomicU64::new(0),
+            changes,
+            queues: RwLock::default(),
+            streams: RwLock::default(),
+            ctx: queues::PumpContext {
+                client,
+                js,
+                prefix: prefix.to_string(),
+            },
+        }
+    }
+
     /// Applies a change delivered by the watch.
     fn apply_entry(&self, e: kv::Entry) {
         self.watched.fetch_max(e.revision, Ordering::AcqRel);
@@ -354,19 +375,8 @@ mod tests {
             .connect("127.0.0.1:1")
             .await
             .expect("a client that connects in the background");
-        let (changes, _) = broadcast::channel(16);
-        let mirror = Arc::new(Mirror {
-            entries: RwLock::default(),
-            watched: AtomicU64::new(0),
-            changes,
-            queues: RwLock::default(),
-            streams: RwLock::default(),
-            ctx: queues::PumpContext {
-                js: async_nats::jetstream::new(client.clone()),
-                client,
-                prefix: "t".into(),
-            },
-        });
+        let js = async_nats::jetstream::new(client.clone());
+        let mirror = Arc::new(Mirror::new(client, js, "t"));
         let record = Bytes::from(
             serde_json::json!({"spec": {}, "partitions": 1, "incarnation": 7}).to_string(),
         );

@@ -36,10 +36,8 @@ use crate::model::Kind;
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use meta::{Mirror, open_bucket, start_watcher};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// How long one JetStream API request or publish acknowledgement may take before it is
 /// retried or reported as unavailable. A healthy local server answers in well under a
@@ -215,19 +213,7 @@ impl JetStream {
         scale_streams(&client, prefix, replicas)
             .await
             .map_err(too_few)?;
-        let (changes, _) = broadcast::channel(META_CHANGES_CAPACITY);
-        let mirror = Arc::new(Mirror {
-            entries: RwLock::default(),
-            watched: AtomicU64::new(0),
-            changes,
-            queues: RwLock::default(),
-            streams: RwLock::default(),
-            ctx: queues::PumpContext {
-                client: client.clone(),
-                js: js.clone(),
-                prefix: prefix.to_string(),
-            },
-        });
+        let mirror = Arc::new(Mirror::new(client.clone(), js.clone(), prefix));
         let watcher = start_watcher(&meta, mirror.clone()).await?;
         Ok(JetStream {
             client,
