@@ -89,3 +89,34 @@ fn ensure_target() {
         "`rustup target add {TARGET}` exited with {status}"
     );
 }
+
+/// A component of the handler world (`wit/handler.wit`) made from a core module
+/// written in WAT, for behaviour no compiled guest produces. The module exports
+/// `memory`, `cabi_realloc`, `handle` and `handle-batch` with their canonical ABI
+/// signatures; it may import nothing.
+#[allow(
+    dead_code,
+    reason = "the benchmarks share this file and build no such guest"
+)]
+pub fn hand_written(core_wat: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::new();
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit");
+    let (package, _) = resolve
+        .push_path(&wit)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error:#}", wit.display()));
+    let world = resolve
+        .select_world(&[package], Some("handler"))
+        .expect("the handler world");
+    let mut module = wat::parse_str(core_wat).unwrap_or_else(|error| panic!("bad WAT: {error}"));
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed the world");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|error| panic!("not a component of the handler world: {error:#}"))
+}

@@ -304,6 +304,110 @@ async fn stack_overflows_are_traps_and_the_function_runs_on() {
     }
 }
 
+/// A hand-written guest with one table of `initial` elements: `handle` grows it by the
+/// event's receive count and answers `fatal("table.grow refused")` when the growth fails.
+fn table_guest(initial: u64) -> Vec<u8> {
+    guests::hand_written(&format!(
+        r#"(module
+  (memory (export "memory") 1)
+  (table $table {initial} funcref)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 64) "table.grow refused")
+  (func (export "cabi_realloc")
+    (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (i32.and
+      (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+      (i32.sub (i32.const 0) (local.get $align))))
+    (global.set $heap (i32.add (local.get $at) (local.get $size)))
+    (if (i32.gt_u (global.get $heap) (i32.shl (memory.size) (i32.const 16)))
+      (then (if (i32.eq
+          (memory.grow (i32.add (i32.const 1) (i32.shr_u
+            (i32.sub (global.get $heap) (i32.shl (memory.size) (i32.const 16)))
+            (i32.const 16))))
+          (i32.const -1))
+        (then unreachable))))
+    (local.get $at))
+  (func (export "handle")
+    (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i64) (param $grow i32) (result i32)
+    (if (i32.eq (table.grow $table (ref.null func) (local.get $grow)) (i32.const -1))
+      (then
+        (i32.store8 (i32.const 16) (i32.const 1))
+        (i32.store8 (i32.const 20) (i32.const 1))
+        (i32.store (i32.const 24) (i32.const 64))
+        (i32.store (i32.const 28) (i32.const 18))
+        (return (i32.const 16))))
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (i32.const 16))
+  (func (export "handle-batch") (param i32 i32) (result i32)
+    (i64.store (i32.const 32) (i64.const 0))
+    (i32.const 32)))"#
+    ))
+}
+
+fn growing_by(id: &str, elements: u32) -> Event {
+    Event {
+        receive_count: elements,
+        ..event(id, "grow the table")
+    }
+}
+
+#[tokio::test]
+async fn a_table_grown_past_its_bound_is_refused_and_the_function_runs_on() {
+    let runtime = runtime();
+    let function = runtime
+        .load(
+            "tables",
+            &table_guest(1),
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .expect("a one-element table loads");
+    let small = function.invoke(growing_by("e-1", 1_000)).await;
+    assert_eq!(
+        small.outcome,
+        Ok(()),
+        "a table of a thousand elements grows"
+    );
+    // A billion function references: 8 GB if it were allowed.
+    let huge = function.invoke(growing_by("e-2", 1_000_000_000)).await;
+    assert_eq!(
+        huge.outcome,
+        Err(InvokeError::Handler {
+            retryable: false,
+            message: "table.grow refused".into()
+        }),
+        "the growth fails inside the guest, which sees it and answers"
+    );
+    let after = function.invoke(growing_by("e-3", 1_000)).await;
+    assert_eq!(after.outcome, Ok(()), "the next invocation runs normally");
+}
+
+#[tokio::test]
+async fn a_component_whose_table_cannot_fit_is_refused_at_load() {
+    let runtime = runtime();
+    let refused = runtime
+        .load(
+            "tables",
+            &table_guest(100_000_000),
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .expect_err("a table of a hundred million elements is refused");
+    let message = refused.to_string();
+    assert!(message.contains("table"), "{message}");
+    // The runtime is unharmed: a component that fits loads and runs beside it.
+    let fits = runtime
+        .load(
+            "tables",
+            &table_guest(1),
+            FunctionLimits::default(),
+            BTreeMap::new(),
+        )
+        .expect("a one-element table loads");
+    assert_eq!(fits.invoke(growing_by("e-1", 10)).await.outcome, Ok(()));
+}
+
 #[tokio::test]
 async fn sandbox_escapes_are_denied_and_the_host_carries_on() {
     let runtime = runtime();
