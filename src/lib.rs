@@ -42,7 +42,8 @@
 //! - [`backend`]: storage verbs over the embedded store or JetStream.
 //! - [`deliver`]: delivery workers and function sources; [`runtime`]: the wasmtime sandbox.
 //! - [`model`]: the resources as plain data, shared by every layer; [`error`]: what an
-//!   operation answers instead of a result; [`time`]: timestamps as text.
+//!   operation answers instead of a result; [`time`]: timestamps as text; `priority`:
+//!   the CPU priority of background threads.
 //! - [`filter`] (the `switchyard-filter` crate): SNS filter policies compiled into one
 //!   matcher per topic.
 pub mod api;
@@ -57,6 +58,7 @@ pub mod deliver;
 pub mod error;
 pub mod model;
 pub mod policy_test;
+pub(crate) mod priority;
 pub mod publish;
 pub mod queue;
 pub mod runtime;

@@ -119,9 +119,9 @@ struct TickerState {
 
 /// Keeps the epoch advancing while held: an invocation's deadline is checked at
 /// each tick.
-pub(crate) struct Ticking<'a>(&'a TickerState);
+pub(crate) struct Ticking(Arc<TickerState>);
 
-impl Drop for Ticking<'_> {
+impl Drop for Ticking {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, SeqCst);
     }
@@ -147,7 +147,7 @@ impl EpochTicker {
     }
 
     /// Marks an invocation as running until the guard is dropped.
-    pub(crate) fn running(&self) -> Ticking<'_> {
+    pub(crate) fn running(&self) -> Ticking {
         let s = &*self.state;
         // Paired with the ticker's store of `asleep` and load of `running`
         // (both SeqCst): either it sees this invocation before sleeping, or this
@@ -157,7 +157,7 @@ impl EpochTicker {
             let _stopped = s.stopped.lock().expect("never poisoned");
             s.wake.notify_one();
         }
-        Ticking(s)
+        Ticking(self.state.clone())
     }
 }
 

@@ -15,12 +15,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Shared;
 use super::bindings::{Handler, HandlerPre, wit};
 use super::cache::Source;
+use super::engine::Ticking;
 use super::error::InvokeError;
 use super::host::State;
 use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded};
@@ -90,7 +91,7 @@ pub struct Function {
     pub(crate) limits: FunctionLimits,
     pub(crate) config: Arc<BTreeMap<String, String>>,
     pub(crate) pre: HandlerPre<State>,
-    pub(crate) permits: Semaphore,
+    pub(crate) permits: Arc<Semaphore>,
     pub(crate) source: Source,
     pub(crate) shared: Arc<Shared>,
 }
@@ -211,24 +212,27 @@ impl Function {
     }
 
     /// Runs `call` against a fresh instance, within the function's limits.
-    async fn execute<R>(
+    async fn execute<R: Send + 'static>(
         &self,
-        call: impl for<'a> FnOnce(&'a Handler, &'a mut Store<State>) -> CallFuture<'a, R> + Send,
+        call: impl for<'a> FnOnce(&'a Handler, &'a mut Store<State>) -> CallFuture<'a, R>
+        + Send
+        + 'static,
     ) -> Execution<R> {
         let started = Instant::now();
         // Neither semaphore is ever closed, so acquiring cannot fail.
-        let _function_permit = self
+        let function_permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("function semaphore is never closed");
-        let _instance_permit = self
+        let instance_permit = self
             .shared
             .instances
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("instance semaphore is never closed");
-        let _ticking = self.shared.ticker.running();
 
         let state = State::new(
             self.name.clone(),
@@ -241,22 +245,38 @@ impl Function {
         let deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| on_tick(deadline));
-
-        let run = async {
-            let handler = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|error| classify(error, &self.limits, true))?;
-            call(&handler, &mut store)
-                .await
-                .map_err(|error| classify(error, &self.limits, false))
+        let mut admitted = Admitted {
+            store,
+            _permits: (
+                function_permit,
+                instance_permit,
+                self.shared.ticker.running(),
+            ),
         };
-        let result = tokio::time::timeout(self.limits.timeout + WALL_CLOCK_GRACE, run)
-            .await
-            .unwrap_or(Err(InvokeError::Timeout(self.limits.timeout)));
 
-        let state = store.into_data();
+        // One future that owns everything the guest touches, so that it can move to the
+        // background lane when it runs long.
+        let pre = self.pre.clone();
+        let limits = self.limits;
+        let invocation = async move {
+            let store = &mut admitted.store;
+            let run = async {
+                let handler = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(|error| classify(error, &limits, true))?;
+                call(&handler, store)
+                    .await
+                    .map_err(|error| classify(error, &limits, false))
+            };
+            let result = tokio::time::timeout(limits.timeout + WALL_CLOCK_GRACE, run)
+                .await
+                .unwrap_or(Err(InvokeError::Timeout(limits.timeout)));
+            (result, admitted)
+        };
+        let (result, admitted) = self.shared.lanes.run(invocation).await;
+
+        let state = admitted.store.into_data();
         let (logs, logs_dropped) = state.guest.logs.take().finish();
         Execution {
             result,
@@ -266,6 +286,13 @@ impl Function {
             duration: started.elapsed(),
         }
     }
+}
+
+/// An invocation's store and what admitted it. Fields drop in order: the store, and with
+/// it the instance's slot in the pool, goes before the permits let another invocation in.
+struct Admitted {
+    store: Store<State>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit, Ticking),
 }
 
 /// What a running guest does at an epoch tick: stop once `deadline` has passed, else

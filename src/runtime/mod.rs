@@ -17,12 +17,14 @@
 //!
 //! A guest cannot hurt the host: no filesystem, network, environment or
 //! arguments; bounded memory, time, logs and publishes; a trap, timeout or
-//! exhausted memory is a failed attempt of that event, never a crash.
+//! exhausted memory is a failed attempt of that event, never a crash; and a
+//! guest that runs long moves to a background lane at low CPU priority, so it
+//! cannot slow down the API or other functions.
 //!
 //! Modules: `engine` (engine and ticker), `cache` (compiled components on
 //! disk), `imports` (what a guest may import), `limits` (every bound),
 //! `host` (store state and host imports), `logs` (log capture), `function`
-//! (invocation), `registry` (hot swap), `types` (values crossing the boundary),
+//! (invocation), `lanes` (where an invocation runs), `registry` (hot swap), `types` (values crossing the boundary),
 //! `bindings` (generated from the WIT world), `error`.
 
 mod bindings;
@@ -32,6 +34,7 @@ mod error;
 mod function;
 mod host;
 mod imports;
+mod lanes;
 mod limits;
 mod logs;
 mod registry;
@@ -133,10 +136,11 @@ pub(crate) struct Shared {
     cache: cache::ComponentCache,
     /// One permit per instance slot of the pool, so a burst waits for a slot
     /// instead of failing to instantiate.
-    pub(crate) instances: Semaphore,
+    pub(crate) instances: Arc<Semaphore>,
     pub(crate) gate: Arc<dyn PublishGate>,
     max_memory_bytes: usize,
     pub(crate) ticker: engine::EpochTicker,
+    pub(crate) lanes: lanes::Lanes,
 }
 
 impl std::fmt::Debug for Shared {
@@ -185,10 +189,11 @@ impl Runtime {
                 engine,
                 linker,
                 cache,
-                instances: Semaphore::new(config.max_instances as usize),
+                instances: Arc::new(Semaphore::new(config.max_instances as usize)),
                 gate: config.publish_gate,
                 max_memory_bytes: config.max_memory_bytes,
                 ticker,
+                lanes: lanes::Lanes::default(),
             }),
         })
     }
@@ -248,7 +253,7 @@ impl Runtime {
             limits,
             config: Arc::new(config),
             pre,
-            permits: Semaphore::new(limits.concurrency),
+            permits: Arc::new(Semaphore::new(limits.concurrency)),
             source,
             shared: self.shared.clone(),
         })

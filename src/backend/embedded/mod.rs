@@ -11,15 +11,13 @@
 //! retention), `shared` (bodies several messages carry, stored once), `records` and
 //! `groups` (streams and consumer groups); beneath them `committer` and `wal` (group
 //! commit through a write-ahead log), `index` and `seqmap` (a queue's in-memory index),
-//! `codec` (record formats), `disk` (refusing new data on a nearly full disk), `priority`
-//! (thread priorities).
+//! `codec` (record formats), `disk` (refusing new data on a nearly full disk).
 
 mod codec;
 mod committer;
 mod disk;
 mod groups;
 mod index;
-mod priority;
 mod queues;
 mod records;
 mod seqmap;

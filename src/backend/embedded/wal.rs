@@ -319,7 +319,7 @@ impl Wal {
         let preparer = std::thread::Builder::new()
             .name("switchyard-wal-prep".into())
             .spawn(move || {
-                super::priority::background();
+                crate::priority::background();
                 for id in requests {
                     if spare_tx
                         .send(prepare(&prep_dir, id, SEGMENT_BYTES, true))

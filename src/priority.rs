@@ -1,13 +1,13 @@
-//! The CPU priority of the store's background threads.
+//! The CPU priority of background threads.
 //!
-//! On a machine with few cores the threads that answer requests share them with the
-//! store's housekeeping. Only housekeeping that nothing waits for runs at the lowest
-//! priority (the zero-filling of spare log segments: the log makes one itself when none is
-//! ready), so that a request thread that wakes takes the core at once. The apply thread
-//! and fjall's flush thread keep the normal priority: stream records, checkpoints and
-//! resource definitions wait for them, and at the lowest priority on a saturated machine
-//! those took long enough to outlive a one-second lease; flushes that lag keep memtables
-//! in memory.
+//! On a machine with few cores the threads that answer requests share them with work
+//! that nobody is waiting on at that moment: the store's housekeeping (the zero-filling of
+//! spare log segments) and function invocations that have run for a while (the runtime's
+//! background lane). Those threads run at the lowest priority, so that a request thread
+//! that wakes takes the core at once. Work that requests wait for keeps the normal
+//! priority: the store's apply thread and fjall's flush thread serve stream records,
+//! checkpoints and resource definitions, and at the lowest priority on a saturated machine
+//! those took long enough to outlive a one-second lease.
 
 /// The nice value of background threads: the lowest, yet still a share of the CPU when
 /// the machine is saturated (unlike `SCHED_IDLE`), so that what waits on them advances.
@@ -16,7 +16,7 @@ const NICE: libc::c_int = 19;
 
 /// Lowers the calling thread to the lowest normal CPU priority. Best effort: where the OS
 /// refuses, the thread keeps its priority and works as before.
-pub(super) fn background() {
+pub(crate) fn background() {
     #[cfg(target_os = "linux")]
     {
         // On Linux the nice value is per thread, and a thread id names just that thread.
@@ -26,7 +26,7 @@ pub(super) fn background() {
         if r != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
-                "cannot lower a storage thread's priority"
+                "cannot lower a background thread's priority"
             );
         }
     }
