@@ -46,6 +46,16 @@ use std::sync::{Arc, Mutex, RwLock};
 const BODY_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// Memtable size of the keyspaces holding small records (state, metadata, dedup ids).
 const SMALL_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// When fjall's sealed journals reach this many bytes, it flushes the keyspaces that keep
+/// the oldest one. A journal is deleted once every keyspace has flushed what it holds, and
+/// a keyspace written rarely keeps its memtable, and with it every journal since: under
+/// quick consumers, whose messages are acknowledged before they reach fjall, the bodies'
+/// keyspace is such a one. fjall's default (512 MiB) let a server holding a few megabytes
+/// grow its data directory by half a gigabyte of journals; with the smallest bound fjall
+/// allows, they peak at a few times this (the journals sealed since the oldest and the one
+/// being written). fjall's journals are only read after a crash, and the write-ahead log
+/// guards every acknowledged write.
+pub(super) const MAX_JOURNALING_BYTES: u64 = 64 << 20;
 /// Block cache: reads of recent bodies mostly hit memtables or the OS page cache.
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -66,6 +76,20 @@ pub struct Embedded {
     disk: disk::DiskGuard,
 }
 
+/// The fjall database in `dir`, configured for the store.
+fn open_database(dir: &Path) -> fjall::Result<Database> {
+    Database::builder(dir)
+        // Journal writes are synced by the committer, once per group.
+        .manual_journal_persist(true)
+        .cache_size(BLOCK_CACHE_BYTES)
+        .max_journaling_size(MAX_JOURNALING_BYTES)
+        // One flush/compaction thread: with two, fjall's first worker hands compaction
+        // requests back and forth while the second compacts, spinning a core that the
+        // request path needs (measured: stream puts 170k -> 206k records/s).
+        .worker_threads(1)
+        .open()
+}
+
 impl Embedded {
     /// Opens (or creates) the store in `dir` and rebuilds every queue's index.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
@@ -78,15 +102,7 @@ impl Embedded {
         std::fs::create_dir_all(dir).map_err(|e| {
             StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let db = Database::builder(dir)
-            // Journal writes are synced by the committer, once per group.
-            .manual_journal_persist(true)
-            .cache_size(BLOCK_CACHE_BYTES)
-            // One flush/compaction thread: with two, fjall's first worker hands compaction
-            // requests back and forth while the second compacts, spinning a core that the
-            // request path needs (measured: stream puts 170k -> 206k records/s).
-            .worker_threads(1)
-            .open()?;
+        let db = open_database(dir)?;
         // Memtables are where unflushed writes sit in memory; fjall's 64 MiB default per
         // keyspace lets a backlog's bodies pile up in RAM. Bodies also go to blob files
         // (key-value separation), so compaction does not rewrite them.

@@ -461,6 +461,45 @@ async fn ack_is_durable_and_receipts_are_checked() {
     assert_eq!(s.counts(&q), Counts::default());
 }
 
+#[test]
+fn the_journals_stay_bounded_while_a_quiet_keyspace_holds_the_oldest() {
+    const RECORD: usize = 1 << 20;
+    const WRITTEN: u64 = 8 * MAX_JOURNALING_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_database(dir.path()).unwrap();
+    let small = || KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
+    // Bodies acknowledged within the committer's window never reach fjall, so under a
+    // steady load of quick consumers the bodies' keyspace sees a few writes that its
+    // memtable holds for ever, while the small records of the queues' state stream
+    // through the journals.
+    let quiet = db.keyspace("quiet", small).unwrap();
+    let busy = db.keyspace("busy", small).unwrap();
+    quiet.insert(b"quiet", b"x").unwrap();
+    // Random, so that the journals cannot compress it.
+    let record: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+        .take(RECORD)
+        .collect();
+    let mut most = 0;
+    for i in 0..WRITTEN / RECORD as u64 {
+        busy.insert(i.to_be_bytes(), &record).unwrap();
+        // At the pace of a server whose flushes keep up with its writes.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while db.outstanding_flushes() > 0 {
+            assert!(std::time::Instant::now() < until, "flushes never caught up");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        most = most.max(db.journal_disk_space().unwrap());
+    }
+    // Without a bound the quiet memtable keeps every journal written since it was: all
+    // that was written. With it, fjall flushes that memtable once the sealed journals
+    // reach the bound and deletes them once every keyspace has flushed past them; until
+    // then the journal being written and those sealed since are kept too.
+    assert!(
+        most <= 5 * MAX_JOURNALING_BYTES,
+        "{most} bytes of journals at most while {WRITTEN} bytes were written"
+    );
+}
+
 #[tokio::test]
 async fn moved_messages_remember_their_origin_until_they_move_back() {
     let dir = tempfile::tempdir().unwrap();
