@@ -7,7 +7,7 @@ use crate::model::Kind;
 use crate::runtime::{Body, FunctionState as LoadState, Invocation};
 use crate::wire::{
     FunctionInfo, FunctionList, FunctionSpec, FunctionState, InvokeFailure, InvokeRequest,
-    InvokeResult, LogLine, Published,
+    InvokeResult, LogLine, Published, QueueSourceStatus,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -34,11 +34,29 @@ fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
         LoadState::Ready => (FunctionState::Ready, None),
         LoadState::Failed(reason) => (FunctionState::Failed, Some(reason)),
     };
+    let queue_sources = s
+        .app
+        .control
+        .queue_source_readings(name)
+        .into_iter()
+        .map(|r| QueueSourceStatus {
+            queue: r.queue,
+            concurrency: r.concurrency,
+            peak_concurrency: r.peak_concurrency,
+            throttles: r.throttles,
+            batches: r.batches,
+            events: r.events,
+            failed_batches: r.failed_batches,
+            invocation_ms: r.invocation_time.as_millis() as u64,
+            backlog_age_ms: r.backlog_age.as_millis() as u64,
+        })
+        .collect();
     Ok(FunctionInfo {
         name: name.to_string(),
         spec,
         state,
         error,
+        queue_sources,
     })
 }
 

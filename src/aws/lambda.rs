@@ -547,6 +547,8 @@ struct Mapping {
     maximum_batching_window_in_seconds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     starting_position: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scaling_config: Option<ScalingConfig>,
     function_response_types: Vec<&'static str>,
     state: &'static str,
     state_transition_reason: &'static str,
@@ -570,6 +572,7 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
             queue,
             batch_size,
             batch_window_ms,
+            ..
         } => (
             queue_arn(&cx.region, queue),
             *batch_size,
@@ -598,6 +601,15 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
         batch_size,
         maximum_batching_window_in_seconds: window_ms / 1000,
         starting_position,
+        scaling_config: match source {
+            SourceSpec::Queue {
+                max_concurrency: Some(n),
+                ..
+            } => Some(ScalingConfig {
+                maximum_concurrency: Some(*n),
+            }),
+            _ => None,
+        },
         function_response_types: vec!["ReportBatchItemFailures"],
         state: "Enabled",
         state_transition_reason: "USER_INITIATED",
@@ -628,25 +640,40 @@ struct CreateMappingInput {
     maximum_batching_window_in_seconds: Option<u64>,
     starting_position: Option<String>,
     enabled: Option<bool>,
-    scaling_config: Option<serde_json::Value>,
+    scaling_config: Option<ScalingConfig>,
     #[serde(default)]
     function_response_types: Vec<String>,
 }
 
+/// How many batches of an SQS source run at once. An empty one (no
+/// `MaximumConcurrency`) removes the limit of the source, which then runs as many as the
+/// function's concurrency allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ScalingConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maximum_concurrency: Option<usize>,
+}
+
+/// Lambda's bounds of `MaximumConcurrency`.
+const SCALING_MIN: usize = 2;
+const SCALING_MAX: usize = 1000;
+
+/// The source's `max_concurrency` that `scaling` asks for, checked as Lambda does.
+fn max_concurrency(scaling: &ScalingConfig) -> LambdaResult<Option<usize>> {
+    match scaling.maximum_concurrency {
+        Some(n) if !(SCALING_MIN..=SCALING_MAX).contains(&n) => Err(LambdaError::invalid(format!(
+            "ScalingConfig.MaximumConcurrency {n} is not between {SCALING_MIN} and {SCALING_MAX}"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// Refuses the mapping settings sources do not have here, saying so.
-fn check_mapping_settings(
-    enabled: Option<bool>,
-    scaling_config: Option<&serde_json::Value>,
-    response_types: &[String],
-) -> LambdaResult<()> {
+fn check_mapping_settings(enabled: Option<bool>, response_types: &[String]) -> LambdaResult<()> {
     if enabled == Some(false) {
         return Err(LambdaError::invalid(
             "a disabled event source mapping is not supported here: a source runs while it exists",
-        ));
-    }
-    if scaling_config.is_some() {
-        return Err(LambdaError::invalid(
-            "ScalingConfig is not supported yet: a queue source runs one batch at a time",
         ));
     }
     if let Some(t) = response_types
@@ -675,11 +702,7 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
     let arn = input
         .event_source_arn
         .ok_or_else(|| LambdaError::invalid("EventSourceArn is required"))?;
-    check_mapping_settings(
-        input.enabled,
-        input.scaling_config.as_ref(),
-        &input.function_response_types,
-    )?;
+    check_mapping_settings(input.enabled, &input.function_response_types)?;
     let source = match Arn::parse(&arn) {
         Some(a) if a.service == "sqs" => {
             if input.starting_position.is_some() {
@@ -694,6 +717,10 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     .maximum_batching_window_in_seconds
                     .unwrap_or(0)
                     .saturating_mul(1000),
+                max_concurrency: match &input.scaling_config {
+                    Some(scaling) => max_concurrency(scaling)?,
+                    None => None,
+                },
             }
         }
         Some(a) if a.service == "kinesis" => {
@@ -718,6 +745,9 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                 return Err(LambdaError::invalid(
                     "MaximumBatchingWindowInSeconds is not supported for stream sources here",
                 ));
+            }
+            if input.scaling_config.is_some() {
+                return Err(LambdaError::invalid(SCALING_IS_FOR_SQS));
             }
             SourceSpec::Stream {
                 stream: stream.to_string(),
@@ -801,9 +831,12 @@ struct UpdateMappingInput {
     batch_size: Option<usize>,
     maximum_batching_window_in_seconds: Option<u64>,
     enabled: Option<bool>,
-    scaling_config: Option<serde_json::Value>,
+    scaling_config: Option<ScalingConfig>,
     function_response_types: Option<Vec<String>>,
 }
+
+const SCALING_IS_FOR_SQS: &str =
+    "ScalingConfig is for SQS event sources; a stream source runs one batch per shard";
 
 /// Changes a mapping's batching; what it reads and which function it invokes stay.
 async fn update_mapping(
@@ -832,9 +865,12 @@ async fn update_mapping(
     }
     check_mapping_settings(
         input.enabled,
-        input.scaling_config.as_ref(),
         input.function_response_types.as_deref().unwrap_or_default(),
     )?;
+    let scaling = match &input.scaling_config {
+        Some(scaling) => Some(max_concurrency(scaling)?),
+        None => None,
+    };
     let changed = s
         .app
         .control
@@ -847,6 +883,7 @@ async fn update_mapping(
                 SourceSpec::Queue {
                     batch_size,
                     batch_window_ms,
+                    max_concurrency,
                     ..
                 } => {
                     if let Some(n) = input.batch_size {
@@ -855,8 +892,14 @@ async fn update_mapping(
                     if let Some(w) = input.maximum_batching_window_in_seconds {
                         *batch_window_ms = w.saturating_mul(1000);
                     }
+                    if let Some(n) = scaling {
+                        *max_concurrency = n;
+                    }
                 }
                 SourceSpec::Stream { batch_size, .. } => {
+                    if scaling.is_some() {
+                        return Err(OpError::Invalid(SCALING_IS_FOR_SQS.into()));
+                    }
                     if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
                         return Err(OpError::Invalid(
                             "MaximumBatchingWindowInSeconds is not supported for stream sources here"
@@ -929,16 +972,38 @@ mod tests {
     }
 
     #[test]
+    fn maximum_concurrency_is_checked_as_lambda_does() {
+        let asks = |n| {
+            max_concurrency(&ScalingConfig {
+                maximum_concurrency: n,
+            })
+        };
+        assert_eq!(asks(None).unwrap(), None);
+        assert_eq!(asks(Some(2)).unwrap(), Some(2));
+        assert_eq!(asks(Some(1000)).unwrap(), Some(1000));
+        for n in [0, 1, 1001] {
+            let e = asks(Some(n)).unwrap_err();
+            assert!(
+                e.message.contains("MaximumConcurrency"),
+                "{n}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
     fn a_mapping_keeps_its_uuid_and_tells_sources_apart() {
         let queue = |q: &str| SourceSpec::Queue {
             queue: q.into(),
             batch_size: 10,
             batch_window_ms: 0,
+            max_concurrency: None,
         };
         let resized = SourceSpec::Queue {
             queue: "jobs".into(),
             batch_size: 5,
             batch_window_ms: 0,
+            max_concurrency: Some(4),
         };
         assert_eq!(
             mapping_uuid("f", &queue("jobs")),

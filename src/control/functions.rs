@@ -10,6 +10,7 @@
 
 use super::{Control, meta};
 use crate::backend::{QueueKind, StorageError};
+use crate::deliver::QueueSourceReading;
 use crate::error::OpError;
 use crate::hex;
 use crate::model::attributes;
@@ -152,6 +153,16 @@ impl Control {
     /// Where a function stands: loading, ready or failed.
     pub fn function_state(&self, name: &str) -> Option<FunctionState> {
         self.functions.state(name)
+    }
+
+    /// How each queue source of `name` is doing on this router.
+    pub fn queue_source_readings(&self, name: &str) -> Vec<QueueSourceReading> {
+        self.sources.queue_readings(name)
+    }
+
+    /// How every queue source is doing on this router, by function.
+    pub fn all_queue_source_readings(&self) -> Vec<(String, QueueSourceReading)> {
+        self.sources.all_queue_readings()
     }
 
     /// The functions that cannot be invoked yet (loading) or at all (failed).

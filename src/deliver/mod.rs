@@ -14,7 +14,7 @@ pub mod sources;
 mod worker;
 
 pub use event::runtime_attributes;
-pub use sources::{FeedError, GroupFeed, QueueFeed, Sources};
+pub use sources::{FeedError, GroupFeed, QueueFeed, QueueSourceReading, Sources};
 
 use crate::backend::{Backend, QueueKind, StorageError};
 use crate::model::{

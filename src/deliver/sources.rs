@@ -3,7 +3,14 @@
 //!
 //! Queue: receive up to the batch size (waiting up to the batch window to fill it),
 //! invoke, acknowledge what succeeded; failed items stay and come back after the queue's
-//! visibility timeout, so the queue's redrive policy handles poison messages.
+//! visibility timeout, so the queue's redrive policy handles poison messages. A source
+//! scales with its backlog as Lambda's SQS poller does: it starts with one poller, adds one
+//! whenever a receive comes back full while every poller is busy, up to the source's
+//! `max_concurrency`, and an extra poller leaves when it finds the queue empty. A poller
+//! takes a slot of the function before it receives, so a throttled source leaves its
+//! messages in the queue instead of holding them while their visibility timeout runs (and
+//! their receive count toward the dead-letter queue grows); an idle source long-polls
+//! without one.
 //! Stream: poll as the group's member, invoke, checkpoint what succeeded; on a partial
 //! failure a shard resumes from its lowest failed record, on a whole failure the batch is
 //! read again, with a growing pause between attempts.
@@ -14,15 +21,19 @@
 use super::{DeliveryMetrics, Outbox, event};
 use crate::backend::{Received, StoredRecord};
 use crate::model::{SourceSpec, StartPosition};
-use crate::runtime::{Function, FunctionRegistry};
+use crate::runtime::{Function, FunctionRegistry, Slot};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long one receive or poll waits for the first message.
 const POLL_WAIT: Duration = Duration::from_secs(20);
+/// How long a queue poller holding a slot of the function waits for a message before it
+/// gives the slot back (and, but for the source's first poller, stops).
+const SLOTTED_POLL_WAIT: Duration = Duration::from_secs(1);
 /// Pause after a failed stream batch, doubling up to `MAX_RETRY_PAUSE`.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
@@ -99,7 +110,7 @@ struct Context {
 /// The running sources, by function.
 pub struct Sources {
     context: Arc<Context>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, Running>>,
     shutdown: CancellationToken,
 }
 
@@ -130,14 +141,7 @@ impl Sources {
     /// Stops a function's sources and starts `sources` in their place.
     pub fn restart(&self, function: &str, sources: &[SourceSpec]) {
         let stop = self.shutdown.child_token();
-        if let Some(old) = self
-            .running
-            .lock()
-            .expect("never poisoned")
-            .insert(function.to_string(), stop.clone())
-        {
-            old.cancel();
-        }
+        let mut queue_stats = Vec::new();
         for s in sources {
             let (cx, stop, function) = (self.context.clone(), stop.clone(), function.to_string());
             match s.clone() {
@@ -145,14 +149,19 @@ impl Sources {
                     queue,
                     batch_size,
                     batch_window_ms,
+                    max_concurrency,
                 } => {
-                    tokio::spawn(cx.queue_source(
+                    let stats = Arc::new(QueueSourceStats::default());
+                    stats.add_poller(1);
+                    queue_stats.push((queue.clone(), stats.clone()));
+                    let source = Arc::new(QueueSource {
                         function,
                         queue,
                         batch_size,
-                        Duration::from_millis(batch_window_ms),
-                        stop,
-                    ));
+                        window: Duration::from_millis(batch_window_ms),
+                        max_concurrency,
+                    });
+                    spawn_poller(&cx, &source, &stats, true, &stop);
                 }
                 SourceSpec::Stream {
                     stream,
@@ -172,13 +181,169 @@ impl Sources {
                 }
             }
         }
+        let mut running = self.running.lock().expect("never poisoned");
+        let old = if sources.is_empty() {
+            running.remove(function)
+        } else {
+            running.insert(
+                function.to_string(),
+                Running {
+                    stop,
+                    queues: queue_stats,
+                },
+            )
+        };
+        if let Some(old) = old {
+            old.stop.cancel();
+        }
     }
+
+    /// How each queue source of `function` is doing.
+    pub fn queue_readings(&self, function: &str) -> Vec<QueueSourceReading> {
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .get(function)
+            .map(|r| r.queues.iter().map(|(q, s)| s.reading(q)).collect())
+            .unwrap_or_default()
+    }
+
+    /// How every queue source is doing, by function.
+    pub fn all_queue_readings(&self) -> Vec<(String, QueueSourceReading)> {
+        let running = self.running.lock().expect("never poisoned");
+        let mut all: Vec<_> = running
+            .iter()
+            .flat_map(|(f, r)| r.queues.iter().map(|(q, s)| (f.clone(), s.reading(q))))
+            .collect();
+        all.sort_by(|a, b| (&a.0, &a.1.queue).cmp(&(&b.0, &b.1.queue)));
+        all
+    }
+}
+
+/// A function's running sources.
+struct Running {
+    /// Stops them all.
+    stop: CancellationToken,
+    /// The queue sources' stats, by queue.
+    queues: Vec<(String, Arc<QueueSourceStats>)>,
 }
 
 async fn pause(d: Duration, stop: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = stop.cancelled() => {}
+    }
+}
+
+/// A queue source's settings.
+struct QueueSource {
+    function: String,
+    queue: String,
+    batch_size: usize,
+    window: Duration,
+    /// Most pollers at once; `None`: the function's concurrency.
+    max_concurrency: Option<usize>,
+}
+
+/// How a queue source is doing: its pollers (each a batch being received or invoked) and
+/// what they did. Counters only grow; the gauges are the pollers, the busy ones and the
+/// age of the oldest message of the latest batch.
+#[derive(Debug, Default)]
+pub struct QueueSourceStats {
+    /// Pollers running: the source's current concurrency.
+    pollers: AtomicUsize,
+    /// Of those, the ones with a batch in hand.
+    busy: AtomicUsize,
+    /// Most pollers it has run at once.
+    peak: AtomicUsize,
+    /// Times a poller waited for a slot of the function before it could receive.
+    throttles: AtomicU64,
+    batches: AtomicU64,
+    events: AtomicU64,
+    failed_batches: AtomicU64,
+    invoke_micros: AtomicU64,
+    backlog_age_ms: AtomicU64,
+}
+
+/// A reading of a queue source's [`QueueSourceStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSourceReading {
+    pub queue: String,
+    pub concurrency: usize,
+    pub peak_concurrency: usize,
+    pub throttles: u64,
+    pub batches: u64,
+    pub events: u64,
+    pub failed_batches: u64,
+    pub invocation_time: Duration,
+    pub backlog_age: Duration,
+}
+
+impl QueueSourceStats {
+    /// Counts one more poller unless `limit` run already.
+    fn add_poller(&self, limit: usize) -> bool {
+        let added = self
+            .pollers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        if added {
+            self.peak
+                .fetch_max(self.pollers.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        added
+    }
+
+    fn batch_done(&self, events: usize, took: Duration, failed: bool) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.invoke_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if failed {
+            self.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn reading(&self, queue: &str) -> QueueSourceReading {
+        QueueSourceReading {
+            queue: queue.to_string(),
+            concurrency: self.pollers.load(Ordering::Relaxed),
+            peak_concurrency: self.peak.load(Ordering::Relaxed),
+            throttles: self.throttles.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            invocation_time: Duration::from_micros(self.invoke_micros.load(Ordering::Relaxed)),
+            backlog_age: Duration::from_millis(self.backlog_age_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+fn spawn_poller(
+    cx: &Arc<Context>,
+    s: &Arc<QueueSource>,
+    stats: &Arc<QueueSourceStats>,
+    anchor: bool,
+    stop: &CancellationToken,
+) {
+    let poller: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(
+        cx.clone()
+            .queue_poller(s.clone(), stats.clone(), anchor, stop.clone()),
+    );
+    tokio::spawn(poller);
+}
+
+/// A slot of `f`, waited for (and counted as a throttle) when none is free; `None` when
+/// the source stops first.
+async fn reserve(f: &Function, stats: &QueueSourceStats, stop: &CancellationToken) -> Option<Slot> {
+    if let Some(slot) = f.try_reserve() {
+        return Some(slot);
+    }
+    stats.throttles.fetch_add(1, Ordering::Relaxed);
+    tokio::select! {
+        slot = f.reserve() => Some(slot),
+        () = stop.cancelled() => None,
     }
 }
 
@@ -215,24 +380,42 @@ impl Context {
         }
     }
 
-    async fn queue_source(
+    /// One poller of a queue source: reserves a slot of the function, receives a batch,
+    /// invokes it in that slot and acknowledges what succeeded, again and again. The
+    /// anchor (the source's first poller) runs as long as the source; every other poller
+    /// leaves when it finds the queue empty.
+    async fn queue_poller(
         self: Arc<Self>,
-        function: String,
-        queue: String,
-        batch_size: usize,
-        window: Duration,
+        s: Arc<QueueSource>,
+        stats: Arc<QueueSourceStats>,
+        anchor: bool,
         stop: CancellationToken,
     ) {
+        let QueueSource {
+            function, queue, ..
+        } = &*s;
+        // Whether the anchor's last receive found nothing: it then long-polls without a
+        // slot, which an idle source should not keep from the function's other callers.
+        let mut idle = true;
         while !stop.is_cancelled() {
-            let Some(f) = self.ready_function(&function, &stop).await else {
+            let Some(f) = self.ready_function(function, &stop).await else {
                 pause(MISSING_PAUSE, &stop).await;
                 continue;
             };
-            let mut msgs = match self
-                .queues
-                .receive(&queue, batch_size.min(RECEIVE_MAX), POLL_WAIT, &stop)
-                .await
-            {
+            let mut slot = None;
+            if !(anchor && idle) {
+                slot = reserve(&f, &stats, &stop).await;
+                if slot.is_none() {
+                    break;
+                }
+            }
+            let wait = if slot.is_some() {
+                SLOTTED_POLL_WAIT
+            } else {
+                POLL_WAIT
+            };
+            let want = s.batch_size.min(RECEIVE_MAX);
+            let mut msgs = match self.queues.receive(queue, want, wait, &stop).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(function, queue, error = %e, "source receive failed");
@@ -241,23 +424,50 @@ impl Context {
                 }
             };
             if msgs.is_empty() {
-                continue;
+                if anchor {
+                    idle = true;
+                    continue;
+                }
+                break;
             }
-            let window_end = tokio::time::Instant::now() + window;
-            while msgs.len() < batch_size {
+            idle = false;
+            let slot = match slot {
+                Some(slot) => slot,
+                // Messages in hand, waiting for a slot: only the anchor coming out of an
+                // idle poll, while other callers hold every slot of the function.
+                None => match reserve(&f, &stats, &stop).await {
+                    Some(slot) => slot,
+                    None => break,
+                },
+            };
+            // A full receive means more is waiting: when every poller of the source is
+            // busy, one more starts.
+            let busy = stats.busy.fetch_add(1, Ordering::Relaxed) + 1;
+            let limit = s.max_concurrency.unwrap_or(f.limits().concurrency);
+            if msgs.len() == want
+                && busy >= stats.pollers.load(Ordering::Relaxed)
+                && stats.add_poller(limit)
+            {
+                spawn_poller(&self, &s, &stats, false, &stop);
+            }
+            let window_end = tokio::time::Instant::now() + s.window;
+            while msgs.len() < s.batch_size {
                 let left = window_end.saturating_duration_since(tokio::time::Instant::now());
-                let more = (batch_size - msgs.len()).min(RECEIVE_MAX);
-                match self.queues.receive(&queue, more, left, &stop).await {
+                let more = (s.batch_size - msgs.len()).min(RECEIVE_MAX);
+                match self.queues.receive(queue, more, left, &stop).await {
                     Ok(m) if !m.is_empty() => msgs.extend(m),
                     _ => break,
                 }
             }
-            let events = msgs
-                .iter()
-                .map(|m| event::from_message(&queue, m))
-                .collect();
-            let inv = f.invoke_batch(events).await;
+            let oldest = msgs.iter().map(|m| m.sent_at).min().unwrap_or_default();
+            stats.backlog_age_ms.store(
+                crate::time::now_ms().saturating_sub(oldest),
+                Ordering::Relaxed,
+            );
+            let events = msgs.iter().map(|m| event::from_message(queue, m)).collect();
+            let inv = f.invoke_batch_in(Some(slot), events).await;
             let failed_any = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
+            stats.batch_done(msgs.len(), inv.duration, failed_any);
             match inv.outcome {
                 Ok(failures) => {
                     let failed: HashSet<usize> = failures.iter().map(|f| f.index).collect();
@@ -271,18 +481,20 @@ impl Context {
                         .map(|(_, m)| m.receipt.clone())
                         .collect();
                     if !done.is_empty()
-                        && let Err(e) = self.queues.ack(&queue, &done).await
+                        && let Err(e) = self.queues.ack(queue, &done).await
                     {
                         tracing::error!(function, queue, error = %e, "acknowledging a processed batch failed; it will be processed again");
                     }
-                    self.outbox.publish(&function, inv.published).await;
+                    self.outbox.publish(function, inv.published).await;
                 }
                 Err(e) => {
                     tracing::warn!(function, queue, error = %e, messages = msgs.len(), "batch failed; the messages stay in the queue");
                 }
             }
             self.count_batch(failed_any);
+            stats.busy.fetch_sub(1, Ordering::Relaxed);
         }
+        stats.pollers.fetch_sub(1, Ordering::Relaxed);
     }
 
     async fn stream_source(self: Arc<Self>, s: StreamSource, stop: CancellationToken) {

@@ -59,6 +59,9 @@ pub const MAX_SOURCE_BATCH: usize = 1000;
 /// Longest a queue source waits to fill a batch.
 pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
 
+/// Most concurrent invocations of a function, and of one of its sources.
+pub const MAX_CONCURRENCY: usize = 1000;
+
 /// A function source (Lambda's event source mapping).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
@@ -82,6 +85,17 @@ pub enum SourceSpec {
         #[serde(default, deserialize_with = "super::whole::u64")]
         #[schema(maximum = 300000)]
         batch_window_ms: u64,
+        /// Most batches of this source invoked at once (Lambda's `MaximumConcurrency`):
+        /// the source adds one while messages wait and every running batch is busy, and
+        /// goes back to a single long poll when the queue is idle. Default: the function's
+        /// concurrency, which also caps all its invocations together.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::whole::option_usize"
+        )]
+        #[schema(minimum = 1, maximum = 1000)]
+        max_concurrency: Option<usize>,
     },
     Stream {
         /// The stream consumed.
@@ -129,14 +143,30 @@ impl FunctionSpec {
         }
         check_range("timeout_ms", self.timeout_ms, 1, 15 * 60 * 1000, &mut errs);
         check_range("memory_mb", self.memory_mb, 2, 512, &mut errs);
-        check_range("concurrency", self.concurrency as u64, 1, 1000, &mut errs);
+        check_range(
+            "concurrency",
+            self.concurrency as u64,
+            1,
+            MAX_CONCURRENCY as u64,
+            &mut errs,
+        );
         for (i, s) in self.sources.iter().enumerate() {
             match s {
                 SourceSpec::Queue {
                     queue,
                     batch_size,
                     batch_window_ms,
+                    max_concurrency,
                 } => {
+                    if let Some(n) = max_concurrency {
+                        check_range(
+                            &format!("sources[{i}].max_concurrency"),
+                            *n as u64,
+                            1,
+                            MAX_CONCURRENCY as u64,
+                            &mut errs,
+                        );
+                    }
                     if let Err(e) = validate_name(Kind::Queue, queue) {
                         errs.push(FieldError::new(format!("sources[{i}].queue"), e));
                     }

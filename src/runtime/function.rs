@@ -84,6 +84,13 @@ pub struct ItemFailure {
     pub message: String,
 }
 
+/// One unit of a function's concurrency, taken before its invocation: a caller that must
+/// not take work it cannot run at once (a queue source, which would otherwise receive a
+/// batch and let its visibility timeout run while it waits) reserves a slot first and then
+/// invokes in it.
+#[derive(Debug)]
+pub struct Slot(OwnedSemaphorePermit);
+
 /// A component loaded as a function, ready to invoke. Cheap to share behind
 /// an `Arc`; invocations run concurrently up to its concurrency limit.
 pub struct Function {
@@ -138,12 +145,28 @@ impl Function {
         self.source == Source::Cache
     }
 
+    /// Waits for a free slot of the function's concurrency.
+    pub async fn reserve(&self) -> Slot {
+        Slot(
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("function semaphore is never closed"),
+        )
+    }
+
+    /// A free slot of the function's concurrency, if there is one now.
+    pub fn try_reserve(&self) -> Option<Slot> {
+        self.permits.clone().try_acquire_owned().ok().map(Slot)
+    }
+
     /// Invokes the handler's `handle` export with one event.
     pub async fn invoke(&self, event: Event) -> Invocation {
         let message_id = event.id.clone();
         let event = wit::Event::from(event);
         let run = self
-            .execute(move |handler, store| {
+            .execute(None, move |handler, store| {
                 Box::pin(async move { handler.call_handle(store, &event).await })
             })
             .await;
@@ -169,6 +192,12 @@ impl Function {
     /// Invokes the handler's `handle-batch` export with a batch of events, in
     /// order. At most [`MAX_BATCH_EVENTS`] events fit in one call.
     pub async fn invoke_batch(&self, events: Vec<Event>) -> BatchInvocation {
+        self.invoke_batch_in(None, events).await
+    }
+
+    /// As [`invoke_batch`](Self::invoke_batch), in a slot reserved beforehand (of this
+    /// function: a slot of another is given back, and one of this function's taken).
+    pub async fn invoke_batch_in(&self, slot: Option<Slot>, events: Vec<Event>) -> BatchInvocation {
         let started = Instant::now();
         if events.len() > MAX_BATCH_EVENTS {
             return BatchInvocation {
@@ -186,7 +215,7 @@ impl Function {
         let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
         let events: Vec<wit::Event> = events.into_iter().map(Into::into).collect();
         let run = self
-            .execute(move |handler, store| {
+            .execute(slot, move |handler, store| {
                 Box::pin(async move { handler.call_handle_batch(store, &events).await })
             })
             .await;
@@ -211,21 +240,21 @@ impl Function {
         }
     }
 
-    /// Runs `call` against a fresh instance, within the function's limits.
+    /// Runs `call` against a fresh instance, within the function's limits, in `slot` or
+    /// in one it waits for.
     async fn execute<R: Send + 'static>(
         &self,
+        slot: Option<Slot>,
         call: impl for<'a> FnOnce(&'a Handler, &'a mut Store<State>) -> CallFuture<'a, R>
         + Send
         + 'static,
     ) -> Execution<R> {
         let started = Instant::now();
-        // Neither semaphore is ever closed, so acquiring cannot fail.
-        let function_permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("function semaphore is never closed");
+        let slot = match slot {
+            Some(slot) if Arc::ptr_eq(slot.0.semaphore(), &self.permits) => slot,
+            _ => self.reserve().await,
+        };
+        // The semaphore is never closed, so acquiring cannot fail.
         let instance_permit = self
             .shared
             .instances
@@ -247,11 +276,7 @@ impl Function {
         store.epoch_deadline_callback(move |_| on_tick(deadline));
         let mut admitted = Admitted {
             store,
-            _permits: (
-                function_permit,
-                instance_permit,
-                self.shared.ticker.running(),
-            ),
+            _permits: (slot, instance_permit, self.shared.ticker.running()),
         };
 
         // One future that owns everything the guest touches, so that it can move to the
@@ -292,7 +317,7 @@ impl Function {
 /// it the instance's slot in the pool, goes before the permits let another invocation in.
 struct Admitted {
     store: Store<State>,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit, Ticking),
+    _permits: (Slot, OwnedSemaphorePermit, Ticking),
 }
 
 /// What a running guest does at an epoch tick: stop once `deadline` has passed, else

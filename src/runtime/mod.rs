@@ -51,7 +51,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 pub use cache::CacheStats;
 pub use engine::EPOCH_TICK;
 pub use error::{InvokeError, LoadError};
-pub use function::{BatchInvocation, Function, Invocation, ItemFailure};
+pub use function::{BatchInvocation, Function, Invocation, ItemFailure, Slot};
 pub use host::{AcceptAll, PublishGate};
 pub use limits::{
     DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, FunctionLimits, MAX_BATCH_EVENTS,

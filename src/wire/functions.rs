@@ -15,6 +15,35 @@ pub struct FunctionInfo {
     /// Why its component did not load (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How each of its queue sources is doing, on this router.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue_sources: Vec<QueueSourceStatus>,
+}
+
+/// A queue source of a function at work: how many batches it runs at once and what it has
+/// done since the source (re)started on this router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueSourceStatus {
+    /// The queue consumed.
+    pub queue: String,
+    /// Batches being received or invoked now: 1 when idle, up to the source's
+    /// `max_concurrency` under a backlog.
+    pub concurrency: usize,
+    /// The most it ran at once.
+    pub peak_concurrency: usize,
+    /// Times a batch waited for a slot of the function before it was received.
+    pub throttles: u64,
+    /// Batches invoked.
+    pub batches: u64,
+    /// Events in those batches.
+    pub events: u64,
+    /// Batches in which an event failed.
+    pub failed_batches: u64,
+    /// Time spent in those invocations, in milliseconds.
+    pub invocation_ms: u64,
+    /// Age of the oldest message of the latest batch when it was received, in
+    /// milliseconds: how far behind the source is.
+    pub backlog_age_ms: u64,
 }
 
 /// Where a function stands.

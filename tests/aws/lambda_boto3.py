@@ -134,8 +134,10 @@ def check_a_queue_event_source_mapping():
         BatchSize=5,
         MaximumBatchingWindowInSeconds=0,
         FunctionResponseTypes=["ReportBatchItemFailures"],
+        ScalingConfig={"MaximumConcurrency": 4},
     )
     eq(m["ResponseMetadata"]["HTTPStatusCode"], 202, "status")
+    eq(m["ScalingConfig"], {"MaximumConcurrency": 4}, "scaling")
     eq(m["State"], "Enabled", "state")
     eq(m["EventSourceArn"], arn, "source")
     eq(m["FunctionArn"], FUNCTION_ARN, "function")
@@ -147,17 +149,22 @@ def check_a_queue_event_source_mapping():
     by_source = lam.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"]
     eq([x["UUID"] for x in by_source], [uuid], "listed by source")
     sources = v1("GET", "/v1/functions/lam-pub")["sources"]
-    eq(sources, [{"queue": "lam-in", "batch_size": 5, "batch_window_ms": 0}], "/v1 sources")
+    eq(
+        sources,
+        [{"queue": "lam-in", "batch_size": 5, "batch_window_ms": 0, "max_concurrency": 4}],
+        "/v1 sources",
+    )
     eq(
         error_of(lam.create_event_source_mapping, EventSourceArn=arn, FunctionName="lam-pub"),
         ("ResourceConflictException", 409),
         "a second mapping of the same source",
     )
     updated = lam.update_event_source_mapping(
-        UUID=uuid, BatchSize=7, MaximumBatchingWindowInSeconds=1
+        UUID=uuid, BatchSize=7, MaximumBatchingWindowInSeconds=1, ScalingConfig={}
     )
     eq((updated["UUID"], updated["BatchSize"]), (uuid, 7), "updated")
     eq(updated["MaximumBatchingWindowInSeconds"], 1, "updated window")
+    eq("ScalingConfig" in updated, False, "an empty scaling config lifts the limit")
     eq(
         v1("GET", "/v1/functions/lam-pub")["sources"],
         [{"queue": "lam-in", "batch_size": 7, "batch_window_ms": 1000}],

@@ -372,6 +372,151 @@ async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_po
     );
 }
 
+/// The status of `function`'s source of `queue`.
+async fn queue_source(server: &TestServer, function: &str, queue: &str) -> Value {
+    let f = server
+        .ok(
+            Method::GET,
+            &format!("/v1/functions/{function}"),
+            Value::Null,
+        )
+        .await;
+    f["queue_sources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a function with a queue source shows it: {f}"))
+        .iter()
+        .find(|s| s["queue"] == queue)
+        .unwrap_or_else(|| panic!("no status of the source of {queue}: {f}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn a_queue_source_scales_with_its_backlog_within_the_function_s_concurrency_and_back() {
+    const MESSAGES: u64 = 200;
+    let server = spawn_server(None).await;
+    put_queue(&server, "dead", json!({})).await;
+    // One receive too many sends a message to the dead-letter queue: a source that
+    // received while throttled, holding messages past their visibility, would show there.
+    put_queue(
+        &server,
+        "backlog",
+        json!({"visibility_timeout_s": 30, "redrive_policy": {"dead_letter_queue": "dead", "max_receive_count": 1}}),
+    )
+    .await;
+    for _ in 0..MESSAGES / 100 {
+        let entries: Vec<Value> = (0..100)
+            .map(|_| json!({"message": "sleep-ms:20"}))
+            .collect();
+        server
+            .ok(
+                Method::POST,
+                "/v1/queues/backlog/messages",
+                json!({"entries": entries}),
+            )
+            .await;
+    }
+    // Each event waits 20 ms as a call to a slow service would: the backlog takes 4 s
+    // one batch at a time, a second with four at once.
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("batch"), "concurrency": 4,
+               "sources": [{"queue": "backlog", "batch_size": 1, "max_concurrency": 8}]}),
+    )
+    .await;
+    let done = eventually(Duration::from_secs(60), "the backlog processed", || async {
+        let s = queue_source(&server, "batch", "backlog").await;
+        (s["events"] == MESSAGES).then_some(s)
+    })
+    .await;
+    let peak = done["peak_concurrency"].as_u64().unwrap();
+    assert!(peak > 1, "the source scaled up: {done}");
+    assert!(peak <= 8, "within its max_concurrency: {done}");
+    // Eight pollers, four slots: the others waited for a slot before receiving.
+    assert!(done["throttles"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(
+        done["batches"], MESSAGES,
+        "each message processed once: {done}"
+    );
+    assert_eq!(done["failed_batches"], 0, "{done}");
+    let q = server
+        .ok(Method::GET, "/v1/queues/backlog", Value::Null)
+        .await;
+    assert_eq!(
+        (
+            q["approximate_visible"].as_u64(),
+            q["approximate_in_flight"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{q}"
+    );
+    assert!(
+        receive_all(&server, "dead").await.is_empty(),
+        "nothing dead-lettered"
+    );
+    // Idle, it goes back to a single long poll.
+    eventually(
+        Duration::from_secs(30),
+        "the source back to one poller",
+        || async {
+            let s = queue_source(&server, "batch", "backlog").await;
+            (s["concurrency"] == 1).then_some(())
+        },
+    )
+    .await;
+    let events = server
+        .metric(r#"switchyard_queue_source_events_total{function="batch",queue="backlog"}"#)
+        .await;
+    assert_eq!(events, Some(MESSAGES));
+}
+
+#[tokio::test]
+async fn a_throttled_queue_source_leaves_its_messages_in_the_queue_until_a_slot_is_free() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "dead", json!({})).await;
+    // A message received and then held while its function is busy would outlive its 2 s
+    // of visibility, be received again and, at a receive limit of one, go to "dead".
+    put_queue(
+        &server,
+        "slow",
+        json!({"visibility_timeout_s": 2, "redrive_policy": {"dead_letter_queue": "dead", "max_receive_count": 1}}),
+    )
+    .await;
+    let entries: Vec<Value> = (0..3)
+        .map(|_| json!({"message": "sleep-ms:1200"}))
+        .collect();
+    server
+        .ok(
+            Method::POST,
+            "/v1/queues/slow/messages",
+            json!({"entries": entries}),
+        )
+        .await;
+    // One slot, four pollers: three of them wait for the slot at any time.
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("batch"), "concurrency": 1, "timeout_ms": 5000,
+               "sources": [{"queue": "slow", "batch_size": 1, "max_concurrency": 4}]}),
+    )
+    .await;
+    let done = eventually(
+        Duration::from_secs(60),
+        "the three messages processed",
+        || async {
+            let s = queue_source(&server, "batch", "slow").await;
+            (s["events"] == 3).then_some(s)
+        },
+    )
+    .await;
+    assert!(done["throttles"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(done["failed_batches"], 0, "{done}");
+    assert!(
+        receive_all(&server, "dead").await.is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_source_checkpoints_successes_and_resumes_from_the_lowest_failure() {
     let server = spawn_server(None).await;
