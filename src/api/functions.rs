@@ -2,12 +2,13 @@
 
 use super::error::ApiJson;
 use super::{ApiResult, AppState, FunctionPath, Problems, put_answer};
+use crate::deliver::Feed;
 use crate::error::OpError;
 use crate::model::Kind;
 use crate::runtime::{Body, FunctionState as LoadState, Invocation};
 use crate::wire::{
     FunctionInfo, FunctionList, FunctionSpec, FunctionState, InvokeFailure, InvokeRequest,
-    InvokeResult, LogLine, Published, QueueSourceStatus,
+    InvokeResult, LogLine, Published, SourceStatus,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -34,21 +35,29 @@ fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
         LoadState::Ready => (FunctionState::Ready, None),
         LoadState::Failed(reason) => (FunctionState::Failed, Some(reason)),
     };
-    let queue_sources = s
+    let source_status = s
         .app
         .control
-        .queue_source_readings(name)
+        .source_readings(name)
         .into_iter()
-        .map(|r| QueueSourceStatus {
-            queue: r.queue,
-            concurrency: r.concurrency,
-            peak_concurrency: r.peak_concurrency,
-            throttles: r.throttles,
-            batches: r.batches,
-            events: r.events,
-            failed_batches: r.failed_batches,
-            invocation_ms: r.invocation_time.as_millis() as u64,
-            backlog_age_ms: r.backlog_age.as_millis() as u64,
+        .map(|r| {
+            let (queue, stream, group) = match r.feed {
+                Feed::Queue(queue) => (Some(queue), None, None),
+                Feed::Stream { stream, group } => (None, Some(stream), Some(group)),
+            };
+            SourceStatus {
+                queue,
+                stream,
+                group,
+                concurrency: r.concurrency,
+                peak_concurrency: r.peak_concurrency,
+                throttles: r.throttles,
+                batches: r.batches,
+                events: r.events,
+                failed_batches: r.failed_batches,
+                invocation_ms: r.invocation_time.as_millis() as u64,
+                backlog_age_ms: r.backlog_age.as_millis() as u64,
+            }
         })
         .collect();
     Ok(FunctionInfo {
@@ -56,7 +65,7 @@ fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
         spec,
         state,
         error,
-        queue_sources,
+        source_status,
     })
 }
 

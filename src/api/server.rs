@@ -3,7 +3,7 @@
 
 use super::error::{ApiJson, Problem};
 use super::{ApiResult, AppState, Problems};
-use crate::deliver::QueueSourceReading;
+use crate::deliver::{Feed, SourceReading};
 use crate::error::OpError;
 use crate::runtime::FunctionState;
 use crate::wire::{PolicyTestRequest, PolicyTestResult, Readiness};
@@ -148,7 +148,7 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
     ] {
         counter(name, help, v.load(Ordering::Relaxed));
     }
-    queue_source_metrics(&mut out, &s.app.control.all_queue_source_readings());
+    source_metrics(&mut out, &s.app.control.all_source_readings());
     out.push_str(&format!(
         "# HELP switchyard_receives_waiting Queue receives long-polling for a message\n\
          # TYPE switchyard_receives_waiting gauge\nswitchyard_receives_waiting {}\n",
@@ -210,70 +210,73 @@ async fn test_policy(
     Ok(Json(PolicyTestResult { matches }))
 }
 
-/// The per-source families: one sample per function and queue it consumes.
-fn queue_source_metrics(out: &mut String, readings: &[(String, QueueSourceReading)]) {
+/// The per-source families: one sample per function and what it consumes, labelled
+/// `queue`, or `stream` and `group`.
+fn source_metrics(out: &mut String, readings: &[(String, SourceReading)]) {
     if readings.is_empty() {
         return;
     }
-    type Value = fn(&QueueSourceReading) -> String;
+    type Value = fn(&SourceReading) -> String;
     let families: [(&str, &str, &str, Value); 8] = [
         (
-            "switchyard_queue_source_concurrency",
+            "switchyard_source_concurrency",
             "gauge",
-            "Batches a function's queue source is receiving or invoking now",
+            "A queue source's pollers; a stream source's batches being invoked",
             |r| r.concurrency.to_string(),
         ),
         (
-            "switchyard_queue_source_peak_concurrency",
+            "switchyard_source_peak_concurrency",
             "gauge",
-            "The most batches a queue source ran at once since it started",
+            "The most a source ran at once since it started",
             |r| r.peak_concurrency.to_string(),
         ),
         (
-            "switchyard_queue_source_throttles_total",
+            "switchyard_source_throttles_total",
             "counter",
-            "Times a queue source waited for a slot of its function before receiving",
+            "Times a source's batch waited for a slot of its function",
             |r| r.throttles.to_string(),
         ),
         (
-            "switchyard_queue_source_batches_total",
+            "switchyard_source_invocations_total",
             "counter",
-            "Batches a queue source invoked its function with",
+            "Batches a source invoked its function with",
             |r| r.batches.to_string(),
         ),
         (
-            "switchyard_queue_source_events_total",
+            "switchyard_source_events_total",
             "counter",
-            "Events in the batches a queue source invoked its function with",
+            "Events in the batches a source invoked its function with",
             |r| r.events.to_string(),
         ),
         (
-            "switchyard_queue_source_failed_batches_total",
+            "switchyard_source_failed_invocations_total",
             "counter",
-            "Queue source batches in which an event failed",
+            "A source's batches in which an event failed",
             |r| r.failed_batches.to_string(),
         ),
         (
-            "switchyard_queue_source_invocation_seconds_total",
+            "switchyard_source_invocation_seconds_total",
             "counter",
-            "Time a queue source's invocations took",
+            "Time a source's invocations took",
             |r| format!("{:.6}", r.invocation_time.as_secs_f64()),
         ),
         (
-            "switchyard_queue_source_backlog_age_seconds",
+            "switchyard_source_backlog_age_seconds",
             "gauge",
-            "Age of the oldest message of a queue source's latest batch when received",
+            "Age of the oldest message or record of a source's latest batch when read",
             |r| format!("{:.3}", r.backlog_age.as_secs_f64()),
         ),
     ];
     for (name, kind, help, value) in families {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (function, r) in readings {
-            out.push_str(&format!(
-                "{name}{{function=\"{function}\",queue=\"{}\"}} {}\n",
-                r.queue,
-                value(r)
-            ));
+            let labels = match &r.feed {
+                Feed::Queue(queue) => format!("function=\"{function}\",queue=\"{queue}\""),
+                Feed::Stream { stream, group } => {
+                    format!("function=\"{function}\",stream=\"{stream}\",group=\"{group}\"")
+                }
+            };
+            out.push_str(&format!("{name}{{{labels}}} {}\n", value(r)));
         }
     }
 }

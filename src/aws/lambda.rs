@@ -25,7 +25,7 @@
 use super::{Context, Door};
 use crate::error::OpError;
 use crate::model::arn::{Arn, function_arn, queue_arn, stream_arn};
-use crate::model::{FunctionSpec, Kind, SourceSpec, StartPosition};
+use crate::model::{FunctionSpec, Kind, MAX_PARALLELIZATION_FACTOR, SourceSpec, StartPosition};
 use crate::runtime::{Body, FunctionState, Invocation};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -549,6 +549,8 @@ struct Mapping {
     starting_position: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scaling_config: Option<ScalingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallelization_factor: Option<usize>,
     function_response_types: Vec<&'static str>,
     state: &'static str,
     state_transition_reason: &'static str,
@@ -610,6 +612,13 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
             }),
             _ => None,
         },
+        parallelization_factor: match source {
+            SourceSpec::Stream {
+                parallelization_factor,
+                ..
+            } => Some(parallelization_factor.unwrap_or(1)),
+            SourceSpec::Queue { .. } => None,
+        },
         function_response_types: vec!["ReportBatchItemFailures"],
         state: "Enabled",
         state_transition_reason: "USER_INITIATED",
@@ -641,6 +650,7 @@ struct CreateMappingInput {
     starting_position: Option<String>,
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
+    parallelization_factor: Option<usize>,
     #[serde(default)]
     function_response_types: Vec<String>,
 }
@@ -658,6 +668,19 @@ struct ScalingConfig {
 /// Lambda's bounds of `MaximumConcurrency`.
 const SCALING_MIN: usize = 2;
 const SCALING_MAX: usize = 1000;
+
+const PARALLELIZATION_IS_FOR_STREAMS: &str =
+    "ParallelizationFactor is for Kinesis event sources; an SQS source scales with ScalingConfig";
+
+/// A `ParallelizationFactor`, checked as Lambda does.
+fn parallelization(n: usize) -> LambdaResult<usize> {
+    if !(1..=MAX_PARALLELIZATION_FACTOR).contains(&n) {
+        return Err(LambdaError::invalid(format!(
+            "ParallelizationFactor {n} is not between 1 and {MAX_PARALLELIZATION_FACTOR}"
+        )));
+    }
+    Ok(n)
+}
 
 /// The source's `max_concurrency` that `scaling` asks for, checked as Lambda does.
 fn max_concurrency(scaling: &ScalingConfig) -> LambdaResult<Option<usize>> {
@@ -710,6 +733,9 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     "StartingPosition is for streams; an SQS source reads whatever is visible",
                 ));
             }
+            if input.parallelization_factor.is_some() {
+                return Err(LambdaError::invalid(PARALLELIZATION_IS_FOR_STREAMS));
+            }
             SourceSpec::Queue {
                 queue: a.resource.to_string(),
                 batch_size: input.batch_size.unwrap_or(10),
@@ -754,6 +780,10 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                 group: format!("lambda-{function}"),
                 batch_size: input.batch_size.unwrap_or(100),
                 starting_position,
+                parallelization_factor: input
+                    .parallelization_factor
+                    .map(parallelization)
+                    .transpose()?,
             }
         }
         _ => {
@@ -832,6 +862,7 @@ struct UpdateMappingInput {
     maximum_batching_window_in_seconds: Option<u64>,
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
+    parallelization_factor: Option<usize>,
     function_response_types: Option<Vec<String>>,
 }
 
@@ -871,6 +902,10 @@ async fn update_mapping(
         Some(scaling) => Some(max_concurrency(scaling)?),
         None => None,
     };
+    let factor = input
+        .parallelization_factor
+        .map(parallelization)
+        .transpose()?;
     let changed = s
         .app
         .control
@@ -895,10 +930,20 @@ async fn update_mapping(
                     if let Some(n) = scaling {
                         *max_concurrency = n;
                     }
+                    if factor.is_some() {
+                        return Err(OpError::Invalid(PARALLELIZATION_IS_FOR_STREAMS.into()));
+                    }
                 }
-                SourceSpec::Stream { batch_size, .. } => {
+                SourceSpec::Stream {
+                    batch_size,
+                    parallelization_factor,
+                    ..
+                } => {
                     if scaling.is_some() {
                         return Err(OpError::Invalid(SCALING_IS_FOR_SQS.into()));
+                    }
+                    if let Some(n) = factor {
+                        *parallelization_factor = Some(n);
                     }
                     if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
                         return Err(OpError::Invalid(

@@ -10,7 +10,7 @@
 
 use super::{Control, meta};
 use crate::backend::{QueueKind, StorageError};
-use crate::deliver::QueueSourceReading;
+use crate::deliver::SourceReading;
 use crate::error::OpError;
 use crate::hex;
 use crate::model::attributes;
@@ -155,14 +155,14 @@ impl Control {
         self.functions.state(name)
     }
 
-    /// How each queue source of `name` is doing on this router.
-    pub fn queue_source_readings(&self, name: &str) -> Vec<QueueSourceReading> {
-        self.sources.queue_readings(name)
+    /// How each source of `name` is doing on this router.
+    pub fn source_readings(&self, name: &str) -> Vec<SourceReading> {
+        self.sources.readings(name)
     }
 
-    /// How every queue source is doing on this router, by function.
-    pub fn all_queue_source_readings(&self) -> Vec<(String, QueueSourceReading)> {
-        self.sources.all_queue_readings()
+    /// How every source is doing on this router, by function.
+    pub fn all_source_readings(&self) -> Vec<(String, SourceReading)> {
+        self.sources.all_readings()
     }
 
     /// The functions that cannot be invoked yet (loading) or at all (failed).

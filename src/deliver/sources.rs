@@ -11,7 +11,9 @@
 //! messages in the queue instead of holding them while their visibility timeout runs (and
 //! their receive count toward the dead-letter queue grows); an idle source long-polls
 //! without one.
-//! Stream: poll as the group's member, invoke, checkpoint what succeeded; on a partial
+//! Stream: poll as the group's member, invoke a batch per shard at once (or up to the
+//! source's `parallelization_factor` per shard, each holding a share of the partition
+//! keys, so a key's records stay in order), checkpoint what succeeded; on a partial
 //! failure a shard resumes from its lowest failed record, on a whole failure the batch is
 //! read again, with a growing pause between attempts.
 //!
@@ -141,7 +143,7 @@ impl Sources {
     /// Stops a function's sources and starts `sources` in their place.
     pub fn restart(&self, function: &str, sources: &[SourceSpec]) {
         let stop = self.shutdown.child_token();
-        let mut queue_stats = Vec::new();
+        let mut source_stats = Vec::new();
         for s in sources {
             let (cx, stop, function) = (self.context.clone(), stop.clone(), function.to_string());
             match s.clone() {
@@ -151,9 +153,9 @@ impl Sources {
                     batch_window_ms,
                     max_concurrency,
                 } => {
-                    let stats = Arc::new(QueueSourceStats::default());
+                    let stats = Arc::new(SourceStats::default());
                     stats.add_poller(1);
-                    queue_stats.push((queue.clone(), stats.clone()));
+                    source_stats.push((Feed::Queue(queue.clone()), stats.clone()));
                     let source = Arc::new(QueueSource {
                         function,
                         queue,
@@ -168,14 +170,25 @@ impl Sources {
                     group,
                     batch_size,
                     starting_position,
+                    parallelization_factor,
                 } => {
+                    let stats = Arc::new(SourceStats::default());
+                    source_stats.push((
+                        Feed::Stream {
+                            stream: stream.clone(),
+                            group: group.clone(),
+                        },
+                        stats.clone(),
+                    ));
                     let source = StreamSource {
+                        stats,
                         member: format!("function:{function}{}", cx.member_suffix),
                         function,
                         stream,
                         group,
                         batch_size,
                         start: starting_position,
+                        factor: parallelization_factor.unwrap_or(1),
                     };
                     tokio::spawn(cx.stream_source(source, stop));
                 }
@@ -189,7 +202,7 @@ impl Sources {
                 function.to_string(),
                 Running {
                     stop,
-                    queues: queue_stats,
+                    stats: source_stats,
                 },
             )
         };
@@ -198,24 +211,24 @@ impl Sources {
         }
     }
 
-    /// How each queue source of `function` is doing.
-    pub fn queue_readings(&self, function: &str) -> Vec<QueueSourceReading> {
+    /// How each source of `function` is doing.
+    pub fn readings(&self, function: &str) -> Vec<SourceReading> {
         self.running
             .lock()
             .expect("never poisoned")
             .get(function)
-            .map(|r| r.queues.iter().map(|(q, s)| s.reading(q)).collect())
+            .map(|r| r.stats.iter().map(|(feed, s)| s.reading(feed)).collect())
             .unwrap_or_default()
     }
 
-    /// How every queue source is doing, by function.
-    pub fn all_queue_readings(&self) -> Vec<(String, QueueSourceReading)> {
+    /// How every source is doing, by function.
+    pub fn all_readings(&self) -> Vec<(String, SourceReading)> {
         let running = self.running.lock().expect("never poisoned");
         let mut all: Vec<_> = running
             .iter()
-            .flat_map(|(f, r)| r.queues.iter().map(|(q, s)| (f.clone(), s.reading(q))))
+            .flat_map(|(f, r)| r.stats.iter().map(|(feed, s)| (f.clone(), s.reading(feed))))
             .collect();
-        all.sort_by(|a, b| (&a.0, &a.1.queue).cmp(&(&b.0, &b.1.queue)));
+        all.sort_by(|a, b| (&a.0, &a.1.feed).cmp(&(&b.0, &b.1.feed)));
         all
     }
 }
@@ -224,8 +237,8 @@ impl Sources {
 struct Running {
     /// Stops them all.
     stop: CancellationToken,
-    /// The queue sources' stats, by queue.
-    queues: Vec<(String, Arc<QueueSourceStats>)>,
+    /// Each source's stats.
+    stats: Vec<(Feed, Arc<SourceStats>)>,
 }
 
 async fn pause(d: Duration, stop: &CancellationToken) {
@@ -245,18 +258,25 @@ struct QueueSource {
     max_concurrency: Option<usize>,
 }
 
-/// How a queue source is doing: its pollers (each a batch being received or invoked) and
-/// what they did. Counters only grow; the gauges are the pollers, the busy ones and the
-/// age of the oldest message of the latest batch.
+/// What a source reads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Feed {
+    Queue(String),
+    Stream { stream: String, group: String },
+}
+
+/// How a source is doing. Counters only grow; the gauges are the pollers (a queue
+/// source's concurrency), the batches in hand (a stream source's concurrency) and the age
+/// of the oldest message or record of the latest batch.
 #[derive(Debug, Default)]
-pub struct QueueSourceStats {
-    /// Pollers running: the source's current concurrency.
+pub struct SourceStats {
+    /// Pollers of a queue source running.
     pollers: AtomicUsize,
-    /// Of those, the ones with a batch in hand.
+    /// Batches received and not yet done.
     busy: AtomicUsize,
-    /// Most pollers it has run at once.
+    /// The most pollers (queue) or batches (stream) at once.
     peak: AtomicUsize,
-    /// Times a poller waited for a slot of the function before it could receive.
+    /// Times a batch waited for a slot of the function.
     throttles: AtomicU64,
     batches: AtomicU64,
     events: AtomicU64,
@@ -265,10 +285,11 @@ pub struct QueueSourceStats {
     backlog_age_ms: AtomicU64,
 }
 
-/// A reading of a queue source's [`QueueSourceStats`].
+/// A reading of a source's [`SourceStats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueSourceReading {
-    pub queue: String,
+pub struct SourceReading {
+    pub feed: Feed,
+    /// A queue source's pollers (1 when idle); a stream source's batches being invoked.
     pub concurrency: usize,
     pub peak_concurrency: usize,
     pub throttles: u64,
@@ -279,7 +300,7 @@ pub struct QueueSourceReading {
     pub backlog_age: Duration,
 }
 
-impl QueueSourceStats {
+impl SourceStats {
     /// Counts one more poller unless `limit` run already.
     fn add_poller(&self, limit: usize) -> bool {
         let added = self
@@ -305,10 +326,27 @@ impl QueueSourceStats {
         }
     }
 
-    fn reading(&self, queue: &str) -> QueueSourceReading {
-        QueueSourceReading {
-            queue: queue.to_string(),
-            concurrency: self.pollers.load(Ordering::Relaxed),
+    /// A stream batch begins.
+    fn batch_started(&self) {
+        let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(busy, Ordering::Relaxed);
+    }
+
+    fn note_oldest(&self, oldest_ms: u64) {
+        self.backlog_age_ms.store(
+            crate::time::now_ms().saturating_sub(oldest_ms),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn reading(&self, feed: &Feed) -> SourceReading {
+        let concurrency = match feed {
+            Feed::Queue(_) => &self.pollers,
+            Feed::Stream { .. } => &self.busy,
+        };
+        SourceReading {
+            feed: feed.clone(),
+            concurrency: concurrency.load(Ordering::Relaxed),
             peak_concurrency: self.peak.load(Ordering::Relaxed),
             throttles: self.throttles.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
@@ -323,7 +361,7 @@ impl QueueSourceStats {
 fn spawn_poller(
     cx: &Arc<Context>,
     s: &Arc<QueueSource>,
-    stats: &Arc<QueueSourceStats>,
+    stats: &Arc<SourceStats>,
     anchor: bool,
     stop: &CancellationToken,
 ) {
@@ -336,7 +374,7 @@ fn spawn_poller(
 
 /// A slot of `f`, waited for (and counted as a throttle) when none is free; `None` when
 /// the source stops first.
-async fn reserve(f: &Function, stats: &QueueSourceStats, stop: &CancellationToken) -> Option<Slot> {
+async fn reserve(f: &Function, stats: &SourceStats, stop: &CancellationToken) -> Option<Slot> {
     if let Some(slot) = f.try_reserve() {
         return Some(slot);
     }
@@ -356,6 +394,9 @@ struct StreamSource {
     member: String,
     batch_size: usize,
     start: StartPosition,
+    /// Concurrent batches per shard.
+    factor: usize,
+    stats: Arc<SourceStats>,
 }
 
 impl Context {
@@ -387,7 +428,7 @@ impl Context {
     async fn queue_poller(
         self: Arc<Self>,
         s: Arc<QueueSource>,
-        stats: Arc<QueueSourceStats>,
+        stats: Arc<SourceStats>,
         anchor: bool,
         stop: CancellationToken,
     ) {
@@ -522,7 +563,7 @@ impl Context {
             }
             let recs = match self
                 .groups
-                .poll(stream, group, member, s.batch_size, POLL_WAIT)
+                .poll(stream, group, member, s.batch_size * s.factor, POLL_WAIT)
                 .await
             {
                 Ok(recs) => recs,
@@ -535,12 +576,10 @@ impl Context {
             if recs.is_empty() {
                 continue;
             }
-            let events = recs
-                .iter()
-                .map(|rec| event::from_record(stream, group, rec))
-                .collect();
-            let inv = f.invoke_batch(events).await;
-            // Per shard: the last record handed over, and the lowest one that failed.
+            s.stats
+                .note_oldest(recs.iter().map(|r| r.arrived_at).min().unwrap_or_default());
+            // Per shard: the last record handed over, and the lowest one that failed (or
+            // was not tried because an earlier record of its lane failed).
             let mut last: BTreeMap<u32, u64> = BTreeMap::new();
             for rec in &recs {
                 last.insert(rec.shard, rec.sequence);
@@ -550,20 +589,18 @@ impl Context {
                 let e = lowest_failed.entry(rec.shard).or_insert(rec.sequence);
                 *e = (*e).min(rec.sequence);
             };
-            let ok = match &inv.outcome {
-                Ok(failures) => {
-                    for fl in failures {
-                        fail(&recs[fl.index]);
-                        tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
-                    }
-                    true
+            let lanes = lanes(&recs, s.factor);
+            let ran = futures::future::join_all(
+                lanes
+                    .iter()
+                    .map(|lane| self.run_lane(&f, &s, &recs, lane, &stop)),
+            )
+            .await;
+            for (lane, outcome) in lanes.iter().zip(ran) {
+                for &i in lane[outcome.untried_from..].iter().chain(&outcome.failed) {
+                    fail(&recs[i]);
                 }
-                Err(e) => {
-                    tracing::warn!(function, stream, error = %e, records = recs.len(), "batch failed; it will be read again");
-                    recs.iter().for_each(&mut fail);
-                    false
-                }
-            };
+            }
             for (&shard, &seq) in &last {
                 // Everything before the lowest failure of the shard is done.
                 let done = match lowest_failed.get(&shard) {
@@ -585,10 +622,6 @@ impl Context {
                     self.groups.rewind(stream, group, member, shard, done);
                 }
             }
-            if ok {
-                self.outbox.publish(function, inv.published).await;
-            }
-            self.count_batch(!lowest_failed.is_empty());
             if lowest_failed.is_empty() {
                 retry_pause = FIRST_RETRY_PAUSE;
             } else {
@@ -599,10 +632,172 @@ impl Context {
     }
 }
 
+/// What became of one lane of a stream batch.
+struct LaneOutcome {
+    /// Positions in the lane from which nothing was tried: an earlier batch of the lane
+    /// failed, and the records of a key must not overtake one of theirs.
+    untried_from: usize,
+    /// Records (indices into the poll) the function reported as failed.
+    failed: Vec<usize>,
+}
+
+impl Context {
+    /// Invokes `f` with the lane's records, `batch_size` at a time in order, until a batch
+    /// fails.
+    async fn run_lane(
+        &self,
+        f: &Function,
+        s: &StreamSource,
+        recs: &[StoredRecord],
+        lane: &[usize],
+        stop: &CancellationToken,
+    ) -> LaneOutcome {
+        let StreamSource {
+            function,
+            stream,
+            group,
+            ..
+        } = s;
+        let mut outcome = LaneOutcome {
+            untried_from: lane.len(),
+            failed: Vec::new(),
+        };
+        for (n, batch) in lane.chunks(s.batch_size).enumerate() {
+            let Some(slot) = reserve(f, &s.stats, stop).await else {
+                outcome.untried_from = n * s.batch_size;
+                break;
+            };
+            let events = batch
+                .iter()
+                .map(|&i| event::from_record(stream, group, &recs[i]))
+                .collect();
+            s.stats.batch_started();
+            let inv = f.invoke_batch_in(Some(slot), events).await;
+            s.stats.busy.fetch_sub(1, Ordering::Relaxed);
+            let failed = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
+            s.stats.batch_done(batch.len(), inv.duration, failed);
+            match inv.outcome {
+                Ok(failures) => {
+                    for fl in &failures {
+                        tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
+                        outcome.failed.push(batch[fl.index]);
+                    }
+                    self.outbox.publish(function, inv.published).await;
+                    self.count_batch(!failures.is_empty());
+                    if !failures.is_empty() {
+                        outcome.untried_from = (n + 1) * s.batch_size;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(function, stream, error = %e, records = batch.len(), "batch failed; it will be read again");
+                    self.count_batch(true);
+                    outcome.untried_from = n * s.batch_size;
+                    break;
+                }
+            }
+        }
+        outcome.untried_from = outcome.untried_from.min(lane.len());
+        outcome
+    }
+}
+
+/// The records of a poll (by index) spread over `factor` lanes per shard, as Lambda runs
+/// `ParallelizationFactor` batches per shard at once: a lane holds records of one shard in
+/// their order, and every record of a partition key is in the same lane.
+fn lanes(recs: &[StoredRecord], factor: usize) -> Vec<Vec<usize>> {
+    let mut lanes: BTreeMap<(u32, u64), Vec<usize>> = BTreeMap::new();
+    for (i, rec) in recs.iter().enumerate() {
+        let lane = if factor <= 1 {
+            0
+        } else {
+            key_hash(&rec.partition_key) % factor as u64
+        };
+        lanes.entry((rec.shard, lane)).or_default().push(i);
+    }
+    lanes.into_values().collect()
+}
+
+/// A hash of a partition key. It only has to agree with itself within one poll: the
+/// lanes of a poll are done before the next poll.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
 /// The first sequence of `shard` in the batch (records of a shard come in order).
 fn first_of(recs: &[StoredRecord], shard: u32) -> u64 {
     recs.iter()
         .find(|r| r.shard == shard)
         .map(|r| r.sequence)
         .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(shard: u32, sequence: u64, key: &str) -> StoredRecord {
+        StoredRecord {
+            shard,
+            sequence,
+            partition_key: key.to_string(),
+            data: Vec::new(),
+            arrived_at: 0,
+        }
+    }
+
+    #[test]
+    fn lanes_keep_a_key_in_order_within_its_shard() {
+        let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let recs: Vec<StoredRecord> = (0..80)
+            .map(|i| record(i as u32 % 2, i / 2 + 1, keys[i as usize % keys.len()]))
+            .collect();
+        for factor in [1, 2, 4, 10] {
+            let lanes = lanes(&recs, factor);
+            let mut seen = vec![false; recs.len()];
+            for lane in &lanes {
+                let first = &recs[lane[0]];
+                for pair in lane.windows(2) {
+                    let (a, b) = (&recs[pair[0]], &recs[pair[1]]);
+                    assert_eq!(a.shard, b.shard, "a lane is one shard's");
+                    assert!(a.sequence < b.sequence, "in order");
+                }
+                for &i in lane {
+                    assert_eq!(recs[i].shard, first.shard);
+                    assert!(!seen[i], "each record in one lane");
+                    seen[i] = true;
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "every record in a lane");
+            // Every record of a (shard, key) in the same lane.
+            for rec in &recs {
+                let holding: Vec<usize> = lanes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, lane)| {
+                        lane.iter().any(|&i| {
+                            recs[i].shard == rec.shard && recs[i].partition_key == rec.partition_key
+                        })
+                    })
+                    .map(|(n, _)| n)
+                    .collect();
+                assert_eq!(
+                    holding.len(),
+                    1,
+                    "{factor}: {} in lanes {holding:?}",
+                    rec.partition_key
+                );
+            }
+            // At most `factor` lanes per shard, and the keys spread over more than one.
+            for shard in 0..2 {
+                let per_shard = lanes.iter().filter(|l| recs[l[0]].shard == shard).count();
+                assert!(per_shard <= factor, "{factor}: {per_shard} lanes");
+                assert!(
+                    factor == 1 || per_shard > 1,
+                    "{factor}: keys spread over lanes"
+                );
+            }
+        }
+    }
 }

@@ -62,6 +62,9 @@ pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
 /// Most concurrent invocations of a function, and of one of its sources.
 pub const MAX_CONCURRENCY: usize = 1000;
 
+/// Most concurrent batches per shard of a stream source.
+pub const MAX_PARALLELIZATION_FACTOR: usize = 10;
+
 /// A function source (Lambda's event source mapping).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
@@ -122,6 +125,17 @@ pub enum SourceSpec {
         /// Where a new group starts.
         #[serde(default)]
         starting_position: StartPosition,
+        /// Batches invoked at once per shard (Lambda's `ParallelizationFactor`, 1 to 10;
+        /// default 1): a shard's records are spread over that many by partition key, so
+        /// the records of one key are still handled in order, and a shard is checkpointed
+        /// only past what all of them have done.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::whole::option_usize"
+        )]
+        #[schema(minimum = 1, maximum = 10)]
+        parallelization_factor: Option<usize>,
     },
 }
 
@@ -189,8 +203,18 @@ impl FunctionSpec {
                     stream,
                     group,
                     batch_size,
+                    parallelization_factor,
                     ..
                 } => {
+                    if let Some(n) = parallelization_factor {
+                        check_range(
+                            &format!("sources[{i}].parallelization_factor"),
+                            *n as u64,
+                            1,
+                            MAX_PARALLELIZATION_FACTOR as u64,
+                            &mut errs,
+                        );
+                    }
                     if let Err(e) = validate_name(Kind::Stream, stream) {
                         errs.push(FieldError::new(format!("sources[{i}].stream"), e));
                     }

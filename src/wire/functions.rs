@@ -15,23 +15,32 @@ pub struct FunctionInfo {
     /// Why its component did not load (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// How each of its queue sources is doing, on this router.
+    /// How each of its sources is doing, on this router.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub queue_sources: Vec<QueueSourceStatus>,
+    pub source_status: Vec<SourceStatus>,
 }
 
-/// A queue source of a function at work: how many batches it runs at once and what it has
-/// done since the source (re)started on this router.
+/// A source of a function at work: how many batches it runs at once and what it has done
+/// since the source (re)started on this router.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct QueueSourceStatus {
-    /// The queue consumed.
-    pub queue: String,
-    /// Batches being received or invoked now: 1 when idle, up to the source's
-    /// `max_concurrency` under a backlog.
+pub struct SourceStatus {
+    /// The queue consumed (a queue source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The stream consumed (a stream source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The consumer group it reads as (a stream source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A queue source's pollers, each receiving or invoking a batch (1 when idle, up to
+    /// the source's `max_concurrency` under a backlog); a stream source's batches being
+    /// invoked.
     pub concurrency: usize,
     /// The most it ran at once.
     pub peak_concurrency: usize,
-    /// Times a batch waited for a slot of the function before it was received.
+    /// Times a batch waited for a slot of the function (a queue source's before it was
+    /// received).
     pub throttles: u64,
     /// Batches invoked.
     pub batches: u64,
@@ -41,7 +50,7 @@ pub struct QueueSourceStatus {
     pub failed_batches: u64,
     /// Time spent in those invocations, in milliseconds.
     pub invocation_ms: u64,
-    /// Age of the oldest message of the latest batch when it was received, in
+    /// Age of the oldest message or record of the latest batch when it was read, in
     /// milliseconds: how far behind the source is.
     pub backlog_age_ms: u64,
 }

@@ -199,9 +199,19 @@ def check_a_stream_event_source_mapping():
         "a stream source needs a starting position",
     )
     m = lam.create_event_source_mapping(
-        EventSourceArn=arn, FunctionName="lam-pub", StartingPosition="TRIM_HORIZON", BatchSize=10
+        EventSourceArn=arn,
+        FunctionName="lam-pub",
+        StartingPosition="TRIM_HORIZON",
+        BatchSize=10,
+        ParallelizationFactor=3,
     )
     eq(m["StartingPosition"], "TRIM_HORIZON", "starting position")
+    eq(m["ParallelizationFactor"], 3, "parallelization factor")
+    eq(
+        error_of(lam.update_event_source_mapping, UUID=m["UUID"], ParallelizationFactor=11),
+        ("InvalidParameterValueException", 400),
+        "a factor above 10",
+    )
     kinesis.put_record(StreamName="lam-stream", PartitionKey="k", Data=json.dumps({"count": 1}))
     drain(1)
     lam.delete_event_source_mapping(UUID=m["UUID"])

@@ -381,7 +381,7 @@ async fn queue_source(server: &TestServer, function: &str, queue: &str) -> Value
             Value::Null,
         )
         .await;
-    f["queue_sources"]
+    f["source_status"]
         .as_array()
         .unwrap_or_else(|| panic!("a function with a queue source shows it: {f}"))
         .iter()
@@ -465,7 +465,7 @@ async fn a_queue_source_scales_with_its_backlog_within_the_function_s_concurrenc
     )
     .await;
     let events = server
-        .metric(r#"switchyard_queue_source_events_total{function="batch",queue="backlog"}"#)
+        .metric(r#"switchyard_source_events_total{function="batch",queue="backlog"}"#)
         .await;
     assert_eq!(events, Some(MESSAGES));
 }
@@ -514,6 +514,95 @@ async fn a_throttled_queue_source_leaves_its_messages_in_the_queue_until_a_slot_
     assert!(
         receive_all(&server, "dead").await.is_empty(),
         "nothing dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_source_with_a_parallelization_factor_handles_every_record_once() {
+    const RECORDS: usize = 40;
+    let server = spawn_server(None).await;
+    server
+        .ok(Method::PUT, "/v1/streams/s", json!({"shards": 1}))
+        .await;
+    server.ok(Method::PUT, "/v1/topics/out", json!({})).await;
+    put_queue(&server, "seen", json!({})).await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/out/subscriptions/q",
+            json!({"endpoint": {"queue": "seen"}, "raw_message_delivery": true}),
+        )
+        .await;
+    // Eight keys over four lanes; each record makes the function publish one event that
+    // names the record.
+    let records: Vec<Value> = (0..RECORDS)
+        .map(|i| json!({"partition_key": format!("k{}", i % 8), "data": {"count": 1, "topic": "out"}}))
+        .collect();
+    server
+        .ok(
+            Method::POST,
+            "/v1/streams/s/records",
+            json!({"records": records}),
+        )
+        .await;
+    put_function(
+        &server,
+        "publisher",
+        json!({"module": module("publisher"),
+               "sources": [{"stream": "s", "group": "g", "batch_size": 2, "parallelization_factor": 4}]}),
+    )
+    .await;
+    let f = server
+        .ok(Method::GET, "/v1/functions/publisher", Value::Null)
+        .await;
+    assert_eq!(f["sources"][0]["parallelization_factor"], 4, "{f}");
+    let got = eventually_received(&server, "seen", RECORDS, Duration::from_secs(60)).await;
+    let mut named: Vec<String> = got
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(named.len(), RECORDS, "every record once: {named:?}");
+    let status = eventually(Duration::from_secs(20), "the source's status", || async {
+        let f = server
+            .ok(Method::GET, "/v1/functions/publisher", Value::Null)
+            .await;
+        let status = f["source_status"][0].clone();
+        (status["events"] == RECORDS).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        (&status["stream"], &status["group"]),
+        (&json!("s"), &json!("g")),
+        "{status}"
+    );
+    assert_eq!(status["failed_batches"], 0, "{status}");
+    let last = RECORDS.to_string();
+    eventually(
+        Duration::from_secs(20),
+        "checkpointed to the end",
+        || async {
+            let (_, g) = server
+                .json(Method::GET, "/v1/streams/s/groups/g", Value::Null)
+                .await;
+            (g["shards"][0]["checkpoint"].as_str() == Some(last.as_str())).then_some(())
+        },
+    )
+    .await;
+    // A factor outside 1 to 10 is refused, naming the field.
+    let (status, problem) = server
+        .json(
+            Method::PUT,
+            "/v1/functions/publisher",
+            json!({"module": module("publisher"),
+                   "sources": [{"stream": "s", "group": "g", "parallelization_factor": 11}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem.to_string().contains("parallelization_factor"),
+        "{problem}"
     );
 }
 
