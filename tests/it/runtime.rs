@@ -345,6 +345,15 @@ fn table_guest(initial: u64) -> Vec<u8> {
     ))
 }
 
+fn load_table_guest(runtime: &Runtime, initial: u64) -> Result<Function, LoadError> {
+    runtime.load(
+        "tables",
+        &table_guest(initial),
+        FunctionLimits::default(),
+        BTreeMap::new(),
+    )
+}
+
 fn growing_by(id: &str, elements: u32) -> Event {
     Event {
         receive_count: elements,
@@ -355,14 +364,7 @@ fn growing_by(id: &str, elements: u32) -> Event {
 #[tokio::test]
 async fn a_table_grown_past_its_bound_is_refused_and_the_function_runs_on() {
     let runtime = runtime();
-    let function = runtime
-        .load(
-            "tables",
-            &table_guest(1),
-            FunctionLimits::default(),
-            BTreeMap::new(),
-        )
-        .expect("a one-element table loads");
+    let function = load_table_guest(&runtime, 1).expect("a one-element table loads");
     let small = function.invoke(growing_by("e-1", 1_000)).await;
     assert_eq!(
         small.outcome,
@@ -386,25 +388,12 @@ async fn a_table_grown_past_its_bound_is_refused_and_the_function_runs_on() {
 #[tokio::test]
 async fn a_component_whose_table_cannot_fit_is_refused_at_load() {
     let runtime = runtime();
-    let refused = runtime
-        .load(
-            "tables",
-            &table_guest(100_000_000),
-            FunctionLimits::default(),
-            BTreeMap::new(),
-        )
+    let refused = load_table_guest(&runtime, 100_000_000)
         .expect_err("a table of a hundred million elements is refused");
     let message = refused.to_string();
     assert!(message.contains("table"), "{message}");
     // The runtime is unharmed: a component that fits loads and runs beside it.
-    let fits = runtime
-        .load(
-            "tables",
-            &table_guest(1),
-            FunctionLimits::default(),
-            BTreeMap::new(),
-        )
-        .expect("a one-element table loads");
+    let fits = load_table_guest(&runtime, 1).expect("a one-element table loads");
     assert_eq!(fits.invoke(growing_by("e-1", 10)).await.outcome, Ok(()));
 }
 
