@@ -18,8 +18,8 @@
 use crate::control::Control;
 use crate::error::OpError;
 use crate::model::{
-    Endpoint, FieldError, FilterScope, FunctionSpec, Kind, QueueSpec, SourceSpec, StreamSpec,
-    SubscriptionSpec, TopicSpec, validate_name,
+    Destination, Endpoint, FieldError, FilterScope, FunctionSpec, Kind, QueueSpec, SourceSpec,
+    StreamSpec, SubscriptionSpec, TopicSpec, validate_name,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,6 +116,7 @@ pub struct ValidConfig {
 /// Resources already stored, which a file may refer to without declaring them.
 #[derive(Debug, Default)]
 pub struct Existing {
+    pub topics: BTreeSet<String>,
     pub queues: BTreeSet<String>,
     pub streams: BTreeSet<String>,
     pub functions: BTreeSet<String>,
@@ -304,6 +305,7 @@ pub fn parse(
     }
     // References, checked once every entry is known.
     let queue_known = |q: &str| cfg.queues.contains_key(q) || existing.queues.contains(q);
+    let topic_known = |t: &str| cfg.topics.contains_key(t) || existing.topics.contains(t);
     let stream_known = |s: &str| cfg.streams.contains_key(s) || existing.streams.contains(s);
     let function_known = |f: &str| cfg.functions.contains_key(f) || existing.functions.contains(f);
     for (name, spec) in &cfg.functions {
@@ -316,6 +318,20 @@ pub fn parse(
                 SourceSpec::Stream { stream, .. } if !stream_known(stream) => err(
                     format!("functions.{name}.sources[{i}].stream"),
                     format!("stream {stream:?} is not declared"),
+                ),
+                SourceSpec::Stream {
+                    on_failure: Some(Destination::Queue { queue }),
+                    ..
+                } if !queue_known(queue) => err(
+                    format!("functions.{name}.sources[{i}].on_failure.queue"),
+                    format!("queue {queue:?} is not declared"),
+                ),
+                SourceSpec::Stream {
+                    on_failure: Some(Destination::Topic { topic }),
+                    ..
+                } if !topic_known(topic) => err(
+                    format!("functions.{name}.sources[{i}].on_failure.topic"),
+                    format!("topic {topic:?} is not declared"),
                 ),
                 _ => {}
             }
@@ -456,5 +472,37 @@ mod tests {
                 .any(|e| e.contains("topics.t.subscriptions.s.endpoint.queue"))
         );
         assert!(errs.iter().any(|e| e.contains("extra: unknown section")));
+    }
+
+    #[test]
+    fn a_stream_source_s_on_failure_destination_must_be_declared() {
+        let source = |to: &str| {
+            format!(
+                r#"
+                [streams.s]
+                [topics.gone]
+                [queues.failed]
+                [functions.f]
+                module = "f.wasm"
+                sources = [{{ stream = "s", group = "g", on_failure = {to} }}]
+                "#
+            )
+        };
+        for to in [r#"{ queue = "failed" }"#, r#"{ topic = "gone" }"#] {
+            parse_str(&source(to)).unwrap_or_else(|e| panic!("{to}: {e:#?}"));
+        }
+        for (to, key) in [
+            (
+                r#"{ queue = "nope" }"#,
+                "functions.f.sources[0].on_failure.queue",
+            ),
+            (
+                r#"{ topic = "nope" }"#,
+                "functions.f.sources[0].on_failure.topic",
+            ),
+        ] {
+            let errs = parse_str(&source(to)).unwrap_err();
+            assert!(errs.iter().any(|e| e.contains(key)), "{to}: {errs:#?}");
+        }
     }
 }

@@ -144,6 +144,7 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
         .context("starting functions and workers")?;
     if let Some(path) = &opts.config {
         let existing = crate::config::Existing {
+            topics: app.control.topic_names().into_iter().collect(),
             queues: backend.queue_names().into_iter().collect(),
             streams: backend.stream_names().into_iter().collect(),
             functions: app.control.function_names().into_iter().collect(),

@@ -24,8 +24,11 @@
 
 use super::{Context, Door};
 use crate::error::OpError;
-use crate::model::arn::{Arn, function_arn, queue_arn, stream_arn};
-use crate::model::{FunctionSpec, Kind, MAX_PARALLELIZATION_FACTOR, SourceSpec, StartPosition};
+use crate::model::arn::{Arn, function_arn, queue_arn, stream_arn, topic_arn};
+use crate::model::{
+    Destination, FunctionSpec, Kind, MAX_PARALLELIZATION_FACTOR, MAX_RECORD_AGE_S,
+    MAX_RETRY_ATTEMPTS, SourceSpec, StartPosition,
+};
 use crate::runtime::{Body, FunctionState, Invocation};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -551,6 +554,14 @@ struct Mapping {
     scaling_config: Option<ScalingConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallelization_factor: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maximum_retry_attempts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maximum_record_age_in_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bisect_batch_on_function_error: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination_config: Option<DestinationConfig>,
     function_response_types: Vec<&'static str>,
     state: &'static str,
     state_transition_reason: &'static str,
@@ -569,6 +580,34 @@ fn mapping_uuid(function: &str, source: &SourceSpec) -> String {
 }
 
 fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
+    let mut mapping = base_mapping(cx, function, source);
+    if let SourceSpec::Stream {
+        parallelization_factor,
+        maximum_retry_attempts,
+        maximum_record_age_s,
+        bisect_batch_on_error,
+        on_failure,
+        ..
+    } = source
+    {
+        // Lambda's defaults, shown as Lambda shows them: -1 for "no limit".
+        mapping.parallelization_factor = Some(parallelization_factor.unwrap_or(1));
+        mapping.maximum_retry_attempts = Some(maximum_retry_attempts.map_or(-1, |n| n as i64));
+        mapping.maximum_record_age_in_seconds = Some(maximum_record_age_s.map_or(-1, |n| n as i64));
+        mapping.bisect_batch_on_function_error = Some(*bisect_batch_on_error);
+        mapping.destination_config = Some(DestinationConfig {
+            on_failure: Some(OnFailure {
+                destination: on_failure.as_ref().map(|d| match d {
+                    Destination::Queue { queue } => queue_arn(&cx.region, queue),
+                    Destination::Topic { topic } => topic_arn(&cx.region, topic),
+                }),
+            }),
+        });
+    }
+    mapping
+}
+
+fn base_mapping(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
     let (event_source_arn, batch_size, window_ms, starting_position) = match source {
         SourceSpec::Queue {
             queue,
@@ -612,13 +651,11 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
             }),
             _ => None,
         },
-        parallelization_factor: match source {
-            SourceSpec::Stream {
-                parallelization_factor,
-                ..
-            } => Some(parallelization_factor.unwrap_or(1)),
-            SourceSpec::Queue { .. } => None,
-        },
+        parallelization_factor: None,
+        maximum_retry_attempts: None,
+        maximum_record_age_in_seconds: None,
+        bisect_batch_on_function_error: None,
+        destination_config: None,
         function_response_types: vec!["ReportBatchItemFailures"],
         state: "Enabled",
         state_transition_reason: "USER_INITIATED",
@@ -651,8 +688,71 @@ struct CreateMappingInput {
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
     parallelization_factor: Option<usize>,
+    maximum_retry_attempts: Option<i64>,
+    maximum_record_age_in_seconds: Option<i64>,
+    bisect_batch_on_function_error: Option<bool>,
+    destination_config: Option<DestinationConfig>,
     #[serde(default)]
     function_response_types: Vec<String>,
+}
+
+/// Where a stream mapping sends what it gives up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DestinationConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure: Option<OnFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OnFailure {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<String>,
+}
+
+/// `MaximumRetryAttempts`: -1 (the default) retries until the records expire.
+fn retry_attempts(n: Option<i64>) -> LambdaResult<Option<u64>> {
+    match n {
+        None | Some(-1) => Ok(None),
+        Some(n) if (0..=MAX_RETRY_ATTEMPTS as i64).contains(&n) => Ok(Some(n as u64)),
+        Some(n) => Err(LambdaError::invalid(format!(
+            "MaximumRetryAttempts {n} is not -1 or between 0 and {MAX_RETRY_ATTEMPTS}"
+        ))),
+    }
+}
+
+/// `MaximumRecordAgeInSeconds`: -1 (the default) keeps records however old.
+fn record_age(n: Option<i64>) -> LambdaResult<Option<u64>> {
+    const LAMBDA_MIN: i64 = 60;
+    match n {
+        None | Some(-1) => Ok(None),
+        Some(n) if (LAMBDA_MIN..=MAX_RECORD_AGE_S as i64).contains(&n) => Ok(Some(n as u64)),
+        Some(n) => Err(LambdaError::invalid(format!(
+            "MaximumRecordAgeInSeconds {n} is not -1 or between {LAMBDA_MIN} and {MAX_RECORD_AGE_S}"
+        ))),
+    }
+}
+
+/// An on-failure destination: an SQS queue's or SNS topic's ARN.
+fn on_failure(config: Option<&DestinationConfig>) -> LambdaResult<Option<Destination>> {
+    let Some(arn) = config
+        .and_then(|c| c.on_failure.as_ref())
+        .and_then(|o| o.destination.as_deref())
+    else {
+        return Ok(None);
+    };
+    match Arn::parse(arn) {
+        Some(a) if a.service == "sqs" => Ok(Some(Destination::Queue {
+            queue: a.resource.to_string(),
+        })),
+        Some(a) if a.service == "sns" => Ok(Some(Destination::Topic {
+            topic: a.resource.to_string(),
+        })),
+        _ => Err(LambdaError::invalid(format!(
+            "DestinationConfig.OnFailure.Destination {arn:?} is not an SQS queue's or SNS topic's ARN"
+        ))),
+    }
 }
 
 /// How many batches of an SQS source run at once. An empty one (no
@@ -669,8 +769,7 @@ struct ScalingConfig {
 const SCALING_MIN: usize = 2;
 const SCALING_MAX: usize = 1000;
 
-const PARALLELIZATION_IS_FOR_STREAMS: &str =
-    "ParallelizationFactor is for Kinesis event sources; an SQS source scales with ScalingConfig";
+const STREAM_ONLY: &str = "ParallelizationFactor, MaximumRetryAttempts, MaximumRecordAgeInSeconds, BisectBatchOnFunctionError and DestinationConfig are for Kinesis event sources; an SQS source scales with ScalingConfig and dead-letters with its queue's redrive policy";
 
 /// A `ParallelizationFactor`, checked as Lambda does.
 fn parallelization(n: usize) -> LambdaResult<usize> {
@@ -733,8 +832,13 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     "StartingPosition is for streams; an SQS source reads whatever is visible",
                 ));
             }
-            if input.parallelization_factor.is_some() {
-                return Err(LambdaError::invalid(PARALLELIZATION_IS_FOR_STREAMS));
+            if input.parallelization_factor.is_some()
+                || input.maximum_retry_attempts.is_some()
+                || input.maximum_record_age_in_seconds.is_some()
+                || input.bisect_batch_on_function_error.is_some()
+                || input.destination_config.is_some()
+            {
+                return Err(LambdaError::invalid(STREAM_ONLY));
             }
             SourceSpec::Queue {
                 queue: a.resource.to_string(),
@@ -784,6 +888,10 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     .parallelization_factor
                     .map(parallelization)
                     .transpose()?,
+                maximum_retry_attempts: retry_attempts(input.maximum_retry_attempts)?,
+                maximum_record_age_s: record_age(input.maximum_record_age_in_seconds)?,
+                bisect_batch_on_error: input.bisect_batch_on_function_error.unwrap_or(false),
+                on_failure: on_failure(input.destination_config.as_ref())?,
             }
         }
         _ => {
@@ -863,6 +971,10 @@ struct UpdateMappingInput {
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
     parallelization_factor: Option<usize>,
+    maximum_retry_attempts: Option<i64>,
+    maximum_record_age_in_seconds: Option<i64>,
+    bisect_batch_on_function_error: Option<bool>,
+    destination_config: Option<DestinationConfig>,
     function_response_types: Option<Vec<String>>,
 }
 
@@ -906,6 +1018,9 @@ async fn update_mapping(
         .parallelization_factor
         .map(parallelization)
         .transpose()?;
+    let retries = retry_attempts(input.maximum_retry_attempts)?;
+    let age = record_age(input.maximum_record_age_in_seconds)?;
+    let destination = on_failure(input.destination_config.as_ref())?;
     let changed = s
         .app
         .control
@@ -930,13 +1045,22 @@ async fn update_mapping(
                     if let Some(n) = scaling {
                         *max_concurrency = n;
                     }
-                    if factor.is_some() {
-                        return Err(OpError::Invalid(PARALLELIZATION_IS_FOR_STREAMS.into()));
+                    if factor.is_some()
+                        || input.maximum_retry_attempts.is_some()
+                        || input.maximum_record_age_in_seconds.is_some()
+                        || input.bisect_batch_on_function_error.is_some()
+                        || input.destination_config.is_some()
+                    {
+                        return Err(OpError::Invalid(STREAM_ONLY.into()));
                     }
                 }
                 SourceSpec::Stream {
                     batch_size,
                     parallelization_factor,
+                    maximum_retry_attempts,
+                    maximum_record_age_s,
+                    bisect_batch_on_error,
+                    on_failure,
                     ..
                 } => {
                     if scaling.is_some() {
@@ -944,6 +1068,18 @@ async fn update_mapping(
                     }
                     if let Some(n) = factor {
                         *parallelization_factor = Some(n);
+                    }
+                    if input.maximum_retry_attempts.is_some() {
+                        *maximum_retry_attempts = retries;
+                    }
+                    if input.maximum_record_age_in_seconds.is_some() {
+                        *maximum_record_age_s = age;
+                    }
+                    if let Some(b) = input.bisect_batch_on_function_error {
+                        *bisect_batch_on_error = b;
+                    }
+                    if input.destination_config.is_some() {
+                        *on_failure = destination.clone();
                     }
                     if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
                         return Err(OpError::Invalid(

@@ -14,7 +14,7 @@ use crate::deliver::SourceReading;
 use crate::error::OpError;
 use crate::hex;
 use crate::model::attributes;
-use crate::model::{FieldError, FunctionSpec, Kind, SourceSpec, validate_name};
+use crate::model::{Destination, FieldError, FunctionSpec, Kind, SourceSpec, validate_name};
 use crate::runtime::{
     Body, Event, Function, FunctionLimits, FunctionRegistry, FunctionState, Invocation, LoadError,
     Runtime,
@@ -465,11 +465,29 @@ impl Control {
                 .filter(|q| q.kind() == QueueKind::User)
                 .is_none()
                 .then(|| OpError::not_found(Kind::Queue, queue)),
-            SourceSpec::Stream { stream, .. } => self
-                .backend
-                .stream(stream)
-                .is_none()
-                .then(|| OpError::not_found(Kind::Stream, stream)),
+            SourceSpec::Stream {
+                stream, on_failure, ..
+            } => {
+                let destination = match on_failure {
+                    Some(Destination::Queue { queue }) => self
+                        .backend
+                        .queue(queue)
+                        .filter(|q| q.kind() == QueueKind::User)
+                        .is_none()
+                        .then(|| OpError::not_found(Kind::Queue, queue)),
+                    Some(Destination::Topic { topic }) => self
+                        .topics
+                        .get(topic)
+                        .is_none()
+                        .then(|| OpError::not_found(Kind::Topic, topic)),
+                    None => None,
+                };
+                self.backend
+                    .stream(stream)
+                    .is_none()
+                    .then(|| OpError::not_found(Kind::Stream, stream))
+                    .or(destination)
+            }
         };
         missing.map_or(Ok(()), |e| Err(e.to_string()))
     }

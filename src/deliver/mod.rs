@@ -117,6 +117,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// Publishes what `function` published; a publish that is refused is logged, since
     /// the invocation itself succeeded and is not repeated.
     async fn publish(&self, function: &str, published: Vec<Publish>);
+
+    /// Publishes `message` (JSON text) to `topic`, answering once it is stored: what a
+    /// stream source gives up goes there before the source checkpoints past it.
+    async fn publish_json(&self, topic: &str, message: String) -> Result<(), FeedError>;
 }
 
 /// Where a worker delivers.
@@ -342,6 +346,9 @@ mod tests {
         #[async_trait::async_trait]
         impl Outbox for Discard {
             async fn publish(&self, _: &str, _: Vec<Publish>) {}
+            async fn publish_json(&self, _: &str, _: String) -> Result<(), FeedError> {
+                Ok(())
+            }
         }
         let workers = Workers::new(
             backend.clone(),

@@ -15,14 +15,17 @@
 //! source's `parallelization_factor` per shard, each holding a share of the partition
 //! keys, so a key's records stay in order), checkpoint what succeeded; on a partial
 //! failure a shard resumes from its lowest failed record, on a whole failure the batch is
-//! read again, with a growing pause between attempts.
+//! read again, with a growing pause between attempts; as Lambda's Kinesis mappings can,
+//! a source may split a failed batch to find the record at fault, and give up records
+//! after a number of retries or past an age, handing them to its on-failure queue or
+//! topic before it checkpoints past them.
 //!
 //! A source waits while its function is loading: nothing is received (so no receive count
 //! is spent) until it can run.
 
 use super::{DeliveryMetrics, Outbox, event};
 use crate::backend::{Received, StoredRecord};
-use crate::model::{SourceSpec, StartPosition};
+use crate::model::{Destination, SourceSpec, StartPosition};
 use crate::runtime::{Function, FunctionRegistry, Slot};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -63,6 +66,8 @@ pub trait QueueFeed: Send + Sync + 'static {
     ) -> Result<Vec<Received>, FeedError>;
     /// Acknowledges (deletes) processed messages.
     async fn ack(&self, queue: &str, receipts: &[String]) -> Result<(), FeedError>;
+    /// Sends `message` (JSON text) to `queue`, answering once it is stored.
+    async fn send_json(&self, queue: &str, message: String) -> Result<(), FeedError>;
 }
 
 /// What a stream source needs of the consumer-group semantics above storage: join a
@@ -171,6 +176,10 @@ impl Sources {
                     batch_size,
                     starting_position,
                     parallelization_factor,
+                    maximum_retry_attempts,
+                    maximum_record_age_s,
+                    bisect_batch_on_error,
+                    on_failure,
                 } => {
                     let stats = Arc::new(SourceStats::default());
                     source_stats.push((
@@ -189,6 +198,10 @@ impl Sources {
                         batch_size,
                         start: starting_position,
                         factor: parallelization_factor.unwrap_or(1),
+                        max_retries: maximum_retry_attempts,
+                        max_age: maximum_record_age_s.map(Duration::from_secs),
+                        bisect: bisect_batch_on_error,
+                        on_failure,
                     };
                     tokio::spawn(cx.stream_source(source, stop));
                 }
@@ -396,6 +409,14 @@ struct StreamSource {
     start: StartPosition,
     /// Concurrent batches per shard.
     factor: usize,
+    /// Attempts after the first before a failing batch is given up; `None`: no limit.
+    max_retries: Option<u64>,
+    /// Records older than this are given up instead of invoked.
+    max_age: Option<Duration>,
+    /// Split a failed batch in two, down to the record that fails.
+    bisect: bool,
+    /// Where what is given up goes.
+    on_failure: Option<Destination>,
     stats: Arc<SourceStats>,
 }
 
@@ -547,6 +568,8 @@ impl Context {
             ..
         } = &s;
         let mut retry_pause = FIRST_RETRY_PAUSE;
+        // Per shard: the record that keeps failing and how many times it has been tried.
+        let mut attempts: HashMap<u32, (u64, u64)> = HashMap::new();
         while !stop.is_cancelled() {
             let Some(f) = self.ready_function(function, &stop).await else {
                 pause(MISSING_PAUSE, &stop).await;
@@ -578,33 +601,79 @@ impl Context {
             }
             s.stats
                 .note_oldest(recs.iter().map(|r| r.arrived_at).min().unwrap_or_default());
-            // Per shard: the last record handed over, and the lowest one that failed (or
-            // was not tried because an earlier record of its lane failed).
-            let mut last: BTreeMap<u32, u64> = BTreeMap::new();
-            for rec in &recs {
-                last.insert(rec.shard, rec.sequence);
-            }
-            let mut lowest_failed: BTreeMap<u32, u64> = BTreeMap::new();
-            let mut fail = |rec: &StoredRecord| {
-                let e = lowest_failed.entry(rec.shard).or_insert(rec.sequence);
-                *e = (*e).min(rec.sequence);
+            let now = crate::time::now_ms();
+            let too_old = |rec: &StoredRecord| {
+                s.max_age
+                    .is_some_and(|age| now.saturating_sub(rec.arrived_at) > age.as_millis() as u64)
             };
-            let lanes = lanes(&recs, s.factor);
+            let (expired, live): (Vec<usize>, Vec<usize>) =
+                (0..recs.len()).partition(|&i| too_old(&recs[i]));
+            let lanes = lanes(&recs, &live, s.factor);
             let ran = futures::future::join_all(
                 lanes
                     .iter()
                     .map(|lane| self.run_lane(&f, &s, &recs, lane, &stop)),
             )
             .await;
+            // Per shard: the lowest record that failed or was not tried (an earlier record
+            // of its lane failed), with why.
+            let mut lowest_failed: BTreeMap<u32, (u64, String)> = BTreeMap::new();
+            let mut unfinished: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
             for (lane, outcome) in lanes.iter().zip(ran) {
-                for &i in lane[outcome.untried_from..].iter().chain(&outcome.failed) {
-                    fail(&recs[i]);
+                for (i, why) in outcome.failed {
+                    let rec = &recs[i];
+                    let lowest = lowest_failed
+                        .entry(rec.shard)
+                        .or_insert((rec.sequence, why.clone()));
+                    if rec.sequence < lowest.0 {
+                        *lowest = (rec.sequence, why);
+                    }
+                }
+                for &i in &lane[outcome.done..] {
+                    unfinished.entry(recs[i].shard).or_default().push(i);
                 }
             }
+            if !expired.is_empty()
+                && !self
+                    .give_up(&s, &recs, &expired, RECORD_AGE_EXCEEDED, "", 0)
+                    .await
+            {
+                // Kept until they can be handed over: nothing before the first is done.
+                for &i in &expired {
+                    let rec = &recs[i];
+                    let lowest = lowest_failed
+                        .entry(rec.shard)
+                        .or_insert((rec.sequence, RECORD_AGE_EXCEEDED.into()));
+                    lowest.0 = lowest.0.min(rec.sequence);
+                }
+            }
+            // A shard whose failing record has had all its attempts gives up what this
+            // poll did not finish, and moves past it.
+            for (shard, (seq, why)) in lowest_failed.clone() {
+                let tried = match attempts.get(&shard) {
+                    Some(&(failing, n)) if failing == seq => n + 1,
+                    _ => 1,
+                };
+                attempts.insert(shard, (seq, tried));
+                let Some(max) = s.max_retries else { continue };
+                if tried <= max {
+                    continue;
+                }
+                let given = unfinished.remove(&shard).unwrap_or_default();
+                if self
+                    .give_up(&s, &recs, &given, RETRY_ATTEMPTS_EXHAUSTED, &why, tried)
+                    .await
+                {
+                    lowest_failed.remove(&shard);
+                    attempts.remove(&shard);
+                }
+            }
+            attempts.retain(|shard, _| lowest_failed.contains_key(shard));
+            let last = last_of_each_shard(&recs);
             for (&shard, &seq) in &last {
                 // Everything before the lowest failure of the shard is done.
                 let done = match lowest_failed.get(&shard) {
-                    Some(&failed) => failed - 1,
+                    Some(&(failed, _)) => failed - 1,
                     None => seq,
                 };
                 // Checkpoint only progress made in this batch (a failure at the batch's
@@ -630,15 +699,125 @@ impl Context {
             }
         }
     }
+
+    /// Hands the records `given` (indices into `recs`) to the source's on-failure
+    /// destination, or logs them when it has none; `false` when the destination refused
+    /// them, which are then kept.
+    async fn give_up(
+        &self,
+        s: &StreamSource,
+        recs: &[StoredRecord],
+        given: &[usize],
+        condition: &str,
+        error: &str,
+        attempts: u64,
+    ) -> bool {
+        let StreamSource {
+            function,
+            stream,
+            group,
+            ..
+        } = s;
+        if given.is_empty() {
+            return true;
+        }
+        let sequences: Vec<u64> = given.iter().map(|&i| recs[i].sequence).collect();
+        let Some(to) = &s.on_failure else {
+            tracing::warn!(
+                function,
+                stream,
+                group,
+                condition,
+                error,
+                ?sequences,
+                "records given up"
+            );
+            return true;
+        };
+        let message = failure_message(s, recs, given, condition, error, attempts);
+        let sent = match to {
+            Destination::Queue { queue } => self.queues.send_json(queue, message).await,
+            Destination::Topic { topic } => self.outbox.publish_json(topic, message).await,
+        };
+        match sent {
+            Ok(()) => {
+                tracing::warn!(function, stream, group, condition, error, ?sequences, destination = ?to, "records given up");
+                true
+            }
+            Err(e) => {
+                tracing::error!(function, stream, group, condition, destination = ?to, error = %e, "the on-failure destination refused what was given up; kept for another try");
+                false
+            }
+        }
+    }
+}
+
+/// Why a stream source gave records up, as Lambda says it.
+const RETRY_ATTEMPTS_EXHAUSTED: &str = "RetryAttemptsExhausted";
+const RECORD_AGE_EXCEEDED: &str = "RecordAgeExceeded";
+
+/// What an on-failure destination receives: why, and the records given up.
+fn failure_message(
+    s: &StreamSource,
+    recs: &[StoredRecord],
+    given: &[usize],
+    condition: &str,
+    error: &str,
+    attempts: u64,
+) -> String {
+    let records: Vec<serde_json::Value> = given
+        .iter()
+        .map(|&i| {
+            let rec = &recs[i];
+            let mut r = serde_json::json!({
+                "shard_id": crate::model::shard_id(rec.shard),
+                "sequence": rec.sequence.to_string(),
+                "partition_key": rec.partition_key,
+                "arrived_at": rec.arrived_at,
+            });
+            match serde_json::from_slice::<serde_json::Value>(&rec.data) {
+                Ok(data) => r["data"] = data,
+                Err(_) => {
+                    use base64::Engine;
+                    r["data_base64"] = base64::engine::general_purpose::STANDARD
+                        .encode(&rec.data)
+                        .into();
+                }
+            }
+            r
+        })
+        .collect();
+    let mut message = serde_json::json!({
+        "condition": condition,
+        "function": s.function,
+        "stream": s.stream,
+        "group": s.group,
+        "records": records,
+    });
+    if attempts > 0 {
+        message["attempts"] = attempts.into();
+    }
+    if !error.is_empty() {
+        message["error"] = error.into();
+    }
+    message.to_string()
 }
 
 /// What became of one lane of a stream batch.
 struct LaneOutcome {
-    /// Positions in the lane from which nothing was tried: an earlier batch of the lane
-    /// failed, and the records of a key must not overtake one of theirs.
-    untried_from: usize,
-    /// Records (indices into the poll) the function reported as failed.
-    failed: Vec<usize>,
+    /// How many of the lane's records are done; from there on each failed or was not
+    /// tried (an earlier record of its lane failed, and a key's records must not
+    /// overtake one of theirs).
+    done: usize,
+    /// Records (indices into the poll) that failed, with why.
+    failed: Vec<(usize, String)>,
+}
+
+/// What became of one batch of a lane.
+struct BatchOutcome {
+    /// How many of its records, from the start, are done.
+    done: usize,
+    failed: Vec<(usize, String)>,
 }
 
 impl Context {
@@ -652,21 +831,42 @@ impl Context {
         lane: &[usize],
         stop: &CancellationToken,
     ) -> LaneOutcome {
-        let StreamSource {
-            function,
-            stream,
-            group,
-            ..
-        } = s;
         let mut outcome = LaneOutcome {
-            untried_from: lane.len(),
+            done: 0,
             failed: Vec::new(),
         };
-        for (n, batch) in lane.chunks(s.batch_size).enumerate() {
-            let Some(slot) = reserve(f, &s.stats, stop).await else {
-                outcome.untried_from = n * s.batch_size;
+        for batch in lane.chunks(s.batch_size) {
+            let Some(b) = self.invoke_records(f, s, recs, batch, stop).await else {
                 break;
             };
+            outcome.done += b.done;
+            outcome.failed.extend(b.failed);
+            if b.done < batch.len() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Invokes `f` with `batch` (indices into `recs`); with `bisect_batch_on_error`, a
+    /// failed batch is split in two and the halves invoked in order, down to the record
+    /// that fails. `None` when the source stops first.
+    fn invoke_records<'a>(
+        &'a self,
+        f: &'a Function,
+        s: &'a StreamSource,
+        recs: &'a [StoredRecord],
+        batch: &'a [usize],
+        stop: &'a CancellationToken,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<BatchOutcome>> + Send + 'a>> {
+        Box::pin(async move {
+            let StreamSource {
+                function,
+                stream,
+                group,
+                ..
+            } = s;
+            let slot = reserve(f, &s.stats, stop).await?;
             let events = batch
                 .iter()
                 .map(|&i| event::from_record(stream, group, &recs[i]))
@@ -676,38 +876,53 @@ impl Context {
             s.stats.busy.fetch_sub(1, Ordering::Relaxed);
             let failed = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
             s.stats.batch_done(batch.len(), inv.duration, failed);
+            self.count_batch(failed);
             match inv.outcome {
                 Ok(failures) => {
-                    for fl in &failures {
-                        tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
-                        outcome.failed.push(batch[fl.index]);
-                    }
                     self.outbox.publish(function, inv.published).await;
-                    self.count_batch(!failures.is_empty());
-                    if !failures.is_empty() {
-                        outcome.untried_from = (n + 1) * s.batch_size;
-                        break;
+                    let mut out = BatchOutcome {
+                        done: batch.len(),
+                        failed: Vec::new(),
+                    };
+                    for fl in failures {
+                        tracing::warn!(function, stream, record = %fl.event_id, error = %fl.message, "batch item failed; its shard resumes from it");
+                        out.done = out.done.min(fl.index);
+                        out.failed.push((batch[fl.index], fl.message));
                     }
+                    Some(out)
+                }
+                Err(e) if s.bisect && batch.len() > 1 => {
+                    tracing::warn!(function, stream, error = %e, records = batch.len(), "batch failed; invoking its halves");
+                    let (first, second) = batch.split_at(batch.len() / 2);
+                    let a = self.invoke_records(f, s, recs, first, stop).await?;
+                    if a.done < first.len() {
+                        return Some(a);
+                    }
+                    let b = self.invoke_records(f, s, recs, second, stop).await?;
+                    Some(BatchOutcome {
+                        done: first.len() + b.done,
+                        failed: b.failed,
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(function, stream, error = %e, records = batch.len(), "batch failed; it will be read again");
-                    self.count_batch(true);
-                    outcome.untried_from = n * s.batch_size;
-                    break;
+                    Some(BatchOutcome {
+                        done: 0,
+                        failed: vec![(batch[0], e.to_string())],
+                    })
                 }
             }
-        }
-        outcome.untried_from = outcome.untried_from.min(lane.len());
-        outcome
+        })
     }
 }
 
-/// The records of a poll (by index) spread over `factor` lanes per shard, as Lambda runs
-/// `ParallelizationFactor` batches per shard at once: a lane holds records of one shard in
-/// their order, and every record of a partition key is in the same lane.
-fn lanes(recs: &[StoredRecord], factor: usize) -> Vec<Vec<usize>> {
+/// The records `live` (indices into `recs`) spread over `factor` lanes per shard, as
+/// Lambda runs `ParallelizationFactor` batches per shard at once: a lane holds records of
+/// one shard in their order, and every record of a partition key is in the same lane.
+fn lanes(recs: &[StoredRecord], live: &[usize], factor: usize) -> Vec<Vec<usize>> {
     let mut lanes: BTreeMap<(u32, u64), Vec<usize>> = BTreeMap::new();
-    for (i, rec) in recs.iter().enumerate() {
+    for &i in live {
+        let rec = &recs[i];
         let lane = if factor <= 1 {
             0
         } else {
@@ -716,6 +931,11 @@ fn lanes(recs: &[StoredRecord], factor: usize) -> Vec<Vec<usize>> {
         lanes.entry((rec.shard, lane)).or_default().push(i);
     }
     lanes.into_values().collect()
+}
+
+/// The last sequence of each shard in the batch.
+fn last_of_each_shard(recs: &[StoredRecord]) -> BTreeMap<u32, u64> {
+    recs.iter().map(|r| (r.shard, r.sequence)).collect()
 }
 
 /// A hash of a partition key. It only has to agree with itself within one poll: the
@@ -753,8 +973,9 @@ mod tests {
         let recs: Vec<StoredRecord> = (0..80)
             .map(|i| record(i as u32 % 2, i / 2 + 1, keys[i as usize % keys.len()]))
             .collect();
+        let all: Vec<usize> = (0..recs.len()).collect();
         for factor in [1, 2, 4, 10] {
-            let lanes = lanes(&recs, factor);
+            let lanes = lanes(&recs, &all, factor);
             let mut seen = vec![false; recs.len()];
             for lane in &lanes {
                 let first = &recs[lane[0]];

@@ -62,6 +62,32 @@ pub const MAX_BATCH_WINDOW_MS: u64 = 300_000;
 /// Most concurrent invocations of a function, and of one of its sources.
 pub const MAX_CONCURRENCY: usize = 1000;
 
+/// Where a stream source sends the records it gave up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Destination {
+    Queue {
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 80
+        )]
+        queue: String,
+    },
+    Topic {
+        #[schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+            min_length = 1,
+            max_length = 256
+        )]
+        topic: String,
+    },
+}
+
+/// Most retry attempts of a stream source, and the oldest record it may be given.
+pub const MAX_RETRY_ATTEMPTS: u64 = 10_000;
+pub const MAX_RECORD_AGE_S: u64 = 604_800;
+
 /// Most concurrent batches per shard of a stream source.
 pub const MAX_PARALLELIZATION_FACTOR: usize = 10;
 
@@ -136,6 +162,35 @@ pub enum SourceSpec {
         )]
         #[schema(minimum = 1, maximum = 10)]
         parallelization_factor: Option<usize>,
+        /// Attempts after the first before a failing batch is given up (Lambda's
+        /// `MaximumRetryAttempts`, 0 to 10,000); unset: retried until it succeeds or its
+        /// records are too old.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::whole::option_u64"
+        )]
+        #[schema(minimum = 0, maximum = 10000)]
+        maximum_retry_attempts: Option<u64>,
+        /// Records older than this (seconds since they were put) are given up instead of
+        /// invoked (Lambda's `MaximumRecordAgeInSeconds`, here from 1 to 604,800); unset:
+        /// no limit.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::whole::option_u64"
+        )]
+        #[schema(minimum = 1, maximum = 604800)]
+        maximum_record_age_s: Option<u64>,
+        /// On a failed batch, split it in two and invoke the halves, down to the record
+        /// that fails, so the records before it are done (Lambda's
+        /// `BisectBatchOnFunctionError`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bisect_batch_on_error: bool,
+        /// Where what is given up goes, with the reason: a queue or a topic. Unset: it is
+        /// only logged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_failure: Option<Destination>,
     },
 }
 
@@ -204,8 +259,48 @@ impl FunctionSpec {
                     group,
                     batch_size,
                     parallelization_factor,
+                    maximum_retry_attempts,
+                    maximum_record_age_s,
+                    on_failure,
                     ..
                 } => {
+                    if let Some(n) = maximum_retry_attempts {
+                        check_range(
+                            &format!("sources[{i}].maximum_retry_attempts"),
+                            *n,
+                            0,
+                            MAX_RETRY_ATTEMPTS,
+                            &mut errs,
+                        );
+                    }
+                    if let Some(n) = maximum_record_age_s {
+                        check_range(
+                            &format!("sources[{i}].maximum_record_age_s"),
+                            *n,
+                            1,
+                            MAX_RECORD_AGE_S,
+                            &mut errs,
+                        );
+                    }
+                    match on_failure {
+                        Some(Destination::Queue { queue }) => {
+                            if let Err(e) = validate_name(Kind::Queue, queue) {
+                                errs.push(FieldError::new(
+                                    format!("sources[{i}].on_failure.queue"),
+                                    e,
+                                ));
+                            }
+                        }
+                        Some(Destination::Topic { topic }) => {
+                            if let Err(e) = validate_name(Kind::Topic, topic) {
+                                errs.push(FieldError::new(
+                                    format!("sources[{i}].on_failure.topic"),
+                                    e,
+                                ));
+                            }
+                        }
+                        None => {}
+                    }
                     if let Some(n) = parallelization_factor {
                         check_range(
                             &format!("sources[{i}].parallelization_factor"),

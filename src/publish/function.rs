@@ -27,6 +27,24 @@ impl crate::deliver::Outbox for Publisher {
             }
         }
     }
+
+    async fn publish_json(
+        &self,
+        topic: &str,
+        message: String,
+    ) -> Result<(), crate::deliver::FeedError> {
+        let req = PublishRequest {
+            message: serde_json::value::RawValue::from_string(message)?,
+            attributes: None,
+            group_id: None,
+            dedup_id: None,
+            id: None,
+            subject: None,
+            message_structure: None,
+        };
+        Publisher::publish(self, topic, req).await?;
+        Ok(())
+    }
 }
 
 impl Publisher {

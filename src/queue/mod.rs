@@ -94,4 +94,23 @@ impl crate::deliver::QueueFeed for Queues {
         Queues::ack(self, queue, receipts).await?;
         Ok(())
     }
+
+    async fn send_json(
+        &self,
+        queue: &str,
+        message: String,
+    ) -> Result<(), crate::deliver::FeedError> {
+        let req = crate::wire::SendRequest {
+            message: serde_json::value::RawValue::from_string(message)?,
+            attributes: None,
+            delay_s: None,
+            group_id: None,
+            dedup_id: None,
+            id: None,
+        };
+        for (_, sent) in Queues::send(self, queue, vec![req]).await? {
+            sent?;
+        }
+        Ok(())
+    }
 }

@@ -198,15 +198,31 @@ def check_a_stream_event_source_mapping():
         ("InvalidParameterValueException", 400),
         "a stream source needs a starting position",
     )
+    failed_url = sqs.create_queue(QueueName="lam-failed")["QueueUrl"]
+    failed_arn = sqs.get_queue_attributes(QueueUrl=failed_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
     m = lam.create_event_source_mapping(
         EventSourceArn=arn,
         FunctionName="lam-pub",
         StartingPosition="TRIM_HORIZON",
         BatchSize=10,
         ParallelizationFactor=3,
+        MaximumRetryAttempts=2,
+        BisectBatchOnFunctionError=True,
+        DestinationConfig={"OnFailure": {"Destination": failed_arn}},
     )
     eq(m["StartingPosition"], "TRIM_HORIZON", "starting position")
     eq(m["ParallelizationFactor"], 3, "parallelization factor")
+    eq(m["MaximumRetryAttempts"], 2, "retry attempts")
+    eq(m["MaximumRecordAgeInSeconds"], -1, "no record age limit")
+    eq(m["BisectBatchOnFunctionError"], True, "bisect")
+    eq(m["DestinationConfig"]["OnFailure"]["Destination"], failed_arn, "on failure")
+    eq(
+        v1("GET", "/v1/functions/lam-pub")["sources"][0]["on_failure"],
+        {"queue": "lam-failed"},
+        "/v1 on_failure",
+    )
     eq(
         error_of(lam.update_event_source_mapping, UUID=m["UUID"], ParallelizationFactor=11),
         ("InvalidParameterValueException", 400),

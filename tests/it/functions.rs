@@ -606,6 +606,172 @@ async fn a_stream_source_with_a_parallelization_factor_handles_every_record_once
     );
 }
 
+/// A stream `s` of one shard holding `data`, a queue `failed`, and the `batch` function
+/// reading `s` as group `g` with the extra source settings `options`.
+async fn stream_source_with(server: &TestServer, data: &[&str], options: Value) {
+    server
+        .ok(Method::PUT, "/v1/streams/s", json!({"shards": 1}))
+        .await;
+    put_queue(server, "failed", json!({})).await;
+    let records: Vec<Value> = data
+        .iter()
+        .map(|d| json!({"partition_key": "k", "data": d}))
+        .collect();
+    server
+        .ok(
+            Method::POST,
+            "/v1/streams/s/records",
+            json!({"records": records}),
+        )
+        .await;
+    let mut source = json!({"stream": "s", "group": "g", "batch_size": 10});
+    source
+        .as_object_mut()
+        .unwrap()
+        .extend(options.as_object().unwrap().clone());
+    put_function(
+        server,
+        "batch",
+        json!({"module": module("batch"), "sources": [source]}),
+    )
+    .await;
+}
+
+/// What the source gave up, as its on-failure queue received it.
+async fn given_up(server: &TestServer) -> Value {
+    let got = eventually_received(server, "failed", 1, Duration::from_secs(30)).await;
+    let body = got[0]["message"].clone();
+    match body {
+        Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        other => other,
+    }
+}
+
+fn given_up_data(report: &Value) -> Vec<Value> {
+    report["records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("records given up: {report}"))
+        .iter()
+        .map(|r| r["data"].clone())
+        .collect()
+}
+
+async fn checkpointed_to(server: &TestServer, sequence: &str) {
+    eventually(
+        Duration::from_secs(20),
+        "the shard checkpointed",
+        || async {
+            let (_, g) = server
+                .json(Method::GET, "/v1/streams/s/groups/g", Value::Null)
+                .await;
+            (g["shards"][0]["checkpoint"].as_str() == Some(sequence)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_source_gives_up_after_its_retries_and_sends_the_records_on() {
+    let server = spawn_server(None).await;
+    stream_source_with(
+        &server,
+        &["ok-1", "fail-retry", "ok-2"],
+        json!({"maximum_retry_attempts": 2, "on_failure": {"queue": "failed"}}),
+    )
+    .await;
+    let report = given_up(&server).await;
+    assert_eq!(report["condition"], "RetryAttemptsExhausted", "{report}");
+    assert_eq!(
+        report["attempts"], 3,
+        "the first attempt and two retries: {report}"
+    );
+    assert_eq!(
+        (&report["stream"], &report["group"]),
+        (&json!("s"), &json!("g"))
+    );
+    assert!(
+        report["error"].as_str().unwrap().contains("failed"),
+        "{report}"
+    );
+    // From the failing record on, as Lambda retries a batch from its first failure.
+    assert_eq!(given_up_data(&report), [json!("fail-retry"), json!("ok-2")]);
+    checkpointed_to(&server, "3").await;
+}
+
+#[tokio::test]
+async fn a_bisected_stream_batch_gives_up_only_from_the_record_that_fails() {
+    let server = spawn_server(None).await;
+    server
+        .ok(Method::PUT, "/v1/topics/failures", json!({}))
+        .await;
+    put_queue(&server, "failed", json!({})).await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/failures/subscriptions/q",
+            json!({"endpoint": {"queue": "failed"}, "raw_message_delivery": true}),
+        )
+        .await;
+    stream_source_with(
+        &server,
+        &["ok-1", "ok-2", "trap", "ok-3"],
+        json!({"maximum_retry_attempts": 0, "bisect_batch_on_error": true,
+               "on_failure": {"topic": "failures"}}),
+    )
+    .await;
+    let report = given_up(&server).await;
+    // The whole batch trapped; its halves found the record: the two before it are done.
+    assert_eq!(
+        given_up_data(&report),
+        [json!("trap"), json!("ok-3")],
+        "{report}"
+    );
+    assert!(
+        report["error"].as_str().unwrap().contains("trap"),
+        "{report}"
+    );
+    checkpointed_to(&server, "4").await;
+}
+
+#[tokio::test]
+async fn a_stream_source_gives_up_records_older_than_its_maximum_age() {
+    let server = spawn_server(None).await;
+    stream_source_with(
+        &server,
+        &["fail-retry"],
+        json!({"maximum_record_age_s": 1, "on_failure": {"queue": "failed"}}),
+    )
+    .await;
+    let report = given_up(&server).await;
+    assert_eq!(report["condition"], "RecordAgeExceeded", "{report}");
+    assert_eq!(given_up_data(&report), [json!("fail-retry")]);
+    checkpointed_to(&server, "1").await;
+    // Settings out of range, or a destination that does not exist, are refused.
+    for (options, field) in [
+        (json!({"maximum_record_age_s": 0}), "maximum_record_age_s"),
+        (
+            json!({"maximum_retry_attempts": 10001}),
+            "maximum_retry_attempts",
+        ),
+        (json!({"on_failure": {"queue": "nowhere"}}), "nowhere"),
+    ] {
+        let mut source = json!({"stream": "s", "group": "g"});
+        source
+            .as_object_mut()
+            .unwrap()
+            .extend(options.as_object().unwrap().clone());
+        let (status, problem) = server
+            .json(
+                Method::PUT,
+                "/v1/functions/batch",
+                json!({"module": module("batch"), "sources": [source]}),
+            )
+            .await;
+        assert!(status.is_client_error(), "{options}: {status} {problem}");
+        assert!(problem.to_string().contains(field), "{options}: {problem}");
+    }
+}
+
 #[tokio::test]
 async fn a_stream_source_checkpoints_successes_and_resumes_from_the_lowest_failure() {
     let server = spawn_server(None).await;

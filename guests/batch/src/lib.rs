@@ -1,7 +1,7 @@
 //! Test guest: fails the items whose body asks for it.
 //!
 //! A body `fail-retry` fails the item with a retryable error, `fail-fatal` with
-//! a fatal one; `sleep-ms:N` succeeds after waiting N milliseconds (in a host call, as
+//! a fatal one; `trap` panics, failing the whole batch; `sleep-ms:N` succeeds after waiting N milliseconds (in a host call, as
 //! a handler waiting for a service would); any other body succeeds. The body may also be
 //! the JSON string `"fail-retry"`, as a queue or stream carries a published string.
 
@@ -14,6 +14,7 @@ impl Guest for Batch {
         match event.text().map(|t| t.trim_matches('"')) {
             Some("fail-retry") => Err(Error::Retryable(format!("item {} failed", event.id))),
             Some("fail-fatal") => Err(Error::Fatal(format!("item {} is poison", event.id))),
+            Some("trap") => panic!("item {} traps", event.id),
             Some(text) if text.starts_with("sleep-ms:") => {
                 let ms: u64 = text["sleep-ms:".len()..]
                     .parse()
