@@ -615,24 +615,25 @@ impl Context {
                     .map(|lane| self.run_lane(&f, &s, &recs, lane, &stop)),
             )
             .await;
-            // Per shard: the lowest record that failed or was not tried (an earlier record
-            // of its lane failed), with why.
-            let mut lowest_failed: BTreeMap<u32, (u64, String)> = BTreeMap::new();
+            // Per shard: what this poll did not finish (records that failed, and those not
+            // tried because an earlier record of their lane failed or the source stopped),
+            // and the lowest of them with why: the shard is done only below it.
             let mut unfinished: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+            let mut why_failed: HashMap<usize, String> = HashMap::new();
             for (lane, outcome) in lanes.iter().zip(ran) {
-                for (i, why) in outcome.failed {
-                    let rec = &recs[i];
-                    let lowest = lowest_failed
-                        .entry(rec.shard)
-                        .or_insert((rec.sequence, why.clone()));
-                    if rec.sequence < lowest.0 {
-                        *lowest = (rec.sequence, why);
-                    }
-                }
+                why_failed.extend(outcome.failed);
                 for &i in &lane[outcome.done..] {
                     unfinished.entry(recs[i].shard).or_default().push(i);
                 }
             }
+            let mut lowest_failed: BTreeMap<u32, (u64, String)> = unfinished
+                .iter()
+                .filter_map(|(&shard, undone)| {
+                    let &i = undone.iter().min_by_key(|&&i| recs[i].sequence)?;
+                    let why = why_failed.remove(&i).unwrap_or_else(|| "not tried".into());
+                    Some((shard, (recs[i].sequence, why)))
+                })
+                .collect();
             if !expired.is_empty()
                 && !self
                     .give_up(&s, &recs, &expired, RECORD_AGE_EXCEEDED, "", 0)
