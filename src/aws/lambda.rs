@@ -687,13 +687,54 @@ struct CreateMappingInput {
     starting_position: Option<String>,
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
+    #[serde(flatten)]
+    kinesis: KinesisSettings,
+    #[serde(default)]
+    function_response_types: Vec<String>,
+}
+
+/// The settings only Kinesis mappings have, as CreateEventSourceMapping and
+/// UpdateEventSourceMapping take them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KinesisSettings {
     parallelization_factor: Option<usize>,
     maximum_retry_attempts: Option<i64>,
     maximum_record_age_in_seconds: Option<i64>,
     bisect_batch_on_function_error: Option<bool>,
     destination_config: Option<DestinationConfig>,
-    #[serde(default)]
-    function_response_types: Vec<String>,
+}
+
+impl KinesisSettings {
+    /// Whether any of them was given.
+    fn any(&self) -> bool {
+        self.parallelization_factor.is_some()
+            || self.maximum_retry_attempts.is_some()
+            || self.maximum_record_age_in_seconds.is_some()
+            || self.bisect_batch_on_function_error.is_some()
+            || self.destination_config.is_some()
+    }
+
+    /// The settings checked as Lambda checks them.
+    fn checked(&self) -> LambdaResult<CheckedKinesis> {
+        Ok(CheckedKinesis {
+            factor: self
+                .parallelization_factor
+                .map(parallelization)
+                .transpose()?,
+            retries: retry_attempts(self.maximum_retry_attempts)?,
+            age: record_age(self.maximum_record_age_in_seconds)?,
+            on_failure: on_failure(self.destination_config.as_ref())?,
+        })
+    }
+}
+
+/// [`KinesisSettings`] as a stream source's settings; `None` where not given (or -1).
+struct CheckedKinesis {
+    factor: Option<usize>,
+    retries: Option<u64>,
+    age: Option<u64>,
+    on_failure: Option<Destination>,
 }
 
 /// Where a stream mapping sends what it gives up.
@@ -832,12 +873,7 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     "StartingPosition is for streams; an SQS source reads whatever is visible",
                 ));
             }
-            if input.parallelization_factor.is_some()
-                || input.maximum_retry_attempts.is_some()
-                || input.maximum_record_age_in_seconds.is_some()
-                || input.bisect_batch_on_function_error.is_some()
-                || input.destination_config.is_some()
-            {
+            if input.kinesis.any() {
                 return Err(LambdaError::invalid(STREAM_ONLY));
             }
             SourceSpec::Queue {
@@ -879,19 +915,20 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
             if input.scaling_config.is_some() {
                 return Err(LambdaError::invalid(SCALING_IS_FOR_SQS));
             }
+            let kinesis = input.kinesis.checked()?;
             SourceSpec::Stream {
                 stream: stream.to_string(),
                 group: format!("lambda-{function}"),
                 batch_size: input.batch_size.unwrap_or(100),
                 starting_position,
-                parallelization_factor: input
-                    .parallelization_factor
-                    .map(parallelization)
-                    .transpose()?,
-                maximum_retry_attempts: retry_attempts(input.maximum_retry_attempts)?,
-                maximum_record_age_s: record_age(input.maximum_record_age_in_seconds)?,
-                bisect_batch_on_error: input.bisect_batch_on_function_error.unwrap_or(false),
-                on_failure: on_failure(input.destination_config.as_ref())?,
+                parallelization_factor: kinesis.factor,
+                maximum_retry_attempts: kinesis.retries,
+                maximum_record_age_s: kinesis.age,
+                bisect_batch_on_error: input
+                    .kinesis
+                    .bisect_batch_on_function_error
+                    .unwrap_or(false),
+                on_failure: kinesis.on_failure,
             }
         }
         _ => {
@@ -970,11 +1007,8 @@ struct UpdateMappingInput {
     maximum_batching_window_in_seconds: Option<u64>,
     enabled: Option<bool>,
     scaling_config: Option<ScalingConfig>,
-    parallelization_factor: Option<usize>,
-    maximum_retry_attempts: Option<i64>,
-    maximum_record_age_in_seconds: Option<i64>,
-    bisect_batch_on_function_error: Option<bool>,
-    destination_config: Option<DestinationConfig>,
+    #[serde(flatten)]
+    kinesis: KinesisSettings,
     function_response_types: Option<Vec<String>>,
 }
 
@@ -1014,13 +1048,7 @@ async fn update_mapping(
         Some(scaling) => Some(max_concurrency(scaling)?),
         None => None,
     };
-    let factor = input
-        .parallelization_factor
-        .map(parallelization)
-        .transpose()?;
-    let retries = retry_attempts(input.maximum_retry_attempts)?;
-    let age = record_age(input.maximum_record_age_in_seconds)?;
-    let destination = on_failure(input.destination_config.as_ref())?;
+    let kinesis = input.kinesis.checked()?;
     let changed = s
         .app
         .control
@@ -1045,11 +1073,7 @@ async fn update_mapping(
                     if let Some(n) = scaling {
                         *max_concurrency = n;
                     }
-                    if factor.is_some()
-                        || input.maximum_retry_attempts.is_some()
-                        || input.maximum_record_age_in_seconds.is_some()
-                        || input.bisect_batch_on_function_error.is_some()
-                        || input.destination_config.is_some()
+                    if input.kinesis.any()
                     {
                         return Err(OpError::Invalid(STREAM_ONLY.into()));
                     }
@@ -1066,20 +1090,20 @@ async fn update_mapping(
                     if scaling.is_some() {
                         return Err(OpError::Invalid(SCALING_IS_FOR_SQS.into()));
                     }
-                    if let Some(n) = factor {
+                    if let Some(n) = kinesis.factor {
                         *parallelization_factor = Some(n);
                     }
-                    if input.maximum_retry_attempts.is_some() {
-                        *maximum_retry_attempts = retries;
+                    if input.kinesis.maximum_retry_attempts.is_some() {
+                        *maximum_retry_attempts = kinesis.retries;
                     }
-                    if input.maximum_record_age_in_seconds.is_some() {
-                        *maximum_record_age_s = age;
+                    if input.kinesis.maximum_record_age_in_seconds.is_some() {
+                        *maximum_record_age_s = kinesis.age;
                     }
-                    if let Some(b) = input.bisect_batch_on_function_error {
+                    if let Some(b) = input.kinesis.bisect_batch_on_function_error {
                         *bisect_batch_on_error = b;
                     }
-                    if input.destination_config.is_some() {
-                        *on_failure = destination.clone();
+                    if input.kinesis.destination_config.is_some() {
+                        *on_failure = kinesis.on_failure.clone();
                     }
                     if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
                         return Err(OpError::Invalid(

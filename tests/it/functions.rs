@@ -372,6 +372,18 @@ async fn a_queue_source_acks_successes_and_leaves_failed_items_to_the_redrive_po
     );
 }
 
+/// Sends `n` messages of `body` to `queue` in one batch.
+async fn send_copies(server: &TestServer, queue: &str, n: usize, body: &str) {
+    let entries: Vec<Value> = (0..n).map(|_| json!({"message": body})).collect();
+    server
+        .ok(
+            Method::POST,
+            &format!("/v1/queues/{queue}/messages"),
+            json!({"entries": entries}),
+        )
+        .await;
+}
+
 /// The status of `function`'s source of `queue`.
 async fn queue_source(server: &TestServer, function: &str, queue: &str) -> Value {
     let f = server
@@ -404,16 +416,7 @@ async fn a_queue_source_scales_with_its_backlog_within_the_function_s_concurrenc
     )
     .await;
     for _ in 0..MESSAGES / 100 {
-        let entries: Vec<Value> = (0..100)
-            .map(|_| json!({"message": "sleep-ms:20"}))
-            .collect();
-        server
-            .ok(
-                Method::POST,
-                "/v1/queues/backlog/messages",
-                json!({"entries": entries}),
-            )
-            .await;
+        send_copies(&server, "backlog", 100, "sleep-ms:20").await;
     }
     // Each event waits 20 ms as a call to a slow service would: the backlog takes 4 s
     // one batch at a time, a second with four at once.
@@ -482,16 +485,7 @@ async fn a_throttled_queue_source_leaves_its_messages_in_the_queue_until_a_slot_
         json!({"visibility_timeout_s": 2, "redrive_policy": {"dead_letter_queue": "dead", "max_receive_count": 1}}),
     )
     .await;
-    let entries: Vec<Value> = (0..3)
-        .map(|_| json!({"message": "sleep-ms:1200"}))
-        .collect();
-    server
-        .ok(
-            Method::POST,
-            "/v1/queues/slow/messages",
-            json!({"entries": entries}),
-        )
-        .await;
+    send_copies(&server, "slow", 3, "sleep-ms:1200").await;
     // One slot, four pollers: three of them wait for the slot at any time.
     put_function(
         &server,
