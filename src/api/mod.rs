@@ -20,7 +20,7 @@ mod streams;
 mod topics;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::app::{App, Metrics};
 use axum::extract::{DefaultBodyLimit, Request, State};

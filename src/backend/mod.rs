@@ -390,6 +390,36 @@ impl Backend {
         }
     }
 
+    /// Takes up to `max` visible messages to move them elsewhere with
+    /// [`Self::move_messages`], hidden for the queue's visibility timeout (at least a
+    /// second). Unlike a
+    /// receive it leaves no durable mark: a crash before the move leaves them visible at
+    /// the next start (embedded) or once that timeout ends (JetStream, as a receive's).
+    pub async fn take_to_move(&self, q: &Queue, max: usize) -> Result<Vec<Received>, StorageError> {
+        match self {
+            Backend::Embedded(b) => b.take_to_move(q.embedded(), max),
+            Backend::JetStream(b) => Ok(b.take_to_move(q.jetstream(), max).await?),
+        }
+    }
+
+    /// Keeps messages taken to move, that are not moved, hidden for `ms` more (0: visible
+    /// at once). The embedded store keeps the hold in memory only; JetStream's server
+    /// keeps it, so there a router that dies leaves them hidden until it ends.
+    pub async fn hold(
+        &self,
+        q: &Queue,
+        messages: &[Received],
+        ms: u64,
+    ) -> Result<(), StorageError> {
+        match self {
+            Backend::Embedded(b) => {
+                b.hold(q.embedded(), messages, ms);
+                Ok(())
+            }
+            Backend::JetStream(b) => Ok(b.hold(q.jetstream(), messages, ms).await?),
+        }
+    }
+
     /// Acknowledges (deletes) received messages; each receipt gets its own verdict.
     pub async fn ack(
         &self,

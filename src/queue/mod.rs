@@ -13,7 +13,7 @@ pub use move_task::{MoveStatus, MoveTask};
 pub use receive::MAX_RECEIVE_BATCH;
 pub use send::Sent;
 
-use redrive::REDRIVE_BATCH;
+use redrive::{Held, REDRIVE_BATCH};
 
 use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;

@@ -3,7 +3,7 @@
 //! while they run and after they end, and cancelled on request. Tasks live on the router
 //! that started them and end with it; what they moved stays moved.
 
-use super::{Queues, REDRIVE_BATCH};
+use super::{Held, Queues, REDRIVE_BATCH};
 use crate::backend::Queue;
 use crate::error::OpError;
 use crate::model::Kind;
@@ -174,7 +174,7 @@ impl Queues {
         from: &Queue,
         to: Option<&Queue>,
     ) -> Result<(), OpError> {
-        let mut held = Vec::new();
+        let mut held = Held::default();
         let result = async {
             while task.moved() < task.to_move && !task.cancel.is_cancelled() {
                 let left = (task.to_move - task.moved()) as usize;
@@ -183,10 +183,9 @@ impl Queues {
                     None => left.min(REDRIVE_BATCH),
                 };
                 let started = tokio::time::Instant::now();
-                let (moved, stay, empty) = self.move_dead_letters(from, to, round).await?;
+                let (moved, done) = self.move_dead_letters(from, to, round, &mut held).await?;
                 task.moved.fetch_add(moved, Ordering::Relaxed);
-                held.extend(stay);
-                if empty {
+                if done {
                     break;
                 }
                 if let Some(rate) = task.max_per_second {

@@ -196,6 +196,39 @@ async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
 }
 
 #[tokio::test]
+async fn a_redrive_leaves_the_dead_letters_it_cannot_send_home_visible() {
+    let api = TestApi::new().await;
+    // At visibility 0 only the redrive's own hold keeps what it cannot move out of its
+    // way until it ends.
+    queue(&api, "dlq", json!({"visibility_timeout_s": 0})).await;
+    queue(
+        &api,
+        "q",
+        json!({"visibility_timeout_s": 0,
+               "redrive_policy": {"dead_letter_queue": "dlq", "max_receive_count": 1}}),
+    )
+    .await;
+    for n in 0..3 {
+        send(&api, "dlq", json!(format!("sent here {n}"))).await;
+    }
+    send(&api, "q", json!("poison")).await;
+    assert_eq!(receive(&api, "q").await.len(), 1);
+    assert!(receive(&api, "q").await.is_empty(), "moved, not handed out");
+    assert_eq!(counts(&api, "dlq").await, (4, 0, 0));
+
+    let moved = api
+        .ok(Method::POST, "/v1/queues/dlq/redrive", Value::Null)
+        .await;
+    assert_eq!(moved, json!({"moved": 1}));
+    assert_eq!(counts(&api, "q").await, (1, 0, 0));
+    assert_eq!(
+        counts(&api, "dlq").await,
+        (3, 0, 0),
+        "what has no home to go back to stays, visible"
+    );
+}
+
+#[tokio::test]
 async fn a_subscriptions_delivery_queue_is_not_a_users_to_delete() {
     let api = TestApi::new().await;
     api.ok(Method::PUT, "/v1/topics/t", json!({})).await;

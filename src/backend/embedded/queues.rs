@@ -220,10 +220,68 @@ impl Embedded {
         max: usize,
         visibility_ms: u64,
     ) -> Result<Vec<Received>, StorageError> {
-        let taken = h.lock_index().take(self.clock.now_ms(), max, visibility_ms);
-        if taken.is_empty() {
-            return Ok(Vec::new());
+        let (out, ops) = self.take(h, max, visibility_ms)?;
+        if ops.is_empty() {
+            return Ok(out);
         }
+        if h.lazy_sync() {
+            // A delivery queue's in-flight marks need not be durable before the worker
+            // starts: lost, the delivery is only attempted once more (at-least-once). They
+            // are logged ahead of anything the attempt writes (its ack or retry), and reach
+            // the OS with the log's next write-out (the next sync, or within the apply
+            // window); not waiting for that takes a storage round trip out of
+            // publish-to-handler time.
+            self.committer.submit(ops);
+        } else {
+            // In-flight marks survive a kill once in the OS. A machine crash before the
+            // next sync (well under a millisecond) can only make the messages visible
+            // again early, with their receive count as before: at-least-once delivery,
+            // as SQS promises. Not waiting for the disk halves a receive's storage time.
+            self.committer
+                .send(ops, Wait::Written)
+                .await
+                .map_err(StorageError::Unavailable)?;
+        }
+        Ok(out)
+    }
+
+    /// Takes up to `max` visible messages to move them elsewhere with
+    /// [`Self::move_messages`]: hidden for the queue's visibility timeout (at least a
+    /// second, so that a hold can follow), as a receive hides them, but only in memory,
+    /// so a crash before the move leaves them visible at the next start.
+    pub fn take_to_move(
+        &self,
+        h: &Arc<QueueHandle>,
+        max: usize,
+    ) -> Result<Vec<Received>, StorageError> {
+        let visibility_ms = (h.spec().visibility_timeout_s * 1000).max(1000);
+        Ok(self.take(h, max, visibility_ms)?.0)
+    }
+
+    /// Hides messages taken to move for `ms` more (0: visible at once), in memory only
+    /// as the take; a receipt gone stale changes nothing.
+    pub fn hold(&self, h: &Arc<QueueHandle>, messages: &[Received], ms: u64) {
+        let now = self.clock.now_ms();
+        let mut idx = h.lock_index();
+        for m in messages {
+            if let Ok((seq, receipt_count)) = parse_receipt(h.id, &m.receipt) {
+                idx.change_visibility(seq, receipt_count, now, ms).ok();
+            }
+        }
+        drop(idx);
+        // Receivers sleep until the earliest visibility they knew of.
+        h.arrivals.notify_waiters();
+    }
+
+    /// Hides up to `max` visible messages in the index for `visibility_ms`; returns them
+    /// and the writes that make their new state durable.
+    fn take(
+        &self,
+        h: &Arc<QueueHandle>,
+        max: usize,
+        visibility_ms: u64,
+    ) -> Result<(Vec<Received>, Vec<Op>), StorageError> {
+        let taken = h.lock_index().take(self.clock.now_ms(), max, visibility_ms);
         let mut ops = Vec::with_capacity(taken.len());
         let mut out = Vec::with_capacity(taken.len());
         for (seq, e) in taken {
@@ -246,25 +304,7 @@ impl Embedded {
                 group: e.group,
             });
         }
-        if h.lazy_sync() {
-            // A delivery queue's in-flight marks need not be durable before the worker
-            // starts: lost, the delivery is only attempted once more (at-least-once). They
-            // are logged ahead of anything the attempt writes (its ack or retry), and reach
-            // the OS with the log's next write-out (the next sync, or within the apply
-            // window); not waiting for that takes a storage round trip out of
-            // publish-to-handler time.
-            self.committer.submit(ops);
-        } else {
-            // In-flight marks survive a kill once in the OS. A machine crash before the
-            // next sync (well under a millisecond) can only make the messages visible
-            // again early, with their receive count as before: at-least-once delivery,
-            // as SQS promises. Not waiting for the disk halves a receive's storage time.
-            self.committer
-                .send(ops, Wait::Written)
-                .await
-                .map_err(StorageError::Unavailable)?;
-        }
-        Ok(out)
+        Ok((out, ops))
     }
 
     /// The name of the queue with id `id`, while it exists.

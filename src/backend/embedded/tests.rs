@@ -550,6 +550,38 @@ async fn moved_messages_remember_their_origin_until_they_move_back() {
 }
 
 #[tokio::test]
+async fn messages_taken_to_move_and_not_moved_are_visible_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Embedded::open(dir.path()).unwrap();
+        let dlq = s
+            .put_queue("dlq", QueueSpec::default(), QueueKind::User)
+            .await
+            .unwrap();
+        s.enqueue(vec![(dlq.clone(), msg("a")), (dlq.clone(), msg("b"))])
+            .await
+            .unwrap();
+        let taken = s.take_to_move(&dlq, 10).unwrap();
+        assert_eq!(taken.len(), 2);
+        let c = s.counts(&dlq);
+        assert_eq!((c.visible, c.in_flight), (0, 2), "hidden from receivers");
+        s.hold(&dlq, &taken[..1], 300_000);
+        // Something else reaches the disk after the take, as it would before a crash.
+        s.enqueue(vec![(dlq.clone(), msg("c"))]).await.unwrap();
+        s.committer.settle().await.unwrap();
+    }
+    let s = Embedded::open(dir.path()).unwrap();
+    let dlq = s.queue("dlq").unwrap();
+    let c = s.counts(&dlq);
+    assert_eq!((c.visible, c.in_flight), (3, 0));
+    let got = s.receive(&dlq, 10, 0).await.unwrap();
+    assert!(
+        got.iter().all(|m| m.receive_count == 1),
+        "a take to move is no receive: {got:?}"
+    );
+}
+
+#[tokio::test]
 async fn fifo_dedup_id_is_remembered_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let spec = QueueSpec {

@@ -434,6 +434,31 @@ impl JetStream {
         }
     }
 
+    /// Takes up to `max` visible messages to move them elsewhere with
+    /// [`Self::move_messages`], hidden for the queue's visibility timeout (the consumer's
+    /// ack wait, so no nak makes the hold longer): a router that dies before the move
+    /// leaves them to be received again then, as a receiver that died does.
+    pub async fn take_to_move(
+        &self,
+        q: &Arc<QueueHandle>,
+        max: usize,
+    ) -> Result<Vec<Received>, JsError> {
+        self.receive(q, max, q.ack_wait_ms(), Duration::ZERO).await
+    }
+
+    /// Hides messages taken to move for `ms` more (0: visible at once): a nak with that
+    /// delay, which the server keeps whatever becomes of this router.
+    pub async fn hold(
+        &self,
+        q: &QueueHandle,
+        messages: &[Received],
+        ms: u64,
+    ) -> Result<(), JsError> {
+        let receipts: Vec<String> = messages.iter().map(|m| m.receipt.clone()).collect();
+        self.settle(q, &receipts, &nak_body(ms)).await?;
+        Ok(())
+    }
+
     /// Standard queues: take what is there; if nothing is, wait on one pull for the first
     /// message and then take what else is there. (A pull for `max` would wait for all
     /// `max` or the expiry; SQS answers as soon as there is something.)
