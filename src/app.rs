@@ -62,6 +62,7 @@ impl App {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: options.compiled_cache,
             publish_gate: topics.clone(),
+            deny_private_endpoints: options.deny_private_endpoints,
             ..RuntimeConfig::default()
         })
         .map_err(|e| {

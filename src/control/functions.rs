@@ -14,7 +14,9 @@ use crate::deliver::SourceReading;
 use crate::error::OpError;
 use crate::hex;
 use crate::model::attributes;
-use crate::model::{Destination, FieldError, FunctionSpec, Kind, SourceSpec, validate_name};
+use crate::model::{
+    AllowedHosts, Destination, FieldError, FunctionSpec, Kind, SourceSpec, validate_name,
+};
 use crate::runtime::{
     Body, Event, Function, FunctionLimits, FunctionRegistry, FunctionState, Invocation, LoadError,
     Runtime,
@@ -79,9 +81,12 @@ impl FunctionCompiler {
             .expect("the compile slots are never closed");
         let runtime = self.runtime.clone();
         let (name, limits, env) = (name.to_string(), limits_of(spec), spec.env.clone());
+        // Checked when the spec was accepted.
+        let hosts = AllowedHosts::parse(&spec.allowed_hosts).unwrap_or_default();
         tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, limits, env))
             .await
             .expect("loading a component does not panic")
+            .map(|f| f.allow_hosts(hosts))
     }
 
     /// Marks the function as loading in `registry` and compiles its component in the

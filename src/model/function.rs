@@ -39,6 +39,12 @@ pub struct FunctionSpec {
     /// Values the guest reads with `config(key)`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Where the handler may send HTTP requests (`wasi:http/outgoing-handler`):
+    /// `SCHEME://HOST[:PORT]` patterns, `*` for any scheme, host (`*.example.com`: any
+    /// name below it) or port; without a port only the scheme's default. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!(["https://api.example.com", "http://127.0.0.1:*"]))]
+    pub allowed_hosts: Vec<String>,
     /// Queues and streams the function consumes in batches.
     #[serde(default)]
     pub sources: Vec<SourceSpec>,
@@ -212,6 +218,9 @@ impl FunctionSpec {
         }
         check_range("timeout_ms", self.timeout_ms, 1, 15 * 60 * 1000, &mut errs);
         check_range("memory_mb", self.memory_mb, 2, 512, &mut errs);
+        if let Err(why) = super::AllowedHosts::parse(&self.allowed_hosts) {
+            errs.push(FieldError::new("allowed_hosts", why));
+        }
         check_range(
             "concurrency",
             self.concurrency as u64,

@@ -25,7 +25,9 @@ use super::engine::Ticking;
 use super::error::InvokeError;
 use super::host::State;
 use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded};
+use super::outbound::Outbound;
 use super::types::{Event, LogLine, Publish};
+use crate::model::AllowedHosts;
 
 /// Extra wall-clock time, beyond the deadline, before an invocation blocked in
 /// a host call (a guest sleeping, say) is abandoned. A running guest is
@@ -97,6 +99,8 @@ pub struct Function {
     pub(crate) name: Arc<str>,
     pub(crate) limits: FunctionLimits,
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    /// Where its outbound HTTP requests may go.
+    pub(crate) allowed_hosts: AllowedHosts,
     pub(crate) pre: HandlerPre<State>,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) source: Source,
@@ -130,6 +134,12 @@ type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send
 struct DeadlineExceeded;
 
 impl Function {
+    /// Lets its invocations send HTTP requests to `hosts` (none until this is called).
+    pub fn allow_hosts(mut self, hosts: AllowedHosts) -> Function {
+        self.allowed_hosts = hosts;
+        self
+    }
+
     /// The function's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -263,15 +273,22 @@ impl Function {
             .await
             .expect("instance semaphore is never closed");
 
+        let deadline = Instant::now() + self.limits.timeout;
+        let outbound = Outbound::new(
+            self.name.clone(),
+            self.allowed_hosts.clone(),
+            self.shared.deny_private_endpoints,
+            deadline,
+        );
         let state = State::new(
             self.name.clone(),
             self.config.clone(),
             self.shared.gate.clone(),
             self.limits.memory_bytes,
+            outbound,
         );
         let mut store = Store::new(&self.shared.engine, state);
         store.limiter(|state| &mut state.memory);
-        let deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| on_tick(deadline));
         let mut admitted = Admitted {

@@ -12,12 +12,14 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{publish_request, switchyard::handler::host, wit};
 use super::limits::{
     MAX_PUBLISH_BYTES, MAX_PUBLISH_BYTES_PER_INVOCATION, MAX_PUBLISHES_PER_INVOCATION, MemoryCap,
 };
 use super::logs::SharedLogs;
+use super::outbound::Outbound;
 use super::types::{LogSource, Publish};
 
 /// Checks a guest's publish when it is made, before it is buffered: the
@@ -43,6 +45,8 @@ impl PublishGate for AcceptAll {
 /// What a store holds for one invocation.
 pub(crate) struct State {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: Outbound,
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     pub(crate) guest: GuestState,
@@ -68,8 +72,9 @@ impl State {
         config: Arc<BTreeMap<String, String>>,
         gate: Arc<dyn PublishGate>,
         memory_limit_bytes: usize,
+        outbound: Outbound,
     ) -> State {
-        let logs = SharedLogs::default();
+        let logs = outbound.logs.clone();
         let wasi = WasiCtxBuilder::new()
             .stdout(logs.stream(LogSource::Stdout))
             .stderr(logs.stream(LogSource::Stderr))
@@ -80,6 +85,8 @@ impl State {
             .build();
         State {
             wasi,
+            http: WasiHttpCtx::new(),
+            outbound,
             table: ResourceTable::new(),
             memory: MemoryCap {
                 limit_bytes: memory_limit_bytes,
@@ -101,6 +108,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -171,7 +188,14 @@ mod tests {
     }
 
     fn guest(gate: Arc<dyn PublishGate>) -> GuestState {
-        State::new("f".into(), Arc::default(), gate, 1 << 20).guest
+        State::new(
+            "f".into(),
+            Arc::default(),
+            gate,
+            1 << 20,
+            Outbound::none("f".into()),
+        )
+        .guest
     }
 
     fn publish(topic: &str, body_bytes: usize) -> Publish {

@@ -4,11 +4,12 @@
 //!
 //! Allowed are the WASI 0.2 interfaces that programs compiled for
 //! `wasm32-wasip2` import (clocks, random, stdio, exit, and the filesystem and
-//! socket interfaces their standard library links in) and the host interface
-//! of our own world. The filesystem and socket interfaces are linked but
-//! powerless: no directory is preopened and every address and name lookup is
-//! denied (see `host`). Everything else, `wasi:http` or another vendor's
-//! interface, is refused.
+//! socket interfaces their standard library links in), outgoing `wasi:http`,
+//! and the host interface of our own world. The filesystem and socket
+//! interfaces are linked but powerless: no directory is preopened and every
+//! address and name lookup is denied (see `host`); outgoing HTTP reaches only
+//! the function's allowed hosts (see `outbound`). Everything else, serving
+//! HTTP or another vendor's interface, is refused.
 
 /// The WASI 0.2 interfaces the sandbox implements, as `package/interface`.
 const WASI_INTERFACES: &[&str] = &[
@@ -26,6 +27,8 @@ const WASI_INTERFACES: &[&str] = &[
     "clocks/wall-clock",
     "filesystem/preopens",
     "filesystem/types",
+    "http/outgoing-handler",
+    "http/types",
     "io/error",
     "io/poll",
     "io/streams",
@@ -111,7 +114,7 @@ mod tests {
     #[test]
     fn other_interfaces_namespaces_and_versions_are_refused() {
         for name in [
-            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:http/incoming-handler@0.2.0",
             "wasi:keyvalue/store@0.2.0-draft",
             "wasi:io/streams@0.3.0",
             "wasi:io/streams",

@@ -100,7 +100,7 @@ impl LogBuffer {
     fn partial(&mut self, source: LogSource) -> &mut PartialLine {
         match source {
             LogSource::Stderr => &mut self.stderr,
-            LogSource::Stdout | LogSource::Log => &mut self.stdout,
+            LogSource::Stdout | LogSource::Log | LogSource::Host => &mut self.stdout,
         }
     }
 

@@ -15,15 +15,15 @@
 //! - [`FunctionRegistry`]: functions by name, for hot swapping, with where
 //!   each stands (loading in the background, ready, failed).
 //!
-//! A guest cannot hurt the host: no filesystem, network, environment or
-//! arguments; bounded memory, time, logs and publishes; a trap, timeout or
+//! A guest cannot hurt the host: no filesystem, sockets, environment or
+//! arguments; HTTP out only to its function's allowed hosts; bounded memory, time, logs and publishes; a trap, timeout or
 //! exhausted memory is a failed attempt of that event, never a crash; and a
 //! guest that runs long moves to a background lane at low CPU priority, so it
 //! cannot slow down the API or other functions.
 //!
 //! Modules: `engine` (engine and ticker), `cache` (compiled components on
 //! disk), `imports` (what a guest may import), `limits` (every bound),
-//! `host` (store state and host imports), `logs` (log capture), `function`
+//! `host` (store state and host imports), `outbound` (outgoing HTTP), `logs` (log capture), `function`
 //! (invocation), `lanes` (where an invocation runs), `registry` (hot swap), `types` (values crossing the boundary),
 //! `bindings` (generated from the WIT world), `error`.
 
@@ -37,6 +37,7 @@ mod imports;
 mod lanes;
 mod limits;
 mod logs;
+mod outbound;
 mod registry;
 mod types;
 
@@ -59,9 +60,11 @@ pub use limits::{
     MAX_LOG_LINES_PER_INVOCATION, MAX_PUBLISH_BYTES, MAX_PUBLISH_BYTES_PER_INVOCATION,
     MAX_PUBLISHES_PER_INVOCATION, MAX_TIMEOUT, MIN_MEMORY_BYTES,
 };
+pub use outbound::MAX_RESPONSE_BYTES;
 pub use registry::{FunctionRegistry, FunctionState, LoadTicket, Registry};
 pub use types::{Attribute, AttributeValue, Body, Event, Level, LogLine, LogSource, Publish};
 
+use crate::model::AllowedHosts;
 use bindings::{Handler, HandlerPre};
 use host::State;
 
@@ -83,6 +86,8 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Checks each publish as the guest makes it.
     pub publish_gate: Arc<dyn PublishGate>,
+    /// Refuse outbound requests to private, loopback and link-local addresses.
+    pub deny_private_endpoints: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -92,6 +97,7 @@ impl Default for RuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             publish_gate: Arc::new(AcceptAll),
+            deny_private_endpoints: false,
         }
     }
 }
@@ -139,6 +145,7 @@ pub(crate) struct Shared {
     pub(crate) instances: Arc<Semaphore>,
     pub(crate) gate: Arc<dyn PublishGate>,
     max_memory_bytes: usize,
+    pub(crate) deny_private_endpoints: bool,
     pub(crate) ticker: engine::EpochTicker,
     pub(crate) lanes: lanes::Lanes,
 }
@@ -170,6 +177,7 @@ impl Runtime {
             .map_err(|error| RuntimeError::Engine(error.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| {
                 Handler::add_to_linker::<State, HasSelf<host::GuestState>>(&mut linker, |state| {
                     &mut state.guest
@@ -192,6 +200,7 @@ impl Runtime {
                 instances: Arc::new(Semaphore::new(config.max_instances as usize)),
                 gate: config.publish_gate,
                 max_memory_bytes: config.max_memory_bytes,
+                deny_private_endpoints: config.deny_private_endpoints,
                 ticker,
                 lanes: lanes::Lanes::default(),
             }),
@@ -252,6 +261,7 @@ impl Runtime {
             name: name.into(),
             limits,
             config: Arc::new(config),
+            allowed_hosts: AllowedHosts::default(),
             pre,
             permits: Arc::new(Semaphore::new(limits.concurrency)),
             source,

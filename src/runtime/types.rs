@@ -126,6 +126,8 @@ pub enum LogSource {
     Stdout,
     /// The guest's standard error (level `Warn`); a panic message lands here.
     Stderr,
+    /// The host, about something the guest asked of it (an outbound request refused).
+    Host,
 }
 
 /// One line logged by a guest during an invocation.

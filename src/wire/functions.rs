@@ -114,7 +114,8 @@ pub struct InvokeFailure {
 pub struct LogLine {
     /// `debug`, `info`, `warn` or `error`.
     pub level: String,
-    /// `guest` (the `log` import), `stdout` or `stderr`.
+    /// `log` (the `log` import), `stdout`, `stderr`, or `host`: the host about what the
+    /// handler asked of it (an outbound request refused).
     pub source: String,
     pub message: String,
 }

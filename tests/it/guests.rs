@@ -14,7 +14,8 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// Path of the built component of guest `name` (a member of `guests/`).
 pub fn path(name: &str) -> PathBuf {
-    let path = built_dir().join(format!("{name}.wasm"));
+    // Cargo names a library's output after its crate, `-` made `_`.
+    let path = built_dir().join(format!("{}.wasm", name.replace('-', "_")));
     assert!(
         path.is_file(),
         "guest `{name}` was not built: no {}",

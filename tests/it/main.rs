@@ -20,6 +20,7 @@ mod example;
 mod functions;
 mod jetstream;
 mod nats;
+mod outbound;
 mod policies;
 mod queues;
 mod routers;

@@ -577,7 +577,7 @@ async fn a_batch_over_the_limit_is_refused_without_running_the_guest() {
 #[test]
 fn a_component_importing_an_unsupported_interface_is_refused_naming_it() {
     let component =
-        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)
+        wat::parse_str(r#"(component (import "wasi:http/incoming-handler@0.2.0" (instance)))"#)
             .expect("valid component text");
     let error = runtime()
         .load(
@@ -589,7 +589,7 @@ fn a_component_importing_an_unsupported_interface_is_refused_naming_it() {
         .unwrap_err();
     match error {
         LoadError::UnsupportedImport { import, .. } => {
-            assert_eq!(import, "wasi:http/outgoing-handler@0.2.0")
+            assert_eq!(import, "wasi:http/incoming-handler@0.2.0")
         }
         other => panic!("expected an unsupported import, got {other}"),
     }
