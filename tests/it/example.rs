@@ -1,5 +1,6 @@
 //! The order fan-out example (`examples/order-fanout/`), run as the README runs it: its
-//! config with its module paths, and the guests from `guests/`.
+//! config with its module paths, and the guests from `guests/`; only the address of the
+//! mail catcher follows the test server's port.
 
 use crate::guests;
 use crate::harness::{eventually, spawn_server_with_args};
@@ -16,6 +17,19 @@ async fn one_order_fans_out_to_email_fraud_and_shipping_and_fraud_flags_it() {
         "/examples/order-fanout/switchyard.toml"
     );
     let server = spawn_server_with_args(None, &["--config", config]).await;
+    // The config sends mail to the outbox queue of a router on 8088; this one listens on
+    // a port of its own.
+    let port = server.base_url.rsplit(':').next().unwrap().to_string();
+    server
+        .ok(
+            Method::PUT,
+            "/v1/functions/email",
+            json!({"module": guests::path("email"),
+                   "env": {"sender": "orders@shop.example",
+                           "mail_url": format!("http://127.0.0.1:{port}/v1/queues/outbox/messages")},
+                   "allowed_hosts": [format!("http://127.0.0.1:{port}")]}),
+        )
+        .await;
     let order = json!({"order_id": "o-1", "customer_email": "ana@example.com", "total": 950,
                        "country": "NL"});
     server
@@ -46,6 +60,19 @@ async fn one_order_fans_out_to_email_fraud_and_shipping_and_fraud_flags_it() {
     assert!(
         flagged[0]["message"].to_string().contains("o-1"),
         "{flagged:?}"
+    );
+    let mail = server
+        .ok(
+            Method::POST,
+            "/v1/queues/outbox/receive",
+            json!({"max_messages": 10}),
+        )
+        .await;
+    assert_eq!(
+        mail["messages"][0]["message"],
+        json!({"from": "orders@shop.example", "to": "ana@example.com",
+               "subject": "Order o-1 is confirmed", "text": "Thank you for your order o-1."}),
+        "{mail}"
     );
     let audit = server
         .ok(

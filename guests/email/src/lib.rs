@@ -1,12 +1,15 @@
 //! Example handler: confirms an order to its customer.
 //!
 //! Expects an order event whose body is JSON with `order_id` and
-//! `customer_email`. The sender address comes from the function's `env`
-//! (`sender`). Sending itself is out of scope for an example: the handler logs
-//! the message it would send.
+//! `customer_email`. The function's `env` gives the sender address (`sender`)
+//! and the mail service (`mail_url`): the mail is POSTed there as
+//! `{"message": {"from", "to", "subject", "text"}}`, the shape of Switchyard's
+//! own send-to-queue API, so that a queue can catch the mails of a local run. A
+//! service that does not answer 2xx fails the event, to be retried. Without a
+//! `mail_url` the handler only logs the mail.
 
-use serde_json::Value;
-use switchyard_guest::{BatchResult, Error, Event, Guest, config, handle_each, logf};
+use serde_json::{Value, json};
+use switchyard_guest::{BatchResult, Error, Event, Guest, config, handle_each, http, logf};
 
 /// Sender used when the function's `env` sets none.
 const DEFAULT_SENDER: &str = "orders@example.com";
@@ -25,6 +28,26 @@ impl Guest for Email {
             Info,
             "email from {sender} to {recipient}: order {order_id} is confirmed"
         );
+        if let Some(url) = config("mail_url") {
+            let mail = json!({"message": {
+                "from": sender,
+                "to": recipient,
+                "subject": format!("Order {order_id} is confirmed"),
+                "text": format!("Thank you for your order {order_id}."),
+            }});
+            let answer = http::post(
+                &url,
+                &[("content-type", "application/json")],
+                mail.to_string().as_bytes(),
+            )
+            .map_err(|e| Error::Retryable(format!("sending the mail: POST {e}")))?;
+            if !answer.is_success() {
+                return Err(Error::Retryable(format!(
+                    "the mail service at {url} answered {}",
+                    answer.status
+                )));
+            }
+        }
         Ok(())
     }
 

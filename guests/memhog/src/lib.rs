@@ -49,7 +49,9 @@ fn grow_to(bytes: usize) -> Result<(), Error> {
     let now = core::arch::wasm32::memory_size(0);
     let want = bytes / PAGE_BYTES;
     if want > now && core::arch::wasm32::memory_grow(0, want - now) == usize::MAX {
-        return Err(Error::Retryable(format!("memory.grow to {bytes} bytes failed")));
+        return Err(Error::Retryable(format!(
+            "memory.grow to {bytes} bytes failed"
+        )));
     }
     Ok(())
 }

@@ -33,6 +33,8 @@ pub mod bindings {
     });
 }
 
+pub mod http;
+
 pub use bindings::switchyard::handler::host::{config, log, publish};
 pub use bindings::switchyard::handler::types::{
     Attribute, AttributeValue, BatchResult, Body, Error, Event, ItemFailure, Level, PublishOptions,
