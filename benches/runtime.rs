@@ -5,11 +5,15 @@
 //! Run: `cargo bench --bench runtime` (builds the guests in `guests/` first,
 //! as the tests do). Prints one table; every loop is bounded.
 //! `cargo bench --bench runtime -- single` runs only the measures whose name
-//! contains `single` (also: `handoff`, `batch`, `load`, `deadline`), for profiling.
+//! contains `single` (also: `languages`, `handoff`, `batch`, `load`, `deadline`), for profiling.
 //!
 //! - single invocation: `Function::invoke` of the `noop` guest (fresh store,
 //!   instantiation from the pre-instantiated component, call, teardown) and of
 //!   `email` (parses JSON, logs a line), on a current-thread executor;
+//! - languages: the `fraud` example in Rust, Python (`guests/python`, componentize-py)
+//!   and JavaScript (`guests/js`, componentize-js): its first invocation once loaded
+//!   from the compiled-component cache, and a warm invocation (the tools come from
+//!   `scripts/test.sh`'s environment);
 //! - hand-off: a round trip through tokio's blocking pool, the cost the
 //!   alternative design (synchronous guests on a bounded blocking pool) would
 //!   add to each invocation;
@@ -56,6 +60,8 @@ const SINGLE_ITERATIONS: u32 = 20_000;
 const BATCH_ITERATIONS: u32 = 1_000;
 /// Events per batch.
 const BATCH_SIZE: usize = 100;
+/// Invocations per language in the languages measure (an interpreter's take milliseconds).
+const LANGUAGE_ITERATIONS: u32 = 1_000;
 /// Cached loads measured.
 const LOAD_ITERATIONS: u32 = 200;
 /// Calls of the kernel per engine; the fastest is kept.
@@ -105,6 +111,35 @@ fn main() {
             micros(single_email),
             "",
         );
+    }
+    if selected("languages") {
+        for (language, bytes) in [
+            ("Rust", guests::bytes("fraud")),
+            ("Python", read(guests::python("fraud"))),
+            ("JavaScript", read(guests::js("fraud"))),
+        ] {
+            // Compiled into the cache once, then loaded from it as a restarted server does.
+            load(&runtime, "fraud", &bytes);
+            let fraud = load(&runtime, "fraud", &bytes);
+            let started = Instant::now();
+            let first = executor.block_on(fraud.invoke(event(0)));
+            let cold = started.elapsed();
+            assert!(first.outcome.is_ok(), "{:?}", first.outcome);
+            let warm = executor.block_on(per_invocation(&fraud, LANGUAGE_ITERATIONS));
+            row(
+                &format!("fraud example in {language}: first / warm invocation"),
+                format!(
+                    "{:.2} / {:.3} ms",
+                    cold.as_secs_f64() * 1e3,
+                    warm.as_secs_f64() * 1e3
+                ),
+                if language == "Rust" {
+                    ""
+                } else {
+                    "warm < 1 ms"
+                },
+            );
+        }
     }
     if selected("handoff") {
         let handoff = executor.block_on(per_blocking_handoff(SINGLE_ITERATIONS));
@@ -353,6 +388,10 @@ async fn publish_at_rate(url: String, health: String) -> Vec<(String, Instant)> 
 
 fn row(measure: &str, result: String, target: &str) {
     println!("{measure:<52} {result:>12}   {target}");
+}
+
+fn read(path: std::path::PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
 }
 
 fn micros(duration: Duration) -> String {

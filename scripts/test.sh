@@ -39,9 +39,12 @@ export SWITCHYARD_TEST_VENV="$PWD/$venv"
 if ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
-if ! cmp -s tests/aws/js/package-lock.json tests/aws/js/node_modules/.installed-lock.json; then
-  (cd tests/aws/js && npm ci --no-audit --no-fund --loglevel=error &&
-    cp package-lock.json node_modules/.installed-lock.json)
-fi
+# ... and componentize-js, which makes the JavaScript handlers in guests/js components.
+for dir in tests/aws/js guests/js; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error &&
+      cp package-lock.json node_modules/.installed-lock.json)
+  fi
+done
 
 cargo test --workspace "$@"

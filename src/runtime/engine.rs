@@ -36,12 +36,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const TICKER_LINGER: Duration = Duration::from_millis(100);
 
 /// Core module instances one component may hold in a pool slot. A Rust guest
-/// built for `wasm32-wasip2` has its own module plus a few small shims.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// built for `wasm32-wasip2` has its own module plus a few small shims; a Python
+/// one (componentize-py) has the interpreter, its libc and adapters, 14 in all.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 /// Linear memories one component may hold (a Rust guest has one).
 const MEMORIES_PER_COMPONENT: u32 = 2;
-/// Tables one component may hold (a Rust guest and its shims use a few).
-const TABLES_PER_COMPONENT: u32 = 4;
+/// Tables one component may hold (a Rust guest and its shims use a few, a
+/// Python or JavaScript one more).
+const TABLES_PER_COMPONENT: u32 = 16;
 /// Wasm stack of a guest: enough for deep recursion in ordinary handlers,
 /// small enough that a runaway recursion traps quickly.
 const MAX_WASM_STACK: usize = 512 << 10;

@@ -121,3 +121,82 @@ pub fn hand_written(core_wat: &str) -> Vec<u8> {
         .and_then(|encoder| encoder.validate(true).encode())
         .unwrap_or_else(|error| panic!("not a component of the handler world: {error:#}"))
 }
+
+/// The Python handler `guests/python/{name}.py` made a component with componentize-py
+/// (from the test environment that scripts/test.sh installs), once per run.
+pub fn python(name: &str) -> PathBuf {
+    let venv = std::env::var_os("SWITCHYARD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let tool = venv.join("bin/componentize-py");
+    built_once("python", name, &tool, |out| {
+        let mut c = Command::new(&tool);
+        c.args([
+            "-d",
+            "../../wit",
+            "-w",
+            "handler",
+            "componentize",
+            name,
+            "-p",
+            ".",
+        ])
+        .arg("-o")
+        .arg(out);
+        c
+    })
+}
+
+/// The JavaScript handler `guests/js/{name}.js` made a component with componentize-js
+/// (from `guests/js/node_modules`, which scripts/test.sh installs), once per run.
+pub fn js(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/js");
+    let tool = dir.join("node_modules/.bin/componentize-js");
+    built_once("js", name, &tool, |out| {
+        let mut c = Command::new(&tool);
+        c.arg(format!("{name}.js"))
+            .args(["--wit", "../../wit", "--world-name", "handler", "-o"])
+            .arg(out);
+        c
+    })
+}
+
+/// Runs `command` (made for the output path) in `guests/{language}` unless it ran for
+/// `name` already; fails, naming the fix, when `tool` is missing.
+fn built_once(
+    language: &str,
+    name: &str,
+    tool: &Path,
+    command: impl FnOnce(&Path) -> Command,
+) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("guests-{language}"))
+        .join(format!("{name}.wasm"));
+    // Held while building, so that tests wanting the same guest wait for one build.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.contains(&out) {
+        return out;
+    }
+    assert!(
+        tool.is_file(),
+        "{} is missing: run scripts/test.sh, which installs it",
+        tool.display()
+    );
+    std::fs::create_dir_all(out.parent().unwrap()).expect("create the guests' output dir");
+    let mut command = command(&out);
+    let status = command
+        .current_dir(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("guests")
+                .join(language),
+        )
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", tool.display()));
+    assert!(
+        status.success(),
+        "building the {language} guest {name} failed: {command:?} exited with {status}"
+    );
+    built.push(out.clone());
+    out
+}

@@ -19,6 +19,7 @@ mod durability;
 mod example;
 mod functions;
 mod jetstream;
+mod languages;
 mod nats;
 mod outbound;
 mod policies;
