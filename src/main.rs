@@ -32,8 +32,22 @@ enum Command {
     Policy(PolicyCommand),
     /// Run a function on one event and show its result, logs and published events.
     Invoke(switchyard::client::functions::InvokeArgs),
+    /// Start a handler project in Rust, Python or JavaScript that builds with one command.
+    New(NewArgs),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    /// The handler's name, which names its directory and component too.
+    name: String,
+    /// The language to write it in.
+    #[arg(long, default_value = "rust", value_parser = ["rust", "python", "js"])]
+    lang: String,
+    /// Where to create the project (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -101,8 +115,9 @@ struct ServeArgs {
     /// Require the token on /metrics too (a scraper then sends it as a bearer token).
     #[arg(long, requires = "token")]
     token_metrics: bool,
-    /// Refuse webhook subscriptions and deliveries to private and loopback addresses (for
-    /// servers that accept subscriptions from untrusted users; off for local work).
+    /// Refuse webhook subscriptions and deliveries, and functions' outbound requests, to
+    /// private and loopback addresses (for servers that accept subscriptions and functions
+    /// from untrusted users; off for local work).
     #[arg(long)]
     deny_private_endpoints: bool,
     /// With the embedded backend: free space (MiB) kept on the data directory's disk.
@@ -118,6 +133,9 @@ fn main() -> ExitCode {
     if let Command::Policy(PolicyCommand::Test(args)) = &cli.command {
         return policy_test(args);
     }
+    if let Command::New(args) = &cli.command {
+        return new_handler(args);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -131,7 +149,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime builds on any supported OS");
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
-        Command::Policy(_) => unreachable!("handled before the runtime starts"),
+        Command::Policy(_) | Command::New(_) => unreachable!("handled before the runtime starts"),
         Command::Invoke(args) => rt.block_on(switchyard::client::functions::run_invoke(args)),
         Command::Client(cmd) => rt.block_on(client_cli::run(cmd)).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -277,5 +295,35 @@ fn policy_test(args: &PolicyTestArgs) -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => fail(e),
+    }
+}
+
+fn new_handler(args: &NewArgs) -> ExitCode {
+    use switchyard::runtime::scaffold::{Language, create};
+    let lang = match args.lang.as_str() {
+        "python" => Language::Python,
+        "js" => Language::JavaScript,
+        _ => Language::Rust,
+    };
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    match create(&args.name, lang, &dir) {
+        Ok(made) => {
+            println!(
+                "created {} ({} handler)\nbuild it:  cd {} && {}\nthe component: {}",
+                dir.display(),
+                args.lang,
+                dir.display(),
+                made.build_command,
+                made.component.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -39,6 +39,7 @@ mod limits;
 mod logs;
 mod outbound;
 mod registry;
+pub mod scaffold;
 mod types;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! Handlers in Python and JavaScript end to end through the real server: the fraud
 //! example of each language, built from `guests/python` and `guests/js` with
 //! componentize-py and componentize-js, subscribed to a topic and publishing downstream,
-//! and consuming a queue in batches whose failed items it reports.
+//! and consuming a queue in batches whose failed items it reports; and the projects
+//! `switchyard new` makes, built with the command their README gives, in each language.
 
 use crate::guests;
 use crate::harness::{TestServer, eventually, spawn_server};
@@ -139,4 +140,85 @@ async fn a_python_handler_subscribes_publishes_and_reports_batch_failures() {
 #[tokio::test]
 async fn a_javascript_handler_subscribes_publishes_and_reports_batch_failures() {
     fraud_subscribes_publishes_and_reports_batch_failures(guests::js("fraud")).await;
+}
+
+/// Runs `command`, failing the test with what it printed when it fails.
+fn run(command: &mut std::process::Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} exited with {}:\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn switchyard_new_makes_a_project_that_builds_and_runs_in_each_language() {
+    let root = tempfile::tempdir().unwrap();
+    let server = spawn_server(None).await;
+    let componentize_py = crate::harness::python_tool("componentize-py");
+    for lang in ["rust", "python", "js"] {
+        let name = format!("hello-{lang}");
+        let dir = root.path().join(&name);
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["new", &name, "--lang", lang, "--dir"])
+            .arg(&dir));
+        // The command its README gives, with the tools scripts/test.sh installed.
+        let component = match lang {
+            "rust" => {
+                run(std::process::Command::new(
+                    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+                )
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .current_dir(&dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .env_remove("CARGO_BUILD_TARGET"));
+                dir.join("target/wasm32-wasip2/release/hello_rust.wasm")
+            }
+            "python" => {
+                run(std::process::Command::new(&componentize_py)
+                    .args(["-d", "wit", "-w", "handler", "componentize", "app"])
+                    .args(["-o", "handler.wasm"])
+                    .current_dir(&dir));
+                dir.join("handler.wasm")
+            }
+            _ => {
+                // From the npm cache the suite's own install filled.
+                run(std::process::Command::new("npm")
+                    .args(["install", "--prefer-offline", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .env("npm_config_loglevel", "error"));
+                run(std::process::Command::new("npm")
+                    .args(["run", "build"])
+                    .current_dir(&dir));
+                dir.join("handler.wasm")
+            }
+        };
+        server
+            .ok(
+                Method::PUT,
+                &format!("/v1/functions/{name}"),
+                json!({"module": component, "env": {"greeting": "got"}, "timeout_ms": 10000}),
+            )
+            .await;
+        let v = server
+            .ok(
+                Method::POST,
+                &format!("/v1/functions/{name}/invoke"),
+                json!({"message": {"hello": "world"}}),
+            )
+            .await;
+        assert_eq!(v["ok"], true, "{lang}: {v}");
+        let line = v["logs"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("{name}: got ")) && line.contains("world"),
+            "{lang}: {v}"
+        );
+    }
 }
