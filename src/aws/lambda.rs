@@ -623,12 +623,13 @@ fn base_mapping(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
         SourceSpec::Stream {
             stream,
             batch_size,
+            batch_window_ms,
             starting_position,
             ..
         } => (
             stream_arn(&cx.region, stream),
             *batch_size,
-            0,
+            *batch_window_ms,
             Some(match starting_position {
                 StartPosition::TrimHorizon => "TRIM_HORIZON",
                 StartPosition::Latest => "LATEST",
@@ -907,11 +908,6 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                     ));
                 }
             };
-            if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
-                return Err(LambdaError::invalid(
-                    "MaximumBatchingWindowInSeconds is not supported for stream sources here",
-                ));
-            }
             if input.scaling_config.is_some() {
                 return Err(LambdaError::invalid(SCALING_IS_FOR_SQS));
             }
@@ -921,6 +917,10 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
                 group: format!("lambda-{function}"),
                 batch_size: input.batch_size.unwrap_or(100),
                 starting_position,
+                batch_window_ms: input
+                    .maximum_batching_window_in_seconds
+                    .unwrap_or(0)
+                    .saturating_mul(1000),
                 parallelization_factor: kinesis.factor,
                 maximum_retry_attempts: kinesis.retries,
                 maximum_record_age_s: kinesis.age,
@@ -1073,13 +1073,13 @@ async fn update_mapping(
                     if let Some(n) = scaling {
                         *max_concurrency = n;
                     }
-                    if input.kinesis.any()
-                    {
+                    if input.kinesis.any() {
                         return Err(OpError::Invalid(STREAM_ONLY.into()));
                     }
                 }
                 SourceSpec::Stream {
                     batch_size,
+                    batch_window_ms,
                     parallelization_factor,
                     maximum_retry_attempts,
                     maximum_record_age_s,
@@ -1105,11 +1105,8 @@ async fn update_mapping(
                     if input.kinesis.destination_config.is_some() {
                         *on_failure = kinesis.on_failure.clone();
                     }
-                    if input.maximum_batching_window_in_seconds.unwrap_or(0) > 0 {
-                        return Err(OpError::Invalid(
-                            "MaximumBatchingWindowInSeconds is not supported for stream sources here"
-                                .into(),
-                        ));
+                    if let Some(w) = input.maximum_batching_window_in_seconds {
+                        *batch_window_ms = w.saturating_mul(1000);
                     }
                     if let Some(n) = input.batch_size {
                         *batch_size = n;

@@ -175,6 +175,7 @@ impl Sources {
                     group,
                     batch_size,
                     starting_position,
+                    batch_window_ms,
                     parallelization_factor,
                     maximum_retry_attempts,
                     maximum_record_age_s,
@@ -197,6 +198,7 @@ impl Sources {
                         group,
                         batch_size,
                         start: starting_position,
+                        window: Duration::from_millis(batch_window_ms),
                         factor: parallelization_factor.unwrap_or(1),
                         max_retries: maximum_retry_attempts,
                         max_age: maximum_record_age_s.map(Duration::from_secs),
@@ -407,6 +409,8 @@ struct StreamSource {
     member: String,
     batch_size: usize,
     start: StartPosition,
+    /// How long a poll that read less than a full batch gathers more.
+    window: Duration,
     /// Concurrent batches per shard.
     factor: usize,
     /// Attempts after the first before a failing batch is given up; `None`: no limit.
@@ -584,9 +588,10 @@ impl Context {
             if let Err(e) = self.groups.join(stream, group, s.start).await {
                 tracing::warn!(function, stream, group, error = %e, "cannot create the source's consumer group");
             }
-            let recs = match self
+            let want = s.batch_size * s.factor;
+            let mut recs = match self
                 .groups
-                .poll(stream, group, member, s.batch_size * s.factor, POLL_WAIT)
+                .poll(stream, group, member, want, POLL_WAIT)
                 .await
             {
                 Ok(recs) => recs,
@@ -598,6 +603,26 @@ impl Context {
             };
             if recs.is_empty() {
                 continue;
+            }
+            // Each poll reads on from where the last ended, so a shard's records stay in
+            // order as they are gathered.
+            let window_end = tokio::time::Instant::now() + s.window;
+            while recs.len() < want && !stop.is_cancelled() {
+                let left = window_end.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match self
+                    .groups
+                    .poll(stream, group, member, want - recs.len(), left)
+                    .await
+                {
+                    Ok(more) => recs.extend(more),
+                    Err(e) => {
+                        tracing::warn!(function, stream, error = %e, "source poll failed while gathering a batch");
+                        break;
+                    }
+                }
             }
             s.stats
                 .note_oldest(recs.iter().map(|r| r.arrived_at).min().unwrap_or_default());

@@ -157,6 +157,15 @@ pub enum SourceSpec {
         /// Where a new group starts.
         #[serde(default)]
         starting_position: StartPosition,
+        /// How long to gather records before invoking with a partial batch (Lambda's
+        /// `MaximumBatchingWindowInSeconds`; default 0: invoke with what one poll read).
+        #[serde(
+            default,
+            skip_serializing_if = "is_zero",
+            deserialize_with = "super::whole::u64"
+        )]
+        #[schema(maximum = 300000)]
+        batch_window_ms: u64,
         /// Batches invoked at once per shard (Lambda's `ParallelizationFactor`, 1 to 10;
         /// default 1): a shard's records are spread over that many by partition key, so
         /// the records of one key are still handled in order, and a shard is checkpointed
@@ -198,6 +207,10 @@ pub enum SourceSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on_failure: Option<Destination>,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn default_queue_batch() -> usize {
@@ -267,12 +280,20 @@ impl FunctionSpec {
                     stream,
                     group,
                     batch_size,
+                    batch_window_ms,
                     parallelization_factor,
                     maximum_retry_attempts,
                     maximum_record_age_s,
                     on_failure,
                     ..
                 } => {
+                    check_range(
+                        &format!("sources[{i}].batch_window_ms"),
+                        *batch_window_ms,
+                        0,
+                        MAX_BATCH_WINDOW_MS,
+                        &mut errs,
+                    );
                     if let Some(n) = maximum_retry_attempts {
                         check_range(
                             &format!("sources[{i}].maximum_retry_attempts"),

@@ -152,6 +152,19 @@ impl Streams {
                 "wait_s must be between 0 and {MAX_POLL_WAIT_S}, got {wait_s}"
             )));
         }
+        self.poll_within(name, group, &req.member, max, Duration::from_secs(wait_s))
+            .await
+    }
+
+    /// [`Self::poll`] with its request checked, waiting up to `wait`.
+    async fn poll_within(
+        &self,
+        name: &str,
+        group: &str,
+        member: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>, OpError> {
         let h = self.stream(name)?;
         let g = self.open_group(&h, group).await?;
         // Waiting re-polls at least twice per lease timeout so the member keeps its leases.
@@ -161,9 +174,9 @@ impl Streams {
             // Appends through other routers are not signalled here.
             renew = renew.min(SHARED_RECHECK);
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
+        let deadline = tokio::time::Instant::now() + wait;
         let key = (name.to_string(), group.to_string());
-        let member = &req.member;
+        let member = &member.to_string();
         loop {
             let arrived = h.arrivals().notified();
             tokio::pin!(arrived);
@@ -371,12 +384,16 @@ impl crate::deliver::GroupFeed for Streams {
         max_records: usize,
         wait: Duration,
     ) -> Result<Vec<StoredRecord>, FeedError> {
-        let req = PollRequest {
-            member: member.to_string(),
-            max_records: Some(max_records),
-            wait_s: Some(wait.as_secs().min(MAX_POLL_WAIT_S)),
-        };
-        Ok(Streams::poll(self, stream, group, req).await?)
+        let wait = wait.min(Duration::from_secs(MAX_POLL_WAIT_S));
+        Ok(self
+            .poll_within(
+                stream,
+                group,
+                member,
+                max_records.clamp(1, MAX_READ_RECORDS),
+                wait,
+            )
+            .await?)
     }
 
     async fn checkpoint(

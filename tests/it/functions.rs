@@ -728,6 +728,50 @@ async fn a_bisected_stream_batch_gives_up_only_from_the_record_that_fails() {
 }
 
 #[tokio::test]
+async fn a_stream_source_gathers_records_for_its_batch_window() {
+    let server = spawn_server(None).await;
+    stream_source_with(
+        &server,
+        &["first"],
+        json!({"batch_size": 3, "batch_window_ms": 120000}),
+    )
+    .await;
+    // Once the source holds the shard it has read the first record, and gathers.
+    eventually(
+        Duration::from_secs(60),
+        "the source holds the shard",
+        || async {
+            let g = server
+                .ok(Method::GET, "/v1/streams/s/groups/g", Value::Null)
+                .await;
+            g["shards"][0]["member"].is_string().then_some(())
+        },
+    )
+    .await;
+    server
+        .ok(
+            Method::POST,
+            "/v1/streams/s/records",
+            json!({"records": [{"partition_key": "k", "data": "second"},
+                               {"partition_key": "k", "data": "third"}]}),
+        )
+        .await;
+    let status = eventually(Duration::from_secs(60), "one batch ran", || async {
+        let f = server
+            .ok(Method::GET, "/v1/functions/batch", Value::Null)
+            .await;
+        let s = f["source_status"][0].clone();
+        (s["batches"].as_u64() >= Some(1)).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (status["batches"].as_u64(), status["events"].as_u64()),
+        (Some(1), Some(3)),
+        "one full batch, not the first record alone: {status}"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_source_gives_up_records_older_than_its_maximum_age() {
     let server = spawn_server(None).await;
     stream_source_with(
