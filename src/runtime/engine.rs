@@ -60,6 +60,20 @@ const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
 /// The same for tables (a handler's tables are a few KiB).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
+/// The threads components are compiled on, at the lowest CPU priority, so that compiling
+/// a large component (tens of seconds for an interpreter's) takes only what requests and
+/// invocations leave of the cores. wasmtime's parallel compilation runs on the rayon pool
+/// it is called from: compiling inside [`rayon::ThreadPool::install`] keeps all of it on
+/// these threads.
+pub(crate) fn compile_pool() -> std::io::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_name(|i| format!("wasm-compile-{i}"))
+        .start_handler(|_| crate::priority::background())
+        .build()
+        .map_err(std::io::Error::other)
+}
+
 /// Builds the engine. `max_instances` bounds the instances alive at once
 /// across all functions (one per running invocation); `max_memory_bytes`
 /// bounds the linear memory of one instance.

@@ -127,6 +127,8 @@ pub enum RuntimeError {
     },
     #[error("cannot start the epoch ticker thread: {0}")]
     Ticker(std::io::Error),
+    #[error("cannot start the compile threads: {0}")]
+    CompilePool(std::io::Error),
 }
 
 /// The engine and everything functions share. Cloning is cheap.
@@ -147,6 +149,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Arc<dyn PublishGate>,
     max_memory_bytes: usize,
     pub(crate) deny_private_endpoints: bool,
+    /// Where components are compiled: low-priority threads.
+    compile_pool: rayon::ThreadPool,
     pub(crate) ticker: engine::EpochTicker,
     pub(crate) lanes: lanes::Lanes,
 }
@@ -193,6 +197,7 @@ impl Runtime {
                 }
             })?;
         let ticker = engine::EpochTicker::start(&engine).map_err(RuntimeError::Ticker)?;
+        let compile_pool = engine::compile_pool().map_err(RuntimeError::CompilePool)?;
         Ok(Runtime {
             shared: Arc::new(Shared {
                 engine,
@@ -202,6 +207,7 @@ impl Runtime {
                 gate: config.publish_gate,
                 max_memory_bytes: config.max_memory_bytes,
                 deny_private_endpoints: config.deny_private_endpoints,
+                compile_pool,
                 ticker,
                 lanes: lanes::Lanes::default(),
             }),
@@ -227,8 +233,12 @@ impl Runtime {
         let engine = &self.shared.engine;
         let (component, source) = self
             .shared
-            .cache
-            .load(engine, bytes, || Component::from_binary(engine, bytes))
+            .compile_pool
+            .install(|| {
+                self.shared
+                    .cache
+                    .load(engine, bytes, || Component::from_binary(engine, bytes))
+            })
             .map_err(|error| LoadError::Compile {
                 function: function.clone(),
                 reason: error_chain(&error),
@@ -349,6 +359,19 @@ fn check_resources(component: &Component, limits: &FunctionLimits) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn components_compile_on_threads_of_the_lowest_priority() {
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        // SAFETY: reads the calling thread's own nice value.
+        let nice =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let caller = nice();
+        let on_pool = runtime.shared.compile_pool.broadcast(|_| nice());
+        assert!(on_pool.iter().all(|&n| n == 19), "{on_pool:?}");
+        assert_eq!(nice(), caller, "the caller's own thread is untouched");
+    }
 
     #[test]
     fn core_modules_and_garbage_are_not_components() {
