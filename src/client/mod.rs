@@ -83,6 +83,11 @@ const LONG_POLL_GRACE: Duration = Duration::from_secs(30);
 /// call to a server that is not there hangs.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an idle connection is kept for the next call: less than the 30 s after which
+/// the server closes a connection that sends no request, so a call never goes out on a
+/// connection the server is closing at that moment (the call would fail unanswered).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A connection to one Switchyard server. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -103,6 +108,7 @@ impl Client {
         let base = parse_base(base_url)?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true);
         if is_loopback(&base) {
             builder = builder.no_proxy();

@@ -169,6 +169,7 @@ async fn spawn(launch: Launch) -> TestServer {
     });
     let http = reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(switchyard::client::POOL_IDLE_TIMEOUT)
         .build()
         .expect("build an HTTP client");
     let mut server = TestServer {
