@@ -11,6 +11,8 @@ const PYTHON_SDK: &str = include_str!("../../guests/python/switchyard.py");
 const JS_SDK: &str = include_str!("../../guests/js/switchyard.js");
 /// The componentize-js the JavaScript examples are built and tested with.
 const COMPONENTIZE_JS: &str = "0.23.0";
+/// The preview2-shim componentize-js imports without declaring it as a dependency.
+const PREVIEW2_SHIM: &str = "0.25.0";
 /// The componentize-py the Python examples are built and tested with.
 const COMPONENTIZE_PY: &str = "0.25.1";
 
@@ -237,7 +239,8 @@ export const {{ handle, handleBatch }} = handler((event) => {{
     "build": "componentize-js app.js --wit wit --world-name handler -o handler.wasm"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM}"
   }}
 }}
 "#
