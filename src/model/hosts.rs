@@ -45,7 +45,7 @@ impl AllowedHosts {
 
     /// Whether a request to `scheme://host:port` is allowed.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        let default_port = if scheme == "https" { 443 } else { 80 };
+        let default_port = default_port(scheme);
         self.0.iter().any(|p| {
             p.scheme.is_none_or(|s| s == scheme)
                 && match &p.host {
@@ -63,6 +63,11 @@ impl AllowedHosts {
                 }
         })
     }
+}
+
+/// The port a URL of `scheme` means when it names none.
+pub fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
 }
 
 fn parse_pattern(p: &str) -> Result<HostPattern, &'static str> {

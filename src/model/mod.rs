@@ -12,7 +12,7 @@ pub mod attributes;
 pub mod delivery_policy;
 mod endpoint;
 mod function;
-mod hosts;
+pub mod hosts;
 mod queue;
 mod stream;
 mod subscription;

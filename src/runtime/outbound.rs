@@ -8,7 +8,7 @@
 
 use super::logs::SharedLogs;
 use super::types::{Level, LogSource};
-use crate::model::AllowedHosts;
+use crate::model::{AllowedHosts, hosts};
 use bytes::Bytes;
 use http::uri::{Authority, Scheme, Uri};
 use http_body::{Body, Frame};
@@ -152,7 +152,7 @@ impl Outbound {
         let host = authority.host().to_string();
         let port = authority
             .port_u16()
-            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+            .unwrap_or_else(|| hosts::default_port(scheme.as_str()));
         if self.allowed.allows(scheme.as_str(), &host, port) {
             Ok((scheme, host, port))
         } else {
