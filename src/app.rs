@@ -12,6 +12,7 @@ use crate::publish::{Publisher, Topics};
 use crate::queue::Queues;
 use crate::runtime::{FunctionRegistry, Runtime, RuntimeConfig};
 use crate::stream::Streams;
+use crate::telemetry::Telemetry;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -49,6 +50,8 @@ pub struct App {
     pub backend: Arc<Backend>,
     /// Counters of the delivery workers, for `/metrics`.
     pub delivery_metrics: Arc<DeliveryMetrics>,
+    /// Every resource's counters and histograms, for `/metrics`.
+    pub telemetry: Arc<Telemetry>,
     /// Cancelled at shutdown: long polls answer, workers and sources stop.
     pub shutdown: CancellationToken,
 }
@@ -58,11 +61,13 @@ impl App {
     /// until [`App::start`].
     pub fn open(backend: Arc<Backend>, options: AppOptions) -> Result<App, OpError> {
         let shutdown = CancellationToken::new();
-        let topics = Arc::new(Topics::default());
+        let telemetry = Arc::new(Telemetry::default());
+        let topics = Arc::new(Topics::new(telemetry.clone()));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: options.compiled_cache,
             publish_gate: topics.clone(),
             deny_private_endpoints: options.deny_private_endpoints,
+            telemetry: telemetry.clone(),
             ..RuntimeConfig::default()
         })
         .map_err(|e| {
@@ -71,9 +76,21 @@ impl App {
             ))
         })?;
         let functions = Arc::new(FunctionRegistry::new());
-        let publisher = Arc::new(Publisher::new(backend.clone(), topics.clone()));
-        let queues = Arc::new(Queues::new(backend.clone(), shutdown.clone()));
-        let streams = Arc::new(Streams::new(backend.clone(), shutdown.clone()));
+        let publisher = Arc::new(Publisher::new(
+            backend.clone(),
+            topics.clone(),
+            telemetry.clone(),
+        ));
+        let queues = Arc::new(Queues::new(
+            backend.clone(),
+            shutdown.clone(),
+            telemetry.clone(),
+        ));
+        let streams = Arc::new(Streams::new(
+            backend.clone(),
+            shutdown.clone(),
+            telemetry.clone(),
+        ));
         let outbox: Arc<dyn Outbox> = publisher.clone();
         let lookup = options
             .lookup
@@ -84,6 +101,7 @@ impl App {
             outbox.clone(),
             options.deny_private_endpoints,
             lookup.clone(),
+            telemetry.clone(),
             shutdown.clone(),
         );
         let delivery_metrics = workers.metrics.clone();
@@ -113,6 +131,7 @@ impl App {
             compiler: FunctionCompiler::new(runtime),
             functions,
             deny_private: options.deny_private_endpoints.then_some(lookup),
+            telemetry: telemetry.clone(),
             shutdown: shutdown.clone(),
         })?;
         Ok(App {
@@ -122,6 +141,7 @@ impl App {
             streams,
             backend,
             delivery_metrics,
+            telemetry,
             shutdown,
         })
     }

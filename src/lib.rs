@@ -41,6 +41,8 @@
 //! - [`queue`]: SQS semantics; [`stream`]: Kinesis semantics.
 //! - [`backend`]: storage verbs over the embedded store or JetStream.
 //! - [`deliver`]: delivery workers and function sources; [`runtime`]: the wasmtime sandbox.
+//! - [`telemetry`]: every resource's counters and histograms, and their exposition on
+//!   `/metrics`.
 //! - [`model`]: the resources as plain data, shared by every layer; [`error`]: what an
 //!   operation answers instead of a result; [`time`]: timestamps as text; `priority`:
 //!   the CPU priority of background threads.
@@ -64,6 +66,7 @@ pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod stream;
+pub mod telemetry;
 pub mod time;
 pub mod wire;
 

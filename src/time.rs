@@ -66,6 +66,14 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
     )
 }
 
+/// Parses an RFC 3339 timestamp (as NATS writes them, with nanoseconds) to unix
+/// milliseconds; `None` for anything else or a time before 1970.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// A proleptic Gregorian date to days since 1970-01-01 (H. Hinnant's algorithm), the
 /// inverse of [`civil_from_days`].
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -118,6 +126,19 @@ mod tests {
     #[should_panic(expected = "only a manual clock")]
     fn the_system_clock_cannot_be_advanced() {
         Clock::system().advance(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_nats_timestamps() {
+        for ms in [0, 1_765_000_000_123, 4_102_444_800_999] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-12-07T09:00:00.123456789Z"),
+            Some(1_796_634_000_123)
+        );
+        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 
     #[test]

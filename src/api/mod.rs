@@ -13,6 +13,7 @@
 pub mod error;
 mod functions;
 pub mod listen;
+mod metrics;
 mod openapi;
 mod queues;
 mod server;

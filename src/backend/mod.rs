@@ -458,6 +458,15 @@ impl Backend {
         }
     }
 
+    /// The embedded store's log and disk; `None` on JetStream, whose server reports its
+    /// own storage.
+    pub fn storage_stats(&self) -> Option<StorageStats> {
+        match self {
+            Backend::Embedded(b) => Some(b.storage_stats()),
+            Backend::JetStream(_) => None,
+        }
+    }
+
     pub async fn counts(&self, q: &Queue) -> Result<Counts, StorageError> {
         match self {
             Backend::Embedded(b) => Ok(b.counts(q.embedded())),

@@ -138,6 +138,19 @@ pub struct Counts {
     pub visible: u64,
     pub in_flight: u64,
     pub delayed: u64,
+    /// When the oldest message still in the queue was sent (unix ms), if there is one.
+    pub oldest_sent_at: Option<u64>,
+}
+
+/// What the embedded store tells about its disk, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Syncs of the write-ahead log's files since the store opened.
+    pub log_syncs: u64,
+    /// Bytes appended to the write-ahead log since the store opened.
+    pub log_bytes: u64,
+    /// Bytes free on the data directory's disk, when it can be read.
+    pub disk_free_bytes: Option<u64>,
 }
 
 /// A record to append to a stream shard.

@@ -170,6 +170,11 @@ impl Control {
         self.sources.all_readings()
     }
 
+    /// Invocations of `name` running now on this router, if it is loaded.
+    pub fn function_running(&self, name: &str) -> Option<usize> {
+        self.functions.get(name).map(|f| f.running())
+    }
+
     /// The functions that cannot be invoked yet (loading) or at all (failed).
     pub fn functions_not_ready(&self) -> Vec<(String, FunctionState)> {
         self.functions.not_ready()
@@ -388,6 +393,7 @@ impl Control {
         }
         self.sources.restart(name, &[]);
         self.functions.remove(name);
+        self.telemetry.functions.forget(name);
         true
     }
 

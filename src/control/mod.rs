@@ -28,6 +28,7 @@ use crate::error::OpError;
 use crate::model::FunctionSpec;
 use crate::publish::Topics;
 use crate::runtime::FunctionRegistry;
+use crate::telemetry::Telemetry;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,8 @@ pub struct Control {
     deny_private: Option<Arc<dyn crate::deliver::http::Lookup>>,
     /// Ends the task that follows other routers' changes.
     shutdown: CancellationToken,
+    /// Meters of the resources, forgotten with them.
+    telemetry: Arc<Telemetry>,
 }
 
 /// What [`Control`] is built from.
@@ -67,6 +70,7 @@ pub struct Parts {
     pub functions: Arc<FunctionRegistry>,
     /// Refuse webhooks to private and loopback addresses, resolving host names with this.
     pub deny_private: Option<Arc<dyn crate::deliver::http::Lookup>>,
+    pub telemetry: Arc<Telemetry>,
     pub shutdown: CancellationToken,
 }
 
@@ -88,6 +92,7 @@ impl Control {
             source_changes: tokio::sync::Mutex::default(),
             deny_private: parts.deny_private,
             shutdown: parts.shutdown,
+            telemetry: parts.telemetry,
         }))
     }
 

@@ -59,6 +59,7 @@ impl Control {
         if !is_users || !self.backend.delete_queue(name).await? {
             return Err(OpError::not_found(Kind::Queue, name));
         }
+        self.telemetry.queues.forget(name);
         Ok(())
     }
 }

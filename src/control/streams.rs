@@ -36,6 +36,7 @@ impl Control {
         if !self.backend.delete_stream(name).await? {
             return Err(OpError::not_found(Kind::Stream, name));
         }
+        self.telemetry.streams.forget(name);
         Ok(())
     }
 }

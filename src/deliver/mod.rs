@@ -22,6 +22,7 @@ use crate::model::{
     QueueSpec, SubscriptionSpec, arn,
 };
 use crate::runtime::{FunctionRegistry, Publish};
+use crate::telemetry::Telemetry;
 use http::Outcome;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -149,6 +150,8 @@ pub struct Workers {
     client: reqwest::Client,
     deny_private: bool,
     pub metrics: Arc<DeliveryMetrics>,
+    /// Where each subscription's deliveries are counted.
+    telemetry: Arc<Telemetry>,
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     shutdown: CancellationToken,
 }
@@ -160,6 +163,7 @@ impl Workers {
         outbox: Arc<dyn Outbox>,
         deny_private: bool,
         lookup: Arc<dyn http::Lookup>,
+        telemetry: Arc<Telemetry>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -169,6 +173,7 @@ impl Workers {
             client: http::client(deny_private, lookup),
             deny_private,
             metrics: Arc::default(),
+            telemetry,
             running: Mutex::default(),
             shutdown,
         }
@@ -262,6 +267,8 @@ impl Workers {
             client: self.client.clone(),
             deny_private: self.deny_private,
             metrics: self.metrics.clone(),
+            meter: self.telemetry.topics.get(topic).subscriptions.get(sub),
+            telemetry: self.telemetry.clone(),
             stop,
             failures_in_a_row: Default::default(),
             paused_until: AtomicU64::new(0),
@@ -356,6 +363,7 @@ mod tests {
             Arc::new(Discard),
             false,
             Arc::new(http::SystemLookup),
+            Arc::default(),
             stop.clone(),
         );
         let subscriptions = [

@@ -10,6 +10,7 @@ use super::{
 use crate::backend::{Backend, NewMessage, Queue, Received};
 use crate::model::DeliveryPolicy;
 use crate::runtime::FunctionRegistry;
+use crate::telemetry::{SubscriptionMeter, Telemetry};
 use crate::time::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,10 @@ pub(super) struct Worker {
     pub(super) client: reqwest::Client,
     pub(super) deny_private: bool,
     pub(super) metrics: Arc<DeliveryMetrics>,
+    /// The subscription's own counters.
+    pub(super) meter: Arc<SubscriptionMeter>,
+    /// Where its dead letters are counted as sent to their queue.
+    pub(super) telemetry: Arc<Telemetry>,
     pub(super) stop: CancellationToken,
     /// Failed attempts in a row; reset by a success.
     pub(super) failures_in_a_row: std::sync::atomic::AtomicU32,
@@ -170,10 +175,16 @@ impl Worker {
             // A refusal says nothing about whether the endpoint is up.
             Outcome::Failed { .. } => {}
         }
+        if !matches!(outcome, Outcome::Delivered) {
+            self.meter.failed.inc();
+        }
         match outcome {
             Outcome::Delivered => {
                 tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, "delivered");
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                self.meter.delivered.inc();
+                let since_publish = self.backend.clock().now_ms().saturating_sub(m.sent_at);
+                (self.meter.delivery_seconds).observe(Duration::from_millis(since_publish));
                 self.ack(&m).await;
             }
             Outcome::Retry {
@@ -196,6 +207,7 @@ impl Worker {
                         // Counted once scheduled (stored, with the attempt count), so the
                         // metric never runs ahead of what a restart would find.
                         self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                        self.meter.retried.inc();
                     }
                     None => {
                         let reason = format!("{reason} (after {attempt} attempts)");
@@ -254,6 +266,7 @@ impl Worker {
                     "Attempts": {"Type": "Number", "Value": attempts.to_string()},
                     "Subscription": {"Type": "String", "Value": format!("{}/{}", self.topic, self.subscription)},
                 });
+                let dlq_meter = self.telemetry.queues.get(dlq.name());
                 let stored = self
                     .backend
                     .enqueue(vec![(
@@ -276,10 +289,13 @@ impl Worker {
                 }
                 tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up; moved to the dead-letter queue");
                 self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.meter.dead_lettered.inc();
+                dlq_meter.sent.inc();
             }
             None => {
                 tracing::error!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up and dropped: the subscription has no dead-letter queue");
                 self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                self.meter.dropped.inc();
             }
         }
         self.ack(m).await;

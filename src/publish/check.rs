@@ -138,6 +138,7 @@ fn schema(t: &TopicState, message: &RawValue) -> Result<(), OpError> {
     match schema.iter_errors(&value).next() {
         None => Ok(()),
         Some(e) => {
+            t.meter.schema_rejected.inc();
             let pointer = e.instance_path().to_string();
             Err(OpError::SchemaViolation {
                 topic: t.name.clone(),

@@ -36,15 +36,15 @@ struct Envelope<'a> {
     subscription: Option<&'a str>,
 }
 
-/// The deliveries of `message` to the subscriptions `matched` (the matcher's ids). A
-/// subscription whose queue or stream no longer exists gets none (or goes to its
-/// dead-letter queue), with a warning.
+/// The deliveries of `message` to the subscriptions `matched` (the matcher's ids), each
+/// with the id of its subscription. A subscription whose queue or stream no longer exists
+/// gets none (or goes to its dead-letter queue), with a warning.
 pub(super) fn deliveries(
     backend: &Backend,
     topic: &TopicState,
     message: &Message,
     matched: Vec<u32>,
-) -> Vec<Delivery> {
+) -> Vec<(u32, Delivery)> {
     if matched.is_empty() {
         return Vec::new();
     }
@@ -53,7 +53,8 @@ pub(super) fn deliveries(
         .into_iter()
         .filter_map(|id| {
             let name = &topic.sub_order[id as usize];
-            fanout.delivery(backend, name, &topic.subscriptions[name])
+            let delivery = fanout.delivery(backend, name, &topic.subscriptions[name])?;
+            Some((id, delivery))
         })
         .collect()
 }

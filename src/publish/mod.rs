@@ -11,6 +11,7 @@ mod check;
 mod fanout;
 mod function;
 mod matcher;
+mod tally;
 mod topics;
 
 pub use function::sns_attributes;
@@ -18,8 +19,11 @@ pub use topics::{TopicState, Topics};
 
 use crate::backend::{Backend, Enqueued, Stored};
 use crate::error::OpError;
+use crate::telemetry::Telemetry;
 use crate::wire::PublishRequest;
 use std::sync::Arc;
+use std::time::Instant;
+use tally::Tally;
 
 /// What became of one publish.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,11 +38,16 @@ pub struct PublishOutcome {
 pub struct Publisher {
     backend: Arc<Backend>,
     topics: Arc<Topics>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Publisher {
-    pub fn new(backend: Arc<Backend>, topics: Arc<Topics>) -> Self {
-        Self { backend, topics }
+    pub fn new(backend: Arc<Backend>, topics: Arc<Topics>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            backend,
+            topics,
+            telemetry,
+        }
     }
 
     /// Publishes one message; answers once every matched delivery is durably stored.
@@ -47,12 +56,16 @@ impl Publisher {
         topic: &str,
         req: PublishRequest,
     ) -> Result<PublishOutcome, OpError> {
+        let mut tally = Tally::new(Instant::now());
         let t = self.topics.find(topic)?;
         let message = check::check(&t, req)?;
         let matched = matched(&t, &message);
-        let deliveries = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
+        let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
+        let mut deliveries = Vec::with_capacity(fanned.len());
+        tally.message(&self.telemetry, &t, fanned, &mut deliveries);
         let delivered = deliveries.len();
         let results = self.backend.store(deliveries).await?;
+        tally.stored(&t);
         Ok(PublishOutcome {
             message_id: original_id(&results).unwrap_or(message.id),
             delivered,
@@ -65,6 +78,7 @@ impl Publisher {
         topic: &str,
         entries: Vec<PublishRequest>,
     ) -> Result<Vec<(String, Result<PublishOutcome, OpError>)>, OpError> {
+        let mut tally = Tally::new(Instant::now());
         let t = self.topics.find(topic)?;
         let mut out = Vec::with_capacity(entries.len());
         let mut all = Vec::new();
@@ -75,10 +89,9 @@ impl Publisher {
             match check::check(&t, req) {
                 Ok(message) => {
                     let matched = matched(&t, &message);
-                    let deliveries =
-                        fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
-                    spans.push((out.len(), all.len(), deliveries.len()));
-                    all.extend(deliveries);
+                    let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
+                    spans.push((out.len(), all.len(), fanned.len()));
+                    tally.message(&self.telemetry, &t, fanned, &mut all);
                     out.push((
                         id,
                         Ok(PublishOutcome {
@@ -92,6 +105,7 @@ impl Publisher {
         }
         crate::batch::distinct_ids(&out)?;
         let results = self.backend.store(all).await?;
+        tally.stored(&t);
         for (slot, start, n) in spans {
             if let (_, Ok(o)) = &mut out[slot] {
                 o.delivered = n;

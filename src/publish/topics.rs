@@ -7,6 +7,7 @@ use super::matcher::TopicMatcher;
 use crate::error::OpError;
 use crate::model::{FieldError, Kind, SubscriptionSpec, TopicSpec};
 use crate::runtime::{Publish, PublishGate};
+use crate::telemetry::{SubscriptionMeter, Telemetry, TopicMeter};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -20,6 +21,10 @@ pub struct TopicState {
     /// Subscription names in the order the matcher's ids refer to.
     pub(super) sub_order: Vec<String>,
     pub(super) matcher: TopicMatcher,
+    /// What its publishes count into; the same meter across rebuilds.
+    pub meter: Arc<TopicMeter>,
+    /// Its subscriptions' meters, in `sub_order`.
+    pub(super) sub_meters: Vec<Arc<SubscriptionMeter>>,
 }
 
 impl TopicState {
@@ -49,6 +54,9 @@ impl TopicState {
             subscriptions,
             sub_order,
             matcher,
+            // Replaced by the topic's lasting meters when installed.
+            meter: Arc::default(),
+            sub_meters: Vec::new(),
         })
     }
 }
@@ -57,9 +65,18 @@ impl TopicState {
 #[derive(Default)]
 pub struct Topics {
     map: RwLock<HashMap<String, Arc<TopicState>>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Topics {
+    /// No topics yet; their meters are kept in `telemetry`.
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            map: RwLock::default(),
+            telemetry,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<TopicState>> {
         self.read().get(name).cloned()
     }
@@ -77,15 +94,30 @@ impl Topics {
         v
     }
 
-    /// Makes `state` the topic `name` from now on; `None` removes it.
+    /// Makes `state` the topic `name` from now on, counting into the topic's meters;
+    /// `None` removes it and forgets them.
     pub fn install(&self, name: &str, state: Option<TopicState>) {
         let mut map = self
             .map
             .write()
             .expect("the topic map lock is never poisoned");
         match state {
-            Some(s) => map.insert(name.to_string(), Arc::new(s)),
-            None => map.remove(name),
+            Some(mut s) => {
+                s.meter = self.telemetry.topics.get(name);
+                let subs = &s.meter.subscriptions;
+                if let Some(old) = map.get(name) {
+                    old.subscriptions
+                        .keys()
+                        .filter(|sub| !s.subscriptions.contains_key(*sub))
+                        .for_each(|removed| subs.forget(removed));
+                }
+                s.sub_meters = s.sub_order.iter().map(|sub| subs.get(sub)).collect();
+                map.insert(name.to_string(), Arc::new(s));
+            }
+            None => {
+                map.remove(name);
+                self.telemetry.topics.forget(name);
+            }
         };
     }
 

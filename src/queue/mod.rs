@@ -18,6 +18,7 @@ use redrive::{Held, REDRIVE_BATCH};
 use crate::backend::{Backend, Counts, Queue, QueueKind};
 use crate::error::OpError;
 use crate::model::Kind;
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
@@ -31,15 +32,22 @@ pub struct Queues {
     waiting: AtomicU64,
     /// Message move tasks started on this router.
     move_tasks: move_task::MoveTasks,
+    /// Where each queue's traffic is counted.
+    telemetry: Arc<Telemetry>,
 }
 
 impl Queues {
-    pub fn new(backend: Arc<Backend>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        backend: Arc<Backend>,
+        shutdown: CancellationToken,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             backend,
             shutdown,
             waiting: AtomicU64::new(0),
             move_tasks: move_task::MoveTasks::default(),
+            telemetry,
         }
     }
 

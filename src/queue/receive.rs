@@ -90,6 +90,10 @@ impl Queues {
             let was_empty = got.is_empty();
             let live = self.dead_letter(h, got).await?;
             if !live.is_empty() || was_empty || tokio::time::Instant::now() >= deadline {
+                if !live.is_empty() {
+                    let meter = self.telemetry.queues.get(h.name());
+                    meter.received.add(live.len() as u64);
+                }
                 return Ok(live);
             }
         }
@@ -102,7 +106,10 @@ impl Queues {
         receipts: &[String],
     ) -> Result<Vec<Result<(), ReceiptError>>, OpError> {
         let h = self.queue(queue)?;
-        Ok(self.backend.ack(&h, receipts).await?)
+        let verdicts = self.backend.ack(&h, receipts).await?;
+        let acked = verdicts.iter().filter(|v| v.is_ok()).count();
+        self.telemetry.queues.get(queue).acked.add(acked as u64);
+        Ok(verdicts)
     }
 
     /// Hides a received message for `timeout_s` from now; 0 makes it visible at once.

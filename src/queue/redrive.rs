@@ -42,6 +42,8 @@ impl Queues {
             .backend
             .move_messages(h, &dead, &dlq, Move::ToDeadLetter)
             .await?;
+        self.telemetry.queues.get(h.name()).dead_lettered.add(moved);
+        self.telemetry.queues.get(dlq.name()).sent.add(moved);
         tracing::info!(queue = %h.name(), dead_letter_queue = %policy.dead_letter_queue, moved, "messages past their receive limit moved to the dead-letter queue");
         Ok(live)
     }

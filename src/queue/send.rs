@@ -36,6 +36,11 @@ impl Queues {
         }
         crate::batch::distinct_ids(&out)?;
         let results = self.backend.enqueue(batch).await?;
+        self.telemetry
+            .queues
+            .get(queue)
+            .sent
+            .add(results.len() as u64);
         for (slot, i, message_id) in slots {
             out[slot].1 = Ok(match &results[i] {
                 Enqueued::Stored { sequence } => Sent {

@@ -77,6 +77,20 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
+    /// The kind of failure, as `/metrics` labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::Handler { .. } => "handler",
+            InvokeError::Trap(_) => "trap",
+            InvokeError::Timeout(_) => "timeout",
+            InvokeError::OutOfMemory { .. } => "out_of_memory",
+            InvokeError::Exit(_) => "exit",
+            InvokeError::Instantiate(_) => "instantiate",
+            InvokeError::InvalidBatchResult(_) => "invalid_batch_result",
+            InvokeError::BatchTooLarge { .. } => "batch_too_large",
+        }
+    }
+
     /// Whether delivering the same event again may succeed. Only a handler's
     /// own fatal verdict and a batch that can never fit are final; traps,
     /// timeouts and memory exhaustion may depend on the moment, and the

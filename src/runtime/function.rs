@@ -28,6 +28,7 @@ use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded};
 use super::outbound::Outbound;
 use super::types::{Event, LogLine, Publish};
 use crate::model::AllowedHosts;
+use crate::telemetry::FunctionMeter;
 
 /// Extra wall-clock time, beyond the deadline, before an invocation blocked in
 /// a host call (a guest sleeping, say) is abandoned. A running guest is
@@ -105,6 +106,8 @@ pub struct Function {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) source: Source,
     pub(crate) shared: Arc<Shared>,
+    /// Its invocations' counters, kept across reloads under the same name.
+    pub(crate) meter: Arc<FunctionMeter>,
 }
 
 impl fmt::Debug for Function {
@@ -188,6 +191,7 @@ impl Function {
         if let Err(error) = &outcome {
             tracing::debug!(function = %self.name, %message_id, %error, "invocation failed");
         }
+        self.record(outcome.as_ref().err().map(InvokeError::kind), run.duration);
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         Invocation {
             outcome,
@@ -210,6 +214,7 @@ impl Function {
     pub async fn invoke_batch_in(&self, slot: Option<Slot>, events: Vec<Event>) -> BatchInvocation {
         let started = Instant::now();
         if events.len() > MAX_BATCH_EVENTS {
+            self.record(Some("batch_too_large"), Duration::ZERO);
             return BatchInvocation {
                 outcome: Err(InvokeError::BatchTooLarge {
                     len: events.len(),
@@ -239,6 +244,12 @@ impl Function {
             }
             Ok(_) => {}
         }
+        let error = match &outcome {
+            Err(error) => Some(error.kind()),
+            Ok(failures) if !failures.is_empty() => Some("handler"),
+            Ok(_) => None,
+        };
+        self.record(error, run.duration);
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         BatchInvocation {
             outcome,
@@ -248,6 +259,25 @@ impl Function {
             logs_dropped: run.logs_dropped,
             duration: run.duration,
         }
+    }
+
+    /// Counts an invocation that ended, failed with an error of kind `error` or not.
+    fn record(&self, error: Option<&'static str>, took: Duration) {
+        self.meter.invocations.inc();
+        self.meter.duration_seconds.observe(took);
+        if let Some(kind) = error {
+            self.meter.errors.get(&kind).inc();
+        }
+    }
+
+    /// Invocations running now: its slots taken.
+    pub fn running(&self) -> usize {
+        self.limits.concurrency - self.permits.available_permits()
+    }
+
+    /// Its invocations' counters.
+    pub fn meter(&self) -> &FunctionMeter {
+        &self.meter
     }
 
     /// Runs `call` against a fresh instance, within the function's limits, in `slot` or
@@ -262,7 +292,13 @@ impl Function {
         let started = Instant::now();
         let slot = match slot {
             Some(slot) if Arc::ptr_eq(slot.0.semaphore(), &self.permits) => slot,
-            _ => self.reserve().await,
+            _ => match self.try_reserve() {
+                Some(slot) => slot,
+                None => {
+                    self.meter.throttles.inc();
+                    self.reserve().await
+                }
+            },
         };
         // The semaphore is never closed, so acquiring cannot fail.
         let instance_permit = self

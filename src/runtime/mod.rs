@@ -66,6 +66,7 @@ pub use registry::{FunctionRegistry, FunctionState, LoadTicket, Registry};
 pub use types::{Attribute, AttributeValue, Body, Event, Level, LogLine, LogSource, Publish};
 
 use crate::model::AllowedHosts;
+use crate::telemetry::Telemetry;
 use bindings::{Handler, HandlerPre};
 use host::State;
 
@@ -89,6 +90,8 @@ pub struct RuntimeConfig {
     pub publish_gate: Arc<dyn PublishGate>,
     /// Refuse outbound requests to private, loopback and link-local addresses.
     pub deny_private_endpoints: bool,
+    /// Where each function's invocations are counted.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +102,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             publish_gate: Arc::new(AcceptAll),
             deny_private_endpoints: false,
+            telemetry: Arc::default(),
         }
     }
 }
@@ -153,6 +157,7 @@ pub(crate) struct Shared {
     compile_pool: rayon::ThreadPool,
     pub(crate) ticker: engine::EpochTicker,
     pub(crate) lanes: lanes::Lanes,
+    telemetry: Arc<Telemetry>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -210,6 +215,7 @@ impl Runtime {
                 compile_pool,
                 ticker,
                 lanes: lanes::Lanes::default(),
+                telemetry: config.telemetry,
             }),
         })
     }
@@ -277,6 +283,7 @@ impl Runtime {
             permits: Arc::new(Semaphore::new(limits.concurrency)),
             source,
             shared: self.shared.clone(),
+            meter: self.shared.telemetry.functions.get(name),
         })
     }
 

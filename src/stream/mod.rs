@@ -20,6 +20,7 @@ pub use shard::{hash_key, shard_for_hash, shard_range};
 use crate::backend::{Backend, Stream};
 use crate::error::OpError;
 use crate::model::Kind;
+use crate::telemetry::Telemetry;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -30,14 +31,21 @@ pub struct Streams {
     cursors: Mutex<groups::Cursors>,
     /// Cancelled at shutdown, so waiting polls answer instead of holding the drain up.
     shutdown: CancellationToken,
+    /// Where each stream's puts are counted.
+    telemetry: Arc<Telemetry>,
 }
 
 impl Streams {
-    pub fn new(backend: Arc<Backend>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        backend: Arc<Backend>,
+        shutdown: CancellationToken,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             backend,
             cursors: Mutex::default(),
             shutdown,
+            telemetry,
         }
     }
 

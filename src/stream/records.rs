@@ -124,6 +124,8 @@ impl Streams {
             ));
         }
         let stored = self.backend.store(deliveries).await?;
+        let meter = self.telemetry.streams.get(h.name());
+        meter.records_put.add(stored.len() as u64);
         Ok(stored
             .into_iter()
             .filter_map(|s| match s {

@@ -306,7 +306,7 @@ async fn a_message_past_max_receives_moves_to_the_dead_letter_queue_and_back() {
         .unwrap();
     send(&js, &q, vec![msg("a")]).await;
     // The SQS rules over the JetStream backend, as a router applies them.
-    let queues = Queues::new(js.0.clone(), CancellationToken::new());
+    let queues = Queues::new(js.0.clone(), CancellationToken::new(), Default::default());
     let receive = |wait_s| ReceiveRequest {
         max_messages: Some(1),
         wait_s: Some(wait_s),

@@ -20,6 +20,7 @@ mod example;
 mod functions;
 mod jetstream;
 mod languages;
+mod metrics;
 mod nats;
 mod outbound;
 mod policies;

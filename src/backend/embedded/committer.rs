@@ -220,6 +220,10 @@ struct Shared {
     /// as what is on disk can no longer be vouched for.
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
+    /// Syncs of the log's files since the store opened.
+    syncs: AtomicU64,
+    /// Bytes appended to the log since the store opened.
+    logged_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -270,6 +274,7 @@ impl Shared {
         };
         for file in files {
             file.sync_data().map_err(|e| self.fail("log sync", e))?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(log) = self.lock_log().as_mut() {
             log.wal.mark_synced(upto);
@@ -362,6 +367,15 @@ impl Spaces {
 }
 
 impl Committer {
+    /// Syncs of the log's files, and bytes appended to it, since the store opened.
+    pub fn log_stats(&self) -> (u64, u64) {
+        let s = &self.inner.shared;
+        (
+            s.syncs.load(Ordering::Relaxed),
+            s.logged_bytes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Starts the sync and apply threads. `wal` continues after everything it recovered
     /// has been applied to `db`.
     pub fn start(db: Database, spaces: Spaces, wal: Wal, durable: u64) -> Self {
@@ -375,6 +389,8 @@ impl Committer {
             drained: Notify::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            logged_bytes: AtomicU64::new(0),
         });
         let (sync_tx, sync_rx) = mpsc::channel::<SyncJob>();
         let s = shared.clone();
@@ -522,6 +538,8 @@ impl Inner {
             };
             batch.lsn = Some(lsn);
             batch.bytes = record.len();
+            s.logged_bytes
+                .fetch_add(record.len() as u64, Ordering::Relaxed);
             // Bodies become readable before anyone hears they are stored.
             let mut overlay = s.overlay.lock().expect("never poisoned");
             for w in &batch.writes {
@@ -1014,6 +1032,8 @@ mod tests {
             drained: Notify::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            logged_bytes: AtomicU64::new(0),
         });
         let waiting = tokio::spawn({
             let s = s.clone();

@@ -56,6 +56,13 @@ impl DiskGuard {
         guard
     }
 
+    /// Bytes free for this process on the data directory's disk, read now.
+    pub fn free(&self) -> Option<u64> {
+        let mut r = self.reading.lock().expect("never poisoned");
+        self.read(&mut r);
+        r.free
+    }
+
     /// Sets the reserve; 0 turns the guard off.
     pub fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);

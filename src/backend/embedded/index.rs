@@ -374,6 +374,10 @@ impl QueueIndex {
             visible: total - self.in_flight - self.delayed,
             in_flight: self.in_flight,
             delayed: self.delayed,
+            // Sequences follow sends, so the first entry is the oldest; a message moved
+            // back from a dead-letter queue keeps its older send time, which makes this an
+            // approximation, as SQS's own age of the oldest message is.
+            oldest_sent_at: self.entries.first_key_value().map(|(_, e)| e.sent_at),
         }
     }
 }
@@ -425,7 +429,8 @@ mod tests {
             Counts {
                 visible: 0,
                 in_flight: 0,
-                delayed: 1
+                delayed: 1,
+                oldest_sent_at: Some(0),
             }
         );
         assert!(q.take(99, 10, 30).is_empty());
@@ -435,7 +440,8 @@ mod tests {
             Counts {
                 visible: 0,
                 in_flight: 1,
-                delayed: 0
+                delayed: 0,
+                oldest_sent_at: Some(0),
             }
         );
     }
@@ -502,7 +508,8 @@ mod tests {
             Counts {
                 visible: 1,
                 in_flight: 0,
-                delayed: 0
+                delayed: 0,
+                oldest_sent_at: Some(20),
             }
         );
     }

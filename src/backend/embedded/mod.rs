@@ -91,6 +91,16 @@ fn open_database(dir: &Path) -> fjall::Result<Database> {
 }
 
 impl Embedded {
+    /// Its log's syncs and bytes, and its disk's free space.
+    pub fn storage_stats(&self) -> crate::backend::StorageStats {
+        let (log_syncs, log_bytes) = self.committer.log_stats();
+        crate::backend::StorageStats {
+            log_syncs,
+            log_bytes,
+            disk_free_bytes: self.disk.free(),
+        }
+    }
+
     /// Opens (or creates) the store in `dir` and rebuilds every queue's index.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         Self::open_with_clock(dir, Clock::system())

@@ -692,9 +692,25 @@ impl JetStream {
             .iter()
             .map(|c| format!("CONSUMER.INFO.{}.{c}", q.names.stream))
             .collect();
-        let infos =
-            futures::future::join_all(subjects.iter().map(|s| self.api(s, json!({})))).await;
-        let mut counts = Counts::default();
+        let stream_info = format!("STREAM.INFO.{}", q.names.stream);
+        let (infos, stream) = tokio::join!(
+            futures::future::join_all(subjects.iter().map(|s| self.api(s, json!({})))),
+            self.api(&stream_info, json!({})),
+        );
+        let stream = stream.map_err(|e| e.into_js(Kind::Queue, &q.name))?;
+        let state = &stream["state"];
+        let mut counts = Counts {
+            // A work queue's stream keeps only what is not yet acknowledged, so its first
+            // message is the oldest in the queue.
+            oldest_sent_at: (state["messages"].as_u64() > Some(0))
+                .then(|| {
+                    state["first_ts"]
+                        .as_str()
+                        .and_then(crate::time::parse_rfc3339_ms)
+                })
+                .flatten(),
+            ..Counts::default()
+        };
         let n = infos.len();
         for (i, info) in infos.into_iter().enumerate() {
             let info = info.map_err(|e| e.into_js(Kind::Queue, &q.name))?;

@@ -1,0 +1,13 @@
+//! What the router tells its operators: counters and latency histograms per resource
+//! ([`Telemetry`]), kept by the operations that do the work, and their exposition in the
+//! Prometheus text format ([`exposition`]), read on each scrape of `/metrics`.
+//!
+//! A leaf like [`crate::model`]: every layer may count into it, it imports none of them.
+
+pub mod exposition;
+mod meters;
+
+pub use meters::{
+    Count, FunctionMeter, Latency, Meters, QueueMeter, StreamMeter, SubscriptionMeter, Telemetry,
+    TopicMeter,
+};
