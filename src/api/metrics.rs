@@ -128,6 +128,11 @@ fn topics(out: &mut Scrape, app: &App) {
         "Messages a topic refused for not matching its JSON Schema",
         per_topic(|m| m.schema_rejected.get()),
     );
+    out.gauges(
+        "switchyard_topic_watchers",
+        "Live tails following a topic (the console, switchyard tail)",
+        topics.iter().map(|t| (topic(t), t.tail.watchers() as i64)),
+    );
     out.histograms(
         "switchyard_publish_seconds",
         "Time from a publish arriving to its deliveries being durable",

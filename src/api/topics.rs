@@ -1,17 +1,19 @@
 //! `/v1/topics`: topics, their subscriptions, and publishing.
 
-use super::error::{ApiJson, check_batch, failures};
+use super::error::{ApiJson, Problem, check_batch, failures};
 use super::{ApiResult, AppState, Problems, SubscriptionPath, TopicPath, put_answer};
 use crate::error::OpError;
 use crate::model::{Endpoint, Kind};
 use crate::wire::{
     Batch, BatchResult, BatchSuccess, MessageId, PublishRequest, SubscriptionInfo,
-    SubscriptionList, SubscriptionSpec, TopicInfo, TopicList, TopicSpec,
+    SubscriptionList, SubscriptionSpec, TailQuery, TopicInfo, TopicList, TopicSpec,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
 use std::sync::atomic::Ordering;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_topic, put_topic, delete_topic))
         .routes(routes!(publish))
         .routes(routes!(publish_batch))
+        .routes(routes!(tail))
         .routes(routes!(list_subscriptions))
         .routes(routes!(
             get_subscription,
@@ -102,6 +105,76 @@ async fn publish(
     Ok(Json(MessageId {
         message_id: out.message_id,
     }))
+}
+
+/// Follow a topic live, as server-sent events: an `event: message` per publish stored from
+/// now on (a `TailedEvent`, with the subscriptions it was delivered to), optionally only
+/// those a filter policy matches. A follower that reads too slowly loses the oldest
+/// events it has not read and gets an `event: dropped` with their count; publishing never
+/// waits for it. The stream ends when the topic is deleted or the server stops.
+#[utoipa::path(get, path = "/v1/topics/{topic}/tail", tag = "topics",
+    params(TopicPath, TailQuery),
+    responses((status = 200, description = "The topic's events as they are published.",
+        content_type = "text/event-stream", body = crate::wire::TailedEvent), Problems))]
+async fn tail(
+    State(s): State<AppState>,
+    Path(TopicPath { topic }): Path<TopicPath>,
+    query: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let filter = tail_filter(&q)?;
+    let events = s.app.publisher.watch(&topic)?;
+    let stop = s.app.shutdown.clone();
+    let stream = futures::stream::unfold(events, move |mut events| {
+        let (stop, filter) = (stop.clone(), filter.clone());
+        async move {
+            loop {
+                let next = tokio::select! {
+                    next = events.recv() => next,
+                    _ = stop.cancelled() => return None,
+                };
+                let event = match next {
+                    Ok(e) => {
+                        let wanted = filter.as_deref().is_none_or(|(policy, scope)| {
+                            policy.matches(*scope, e.body.get().as_bytes(), &e.attributes)
+                        });
+                        if !wanted {
+                            continue;
+                        }
+                        Event::default().event("message").data(&e.json)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
+                        .event("dropped")
+                        .data(format!("{{\"dropped\":{n}}}")),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok(event), events));
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A tail's filter policy, compiled once for all its events.
+fn tail_filter(
+    q: &TailQuery,
+) -> Result<Option<std::sync::Arc<(switchyard_filter::Policy, switchyard_filter::Scope)>>, Problem>
+{
+    let scope = crate::policy_test::parse_scope(
+        q.filter_policy_scope
+            .as_deref()
+            .unwrap_or("MessageAttributes"),
+    )
+    .map_err(Problem::bad_request)?;
+    let Some(text) = &q.filter_policy else {
+        return Ok(None);
+    };
+    let invalid = |e: String| Problem::new(StatusCode::BAD_REQUEST, "invalid-filter-policy", e);
+    let policy: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("filter_policy is not JSON: {e}")))?;
+    let policy = switchyard_filter::Policy::parse_scoped(&policy, scope)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(std::sync::Arc::new((policy, scope))))
 }
 
 /// Publish up to 100 messages with one durable write; each entry succeeds or fails alone.

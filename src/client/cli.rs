@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::{
     Client, ClientError, MAX_PUT_RECORDS, MAX_READ_RECORDS, MAX_RECEIVE_MESSAGES, MAX_WAIT_S,
-    StreamConsumer,
+    StreamConsumer, Tailed,
 };
 use crate::wire::{
     BatchResult, GroupSpec, Position, PublishRequest, PutRecord, ReceiveRequest, ReceivedMessage,
@@ -50,23 +50,38 @@ pub enum ClientCommand {
     /// Consume a stream as a member of a consumer group; prints one JSON object per record
     /// and checkpoints each shard once its records are printed.
     Consume(ConsumeArgs),
-    /// Follow every shard of a stream from a position, without a consumer group (nothing
-    /// is checkpointed); prints one JSON object per record.
+    /// Follow a topic's events live (one JSON object per event, with the subscriptions it
+    /// was delivered to), or every shard of a stream from a position without a consumer
+    /// group (one JSON object per record; nothing is checkpointed).
     Tail(TailArgs),
 }
 
-/// `switchyard tail STREAM [--from POSITION] [--count N] [--no-follow]`.
+/// `switchyard tail NAME [--topic | --stream] [--count N] [--filter-policy JSON]
+/// [--from POSITION] [--no-follow]`.
 #[derive(Debug, Clone, Args)]
 pub struct TailArgs {
-    /// The stream to follow.
-    pub stream: String,
-    /// Where to start in every shard: trim_horizon, latest or at_timestamp:MS.
-    #[arg(long, default_value = "latest")]
-    pub from: Position,
-    /// Stop after printing this many records.
+    /// The topic or stream to follow.
+    pub name: String,
+    /// NAME is a topic (needed only when a stream has the same name).
+    #[arg(long, conflicts_with = "stream")]
+    pub topic: bool,
+    /// NAME is a stream (needed only when a topic has the same name).
+    #[arg(long)]
+    pub stream: bool,
+    /// Stop after printing this many events or records.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Stop at the end of every shard instead of waiting for new records.
+    /// A topic: only the events this SNS filter policy (JSON) matches.
+    #[arg(long, conflicts_with_all = ["from", "no_follow"])]
+    pub filter_policy: Option<String>,
+    /// A topic: what the filter policy applies to, `attributes` (default) or `body`.
+    #[arg(long, requires = "filter_policy")]
+    pub filter_policy_scope: Option<String>,
+    /// A stream: where to start in every shard, trim_horizon, latest (default) or
+    /// at_timestamp:MS.
+    #[arg(long)]
+    pub from: Option<Position>,
+    /// A stream: stop at the end of every shard instead of waiting for new records.
     #[arg(long)]
     pub no_follow: bool,
     #[command(flatten)]
@@ -98,14 +113,112 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         Ok(client) => client,
         Err(error) => return Ok(usage_error(&error.to_string())),
     };
-    let shards = match client.list_shards(&args.stream).await {
+    let is_topic = match (args.topic, args.stream) {
+        (true, _) => true,
+        (_, true) => false,
+        _ => {
+            let (topic, stream) =
+                tokio::join!(client.get_topic(&args.name), client.get_stream(&args.name));
+            match (exists(topic), exists(stream)) {
+                (Err(error), _) | (_, Err(error)) => return Ok(failed(&error)),
+                (Ok(true), Ok(true)) => {
+                    return Ok(usage_error(&format!(
+                        "both a topic and a stream are named {:?}: say --topic or --stream",
+                        args.name
+                    )));
+                }
+                (Ok(false), Ok(false)) => {
+                    return Ok(usage_error(&format!(
+                        "there is no topic or stream named {:?}",
+                        args.name
+                    )));
+                }
+                (Ok(topic), Ok(_)) => topic,
+            }
+        }
+    };
+    if is_topic {
+        tail_topic(&client, args).await
+    } else if args.filter_policy.is_some() {
+        Ok(usage_error(
+            "--filter-policy applies to a topic's events, not to a stream's records",
+        ))
+    } else {
+        tail_stream(&client, args).await
+    }
+}
+
+/// Whether a `GET` found its resource: a 404 is `false`, any other refusal an error.
+fn exists<T>(got: Result<T, ClientError>) -> Result<bool, ClientError> {
+    match got {
+        Ok(_) => Ok(true),
+        Err(ClientError::Api(p)) if p.status == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Prints a topic's events as they are published.
+async fn tail_topic(client: &Client, args: TailArgs) -> anyhow::Result<ExitCode> {
+    if args.from.is_some() || args.no_follow {
+        return Ok(usage_error(
+            "--from and --no-follow apply to a stream: a topic's tail starts now and follows",
+        ));
+    }
+    let policy = match args.filter_policy.as_deref().map(serde_json::from_str) {
+        None => None,
+        Some(Ok(policy)) => Some(policy),
+        Some(Err(e)) => return Ok(usage_error(&format!("--filter-policy is not JSON: {e}"))),
+    };
+    let scope = match args.filter_policy_scope.as_deref() {
+        None => None,
+        Some("attributes" | "MessageAttributes") => Some("MessageAttributes"),
+        Some("body" | "MessageBody") => Some("MessageBody"),
+        Some(other) => {
+            return Ok(usage_error(&format!(
+                "--filter-policy-scope {other:?}: use attributes or body"
+            )));
+        }
+    };
+    let mut tail = match client.tail_topic(&args.name, policy.as_ref(), scope).await {
+        Ok(tail) => tail,
+        Err(error) => return Ok(failed(&error)),
+    };
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0_u64;
+    let mut out = io::stdout();
+    while args.count.is_none_or(|c| printed < c) {
+        let next = tokio::select! {
+            next = tail.next() => next,
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+        };
+        match next {
+            Ok(Some(Tailed::Event(event))) => {
+                if let Some(code) = print_line(&mut out.lock(), &event)? {
+                    return Ok(code);
+                }
+                printed += 1;
+            }
+            Ok(Some(Tailed::Dropped(n))) => {
+                eprintln!("warning: {n} events were dropped: this tail reads too slowly");
+            }
+            Ok(None) => return Ok(ExitCode::SUCCESS),
+            Err(error) => return Ok(failed(&error)),
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a stream's records from a position in every shard.
+async fn tail_stream(client: &Client, args: TailArgs) -> anyhow::Result<ExitCode> {
+    let from = args.from.unwrap_or(Position::Latest);
+    let shards = match client.list_shards(&args.name).await {
         Ok(shards) => shards,
         Err(error) => return Ok(failed(&error)),
     };
-    let mut positions: Vec<(String, Position)> = shards
-        .into_iter()
-        .map(|s| (s.shard_id, args.from))
-        .collect();
+    let mut positions: Vec<(String, Position)> =
+        shards.into_iter().map(|s| (s.shard_id, from)).collect();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut printed = 0_u64;
@@ -113,7 +226,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         let mut any = false;
         for (shard, pos) in positions.iter_mut() {
             let page = tokio::select! {
-                page = client.read_shard(&args.stream, shard, *pos, TAIL_PAGE) => page,
+                page = client.read_shard(&args.name, shard, *pos, TAIL_PAGE) => page,
                 _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
             };
             let page = match page {

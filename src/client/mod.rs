@@ -39,6 +39,7 @@ pub mod cli;
 mod consumer;
 mod error;
 pub mod functions;
+mod tail;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ use crate::wire::{
 pub use crate::wire::MAX_BATCH_ENTRIES;
 pub use consumer::{BatchCheckpoint, CheckpointOutcome, StreamConsumer};
 pub use error::ClientError;
+pub use tail::{Tailed, TopicTail};
 
 /// Most messages one receive may return.
 pub const MAX_RECEIVE_MESSAGES: u32 = 10;

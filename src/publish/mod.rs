@@ -11,10 +11,12 @@ mod check;
 mod fanout;
 mod function;
 mod matcher;
+mod tail;
 mod tally;
 mod topics;
 
 pub use function::sns_attributes;
+pub use tail::{TAIL_BUFFER, Tail, Tailed};
 pub use topics::{TopicState, Topics};
 
 use crate::backend::{Backend, Enqueued, Stored};
@@ -24,6 +26,7 @@ use crate::wire::PublishRequest;
 use std::sync::Arc;
 use std::time::Instant;
 use tally::Tally;
+use tokio::sync::broadcast;
 
 /// What became of one publish.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,11 +64,13 @@ impl Publisher {
         let message = check::check(&t, req)?;
         let matched = matched(&t, &message);
         let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
+        let tailed = self.tailed(&t, &message, &fanned);
         let mut deliveries = Vec::with_capacity(fanned.len());
         tally.message(&self.telemetry, &t, fanned, &mut deliveries);
         let delivered = deliveries.len();
         let results = self.backend.store(deliveries).await?;
         tally.stored(&t);
+        tailed.into_iter().for_each(|e| t.tail.offer(e));
         Ok(PublishOutcome {
             message_id: original_id(&results).unwrap_or(message.id),
             delivered,
@@ -84,12 +89,14 @@ impl Publisher {
         let mut all = Vec::new();
         // Per accepted entry: its place in `out`, and where its deliveries are in `all`.
         let mut spans = Vec::new();
+        let mut tailed = Vec::new();
         for (i, mut req) in entries.into_iter().enumerate() {
             let id = crate::batch::entry_id(req.id.take(), i);
             match check::check(&t, req) {
                 Ok(message) => {
                     let matched = matched(&t, &message);
                     let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
+                    tailed.extend(self.tailed(&t, &message, &fanned));
                     spans.push((out.len(), all.len(), fanned.len()));
                     tally.message(&self.telemetry, &t, fanned, &mut all);
                     out.push((
@@ -106,6 +113,7 @@ impl Publisher {
         crate::batch::distinct_ids(&out)?;
         let results = self.backend.store(all).await?;
         tally.stored(&t);
+        tailed.into_iter().for_each(|e| t.tail.offer(e));
         for (slot, start, n) in spans {
             if let (_, Ok(o)) = &mut out[slot] {
                 o.delivered = n;
@@ -115,6 +123,27 @@ impl Publisher {
             }
         }
         Ok(out)
+    }
+}
+
+impl Publisher {
+    /// A watcher of `topic`'s publishes from now on.
+    pub fn watch(&self, topic: &str) -> Result<broadcast::Receiver<Arc<Tailed>>, OpError> {
+        Ok(self.topics.find(topic)?.tail.watch())
+    }
+
+    /// What the topic's watchers will be offered once the message is stored; nothing when
+    /// nobody watches.
+    fn tailed(
+        &self,
+        t: &TopicState,
+        message: &check::Message,
+        fanned: &[(u32, crate::backend::Delivery)],
+    ) -> Option<Tailed> {
+        t.tail.watched().then(|| {
+            let matched = fanned.iter().map(|(id, _)| *id);
+            tail::tailed(t, message, matched, self.backend.clock().now_ms())
+        })
     }
 }
 

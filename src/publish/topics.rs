@@ -4,6 +4,7 @@
 //! on a change being built.
 
 use super::matcher::TopicMatcher;
+use super::tail::Tail;
 use crate::error::OpError;
 use crate::model::{FieldError, Kind, SubscriptionSpec, TopicSpec};
 use crate::runtime::{Publish, PublishGate};
@@ -25,6 +26,8 @@ pub struct TopicState {
     pub meter: Arc<TopicMeter>,
     /// Its subscriptions' meters, in `sub_order`.
     pub(super) sub_meters: Vec<Arc<SubscriptionMeter>>,
+    /// Who follows its publishes live; the same watchers across rebuilds.
+    pub tail: Tail,
 }
 
 impl TopicState {
@@ -57,6 +60,7 @@ impl TopicState {
             // Replaced by the topic's lasting meters when installed.
             meter: Arc::default(),
             sub_meters: Vec::new(),
+            tail: Tail::default(),
         })
     }
 }
@@ -106,6 +110,7 @@ impl Topics {
                 s.meter = self.telemetry.topics.get(name);
                 let subs = &s.meter.subscriptions;
                 if let Some(old) = map.get(name) {
+                    s.tail = old.tail.clone();
                     old.subscriptions
                         .keys()
                         .filter(|sub| !s.subscriptions.contains_key(*sub))

@@ -323,3 +323,33 @@ mod tests {
         assert_eq!(message_of_text("42").get(), "\"42\"");
     }
 }
+
+/// The query of `GET /v1/topics/{topic}/tail`: which of the topic's events to follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TailQuery {
+    /// Only events this SNS filter policy (JSON) matches; all when absent.
+    pub filter_policy: Option<String>,
+    /// What the policy applies to: `MessageAttributes` (default) or `MessageBody`.
+    #[param(pattern = "^(MessageAttributes|MessageBody)$")]
+    pub filter_policy_scope: Option<String>,
+}
+
+/// One event of a topic's live tail (`event: message`), as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TailedEvent {
+    pub message_id: String,
+    pub topic: String,
+    /// The message as published.
+    #[schema(value_type = Object)]
+    pub message: Value,
+    /// Its attributes in SNS form.
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub published_at: String,
+    /// The subscriptions it was delivered to.
+    pub subscriptions: Vec<String>,
+}

@@ -58,12 +58,13 @@ async fn the_api_answers_as_its_openapi_document_says() {
         .json()
         .await
         .unwrap();
-    // Schemathesis leaves out the document it was given.
+    // Schemathesis leaves out the document it was given, and the configuration the
+    // live tail, whose answer never ends.
     let operations: usize = doc["paths"]
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(path, _)| *path != "/openapi.json")
+        .filter(|(path, _)| !matches!(path.as_str(), "/openapi.json" | "/v1/topics/{topic}/tail"))
         .map(|(_, item)| item.as_object().unwrap().len())
         .sum();
     let tested = stdout

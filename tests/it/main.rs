@@ -29,5 +29,6 @@ mod routers;
 mod runtime;
 mod startup;
 mod streams;
+mod tail;
 mod topics;
 mod webhooks;
