@@ -14,6 +14,12 @@ if ! command -v nats-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nats-server
 fi
 
+# The web console is tested in Debian's Chromium, driven by Playwright (installed below
+# with the Python tools, without a browser of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+
 # Python clients and tools the tests run (schemathesis, boto3, ...), in private
 # environments: the current ones, and in a second environment an older boto3 that
 # still speaks SQS's query protocol.

@@ -33,7 +33,7 @@
 //!
 //! - [`api`], [`wire`]: the HTTP API's handlers and its bodies (the OpenAPI document is
 //!   generated from both); [`aws`]: the AWS wire protocols, on the same listener; [`config`]: the config file; [`server`]: a running server;
-//!   [`client`]: the typed client and the CLI's client verbs.
+//!   [`client`]: the typed client and the CLI's client verbs; [`ui`]: the web console.
 //! - [`app`]: the operations wired together over one backend, what every door calls.
 //! - [`control`]: create, change, list and delete resources; follow other routers.
 //! - [`publish`]: the publish pipeline; [`batch`]: batch answers; [`policy_test`]: trying
@@ -68,6 +68,7 @@ pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod time;
+pub mod ui;
 pub mod wire;
 
 pub use switchyard_filter as filter;

@@ -115,6 +115,7 @@ pub fn app(state: AppState) -> Routes {
     };
     let (server, _) = server::routes().split_for_parts();
     v1.merge(server)
+        .merge(crate::ui::routes())
         // The AWS protocols post to the root; anything else there is no route.
         .route("/", axum::routing::post(aws).get(aws))
         // A queue's URL: older SQS clients POST that queue's requests to it. Any other

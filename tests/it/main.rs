@@ -11,6 +11,7 @@ mod aws;
 mod bad_input;
 mod cli_streams;
 mod cluster;
+mod console;
 mod contract;
 mod crash;
 mod cutfs;
