@@ -8,7 +8,7 @@
 //! |-----------------------|-----------|------------------------------------------------|
 //! | `SCALING_MESSAGES`    | 2000      | messages queued for each run                   |
 //! | `SCALING_IO_MS`       | 20        | how long the I/O-bound handler's call takes    |
-//! | `SCALING_CPU_US`      | 1000      | CPU time the CPU-bound handler burns per event |
+//! | `SCALING_CPU_TURNS`   | 1000      | thousands of additions the CPU-bound handler does per event (about 1 ms) |
 //! | `SWITCHYARD_BIN`      | (cargo's) | server binary to measure instead               |
 //!
 //! The server (the real binary on a fresh data directory) gets a queue holding the
@@ -17,8 +17,9 @@
 //! I/O-bound: the `http-fetch` guest, whose every event GETs an endpoint of this process
 //! that answers after `SCALING_IO_MS`, so one batch at a time handles 1000/`SCALING_IO_MS`
 //! events a second and N at a time ideally N times that. CPU-bound: the `burn` guest,
-//! whose every event keeps a core busy for `SCALING_CPU_US`; the ideal is the machine's
-//! cores' worth, however many batches run. The table gives the events per second from
+//! whose every event does a fixed amount of work (`SCALING_CPU_TURNS`); the ideal is
+//! the rate of one batch at a time, measured in the same run, times the cores that N
+//! batches can use. The table gives the events per second from
 //! the first message handed out to the queue's last ack, against that ideal, and the
 //! most batches the source ran at once.
 
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let messages: usize = env_var("SCALING_MESSAGES", 2_000_usize).max(100);
     let io_ms: u64 = env_var("SCALING_IO_MS", 20_u64).max(1);
-    let cpu_us: u64 = env_var("SCALING_CPU_US", 1_000_u64).max(10);
+    let cpu_turns: u64 = env_var("SCALING_CPU_TURNS", 1_000_u64).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let endpoint = slow_endpoint(Duration::from_millis(io_ms)).await?;
     let http = http_client(8)?;
@@ -82,12 +83,14 @@ async fn run() -> anyhow::Result<()> {
         table.row(format!("I/O-bound ({io_ms} ms a call), {n}"), r.row(ideal));
     }
     let burn = guests::path("burn");
+    let mut one_at_a_time = None;
     for n in CPU_CONCURRENCY {
-        let env = json!({"burn_us": cpu_us.to_string()});
+        let env = json!({"burn_turns": cpu_turns.to_string()});
         let r = drain(&api, &burn, env, json!([]), n, messages).await?;
-        let ideal = n.min(cores) as f64 * 1e6 / cpu_us as f64;
+        let base = *one_at_a_time.get_or_insert(r.events_per_s);
+        let ideal = n.min(cores) as f64 * base;
         table.row(
-            format!("CPU-bound ({cpu_us} µs an event), {n}"),
+            format!("CPU-bound ({:.0} µs an event alone), {n}", 1e6 / base),
             r.row(ideal),
         );
     }
