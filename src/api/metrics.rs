@@ -98,6 +98,24 @@ fn totals(out: &mut Scrape, s: &AppState) {
     );
 }
 
+/// A counter family read from one kind of meter: its name, its help, and the counter.
+type CounterFamily<M> = (&'static str, &'static str, fn(&M) -> u64);
+
+/// One sample of each family per meter.
+fn counter_families<M>(
+    out: &mut Scrape,
+    families: &[CounterFamily<M>],
+    meters: &[(Labels, Arc<M>)],
+) {
+    for (name, help, field) in families {
+        out.counters(
+            name,
+            help,
+            meters.iter().map(|(l, m)| (l.clone(), field(m))),
+        );
+    }
+}
+
 /// Per topic and per subscription.
 fn topics(out: &mut Scrape, app: &App) {
     let topics: Vec<_> = app
@@ -156,8 +174,7 @@ fn topics(out: &mut Scrape, app: &App) {
             })
         })
         .collect();
-    type Field = fn(&SubscriptionMeter) -> u64;
-    let families: [(&'static str, &'static str, Field); 5] = [
+    let families: [CounterFamily<SubscriptionMeter>; 5] = [
         (
             "switchyard_subscription_delivered",
             "Messages stored in a subscription's queue or stream, or accepted by its webhook or function",
@@ -184,13 +201,11 @@ fn topics(out: &mut Scrape, app: &App) {
             |m| m.dropped.get(),
         ),
     ];
-    for (name, help, field) in families {
-        out.counters(
-            name,
-            help,
-            subs.iter().map(|(l, m, _)| (l.clone(), field(m))),
-        );
-    }
+    let meters: Vec<_> = subs
+        .iter()
+        .map(|(l, m, _)| (l.clone(), m.clone()))
+        .collect();
+    counter_families(out, &families, &meters);
     out.histograms(
         "switchyard_delivery_seconds",
         "Time from a publish to its webhook or function accepting it, retries included",
@@ -232,8 +247,7 @@ async fn queues(out: &mut Scrape, app: &App) {
         "Age of the oldest message in a queue (0 when it is empty)",
         oldest,
     );
-    type Field = fn(&QueueMeter) -> u64;
-    let families: [(&'static str, &'static str, Field); 4] = [
+    let families: [CounterFamily<QueueMeter>; 4] = [
         (
             "switchyard_queue_sent",
             "Messages stored in a queue: sends, and deliveries of the subscriptions that feed it",
@@ -255,13 +269,7 @@ async fn queues(out: &mut Scrape, app: &App) {
             |m| m.dead_lettered.get(),
         ),
     ];
-    for (name, help, field) in families {
-        out.counters(
-            name,
-            help,
-            traffic.iter().map(|(l, m)| (l.clone(), field(m))),
-        );
-    }
+    counter_families(out, &families, &traffic);
 }
 
 /// Per stream: records put; per group: shards leased and lag per shard.
