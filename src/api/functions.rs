@@ -7,8 +7,8 @@ use crate::error::OpError;
 use crate::model::Kind;
 use crate::runtime::{Body, FunctionState as LoadState, Invocation};
 use crate::wire::{
-    FunctionInfo, FunctionList, FunctionSpec, FunctionState, InvokeFailure, InvokeRequest,
-    InvokeResult, LogLine, Published, SourceStatus,
+    FunctionInfo, FunctionList, FunctionLog, FunctionLogs, FunctionSpec, FunctionState,
+    InvokeFailure, InvokeRequest, InvokeResult, LogLine, Published, SourceStatus,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_functions))
         .routes(routes!(get_function, put_function, delete_function))
         .routes(routes!(invoke))
+        .routes(routes!(function_logs))
 }
 
 fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
@@ -90,6 +91,40 @@ async fn get_function(
     Ok(Json(function_info(&s, &function)?))
 }
 
+/// What a function's latest invocations logged (its last 200 lines), and why those that
+/// failed did: deliveries, sources and trial invocations alike.
+#[utoipa::path(get, path = "/v1/functions/{function}/logs", tag = "functions",
+    params(FunctionPath),
+    responses((status = 200, description = "Its latest log lines, oldest first.",
+        body = FunctionLogs), Problems))]
+async fn function_logs(
+    State(s): State<AppState>,
+    Path(FunctionPath { function }): Path<FunctionPath>,
+) -> ApiResult<Json<FunctionLogs>> {
+    if s.app.control.function_spec(&function).is_none() {
+        return Err(OpError::not_found(Kind::Function, &function).into());
+    }
+    let logs = s
+        .app
+        .telemetry
+        .functions
+        .get(&function)
+        .recent_logs
+        .latest();
+    Ok(Json(FunctionLogs {
+        logs: logs
+            .into_iter()
+            .map(|l| FunctionLog {
+                at: crate::time::rfc3339_ms(l.at_ms),
+                level: l.level.to_string(),
+                source: l.source.to_string(),
+                message: l.message,
+                message_id: l.event,
+            })
+            .collect(),
+    }))
+}
+
 /// Register a function, or replace its module and settings; answered once its component
 /// has compiled (400 with the reason if it does not).
 #[utoipa::path(put, path = "/v1/functions/{function}", tag = "functions",
@@ -151,8 +186,8 @@ fn invoke_result(inv: &Invocation) -> InvokeResult {
             .logs
             .iter()
             .map(|l| LogLine {
-                level: format!("{:?}", l.level).to_lowercase(),
-                source: format!("{:?}", l.source).to_lowercase(),
+                level: l.level.name().to_string(),
+                source: l.source.name().to_string(),
                 message: l.message.clone(),
             })
             .collect(),

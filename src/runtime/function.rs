@@ -28,7 +28,7 @@ use super::limits::{FunctionLimits, MAX_BATCH_EVENTS, MemoryLimitExceeded};
 use super::outbound::Outbound;
 use super::types::{Event, LogLine, Publish};
 use crate::model::AllowedHosts;
-use crate::telemetry::FunctionMeter;
+use crate::telemetry::{FunctionMeter, LogEntry};
 
 /// Extra wall-clock time, beyond the deadline, before an invocation blocked in
 /// a host call (a guest sleeping, say) is abandoned. A running guest is
@@ -191,7 +191,9 @@ impl Function {
         if let Err(error) = &outcome {
             tracing::debug!(function = %self.name, %message_id, %error, "invocation failed");
         }
-        self.record(outcome.as_ref().err().map(InvokeError::kind), run.duration);
+        let error = outcome.as_ref().err();
+        let failure = error.map(|e| (e.kind(), e.to_string()));
+        self.record(failure, run.duration, &run.logs, Some(&message_id));
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         Invocation {
             outcome,
@@ -214,12 +216,14 @@ impl Function {
     pub async fn invoke_batch_in(&self, slot: Option<Slot>, events: Vec<Event>) -> BatchInvocation {
         let started = Instant::now();
         if events.len() > MAX_BATCH_EVENTS {
-            self.record(Some("batch_too_large"), Duration::ZERO);
+            let error = InvokeError::BatchTooLarge {
+                len: events.len(),
+                max: MAX_BATCH_EVENTS,
+            };
+            let failure = Some((error.kind(), error.to_string()));
+            self.record(failure, Duration::ZERO, &[], None);
             return BatchInvocation {
-                outcome: Err(InvokeError::BatchTooLarge {
-                    len: events.len(),
-                    max: MAX_BATCH_EVENTS,
-                }),
+                outcome: Err(error),
                 published: Vec::new(),
                 discarded_publishes: 0,
                 logs: Vec::new(),
@@ -244,12 +248,24 @@ impl Function {
             }
             Ok(_) => {}
         }
-        let error = match &outcome {
-            Err(error) => Some(error.kind()),
-            Ok(failures) if !failures.is_empty() => Some("handler"),
+        let failure = match &outcome {
+            Err(error) => Some((error.kind(), error.to_string())),
+            Ok(failures) if !failures.is_empty() => {
+                let each: Vec<String> = failures
+                    .iter()
+                    .map(|f| format!("{} ({})", f.event_id, f.message))
+                    .collect();
+                let why = format!(
+                    "{} of {} events failed: {}",
+                    each.len(),
+                    ids.len(),
+                    each.join("; ")
+                );
+                Some(("handler", why))
+            }
             Ok(_) => None,
         };
-        self.record(error, run.duration);
+        self.record(failure, run.duration, &run.logs, None);
         let (published, discarded_publishes) = keep_if(outcome.is_ok(), run.published);
         BatchInvocation {
             outcome,
@@ -261,13 +277,33 @@ impl Function {
         }
     }
 
-    /// Counts an invocation that ended, failed with an error of kind `error` or not.
-    fn record(&self, error: Option<&'static str>, took: Duration) {
+    /// Counts an invocation that ended, failed (with an error of a kind, and why) or
+    /// not, and keeps what it logged, and why it failed, among the function's recent logs.
+    fn record(
+        &self,
+        failure: Option<(&'static str, String)>,
+        took: Duration,
+        logs: &[LogLine],
+        event: Option<&str>,
+    ) {
         self.meter.invocations.inc();
         self.meter.duration_seconds.observe(took);
-        if let Some(kind) = error {
+        let at_ms = crate::time::now_ms();
+        let entry = |level, source, message| LogEntry {
+            at_ms,
+            level,
+            source,
+            message,
+            event: event.map(str::to_string),
+        };
+        let lines = logs
+            .iter()
+            .map(|l| entry(l.level.name(), l.source.name(), l.message.clone()));
+        let failed = failure.map(|(kind, why)| {
             self.meter.errors.get(&kind).inc();
-        }
+            entry("error", "host", format!("invocation failed: {why}"))
+        });
+        self.meter.recent_logs.push(lines.chain(failed));
     }
 
     /// Invocations running now: its slots taken.

@@ -117,6 +117,18 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogSource {
@@ -128,6 +140,17 @@ pub enum LogSource {
     Stderr,
     /// The host, about something the guest asked of it (an outbound request refused).
     Host,
+}
+
+impl LogSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogSource::Log => "log",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Host => "host",
+        }
+    }
 }
 
 /// One line logged by a guest during an invocation.

@@ -6,10 +6,10 @@
 //! with resources, never with messages.
 
 use prometheus_client::metrics::histogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// A monotonic counter.
@@ -185,6 +185,52 @@ pub struct FunctionMeter {
     pub throttles: Count,
     /// From the guest being instantiated to its answer.
     pub duration_seconds: Latency,
+    /// What its latest invocations logged, for the console.
+    pub recent_logs: RecentLogs,
+}
+
+/// Log lines kept per function: enough to see what the last few dozen invocations said.
+pub const RECENT_LOGS: usize = 200;
+
+/// One line a function's invocation logged, or the host's word that it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// When the invocation ended (unix ms).
+    pub at_ms: u64,
+    /// `trace` to `error`.
+    pub level: &'static str,
+    /// `log` (the guest's log import), `stdout`, `stderr` or `host`.
+    pub source: &'static str,
+    pub message: String,
+    /// The id of the event it handled; none for a batch.
+    pub event: Option<String>,
+}
+
+/// The latest [`RECENT_LOGS`] log lines of a function's invocations, oldest first.
+#[derive(Debug, Default)]
+pub struct RecentLogs(Mutex<VecDeque<LogEntry>>);
+
+impl RecentLogs {
+    pub fn push(&self, entries: impl IntoIterator<Item = LogEntry>) {
+        let mut ring = self
+            .0
+            .lock()
+            .expect("the log ring's lock is never poisoned");
+        for e in entries {
+            if ring.len() == RECENT_LOGS {
+                ring.pop_front();
+            }
+            ring.push_back(e);
+        }
+    }
+
+    pub fn latest(&self) -> Vec<LogEntry> {
+        let ring = self
+            .0
+            .lock()
+            .expect("the log ring's lock is never poisoned");
+        ring.iter().cloned().collect()
+    }
 }
 
 /// Every resource's meters.
@@ -208,6 +254,26 @@ mod tests {
         t.queues.forget("jobs");
         assert!(t.queues.snapshot().is_empty());
         assert_eq!(t.queues.get("jobs").sent.get(), 0);
+    }
+
+    #[test]
+    fn the_log_ring_keeps_the_latest_lines() {
+        let logs = RecentLogs::default();
+        let line = |n: usize| LogEntry {
+            at_ms: n as u64,
+            level: "info",
+            source: "log",
+            message: format!("line {n}"),
+            event: None,
+        };
+        logs.push((0..RECENT_LOGS + 5).map(line));
+        let kept = logs.latest();
+        assert_eq!(kept.len(), RECENT_LOGS);
+        assert_eq!(kept[0].message, "line 5");
+        assert_eq!(
+            kept[RECENT_LOGS - 1].message,
+            format!("line {}", RECENT_LOGS + 4)
+        );
     }
 
     #[test]

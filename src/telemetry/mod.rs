@@ -1,6 +1,7 @@
 //! What the router tells its operators: counters and latency histograms per resource
 //! ([`Telemetry`]), kept by the operations that do the work, and their exposition in the
-//! Prometheus text format ([`exposition`]), read on each scrape of `/metrics`.
+//! Prometheus text format ([`exposition`]), read on each scrape of `/metrics`; and each
+//! function's latest log lines ([`RecentLogs`]), which the console shows.
 //!
 //! A leaf like [`crate::model`]: every layer may count into it, it imports none of them.
 
@@ -8,6 +9,6 @@ pub mod exposition;
 mod meters;
 
 pub use meters::{
-    Count, FunctionMeter, Latency, Meters, QueueMeter, StreamMeter, SubscriptionMeter, Telemetry,
-    TopicMeter,
+    Count, FunctionMeter, Latency, LogEntry, Meters, QueueMeter, RECENT_LOGS, RecentLogs,
+    StreamMeter, SubscriptionMeter, Telemetry, TopicMeter,
 };

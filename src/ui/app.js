@@ -391,6 +391,7 @@ async function functionPage(main, name) {
   const message = h('textarea', { 'aria-label': 'event' }, '{"order_id": "o-1", "total": 42}');
   const attributes = h('textarea', { 'aria-label': 'attributes', placeholder: '{"event": "order_placed"}' });
   const outcome = h('div', { 'data-testid': 'invocation' });
+  const recent = h('div', { class: 'tail', 'data-testid': 'recent-logs' });
   const invoke = async (e) => {
     e.preventDefault();
     try {
@@ -413,10 +414,17 @@ async function functionPage(main, name) {
       h('section', { class: 'panel' }, h('h2', {}, 'Invoke once'),
         h('p', { class: 'meta' }, 'Runs the handler with this event; what it publishes is shown, not routed.'),
         h('form', { onsubmit: invoke }, h('label', {}, 'Event message (JSON)'), message,
-          h('label', {}, 'Attributes (JSON, optional)'), attributes, h('button', {}, 'Invoke')), outcome)));
+          h('label', {}, 'Attributes (JSON, optional)'), attributes, h('button', {}, 'Invoke')), outcome)),
+    h('section', { class: 'panel' }, h('h2', {}, 'Recent logs'), recent));
   const rates = new Rates();
   return every(2000, async () => {
-    const [f] = await Promise.all([api('GET', `/v1/functions/${enc(name)}`), rates.read()]);
+    const [f, { logs }] = await Promise.all([
+      api('GET', `/v1/functions/${enc(name)}`), api('GET', `/v1/functions/${enc(name)}/logs`), rates.read(),
+    ]);
+    recent.replaceChildren(...logs.slice(-100).reverse().map((l) => h('div', { class: 'event' },
+      h('div', { class: 'meta' }, `${l.at} · ${l.level} · ${l.source}${l.message_id ? ` · event ${l.message_id}` : ''}`),
+      h('pre', {}, l.message))));
+    if (!logs.length) recent.replaceChildren(h('p', { class: 'meta' }, 'Nothing logged yet.'));
     const labels = { function: name };
     const count = rates.value('switchyard_function_duration_seconds_count', labels);
     const sum = rates.value('switchyard_function_duration_seconds_sum', labels);

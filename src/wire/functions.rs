@@ -130,3 +130,25 @@ pub struct Published {
     pub group_id: Option<String>,
     pub dedup_id: Option<String>,
 }
+
+/// A function's latest log lines, oldest first: what its invocations logged, and why
+/// those that failed did (`GET /v1/functions/{function}/logs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionLogs {
+    pub logs: Vec<FunctionLog>,
+}
+
+/// One line of [`FunctionLogs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionLog {
+    /// When the invocation ended (RFC 3339).
+    pub at: String,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// `log`, `stdout`, `stderr`, or `host` for what the router says about the invocation.
+    pub source: String,
+    pub message: String,
+    /// The event the invocation handled (none for a batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}

@@ -900,3 +900,90 @@ async fn the_invoke_command_prints_the_result_and_exits_by_outcome() {
     let out = server.cli(&["invoke", "email", "--message", "{"], "").await;
     assert_eq!(out.status.code(), Some(2), "bad input exits 2");
 }
+
+#[tokio::test]
+async fn a_functions_recent_logs_show_what_its_deliveries_logged_and_why_they_failed() {
+    let server = spawn_server(None).await;
+    server.ok(Method::PUT, "/v1/topics/orders", json!({})).await;
+    server
+        .ok(Method::PUT, "/v1/topics/order_flagged", json!({}))
+        .await;
+    put_function(
+        &server,
+        "fraud",
+        json!({"module": module("fraud"), "env": {"max_total": "100"}}),
+    )
+    .await;
+    put_function(&server, "broken", json!({"module": module("trap")})).await;
+    for (sub, f) in [("fraud", "fraud"), ("broken", "broken")] {
+        server
+            .ok(
+                Method::PUT,
+                &format!("/v1/topics/orders/subscriptions/{sub}"),
+                json!({"endpoint": {"function": f}, "delivery_policy": {"num_retries": 0}}),
+            )
+            .await;
+    }
+    let published = server
+        .ok(
+            Method::POST,
+            "/v1/topics/orders/publish",
+            json!({"message": {"order_id": "o-9", "total": 500, "country": "NL"}}),
+        )
+        .await;
+    let id = published["message_id"].as_str().unwrap().to_string();
+    let logs = |function: &'static str| {
+        let server = &server;
+        async move {
+            let v = server
+                .ok(
+                    Method::GET,
+                    &format!("/v1/functions/{function}/logs"),
+                    Value::Null,
+                )
+                .await;
+            v["logs"].as_array().unwrap().clone()
+        }
+    };
+    let fraud = eventually(Duration::from_secs(20), "fraud's log line", || async {
+        let lines = logs("fraud").await;
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await;
+    assert_eq!(fraud[0]["message_id"], id.as_str());
+    assert_eq!(fraud[0]["level"], "warn");
+    assert!(
+        fraud[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("o-9 flagged"),
+        "{fraud:?}"
+    );
+    let broken = eventually(Duration::from_secs(20), "the trap's log lines", || async {
+        let lines = logs("broken").await;
+        lines.iter().any(|l| l["source"] == "host").then_some(lines)
+    })
+    .await;
+    let failed = broken.iter().find(|l| l["source"] == "host").unwrap();
+    assert_eq!(failed["level"], "error");
+    assert_eq!(failed["message_id"], id.as_str());
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invocation failed: guest trapped"),
+        "{failed}"
+    );
+    assert!(
+        broken.iter().any(|l| l["source"] == "stderr"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .contains("trap guest refuses")),
+        "the panic message is kept: {broken:?}"
+    );
+    let (status, _) = server
+        .json(Method::GET, "/v1/functions/nothing/logs", Value::Null)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}

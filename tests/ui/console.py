@@ -112,7 +112,10 @@ def main() -> None:
         expect(outcome).to_contain_text("Succeeded")
         expect(outcome).to_contain_text("order_flagged")
         expect(page.get_by_test_id("logs")).not_to_be_empty()
-        page.screenshot(path=shots / "function.png")
+        # The invocation's lines reach the function's recent logs, which the page
+        # refreshes.
+        expect(page.get_by_test_id("recent-logs")).to_contain_text("o-7 flagged")
+        page.screenshot(path=shots / "function.png", full_page=True)
 
         # The filter-policy tester answers as publishing would.
         page.goto(f"{base}/ui/#/policies")
