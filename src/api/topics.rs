@@ -10,7 +10,7 @@ use crate::wire::{
 };
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -95,8 +95,10 @@ async fn delete_topic(
 async fn publish(
     State(s): State<AppState>,
     Path(TopicPath { topic }): Path<TopicPath>,
-    ApiJson(req): ApiJson<PublishRequest>,
+    headers: HeaderMap,
+    ApiJson(mut req): ApiJson<PublishRequest>,
 ) -> ApiResult<Json<MessageId>> {
+    carry_trace(&headers, &mut req);
     let out = s.app.publisher.publish(&topic, req).await?;
     s.metrics.published.fetch_add(1, Ordering::Relaxed);
     s.metrics
@@ -105,6 +107,37 @@ async fn publish(
     Ok(Json(MessageId {
         message_id: out.message_id,
     }))
+}
+
+/// The publisher's W3C trace context (the `traceparent` and `tracestate` headers), added
+/// to the message's attributes unless it carries its own, so that every delivery of the
+/// message carries it on. A malformed `traceparent` is ignored, as the recommendation
+/// says.
+fn carry_trace(headers: &HeaderMap, req: &mut PublishRequest) {
+    use crate::telemetry::trace::{TRACEPARENT, TRACESTATE, valid_traceparent, valid_tracestate};
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(parent) = header(TRACEPARENT).filter(|v| valid_traceparent(v)) else {
+        return;
+    };
+    if req
+        .attributes
+        .as_ref()
+        .is_none_or(serde_json::Value::is_null)
+    {
+        req.attributes = Some(serde_json::Value::Object(Default::default()));
+    }
+    let attributes = req.attributes.as_mut().expect("set above");
+    // Attributes of another shape are refused by the publish, with the reason.
+    let Some(map) = attributes.as_object_mut() else {
+        return;
+    };
+    if map.contains_key(TRACEPARENT) {
+        return;
+    }
+    map.insert(TRACEPARENT.into(), parent.into());
+    if let Some(state) = header(TRACESTATE).filter(|v| valid_tracestate(v)) {
+        map.insert(TRACESTATE.into(), state.into());
+    }
 }
 
 /// Follow a topic live, as server-sent events: an `event: message` per publish stored from
@@ -185,9 +218,14 @@ fn tail_filter(
 async fn publish_batch(
     State(s): State<AppState>,
     Path(TopicPath { topic }): Path<TopicPath>,
-    ApiJson(batch): ApiJson<Batch<PublishRequest>>,
+    headers: HeaderMap,
+    ApiJson(mut batch): ApiJson<Batch<PublishRequest>>,
 ) -> ApiResult<Json<BatchResult>> {
     check_batch(batch.entries.len())?;
+    batch
+        .entries
+        .iter_mut()
+        .for_each(|req| carry_trace(&headers, req));
     let results = s.app.publisher.publish_batch(&topic, batch.entries).await?;
     let mut answer = BatchResult::default();
     let mut deliveries = 0;

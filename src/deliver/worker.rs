@@ -236,7 +236,9 @@ impl Worker {
         }
         match inv.outcome {
             Ok(()) => {
-                self.outbox.publish(function, inv.published).await;
+                let mut published = inv.published;
+                inherit_trace(n, &mut published);
+                self.outbox.publish(function, published).await;
                 Outcome::Delivered
             }
             Err(e) if e.is_retryable() => Outcome::Retry {
@@ -304,6 +306,29 @@ impl Worker {
     async fn ack(&self, m: &Received) {
         // Closed only once this worker is gone, and a worker with attempts is not.
         let _ = self.acks.send(m.receipt.clone());
+    }
+}
+
+/// What a function publishes while handling an event continues the event's trace: each
+/// publish that carries no trace context of its own gets the event's.
+fn inherit_trace(n: &Notification<'_>, published: &mut [crate::runtime::Publish]) {
+    use crate::runtime::{Attribute, AttributeValue};
+    let trace = super::http::trace_of(n.attributes);
+    if trace.is_empty() {
+        return;
+    }
+    for p in published {
+        if p.attributes
+            .iter()
+            .any(|a| a.name == crate::telemetry::trace::TRACEPARENT)
+        {
+            continue;
+        }
+        p.attributes
+            .extend(trace.iter().map(|(name, value)| Attribute {
+                name: name.to_string(),
+                value: AttributeValue::String(value.clone()),
+            }));
     }
 }
 

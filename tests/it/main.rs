@@ -32,4 +32,5 @@ mod startup;
 mod streams;
 mod tail;
 mod topics;
+mod trace;
 mod webhooks;
