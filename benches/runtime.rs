@@ -266,6 +266,7 @@ fn publish_to_handler() -> (Vec<f64>, usize) {
             token: None,
             token_metrics: false,
             deny_private_endpoints: false,
+            otlp_endpoint: None,
             min_free_disk: 0,
         })
         .await

@@ -39,6 +39,8 @@ pub struct AppOptions {
     /// Resolves webhook host names for the private-address checks; the system's
     /// resolver when not given.
     pub lookup: Option<Arc<dyn crate::deliver::http::Lookup>>,
+    /// Export spans over OTLP/HTTP to this collector (base URL); none when not given.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The operations of one router.
@@ -61,7 +63,16 @@ impl App {
     /// until [`App::start`].
     pub fn open(backend: Arc<Backend>, options: AppOptions) -> Result<App, OpError> {
         let shutdown = CancellationToken::new();
-        let telemetry = Arc::new(Telemetry::default());
+        let tracing = match &options.otlp_endpoint {
+            Some(endpoint) => {
+                Some(crate::telemetry::spans::Tracing::otlp(endpoint).map_err(OpError::Invalid)?)
+            }
+            None => None,
+        };
+        let telemetry = Arc::new(Telemetry {
+            tracing,
+            ..Telemetry::default()
+        });
         let topics = Arc::new(Topics::new(telemetry.clone()));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: options.compiled_cache,

@@ -120,11 +120,25 @@ struct ServeArgs {
     /// from untrusted users; off for local work).
     #[arg(long)]
     deny_private_endpoints: bool,
+    /// Export spans of every publish, delivery attempt and invocation over OTLP/HTTP to
+    /// the collector at this base URL (`/v1/traces` is appended), e.g.
+    /// http://127.0.0.1:4318. Off by default.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    otlp_endpoint: Option<String>,
     /// With the embedded backend: free space (MiB) kept on the data directory's disk.
     /// Below it, publishes, sends, stream puts and new resources are refused (507) until
     /// space is freed, while reads, receives and acks go on; 0 turns the check off.
     #[arg(long, default_value_t = 128)]
     min_free_disk_mb: u64,
+}
+
+/// An OTLP collector's base URL: http or https, with a host.
+fn otlp_endpoint(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("an OTLP/HTTP collector's URL is http:// or https:// and names a host".into());
+    }
+    Ok(value.to_string())
 }
 
 fn main() -> ExitCode {
@@ -175,6 +189,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         token: args.token,
         token_metrics: args.token_metrics,
         deny_private_endpoints: args.deny_private_endpoints,
+        otlp_endpoint: args.otlp_endpoint,
         min_free_disk: args.min_free_disk_mb.saturating_mul(1 << 20),
     })
     .await

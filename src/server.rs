@@ -80,6 +80,8 @@ pub struct Options {
     /// Refuse webhooks to private and loopback addresses (for servers that accept
     /// subscriptions from untrusted users).
     pub deny_private_endpoints: bool,
+    /// Where spans are exported (OTLP/HTTP base URL); none when not given.
+    pub otlp_endpoint: Option<String>,
     /// Bytes kept free on the embedded backend's disk (0: no check).
     pub min_free_disk: u64,
 }
@@ -135,6 +137,7 @@ pub async fn prepare(opts: Options) -> Result<Prepared, PrepareError> {
                         .unwrap_or_else(|| opts.data_dir.join("compiled")),
                 ),
                 lookup: None,
+                otlp_endpoint: opts.otlp_endpoint.clone(),
             },
         )
         .context("loading resources")?,
@@ -206,6 +209,10 @@ pub async fn run(
     .await;
     app.shutdown.cancel();
     let _ = sweeper.await;
+    if let Some(tracing) = &app.telemetry.tracing {
+        // The exporter's client blocks; the last spans go out off the runtime's threads.
+        tokio::task::block_in_place(|| tracing.flush());
+    }
     Ok(())
 }
 

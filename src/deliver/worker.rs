@@ -10,6 +10,8 @@ use super::{
 use crate::backend::{Backend, NewMessage, Queue, Received};
 use crate::model::DeliveryPolicy;
 use crate::runtime::FunctionRegistry;
+use crate::telemetry::spans::{KeyValue, Kind, Span};
+use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 use crate::telemetry::{SubscriptionMeter, Telemetry};
 use crate::time::now_ms;
 use std::sync::Arc;
@@ -154,6 +156,7 @@ impl Worker {
         });
         let envelope = full.as_deref().unwrap_or(&m.payload);
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut span = self.attempt_span(&n, attempt);
         let outcome = match &self.target {
             Target::Http {
                 endpoint,
@@ -161,14 +164,23 @@ impl Worker {
                 url,
                 sns,
             } => {
-                let req = match sns {
+                let mut req = match sns {
                     Some(arns) => http::build_sns(endpoint, *raw, &n, arns),
                     None => http::build(endpoint, *raw, envelope, &n, attempt, now_ms() / 1000),
                 };
+                // The endpoint's work is a child of this attempt.
+                if let Some(s) = &span {
+                    http::put_header(&mut req.headers, "traceparent", &s.traceparent());
+                }
                 http::send(&self.client, endpoint, url.as_ref(), req, self.deny_private).await
             }
-            Target::Function(f) => self.invoke(f, &n, &m).await,
+            Target::Function(f) => self.invoke(f, &n, &m, span.as_ref()).await,
         };
+        if let (Some(s), Outcome::Retry { reason, .. } | Outcome::Failed { reason }) =
+            (&mut span, &outcome)
+        {
+            s.fail(reason.clone());
+        }
         match &outcome {
             Outcome::Delivered => self.note(true),
             Outcome::Retry { .. } => self.note(false),
@@ -221,7 +233,39 @@ impl Worker {
 
     /// One function invocation for a delivery; what it published is published once it
     /// succeeded, and dropped with it when it failed.
-    async fn invoke(&self, function: &str, n: &Notification<'_>, m: &Received) -> Outcome {
+    /// The span of one delivery attempt, inside the trace the message carries, when spans
+    /// are exported.
+    fn attempt_span(&self, n: &Notification<'_>, attempt: u32) -> Option<Span> {
+        let tracing = self.telemetry.tracing.as_ref()?;
+        let trace = http::trace_of(n.attributes);
+        let value = |name| {
+            trace
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let parent = value(TRACEPARENT).map(|p| (p, value(TRACESTATE)));
+        let kind = match self.target {
+            Target::Http { .. } => Kind::Client,
+            Target::Function(_) => Kind::Consumer,
+        };
+        let attributes = vec![
+            KeyValue::new("messaging.destination.name", self.topic.clone()),
+            KeyValue::new("messaging.message.id", n.message_id.to_string()),
+            KeyValue::new("switchyard.subscription", self.subscription.clone()),
+            KeyValue::new("switchyard.attempt", i64::from(attempt)),
+        ];
+        let name = format!("deliver {}/{}", self.topic, self.subscription);
+        Some(tracing.start(name, kind, parent, attributes))
+    }
+
+    async fn invoke(
+        &self,
+        function: &str,
+        n: &Notification<'_>,
+        m: &Received,
+        attempt_span: Option<&Span>,
+    ) -> Outcome {
         let Some(f) = self.functions.get(function) else {
             // It may be registered again; the policy decides how long to wait for that.
             return Outcome::Retry {
@@ -230,14 +274,27 @@ impl Worker {
             };
         };
         let event = event::from_notification(n, m);
+        let mut span = attempt_span.and_then(|parent| {
+            let tracing = self.telemetry.tracing.as_ref()?;
+            Some(tracing.child(parent, format!("invoke {function}")))
+        });
         let inv = f.invoke(event).await;
+        if let (Some(s), Err(e)) = (&mut span, &inv.outcome) {
+            s.fail(e.to_string());
+        }
         for l in &inv.logs {
             tracing::info!(function, message_id = %n.message_id, level = ?l.level, "{}", l.message);
         }
         match inv.outcome {
             Ok(()) => {
                 let mut published = inv.published;
-                inherit_trace(n, &mut published);
+                let mut trace = super::http::trace_of(n.attributes);
+                if let Some(s) = &span {
+                    // What it published is a child of this invocation.
+                    trace.retain(|(name, _)| *name != TRACEPARENT);
+                    trace.push((TRACEPARENT, s.traceparent()));
+                }
+                inherit_trace(&trace, &mut published);
                 self.outbox.publish(function, published).await;
                 Outcome::Delivered
             }
@@ -311,17 +368,13 @@ impl Worker {
 
 /// What a function publishes while handling an event continues the event's trace: each
 /// publish that carries no trace context of its own gets the event's.
-fn inherit_trace(n: &Notification<'_>, published: &mut [crate::runtime::Publish]) {
+fn inherit_trace(trace: &[(&str, String)], published: &mut [crate::runtime::Publish]) {
     use crate::runtime::{Attribute, AttributeValue};
-    let trace = super::http::trace_of(n.attributes);
     if trace.is_empty() {
         return;
     }
     for p in published {
-        if p.attributes
-            .iter()
-            .any(|a| a.name == crate::telemetry::trace::TRACEPARENT)
-        {
+        if p.attributes.iter().any(|a| a.name == TRACEPARENT) {
             continue;
         }
         p.attributes

@@ -22,6 +22,8 @@ pub use topics::{TopicState, Topics};
 use crate::backend::{Backend, Enqueued, Stored};
 use crate::error::OpError;
 use crate::telemetry::Telemetry;
+use crate::telemetry::spans::{KeyValue, Kind, Span};
+use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 use crate::wire::PublishRequest;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,14 +63,24 @@ impl Publisher {
     ) -> Result<PublishOutcome, OpError> {
         let mut tally = Tally::new(Instant::now());
         let t = self.topics.find(topic)?;
-        let message = check::check(&t, req)?;
+        let mut message = check::check(&t, req)?;
+        let mut span = self.publish_span(&t, &mut message);
+        let step = |name| Some(self.telemetry.tracing.as_ref()?.child(span.as_ref()?, name));
+        let matching = step("match");
         let matched = matched(&t, &message);
+        drop(matching);
         let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
         let tailed = self.tailed(&t, &message, &fanned);
         let mut deliveries = Vec::with_capacity(fanned.len());
         tally.message(&self.telemetry, &t, fanned, &mut deliveries);
         let delivered = deliveries.len();
-        let results = self.backend.store(deliveries).await?;
+        let storing = step("store");
+        let results = self.backend.store(deliveries).await;
+        drop(storing);
+        if let (Some(s), Err(e)) = (&mut span, &results) {
+            s.fail(e.to_string());
+        }
+        let results = results?;
         tally.stored(&t);
         tailed.into_iter().for_each(|e| t.tail.offer(e));
         Ok(PublishOutcome {
@@ -90,10 +102,13 @@ impl Publisher {
         // Per accepted entry: its place in `out`, and where its deliveries are in `all`.
         let mut spans = Vec::new();
         let mut tailed = Vec::new();
+        let mut traced = Vec::new();
         for (i, mut req) in entries.into_iter().enumerate() {
             let id = crate::batch::entry_id(req.id.take(), i);
             match check::check(&t, req) {
-                Ok(message) => {
+                Ok(mut message) => {
+                    // One span per message; it ends once the batch is stored.
+                    traced.extend(self.publish_span(&t, &mut message));
                     let matched = matched(&t, &message);
                     let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
                     tailed.extend(self.tailed(&t, &message, &fanned));
@@ -111,7 +126,14 @@ impl Publisher {
             }
         }
         crate::batch::distinct_ids(&out)?;
-        let results = self.backend.store(all).await?;
+        let results = self.backend.store(all).await;
+        if let Err(e) = &results {
+            traced
+                .iter_mut()
+                .for_each(|s: &mut Span| s.fail(e.to_string()));
+        }
+        drop(traced);
+        let results = results?;
         tally.stored(&t);
         tailed.into_iter().for_each(|e| t.tail.offer(e));
         for (slot, start, n) in spans {
@@ -127,6 +149,31 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// The span of one message's publish, when spans are exported: inside the trace the
+    /// message carries (or the root of a new one), which the message carries on from now
+    /// on as this span.
+    fn publish_span(&self, t: &TopicState, message: &mut check::Message) -> Option<Span> {
+        let tracing = self.telemetry.tracing.as_ref()?;
+        let value = |name| message.attributes.get(name).map(|v| v.value().to_string());
+        let (parent, state) = (value(TRACEPARENT), value(TRACESTATE));
+        let attributes = vec![
+            KeyValue::new("messaging.system", "switchyard"),
+            KeyValue::new("messaging.destination.name", t.name.clone()),
+            KeyValue::new("messaging.message.id", message.id.clone()),
+        ];
+        let span = tracing.start(
+            format!("publish {}", t.name),
+            Kind::Producer,
+            parent.as_deref().map(|p| (p, state.as_deref())),
+            attributes,
+        );
+        message
+            .attributes
+            .insert(TRACEPARENT, "String", span.traceparent())
+            .expect("a traceparent is a valid String attribute");
+        Some(span)
+    }
+
     /// A watcher of `topic`'s publishes from now on.
     pub fn watch(&self, topic: &str) -> Result<broadcast::Receiver<Arc<Tailed>>, OpError> {
         Ok(self.topics.find(topic)?.tail.watch())

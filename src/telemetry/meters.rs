@@ -233,13 +233,15 @@ impl RecentLogs {
     }
 }
 
-/// Every resource's meters.
+/// Every resource's meters, and the span exporter when there is one.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     pub topics: Meters<TopicMeter>,
     pub queues: Meters<QueueMeter>,
     pub streams: Meters<StreamMeter>,
     pub functions: Meters<FunctionMeter>,
+    /// Exports spans over OTLP; `None` unless the server was given an endpoint.
+    pub tracing: Option<super::spans::Tracing>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod exposition;
 mod meters;
+pub mod spans;
 pub mod trace;
 
 pub use meters::{

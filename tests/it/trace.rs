@@ -1,12 +1,17 @@
 //! W3C trace context from a publish to every delivery it causes: given as `traceparent`
 //! and `tracestate` headers on the publish, it reaches a queue consumer as attributes, a
-//! webhook as headers, and a function's event, whose own publishes carry it on.
+//! webhook as headers, and a function's event, whose own publishes carry it on. With
+//! `--otlp-endpoint`, the spans of that way reach an OTLP collector (a small one here,
+//! decoding the protocol's messages) as one trace.
 
 use crate::guests;
-use crate::harness::{TestServer, eventually, spawn_server};
+use crate::harness::{Launch, TestServer, eventually, spawn_server};
 use crate::webhooks::Receiver;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -49,9 +54,10 @@ async fn attributes(server: &TestServer, queue: &str, n: usize) -> Vec<Value> {
     .await
 }
 
-#[tokio::test]
-async fn a_publishers_trace_reaches_consumers_webhooks_and_what_functions_publish() {
-    let server = spawn_server(None).await;
+/// A queue `q`, a webhook and the `publisher` function subscribed to `orders`, and
+/// queue `out-q` subscribed to `out`, where the function publishes. The webhook's
+/// receiver is returned.
+async fn resources(server: &TestServer) -> Receiver {
     let (hook, url) = Receiver::start(&[]).await;
     for q in ["q", "out-q"] {
         server
@@ -96,7 +102,13 @@ async fn a_publishers_trace_reaches_consumers_webhooks_and_what_functions_publis
             )
             .await;
     }
+    hook
+}
 
+#[tokio::test]
+async fn a_publishers_trace_reaches_consumers_webhooks_and_what_functions_publish() {
+    let server = spawn_server(None).await;
+    let hook = resources(&server).await;
     publish_with(&server, PARENT, json!({"count": 1})).await;
 
     let queued = attributes(&server, "q", 1).await;
@@ -118,4 +130,114 @@ async fn a_publishers_trace_reaches_consumers_webhooks_and_what_functions_publis
     publish_with(&server, "00-not-a-trace-01", json!({"count": 0})).await;
     let queued = attributes(&server, "q", 1).await;
     assert!(queued[0].get("traceparent").is_none(), "{queued:?}");
+}
+
+/// One span as the collector got it: ids in hex.
+#[derive(Debug, Clone)]
+struct Got {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+}
+
+/// An OTLP/HTTP collector on loopback keeping every span it is sent.
+async fn collector() -> (Arc<Mutex<Vec<Got>>>, String) {
+    let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP request");
+                let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            kept.lock().unwrap().push(Got {
+                                name: s.name,
+                                trace_id: hex(&s.trace_id),
+                                span_id: hex(&s.span_id),
+                                parent: hex(&s.parent_span_id),
+                            });
+                        }
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (spans, url)
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_one_trace_follows_the_event_through_every_hop() {
+    let (spans, url) = collector().await;
+    let server = Launch::new(None, &["--otlp-endpoint", &url])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .spawn()
+        .await;
+    let hook = resources(&server).await;
+    publish_with(&server, PARENT, json!({"count": 1})).await;
+
+    let names = [
+        "publish orders",
+        "match",
+        "store",
+        "deliver orders/hook",
+        "deliver orders/fn",
+        "invoke pub",
+        "publish out",
+    ];
+    let got = eventually(
+        Duration::from_secs(30),
+        "every span of the trace",
+        || async {
+            let got = spans.lock().unwrap().clone();
+            names
+                .iter()
+                .all(|n| got.iter().any(|s| s.name == *n))
+                .then_some(got)
+        },
+    )
+    .await;
+    let span = |name: &str| got.iter().find(|s| s.name == name).unwrap().clone();
+    let trace_id = &PARENT[3..35];
+    for n in names {
+        assert_eq!(
+            span(n).trace_id,
+            trace_id,
+            "{n} is in the publisher's trace: {got:#?}"
+        );
+    }
+    let publish = span("publish orders");
+    assert_eq!(
+        publish.parent,
+        &PARENT[36..52],
+        "the publisher's span is its parent"
+    );
+    for child in ["match", "store", "deliver orders/hook", "deliver orders/fn"] {
+        assert_eq!(span(child).parent, publish.span_id, "{child}");
+    }
+    assert_eq!(span("invoke pub").parent, span("deliver orders/fn").span_id);
+    assert_eq!(span("publish out").parent, span("invoke pub").span_id);
+    // The webhook's request is the attempt's child; the queue's message names the publish.
+    let hit = hook.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    let attempt = span("deliver orders/hook");
+    assert_eq!(
+        hit.header("traceparent"),
+        format!("00-{trace_id}-{}-01", attempt.span_id)
+    );
+    let queued = attributes(&server, "q", 1).await;
+    assert_eq!(
+        queued[0]["traceparent"]["Value"],
+        format!("00-{trace_id}-{}-01", publish.span_id)
+    );
 }
