@@ -26,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(publish_batch))
         .routes(routes!(tail))
         .routes(routes!(list_subscriptions))
+        .routes(routes!(list_all_subscriptions))
         .routes(routes!(
             get_subscription,
             put_subscription,
@@ -290,6 +291,27 @@ async fn list_subscriptions(
         .map(|name| subscription_info(&s, &topic, name, false))
         .collect::<Result<_, _>>()?;
     Ok(Json(SubscriptionList { subscriptions }))
+}
+
+/// List every topic's subscriptions, by topic and then name (SNS's ListSubscriptions): the
+/// whole topology in one call.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    responses((status = 200, description = "Every subscription.", body = SubscriptionList),
+        Problems))]
+async fn list_all_subscriptions(State(s): State<AppState>) -> Json<SubscriptionList> {
+    let mut subscriptions = Vec::new();
+    for topic in s.app.control.topic_names() {
+        // A topic deleted meanwhile has no subscriptions left to list.
+        let Ok(t) = s.app.control.topic(&topic) else {
+            continue;
+        };
+        subscriptions.extend(
+            t.subscriptions
+                .keys()
+                .filter_map(|name| subscription_info(&s, &topic, name, false).ok()),
+        );
+    }
+    Json(SubscriptionList { subscriptions })
 }
 
 /// Get a subscription.

@@ -12,6 +12,7 @@ mod queues;
 mod ssrf;
 mod streams;
 mod tail;
+mod topics;
 
 use super::{AppState, app, openapi};
 use crate::app::{App, AppOptions};
