@@ -105,10 +105,6 @@ impl Span {
         traceparent(self.0.span_context())
     }
 
-    pub fn set(&mut self, attribute: KeyValue) {
-        self.0.set_attribute(attribute);
-    }
-
     /// Marks the span failed, saying why.
     pub fn fail(&mut self, why: impl Into<Cow<'static, str>>) {
         self.0.set_status(Status::error(why));
