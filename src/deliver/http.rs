@@ -95,7 +95,6 @@ pub fn build(
     for (k, v) in &endpoint.headers {
         put(k, v);
     }
-    trace_headers(n, &mut put);
     put("x-switchyard-message-id", n.message_id);
     put("x-switchyard-topic", n.topic);
     put("x-switchyard-subscription", n.subscription);
@@ -163,13 +162,6 @@ pub fn build(
 
 /// The request SNS sends an http endpoint for `n`: its notification (or with raw
 /// delivery the message itself) as `text/plain`, with SNS's `x-amz-sns-*` headers.
-/// The trace context the message carries (as attributes), as the W3C headers.
-fn trace_headers(n: &Notification<'_>, put: &mut dyn FnMut(&str, &str)) {
-    for (name, value) in trace_of(n.attributes) {
-        put(name, &value);
-    }
-}
-
 /// The `traceparent` and `tracestate` among a message's attributes (in SNS form), when it
 /// carries them; the attributes are parsed only then.
 pub fn trace_of(attributes: &RawValue) -> Vec<(&'static str, String)> {
@@ -200,7 +192,6 @@ pub fn build_sns(
     for (k, v) in &endpoint.headers {
         put(k, v);
     }
-    trace_headers(n, &mut put);
     put("content-type", "text/plain; charset=UTF-8");
     put("x-amz-sns-message-type", "Notification");
     put("x-amz-sns-message-id", n.message_id);

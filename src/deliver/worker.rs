@@ -156,7 +156,10 @@ impl Worker {
         });
         let envelope = full.as_deref().unwrap_or(&m.payload);
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
-        let mut span = self.attempt_span(&n, attempt);
+        // Read once: the attempt's span, a webhook's headers and a function's publishes
+        // all carry it on.
+        let mut trace = http::trace_of(n.attributes);
+        let mut span = self.attempt_span(&n, &trace, attempt);
         let outcome = match &self.target {
             Target::Http {
                 endpoint,
@@ -170,11 +173,14 @@ impl Worker {
                 };
                 // The endpoint's work is a child of this attempt.
                 if let Some(s) = &span {
-                    http::put_header(&mut req.headers, "traceparent", &s.traceparent());
+                    set_traceparent(&mut trace, s.traceparent());
+                }
+                for (name, value) in &trace {
+                    http::put_header(&mut req.headers, name, value);
                 }
                 http::send(&self.client, endpoint, url.as_ref(), req, self.deny_private).await
             }
-            Target::Function(f) => self.invoke(f, &n, &m, span.as_ref()).await,
+            Target::Function(f) => self.invoke(f, &n, &m, trace, span.as_ref()).await,
         };
         if let (Some(s), Outcome::Retry { reason, .. } | Outcome::Failed { reason }) =
             (&mut span, &outcome)
@@ -235,9 +241,13 @@ impl Worker {
     /// succeeded, and dropped with it when it failed.
     /// The span of one delivery attempt, inside the trace the message carries, when spans
     /// are exported.
-    fn attempt_span(&self, n: &Notification<'_>, attempt: u32) -> Option<Span> {
+    fn attempt_span(
+        &self,
+        n: &Notification<'_>,
+        trace: &[(&str, String)],
+        attempt: u32,
+    ) -> Option<Span> {
         let tracing = self.telemetry.tracing.as_ref()?;
-        let trace = http::trace_of(n.attributes);
         let value = |name| {
             trace
                 .iter()
@@ -264,6 +274,7 @@ impl Worker {
         function: &str,
         n: &Notification<'_>,
         m: &Received,
+        mut trace: Vec<(&'static str, String)>,
         attempt_span: Option<&Span>,
     ) -> Outcome {
         let Some(f) = self.functions.get(function) else {
@@ -288,11 +299,9 @@ impl Worker {
         match inv.outcome {
             Ok(()) => {
                 let mut published = inv.published;
-                let mut trace = super::http::trace_of(n.attributes);
                 if let Some(s) = &span {
                     // What it published is a child of this invocation.
-                    trace.retain(|(name, _)| *name != TRACEPARENT);
-                    trace.push((TRACEPARENT, s.traceparent()));
+                    set_traceparent(&mut trace, s.traceparent());
                 }
                 inherit_trace(&trace, &mut published);
                 self.outbox.publish(function, published).await;
@@ -364,6 +373,12 @@ impl Worker {
         // Closed only once this worker is gone, and a worker with attempts is not.
         let _ = self.acks.send(m.receipt.clone());
     }
+}
+
+/// Makes `traceparent` the trace context's parent, in place of the one it had.
+fn set_traceparent(trace: &mut Vec<(&'static str, String)>, traceparent: String) {
+    trace.retain(|(name, _)| *name != TRACEPARENT);
+    trace.push((TRACEPARENT, traceparent));
 }
 
 /// What a function publishes while handling an event continues the event's trace: each

@@ -9,7 +9,8 @@
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -79,13 +80,13 @@ impl Tracing {
 
     /// Starts a span inside `parent`.
     pub fn child(&self, parent: &Span, name: impl Into<Cow<'static, str>>) -> Span {
-        let traceparent = parent.traceparent();
-        self.start(
-            name,
-            SpanKind::Internal,
-            Some((&traceparent, None)),
-            Vec::new(),
-        )
+        let cx = Context::new().with_remote_span_context(parent.0.span_context().clone());
+        let span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .start_with_context(&self.tracer, &cx);
+        Span(span)
     }
 
     /// Sends the spans not yet exported; called at shutdown.
