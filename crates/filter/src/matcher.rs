@@ -74,11 +74,12 @@ impl MatcherBuilder {
 
     /// Compile everything added into one matcher.
     pub fn build(self) -> Matcher {
-        Compiler {
+        let mut m = Matcher {
             no_anchors: self.no_anchors,
-            ..Compiler::default()
-        }
-        .compile(self.entries)
+            ..Matcher::default()
+        };
+        m.compile(self.entries);
+        m
     }
 
     /// Compile without indexes: every conjunction is checked slot by slot for every message.
@@ -90,12 +91,24 @@ impl MatcherBuilder {
     }
 }
 
-/// A compiled set of policies. Immutable, `Send + Sync`; share it behind an `Arc` and swap
-/// the `Arc` when subscriptions change.
+/// A compiled set of policies, `Send + Sync`. Policies can be inserted and removed one by
+/// one ([`Matcher::insert`], [`Matcher::remove`]) at a cost that does not grow with the
+/// policies already compiled.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    /// Dense policy index → caller's id.
+    /// Dense policy index → caller's id (`REMOVED` for a free index).
     ids: Vec<u32>,
+    /// Caller's id → dense policy index.
+    dense: HashMap<u32, u32>,
+    /// Dense indexes free for reuse.
+    free: Vec<u32>,
+    /// Per dense policy index, the range of its conjunctions' ids.
+    conj_ranges: Vec<(u32, u32)>,
+    /// Conjunctions removed (their ids and slots are not reused).
+    removed: usize,
+    body_paths: HashMap<Box<str>, u32>,
+    /// Test hook: check every slot directly instead of through the indexes.
+    no_anchors: bool,
     /// Policies with an alternative without conditions: they accept every message.
     always: Vec<u32>,
     body_trie: Trie,
@@ -136,9 +149,28 @@ struct Conj {
     /// when unused): checked first against the message's one string at that path, they
     /// turn away most candidates before the slots are walked.
     quick: [(u32, u32); 2],
+    /// Where messages find it, which is where removing it takes it from.
+    place: Place,
+}
+
+/// Where a conjunction is found by messages.
+#[derive(Debug)]
+enum Place {
+    /// In the index of a path, under the rules of its anchor slot.
+    Anchor(u32, Box<[Rule]>),
+    /// Among the `anything-but` string lists of a body path (`Matcher::body_but`).
+    But(u32, Box<[Rule]>),
+    /// Tried for every message with a body (`Matcher::body_unanchored`).
+    BodyScan,
+    /// Tried for every message with attributes (`Matcher::attr_unanchored`).
+    AttrScan,
+    /// Removed: found by nothing.
+    Removed,
 }
 
 const NO_PATH: u32 = u32::MAX;
+/// `Matcher::ids` of a dense index whose policy was removed.
+const REMOVED: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Slot {
@@ -214,6 +246,26 @@ impl<T> Affix<T> {
             self.short.entry(short_key(key)).or_default().push(v);
         } else {
             self.map.entry(key.into()).or_default().push(v);
+        }
+    }
+
+    /// How many entries the bucket of `key` holds.
+    fn load(&self, key: &[u8]) -> usize {
+        let list = if key.len() <= SHORT_AFFIX {
+            self.short.get(&short_key(key))
+        } else {
+            self.map.get(key)
+        };
+        list.map_or(0, Vec::len)
+    }
+
+    /// Removes the entries `gone` picks from the bucket of `key`. The key's length stays
+    /// among those probed: a probe that finds nothing, until the matcher is built again.
+    fn remove(&mut self, key: &[u8], gone: impl Fn(&T) -> bool) {
+        if key.len() <= SHORT_AFFIX {
+            drop_from(&mut self.short, &short_key(key), gone);
+        } else {
+            drop_from(&mut self.map, key, gone);
         }
     }
 
@@ -572,7 +624,7 @@ impl Matcher {
 
     /// Number of distinct policy ids compiled in.
     pub fn policy_count(&self) -> usize {
-        self.ids.len()
+        self.dense.len()
     }
 
     /// [`Matcher::matches`] with caller-provided scratch space.
@@ -1051,69 +1103,86 @@ fn rule_bucket(pid: u32, r: &Rule) -> Option<Bucket> {
     })
 }
 
-#[derive(Default)]
-struct Compiler {
-    m: Matcher,
-    no_anchors: bool,
-    body_paths: HashMap<String, u32>,
-}
-
+/// One alternative of a policy, its paths numbered, before it is placed.
 struct PendingConj {
     policy: u32,
     body: bool,
     slots: Vec<(u32, Vec<Rule>)>,
 }
 
-impl Compiler {
+impl Matcher {
     fn path_id(&mut self, path: &str, body: bool) -> u32 {
-        let next = self.m.paths.len() as u32;
-        let id = if body {
-            if let Some(&id) = self.body_paths.get(path) {
-                return id;
-            }
-            self.body_paths.insert(path.to_owned(), next);
-            self.m.body_trie.insert(path, next);
-            next
+        let next = self.paths.len() as u32;
+        let known = if body {
+            &mut self.body_paths
         } else {
-            if let Some(&id) = self.m.attr_paths.get(path) {
-                return id;
-            }
-            self.m.attr_paths.insert(path.into(), next);
-            next
+            &mut self.attr_paths
         };
-        self.m.paths.push(PathInfo::default());
-        id
+        if let Some(&id) = known.get(path) {
+            return id;
+        }
+        known.insert(path.into(), next);
+        if body {
+            self.body_trie.insert(path, next);
+        }
+        self.paths.push(PathInfo::default());
+        next
     }
 
-    fn compile(mut self, entries: Vec<(u32, Scope, Policy)>) -> Matcher {
-        let mut dense: HashMap<u32, u32> = HashMap::default();
+    /// The dense index of the policy `id`: its own, or a new one.
+    fn dense_id(&mut self, id: u32) -> u32 {
+        if let Some(&p) = self.dense.get(&id) {
+            return p;
+        }
+        let p = match self.free.pop() {
+            Some(p) => {
+                self.ids[p as usize] = id;
+                p
+            }
+            None => {
+                self.ids.push(id);
+                self.conj_ranges.push((0, 0));
+                self.ids.len() as u32 - 1
+            }
+        };
+        self.dense.insert(id, p);
+        p
+    }
+
+    /// The conjunctions of `policy` under dense index `p`, its paths numbered; an
+    /// alternative without conditions makes the policy accept every message.
+    fn expand(&mut self, p: u32, scope: Scope, policy: &Policy, out: &mut Vec<PendingConj>) {
+        let body = scope == Scope::MessageBody;
+        for alt in policy.alternatives() {
+            if alt.is_empty() {
+                if !self.always.contains(&p) {
+                    self.always.push(p);
+                }
+                continue;
+            }
+            let slots = alt
+                .iter()
+                .map(|k: &&KeyCond| (self.path_id(&k.path, body), k.rules.clone()))
+                .collect();
+            out.push(PendingConj {
+                policy: p,
+                body,
+                slots,
+            });
+        }
+    }
+
+    /// Compiles `entries` into this empty matcher, choosing anchors with the whole set
+    /// in view.
+    fn compile(&mut self, entries: Vec<(u32, Scope, Policy)>) {
         let mut pending = Vec::new();
         for (id, scope, policy) in &entries {
-            let next = self.m.ids.len() as u32;
-            let p = *dense.entry(*id).or_insert_with(|| {
-                self.m.ids.push(*id);
-                next
-            });
-            let body = *scope == Scope::MessageBody;
-            for alt in policy.alternatives() {
-                if alt.is_empty() {
-                    self.m.always.push(p);
-                    continue;
-                }
-                let slots = alt
-                    .iter()
-                    .map(|k: &&KeyCond| (self.path_id(&k.path, body), k.rules.clone()))
-                    .collect();
-                pending.push(PendingConj {
-                    policy: p,
-                    body,
-                    slots,
-                });
-            }
+            let p = self.dense_id(*id);
+            self.expand(p, *scope, policy, &mut pending);
         }
         drop(entries);
-        self.m.always.sort_unstable();
-        self.m.always.dedup();
+        // A policy's conjunctions are numbered together, so that removing it finds them.
+        pending.sort_by_key(|pc| pc.policy);
 
         // How many conjunctions could anchor on each bucket.
         let mut counts: HashMap<Bucket, u64> = HashMap::default();
@@ -1126,103 +1195,240 @@ impl Compiler {
                 }
             }
         }
-
         for pc in pending {
-            let c = self.m.conjs.len() as u32;
-            let anchor = pc
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|_| !self.no_anchors)
-                .filter_map(|(i, (pid, rules))| {
-                    let bs = slot_buckets(*pid, rules)?;
-                    Some((
-                        bs.iter().map(|b| counts[b] * bucket_weight(b)).sum::<u64>(),
-                        i,
-                    ))
-                })
-                .min()
-                .map(|(_, i)| i);
-            let start = self.m.slots.len() as u32;
-            // One slot, one `anything-but` list of strings: goes to `body_but`.
-            let but_single = match pc.slots.as_slice() {
-                [(pid, rules)] if !self.no_anchors && but_strings(rules).is_some() => Some(*pid),
-                _ => None,
-            };
-            for (i, (pid, rules)) in pc.slots.into_iter().enumerate() {
-                if rules.iter().any(|r| {
-                    matches!(
-                        r,
-                        Rule::EqualsIgnoreCase(_)
-                            | Rule::AnythingBut(AnythingBut::EqualsIgnoreCase(_))
-                    )
-                }) {
-                    self.m.paths[pid as usize].fold = true;
-                }
-                if Some(i) == anchor {
+            let anchor = self.choose_anchor(&pc, |b| counts[b]);
+            self.place(pc, anchor);
+        }
+    }
+
+    /// Adds the policy `id` to the compiled matcher, replacing what it was. Costs work in
+    /// proportion to the policy, not to the policies already compiled: each of its
+    /// conjunctions anchors on the slot whose buckets hold the fewest conjunctions now.
+    /// Fails only if the policy cannot be used in `scope`; the matcher is then unchanged.
+    pub fn insert(&mut self, id: u32, policy: &Policy, scope: Scope) -> Result<(), PolicyError> {
+        policy.check_scope(scope)?;
+        self.remove(id);
+        let p = self.dense_id(id);
+        let mut pending = Vec::new();
+        self.expand(p, scope, policy, &mut pending);
+        for pc in pending {
+            let anchor = self.choose_anchor(&pc, |b| self.bucket_load(b) + 1);
+            self.place(pc, anchor);
+        }
+        Ok(())
+    }
+
+    /// Removes the policy `id`; `false` when there was none. Its conjunctions leave the
+    /// indexes at once; the space they took stays until the matcher is built again (see
+    /// [`Matcher::removed_conjunctions`]).
+    pub fn remove(&mut self, id: u32) -> bool {
+        let Some(p) = self.dense.remove(&id) else {
+            return false;
+        };
+        self.always.retain(|&a| a != p);
+        let (start, end) = std::mem::take(&mut self.conj_ranges[p as usize]);
+        for c in start..end {
+            match std::mem::replace(&mut self.conjs[c as usize].place, Place::Removed) {
+                Place::Anchor(pid, rules) => {
+                    let ix = self.paths[pid as usize]
+                        .index
+                        .as_mut()
+                        .expect("an anchor's path is indexed");
                     for r in rules {
-                        self.index_rule(pid, r, c);
+                        ix.remove(&r, c);
                     }
-                } else {
-                    let ids = self.value_ids(pid, &rules);
-                    self.m.slots.push(Slot {
-                        path: pid,
-                        rules: rules.into_boxed_slice(),
-                        ids,
-                    });
                 }
-            }
-            let end = self.m.slots.len() as u32;
-            let mut quick = [(NO_PATH, 0); 2];
-            let singles = self.m.slots[start as usize..end as usize]
-                .iter()
-                .filter_map(|s| match s.ids.as_deref() {
-                    Some(&[id]) => Some((s.path, id)),
-                    _ => None,
-                });
-            for (q, single) in quick.iter_mut().zip(singles) {
-                *q = single;
-            }
-            self.m.conjs.push(Conj {
-                policy: pc.policy,
-                slots: (start, end),
-                quick,
-            });
-            if anchor.is_none() {
-                if pc.body {
-                    if let Some(pid) = but_single {
-                        let Slot { rules, .. } = self.m.slots.pop().expect("the one slot");
-                        self.m.conjs.last_mut().expect("just pushed").slots = (start, start);
-                        let strs = but_strings(&rules).expect("checked");
-                        let at = match self.m.body_but.iter().position(|(p, _)| *p == pid) {
-                            Some(at) => at,
-                            None => {
-                                self.m.body_but.push((pid, ButIndex::default()));
-                                self.m.body_but.len() - 1
-                            }
-                        };
-                        let ix = &mut self.m.body_but[at].1;
-                        ix.all.push(c);
-                        for v in strs {
-                            let list = ix.listed.entry(v.as_bytes().into()).or_default();
-                            if list.last() != Some(&c) {
-                                list.push(c);
-                            }
-                        }
-                    } else {
-                        self.m.body_unanchored.push(c)
+                Place::But(pid, rules) => {
+                    let at = self
+                        .body_but
+                        .iter()
+                        .position(|(path, _)| *path == pid)
+                        .expect("a listed path");
+                    let ix = &mut self.body_but[at].1;
+                    ix.all.retain(|&x| x != c);
+                    for v in but_strings(&rules).expect("a list of strings") {
+                        drop_from(&mut ix.listed, v.as_bytes(), |&x| x == c);
                     }
-                } else {
-                    self.m.attr_unanchored.push(c)
+                    if ix.all.is_empty() {
+                        self.body_but.swap_remove(at);
+                    }
                 }
+                Place::BodyScan => self.body_unanchored.retain(|&x| x != c),
+                Place::AttrScan => self.attr_unanchored.retain(|&x| x != c),
+                Place::Removed => unreachable!("a live policy's conjunction"),
             }
-            if pc.body {
-                self.m.has_body = true;
+            self.removed += 1;
+        }
+        self.ids[p as usize] = REMOVED;
+        self.free.push(p);
+        true
+    }
+
+    /// Conjunctions removed whose space is still taken: once they outnumber the live
+    /// ones, building the matcher again from the live policies is worth its cost.
+    pub fn removed_conjunctions(&self) -> usize {
+        self.removed
+    }
+
+    /// Conjunctions of live policies.
+    pub fn live_conjunctions(&self) -> usize {
+        self.conjs.len() - self.removed
+    }
+
+    /// The slot to anchor a conjunction on: the one whose buckets are cheapest by
+    /// `load` (how many conjunctions each holds or would hold), or none when no slot
+    /// can be indexed.
+    fn choose_anchor(&self, pc: &PendingConj, load: impl Fn(&Bucket) -> u64) -> Option<usize> {
+        if self.no_anchors {
+            return None;
+        }
+        pc.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (pid, rules))| {
+                let bs = slot_buckets(*pid, rules)?;
+                Some((
+                    bs.iter().map(|b| load(b) * bucket_weight(b)).sum::<u64>(),
+                    i,
+                ))
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// How many conjunctions are anchored in bucket `b` now.
+    fn bucket_load(&self, b: &Bucket) -> u64 {
+        let pid = match b {
+            Bucket::Exact(p, _)
+            | Bucket::Num(p, _)
+            | Bucket::Literal(p, _)
+            | Bucket::Prefix(p, _)
+            | Bucket::Suffix(p, _)
+            | Bucket::Fold(p, _)
+            | Bucket::WildPrefix(p, _)
+            | Bucket::WildSuffix(p, _)
+            | Bucket::Scan(p, _) => *p,
+        };
+        let Some(ix) = &self.paths[pid as usize].index else {
+            return 0;
+        };
+        let n = match b {
+            Bucket::Exact(_, k) => ix.exact.get(k.as_slice()).map_or(0, Vec::len),
+            Bucket::Num(_, k) => ix.num.get(k).map_or(0, Vec::len),
+            Bucket::Literal(_, 0) => ix.bool_false.len(),
+            Bucket::Literal(_, 1) => ix.bool_true.len(),
+            Bucket::Literal(..) => ix.null.len(),
+            Bucket::Prefix(_, k) => ix.prefix.load(k),
+            Bucket::Suffix(_, k) => ix.suffix.load(k),
+            Bucket::Fold(_, k) => ix.fold.get(k.as_slice()).map_or(0, Vec::len),
+            Bucket::WildPrefix(_, k) => ix.wild_prefix.load(k),
+            Bucket::WildSuffix(_, k) => ix.wild_suffix.load(k),
+            Bucket::Scan(_, 0) => ix.wild_any.len(),
+            Bucket::Scan(_, 1) => ix.ranges.len(),
+            Bucket::Scan(_, 2) => ix.cidrs.len(),
+            Bucket::Scan(..) => ix.exists.len(),
+        };
+        n as u64
+    }
+
+    /// Numbers the conjunction `pc` and puts it where messages find it: its anchor
+    /// slot's rules into the path's index, or, without an anchor, among the lists of one
+    /// path's `anything-but` strings or the conjunctions every message of its scope tries.
+    fn place(&mut self, pc: PendingConj, anchor: Option<usize>) {
+        let c = self.conjs.len() as u32;
+        let range = &mut self.conj_ranges[pc.policy as usize];
+        if range.0 == range.1 {
+            *range = (c, c);
+        }
+        debug_assert_eq!(range.1, c, "a policy's conjunctions are numbered together");
+        range.1 = c + 1;
+        let start = self.slots.len() as u32;
+        // One slot, one `anything-but` list of strings: goes to `body_but`.
+        let but_single = match pc.slots.as_slice() {
+            [(pid, rules)] if !self.no_anchors && but_strings(rules).is_some() => Some(*pid),
+            _ => None,
+        };
+        let mut place = None;
+        for (i, (pid, rules)) in pc.slots.into_iter().enumerate() {
+            if rules.iter().any(|r| {
+                matches!(
+                    r,
+                    Rule::EqualsIgnoreCase(_) | Rule::AnythingBut(AnythingBut::EqualsIgnoreCase(_))
+                )
+            }) {
+                self.paths[pid as usize].fold = true;
+            }
+            if Some(i) == anchor {
+                for r in &rules {
+                    self.index_rule(pid, r.clone(), c);
+                }
+                place = Some(Place::Anchor(pid, rules.into_boxed_slice()));
             } else {
-                self.m.has_attrs = true;
+                let ids = self.value_ids(pid, &rules);
+                self.slots.push(Slot {
+                    path: pid,
+                    rules: rules.into_boxed_slice(),
+                    ids,
+                });
             }
         }
-        self.m
+        let end = self.slots.len() as u32;
+        let mut quick = [(NO_PATH, 0); 2];
+        let singles = self.slots[start as usize..end as usize]
+            .iter()
+            .filter_map(|s| match s.ids.as_deref() {
+                Some(&[id]) => Some((s.path, id)),
+                _ => None,
+            });
+        for (q, single) in quick.iter_mut().zip(singles) {
+            *q = single;
+        }
+        let place = match (place, but_single) {
+            (Some(anchored), _) => anchored,
+            (None, Some(pid)) if pc.body => {
+                let Slot { rules, .. } = self.slots.pop().expect("the one slot");
+                let at = match self.body_but.iter().position(|(p, _)| *p == pid) {
+                    Some(at) => at,
+                    None => {
+                        self.body_but.push((pid, ButIndex::default()));
+                        self.body_but.len() - 1
+                    }
+                };
+                let ix = &mut self.body_but[at].1;
+                ix.all.push(c);
+                for v in but_strings(&rules).expect("checked") {
+                    let list = ix.listed.entry(v.as_bytes().into()).or_default();
+                    if list.last() != Some(&c) {
+                        list.push(c);
+                    }
+                }
+                Place::But(pid, rules)
+            }
+            (None, _) if pc.body => {
+                self.body_unanchored.push(c);
+                Place::BodyScan
+            }
+            (None, _) => {
+                self.attr_unanchored.push(c);
+                Place::AttrScan
+            }
+        };
+        let slots = if matches!(place, Place::But(..)) {
+            (start, start)
+        } else {
+            (start, end)
+        };
+        self.conjs.push(Conj {
+            policy: pc.policy,
+            slots,
+            quick,
+            place,
+        });
+        if pc.body {
+            self.has_body = true;
+        } else {
+            self.has_attrs = true;
+        }
     }
 
     /// Ids for a slot of exact strings only (see `PathInfo::values`), else `None`.
@@ -1234,7 +1440,7 @@ impl Compiler {
         {
             return None;
         }
-        let values = self.m.paths[pid as usize]
+        let values = self.paths[pid as usize]
             .values
             .get_or_insert_with(Default::default);
         let mut ids: Vec<u32> = rules
@@ -1253,7 +1459,7 @@ impl Compiler {
     }
 
     fn index_rule(&mut self, pid: u32, r: Rule, c: u32) {
-        let ix = self.m.paths[pid as usize]
+        let ix = self.paths[pid as usize]
             .index
             .get_or_insert_with(Default::default);
         match r {
@@ -1278,13 +1484,13 @@ impl Compiler {
             }
             Rule::Wildcard(w) => {
                 ix.has_strings = true;
-                let wid = self.m.wildcards.len() as u32;
+                let wid = self.wildcards.len() as u32;
                 match wild_anchor(&w) {
                     WildAnchor::Prefix(p) => ix.wild_prefix.add(p.as_bytes(), (wid, c)),
                     WildAnchor::Suffix(p) => ix.wild_suffix.add(p.as_bytes(), (wid, c)),
                     WildAnchor::None => ix.wild_any.push((wid, c)),
                 }
-                self.m.wildcards.push(w);
+                self.wildcards.push(w);
             }
             Rule::Numeric(range) => ix.ranges.push((range, c)),
             Rule::Cidr(net) => {
@@ -1293,6 +1499,47 @@ impl Compiler {
             }
             Rule::Exists(true) => ix.exists.push(c),
             Rule::Exists(false) | Rule::AnythingBut(_) => unreachable!("never an anchor"),
+        }
+    }
+}
+
+impl PathIndex {
+    /// Takes conjunction `c` out of the bucket of its anchor rule `r`.
+    fn remove(&mut self, r: &Rule, c: u32) {
+        let is_c = |&x: &u32| x == c;
+        let wild_is_c = |&(_, x): &(u32, u32)| x == c;
+        match r {
+            Rule::Exact(Literal::Str(s)) => drop_from(&mut self.exact, s.as_bytes(), is_c),
+            Rule::Exact(Literal::Num(k)) => drop_from(&mut self.num, &number::key_bits(*k), is_c),
+            Rule::Exact(Literal::Bool(true)) => self.bool_true.retain(|x| !is_c(x)),
+            Rule::Exact(Literal::Bool(false)) => self.bool_false.retain(|x| !is_c(x)),
+            Rule::Exact(Literal::Null) => self.null.retain(|x| !is_c(x)),
+            Rule::Prefix(p) => self.prefix.remove(p.as_bytes(), is_c),
+            Rule::Suffix(p) => self.suffix.remove(p.as_bytes(), is_c),
+            Rule::EqualsIgnoreCase(p) => drop_from(&mut self.fold, p.as_bytes(), is_c),
+            Rule::Wildcard(w) => match wild_anchor(w) {
+                WildAnchor::Prefix(p) => self.wild_prefix.remove(p.as_bytes(), wild_is_c),
+                WildAnchor::Suffix(p) => self.wild_suffix.remove(p.as_bytes(), wild_is_c),
+                WildAnchor::None => self.wild_any.retain(|x| !wild_is_c(x)),
+            },
+            Rule::Numeric(_) => self.ranges.retain(|&(_, x)| x != c),
+            Rule::Cidr(_) => self.cidrs.retain(|&(_, x)| x != c),
+            Rule::Exists(true) => self.exists.retain(|x| !is_c(x)),
+            Rule::Exists(false) | Rule::AnythingBut(_) => unreachable!("never an anchor"),
+        }
+    }
+}
+
+/// Removes what `gone` picks from the list under `key`, and the list once empty.
+fn drop_from<K, Q, T>(map: &mut HashMap<K, Vec<T>>, key: &Q, gone: impl Fn(&T) -> bool)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(list) = map.get_mut(key) {
+        list.retain(|x| !gone(x));
+        if list.is_empty() {
+            map.remove(key);
         }
     }
 }
