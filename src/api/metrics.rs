@@ -164,11 +164,11 @@ fn topics(out: &mut Scrape, app: &App) {
     let subs: Vec<(Labels, Arc<SubscriptionMeter>, bool)> = topics
         .iter()
         .flat_map(|t| {
-            t.subscriptions.iter().map(move |(name, spec)| {
+            t.subscriptions.all().into_iter().map(move |(name, spec)| {
                 let by_worker = matches!(spec.endpoint, Endpoint::Http(_) | Endpoint::Function(_));
                 (
-                    labels([("topic", &t.name), ("subscription", name)]),
-                    t.meter.subscriptions.get(name),
+                    labels([("topic", &t.name), ("subscription", &name)]),
+                    t.meter.subscriptions.get(&name),
                     by_worker,
                 )
             })

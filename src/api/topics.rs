@@ -39,7 +39,7 @@ fn topic_info(s: &AppState, name: &str) -> Result<TopicInfo, OpError> {
     Ok(TopicInfo {
         name: name.to_string(),
         spec: t.spec.clone(),
-        subscriptions: t.subscriptions.keys().cloned().collect(),
+        subscriptions: t.subscriptions.names(),
     })
 }
 
@@ -263,7 +263,6 @@ fn subscription_info(
     let mut spec = t
         .subscriptions
         .get(name)
-        .cloned()
         .ok_or_else(|| OpError::not_found(Kind::Subscription, name))?;
     if !reveal_secret && let Endpoint::Http(h) = &mut spec.endpoint {
         h.secret = Some("(set; shown only when the subscription was created)".into());
@@ -287,7 +286,8 @@ async fn list_subscriptions(
     let t = s.app.control.topic(&topic)?;
     let subscriptions = t
         .subscriptions
-        .keys()
+        .names()
+        .iter()
         .map(|name| subscription_info(&s, &topic, name, false))
         .collect::<Result<_, _>>()?;
     Ok(Json(SubscriptionList { subscriptions }))
@@ -307,7 +307,8 @@ async fn list_all_subscriptions(State(s): State<AppState>) -> Json<SubscriptionL
         };
         subscriptions.extend(
             t.subscriptions
-                .keys()
+                .names()
+                .iter()
                 .filter_map(|name| subscription_info(&s, &topic, name, false).ok()),
         );
     }

@@ -567,7 +567,8 @@ async fn subscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     let t = s.app.control.topic(topic)?;
     // Subscribing the same endpoint again answers the subscription it has, as SNS does;
     // with other attributes, SNS refuses. Where the server was reached does not count.
-    let existing = t.subscriptions.iter().find(|(_, sub)| {
+    let all = t.subscriptions.all();
+    let existing = all.iter().find(|(_, sub)| {
         sub.endpoint == spec.endpoint && same_form(&sub.notification, &spec.notification)
     });
     if let Endpoint::Http(_) = &spec.endpoint
@@ -708,6 +709,7 @@ async fn confirm_subscription(s: &Door<'_>, cx: &Context, form: &Form) -> SnsRes
     let region = t
         .subscriptions
         .get(&name)
+        .as_ref()
         .map_or(cx.region.as_str(), |spec| subscription_region(cx, spec))
         .to_string();
     let mut xml = Xml::response("ConfirmSubscription", NAMESPACE);
@@ -755,7 +757,7 @@ fn list_subscriptions(s: &Door<'_>, cx: &Context, form: &Form, only: Option<&str
         let Ok(t) = s.app.control.topic(topic) else {
             continue;
         };
-        for (name, sub) in &t.subscriptions {
+        for (name, sub) in &t.subscriptions.all() {
             seen += 1;
             if seen <= start || seen > start + SUBSCRIPTIONS_PAGE {
                 continue;
@@ -810,7 +812,6 @@ fn find_subscription(
     let spec = t
         .subscriptions
         .get(name)
-        .cloned()
         .ok_or_else(|| SnsError::not_found("Subscription does not exist"))?;
     Ok((topic.to_string(), name.to_string(), spec))
 }

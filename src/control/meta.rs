@@ -9,7 +9,7 @@ use super::Control;
 use crate::backend::{Backend, MetaChange, StorageError};
 use crate::error::OpError;
 use crate::model::{SubscriptionSpec, TopicSpec};
-use crate::publish::TopicState;
+use crate::publish::{Checked, TopicState, Topics};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -40,7 +40,10 @@ fn unreadable(what: &str, name: &str, e: serde_json::Error) -> StorageError {
 }
 
 /// Every stored topic with its subscriptions, compiled.
-pub(super) fn load_topics(backend: &Backend) -> Result<Vec<(String, TopicState)>, OpError> {
+pub(super) fn load_topics(
+    backend: &Backend,
+    topics: &Topics,
+) -> Result<Vec<(String, TopicState)>, OpError> {
     let mut subs: HashMap<String, BTreeMap<String, SubscriptionSpec>> = HashMap::new();
     for (key, raw) in backend.list_meta(SUBSCRIPTION)? {
         let Some((topic, sub)) = key.split_once('/') else {
@@ -52,14 +55,15 @@ pub(super) fn load_topics(backend: &Backend) -> Result<Vec<(String, TopicState)>
             .or_default()
             .insert(sub.to_string(), spec);
     }
-    let mut topics = Vec::new();
+    let mut loaded = Vec::new();
     for (name, raw) in backend.list_meta(TOPIC)? {
         let spec: TopicSpec =
             serde_json::from_slice(&raw).map_err(|e| unreadable("topic", &name, e))?;
-        let state = TopicState::build(&name, spec, subs.remove(&name).unwrap_or_default())?;
-        topics.push((name, state));
+        let subs = subs.remove(&name).unwrap_or_default();
+        let state = TopicState::build(&name, spec, subs, topics.meter(&name))?;
+        loaded.push((name, state));
     }
-    Ok(topics)
+    Ok(loaded)
 }
 
 /// One topic's stored spec (`None` when it is gone) and subscriptions.
@@ -81,6 +85,22 @@ fn read_topic(
         subs.insert(sub, spec);
     }
     Ok((spec, subs))
+}
+
+/// One subscription's stored spec; `None` when it is gone.
+fn read_subscription(
+    backend: &Backend,
+    topic: &str,
+    sub: &str,
+) -> Result<Option<SubscriptionSpec>, OpError> {
+    let key = subscription_key(topic, sub);
+    backend
+        .list_meta(&key)?
+        .into_iter()
+        .find(|(rest, _)| rest.is_empty())
+        .map(|(_, raw)| serde_json::from_slice(&raw))
+        .transpose()
+        .map_err(|e| unreadable("subscription", &key, e).into())
 }
 
 impl Control {
@@ -115,9 +135,9 @@ impl Control {
         if let Some(name) = key.strip_prefix(TOPIC) {
             self.reload_topic(name).await;
         } else if let Some(rest) = key.strip_prefix(SUBSCRIPTION)
-            && let Some((topic, _)) = rest.split_once('/')
+            && let Some((topic, sub)) = rest.split_once('/')
         {
-            self.reload_topic(topic).await;
+            self.reload_subscription(topic, sub).await;
         } else if let Some(name) = key.strip_prefix(FUNCTION) {
             self.reload_function(name).await;
         }
@@ -144,38 +164,92 @@ impl Control {
         }
     }
 
-    /// Rebuilds a topic from the stored records, and starts or stops the delivery workers
-    /// of its subscriptions to match.
+    /// Brings a topic and its subscriptions to what is stored, and starts or stops the
+    /// delivery workers of its subscriptions to match.
     async fn reload_topic(&self, name: &str) {
-        let state = match read_topic(self.backend.as_ref(), name) {
-            Ok((None, _)) => None,
-            Ok((Some(spec), subs)) => match TopicState::build(name, spec, subs) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(topic = name, error = %e, "cannot apply a change of another router");
-                    return;
-                }
-            },
-            Err(e) => {
-                tracing::error!(topic = name, error = %e, "cannot apply a change of another router");
-                return;
-            }
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::error!(topic = name, error = %e, "cannot apply a change of another router");
+        };
+        let (spec, stored) = match read_topic(self.backend.as_ref(), name) {
+            Ok(read) => read,
+            Err(e) => return failed(&e),
         };
         let old = self.topics.get(name);
-        let old_subs = old.as_ref().map(|t| &t.subscriptions);
-        let new_subs = state.as_ref().map(|t| t.subscriptions.clone());
-        for (sub, spec) in new_subs.iter().flatten() {
-            if old_subs.and_then(|o| o.get(sub)) != Some(spec)
-                && let Err(e) = self.ensure_worker(name, sub, spec).await
+        let Some(spec) = spec else {
+            for sub in old.iter().flat_map(|t| t.subscriptions.names()) {
+                self.workers.stop(name, &sub);
+            }
+            self.topics.install(name, None);
+            return;
+        };
+        let Some(old) = old else {
+            let state = match TopicState::build(name, spec, stored.clone(), self.topics.meter(name))
             {
-                tracing::error!(topic = name, subscription = %sub, error = %e, "cannot start the delivery worker");
+                Ok(s) => s,
+                Err(e) => return failed(&e),
+            };
+            self.topics.install(name, Some(state));
+            for (sub, spec) in &stored {
+                self.start_worker(name, sub, spec).await;
+            }
+            return;
+        };
+        if old.spec != spec {
+            match old.changed(spec) {
+                Ok(state) => self.topics.install(name, Some(state)),
+                Err(e) => return failed(&e),
             }
         }
-        for sub in old_subs.into_iter().flat_map(|o| o.keys()) {
-            if !new_subs.as_ref().is_some_and(|n| n.contains_key(sub)) {
-                self.workers.stop(name, sub);
+        for sub in old.subscriptions.names() {
+            if !stored.contains_key(&sub) {
+                self.apply_subscription(&old, &sub, None).await;
             }
         }
-        self.topics.install(name, state);
+        for (sub, spec) in stored {
+            self.apply_subscription(&old, &sub, Some(spec)).await;
+        }
+    }
+
+    /// Brings one subscription to what is stored.
+    async fn reload_subscription(&self, topic: &str, sub: &str) {
+        let Some(t) = self.topics.get(topic) else {
+            // Its topic is not known here yet: the topic's own change brings it.
+            return self.reload_topic(topic).await;
+        };
+        match read_subscription(self.backend.as_ref(), topic, sub) {
+            Ok(spec) => self.apply_subscription(&t, sub, spec).await,
+            Err(e) => {
+                tracing::error!(topic, subscription = sub, error = %e, "cannot apply a change of another router");
+            }
+        }
+    }
+
+    /// Makes the subscription `sub` of `t` what another router stored (`None`: removed),
+    /// with its delivery worker.
+    async fn apply_subscription(&self, t: &TopicState, sub: &str, spec: Option<SubscriptionSpec>) {
+        let _one_change = self.subscription_change(&t.name, sub).lock().await;
+        let Some(spec) = spec else {
+            if t.subscriptions.remove(sub) {
+                self.workers.stop(&t.name, sub);
+            }
+            return;
+        };
+        if t.subscriptions.get(sub).as_ref() == Some(&spec) {
+            return;
+        }
+        match Checked::new(spec.clone()) {
+            Ok(checked) => t.subscriptions.put(sub, checked),
+            Err(e) => {
+                tracing::error!(topic = %t.name, subscription = sub, error = %e, "cannot apply a change of another router");
+                return;
+            }
+        }
+        self.start_worker(&t.name, sub, &spec).await;
+    }
+
+    async fn start_worker(&self, topic: &str, sub: &str, spec: &SubscriptionSpec) {
+        if let Err(e) = self.ensure_worker(topic, sub, spec).await {
+            tracing::error!(topic, subscription = %sub, error = %e, "cannot start the delivery worker");
+        }
     }
 }

@@ -52,6 +52,9 @@ pub struct Control {
     /// Held while a function's sources change on their own, so two changes made at once
     /// are stored one after the other and neither is lost.
     source_changes: tokio::sync::Mutex<()>,
+    /// Held while a subscription changes, one lock for every subscription whose topic
+    /// and name hash to it (see `Control::subscription_change`).
+    subscription_changes: Box<[tokio::sync::Mutex<()>]>,
     /// Refuse webhooks to private and loopback addresses, resolving host names with this.
     deny_private: Option<Arc<dyn crate::deliver::http::Lookup>>,
     /// Ends the task that follows other routers' changes.
@@ -59,6 +62,10 @@ pub struct Control {
     /// Meters of the resources, forgotten with them.
     telemetry: Arc<Telemetry>,
 }
+
+/// Locks that subscription changes hash to: enough that changes of different
+/// subscriptions made at once rarely wait for each other.
+const SUBSCRIPTION_CHANGE_LOCKS: usize = 64;
 
 /// What [`Control`] is built from.
 pub struct Parts {
@@ -78,7 +85,7 @@ impl Control {
     /// The control plane over what is stored: topics and subscriptions are loaded (and
     /// compiled) at once; functions, workers and sources wait for [`Control::start`].
     pub fn open(parts: Parts) -> Result<Arc<Self>, OpError> {
-        for (name, state) in meta::load_topics(parts.backend.as_ref())? {
+        for (name, state) in meta::load_topics(parts.backend.as_ref(), &parts.topics)? {
             parts.topics.install(&name, Some(state));
         }
         Ok(Arc::new(Control {
@@ -90,6 +97,9 @@ impl Control {
             functions: parts.functions,
             function_specs: RwLock::default(),
             source_changes: tokio::sync::Mutex::default(),
+            subscription_changes: (0..SUBSCRIPTION_CHANGE_LOCKS)
+                .map(|_| tokio::sync::Mutex::default())
+                .collect(),
             deny_private: parts.deny_private,
             shutdown: parts.shutdown,
             telemetry: parts.telemetry,
@@ -105,8 +115,8 @@ impl Control {
             let Some(t) = self.topics.get(&t) else {
                 continue;
             };
-            for (name, sub) in &t.subscriptions {
-                self.ensure_worker(&t.name, name, sub).await?;
+            for (name, sub) in t.subscriptions.all() {
+                self.ensure_worker(&t.name, &name, &sub).await?;
             }
         }
         self.follow_meta();

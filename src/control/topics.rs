@@ -4,7 +4,8 @@ use super::{Control, meta};
 use crate::backend::to_json;
 use crate::error::OpError;
 use crate::model::{Endpoint, FieldError, Kind, SubscriptionSpec, TopicSpec, validate_name};
-use crate::publish::TopicState;
+use crate::publish::{Checked, TopicState};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Control {
@@ -40,11 +41,12 @@ impl Control {
                 errors,
             });
         }
-        let subs = existing
-            .as_ref()
-            .map(|t| t.subscriptions.clone())
-            .unwrap_or_default();
-        let state = TopicState::build(name, spec.clone(), subs)?;
+        let state = match &existing {
+            Some(old) => old.changed(spec.clone())?,
+            None => {
+                TopicState::build(name, spec.clone(), BTreeMap::new(), self.topics.meter(name))?
+            }
+        };
         self.backend
             .put_meta(&meta::topic_key(name), to_json(&spec))
             .await?;
@@ -54,11 +56,11 @@ impl Control {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), OpError> {
         let t = self.topics.find(name)?;
-        for sub in t.subscriptions.keys() {
+        for sub in t.subscriptions.names() {
             self.backend
-                .delete_meta(&meta::subscription_key(name, sub))
+                .delete_meta(&meta::subscription_key(name, &sub))
                 .await?;
-            self.workers.remove(name, sub).await?;
+            self.workers.remove(name, &sub).await?;
         }
         self.backend.delete_meta(&meta::topic_key(name)).await?;
         self.topics.install(name, None);
@@ -73,13 +75,15 @@ impl Control {
         mut spec: SubscriptionSpec,
     ) -> Result<bool, OpError> {
         validate_name(Kind::Subscription, name).map_err(OpError::Invalid)?;
+        let _one_change = self.subscription_change(topic, name).lock().await;
         let t = self.topics.find(topic)?;
+        let existing = t.subscriptions.get(name);
         if let Endpoint::Http(h) = &mut spec.endpoint
             && h.secret.is_none()
         {
             // Keep the secret a receiver already verifies with; make one for a new
             // subscription.
-            h.secret = match t.subscriptions.get(name).map(|s| &s.endpoint) {
+            h.secret = match existing.as_ref().map(|s| &s.endpoint) {
                 Some(Endpoint::Http(old)) => old.secret.clone(),
                 _ => None,
             }
@@ -130,8 +134,7 @@ impl Control {
                 errors,
             });
         }
-        let existing = t.subscriptions.get(name);
-        if let Some(old) = existing {
+        if let Some(old) = &existing {
             if let Some(field) = old.immutable_diff(&spec) {
                 return Err(OpError::Conflict(format!(
                     "subscription {name:?} exists with a different {field}, which cannot change; delete it first"
@@ -142,9 +145,9 @@ impl Control {
             }
         }
         let created = existing.is_none();
-        let mut subs = t.subscriptions.clone();
-        subs.insert(name.to_string(), spec.clone());
-        let state = TopicState::build(topic, t.spec.clone(), subs)?;
+        let checked = Checked::new(spec.clone()).map_err(|e| {
+            OpError::Invalid(format!("topic {topic:?}: subscription {name:?}: {e}"))
+        })?;
         // The delivery queue exists before the subscription is stored, so another router
         // applying the stored subscription finds the queue rather than making its own,
         // and before the topic state that routes to it is visible.
@@ -159,24 +162,31 @@ impl Control {
             }
             return Err(e.into());
         }
-        self.topics.install(topic, Some(state));
+        t.subscriptions.put(name, checked);
         Ok(created)
     }
 
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<(), OpError> {
+        let _one_change = self.subscription_change(topic, name).lock().await;
         let t = self.topics.find(topic)?;
-        if !t.subscriptions.contains_key(name) {
+        if !t.subscriptions.contains(name) {
             return Err(OpError::not_found(Kind::Subscription, name));
         }
-        let mut subs = t.subscriptions.clone();
-        subs.remove(name);
-        let state = TopicState::build(topic, t.spec.clone(), subs)?;
         self.backend
             .delete_meta(&meta::subscription_key(topic, name))
             .await?;
-        self.topics.install(topic, Some(state));
+        t.subscriptions.remove(name);
         self.workers.remove(topic, name).await?;
         Ok(())
+    }
+
+    /// Held while the subscription `topic`/`name` changes, so that two changes of it made
+    /// at once are stored and applied in one order; changes of other subscriptions (most
+    /// often) go on beside it.
+    pub(super) fn subscription_change(&self, topic: &str, name: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((topic, name));
+        &self.subscription_changes[h as usize % self.subscription_changes.len()]
     }
 
     /// Makes sure an `http` or `function` subscription's delivery queue exists and its

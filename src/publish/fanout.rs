@@ -9,6 +9,7 @@
 
 use super::TopicState;
 use super::check::Message;
+use super::subscriptions::Set;
 use crate::backend::{Backend, Delivery, NewMessage, NewRecord};
 use crate::deliver::{delivery_queue_name, with_subscription};
 use crate::model::{
@@ -42,6 +43,7 @@ struct Envelope<'a> {
 pub(super) fn deliveries(
     backend: &Backend,
     topic: &TopicState,
+    subs: &Set,
     message: &Message,
     matched: Vec<u32>,
 ) -> Vec<(u32, Delivery)> {
@@ -52,8 +54,8 @@ pub(super) fn deliveries(
     matched
         .into_iter()
         .filter_map(|id| {
-            let name = &topic.sub_order[id as usize];
-            let delivery = fanout.delivery(backend, name, &topic.subscriptions[name])?;
+            let sub = subs.entry(id)?;
+            let delivery = fanout.delivery(backend, &sub.name, &sub.spec)?;
             Some((id, delivery))
         })
         .collect()

@@ -1,38 +1,76 @@
 //! Filter policies as the router uses them: every subscription of a topic compiled into
-//! one matcher, so matching cost grows with the message, not with the subscriptions.
+//! one matcher, so matching cost grows with the message, not with the subscriptions, and a
+//! subscription added or removed changes the matcher in place.
 
 use crate::model::attributes::Attributes;
-use crate::model::{SubscriptionSpec, parse_policy};
-use switchyard_filter::{Matcher, MatcherBuilder};
+use switchyard_filter::{Matcher, MatcherBuilder, Policy, Scope};
 
-/// All subscriptions of one topic, compiled for matching. Ids are positions in the
-/// iteration order given to [`TopicMatcher::build`].
+/// Conjunctions removed and still taking space, past which the matcher is built again
+/// whatever the number of live ones.
+const REBUILD_AFTER: usize = 4096;
+
+/// All subscriptions of one topic, compiled for matching, under the ids their caller gives
+/// them.
 pub struct TopicMatcher {
     matcher: Matcher,
-    /// Subscriptions without a policy: they get every message.
+    /// Subscriptions without a policy, sorted: they get every message.
     unfiltered: Vec<u32>,
 }
 
 impl TopicMatcher {
-    pub fn build<'a>(subs: impl Iterator<Item = &'a SubscriptionSpec>) -> Result<Self, String> {
+    /// Compiles every policy at once (`None`: a subscription without one), choosing how to
+    /// index each with all of them in view.
+    pub fn build<'a>(subs: impl Iterator<Item = (u32, Option<&'a (Policy, Scope)>)>) -> Self {
         let mut builder = MatcherBuilder::new();
         let mut unfiltered = Vec::new();
-        for (id, s) in subs.enumerate() {
-            let id = id as u32;
-            match &s.filter_policy {
+        for (id, policy) in subs {
+            match policy {
                 None => unfiltered.push(id),
-                Some(p) => {
-                    let policy = parse_policy(p, s.filter_policy_scope)?;
-                    builder
-                        .add(id, &policy, s.filter_policy_scope.into())
-                        .map_err(|e| e.to_string())?;
-                }
+                Some((p, scope)) => builder
+                    .add(id, p, *scope)
+                    .expect("a policy parsed for its scope compiles in it"),
             }
         }
-        Ok(Self {
+        unfiltered.sort_unstable();
+        Self {
             matcher: builder.build(),
             unfiltered,
-        })
+        }
+    }
+
+    /// Adds the subscription `id` (`None`: without a policy), replacing what it was.
+    pub fn insert(&mut self, id: u32, policy: Option<&(Policy, Scope)>) {
+        self.remove(id);
+        match policy {
+            None => {
+                let at = self.unfiltered.partition_point(|&u| u < id);
+                self.unfiltered.insert(at, id);
+            }
+            Some((p, scope)) => self
+                .matcher
+                .insert(id, p, *scope)
+                .expect("a policy parsed for its scope compiles in it"),
+        }
+    }
+
+    /// Removes the subscription `id`, if it is there.
+    pub fn remove(&mut self, id: u32) {
+        if let Ok(at) = self.unfiltered.binary_search(&id) {
+            self.unfiltered.remove(at);
+        }
+        self.matcher.remove(id);
+    }
+
+    /// Whether removals have left more dead space than live policies: building the
+    /// matcher again then costs less than the space and the stale index lengths it frees.
+    pub fn needs_rebuild(&self) -> bool {
+        let removed = self.matcher.removed_conjunctions();
+        removed > REBUILD_AFTER && removed > self.matcher.live_conjunctions()
+    }
+
+    #[cfg(test)]
+    pub fn removed(&self) -> usize {
+        self.matcher.removed_conjunctions()
     }
 
     /// Appends the ids of every subscription the message matches, in id order.
@@ -53,8 +91,7 @@ impl TopicMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Endpoint;
-    use crate::model::FilterScope;
+    use crate::model::{Endpoint, FilterScope, SubscriptionSpec, parse_policy};
     use serde_json::json;
 
     fn sub(policy: Option<serde_json::Value>, scope: FilterScope) -> SubscriptionSpec {
@@ -82,7 +119,22 @@ mod tests {
                 FilterScope::MessageBody,
             ),
         ];
-        let m = TopicMatcher::build(subs.iter()).unwrap();
+        let checked: Vec<_> = subs
+            .iter()
+            .map(|s| {
+                let p = s.filter_policy.as_ref()?;
+                Some((
+                    parse_policy(p, s.filter_policy_scope).unwrap(),
+                    s.filter_policy_scope.into(),
+                ))
+            })
+            .collect();
+        let m = TopicMatcher::build(
+            checked
+                .iter()
+                .enumerate()
+                .map(|(id, p)| (id as u32, p.as_ref())),
+        );
         let attrs =
             crate::model::attributes::from_api(Some(&json!({"event": "order_placed"}))).unwrap();
         let mut out = Vec::new();
@@ -91,15 +143,5 @@ mod tests {
         out.clear();
         m.matches(br#"{"total": 50}"#, &Attributes::new(), &mut out);
         assert_eq!(out, [0]);
-    }
-
-    #[test]
-    fn invalid_policy_names_the_key() {
-        let e = parse_policy(
-            &json!({"price": [{"numeric": ["<", "x"]}]}),
-            FilterScope::MessageBody,
-        )
-        .unwrap_err();
-        assert!(e.contains("price"), "{e}");
     }
 }

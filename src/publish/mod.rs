@@ -11,11 +11,13 @@ mod check;
 mod fanout;
 mod function;
 mod matcher;
+mod subscriptions;
 mod tail;
 mod tally;
 mod topics;
 
 pub use function::sns_attributes;
+pub use subscriptions::{Checked, Subscriptions};
 pub use tail::{TAIL_BUFFER, Tail, Tailed};
 pub use topics::{TopicState, Topics};
 
@@ -66,13 +68,17 @@ impl Publisher {
         let mut message = check::check(&t, req)?;
         let mut span = self.publish_span(&t, &mut message);
         let step = |name| Some(self.telemetry.tracing.as_ref()?.child(span.as_ref()?, name));
-        let matching = step("match");
-        let matched = matched(&t, &message);
-        drop(matching);
-        let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
-        let tailed = self.tailed(&t, &message, &fanned);
-        let mut deliveries = Vec::with_capacity(fanned.len());
-        tally.message(&self.telemetry, &t, fanned, &mut deliveries);
+        let (deliveries, tailed) = {
+            let subs = t.subscriptions.read();
+            let matching = step("match");
+            let matched = matched(&subs, &message);
+            drop(matching);
+            let fanned = fanout::deliveries(self.backend.as_ref(), &t, &subs, &message, matched);
+            let tailed = self.tailed(&t, &subs, &message, &fanned);
+            let mut deliveries = Vec::with_capacity(fanned.len());
+            tally.message(&self.telemetry, &subs, fanned, &mut deliveries);
+            (deliveries, tailed)
+        };
         let delivered = deliveries.len();
         let storing = step("store");
         let results = self.backend.store(deliveries).await;
@@ -103,26 +109,31 @@ impl Publisher {
         let mut spans = Vec::new();
         let mut tailed = Vec::new();
         let mut traced = Vec::new();
-        for (i, mut req) in entries.into_iter().enumerate() {
-            let id = crate::batch::entry_id(req.id.take(), i);
-            match check::check(&t, req) {
-                Ok(mut message) => {
-                    // One span per message; it ends once the batch is stored.
-                    traced.extend(self.publish_span(&t, &mut message));
-                    let matched = matched(&t, &message);
-                    let fanned = fanout::deliveries(self.backend.as_ref(), &t, &message, matched);
-                    tailed.extend(self.tailed(&t, &message, &fanned));
-                    spans.push((out.len(), all.len(), fanned.len()));
-                    tally.message(&self.telemetry, &t, fanned, &mut all);
-                    out.push((
-                        id,
-                        Ok(PublishOutcome {
-                            message_id: message.id,
-                            delivered: 0,
-                        }),
-                    ));
+        {
+            // Read once for the whole batch; never held across the store.
+            let subs = t.subscriptions.read();
+            for (i, mut req) in entries.into_iter().enumerate() {
+                let id = crate::batch::entry_id(req.id.take(), i);
+                match check::check(&t, req) {
+                    Ok(mut message) => {
+                        // One span per message; it ends once the batch is stored.
+                        traced.extend(self.publish_span(&t, &mut message));
+                        let matched = matched(&subs, &message);
+                        let fanned =
+                            fanout::deliveries(self.backend.as_ref(), &t, &subs, &message, matched);
+                        tailed.extend(self.tailed(&t, &subs, &message, &fanned));
+                        spans.push((out.len(), all.len(), fanned.len()));
+                        tally.message(&self.telemetry, &subs, fanned, &mut all);
+                        out.push((
+                            id,
+                            Ok(PublishOutcome {
+                                message_id: message.id,
+                                delivered: 0,
+                            }),
+                        ));
+                    }
+                    Err(e) => out.push((id, Err(e))),
                 }
-                Err(e) => out.push((id, Err(e))),
             }
         }
         crate::batch::distinct_ids(&out)?;
@@ -184,22 +195,24 @@ impl Publisher {
     fn tailed(
         &self,
         t: &TopicState,
+        subs: &subscriptions::Set,
         message: &check::Message,
         fanned: &[(u32, crate::backend::Delivery)],
     ) -> Option<Tailed> {
         t.tail.watched().then(|| {
-            let matched = fanned.iter().map(|(id, _)| *id);
+            let matched = fanned
+                .iter()
+                .filter_map(|(id, _)| Some(subs.entry(*id)?.name.as_str()));
             tail::tailed(t, message, matched, self.backend.clock().now_ms())
         })
     }
 }
 
 /// The ids of the subscriptions the message matches, in id order.
-fn matched(t: &TopicState, message: &check::Message) -> Vec<u32> {
+fn matched(subs: &subscriptions::Set, message: &check::Message) -> Vec<u32> {
     let mut ids = Vec::new();
     // The body is a `RawValue`'s text, which is what the matcher's contract asks for.
-    t.matcher
-        .matches(message.body.get().as_bytes(), &message.attributes, &mut ids);
+    subs.matches(message.body.get().as_bytes(), &message.attributes, &mut ids);
     ids
 }
 

@@ -70,11 +70,11 @@ struct Event<'a> {
 }
 
 /// What the watchers of `t` are offered for `message`, once stored, delivered to the
-/// subscriptions `matched` (the matcher's ids).
-pub(super) fn tailed(
+/// subscriptions named `matched`.
+pub(super) fn tailed<'a>(
     t: &TopicState,
     message: &Message,
-    matched: impl Iterator<Item = u32>,
+    matched: impl Iterator<Item = &'a str>,
     now_ms: u64,
 ) -> Tailed {
     let event = Event {
@@ -84,9 +84,7 @@ pub(super) fn tailed(
         attributes: message.attributes.to_sns_json(),
         subject: message.subject.as_deref(),
         published_at: crate::time::rfc3339_ms(now_ms),
-        subscriptions: matched
-            .map(|id| t.sub_order[id as usize].as_str())
-            .collect(),
+        subscriptions: matched.collect(),
     };
     Tailed {
         json: serde_json::to_string(&event).expect("an event serializes"),

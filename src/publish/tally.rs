@@ -4,9 +4,10 @@
 //! publish counts nothing.
 
 use super::TopicState;
+use super::subscriptions::Set;
 use crate::backend::{Delivery, QueueKind};
 use crate::model::Endpoint;
-use crate::telemetry::{QueueMeter, StreamMeter, Telemetry};
+use crate::telemetry::{QueueMeter, StreamMeter, SubscriptionMeter, Telemetry};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +27,8 @@ enum Target {
 pub(super) struct Tally {
     started: Instant,
     messages: u64,
-    deliveries: Vec<(u32, Target)>,
+    /// Per delivery, its subscription's meter and where it went.
+    deliveries: Vec<(Option<Arc<SubscriptionMeter>>, Target)>,
 }
 
 impl Tally {
@@ -43,26 +45,26 @@ impl Tally {
     pub(super) fn message(
         &mut self,
         telemetry: &Telemetry,
-        t: &TopicState,
+        subs: &Set,
         fanned: Vec<(u32, Delivery)>,
         into: &mut Vec<Delivery>,
     ) {
         self.messages += 1;
         self.deliveries.reserve(fanned.len());
         for (id, d) in fanned {
+            let sub = subs.entry(id);
             let to = match &d {
                 Delivery::Queue(q, _) if q.kind() != QueueKind::User => Target::Worker,
                 Delivery::Queue(q, _) => {
                     let meter = telemetry.queues.get(q.name());
-                    let sub = &t.subscriptions[&t.sub_order[id as usize]];
-                    match &sub.endpoint {
-                        Endpoint::Queue(own) if own == q.name() => Target::Queue(meter),
+                    match sub.map(|s| &s.spec.endpoint) {
+                        Some(Endpoint::Queue(own)) if own == q.name() => Target::Queue(meter),
                         _ => Target::DeadLetter(meter),
                     }
                 }
                 Delivery::Stream(s, ..) => Target::Stream(telemetry.streams.get(s.name())),
             };
-            self.deliveries.push((id, to));
+            self.deliveries.push((sub.map(|s| s.meter.clone()), to));
             into.push(d);
         }
     }
@@ -72,8 +74,7 @@ impl Tally {
         t.meter.published.add(self.messages);
         t.meter.matched.add(self.deliveries.len() as u64);
         t.meter.publish_seconds.observe(self.started.elapsed());
-        for (id, to) in self.deliveries {
-            let sub = t.sub_meters.get(id as usize);
+        for (sub, to) in self.deliveries {
             let delivered = match to {
                 Target::Queue(q) => {
                     q.sent.inc();

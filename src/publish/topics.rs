@@ -1,41 +1,60 @@
-//! Topics as publishers see them: each one compiled into an immutable [`TopicState`] (its
-//! schema, its subscriptions and one matcher for all their filter policies), swapped whole
-//! when anything about it changes. A publish takes the current state once and never waits
-//! on a change being built.
+//! Topics as publishers see them: each one compiled into a [`TopicState`] (its schema, and
+//! its subscriptions with one matcher for all their filter policies). A change of the topic
+//! itself swaps the state whole; its subscriptions change in place, one at a time (see
+//! [`Subscriptions`]). A publish takes the current state once and never waits on a change
+//! being built.
 
-use super::matcher::TopicMatcher;
+use super::subscriptions::Subscriptions;
 use super::tail::Tail;
 use crate::error::OpError;
 use crate::model::{FieldError, Kind, SubscriptionSpec, TopicSpec};
 use crate::runtime::{Publish, PublishGate};
-use crate::telemetry::{SubscriptionMeter, Telemetry, TopicMeter};
+use crate::telemetry::{Telemetry, TopicMeter};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-/// A topic, compiled: replaced whole on any change.
+/// A topic, compiled: replaced whole when the topic changes, sharing its subscriptions
+/// with the state it replaces.
 pub struct TopicState {
     pub name: String,
     pub spec: TopicSpec,
     pub(super) schema: Option<jsonschema::Validator>,
-    /// Subscriptions by name.
-    pub subscriptions: BTreeMap<String, SubscriptionSpec>,
-    /// Subscription names in the order the matcher's ids refer to.
-    pub(super) sub_order: Vec<String>,
-    pub(super) matcher: TopicMatcher,
+    pub subscriptions: Arc<Subscriptions>,
     /// What its publishes count into; the same meter across rebuilds.
     pub meter: Arc<TopicMeter>,
-    /// Its subscriptions' meters, in `sub_order`.
-    pub(super) sub_meters: Vec<Arc<SubscriptionMeter>>,
     /// Who follows its publishes live; the same watchers across rebuilds.
     pub tail: Tail,
 }
 
 impl TopicState {
-    /// Compiles a topic's schema and its subscriptions' filter policies.
+    /// Compiles a topic's schema and its subscriptions' filter policies, counting into
+    /// `meter`.
     pub fn build(
         name: &str,
         spec: TopicSpec,
         subscriptions: BTreeMap<String, SubscriptionSpec>,
+        meter: Arc<TopicMeter>,
+    ) -> Result<Self, OpError> {
+        let subscriptions = Subscriptions::build(subscriptions, meter.clone())
+            .map_err(|e| OpError::Invalid(format!("topic {name:?}: {e}")))?;
+        Self::with_subscriptions(name, spec, Arc::new(subscriptions), meter)
+    }
+
+    /// The topic changed to `spec`, with the subscriptions it has.
+    pub fn changed(&self, spec: TopicSpec) -> Result<Self, OpError> {
+        Self::with_subscriptions(
+            &self.name,
+            spec,
+            self.subscriptions.clone(),
+            self.meter.clone(),
+        )
+    }
+
+    fn with_subscriptions(
+        name: &str,
+        spec: TopicSpec,
+        subscriptions: Arc<Subscriptions>,
+        meter: Arc<TopicMeter>,
     ) -> Result<Self, OpError> {
         let schema = match &spec.schema {
             Some(s) => Some(
@@ -47,19 +66,12 @@ impl TopicState {
             ),
             None => None,
         };
-        let sub_order: Vec<String> = subscriptions.keys().cloned().collect();
-        let matcher = TopicMatcher::build(subscriptions.values())
-            .map_err(|e| OpError::Invalid(format!("topic {name:?}: {e}")))?;
         Ok(Self {
             name: name.to_string(),
             spec,
             schema,
             subscriptions,
-            sub_order,
-            matcher,
-            // Replaced by the topic's lasting meters when installed.
-            meter: Arc::default(),
-            sub_meters: Vec::new(),
+            meter,
             tail: Tail::default(),
         })
     }
@@ -98,8 +110,13 @@ impl Topics {
         v
     }
 
-    /// Makes `state` the topic `name` from now on, counting into the topic's meters;
-    /// `None` removes it and forgets them.
+    /// The meters a topic `name` counts into: give them to [`TopicState::build`].
+    pub fn meter(&self, name: &str) -> Arc<TopicMeter> {
+        self.telemetry.topics.get(name)
+    }
+
+    /// Makes `state` the topic `name` from now on; `None` removes it and forgets its
+    /// meters.
     pub fn install(&self, name: &str, state: Option<TopicState>) {
         let mut map = self
             .map
@@ -107,16 +124,17 @@ impl Topics {
             .expect("the topic map lock is never poisoned");
         match state {
             Some(mut s) => {
-                s.meter = self.telemetry.topics.get(name);
-                let subs = &s.meter.subscriptions;
                 if let Some(old) = map.get(name) {
                     s.tail = old.tail.clone();
-                    old.subscriptions
-                        .keys()
-                        .filter(|sub| !s.subscriptions.contains_key(*sub))
-                        .for_each(|removed| subs.forget(removed));
+                    if !Arc::ptr_eq(&old.subscriptions, &s.subscriptions) {
+                        let kept = s.subscriptions.names();
+                        old.subscriptions
+                            .names()
+                            .iter()
+                            .filter(|sub| kept.binary_search(sub).is_err())
+                            .for_each(|removed| s.meter.subscriptions.forget(removed));
+                    }
                 }
-                s.sub_meters = s.sub_order.iter().map(|sub| subs.get(sub)).collect();
                 map.insert(name.to_string(), Arc::new(s));
             }
             None => {
