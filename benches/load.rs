@@ -12,6 +12,8 @@
 //! | `LOAD_LATENCY_SECONDS` | 20    | length of the fixed-rate latency phase            |
 //! | `LOAD_BACKLOG`     | 1000000   | 1 KiB messages backlogged for the RSS measurement |
 //! | `LOAD_BACKLOG_MAX_SECONDS` | 600 | give up filling the backlog after this long    |
+//! | `LOAD_SPAN_PAIRS`  | 3         | interleaved export-off/on pairs of phase (h)      |
+//! | `LOAD_PHASES`      | abcdefgh  | the phases to run, by letter                      |
 //! | `SWITCHYARD_BIN`   | (cargo's) | server binary to measure instead                  |
 //!
 //! Phases:
@@ -32,6 +34,10 @@
 //!   protocol against `/v1` publishes, 1 KiB each, `LOAD_CONNECTIONS` connections; and
 //!   SQS ReceiveMessage (10) + DeleteMessageBatch against `/v1` receive (10) + ack, each
 //!   from a backlog of its own of the same size, with the same consumers;
+//! - (h) what exporting spans costs: publish and batch publish as in (a) and (b), on two
+//!   fresh servers, one exporting its spans over OTLP to a receiver in this process and
+//!   one not, in `LOAD_SPAN_PAIRS` pairs whose order alternates (off–on, on–off, …) so
+//!   that a machine drifting during the run weighs on both sides alike;
 //! - (f) start of the order fan-out example (`examples/order-fanout/`, three functions):
 //!   to healthy and to ready (every component loaded), with a fresh data directory and
 //!   compiled-component cache, and with a fresh data directory and a warm cache.
@@ -168,6 +174,8 @@ struct Settings {
     latency_seconds: Duration,
     backlog: u64,
     backlog_max: Duration,
+    span_pairs: usize,
+    phases: String,
     binary: PathBuf,
 }
 
@@ -180,8 +188,15 @@ impl Settings {
             latency_seconds: Duration::from_secs(env_var("LOAD_LATENCY_SECONDS", 20)),
             backlog: env_var("LOAD_BACKLOG", 1_000_000),
             backlog_max: Duration::from_secs(env_var("LOAD_BACKLOG_MAX_SECONDS", 600)),
+            span_pairs: env_var("LOAD_SPAN_PAIRS", 3),
+            phases: std::env::var("LOAD_PHASES").unwrap_or_else(|_| "abcdefgh".into()),
             binary: server_binary(),
         }
+    }
+
+    /// Whether any of `phases` (letters) is to run.
+    fn runs(&self, phases: &str) -> bool {
+        phases.chars().any(|p| self.phases.contains(p))
     }
 }
 
@@ -189,7 +204,30 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut table = Table::default();
     eprintln!("load: server binary {}", settings.binary.display());
 
-    // (e) Start to healthy and idle RSS, on fresh empty stores.
+    if settings.runs("e") {
+        starts_and_idle(&settings, &mut table).await?;
+    }
+    if settings.runs("f") {
+        example_starts(&settings, &mut table).await?;
+    }
+    if settings.runs("abcg") {
+        one_server(&settings, &mut table).await?;
+    }
+    if settings.runs("d") {
+        latency(&settings, &mut table).await?;
+    }
+    if settings.runs("e") {
+        backlog_rss(&settings, &mut table).await?;
+    }
+    if settings.runs("h") {
+        span_export(&settings, &mut table).await?;
+    }
+    table.print("switchyard end-to-end load (loopback; the load generator shares the machine)");
+    Ok(())
+}
+
+/// (e) Start to healthy and idle RSS, on fresh empty stores.
+async fn starts_and_idle(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     let mut starts = Vec::with_capacity(START_SAMPLES);
     let mut idle_rss = 0.0;
     for _ in 0..START_SAMPLES {
@@ -209,15 +247,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
     table.row("(e) idle RSS".into(), format!("{idle_rss:.1} MB"));
-    example_starts(&settings, &mut table).await?;
+    Ok(())
+}
 
+/// (a), (b), (c) and (g), one after the other on one server.
+async fn one_server(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, http_client(settings.connections)?)?;
     bench_topic(&client).await?;
     let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
 
     // (a) Publish throughput against the bare handler.
-    let bare = BareHandler::start().await?;
+    let bare = bare_handler()?;
     let bare_result = closed_loop(
         &bare.url("/v1/topics/bench/publish"),
         event.clone(),
@@ -287,11 +328,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // (g) The AWS protocols against /v1 doing the same work, same connections, same
     // server, one after the other: what speaking SQS's JSON or SNS's query protocol costs
     // over the operation itself.
-    aws_protocols(&client, &server.base_url, &settings, &mut table).await?;
+    aws_protocols(&client, &server.base_url, settings, table).await?;
+    Ok(())
+}
 
-    // (d) Latency at a fixed rate, on a server of its own: measured on the server above it
-    // would time the compaction of what (a) to (c) wrote at full speed, not a steady
-    // 5,000/s. The phase is long enough to include the storage's own memtable flushes.
+/// (d) Latency at a fixed rate, on a server of its own: measured on the server of (a) it
+/// would time the compaction of what (a) to (c) wrote at full speed, not a steady
+/// 5,000/s. The phase is long enough to include the storage's own memtable flushes.
+async fn latency(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
+    let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
     {
         let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
         let client = Client::with_http(&server.base_url, http_client(1)?)?;
@@ -326,11 +371,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         disk,
     );
+    Ok(())
+}
 
-    drop(server);
-
-    // (e) RSS with a backlog, on a server of its own: the one above still holds what (a)
-    // and (b) published and (c) did not drain.
+/// (e) RSS with a backlog, on a server of its own: the one of (a) still holds what (a) and
+/// (b) published and (c) did not drain.
+async fn backlog_rss(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     let server = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, http_client(BATCH_CONNECTIONS)?)?;
     let backlog = fill_backlog(
@@ -355,9 +401,85 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
     );
     drop(server);
-
-    table.print("switchyard end-to-end load (loopback; the load generator shares the machine)");
     Ok(())
+}
+
+/// (h) Publish and batch publish with spans exported and without, interleaved.
+async fn span_export(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
+    let sink = OtlpSink::start()?;
+    let endpoint = sink.server.url("");
+    let off = Server::start(&settings.binary, &LAUNCH, http_client(1)?).await?;
+    let on = Server::start_with(
+        &settings.binary,
+        &LAUNCH,
+        http_client(1)?,
+        &["--otlp-endpoint".into(), endpoint.into()],
+    )
+    .await?;
+    let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
+    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut errors = String::new();
+    for server in [&off, &on] {
+        bench_topic(&Client::with_http(&server.base_url, http_client(1)?)?).await?;
+    }
+    for pair in 0..settings.span_pairs {
+        let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let server = [&off, &on][side];
+            let single = closed_loop(
+                &format!("{}/v1/topics/bench/publish", server.base_url),
+                event.clone(),
+                settings.connections,
+                settings.seconds,
+            )
+            .await?;
+            let client = Client::with_http(&server.base_url, http_client(BATCH_CONNECTIONS)?)?;
+            let batch = batch_publish(&client, "bench", settings.seconds).await?;
+            for outcome in [&single, &batch] {
+                errors.push_str(&outcome.errors_note());
+            }
+            rates[0][side].push(single.per_second());
+            rates[1][side].push(batch.per_second());
+        }
+    }
+    let (exports, bytes) = sink.taken();
+    for (what, [off, on]) in [
+        format!("publish 1 KiB, {} connections, req/s", settings.connections),
+        format!("batch publish, {PUBLISH_BATCH} x 1 KiB per request, events/s"),
+    ]
+    .into_iter()
+    .zip(rates)
+    {
+        let (m_off, m_on) = (median(&off), median(&on));
+        table.row(
+            format!("(h) {what}: spans off / exported"),
+            format!(
+                "{m_off:.0} / {m_on:.0}, ratio {:.2} (medians of {} pairs; off {}, on {})",
+                m_on / m_off.max(1.0),
+                off.len(),
+                list(&off),
+                list(&on),
+            ),
+        );
+    }
+    table.row(
+        "(h) spans received by the OTLP sink".into(),
+        format!("{exports} exports, {:.1} MB{errors}", bytes as f64 / 1e6),
+    );
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The topic the single-publish phases publish to, with its one queue subscription.
@@ -999,13 +1121,57 @@ async fn fill_backlog(
     Ok(tally.outcome(started.elapsed()))
 }
 
-/// An axum handler that parses the publish body and answers 202: the floor of what any
-/// HTTP publish can cost on this machine. Runs on its own two-thread runtime, as a server
-/// process would.
-struct BareHandler {
+/// An axum app served on loopback from a thread of this process with a runtime of its
+/// own, so it does not share the load generator's thread; stopped on drop.
+struct InProcess {
     address: std::net::SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    fn serve(app: axum::Router, threads: usize) -> anyhow::Result<InProcess> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind an in-process server")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .expect("build the in-process server's runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(InProcess {
+            address,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The publish body as the server reads it.
@@ -1021,61 +1187,66 @@ struct PublishBody {
     dedup_id: Option<String>,
 }
 
-impl BareHandler {
-    async fn start() -> anyhow::Result<BareHandler> {
-        use axum::Json;
-        use axum::extract::Path;
-        use axum::http::StatusCode;
+/// An axum handler that parses the publish body and answers 202: the floor of what any
+/// HTTP publish can cost on this machine. Runs on its own two-thread runtime, as a server
+/// process would.
+fn bare_handler() -> anyhow::Result<InProcess> {
+    use axum::Json;
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+
+    let app = axum::Router::new().route(
+        "/v1/topics/{topic}/publish",
+        post(
+            |Path(topic): Path<String>, Json(body): Json<PublishBody>| async move {
+                std::hint::black_box((topic, body));
+                StatusCode::ACCEPTED
+            },
+        ),
+    );
+    InProcess::serve(app, 2)
+}
+
+/// An OTLP/HTTP receiver that takes every export and keeps only its count and size: the
+/// far end of a server's span export, as cheap as a receiver can be. One thread.
+struct OtlpSink {
+    server: InProcess,
+    exports: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl OtlpSink {
+    fn start() -> anyhow::Result<OtlpSink> {
+        use axum::http::{StatusCode, header};
         use axum::routing::post;
 
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("bind the bare handler")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("build the bare handler runtime");
-            runtime.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/v1/topics/{topic}/publish",
-                    post(
-                        |Path(topic): Path<String>, Json(body): Json<PublishBody>| async move {
-                            std::hint::black_box((topic, body));
-                            StatusCode::ACCEPTED
-                        },
-                    ),
-                );
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = shutdown_rx.await;
-                    })
-                    .await;
-            });
-        });
-        Ok(BareHandler {
-            address,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+        let exports = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (e, b) = (exports.clone(), bytes.clone());
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: Bytes| async move {
+                e.fetch_add(1, Ordering::Relaxed);
+                b.fetch_add(body.len() as u64, Ordering::Relaxed);
+                // An empty ExportTraceServiceResponse: everything accepted.
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                )
+            }),
+        );
+        Ok(OtlpSink {
+            server: InProcess::serve(app, 1)?,
+            exports,
+            bytes,
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-}
-
-impl Drop for BareHandler {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    fn taken(&self) -> (u64, u64) {
+        (
+            self.exports.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 }
