@@ -41,3 +41,102 @@ async fn every_subscription_of_every_topic_is_listed_in_one_call() {
         "secrets stay hidden: {hook}"
     );
 }
+
+/// Subscriptions replaced while messages are published, the slots changing at once
+/// (each slot's new subscription put before its old one is deleted, so some subscription
+/// of the slot is always there, and the ids of deleted ones are reused by later ones):
+/// every message reaches its slot's queue at least once and no other queue, and once the
+/// changes stop a message reaches exactly the subscriptions left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_changed_while_publishing_route_by_whole_policies_only() {
+    const SLOTS: usize = 6;
+    const GENERATIONS: usize = 12;
+    let api = std::sync::Arc::new(TestApi::new().await);
+    api.ok(Method::PUT, "/v1/topics/t", json!({})).await;
+    let sub = |slot: usize, generation: usize| {
+        (
+            format!("/v1/topics/t/subscriptions/s{slot}-{generation}"),
+            json!({
+                "endpoint": {"queue": format!("q{slot}")},
+                "filter_policy": {"to": [format!("k{slot}")]},
+                "raw_message_delivery": true,
+            }),
+        )
+    };
+    for slot in 0..SLOTS {
+        api.ok(Method::PUT, &format!("/v1/queues/q{slot}"), json!({}))
+            .await;
+        let (path, spec) = sub(slot, 0);
+        api.ok(Method::PUT, &path, spec).await;
+    }
+    let mut changes = tokio::task::JoinSet::new();
+    for slot in 0..SLOTS {
+        let api = api.clone();
+        changes.spawn(async move {
+            for generation in 1..GENERATIONS {
+                let (path, spec) = sub(slot, generation);
+                api.ok(Method::PUT, &path, spec).await;
+                let (old, _) = sub(slot, generation - 1);
+                api.ok(Method::DELETE, &old, Value::Null).await;
+            }
+        });
+    }
+    let mut published = [0usize; SLOTS];
+    let mut n = 0;
+    while !changes.is_empty() || n < 50 {
+        while let Some(done) = changes.try_join_next() {
+            done.unwrap();
+        }
+        let slot = n % SLOTS;
+        api.ok(
+            Method::POST,
+            "/v1/topics/t/publish",
+            json!({"message": {"slot": slot, "n": n}, "attributes": {"to": format!("k{slot}")}}),
+        )
+        .await;
+        published[slot] += 1;
+        n += 1;
+    }
+    let left = api
+        .ok(Method::GET, "/v1/topics/t/subscriptions", Value::Null)
+        .await;
+    assert_eq!(left["subscriptions"].as_array().unwrap().len(), SLOTS);
+
+    for (slot, published) in published.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let got = api
+                .ok(
+                    Method::POST,
+                    &format!("/v1/queues/q{slot}/receive"),
+                    json!({"max_messages": 10, "wait_s": 0}),
+                )
+                .await;
+            let messages = got["messages"].as_array().expect("`messages`");
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                let body = &m["message"];
+                assert_eq!(body["slot"], slot, "queue q{slot} received {body}");
+                seen.insert(body["n"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(seen.len(), *published, "q{slot}: every message arrived");
+    }
+
+    for slot in 0..SLOTS {
+        api.ok(
+            Method::POST,
+            "/v1/topics/t/publish",
+            json!({"message": {"slot": slot}, "attributes": {"to": format!("k{slot}")}}),
+        )
+        .await;
+    }
+    for slot in 0..SLOTS {
+        let q = api
+            .ok(Method::GET, &format!("/v1/queues/q{slot}"), Value::Null)
+            .await;
+        assert_eq!(q["approximate_visible"], 1, "q{slot}: {q}");
+    }
+}
