@@ -15,6 +15,7 @@ mod functions;
 pub mod listen;
 mod metrics;
 mod openapi;
+mod page;
 mod queues;
 mod server;
 mod streams;

@@ -6,12 +6,12 @@ use crate::backend::Received;
 use crate::error::OpError;
 use crate::wire::{
     AckRequest, AckResult, Batch, BatchResult, BatchSuccess, Empty, MAX_BATCH_ENTRIES, MessageId,
-    PurgeResult, QueueInfo, QueueList, QueueSpec, ReceiveRequest, ReceivedMessages, RedriveResult,
-    SendRequest, VisibilityRequest,
+    PageQuery, PurgeResult, QueueInfo, QueueList, QueueSpec, ReceiveRequest, ReceivedMessages,
+    RedriveResult, SendRequest, VisibilityRequest,
 };
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -45,13 +45,17 @@ async fn queue_info(s: &AppState, name: &str) -> Result<QueueInfo, OpError> {
     })
 }
 
-/// List queues.
-#[utoipa::path(get, path = "/v1/queues", tag = "queues",
-    responses((status = 200, description = "Every queue's name.", body = QueueList), Problems))]
-async fn list_queues(State(s): State<AppState>) -> Json<QueueList> {
-    Json(QueueList {
-        queues: s.app.queues.names(),
-    })
+/// List queues, by name: all of them, or a page of them.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues", params(PageQuery),
+    responses((status = 200, description = "Queues' names.", body = QueueList), Problems))]
+async fn list_queues(
+    State(s): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<QueueList>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let names = s.app.queues.names();
+    let (queues, next) = super::page::page(names.into_iter().map(|n| (n.clone(), n)), &q)?;
+    Ok(Json(QueueList { queues, next }))
 }
 
 /// Get a queue with approximate counts of its messages.

@@ -1,11 +1,12 @@
 //! `/v1/topics`: topics, their subscriptions, and publishing.
 
 use super::error::{ApiJson, Problem, check_batch, failures};
+use super::page::{self, page};
 use super::{ApiResult, AppState, Problems, SubscriptionPath, TopicPath, put_answer};
 use crate::error::OpError;
 use crate::model::{Endpoint, Kind};
 use crate::wire::{
-    Batch, BatchResult, BatchSuccess, MessageId, PublishRequest, SubscriptionInfo,
+    Batch, BatchResult, BatchSuccess, MessageId, PageQuery, PublishRequest, SubscriptionInfo,
     SubscriptionList, SubscriptionSpec, TailQuery, TopicInfo, TopicList, TopicSpec,
 };
 use axum::Json;
@@ -43,13 +44,17 @@ fn topic_info(s: &AppState, name: &str) -> Result<TopicInfo, OpError> {
     })
 }
 
-/// List topics.
-#[utoipa::path(get, path = "/v1/topics", tag = "topics",
-    responses((status = 200, description = "Every topic's name.", body = TopicList), Problems))]
-async fn list_topics(State(s): State<AppState>) -> Json<TopicList> {
-    Json(TopicList {
-        topics: s.app.control.topic_names(),
-    })
+/// List topics, by name: all of them, or a page of them.
+#[utoipa::path(get, path = "/v1/topics", tag = "topics", params(PageQuery),
+    responses((status = 200, description = "Topics' names.", body = TopicList), Problems))]
+async fn list_topics(
+    State(s): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<TopicList>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let names = s.app.control.topic_names();
+    let (topics, next) = page(names.into_iter().map(|n| (n.clone(), n)), &q)?;
+    Ok(Json(TopicList { topics, next }))
 }
 
 /// Get a topic.
@@ -260,59 +265,87 @@ fn subscription_info(
     reveal_secret: bool,
 ) -> Result<SubscriptionInfo, OpError> {
     let t = s.app.control.topic(topic)?;
-    let mut spec = t
+    let spec = t
         .subscriptions
         .get(name)
         .ok_or_else(|| OpError::not_found(Kind::Subscription, name))?;
-    if !reveal_secret && let Endpoint::Http(h) = &mut spec.endpoint {
-        h.secret = Some("(set; shown only when the subscription was created)".into());
+    if reveal_secret {
+        return Ok(SubscriptionInfo {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            spec,
+        });
     }
-    Ok(SubscriptionInfo {
-        name: name.to_string(),
-        topic: topic.to_string(),
-        spec,
-    })
+    Ok(shown(topic, name.to_string(), spec))
 }
 
-/// List a topic's subscriptions.
+/// A subscription as `GET` shows it: an http endpoint's secret hidden.
+fn shown(topic: &str, name: String, mut spec: SubscriptionSpec) -> SubscriptionInfo {
+    if let Endpoint::Http(h) = &mut spec.endpoint {
+        h.secret = Some("(set; shown only when the subscription was created)".into());
+    }
+    SubscriptionInfo {
+        name,
+        topic: topic.to_string(),
+        spec,
+    }
+}
+
+/// List a topic's subscriptions, by name: all of them, or a page of them.
 #[utoipa::path(get, path = "/v1/topics/{topic}/subscriptions", tag = "subscriptions",
-    params(TopicPath),
+    params(TopicPath, PageQuery),
     responses((status = 200, description = "The topic's subscriptions.", body = SubscriptionList),
         Problems))]
 async fn list_subscriptions(
     State(s): State<AppState>,
     Path(TopicPath { topic }): Path<TopicPath>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<SubscriptionList>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let t = s.app.control.topic(&topic)?;
-    let subscriptions = t
-        .subscriptions
-        .names()
-        .iter()
-        .map(|name| subscription_info(&s, &topic, name, false))
-        .collect::<Result<_, _>>()?;
-    Ok(Json(SubscriptionList { subscriptions }))
+    let all = t.subscriptions.all().into_iter().map(|(name, spec)| {
+        let info = shown(&topic, name.clone(), spec);
+        (name, info)
+    });
+    let (subscriptions, next) = page(all, &q)?;
+    Ok(Json(SubscriptionList {
+        subscriptions,
+        next,
+    }))
 }
 
 /// List every topic's subscriptions, by topic and then name (SNS's ListSubscriptions): the
-/// whole topology in one call.
-#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
-    responses((status = 200, description = "Every subscription.", body = SubscriptionList),
+/// whole topology in one call, or a page of it.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(PageQuery),
+    responses((status = 200, description = "Subscriptions.", body = SubscriptionList),
         Problems))]
-async fn list_all_subscriptions(State(s): State<AppState>) -> Json<SubscriptionList> {
-    let mut subscriptions = Vec::new();
-    for topic in s.app.control.topic_names() {
+async fn list_all_subscriptions(
+    State(s): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<SubscriptionList>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+    let topics = s.app.control.topic_names();
+    // Topics wholly before the page's start are passed over without reading them.
+    let from = q.next.as_deref().map(page::decode).transpose()?;
+    let all = topics
+        .into_iter()
+        .filter(|topic| {
+            from.as_deref()
+                .is_none_or(|f| f.split('\0').next().is_some_and(|t| topic.as_str() >= t))
+        })
         // A topic deleted meanwhile has no subscriptions left to list.
-        let Ok(t) = s.app.control.topic(&topic) else {
-            continue;
-        };
-        subscriptions.extend(
-            t.subscriptions
-                .names()
-                .iter()
-                .filter_map(|name| subscription_info(&s, &topic, name, false).ok()),
-        );
-    }
-    Json(SubscriptionList { subscriptions })
+        .filter_map(|topic| Some((s.app.control.topic(&topic).ok()?, topic)))
+        .flat_map(|(t, topic)| {
+            t.subscriptions.all().into_iter().map(move |(name, spec)| {
+                let key = page::subscription_key(&topic, &name);
+                (key, shown(&topic, name, spec))
+            })
+        });
+    let (subscriptions, next) = page(all, &q)?;
+    Ok(Json(SubscriptionList {
+        subscriptions,
+        next,
+    }))
 }
 
 /// Get a subscription.

@@ -30,6 +30,23 @@ pub use topics::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Most entries one page of a list holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The query of a list (`GET /v1/topics`, `/v1/queues`, a topic's subscriptions,
+/// `/v1/subscriptions`): at most `limit` entries, from where the page a `next` token came
+/// with ended. Without `limit`, every entry in one answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Most entries in the answer, 1 to 1000; every entry when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The `next` token of the page before, to go on from where it ended.
+    pub next: Option<String>,
+}
+
 /// Largest batch of a publish-batch, a batch send or an ack: SNS's and SQS's 10, widened
 /// to 100 so a local producer can move more per request.
 pub const MAX_BATCH_ENTRIES: usize = 100;

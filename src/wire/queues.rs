@@ -158,6 +158,9 @@ pub struct QueueInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QueueList {
     pub queues: Vec<String>,
+    /// When entries are left after this page: the token that asks for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The answer to a receive.

@@ -252,6 +252,9 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TopicList {
     pub topics: Vec<String>,
+    /// When entries are left after this page: the token that asks for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A subscription as `GET` shows it. An `http` endpoint's secret is shown only in the
@@ -268,6 +271,9 @@ pub struct SubscriptionInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubscriptionList {
     pub subscriptions: Vec<SubscriptionInfo>,
+    /// When entries are left after this page: the token that asks for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The notification an endpoint receives unless raw delivery is on (the body of a queue

@@ -140,3 +140,81 @@ async fn subscriptions_changed_while_publishing_route_by_whole_policies_only() {
         assert_eq!(q["approximate_visible"], 1, "q{slot}: {q}");
     }
 }
+
+/// Lists answer a page at a time when asked, and the pages together are the whole list.
+#[tokio::test]
+async fn lists_page_with_next_tokens() {
+    let api = TestApi::new().await;
+    api.ok(Method::PUT, "/v1/queues/q", json!({})).await;
+    for topic in ["t3", "t1", "t2", "t0", "t4"] {
+        api.ok(Method::PUT, &format!("/v1/topics/{topic}"), json!({}))
+            .await;
+        for sub in ["b", "a"] {
+            api.ok(
+                Method::PUT,
+                &format!("/v1/topics/{topic}/subscriptions/{sub}"),
+                json!({"endpoint": {"queue": "q"}}),
+            )
+            .await;
+        }
+    }
+    let pages = |path: &'static str, field: &'static str, limit: u32| {
+        let api = &api;
+        async move {
+            let mut all = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let query = match &next {
+                    Some(token) => format!("?limit={limit}&next={token}"),
+                    None => format!("?limit={limit}"),
+                };
+                let page = api
+                    .ok(Method::GET, &format!("{path}{query}"), Value::Null)
+                    .await;
+                let entries = page[field].as_array().unwrap().clone();
+                assert!(entries.len() <= limit as usize);
+                all.extend(entries);
+                match page["next"].as_str() {
+                    Some(token) => next = Some(token.to_string()),
+                    None => return all,
+                }
+            }
+        }
+    };
+    assert_eq!(
+        pages("/v1/topics", "topics", 2).await,
+        ["t0", "t1", "t2", "t3", "t4"]
+    );
+    assert_eq!(pages("/v1/queues", "queues", 1).await, ["q"]);
+    let subs: Vec<String> = pages("/v1/subscriptions", "subscriptions", 3)
+        .await
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["topic"].as_str().unwrap(),
+                s["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(subs.len(), 10);
+    assert_eq!(subs[..3], ["t0/a", "t0/b", "t1/a"]);
+    assert_eq!(
+        pages("/v1/topics/t2/subscriptions", "subscriptions", 1)
+            .await
+            .len(),
+        2
+    );
+
+    let whole = api.ok(Method::GET, "/v1/topics", Value::Null).await;
+    assert_eq!(whole["topics"].as_array().unwrap().len(), 5);
+    assert!(whole.get("next").is_none(), "{whole}");
+    for bad in [
+        "/v1/topics?limit=0",
+        "/v1/queues?limit=1001",
+        "/v1/subscriptions?next=%25",
+    ] {
+        let answer = api.call(Method::GET, bad, Value::Null).await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+    }
+}
