@@ -211,7 +211,7 @@ fn topics(out: &mut Scrape, app: &App) {
         "Time from a publish to its webhook or function accepting it, retries included",
         subs.iter()
             .filter(|(_, _, by_worker)| *by_worker)
-            .map(|(l, m, _)| (l.clone(), m.delivery_seconds.clone())),
+            .map(|(l, m, _)| (l.clone(), m.delivery_seconds().clone())),
     );
 }
 

@@ -202,7 +202,9 @@ impl Worker {
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 self.meter.delivered.inc();
                 let since_publish = self.backend.clock().now_ms().saturating_sub(m.sent_at);
-                (self.meter.delivery_seconds).observe(Duration::from_millis(since_publish));
+                self.meter
+                    .delivery_seconds()
+                    .observe(Duration::from_millis(since_publish));
                 self.ack(&m).await;
             }
             Outcome::Retry {

@@ -53,8 +53,38 @@ pub(super) struct Set {
 /// One subscription.
 pub(super) struct Entry {
     pub name: String,
+    /// Its spec without the filter policy, which the matcher holds compiled.
     pub spec: SubscriptionSpec,
+    /// The filter policy as compact JSON text: a fraction of the memory of its parsed
+    /// tree, which matters at a million subscriptions, and read only to show it.
+    policy: Option<Box<str>>,
     pub meter: Arc<SubscriptionMeter>,
+}
+
+impl Entry {
+    fn new(name: String, mut spec: SubscriptionSpec, meter: Arc<SubscriptionMeter>) -> Self {
+        let policy = spec
+            .filter_policy
+            .take()
+            .map(|p| p.to_string().into_boxed_str());
+        Entry {
+            name,
+            spec,
+            policy,
+            meter,
+        }
+    }
+
+    /// The spec as it was put.
+    fn spec(&self) -> SubscriptionSpec {
+        SubscriptionSpec {
+            filter_policy: self
+                .policy
+                .as_deref()
+                .map(|p| serde_json::from_str(p).expect("a policy's own JSON text parses")),
+            ..self.spec.clone()
+        }
+    }
 }
 
 impl Subscriptions {
@@ -82,11 +112,8 @@ impl Subscriptions {
         };
         for (id, (name, c)) in checked.into_iter().enumerate() {
             set.by_name.insert(name.clone(), id as u32);
-            set.entries.push(Some(Entry {
-                meter: meter.subscriptions.get(&name),
-                name,
-                spec: c.spec,
-            }));
+            let m = meter.subscriptions.get(&name);
+            set.entries.push(Some(Entry::new(name, c.spec, m)));
         }
         Ok(Subscriptions {
             set: RwLock::new(set),
@@ -113,11 +140,7 @@ impl Subscriptions {
             }
         };
         set.matcher.insert(id, checked.policy.as_ref());
-        set.entries[id as usize] = Some(Entry {
-            name: name.to_string(),
-            spec: checked.spec,
-            meter,
-        });
+        set.entries[id as usize] = Some(Entry::new(name.to_string(), checked.spec, meter));
     }
 
     /// Removes the subscription `name`; `false` when there was none.
@@ -137,7 +160,7 @@ impl Subscriptions {
             let live: Vec<(u32, Checked)> = entries
                 .iter()
                 .enumerate()
-                .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.spec.clone())))
+                .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.spec())))
                 .map(|(id, spec)| (id, Checked::new(spec).expect("a policy compiled before")))
                 .collect();
             *matcher = TopicMatcher::build(live.iter().map(|(id, c)| (*id, c.policy.as_ref())));
@@ -164,7 +187,7 @@ impl Subscriptions {
     pub fn get(&self, name: &str) -> Option<SubscriptionSpec> {
         let set = self.read();
         let id = *set.by_name.get(name)?;
-        set.entry(id).map(|e| e.spec.clone())
+        set.entry(id).map(Entry::spec)
     }
 
     /// Their names, sorted.
@@ -177,7 +200,7 @@ impl Subscriptions {
         let set = self.read();
         set.by_name
             .iter()
-            .filter_map(|(name, &id)| Some((name.clone(), set.entry(id)?.spec.clone())))
+            .filter_map(|(name, &id)| Some((name.clone(), set.entry(id)?.spec())))
             .collect()
     }
 
@@ -273,6 +296,10 @@ mod tests {
         assert_eq!(matched(&subs, "paid"), ["late", "placed"]);
         assert_eq!(subs.names(), ["late", "placed"]);
         assert_eq!(subs.read().entries.len(), 2, "the removed id was reused");
+
+        let policy = json!({"event": ["paid"], "total": [{"numeric": [">", 1.1e-300]}]});
+        subs.put("n", Checked::new(spec("q", Some(policy.clone()))).unwrap());
+        assert_eq!(subs.get("n").unwrap(), spec("q", Some(policy)), "as put");
     }
 
     #[test]

@@ -151,8 +151,16 @@ pub struct SubscriptionMeter {
     /// Deliveries given up without a dead-letter queue.
     pub dropped: Count,
     /// Webhook and function deliveries: from the publish to the endpoint accepting it,
-    /// retries included.
-    pub delivery_seconds: Latency,
+    /// retries included. Made on first use: a queue or stream subscription never needs
+    /// its buckets, and a topic may have a million of them.
+    delivery_seconds: std::sync::OnceLock<Latency>,
+}
+
+impl SubscriptionMeter {
+    /// From the publish to the webhook or function accepting the delivery.
+    pub fn delivery_seconds(&self) -> &Latency {
+        self.delivery_seconds.get_or_init(Latency::default)
+    }
 }
 
 /// A queue's traffic; its depth is read from storage at each scrape.
