@@ -150,8 +150,8 @@ pub struct Server {
     pub started_in: Duration,
     /// When the process was spawned.
     spawned_at: Instant,
-    /// Kept so the data dir lives as long as the server.
-    _data_dir: tempfile::TempDir,
+    /// Kept so the data dir lives as long as the server (taken by a restart).
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -176,6 +176,31 @@ impl Server {
             .prefix(launch.data_dir_prefix)
             .tempdir()
             .context("create a data dir")?;
+        Server::start_in(binary, launch, health, args, data_dir).await
+    }
+
+    /// Kills the server (as a crash would) and starts it again on the same data dir, with
+    /// `serve` arguments `args`.
+    pub async fn restart(
+        mut self,
+        binary: &Path,
+        launch: &Launch,
+        health: reqwest::Client,
+        args: &[std::ffi::OsString],
+    ) -> anyhow::Result<Server> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data_dir = self.data_dir.take().context("a server has its data dir")?;
+        Server::start_in(binary, launch, health, args, data_dir).await
+    }
+
+    async fn start_in(
+        binary: &Path,
+        launch: &Launch,
+        health: reqwest::Client,
+        args: &[std::ffi::OsString],
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Server> {
         let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -210,7 +235,7 @@ impl Server {
             base_url: String::new(),
             started_in: Duration::ZERO,
             spawned_at: started,
-            _data_dir: data_dir,
+            data_dir: Some(data_dir),
         };
         let address = tokio::time::timeout(START_TIMEOUT, rx)
             .await
@@ -266,7 +291,10 @@ impl Server {
 
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
-        self._data_dir.path()
+        self.data_dir
+            .as_ref()
+            .expect("a running server has its data dir")
+            .path()
     }
 
     /// File descriptors the server holds open, from `/proc/PID/fd`.
