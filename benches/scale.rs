@@ -9,6 +9,8 @@
 //! | `SCALE_CLIENTS`       | 16      | concurrent clients adding them                   |
 //! | `SCALE_MAX_SECONDS`   | 900     | stop adding after this long                      |
 //! | `SCALE_PUBLISHES`     | 2000    | publishes timed once they are in                 |
+//! | `SCALE_TOPICS`        | 10000   | topics and queues of phase (e); 0 skips it       |
+//! | `SCALE_FANOUT`        | 10000   | subscriptions one message matches in (f); 0 skips |
 //! | `SWITCHYARD_BIN`      | (cargo's) | server binary to measure instead               |
 //!
 //! Phases:
@@ -19,7 +21,14 @@
 //! - (b) publishing to the topic one at a time, each message matching one subscription
 //!   (a random customer), and matching none: latency p50 / p99;
 //! - (c) the server killed and started again on its data dir: to healthy, and RSS;
-//! - (d) removing 1,000 of the subscriptions: the rate.
+//! - (d) removing 1,000 of the subscriptions: the rate;
+//! - (e) on a fresh server, `SCALE_TOPICS` topics and as many queues, each topic with one
+//!   subscription to its queue, created from `SCALE_CLIENTS` clients; then every topic
+//!   listed a page of 1,000 at a time; RSS; the server killed and started again: to
+//!   healthy, and RSS;
+//! - (f) on a fresh server, one topic with `SCALE_FANOUT` subscriptions without a policy
+//!   (spread over 10 queues) and messages published to it one at a time for a few
+//!   seconds: deliveries stored per second.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -202,35 +211,193 @@ async fn run() -> anyhow::Result<()> {
 
     // (d) Removals, from the same number of clients.
     let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
+    let removals = REMOVALS.min(added);
+    let took = spread(removals, clients, move |i| {
+        let client = client.clone();
+        async move {
+            client
+                .delete_subscription("wide", &format!("s{i:08}"))
+                .await
+                .with_context(|| format!("remove subscription {i}"))
+        }
+    })
+    .await?;
+    table.row(
+        format!("(d) remove {removals} of them, {clients} clients"),
+        format!("{:.0}/s", removals as f64 / took.as_secs_f64()),
+    );
+
+    drop(server);
+
+    let topics: u64 = env_var("SCALE_TOPICS", 10_000);
+    if topics > 0 {
+        many_topics(&binary, topics, clients, &mut table).await?;
+    }
+    let fanout: u64 = env_var("SCALE_FANOUT", 10_000);
+    if fanout > 0 {
+        wide_fanout(&binary, fanout, clients, &mut table).await?;
+    }
+
+    table.print("switchyard at scale (loopback; the load generator shares the machine)");
+    Ok(())
+}
+
+/// Runs `op(i)` for every `i` below `n` from `clients` tasks at once.
+async fn spread<F, Fut>(n: u64, clients: usize, op: F) -> anyhow::Result<Duration>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..clients {
-        let (client, next) = (client.clone(), next.clone());
+        let (next, op) = (next.clone(), op.clone());
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= REMOVALS.min(added) {
+                if i >= n {
                     return anyhow::Ok(());
                 }
-                client
-                    .delete_subscription("wide", &format!("s{i:08}"))
-                    .await
-                    .with_context(|| format!("remove subscription {i}"))?;
+                op(i).await?;
             }
         });
     }
     while let Some(r) = tasks.join_next().await {
-        r.context("a removing task")??;
+        r.context("a client task")??;
     }
+    Ok(started.elapsed())
+}
+
+/// (e) Many topics and queues, each topic with a subscription to its queue.
+async fn many_topics(
+    binary: &std::path::Path,
+    n: u64,
+    clients: usize,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let server = Server::start(binary, &LAUNCH, common::http_client(1)?).await?;
+    let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
+    let c = client.clone();
+    let took = spread(n, clients, move |i| {
+        let c = c.clone();
+        async move {
+            let (topic, queue) = (format!("t{i:07}"), format!("q{i:07}"));
+            c.put_queue(&queue, &QueueSpec::default()).await?;
+            c.put_topic(&topic, &TopicSpec::default()).await?;
+            c.put_subscription(&topic, "s", &SubscriptionSpec::to_queue(queue))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
     table.row(
-        format!("(d) remove {REMOVALS} of them, {clients} clients"),
+        format!("(e) create {n} topics and {n} queues, a subscription each, {clients} clients"),
         format!(
-            "{:.0}/s",
-            REMOVALS.min(added) as f64 / started.elapsed().as_secs_f64()
+            "{:.1} s ({:.0} topics/s)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
         ),
     );
 
-    table.print("switchyard at scale (loopback; the load generator shares the machine)");
+    let http = common::http_client(1)?;
+    let started = Instant::now();
+    let (mut listed, mut pages, mut next) = (0usize, 0, None::<String>);
+    loop {
+        let mut url = format!("{}/v1/topics?limit=1000", server.base_url);
+        if let Some(token) = &next {
+            url.push_str(&format!("&next={token}"));
+        }
+        let page: serde_json::Value = http
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        listed += page["topics"].as_array().context("`topics`")?.len();
+        pages += 1;
+        match page["next"].as_str() {
+            Some(token) => next = Some(token.to_string()),
+            None => break,
+        }
+    }
+    ensure!(listed as u64 == n, "listed {listed} of {n} topics");
+    table.row(
+        format!("(e) list the {n} topics, 1,000 a page"),
+        format!("{pages} pages in {:.0} ms", ms(started.elapsed())),
+    );
+    let rss = server.rss_mb()?;
+    let server = server
+        .restart(binary, &LAUNCH, common::http_client(1)?, &[])
+        .await?;
+    table.row(
+        format!("(e) RSS with {n} topics and queues; killed and started again"),
+        format!(
+            "{rss:.1} MB; healthy after {:.0} ms, RSS {:.1} MB",
+            ms(server.started_in),
+            server.rss_mb()?
+        ),
+    );
+    Ok(())
+}
+
+/// (f) One message stored for every one of `n` subscriptions.
+async fn wide_fanout(
+    binary: &std::path::Path,
+    n: u64,
+    clients: usize,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    const QUEUES: u64 = 10;
+    const SECONDS: Duration = Duration::from_secs(5);
+    const MAX_MESSAGES: u64 = 1_000;
+    let server = Server::start(binary, &LAUNCH, common::http_client(1)?).await?;
+    let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
+    client.put_topic("fan", &TopicSpec::default()).await?;
+    for q in 0..QUEUES {
+        client
+            .put_queue(&format!("fan{q}"), &QueueSpec::default())
+            .await?;
+    }
+    let c = client.clone();
+    spread(n, clients, move |i| {
+        let c = c.clone();
+        async move {
+            let spec = SubscriptionSpec::to_queue(format!("fan{}", i % QUEUES));
+            c.put_subscription("fan", &format!("s{i:07}"), &spec)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let request: PublishRequest = serde_json::from_value(json!({"message": {"order": 1}}))?;
+    let started = Instant::now();
+    let mut published = 0;
+    while started.elapsed() < SECONDS && published < MAX_MESSAGES {
+        client.publish("fan", &request).await?;
+        published += 1;
+    }
+    let took = started.elapsed();
+    let mut stored = 0;
+    for q in 0..QUEUES {
+        stored += client
+            .get_queue(&format!("fan{q}"))
+            .await?
+            .approximate_visible;
+    }
+    ensure!(
+        stored == published * n,
+        "{published} publishes to {n} subscriptions stored {stored} messages"
+    );
+    table.row(
+        format!("(f) publish to {n} matching subscriptions, one at a time"),
+        format!(
+            "{published} publishes in {:.1} s: {:.0} deliveries/s stored ({:.1} ms a publish)",
+            took.as_secs_f64(),
+            stored as f64 / took.as_secs_f64(),
+            ms(took) / published as f64
+        ),
+    );
     Ok(())
 }
