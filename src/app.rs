@@ -6,7 +6,7 @@
 
 use crate::backend::Backend;
 use crate::control::{Control, FunctionCompiler, Parts};
-use crate::deliver::{DeliveryMetrics, GroupFeed, Outbox, QueueFeed, Sources, Workers};
+use crate::deliver::{DeliveryMetrics, Outbox, SourceParts, Sources, Workers};
 use crate::error::OpError;
 use crate::publish::{Publisher, Topics};
 use crate::queue::Queues;
@@ -123,15 +123,16 @@ impl App {
         } else {
             String::new()
         };
-        let (queue_feed, group_feed): (Arc<dyn QueueFeed>, Arc<dyn GroupFeed>) =
-            (queues.clone(), streams.clone());
         let sources = Sources::new(
-            queue_feed,
-            group_feed,
-            functions.clone(),
-            outbox,
-            delivery_metrics.clone(),
-            member_suffix,
+            SourceParts {
+                queues: queues.clone(),
+                groups: streams.clone(),
+                functions: functions.clone(),
+                outbox,
+                metrics: delivery_metrics.clone(),
+                telemetry: telemetry.clone(),
+                member_suffix,
+            },
             shutdown.clone(),
         );
         let control = Control::open(Parts {

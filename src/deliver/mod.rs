@@ -14,7 +14,7 @@ pub mod sources;
 mod worker;
 
 pub use event::runtime_attributes;
-pub use sources::{Feed, FeedError, GroupFeed, QueueFeed, SourceReading, Sources};
+pub use sources::{Feed, FeedError, GroupFeed, QueueFeed, SourceParts, SourceReading, Sources};
 
 use crate::backend::{Backend, QueueKind, StorageError};
 use crate::model::{

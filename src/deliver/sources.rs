@@ -26,7 +26,10 @@
 use super::{DeliveryMetrics, Outbox, event};
 use crate::backend::{Received, StoredRecord};
 use crate::model::{Destination, SourceSpec, StartPosition};
-use crate::runtime::{Function, FunctionRegistry, Slot};
+use crate::runtime::{AttributeValue, BatchInvocation, Event, Function, FunctionRegistry, Slot};
+use crate::telemetry::Telemetry;
+use crate::telemetry::spans::{KeyValue, Kind};
+use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -103,43 +106,30 @@ pub trait GroupFeed: Send + Sync + 'static {
 }
 
 /// What every source of this router shares.
-struct Context {
-    queues: Arc<dyn QueueFeed>,
-    functions: Arc<FunctionRegistry>,
-    outbox: Arc<dyn Outbox>,
-    groups: Arc<dyn GroupFeed>,
-    metrics: Arc<DeliveryMetrics>,
+pub struct SourceParts {
+    pub queues: Arc<dyn QueueFeed>,
+    pub functions: Arc<FunctionRegistry>,
+    pub outbox: Arc<dyn Outbox>,
+    pub groups: Arc<dyn GroupFeed>,
+    pub metrics: Arc<DeliveryMetrics>,
+    /// Where a batch invocation's span goes, when spans are exported.
+    pub telemetry: Arc<Telemetry>,
     /// Appended to a stream source's member name: routers sharing a backend each run the
     /// source as their own member, so the shards are split between them, not read twice.
-    member_suffix: String,
+    pub member_suffix: String,
 }
 
 /// The running sources, by function.
 pub struct Sources {
-    context: Arc<Context>,
+    context: Arc<SourceParts>,
     running: Mutex<HashMap<String, Running>>,
     shutdown: CancellationToken,
 }
 
 impl Sources {
-    pub fn new(
-        queues: Arc<dyn QueueFeed>,
-        groups: Arc<dyn GroupFeed>,
-        functions: Arc<FunctionRegistry>,
-        outbox: Arc<dyn Outbox>,
-        metrics: Arc<DeliveryMetrics>,
-        member_suffix: String,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: SourceParts, shutdown: CancellationToken) -> Self {
         Self {
-            context: Arc::new(Context {
-                queues,
-                functions,
-                outbox,
-                groups,
-                metrics,
-                member_suffix,
-            }),
+            context: Arc::new(parts),
             running: Mutex::default(),
             shutdown,
         }
@@ -374,7 +364,7 @@ impl SourceStats {
 }
 
 fn spawn_poller(
-    cx: &Arc<Context>,
+    cx: &Arc<SourceParts>,
     s: &Arc<QueueSource>,
     stats: &Arc<SourceStats>,
     anchor: bool,
@@ -424,7 +414,7 @@ struct StreamSource {
     stats: Arc<SourceStats>,
 }
 
-impl Context {
+impl SourceParts {
     /// Waits until the source's function is ready to invoke; `None` when it does not
     /// exist or the source stops. A function that is loading, or failed to load, is
     /// waited for.
@@ -437,6 +427,45 @@ impl Context {
             f = self.functions.wait_ready(function) => f,
             _ = stop.cancelled() => None,
         }
+    }
+
+    /// Invokes `f` on a batch of events from `source` in `slot`. When spans are exported
+    /// the invocation is one: the root of a trace of its own, linked to the trace each
+    /// event carries (a batch has no one parent), and the parent of what it publishes.
+    async fn invoke_batch(
+        &self,
+        f: &Function,
+        slot: Slot,
+        source: &str,
+        events: Vec<Event>,
+    ) -> BatchInvocation {
+        fn value<'e>(e: &'e Event, name: &str) -> Option<&'e str> {
+            match &e.attributes.iter().find(|a| a.name == name)?.value {
+                AttributeValue::String(v) => Some(v.as_str()),
+                _ => None,
+            }
+        }
+        let span = self.telemetry.tracing.as_ref().map(|tracing| {
+            let links: Vec<_> = events
+                .iter()
+                .filter_map(|e| Some((value(e, TRACEPARENT)?, value(e, TRACESTATE))))
+                .collect();
+            let attributes = vec![
+                KeyValue::new("messaging.destination.name", source.to_string()),
+                KeyValue::new("messaging.batch.message_count", events.len() as i64),
+            ];
+            let name = format!("invoke {}", f.name());
+            tracing.start_linked(name, Kind::Consumer, links, attributes)
+        });
+        let mut inv = f.invoke_batch_in(Some(slot), events).await;
+        if let Some(mut span) = span {
+            if let Err(e) = &inv.outcome {
+                span.fail(e.to_string());
+            }
+            let trace = [(TRACEPARENT, span.traceparent())];
+            super::worker::inherit_trace(&trace, &mut inv.published);
+        }
+        inv
     }
 
     fn count_batch(&self, failed: bool) {
@@ -531,7 +560,7 @@ impl Context {
                 Ordering::Relaxed,
             );
             let events = msgs.iter().map(|m| event::from_message(queue, m)).collect();
-            let inv = f.invoke_batch_in(Some(slot), events).await;
+            let inv = self.invoke_batch(&f, slot, queue, events).await;
             let failed_any = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
             stats.batch_done(msgs.len(), inv.duration, failed_any);
             match inv.outcome {
@@ -846,7 +875,7 @@ struct BatchOutcome {
     failed: Vec<(usize, String)>,
 }
 
-impl Context {
+impl SourceParts {
     /// Invokes `f` with the lane's records, `batch_size` at a time in order, until a batch
     /// fails.
     async fn run_lane(
@@ -898,7 +927,7 @@ impl Context {
                 .map(|&i| event::from_record(stream, group, &recs[i]))
                 .collect();
             s.stats.batch_started();
-            let inv = f.invoke_batch_in(Some(slot), events).await;
+            let inv = self.invoke_batch(f, slot, stream, events).await;
             s.stats.busy.fetch_sub(1, Ordering::Relaxed);
             let failed = !matches!(&inv.outcome, Ok(failures) if failures.is_empty());
             s.stats.batch_done(batch.len(), inv.duration, failed);

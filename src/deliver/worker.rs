@@ -385,7 +385,7 @@ fn set_traceparent(trace: &mut Vec<(&'static str, String)>, traceparent: String)
 
 /// What a function publishes while handling an event continues the event's trace: each
 /// publish that carries no trace context of its own gets the event's.
-fn inherit_trace(trace: &[(&str, String)], published: &mut [crate::runtime::Publish]) {
+pub(super) fn inherit_trace(trace: &[(&str, String)], published: &mut [crate::runtime::Publish]) {
     use crate::runtime::{Attribute, AttributeValue};
     if trace.is_empty() {
         return;

@@ -9,7 +9,7 @@
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
     TracerProvider as _,
 };
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
@@ -62,19 +62,39 @@ impl Tracing {
         parent: Option<(&str, Option<&str>)>,
         attributes: Vec<KeyValue>,
     ) -> Span {
-        let cx = parent.map_or_else(Context::new, |(traceparent, tracestate)| {
-            let mut carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-            if let Some(state) = tracestate {
-                carrier.insert("tracestate".to_string(), state.to_string());
-            }
-            TraceContextPropagator::new().extract(&carrier)
-        });
+        let cx = parent.map_or_else(Context::new, |(p, s)| remote(p, s));
         let span = self
             .tracer
             .span_builder(name)
             .with_kind(kind)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &cx);
+        Span(span)
+    }
+
+    /// Starts the root of a new trace, linked to the trace contexts `links` (each a
+    /// `traceparent` with its `tracestate`): the span of work done for many messages at
+    /// once, each in a trace of its own.
+    pub fn start_linked<'a>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        links: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+        attributes: Vec<KeyValue>,
+    ) -> Span {
+        let links = links
+            .into_iter()
+            .map(|(p, s)| remote(p, s).span().span_context().clone())
+            .filter(SpanContext::is_valid)
+            .map(Link::with_context)
+            .collect();
+        let span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_links(links)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &Context::new());
         Span(span)
     }
 
@@ -114,6 +134,15 @@ impl Span {
     pub fn end(mut self) {
         self.0.end();
     }
+}
+
+/// The context of a span of another process, from its `traceparent` and `tracestate`.
+fn remote(traceparent: &str, tracestate: Option<&str>) -> Context {
+    let mut carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    if let Some(state) = tracestate {
+        carrier.insert("tracestate".to_string(), state.to_string());
+    }
+    TraceContextPropagator::new().extract(&carrier)
 }
 
 fn traceparent(cx: &SpanContext) -> String {

@@ -2,7 +2,8 @@
 //! and `tracestate` headers on the publish, it reaches a queue consumer as attributes, a
 //! webhook as headers, and a function's event, whose own publishes carry it on. With
 //! `--otlp-endpoint`, the spans of that way reach an OTLP collector (a small one here,
-//! decoding the protocol's messages) as one trace.
+//! decoding the protocol's messages) as one trace; a function consuming a queue in
+//! batches invokes in a trace of its own, linked to each message's.
 
 use crate::guests;
 use crate::harness::{Launch, TestServer, eventually, spawn_server};
@@ -139,6 +140,8 @@ struct Got {
     trace_id: String,
     span_id: String,
     parent: String,
+    /// The spans it is linked to, as (trace id, span id).
+    links: Vec<(String, String)>,
 }
 
 /// An OTLP/HTTP collector on loopback keeping every span it is sent.
@@ -160,6 +163,11 @@ async fn collector() -> (Arc<Mutex<Vec<Got>>>, String) {
                                 trace_id: hex(&s.trace_id),
                                 span_id: hex(&s.span_id),
                                 parent: hex(&s.parent_span_id),
+                                links: s
+                                    .links
+                                    .iter()
+                                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                                    .collect(),
                             });
                         }
                     }
@@ -240,4 +248,77 @@ async fn with_an_otlp_endpoint_one_trace_follows_the_event_through_every_hop() {
         queued[0]["traceparent"]["Value"],
         format!("00-{trace_id}-{}-01", publish.span_id)
     );
+}
+
+#[tokio::test]
+async fn a_batch_from_a_queue_is_invoked_in_a_span_linked_to_each_message_trace() {
+    const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (spans, url) = collector().await;
+    let server = Launch::new(None, &["--otlp-endpoint", &url])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .spawn()
+        .await;
+    for q in ["work", "out-q"] {
+        server
+            .ok(Method::PUT, &format!("/v1/queues/{q}"), json!({}))
+            .await;
+    }
+    for t in ["orders", "out"] {
+        server
+            .ok(Method::PUT, &format!("/v1/topics/{t}"), json!({}))
+            .await;
+    }
+    for (topic, queue) in [("orders", "work"), ("out", "out-q")] {
+        server
+            .ok(
+                Method::PUT,
+                &format!("/v1/topics/{topic}/subscriptions/to-{queue}"),
+                json!({"endpoint": {"queue": queue}, "raw_message_delivery": true}),
+            )
+            .await;
+    }
+    // Both wait in the queue before the function exists, so one receive takes both.
+    publish_with(&server, PARENT, json!({"count": 1})).await;
+    publish_with(&server, OTHER, json!({"count": 2})).await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/functions/pub",
+            json!({"module": guests::path("publisher"), "env": {"topic": "out"},
+                   "sources": [{"queue": "work", "batch_size": 10}]}),
+        )
+        .await;
+
+    let got = eventually(
+        Duration::from_secs(30),
+        "the batch's invocation and its publishes",
+        || async {
+            let got = spans.lock().unwrap().clone();
+            let publishes = got.iter().filter(|s| s.name == "publish out").count();
+            (got.iter().any(|s| s.name == "invoke pub") && publishes >= 2).then_some(got)
+        },
+    )
+    .await;
+    let invoke: Vec<&Got> = got.iter().filter(|s| s.name == "invoke pub").collect();
+    assert_eq!(invoke.len(), 1, "one batch: {got:#?}");
+    let invoke = invoke[0];
+    assert_eq!(invoke.parent, "", "a root of its own");
+    let published: Vec<&Got> = got.iter().filter(|s| s.name == "publish orders").collect();
+    let mut want: Vec<(String, String)> = published
+        .iter()
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    let mut links = invoke.links.clone();
+    want.sort();
+    links.sort();
+    assert_eq!(links, want, "linked to both messages' publishes: {got:#?}");
+    let traces: Vec<&str> = want.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(traces.contains(&&PARENT[3..35]) && traces.contains(&&OTHER[3..35]));
+    for p in got.iter().filter(|s| s.name == "publish out") {
+        assert_eq!(
+            (p.trace_id.as_str(), p.parent.as_str()),
+            (invoke.trace_id.as_str(), invoke.span_id.as_str()),
+            "what the batch published is the invocation's child"
+        );
+    }
 }
