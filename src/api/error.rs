@@ -143,6 +143,27 @@ pub fn receipt_status(r: &ReceiptError) -> (StatusCode, &'static str) {
     }
 }
 
+/// A query string, with what cannot be read of it answered as a problem naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(q) = axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
+        Ok(ApiQuery(q))
+    }
+}
+
 /// A JSON body, parsed whatever the `Content-Type`, with parse errors (position and the
 /// offending field included) and size limits answered as problems.
 pub struct ApiJson<T>(pub T);

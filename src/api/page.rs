@@ -39,6 +39,14 @@ pub(super) fn page<T>(
     Ok((page, next))
 }
 
+/// The page of `names` (sorted) that `q` asks for.
+pub(super) fn names(
+    names: Vec<String>,
+    q: &PageQuery,
+) -> Result<(Vec<String>, Option<String>), Problem> {
+    page(names.into_iter().map(|n| (n.clone(), n)), q)
+}
+
 /// The key of a subscription in the list of every topic's: by topic, then name.
 pub(super) fn subscription_key(topic: &str, name: &str) -> String {
     // NUL sorts before every character a name may hold, so the keys sort as the pairs do.

@@ -1,6 +1,6 @@
 //! `/v1/queues`: queues, and sending, receiving and acknowledging their messages.
 
-use super::error::{ApiJson, Problem, check_batch, failures, parse_json, receipt_status};
+use super::error::{ApiJson, ApiQuery, Problem, check_batch, failures, parse_json, receipt_status};
 use super::{ApiResult, AppState, Problems, QueuePath, put_answer};
 use crate::backend::Received;
 use crate::error::OpError;
@@ -11,7 +11,7 @@ use crate::wire::{
 };
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -50,11 +50,9 @@ async fn queue_info(s: &AppState, name: &str) -> Result<QueueInfo, OpError> {
     responses((status = 200, description = "Queues' names.", body = QueueList), Problems))]
 async fn list_queues(
     State(s): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<QueueList>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
-    let names = s.app.queues.names();
-    let (queues, next) = super::page::page(names.into_iter().map(|n| (n.clone(), n)), &q)?;
+    let (queues, next) = super::page::names(s.app.queues.names(), &q)?;
     Ok(Json(QueueList { queues, next }))
 }
 

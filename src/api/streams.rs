@@ -1,6 +1,6 @@
 //! `/v1/streams`: streams, their records and shards, and consumer groups.
 
-use super::error::{ApiJson, Problem};
+use super::error::{ApiJson, ApiQuery};
 use super::{ApiResult, AppState, GroupPath, Problems, ShardPath, StreamPath, put_answer};
 use crate::backend::StoredRecord;
 use crate::error::OpError;
@@ -11,7 +11,7 @@ use crate::wire::{
     ShardInfo, ShardList, StreamInfo, StreamList, StreamSpec,
 };
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -194,9 +194,8 @@ fn json_text(data: &[u8]) -> Option<&str> {
 async fn read_shard(
     State(s): State<AppState>,
     Path(ShardPath { stream, shard }): Path<ShardPath>,
-    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let from = q.from.as_deref().unwrap_or("trim_horizon");
     let page = s
         .app

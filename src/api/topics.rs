@@ -1,6 +1,6 @@
 //! `/v1/topics`: topics, their subscriptions, and publishing.
 
-use super::error::{ApiJson, Problem, check_batch, failures};
+use super::error::{ApiJson, ApiQuery, Problem, check_batch, failures};
 use super::page::{self, page};
 use super::{ApiResult, AppState, Problems, SubscriptionPath, TopicPath, put_answer};
 use crate::error::OpError;
@@ -10,7 +10,7 @@ use crate::wire::{
     SubscriptionList, SubscriptionSpec, TailQuery, TopicInfo, TopicList, TopicSpec,
 };
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -49,11 +49,9 @@ fn topic_info(s: &AppState, name: &str) -> Result<TopicInfo, OpError> {
     responses((status = 200, description = "Topics' names.", body = TopicList), Problems))]
 async fn list_topics(
     State(s): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<TopicList>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
-    let names = s.app.control.topic_names();
-    let (topics, next) = page(names.into_iter().map(|n| (n.clone(), n)), &q)?;
+    let (topics, next) = page::names(s.app.control.topic_names(), &q)?;
     Ok(Json(TopicList { topics, next }))
 }
 
@@ -158,9 +156,8 @@ fn carry_trace(headers: &HeaderMap, req: &mut PublishRequest) {
 async fn tail(
     State(s): State<AppState>,
     Path(TopicPath { topic }): Path<TopicPath>,
-    query: Result<Query<TailQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<TailQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let filter = tail_filter(&q)?;
     let events = s.app.publisher.watch(&topic)?;
     let stop = s.app.shutdown.clone();
@@ -299,9 +296,8 @@ fn shown(topic: &str, name: String, mut spec: SubscriptionSpec) -> SubscriptionI
 async fn list_subscriptions(
     State(s): State<AppState>,
     Path(TopicPath { topic }): Path<TopicPath>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<SubscriptionList>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let t = s.app.control.topic(&topic)?;
     let all = t.subscriptions.all().into_iter().map(|(name, spec)| {
         let info = shown(&topic, name.clone(), spec);
@@ -321,9 +317,8 @@ async fn list_subscriptions(
         Problems))]
 async fn list_all_subscriptions(
     State(s): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<SubscriptionList>> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(format!("invalid query: {e}")))?;
     let topics = s.app.control.topic_names();
     // Topics wholly before the page's start are passed over without reading them.
     let from = q.next.as_deref().map(page::decode).transpose()?;
