@@ -257,78 +257,86 @@ async fn one_server(settings: &Settings, table: &mut Table) -> anyhow::Result<()
     bench_topic(&client).await?;
     let event = Bytes::from(serde_json::to_vec(&publish_body(0))?);
 
-    // (a) Publish throughput against the bare handler.
-    let bare = bare_handler()?;
-    let bare_result = closed_loop(
-        &bare.url("/v1/topics/bench/publish"),
-        event.clone(),
-        settings.connections,
-        settings.seconds,
-    )
-    .await?;
-    let result = closed_loop(
-        &format!("{}/v1/topics/bench/publish", server.base_url),
-        event.clone(),
-        settings.connections,
-        settings.seconds,
-    )
-    .await?;
-    table.row(
-        format!(
-            "(a) publish 1 KiB, 1 queue subscription, {} connections",
-            settings.connections
-        ),
-        format!(
-            "{:.0} req/s{}; bare axum 202 handler {:.0} req/s; ratio {:.2}",
-            result.per_second(),
-            result.errors_note(),
-            bare_result.per_second(),
-            result.per_second() / bare_result.per_second().max(1.0)
-        ),
-    );
-    drop(bare);
-
-    // (b) Batch publish, into its own queue that (c) then drains.
-    client
-        .put_topic("bench-batch", &TopicSpec::default())
-        .await?;
-    client
-        .put_queue("bench-drain", &QueueSpec::default())
-        .await?;
-    client
-        .put_subscription(
-            "bench-batch",
-            "drain",
-            &SubscriptionSpec::to_queue("bench-drain"),
+    if settings.runs("a") {
+        // (a) Publish throughput against the bare handler.
+        let bare = bare_handler()?;
+        let bare_result = closed_loop(
+            &bare.url("/v1/topics/bench/publish"),
+            event.clone(),
+            settings.connections,
+            settings.seconds,
         )
         .await?;
-    let stored = batch_publish(&client, "bench-batch", settings.seconds).await?;
-    table.row(
-        format!(
-            "(b) batch publish, {PUBLISH_BATCH} x 1 KiB per request, {BATCH_CONNECTIONS} connections"
-        ),
-        format!(
-            "{:.0} events/s stored{}",
-            stored.per_second(),
-            stored.errors_note()
-        ),
-    );
+        let result = closed_loop(
+            &format!("{}/v1/topics/bench/publish", server.base_url),
+            event.clone(),
+            settings.connections,
+            settings.seconds,
+        )
+        .await?;
+        table.row(
+            format!(
+                "(a) publish 1 KiB, 1 queue subscription, {} connections",
+                settings.connections
+            ),
+            format!(
+                "{:.0} req/s{}; bare axum 202 handler {:.0} req/s; ratio {:.2}",
+                result.per_second(),
+                result.errors_note(),
+                bare_result.per_second(),
+                result.per_second() / bare_result.per_second().max(1.0)
+            ),
+        );
+        drop(bare);
+    }
 
-    // (c) ReceiveRequest + ack.
-    let consumed = receive_and_ack(&client, "bench-drain", settings.seconds).await?;
-    table.row(
-        format!("(c) receive 10 + ack, {CONSUMERS} consumers"),
-        format!(
-            "{:.0} msgs/s{}",
-            consumed.per_second(),
-            consumed.errors_note()
-        ),
-    );
+    // (c) drains what (b) stores, so (c) runs (b) first.
+    if settings.runs("bc") {
+        // (b) Batch publish, into its own queue that (c) then drains.
+        client
+            .put_topic("bench-batch", &TopicSpec::default())
+            .await?;
+        client
+            .put_queue("bench-drain", &QueueSpec::default())
+            .await?;
+        client
+            .put_subscription(
+                "bench-batch",
+                "drain",
+                &SubscriptionSpec::to_queue("bench-drain"),
+            )
+            .await?;
+        let stored = batch_publish(&client, "bench-batch", settings.seconds).await?;
+        table.row(
+            format!(
+                "(b) batch publish, {PUBLISH_BATCH} x 1 KiB per request, {BATCH_CONNECTIONS} connections"
+            ),
+            format!(
+                "{:.0} events/s stored{}",
+                stored.per_second(),
+                stored.errors_note()
+            ),
+        );
+        if settings.runs("c") {
+            // (c) ReceiveRequest + ack.
+            let consumed = receive_and_ack(&client, "bench-drain", settings.seconds).await?;
+            table.row(
+                format!("(c) receive 10 + ack, {CONSUMERS} consumers"),
+                format!(
+                    "{:.0} msgs/s{}",
+                    consumed.per_second(),
+                    consumed.errors_note()
+                ),
+            );
+        }
+    }
 
     // (g) The AWS protocols against /v1 doing the same work, same connections, same
     // server, one after the other: what speaking SQS's JSON or SNS's query protocol costs
     // over the operation itself.
-    aws_protocols(&client, &server.base_url, settings, table).await?;
+    if settings.runs("g") {
+        aws_protocols(&client, &server.base_url, settings, table).await?;
+    }
     Ok(())
 }
 
