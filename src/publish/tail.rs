@@ -9,41 +9,41 @@ use super::check::Message;
 use crate::model::attributes::Attributes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 /// Events kept for each watcher of a topic until it reads them.
 pub const TAIL_BUFFER: usize = 1024;
 
-/// A topic's watchers; carried over when the topic is rebuilt.
-#[derive(Clone)]
-pub struct Tail(broadcast::Sender<Arc<Tailed>>);
-
-impl Default for Tail {
-    fn default() -> Self {
-        Tail(broadcast::channel(TAIL_BUFFER).0)
-    }
-}
+/// A topic's watchers; carried over when the topic is rebuilt. The channel, whose
+/// buffer of `TAIL_BUFFER` events is allocated whole, is made when the first watcher
+/// comes: most topics are never watched, and a server may have a hundred thousand.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<OnceLock<broadcast::Sender<Arc<Tailed>>>>);
 
 impl Tail {
     /// Whether anyone watches; publishes skip the rest when not.
     pub(super) fn watched(&self) -> bool {
-        self.0.receiver_count() > 0
+        self.watchers() > 0
     }
 
     /// How many follow the topic now.
     pub fn watchers(&self) -> usize {
-        self.0.receiver_count()
+        self.0.get().map_or(0, broadcast::Sender::receiver_count)
     }
 
     pub(super) fn offer(&self, event: Tailed) {
-        // Nobody left to read it is no error: the watcher went away meanwhile.
-        let _ = self.0.send(Arc::new(event));
+        if let Some(sender) = self.0.get() {
+            // Nobody left to read it is no error: the watcher went away meanwhile.
+            let _ = sender.send(Arc::new(event));
+        }
     }
 
     /// A new watcher, which sees what is published from now on.
     pub fn watch(&self) -> broadcast::Receiver<Arc<Tailed>> {
-        self.0.subscribe()
+        self.0
+            .get_or_init(|| broadcast::channel(TAIL_BUFFER).0)
+            .subscribe()
     }
 }
 
@@ -90,5 +90,33 @@ pub(super) fn tailed<'a>(
         json: serde_json::to_string(&event).expect("an event serializes"),
         body: message.body.clone(),
         attributes: message.attributes.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> Tailed {
+        Tailed {
+            json: n.to_string(),
+            body: RawValue::from_string(n.to_string()).unwrap(),
+            attributes: Attributes::new(),
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_made_for_the_first_watcher_and_kept_across_clones() {
+        let tail = Tail::default();
+        tail.offer(event(1));
+        assert!(tail.0.get().is_none(), "no watcher, no buffer");
+        assert!(!tail.watched());
+        let rebuilt = tail.clone();
+        let mut watcher = rebuilt.watch();
+        assert!(tail.watched(), "the clone shares the watchers");
+        tail.offer(event(2));
+        assert_eq!(watcher.try_recv().unwrap().json, "2");
+        drop(watcher);
+        assert_eq!(tail.watchers(), 0);
     }
 }
