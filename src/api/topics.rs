@@ -321,13 +321,14 @@ async fn list_all_subscriptions(
 ) -> ApiResult<Json<SubscriptionList>> {
     let topics = s.app.control.topic_names();
     // Topics wholly before the page's start are passed over without reading them.
-    let from = q.next.as_deref().map(page::decode).transpose()?;
+    let from = q.next.as_deref().map(|next| {
+        next.split(page::SUBSCRIPTION_KEY_SEPARATOR)
+            .next()
+            .unwrap_or_default()
+    });
     let all = topics
         .into_iter()
-        .filter(|topic| {
-            from.as_deref()
-                .is_none_or(|f| f.split('\0').next().is_some_and(|t| topic.as_str() >= t))
-        })
+        .filter(|topic| from.is_none_or(|f| topic.as_str() >= f))
         // A topic deleted meanwhile has no subscriptions left to list.
         .filter_map(|topic| Some((s.app.control.topic(&topic).ok()?, topic)))
         .flat_map(|(t, topic)| {

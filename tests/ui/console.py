@@ -70,12 +70,14 @@ def main() -> None:
         expect(counts.locator("tr", has_text="visible").first).to_contain_text("0")
 
         # Publish from the form; the event appears in the live tail with where it went.
+        # The topic page renders after its data arrives, and the queue page before it has
+        # a message box too: fill the form only once the topic page is there.
         page.goto(f"{base}/ui/#/topic/orders")
+        expect(page.locator("h2", has_text="Live tail")).to_be_visible()
         page.fill('textarea[aria-label="message"]', '{"order_id": "o-42", "total": 5}')
         page.fill('textarea[aria-label="attributes"]', '{"kind": "order"}')
         # The tail is connected once the page has rendered; give it the publish.
         tail = page.get_by_test_id("tail")
-        expect(page.locator("h2", has_text="Live tail")).to_be_visible()
         deadline = time.monotonic() + TIMEOUT_MS / 1000
         published = 0
         while tail.locator(".event").count() == 0:

@@ -212,7 +212,7 @@ async fn lists_page_with_next_tokens() {
     for bad in [
         "/v1/topics?limit=0",
         "/v1/queues?limit=1001",
-        "/v1/subscriptions?next=%25",
+        "/v1/subscriptions?limit=x",
     ] {
         let answer = api.call(Method::GET, bad, Value::Null).await;
         assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
