@@ -101,17 +101,21 @@ fn totals(out: &mut Scrape, s: &AppState) {
 /// A counter family read from one kind of meter: its name, its help, and the counter.
 type CounterFamily<M> = (&'static str, &'static str, fn(&M) -> u64);
 
-/// One sample of each family per meter.
-fn counter_families<M>(
+/// One sample of each family per item, each item giving its labels and its meter.
+fn counter_families<M, T>(
     out: &mut Scrape,
     families: &[CounterFamily<M>],
-    meters: &[(Labels, Arc<M>)],
+    items: &[T],
+    meter: impl Fn(&T) -> (&Labels, &M),
 ) {
     for (name, help, field) in families {
         out.counters(
             name,
             help,
-            meters.iter().map(|(l, m)| (l.clone(), field(m))),
+            items.iter().map(|item| {
+                let (labels, m) = meter(item);
+                (labels.clone(), field(m))
+            }),
         );
     }
 }
@@ -201,11 +205,7 @@ fn topics(out: &mut Scrape, app: &App) {
             |m| m.dropped.get(),
         ),
     ];
-    let meters: Vec<_> = subs
-        .iter()
-        .map(|(l, m, _)| (l.clone(), m.clone()))
-        .collect();
-    counter_families(out, &families, &meters);
+    counter_families(out, &families, &subs, |(l, m, _)| (l, m));
     out.histograms(
         "switchyard_delivery_seconds",
         "Time from a publish to its webhook or function accepting it, retries included",
@@ -269,7 +269,7 @@ async fn queues(out: &mut Scrape, app: &App) {
             |m| m.dead_lettered.get(),
         ),
     ];
-    counter_families(out, &families, &traffic);
+    counter_families(out, &families, &traffic, |(l, m)| (l, m));
 }
 
 /// Per stream: records put; per group: shards leased and lag per shard.

@@ -102,7 +102,7 @@ async fn publish(
     headers: HeaderMap,
     ApiJson(mut req): ApiJson<PublishRequest>,
 ) -> ApiResult<Json<MessageId>> {
-    carry_trace(&headers, &mut req);
+    carry_trace(trace_headers(&headers), &mut req);
     let out = s.app.publisher.publish(&topic, req).await?;
     s.metrics.published.fetch_add(1, Ordering::Relaxed);
     s.metrics
@@ -113,14 +113,20 @@ async fn publish(
     }))
 }
 
-/// The publisher's W3C trace context (the `traceparent` and `tracestate` headers), added
-/// to the message's attributes unless it carries its own, so that every delivery of the
-/// message carries it on. A malformed `traceparent` is ignored, as the recommendation
-/// says.
-fn carry_trace(headers: &HeaderMap, req: &mut PublishRequest) {
+/// The publisher's W3C trace context: its `traceparent` header and the `tracestate`
+/// beside it. A malformed one is ignored, as the recommendation says.
+fn trace_headers(headers: &HeaderMap) -> Option<(&str, Option<&str>)> {
     use crate::telemetry::trace::{TRACEPARENT, TRACESTATE, valid_traceparent, valid_tracestate};
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(parent) = header(TRACEPARENT).filter(|v| valid_traceparent(v)) else {
+    let parent = header(TRACEPARENT).filter(|v| valid_traceparent(v))?;
+    Some((parent, header(TRACESTATE).filter(|v| valid_tracestate(v))))
+}
+
+/// Adds the publisher's trace context to the message's attributes unless it carries its
+/// own, so that every delivery of the message carries it on.
+fn carry_trace(trace: Option<(&str, Option<&str>)>, req: &mut PublishRequest) {
+    use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
+    let Some((parent, state)) = trace else {
         return;
     };
     if req
@@ -139,7 +145,7 @@ fn carry_trace(headers: &HeaderMap, req: &mut PublishRequest) {
         return;
     }
     map.insert(TRACEPARENT.into(), parent.into());
-    if let Some(state) = header(TRACESTATE).filter(|v| valid_tracestate(v)) {
+    if let Some(state) = state {
         map.insert(TRACESTATE.into(), state.into());
     }
 }
@@ -225,10 +231,11 @@ async fn publish_batch(
     ApiJson(mut batch): ApiJson<Batch<PublishRequest>>,
 ) -> ApiResult<Json<BatchResult>> {
     check_batch(batch.entries.len())?;
+    let trace = trace_headers(&headers);
     batch
         .entries
         .iter_mut()
-        .for_each(|req| carry_trace(&headers, req));
+        .for_each(|req| carry_trace(trace, req));
     let results = s.app.publisher.publish_batch(&topic, batch.entries).await?;
     let mut answer = BatchResult::default();
     let mut deliveries = 0;

@@ -162,25 +162,6 @@ pub fn build(
 
 /// The request SNS sends an http endpoint for `n`: its notification (or with raw
 /// delivery the message itself) as `text/plain`, with SNS's `x-amz-sns-*` headers.
-/// The `traceparent` and `tracestate` among a message's attributes (in SNS form), when it
-/// carries them; the attributes are parsed only then.
-pub fn trace_of(attributes: &RawValue) -> Vec<(&'static str, String)> {
-    use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
-    let text = attributes.get();
-    if !text.contains(TRACEPARENT) {
-        return Vec::new();
-    }
-    let attrs: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).unwrap_or_default();
-    [TRACEPARENT, TRACESTATE]
-        .into_iter()
-        .filter_map(|name| {
-            let value = attrs.get(name)?.get("Value")?.as_str()?;
-            Some((name, value.to_string()))
-        })
-        .collect()
-}
-
 pub fn build_sns(
     endpoint: &HttpEndpoint,
     raw: bool,

@@ -158,7 +158,7 @@ impl Worker {
         self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
         // Read once: the attempt's span, a webhook's headers and a function's publishes
         // all carry it on.
-        let mut trace = http::trace_of(n.attributes);
+        let mut trace = crate::telemetry::trace::trace_of(n.attributes.get());
         let mut span = self.attempt_span(&n, &trace, attempt);
         let outcome = match &self.target {
             Target::Http {

@@ -8,6 +8,24 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The attribute (and header) with vendors' trace state, carried as given.
 pub const TRACESTATE: &str = "tracestate";
 
+/// The `traceparent` and `tracestate` among a message's attributes as stored (SNS form,
+/// `{"name": {"Type": …, "Value": …}}`), when it carries them; the attributes are parsed
+/// only then.
+pub fn trace_of(attributes: &str) -> Vec<(&'static str, String)> {
+    if !attributes.contains(TRACEPARENT) {
+        return Vec::new();
+    }
+    let attrs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(attributes).unwrap_or_default();
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(|name| {
+            let value = attrs.get(name)?.get("Value")?.as_str()?;
+            Some((name, value.to_string()))
+        })
+        .collect()
+}
+
 /// Whether `value` is a `traceparent` the W3C recommendation accepts: version 00 is
 /// exactly `00-{32 hex}-{16 hex}-{2 hex}` with neither id all zeros; a later version is
 /// read by its first four fields. One that is not is ignored, as the recommendation
