@@ -106,6 +106,21 @@ impl TestApi {
         self.send(req.body(body).unwrap()).await
     }
 
+    /// A receive that does not wait: the messages it took.
+    pub async fn receive(&self, queue: &str) -> Vec<Value> {
+        let body = self
+            .ok(
+                Method::POST,
+                &format!("/v1/queues/{queue}/receive"),
+                serde_json::json!({"max_messages": 10, "wait_s": 0}),
+            )
+            .await;
+        body["messages"]
+            .as_array()
+            .expect("a receive answers with `messages`")
+            .clone()
+    }
+
     /// Calls that must succeed: the answer's body.
     pub async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
         let answer = self.call(method.clone(), path, body).await;

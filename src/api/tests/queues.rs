@@ -21,21 +21,6 @@ async fn send(api: &TestApi, queue: &str, message: Value) {
     .await;
 }
 
-/// A receive that does not wait: the messages it took.
-async fn receive(api: &TestApi, queue: &str) -> Vec<Value> {
-    let body = api
-        .ok(
-            Method::POST,
-            &format!("/v1/queues/{queue}/receive"),
-            json!({"max_messages": 10, "wait_s": 0}),
-        )
-        .await;
-    body["messages"]
-        .as_array()
-        .expect("a receive answers with `messages`")
-        .clone()
-}
-
 async fn counts(api: &TestApi, queue: &str) -> (u64, u64, u64) {
     let q = api
         .ok(Method::GET, &format!("/v1/queues/{queue}"), Value::Null)
@@ -54,15 +39,15 @@ async fn a_received_message_comes_back_when_its_visibility_timeout_ends() {
     queue(&api, "q", json!({"visibility_timeout_s": 30})).await;
     send(&api, "q", json!("a")).await;
 
-    let first = receive(&api, "q").await;
+    let first = api.receive("q").await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["receive_count"], 1);
     assert_eq!(counts(&api, "q").await, (0, 1, 0));
 
     api.clock.advance(Duration::from_millis(29_999));
-    assert!(receive(&api, "q").await.is_empty(), "hidden for 30 s");
+    assert!(api.receive("q").await.is_empty(), "hidden for 30 s");
     api.clock.advance(Duration::from_millis(1));
-    let again = receive(&api, "q").await;
+    let again = api.receive("q").await;
     assert_eq!(again.len(), 1, "visible again after 30 s");
     assert_eq!(again[0]["message_id"], first[0]["message_id"]);
     assert_eq!(again[0]["receive_count"], 2);
@@ -81,7 +66,7 @@ async fn a_receive_can_set_its_own_visibility_timeout() {
     )
     .await;
     api.clock.advance(Duration::from_secs(5));
-    assert_eq!(receive(&api, "q").await.len(), 1);
+    assert_eq!(api.receive("q").await.len(), 1);
 }
 
 #[tokio::test]
@@ -89,14 +74,14 @@ async fn changing_visibility_to_zero_makes_a_message_visible_at_once() {
     let api = TestApi::new().await;
     queue(&api, "q", json!({})).await;
     send(&api, "q", json!("a")).await;
-    let got = receive(&api, "q").await;
+    let got = api.receive("q").await;
     api.ok(
         Method::POST,
         "/v1/queues/q/visibility",
         json!({"receipt": got[0]["receipt"], "timeout_s": 0}),
     )
     .await;
-    assert_eq!(receive(&api, "q").await.len(), 1);
+    assert_eq!(api.receive("q").await.len(), 1);
 }
 
 #[tokio::test]
@@ -104,7 +89,7 @@ async fn an_acknowledged_message_never_comes_back() {
     let api = TestApi::new().await;
     queue(&api, "q", json!({"visibility_timeout_s": 1})).await;
     send(&api, "q", json!("a")).await;
-    let got = receive(&api, "q").await;
+    let got = api.receive("q").await;
     let acked = api
         .ok(
             Method::POST,
@@ -114,7 +99,7 @@ async fn an_acknowledged_message_never_comes_back() {
         .await;
     assert_eq!(acked, json!({"acked": 1}));
     api.clock.advance(Duration::from_secs(3600));
-    assert!(receive(&api, "q").await.is_empty());
+    assert!(api.receive("q").await.is_empty());
     assert_eq!(counts(&api, "q").await, (0, 0, 0));
 }
 
@@ -130,16 +115,16 @@ async fn a_delayed_message_is_received_only_after_its_delay() {
     )
     .await;
     assert_eq!(counts(&api, "q").await, (0, 0, 2));
-    assert!(receive(&api, "q").await.is_empty());
+    assert!(api.receive("q").await.is_empty());
 
     api.clock.advance(Duration::from_secs(10));
-    let got = receive(&api, "q").await;
+    let got = api.receive("q").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["message"], "queue delay");
     assert_eq!(counts(&api, "q").await, (0, 1, 1));
 
     api.clock.advance(Duration::from_secs(10));
-    let got = receive(&api, "q").await;
+    let got = api.receive("q").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["message"], "own delay");
 }
@@ -154,7 +139,7 @@ async fn messages_older_than_the_retention_period_are_gone() {
 
     api.clock.advance(Duration::from_secs(31));
     api.app.backend.sweep();
-    let got = receive(&api, "q").await;
+    let got = api.receive("q").await;
     let messages: Vec<&Value> = got.iter().map(|m| &m["message"]).collect();
     assert_eq!(messages, [&json!("young")]);
 }
@@ -172,15 +157,15 @@ async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
     .await;
     send(&api, "q", json!("poison")).await;
     for attempt in 1..=2 {
-        let got = receive(&api, "q").await;
+        let got = api.receive("q").await;
         assert_eq!(got.len(), 1, "receive {attempt}");
         api.clock.advance(Duration::from_secs(10));
     }
     assert!(
-        receive(&api, "q").await.is_empty(),
+        api.receive("q").await.is_empty(),
         "a third receive moves it instead of handing it out"
     );
-    let dead = receive(&api, "dlq").await;
+    let dead = api.receive("dlq").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["message"], "poison");
 
@@ -192,7 +177,7 @@ async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
         .ok(Method::POST, "/v1/queues/dlq/redrive", Value::Null)
         .await;
     assert_eq!(moved, json!({"moved": 1}));
-    assert_eq!(receive(&api, "q").await.len(), 1);
+    assert_eq!(api.receive("q").await.len(), 1);
 }
 
 #[tokio::test]
@@ -212,8 +197,8 @@ async fn a_redrive_leaves_the_dead_letters_it_cannot_send_home_visible() {
         send(&api, "dlq", json!(format!("sent here {n}"))).await;
     }
     send(&api, "q", json!("poison")).await;
-    assert_eq!(receive(&api, "q").await.len(), 1);
-    assert!(receive(&api, "q").await.is_empty(), "moved, not handed out");
+    assert_eq!(api.receive("q").await.len(), 1);
+    assert!(api.receive("q").await.is_empty(), "moved, not handed out");
     assert_eq!(counts(&api, "dlq").await, (4, 0, 0));
 
     let moved = api

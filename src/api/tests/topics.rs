@@ -105,18 +105,11 @@ async fn subscriptions_changed_while_publishing_route_by_whole_policies_only() {
     for (slot, published) in published.iter().enumerate() {
         let mut seen = std::collections::BTreeSet::new();
         loop {
-            let got = api
-                .ok(
-                    Method::POST,
-                    &format!("/v1/queues/q{slot}/receive"),
-                    json!({"max_messages": 10, "wait_s": 0}),
-                )
-                .await;
-            let messages = got["messages"].as_array().expect("`messages`");
+            let messages = api.receive(&format!("q{slot}")).await;
             if messages.is_empty() {
                 break;
             }
-            for m in messages {
+            for m in &messages {
                 let body = &m["message"];
                 assert_eq!(body["slot"], slot, "queue q{slot} received {body}");
                 seen.insert(body["n"].as_u64().unwrap());
