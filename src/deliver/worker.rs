@@ -239,8 +239,6 @@ impl Worker {
         }
     }
 
-    /// One function invocation for a delivery; what it published is published once it
-    /// succeeded, and dropped with it when it failed.
     /// The span of one delivery attempt, inside the trace the message carries, when spans
     /// are exported.
     fn attempt_span(
@@ -271,6 +269,8 @@ impl Worker {
         Some(tracing.start(name, kind, parent, attributes))
     }
 
+    /// One function invocation for a delivery; what it published is published once it
+    /// succeeded, and dropped with it when it failed.
     async fn invoke(
         &self,
         function: &str,
