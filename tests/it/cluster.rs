@@ -463,8 +463,8 @@ async fn a_node_cut_off_and_back_hands_nothing_out_twice_once_the_failover_settl
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            // Until the cut-off's steps are done; each of those has a deadline of its own.
+            while !done.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let Ok(r) = http
                     .post(format!("{base}/v1/queues/jobs/receive"))
