@@ -313,6 +313,8 @@ mod tests {
             attributes: br#"{"k":{"Type":"String","Value":"v"}}"#.to_vec(),
             receive_count: 2,
             sent_at: 1_700_000_000_123,
+            first_received_at: Some(1_700_000_000_456),
+            dedup_id: None,
             sequence: 2,
             group: None,
             origin: None,

@@ -1114,18 +1114,6 @@ async fn receive_message(s: &Door<'_>, req: ReceiveMessage) -> SqsResult {
     Ok(json!({ "Messages": messages }))
 }
 
-/// The body a message has for SQS: the text of a JSON string, else the JSON itself.
-/// Only a string is parsed: a stored message is JSON written without leading space, so
-/// its first byte says which it is, and an object or array is sent as it is stored.
-fn body_of(payload: &[u8]) -> std::borrow::Cow<'_, str> {
-    if payload.first() == Some(&b'"')
-        && let Ok(text) = serde_json::from_slice::<String>(payload)
-    {
-        return std::borrow::Cow::Owned(text);
-    }
-    String::from_utf8_lossy(payload)
-}
-
 /// Whether a message attribute is asked for: by name, by `All` or `.*`, or by a
 /// `prefix.*` pattern.
 fn attribute_wanted(name: &str, patterns: &[String]) -> bool {
@@ -1146,7 +1134,7 @@ fn sequence_number(sequence: u64) -> String {
 }
 
 fn render_message(m: &Received, system: &[&str], wanted: &[String]) -> Value {
-    let body = body_of(&m.payload);
+    let body = crate::queue::body_text(&m.payload);
     let mut out = Map::new();
     out.insert("MessageId".into(), json!(m.message_id));
     out.insert("ReceiptHandle".into(), json!(m.receipt));
@@ -1167,8 +1155,21 @@ fn render_message(m: &Received, system: &[&str], wanted: &[String]) -> Value {
             json!(m.receive_count.to_string()),
         );
     }
+    if want("ApproximateFirstReceiveTimestamp")
+        && let Some(at) = m.first_received_at
+    {
+        attrs.insert(
+            "ApproximateFirstReceiveTimestamp".into(),
+            json!(at.to_string()),
+        );
+    }
     if want("SenderId") {
         attrs.insert("SenderId".into(), json!(ACCOUNT_ID));
+    }
+    if want("MessageDeduplicationId")
+        && let Some(id) = &m.dedup_id
+    {
+        attrs.insert("MessageDeduplicationId".into(), json!(id));
     }
     if let Some(group) = &m.group {
         if want("MessageGroupId") {
@@ -1344,14 +1345,6 @@ async fn change_visibility_batch(s: &Door<'_>, req: ReceiptBatch) -> SqsResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_body_is_a_strings_text_or_the_json_as_stored() {
-        assert_eq!(body_of(br#""a \"q\" \u00e9""#), "a \"q\" é");
-        assert_eq!(body_of(br#"{"n":1, "s":"x"}"#), r#"{"n":1, "s":"x"}"#);
-        assert_eq!(body_of(b"[1,2]"), "[1,2]");
-        assert_eq!(body_of(b"42"), "42");
-    }
 
     #[test]
     fn a_page_of_queues_is_in_name_order_with_a_token_only_when_paging() {

@@ -78,6 +78,10 @@ pub struct Received {
     pub attributes: Vec<u8>,
     pub receive_count: u32,
     pub sent_at: u64,
+    /// When it was first received (unix ms), where the backend keeps it.
+    pub first_received_at: Option<u64>,
+    /// A FIFO message's deduplication id.
+    pub dedup_id: Option<String>,
     /// Its sequence number in its queue: increasing in the order messages were stored.
     pub sequence: u64,
     /// The FIFO message group.

@@ -1,6 +1,6 @@
 //! FIFO rules shared by FIFO topics and FIFO queues: every message names its group, and
-//! carries a deduplication id (given, or the hash of its body when content-based
-//! deduplication is on).
+//! carries a deduplication id (given, or when content-based deduplication is on, the
+//! SHA-256 of its body as SQS clients see it, which is the id SQS derives).
 
 use crate::error::OpError;
 use crate::hex;
@@ -47,7 +47,7 @@ pub fn fifo_ids(
     }
     let dedup = match dedup_id {
         Some(d) => d,
-        None if content_based_dedup => hex(&Sha256::digest(body)),
+        None if content_based_dedup => hex(&Sha256::digest(super::body_text(body).as_bytes())),
         None => {
             return Err(OpError::Invalid(format!(
                 "FIFO {kind} {name:?} needs a dedup_id, or content_based_dedup enabled"
@@ -55,4 +55,39 @@ pub fn fifo_ids(
         }
     };
     Ok((Some(Arc::from(group.as_str())), Some(dedup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_based_id_is_the_hash_of_the_body_sqs_clients_see() {
+        let id = |body: &[u8]| {
+            fifo_ids(
+                Kind::Queue,
+                "q.fifo",
+                true,
+                true,
+                Some("g".into()),
+                None,
+                body,
+            )
+            .unwrap()
+            .1
+            .unwrap()
+        };
+        assert_eq!(id(br#""job 0""#), hex(&Sha256::digest(b"job 0")));
+        assert_eq!(id(br#"{"a":1}"#), hex(&Sha256::digest(br#"{"a":1}"#)));
+        let given = fifo_ids(
+            Kind::Queue,
+            "q.fifo",
+            true,
+            true,
+            Some("g".into()),
+            Some("d".into()),
+            b"1",
+        );
+        assert_eq!(given.unwrap().1.as_deref(), Some("d"));
+    }
 }

@@ -23,6 +23,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
+/// A message's body as SQS clients see it: the text of a JSON string, else the JSON
+/// itself. Only a string is parsed: a stored message is JSON written without leading
+/// space, so its first byte says which it is, and an object or array is as it is stored.
+pub fn body_text(payload: &[u8]) -> std::borrow::Cow<'_, str> {
+    if payload.first() == Some(&b'"')
+        && let Ok(text) = serde_json::from_slice::<String>(payload)
+    {
+        return std::borrow::Cow::Owned(text);
+    }
+    String::from_utf8_lossy(payload)
+}
+
 /// The queues as their users see them (delivery queues are internal and not reachable).
 pub struct Queues {
     backend: Arc<Backend>,
@@ -120,5 +132,18 @@ impl crate::deliver::QueueFeed for Queues {
             sent?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_a_strings_text_or_the_json_as_stored() {
+        assert_eq!(body_text(br#""a \"q\" \u00e9""#), "a \"q\" é");
+        assert_eq!(body_text(br#"{"n":1, "s":"x"}"#), r#"{"n":1, "s":"x"}"#);
+        assert_eq!(body_text(b"[1,2]"), "[1,2]");
+        assert_eq!(body_text(b"42"), "42");
     }
 }

@@ -179,7 +179,11 @@ def check_send_receive_delete():
     eq(first["MessageAttributes"], attributes, "message attributes")
     eq(first["MD5OfMessageAttributes"], attributes_md5(attributes), "received MD5")
     eq(first["Attributes"]["ApproximateReceiveCount"], "1", "receive count")
-    assert int(first["Attributes"]["SentTimestamp"]) > 1_700_000_000_000, "SentTimestamp"
+    sent_at = int(first["Attributes"]["SentTimestamp"])
+    assert sent_at > 1_700_000_000_000, "SentTimestamp"
+    first_receive = int(first["Attributes"]["ApproximateFirstReceiveTimestamp"])
+    assert sent_at <= first_receive <= time.time() * 1000 + 1, "ApproximateFirstReceiveTimestamp"
+    assert "MessageDeduplicationId" not in first["Attributes"], "no dedup id outside FIFO"
     # Only the attributes asked for.
     sqs.change_message_visibility(
         QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0
@@ -188,6 +192,15 @@ def check_send_receive_delete():
     eq(len(again), 1, "visible again")
     eq(sorted(again[0]["MessageAttributes"]), ["price"], "attributes by name")
     eq(again[0]["Attributes"], {"ApproximateReceiveCount": "2"}, "receive count 2")
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=again[0]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = receive(url, AttributeNames=["ApproximateFirstReceiveTimestamp"])
+    eq(
+        again[0]["Attributes"],
+        {"ApproximateFirstReceiveTimestamp": str(first_receive)},
+        "the first receive's time, received again",
+    )
 
     for m in got:
         sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
@@ -264,8 +277,18 @@ def check_fifo():
         sent = sqs.send_message(QueueUrl=url, MessageBody=f"job {n}", MessageGroupId="g")
         ids.append(sent["MessageId"])
         sequences.append(sent["SequenceNumber"])
+    # A content-based id is the SHA-256 of the body, as SQS derives it; one given is kept.
+    dedup_ids = [hashlib.sha256(f"job {n}".encode()).hexdigest() for n in range(2)] + ["given-2"]
     batch = sqs.send_message_batch(
-        QueueUrl=url, Entries=[{"Id": "b", "MessageBody": "job 2", "MessageGroupId": "g"}]
+        QueueUrl=url,
+        Entries=[
+            {
+                "Id": "b",
+                "MessageBody": "job 2",
+                "MessageGroupId": "g",
+                "MessageDeduplicationId": "given-2",
+            }
+        ],
     )["Successful"][0]
     ids.append(batch["MessageId"])
     sequences.append(batch["SequenceNumber"])
@@ -276,20 +299,20 @@ def check_fifo():
     # The same body again is a duplicate: accepted, answered with the original's id.
     dup = sqs.send_message(QueueUrl=url, MessageBody="job 0", MessageGroupId="g")
     eq(dup["MessageId"], ids[0], "content-based dedup")
-    bodies, received_sequences = [], []
+    bodies, received_sequences, received_dedup_ids = [], [], []
     while True:
-        got = receive(
-            url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId", "SequenceNumber"]
-        )
+        got = receive(url, MaxNumberOfMessages=10, **ALL_SYSTEM_ATTRIBUTES)
         if not got:
             break
         for m in got:
             eq(m["Attributes"]["MessageGroupId"], "g", "MessageGroupId")
             bodies.append(m["Body"])
             received_sequences.append(m["Attributes"]["SequenceNumber"])
+            received_dedup_ids.append(m["Attributes"]["MessageDeduplicationId"])
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     eq(bodies, ["job 0", "job 1", "job 2"], "FIFO order")
     eq(received_sequences, sequences, "a received message's sequence number is its send's")
+    eq(received_dedup_ids, dedup_ids, "MessageDeduplicationId")
     eq(
         error_code(sqs.send_message, QueueUrl=url, MessageBody="no group"),
         "InvalidParameterValue",

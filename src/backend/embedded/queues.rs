@@ -299,6 +299,8 @@ impl Embedded {
                 attributes: body.attributes,
                 receive_count: e.receive_count,
                 sent_at: e.sent_at,
+                first_received_at: Some(e.first_received_at).filter(|&t| t != 0),
+                dedup_id: body.dedup_id,
                 sequence: seq,
                 origin: e.origin.and_then(|id| self.queue_name(id.get())),
                 group: e.group,
@@ -429,6 +431,8 @@ impl Embedded {
                 group: if to.fifo { e.group } else { None },
                 origin,
                 shared: e.shared,
+                // Its receives start again, the first one too.
+                first_received_at: 0,
             };
             if let Some(body) = body {
                 ops.push(Op::Delete(Space::Messages, old.to_vec()));

@@ -224,6 +224,7 @@ impl Embedded {
             let body = || {
                 codec::encode_body(&Body {
                     message_id: m.message_id,
+                    dedup_id: m.dedup_id,
                     attributes: m.attributes,
                     payload: m.payload,
                 })
@@ -256,6 +257,7 @@ impl Embedded {
                 group: m.group,
                 origin: None,
                 shared,
+                first_received_at: 0,
             };
             ops.push(Op::Put(Space::State, key, codec::encode_state(&entry)));
             pending.push((h, seq, entry));

@@ -347,9 +347,11 @@ fn logged_message(qid: u64, seq: u64, id: &str) -> Vec<u8> {
         group: None,
         origin: None,
         shared: None,
+        first_received_at: 0,
     };
     let body = Body {
         message_id: id.into(),
+        dedup_id: None,
         attributes: b"{}".to_vec(),
         payload: b"{}".to_vec(),
     };

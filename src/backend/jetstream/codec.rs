@@ -99,38 +99,61 @@ pub fn partition_of(group: &str, partitions: u32) -> u32 {
     h % partitions.max(1)
 }
 
-/// What travels in a queue message's payload besides the body: the id, attributes and
-/// first send time survive moves (delay, dead-letter, redrive) unchanged this way.
+/// What travels in a queue message's payload besides the body: the id, deduplication
+/// id, attributes and first send time survive moves (delay, dead-letter, redrive)
+/// unchanged this way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub message_id: String,
     pub sent_at: u64,
     /// FIFO message group.
     pub group: Option<String>,
+    /// FIFO deduplication id.
+    pub dedup_id: Option<String>,
     pub attributes: Vec<u8>,
     pub payload: Vec<u8>,
 }
 
-const FRAME_VERSION: u8 = 1;
+const FRAME_V1: u8 = 1;
+/// Version 1 with the deduplication id after the group; a message without one is
+/// written as version 1.
+const FRAME_V2: u8 = 2;
 
 pub fn encode_frame(
     message_id: &str,
     sent_at: u64,
     group: Option<&str>,
+    dedup_id: Option<&str>,
     attributes: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
     let group = group.unwrap_or("");
+    let dedup = dedup_id.unwrap_or("");
     let mut v = Vec::with_capacity(
-        1 + 8 + 4 + message_id.len() + group.len() + 4 + attributes.len() + payload.len(),
+        1 + 8
+            + 6
+            + message_id.len()
+            + group.len()
+            + dedup.len()
+            + 4
+            + attributes.len()
+            + payload.len(),
     );
-    v.push(FRAME_VERSION);
+    v.push(if dedup_id.is_some() {
+        FRAME_V2
+    } else {
+        FRAME_V1
+    });
     v.extend_from_slice(&sent_at.to_be_bytes());
     v.extend_from_slice(&(message_id.len() as u16).to_be_bytes());
     v.extend_from_slice(message_id.as_bytes());
     // Groups are never empty, so empty means none.
     v.extend_from_slice(&(group.len() as u16).to_be_bytes());
     v.extend_from_slice(group.as_bytes());
+    if dedup_id.is_some() {
+        v.extend_from_slice(&(dedup.len() as u16).to_be_bytes());
+        v.extend_from_slice(dedup.as_bytes());
+    }
     v.extend_from_slice(&(attributes.len() as u32).to_be_bytes());
     v.extend_from_slice(attributes);
     v.extend_from_slice(payload);
@@ -138,24 +161,36 @@ pub fn encode_frame(
 }
 
 pub fn decode_frame(v: &[u8]) -> Option<Frame> {
-    if *v.first()? != FRAME_VERSION {
+    let version = *v.first()?;
+    if version != FRAME_V1 && version != FRAME_V2 {
         return None;
     }
+    let str16 = |at: usize| -> Option<(&str, usize)> {
+        let n = u16::from_be_bytes(v.get(at..at + 2)?.try_into().ok()?) as usize;
+        Some((
+            std::str::from_utf8(v.get(at + 2..at + 2 + n)?).ok()?,
+            at + 2 + n,
+        ))
+    };
     let sent_at = u64::from_be_bytes(v.get(1..9)?.try_into().ok()?);
-    let n = u16::from_be_bytes(v.get(9..11)?.try_into().ok()?) as usize;
-    let message_id = std::str::from_utf8(v.get(11..11 + n)?).ok()?.to_string();
-    let at = 11 + n;
-    let g = u16::from_be_bytes(v.get(at..at + 2)?.try_into().ok()?) as usize;
-    let group = std::str::from_utf8(v.get(at + 2..at + 2 + g)?).ok()?;
+    let (message_id, at) = str16(9)?;
+    let (group, at) = str16(at)?;
     let group = (!group.is_empty()).then(|| group.to_string());
-    let at = at + 2 + g;
+    let (dedup_id, at) = match version {
+        FRAME_V2 => {
+            let (d, at) = str16(at)?;
+            (Some(d.to_string()), at)
+        }
+        _ => (None, at),
+    };
     let a = u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?) as usize;
     let attributes = v.get(at + 4..at + 4 + a)?.to_vec();
     let payload = v.get(at + 4 + a..)?.to_vec();
     Some(Frame {
-        message_id,
+        message_id: message_id.to_string(),
         sent_at,
         group,
+        dedup_id,
         attributes,
         payload,
     })
@@ -267,12 +302,24 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let v = encode_frame("m-1", 42, Some("g"), br#"{"a":1}"#, b"{\"x\":\"y\"}");
+        let v = encode_frame("m-1", 42, Some("g"), None, br#"{"a":1}"#, b"{\"x\":\"y\"}");
+        assert_eq!(v[0], FRAME_V1, "what was written before dedup ids were");
         let f = decode_frame(&v).unwrap();
         assert_eq!(f.message_id, "m-1");
         assert_eq!(f.group.as_deref(), Some("g"));
-        let none = decode_frame(&encode_frame("m", 1, None, b"{}", b"1")).unwrap();
+        assert_eq!(f.dedup_id, None);
+        let none = decode_frame(&encode_frame("m", 1, None, None, b"{}", b"1")).unwrap();
         assert_eq!(none.group, None);
+        let fifo = encode_frame("m-2", 43, Some("g"), Some("d-1"), b"{}", b"2");
+        let fifo = decode_frame(&fifo).unwrap();
+        assert_eq!(
+            (
+                fifo.group.as_deref(),
+                fifo.dedup_id.as_deref(),
+                &fifo.payload[..]
+            ),
+            (Some("g"), Some("d-1"), &b"2"[..])
+        );
         assert_eq!(f.sent_at, 42);
         assert_eq!(f.attributes, br#"{"a":1}"#);
         assert_eq!(f.payload, b"{\"x\":\"y\"}");

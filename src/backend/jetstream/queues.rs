@@ -174,6 +174,7 @@ impl QueueHandle {
             &m.message_id,
             now,
             m.group.as_deref(),
+            m.dedup_id.as_deref(),
             &m.attributes,
             &m.payload,
         );
@@ -544,6 +545,9 @@ impl JetStream {
                 attributes: frame.attributes,
                 receive_count: info.delivered.min(u32::MAX as u64) as u32,
                 sent_at: frame.sent_at,
+                // JetStream keeps when a message was delivered last, not first.
+                first_received_at: None,
+                dedup_id: frame.dedup_id,
                 sequence: info.stream_seq,
                 group: frame.group.map(Arc::from),
                 origin,
@@ -595,6 +599,7 @@ impl JetStream {
                     &m.message_id,
                     m.sent_at,
                     m.group.as_deref(),
+                    m.dedup_id.as_deref(),
                     &m.attributes,
                     &m.payload,
                 )),
