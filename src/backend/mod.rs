@@ -397,7 +397,7 @@ impl Backend {
     /// the next start (embedded) or once that timeout ends (JetStream, as a receive's).
     pub async fn take_to_move(&self, q: &Queue, max: usize) -> Result<Vec<Received>, StorageError> {
         match self {
-            Backend::Embedded(b) => b.take_to_move(q.embedded(), max),
+            Backend::Embedded(b) => b.take_to_move(q.embedded(), max).await,
             Backend::JetStream(b) => Ok(b.take_to_move(q.jetstream(), max).await?),
         }
     }

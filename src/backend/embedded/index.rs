@@ -3,8 +3,14 @@
 //!
 //! Pure bookkeeping with the clock passed in, so SQS semantics (visibility, delay, receive
 //! counts, FIFO group locking, retention) are unit-tested without storage or sleeping. Only
-//! small per-message metadata lives here; bodies stay on disk, which keeps a backlog of a
-//! million messages within a few tens of megabytes.
+//! small per-message metadata lives here; bodies stay on disk.
+//!
+//! A standard queue keeps the entries of at most a bound of visible messages; past it,
+//! the visible messages that arrive are *spilled*: only their sequence numbers stay, as
+//! bits, and their entries are read back from storage (a page) when the visible ones in
+//! memory run low. So a backlog's memory does not grow with its entries, and a receive
+//! costs the same at any depth. Spilled messages are newer than every visible one in
+//! memory, which keeps a deep queue roughly oldest-first, as SQS's standard queues are.
 
 use super::seqmap::{SeqMap, SeqSet};
 use crate::backend::Counts;
@@ -92,10 +98,38 @@ pub struct QueueIndex {
     open_groups: BTreeSet<(u64, Arc<str>)>,
     in_flight: u64,
     delayed: u64,
+    /// Visible messages kept in memory before new ones are spilled (standard queues).
+    resident: usize,
+    /// Visible messages whose entries are in storage only.
+    spilled: SeqSet,
+    spilled_len: u64,
+    /// Spilled messages being read back by a [`Page`].
+    paging: u64,
+    /// Changes when the queue is purged, so a page read before is not put back.
+    generation: u64,
 }
 
+/// Spilled messages to read back from storage and hand to [`QueueIndex::paged_in`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Ascending.
+    pub seqs: Vec<u64>,
+    generation: u64,
+}
+
+/// Visible messages a standard queue keeps in memory: a receive of ten reads a page back
+/// once in hundreds, and the entries of this many cost about a megabyte.
+pub const RESIDENT_VISIBLE: usize = 16 * 1024;
+
 impl QueueIndex {
+    #[cfg(test)]
     pub fn new(fifo: bool) -> Self {
+        Self::with_resident(fifo, RESIDENT_VISIBLE)
+    }
+
+    /// An index keeping at most `resident` visible messages in memory (at least 2; FIFO
+    /// queues keep every message: a group's order is read from memory).
+    pub fn with_resident(fifo: bool, resident: usize) -> Self {
         Self {
             fifo,
             entries: SeqMap::new(),
@@ -105,12 +139,82 @@ impl QueueIndex {
             open_groups: BTreeSet::new(),
             in_flight: 0,
             delayed: 0,
+            resident: if fifo { usize::MAX } else { resident.max(2) },
+            spilled: SeqSet::new(),
+            spilled_len: 0,
+            paging: 0,
+            generation: 0,
         }
     }
 
     /// Adds a message (new, or recovered from storage). Its state is derived: waiting
-    /// until a future `visible_at` means in flight once received, delayed before.
-    pub fn insert(&mut self, seq: u64, mut entry: Entry, now: u64) {
+    /// until a future `visible_at` means in flight once received, delayed before. A
+    /// visible one is spilled when the queue holds its bound, or has spilled messages
+    /// (which are older).
+    pub fn insert(&mut self, seq: u64, entry: Entry, now: u64) {
+        let visible = entry.visible_at <= now;
+        if visible
+            && (self.spilled_len > 0 || self.visible_in_memory() >= self.resident)
+            && self.entries.get(seq).is_none()
+        {
+            if self.spilled.insert(seq) {
+                self.spilled_len += 1;
+            }
+            return;
+        }
+        self.insert_resident(seq, entry, now);
+    }
+
+    /// The spilled messages to read back now, if the visible ones in memory ran low and
+    /// no other page is being read.
+    pub fn page_to_read(&mut self) -> Option<Page> {
+        if self.spilled_len == 0 || self.paging > 0 || self.visible_in_memory() > self.resident / 2
+        {
+            return None;
+        }
+        let n = self.resident - self.visible_in_memory();
+        let seqs: Vec<u64> = std::iter::from_fn(|| self.spilled.pop_first())
+            .take(n)
+            .collect();
+        self.spilled_len -= seqs.len() as u64;
+        self.paging = seqs.len() as u64;
+        Some(Page {
+            seqs,
+            generation: self.generation,
+        })
+    }
+
+    /// Puts a page's messages back in memory, as read from storage (any it misses are
+    /// gone); a page read before a purge is dropped.
+    pub fn paged_in(&mut self, page: &Page, read: Vec<(u64, Entry)>, now: u64) {
+        if page.generation != self.generation {
+            return;
+        }
+        self.paging = 0;
+        for (seq, entry) in read {
+            self.insert_resident(seq, entry, now);
+        }
+    }
+
+    /// A page could not be read: its messages stay spilled, to be read again.
+    pub fn page_failed(&mut self, page: Page) {
+        if page.generation != self.generation {
+            return;
+        }
+        self.paging = 0;
+        for seq in page.seqs {
+            if self.spilled.insert(seq) {
+                self.spilled_len += 1;
+            }
+        }
+    }
+
+    /// Visible messages with their entries in memory (as of the last promotion).
+    fn visible_in_memory(&self) -> usize {
+        self.entries.len() - (self.in_flight + self.delayed) as usize
+    }
+
+    fn insert_resident(&mut self, seq: u64, mut entry: Entry, now: u64) {
         entry.state = if entry.visible_at <= now {
             MsgState::Visible
         } else if entry.receive_count > 0 {
@@ -331,9 +435,15 @@ impl QueueIndex {
         Ok(e)
     }
 
-    /// Removes one message whatever its state.
+    /// Removes one message whatever its state; a spilled one is forgotten and `None`
+    /// returned.
     pub fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let e = self.entries.remove(seq)?;
+        let Some(e) = self.entries.remove(seq) else {
+            if self.spilled.remove(seq) {
+                self.spilled_len -= 1;
+            }
+            return None;
+        };
         match e.state {
             MsgState::Visible => {
                 self.ready.remove(seq);
@@ -369,13 +479,21 @@ impl QueueIndex {
         out
     }
 
-    /// Removes every message and returns them.
-    pub fn purge(&mut self) -> Vec<(u64, Entry)> {
-        let old = std::mem::replace(self, Self::new(self.fifo));
-        old.entries
+    /// Removes every message: returns those in memory, and the spilled ones' sequence
+    /// numbers (their entries are in storage only). A page being read is dropped when it
+    /// comes back.
+    pub fn purge(&mut self) -> (Vec<(u64, Entry)>, Vec<u64>) {
+        let fresh = Self {
+            generation: self.generation + 1,
+            ..Self::with_resident(self.fifo, self.resident)
+        };
+        let old = std::mem::replace(self, fresh);
+        let entries = old
+            .entries
             .iter()
             .map(|(seq, e)| (seq, e.clone()))
-            .collect()
+            .collect();
+        (entries, old.spilled.iter().collect())
     }
 
     /// Every message, oldest first (for moving a dead-letter queue back).
@@ -383,7 +501,7 @@ impl QueueIndex {
         self.promote(now);
         let total = self.entries.len() as u64;
         Counts {
-            visible: total - self.in_flight - self.delayed,
+            visible: total - self.in_flight - self.delayed + self.spilled_len + self.paging,
             in_flight: self.in_flight,
             delayed: self.delayed,
             // Sequences follow sends, so the first entry is the oldest; a message moved
@@ -483,6 +601,125 @@ mod tests {
                 (2, 5)
             );
         }
+    }
+
+    /// Reads a page back as storage would: the entries of its messages, as stored.
+    fn read(page: &Page, stored: &HashMap<u64, Entry>) -> Vec<(u64, Entry)> {
+        page.seqs.iter().map(|s| (*s, stored[s].clone())).collect()
+    }
+
+    #[test]
+    fn past_its_bound_a_queue_spills_and_reads_back_in_order() {
+        let mut q = QueueIndex::with_resident(false, 4);
+        let stored: HashMap<u64, Entry> = (1..=11).map(|s| (s, entry(s, 0, None))).collect();
+        for s in 1..=10 {
+            q.insert(s, stored[&s].clone(), 0);
+        }
+        assert_eq!(q.entries.len(), 4, "only the bound in memory");
+        assert_eq!(q.counts(0).visible, 10, "spilled messages count as visible");
+        assert_eq!(
+            q.page_to_read(),
+            None,
+            "nothing to read while the bound is full"
+        );
+        let mut got = seqs(&q.take(0, 3, 10));
+        // A message arriving while some are spilled is spilled too: it is the newest.
+        q.insert(11, stored[&11].clone(), 0);
+        let page = q.page_to_read().expect("one left in memory: read more");
+        assert_eq!(page.seqs, vec![5, 6, 7]);
+        assert_eq!(q.page_to_read(), None, "one page at a time");
+        assert_eq!(
+            q.counts(0).visible,
+            1 + 3 + 4,
+            "in memory, being read and spilled"
+        );
+        q.paged_in(&page, read(&page, &stored), 0);
+        loop {
+            got.extend(seqs(&q.take(0, 2, 10)));
+            let Some(page) = q.page_to_read() else {
+                break;
+            };
+            q.paged_in(&page, read(&page, &stored), 0);
+        }
+        got.extend(seqs(&q.take(0, 10, 10)));
+        assert_eq!(
+            got,
+            (1..=11).collect::<Vec<_>>(),
+            "every message once, oldest first"
+        );
+        let c = q.counts(0);
+        assert_eq!((c.visible, c.in_flight), (0, 11));
+    }
+
+    #[test]
+    fn delayed_and_received_messages_stay_in_memory_past_the_bound() {
+        let mut q = QueueIndex::with_resident(false, 2);
+        for s in 1..=3 {
+            q.insert(s, entry(0, 0, None), 0);
+        }
+        q.insert(4, entry(0, 50, None), 0);
+        let received = Entry {
+            receive_count: 1,
+            ..entry(0, 60, None)
+        };
+        q.insert(5, received, 0);
+        assert_eq!(
+            q.entries.len(),
+            4,
+            "two visible, one delayed, one in flight"
+        );
+        let c = q.counts(0);
+        assert_eq!((c.visible, c.delayed, c.in_flight), (3, 1, 1));
+        assert_eq!(q.check_receipt(5, 1).map(|e| e.receive_count), Ok(1));
+    }
+
+    #[test]
+    fn a_purge_drops_spilled_messages_and_the_page_read_before_it() {
+        let mut q = QueueIndex::with_resident(false, 2);
+        let stored: HashMap<u64, Entry> = (1..=6).map(|s| (s, entry(s, 0, None))).collect();
+        for s in 1..=6 {
+            q.insert(s, stored[&s].clone(), 0);
+        }
+        q.take(0, 2, 10);
+        let page = q.page_to_read().unwrap();
+        assert_eq!(page.seqs, vec![3, 4]);
+        let (gone, spilled) = q.purge();
+        assert_eq!((seqs(&gone), spilled), (vec![1, 2], vec![5, 6]));
+        q.paged_in(&page, read(&page, &stored), 0);
+        assert_eq!(
+            q.counts(0),
+            Counts::default(),
+            "the page was read before the purge"
+        );
+        // The bound holds after a purge.
+        for s in 7..=9 {
+            q.insert(s, entry(s, 0, None), 0);
+        }
+        assert_eq!(q.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_page_that_failed_is_read_again_and_a_removed_spill_is_forgotten() {
+        let mut q = QueueIndex::with_resident(false, 2);
+        for s in 1..=5 {
+            q.insert(s, entry(s, 0, None), 0);
+        }
+        q.take(0, 2, 10);
+        let page = q.page_to_read().unwrap();
+        q.page_failed(page);
+        assert_eq!(q.remove(5), None, "a spilled message is not in memory");
+        assert_eq!(q.counts(0).visible, 2);
+        assert_eq!(q.page_to_read().unwrap().seqs, vec![3, 4]);
+    }
+
+    #[test]
+    fn fifo_queues_keep_every_message_in_memory() {
+        let mut q = QueueIndex::with_resident(true, 2);
+        for s in 1..=5 {
+            q.insert(s, entry(s, 0, Some("g")), 0);
+        }
+        assert_eq!(q.entries.len(), 5);
+        assert_eq!(q.page_to_read(), None);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Embedded {
     shared: SharedBodies,
     clock: Clock,
     disk: disk::DiskGuard,
+    /// Visible messages each standard queue keeps in memory (see [`index`]).
+    resident: usize,
 }
 
 /// The fjall database in `dir`, configured for the store.
@@ -109,6 +111,16 @@ impl Embedded {
     /// [`Embedded::open`] with the clock that visibility timeouts, delays and retention
     /// follow: a manual one in tests.
     pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Self, StorageError> {
+        Self::open_with(dir, clock, index::RESIDENT_VISIBLE)
+    }
+
+    /// [`Embedded::open_with_clock`] keeping `resident` visible messages of each standard
+    /// queue in memory.
+    pub(super) fn open_with(
+        dir: &Path,
+        clock: Clock,
+        resident: usize,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
@@ -143,6 +155,7 @@ impl Embedded {
             shared: SharedBodies::default(),
             clock,
             disk: disk::DiskGuard::new(dir),
+            resident,
         };
         if let Some(v) = store.spaces.meta.get(META_NEXT_ID)? {
             store.note_id(
@@ -203,6 +216,7 @@ impl Embedded {
                 rec.spec,
                 kind,
                 (rec.created_at, rec.modified_at),
+                self.resident,
             );
             {
                 let mut idx = h.lock_index();

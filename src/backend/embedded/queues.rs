@@ -5,7 +5,7 @@
 
 use super::codec::{self, Body};
 use super::committer::{Op, Space, Wait};
-use super::index::{Entry, MsgState, QueueIndex, ReceiptProblem};
+use super::index::{Entry, MsgState, Page, QueueIndex, ReceiptProblem};
 use super::shared::delete_ops;
 use super::{Embedded, META_QUEUE};
 use crate::backend::{Counts, Move, QueueKind, ReceiptError, Received, StorageError, to_json};
@@ -166,7 +166,7 @@ impl Embedded {
         };
         self.put_meta(&format!("{META_QUEUE}{name}"), to_json(&rec))
             .await?;
-        let h = new_handle(id, name.to_string(), spec, kind, (now, now));
+        let h = new_handle(id, name.to_string(), spec, kind, (now, now), self.resident);
         self.install(h.clone());
         Ok(h)
     }
@@ -181,12 +181,7 @@ impl Embedded {
         h.arrivals.notify_waiters();
         // Emptied so that nothing releases a shared body twice: an ack or an expiry now
         // finds the messages gone.
-        let released: Vec<NonZeroU64> = h
-            .lock_index()
-            .purge()
-            .into_iter()
-            .filter_map(|(_, e)| e.shared)
-            .collect();
+        let (gone, spilled) = h.lock_index().purge();
         let mut ops = vec![Op::Delete(
             Space::Meta,
             format!("{META_QUEUE}{name}").into_bytes(),
@@ -196,6 +191,11 @@ impl Embedded {
             .settle()
             .await
             .map_err(StorageError::Unavailable)?;
+        let released: Vec<NonZeroU64> = gone
+            .into_iter()
+            .chain(self.read_states(h.id, &spilled)?)
+            .filter_map(|(_, e)| e.shared)
+            .collect();
         let prefix = codec::queue_prefix(h.id);
         for space in [Space::Messages, Space::State, Space::Dedup] {
             let ks = match space {
@@ -220,6 +220,7 @@ impl Embedded {
         max: usize,
         visibility_ms: u64,
     ) -> Result<Vec<Received>, StorageError> {
+        self.page_in(h).await?;
         let (out, ops) = self.take(h, max, visibility_ms)?;
         if ops.is_empty() {
             return Ok(out);
@@ -249,11 +250,12 @@ impl Embedded {
     /// [`Self::move_messages`]: hidden for the queue's visibility timeout (at least a
     /// second, so that a hold can follow), as a receive hides them, but only in memory,
     /// so a crash before the move leaves them visible at the next start.
-    pub fn take_to_move(
+    pub async fn take_to_move(
         &self,
         h: &Arc<QueueHandle>,
         max: usize,
     ) -> Result<Vec<Received>, StorageError> {
+        self.page_in(h).await?;
         let visibility_ms = (h.spec().visibility_timeout_s * 1000).max(1000);
         Ok(self.take(h, max, visibility_ms)?.0)
     }
@@ -307,6 +309,60 @@ impl Embedded {
             });
         }
         Ok((out, ops))
+    }
+
+    /// Reads a page of the queue's spilled messages back into its index when the visible
+    /// ones in memory ran low (see [`QueueIndex`]).
+    async fn page_in(&self, h: &Arc<QueueHandle>) -> Result<(), StorageError> {
+        let Some(page) = h.lock_index().page_to_read() else {
+            return Ok(());
+        };
+        // Put back should this receive be dropped while it reads.
+        let mut reading = Reading(h.as_ref(), Some(page));
+        // A message is spilled once its writes are logged: once fjall has everything
+        // logged so far, it has them all.
+        self.committer
+            .settle()
+            .await
+            .map_err(StorageError::Unavailable)?;
+        let page = reading.1.take().expect("taken once");
+        let read = match self.read_states(h.id, &page.seqs) {
+            Ok(read) => read,
+            Err(e) => {
+                h.lock_index().page_failed(page);
+                return Err(e);
+            }
+        };
+        if read.len() < page.seqs.len() {
+            tracing::error!(queue = %h.name, missing = page.seqs.len() - read.len(), "spilled messages missing from storage; dropping them from the index");
+        }
+        h.lock_index().paged_in(&page, read, self.clock.now_ms());
+        // Other receivers may be waiting for what was read.
+        h.arrivals.notify_waiters();
+        Ok(())
+    }
+
+    /// The stored states of a queue's messages `seqs` (ascending) that fjall has.
+    fn read_states(&self, queue_id: u64, seqs: &[u64]) -> Result<Vec<(u64, Entry)>, StorageError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        let range = codec::msg_key(queue_id, first)..=codec::msg_key(queue_id, last);
+        for kv in self.spaces.state.range(range) {
+            let (k, v) = kv.into_inner()?;
+            let Some((_, seq)) = codec::split_msg_key(&k) else {
+                continue;
+            };
+            if seqs.binary_search(&seq).is_err() {
+                continue;
+            }
+            let e = codec::decode_state(&v).ok_or_else(|| {
+                StorageError::Corrupt(format!("the state record of message {seq}"))
+            })?;
+            out.push((seq, e));
+        }
+        Ok(out)
     }
 
     /// The name of the queue with id `id`, while it exists.
@@ -548,7 +604,14 @@ impl Embedded {
 
     /// Deletes every message in the queue; returns how many.
     pub async fn purge(&self, h: &Arc<QueueHandle>) -> Result<u64, StorageError> {
-        let gone = h.lock_index().purge();
+        let (mut gone, spilled) = h.lock_index().purge();
+        if !spilled.is_empty() {
+            self.committer
+                .settle()
+                .await
+                .map_err(StorageError::Unavailable)?;
+            gone.extend(self.read_states(h.id, &spilled)?);
+        }
         let mut ops = Vec::with_capacity(gone.len() * 2);
         let mut released = Vec::new();
         for (seq, e) in &gone {
@@ -572,6 +635,7 @@ pub(super) fn new_handle(
     spec: QueueSpec,
     kind: QueueKind,
     (created_at, modified_at): (u64, u64),
+    resident: usize,
 ) -> Arc<QueueHandle> {
     Arc::new(QueueHandle {
         id,
@@ -581,7 +645,7 @@ pub(super) fn new_handle(
         fifo: spec.fifo,
         kind,
         before_sync: AtomicBool::new(false),
-        index: Mutex::new(QueueIndex::new(spec.fifo)),
+        index: Mutex::new(QueueIndex::with_resident(spec.fifo, resident)),
         spec: Mutex::new(spec),
         next_seq: AtomicU64::new(1),
         dedup: Mutex::default(),
@@ -611,5 +675,17 @@ pub(super) fn parse_receipt(queue_id: u64, r: &str) -> Result<(u64, u32), Receip
 fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
     match p {
         ReceiptProblem::Gone | ReceiptProblem::Stale => ReceiptError::Expired(r.to_string()),
+    }
+}
+
+/// A page of spilled messages being read; put back into the spilled set if dropped
+/// before it was read.
+struct Reading<'a>(&'a QueueHandle, Option<Page>);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        if let Some(page) = self.1.take() {
+            self.0.lock_index().page_failed(page);
+        }
     }
 }

@@ -197,12 +197,13 @@ async fn open_queues(s: &Embedded) -> Vec<Arc<QueueHandle>> {
     out
 }
 
-/// Runs `ops` against the store and a model of which messages each queue family
-/// holds; then every message is received with its body and acknowledged, after
-/// which no body of any kind is left.
-async fn run_store_ops(ops: &[StoreOp]) {
+/// Runs `ops` against the store, keeping `resident` visible messages of a queue in
+/// memory, and a model of which messages each queue family holds; then every message is
+/// received with its body and acknowledged, after which no body of any kind is left.
+async fn run_store_ops(ops: &[StoreOp], resident: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Embedded::open(dir.path()).unwrap();
+    let open = || Embedded::open_with(dir.path(), Clock::system(), resident).unwrap();
+    let mut s = open();
     let mut qs = open_queues(&s).await;
     let mut model: [std::collections::BTreeMap<String, usize>; 3] = Default::default();
     let mut published = 0;
@@ -254,7 +255,7 @@ async fn run_store_ops(ops: &[StoreOp]) {
             StoreOp::Reopen => {
                 drop(qs);
                 drop(s);
-                s = Embedded::open(dir.path()).unwrap();
+                s = open();
                 qs = open_queues(&s).await;
             }
         }
@@ -292,7 +293,14 @@ proptest::proptest! {
     #[test]
     fn shared_bodies_follow_their_carriers(ops in proptest::collection::vec(store_op(), 0..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run_store_ops(&ops));
+        rt.block_on(run_store_ops(&ops, index::RESIDENT_VISIBLE));
+    }
+
+    /// The same with queues that keep two visible messages in memory and spill the rest.
+    #[test]
+    fn spilled_messages_are_read_back_once_each(ops in proptest::collection::vec(store_op(), 0..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run_store_ops(&ops, 2));
     }
 }
 
@@ -563,7 +571,7 @@ async fn messages_taken_to_move_and_not_moved_are_visible_after_a_restart() {
         s.enqueue(vec![(dlq.clone(), msg("a")), (dlq.clone(), msg("b"))])
             .await
             .unwrap();
-        let taken = s.take_to_move(&dlq, 10).unwrap();
+        let taken = s.take_to_move(&dlq, 10).await.unwrap();
         assert_eq!(taken.len(), 2);
         let c = s.counts(&dlq);
         assert_eq!((c.visible, c.in_flight), (0, 2), "hidden from receivers");
@@ -701,4 +709,66 @@ async fn a_queue_and_a_stream_keep_when_they_were_created_and_changed_across_a_r
         (1_000_000, 1_005_000)
     );
     assert_eq!(s.stream("st").unwrap().created_at, 1_000_000);
+}
+
+/// Senders and receivers at once on a queue that keeps eight visible messages in memory:
+/// pages are read while messages arrive, are spilled and are received, and each message
+/// comes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_spilling_while_sent_to_and_received_from_hands_each_message_out_once() {
+    const SENDERS: usize = 4;
+    const EACH: usize = 250;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Embedded::open_with(dir.path(), Clock::system(), 8).unwrap());
+    let q = s
+        .put_queue("q", QueueSpec::default(), QueueKind::User)
+        .await
+        .unwrap();
+    let mut senders = Vec::new();
+    for t in 0..SENDERS {
+        let (s, q) = (s.clone(), q.clone());
+        senders.push(tokio::spawn(async move {
+            for chunk in (0..EACH).collect::<Vec<_>>().chunks(5) {
+                let items = chunk
+                    .iter()
+                    .map(|n| (q.clone(), msg(&format!("{t}-{n}"))))
+                    .collect();
+                s.enqueue(items).await.unwrap();
+            }
+        }));
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let (s, q, seen) = (s.clone(), q.clone(), seen.clone());
+        receivers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.lock().unwrap().len() < SENDERS * EACH {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not every message came out"
+                );
+                let wait = std::time::Duration::from_millis(50);
+                let stop = tokio_util::sync::CancellationToken::new();
+                let got = s.receive_wait(&q, 10, 600_000, wait, &stop).await.unwrap();
+                let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+                let verdicts = s.ack(&q, &receipts).await.unwrap();
+                assert!(verdicts.iter().all(Result::is_ok));
+                seen.lock()
+                    .unwrap()
+                    .extend(got.into_iter().map(|m| m.message_id));
+            }
+        }));
+    }
+    for t in senders.into_iter().chain(receivers) {
+        t.await.unwrap();
+    }
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let mut want: Vec<String> = (0..SENDERS)
+        .flat_map(|t| (0..EACH).map(move |n| format!("{t}-{n}")))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(s.counts(&q), Counts::default());
 }
