@@ -196,6 +196,30 @@ impl QueueIndex {
         }
     }
 
+    /// The oldest spilled message, unless a page is being read (which may hold older
+    /// ones): where retention looks first.
+    pub fn first_spilled(&self) -> Option<u64> {
+        if self.paging > 0 {
+            return None;
+        }
+        self.spilled.first()
+    }
+
+    /// Forgets spilled messages past retention, as read from storage; returns those that
+    /// were still spilled (none while a page is being read, which may hold them).
+    pub fn expire_spilled(&mut self, seqs: &[u64]) -> Vec<u64> {
+        if self.paging > 0 {
+            return Vec::new();
+        }
+        let gone: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .filter(|&s| self.spilled.remove(s))
+            .collect();
+        self.spilled_len -= gone.len() as u64;
+        gone
+    }
+
     /// A page could not be read: its messages stay spilled, to be read again.
     pub fn page_failed(&mut self, page: Page) {
         if page.generation != self.generation {
@@ -710,6 +734,24 @@ mod tests {
         assert_eq!(q.remove(5), None, "a spilled message is not in memory");
         assert_eq!(q.counts(0).visible, 2);
         assert_eq!(q.page_to_read().unwrap().seqs, vec![3, 4]);
+    }
+
+    #[test]
+    fn spilled_messages_past_retention_are_forgotten_unless_a_page_is_being_read() {
+        let mut q = QueueIndex::with_resident(false, 2);
+        for s in 1..=6 {
+            q.insert(s, entry(s, 0, None), 0);
+        }
+        assert_eq!(q.first_spilled(), Some(3));
+        // 2 is in memory: retention in memory takes it.
+        assert_eq!(q.expire_spilled(&[2, 3, 4]), vec![3, 4]);
+        assert_eq!(q.counts(0).visible, 4);
+        q.take(0, 2, 10);
+        let page = q.page_to_read().unwrap();
+        assert_eq!(q.first_spilled(), None);
+        assert!(q.expire_spilled(&[6]).is_empty());
+        q.page_failed(page);
+        assert_eq!(q.first_spilled(), Some(5));
     }
 
     #[test]

@@ -333,6 +333,9 @@ impl Embedded {
             for (seq, e) in h.lock_index().expire(now, retention_ms) {
                 delete_ops(h.id, seq, &e, &mut ops, &mut released);
             }
+            if let Err(e) = self.expire_spilled(&h, now, retention_ms, &mut ops, &mut released) {
+                tracing::error!(queue = %h.name, error = %e, "sweeping spilled messages failed");
+            }
             h.dedup
                 .lock()
                 .expect("never poisoned")

@@ -342,6 +342,47 @@ impl Embedded {
         Ok(())
     }
 
+    /// Deletes the oldest spilled messages of a queue that are past retention, a page at
+    /// most per sweep. Spilled messages follow their send order, so the sweep stops at
+    /// the first one still kept. One not yet in fjall waits for the next sweep.
+    pub(super) fn expire_spilled(
+        &self,
+        h: &QueueHandle,
+        now: u64,
+        retention_ms: u64,
+        ops: &mut Vec<Op>,
+        released: &mut Vec<NonZeroU64>,
+    ) -> Result<(), StorageError> {
+        let Some(first) = h.lock_index().first_spilled() else {
+            return Ok(());
+        };
+        let mut past = Vec::new();
+        let range = codec::msg_key(h.id, first)..=codec::msg_key(h.id, u64::MAX);
+        for kv in self.spaces.state.range(range).take(EXPIRE_PAGE) {
+            let (k, v) = kv.into_inner()?;
+            let (Some((_, seq)), Some(e)) = (codec::split_msg_key(&k), codec::decode_state(&v))
+            else {
+                return Err(StorageError::Corrupt(format!(
+                    "a message state record of queue {:?}",
+                    h.name
+                )));
+            };
+            if e.sent_at.saturating_add(retention_ms) > now {
+                break;
+            }
+            past.push((seq, e));
+        }
+        let seqs: Vec<u64> = past.iter().map(|(s, _)| *s).collect();
+        // Those read that are in memory are retention's to take there.
+        let gone = h.lock_index().expire_spilled(&seqs);
+        for (seq, e) in past {
+            if gone.binary_search(&seq).is_ok() {
+                delete_ops(h.id, seq, &e, ops, released);
+            }
+        }
+        Ok(())
+    }
+
     /// The stored states of a queue's messages `seqs` (ascending) that fjall has.
     fn read_states(&self, queue_id: u64, seqs: &[u64]) -> Result<Vec<(u64, Entry)>, StorageError> {
         let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
@@ -677,6 +718,9 @@ fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
         ReceiptProblem::Gone | ReceiptProblem::Stale => ReceiptError::Expired(r.to_string()),
     }
 }
+
+/// Spilled messages a sweep reads at most, per queue.
+const EXPIRE_PAGE: usize = 4096;
 
 /// A page of spilled messages being read; put back into the spilled set if dropped
 /// before it was read.

@@ -220,6 +220,16 @@ impl SeqSet {
         present
     }
 
+    /// The smallest key.
+    pub fn first(&self) -> Option<u64> {
+        let (&c, words) = self.chunks.first_key_value()?;
+        let w = words
+            .iter()
+            .position(|&x| x != 0)
+            .expect("chunks are never empty");
+        Some((c << SET_SHIFT) | (w as u64 * 64) | u64::from(words[w].trailing_zeros()))
+    }
+
     /// Removes and returns the smallest key.
     pub fn pop_first(&mut self) -> Option<u64> {
         let mut first = self.chunks.first_entry()?;

@@ -772,3 +772,34 @@ async fn a_queue_spilling_while_sent_to_and_received_from_hands_each_message_out
     assert_eq!(seen, want);
     assert_eq!(s.counts(&q), Counts::default());
 }
+
+/// Retention reaches spilled messages too, though nothing reads them back: a queue nobody
+/// receives from does not keep them past their time.
+#[tokio::test]
+async fn spilled_messages_past_retention_are_swept_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::time::Clock::manual(1_000_000);
+    let s = Embedded::open_with(dir.path(), clock.clone(), 2).unwrap();
+    let q = s
+        .put_queue("q", QueueSpec::default(), QueueKind::User)
+        .await
+        .unwrap();
+    let items = (0..6)
+        .map(|n| (q.clone(), msg(&format!("old{n}"))))
+        .collect();
+    s.enqueue(items).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(
+        QueueSpec::default().retention_s - 1,
+    ));
+    s.enqueue(vec![(q.clone(), msg("new"))]).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(2));
+    s.committer.settle().await.unwrap();
+    s.sweep();
+    assert_eq!(s.counts(&q).visible, 1, "only the newer message is kept");
+    s.committer.settle().await.unwrap();
+    let states = s.spaces.state.prefix(codec::queue_prefix(q.id)).count();
+    assert_eq!(states, 1, "the expired ones are gone from storage");
+    let got = s.receive(&q, 10, 1000).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, ["new"]);
+}
