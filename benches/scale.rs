@@ -11,6 +11,7 @@
 //! | `SCALE_PUBLISHES`     | 2000    | publishes timed once they are in                 |
 //! | `SCALE_TOPICS`        | 10000   | topics and queues of phase (e); 0 skips it       |
 //! | `SCALE_FANOUT`        | 10000   | subscriptions one message matches in (f); 0 skips |
+//! | `SCALE_BACKLOG`       | 1000000 | 1 KiB messages backlogged in (g); 0 skips        |
 //! | `SWITCHYARD_BIN`      | (cargo's) | server binary to measure instead               |
 //!
 //! Phases:
@@ -29,6 +30,11 @@
 //! - (f) on a fresh server, one topic with `SCALE_FANOUT` subscriptions without a policy
 //!   (spread over 10 queues) and messages published to it one at a time for a few
 //!   seconds: deliveries stored per second.
+//! - (g) on a fresh server, receive + ack (10 at a time, `SCALE_CLIENTS` clients) of
+//!   20,000 messages from a queue holding just those, then `SCALE_BACKLOG` messages of
+//!   1 KiB sent to another queue (batches of 10) and the same receive + ack there: rate
+//!   and receive latency at either depth, and RSS; the server killed and started again
+//!   on the backlog: to healthy, RSS, and the receive + ack once more.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -237,6 +243,10 @@ async fn run() -> anyhow::Result<()> {
     if fanout > 0 {
         wide_fanout(&binary, fanout, clients, &mut table).await?;
     }
+    let backlog: u64 = env_var("SCALE_BACKLOG", 1_000_000);
+    if backlog > 0 {
+        deep_backlog(&binary, backlog, clients, &mut table).await?;
+    }
 
     table.print("switchyard at scale (loopback; the load generator shares the machine)");
     Ok(())
@@ -400,4 +410,151 @@ async fn wide_fanout(
         ),
     );
     Ok(())
+}
+
+/// Messages received and acknowledged in each measurement of (g).
+const DRAIN: u64 = 20_000;
+
+/// (g) Receive + ack from a queue holding only what is drained and from one with `n`
+/// messages backlogged, and the backlog across a restart.
+async fn deep_backlog(
+    binary: &std::path::Path,
+    n: u64,
+    clients: usize,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let server = Server::start(binary, &LAUNCH, common::http_client(1)?).await?;
+    let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
+    for q in ["shallow", "deep"] {
+        client.put_queue(q, &QueueSpec::default()).await?;
+    }
+    fill(&client, "shallow", DRAIN, clients).await?;
+    let shallow = drain(&client, "shallow", clients).await?;
+    table.row(
+        format!("(g) receive 10 + ack, {clients} clients, from a queue of {DRAIN}"),
+        shallow.to_string(),
+    );
+    let took = fill(&client, "deep", n, clients).await?;
+    let filled = server.rss_mb()?;
+    table.row(
+        format!("(g) send {n} × 1 KiB to one queue, batches of 10, {clients} clients"),
+        format!(
+            "{:.1} s ({:.0} messages/s); RSS {filled:.1} MB",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        ),
+    );
+    let deep = drain(&client, "deep", clients).await?;
+    table.row(
+        format!("(g) the same receive + ack from the queue of {n}"),
+        format!(
+            "{deep}; {:.2} of the rate from {DRAIN}; RSS {:.1} MB",
+            deep.rate / shallow.rate,
+            server.rss_mb()?
+        ),
+    );
+    let server = server
+        .restart(binary, &LAUNCH, common::http_client(1)?, &[])
+        .await?;
+    let started_in = server.started_in;
+    let rss = server.rss_mb()?;
+    let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
+    let left = client.get_queue("deep").await?.approximate_visible;
+    ensure!(
+        left == n - DRAIN,
+        "{left} messages visible after the restart, not {}",
+        n - DRAIN
+    );
+    let again = drain(&client, "deep", clients).await?;
+    table.row(
+        format!("(g) killed and started again with {left} backlogged"),
+        format!(
+            "healthy after {:.0} ms, RSS {rss:.1} MB; receive + ack {again}",
+            ms(started_in)
+        ),
+    );
+    Ok(())
+}
+
+/// Sends `n` messages of 1 KiB to `queue` in batches of 10.
+async fn fill(client: &Client, queue: &str, n: u64, clients: usize) -> anyhow::Result<Duration> {
+    ensure!(
+        n % 10 == 0,
+        "messages are sent 10 at a time: {n} is not a multiple"
+    );
+    let message: switchyard::wire::SendRequest =
+        serde_json::from_value(json!({ "message": "x".repeat(1022) }))?;
+    let batch = Arc::new(vec![message; 10]);
+    let (c, queue) = (client.clone(), queue.to_string());
+    spread(n / 10, clients, move |_| {
+        let (c, queue, batch) = (c.clone(), queue.clone(), batch.clone());
+        async move {
+            let r = c.send_batch(&queue, &batch).await?;
+            ensure!(r.failed.is_empty(), "a send failed: {:?}", r.failed);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// What one drain of [`DRAIN`] messages measured.
+struct Drained {
+    rate: f64,
+    latency: Histogram<u64>,
+}
+
+impl std::fmt::Display for Drained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} messages/s, receive p50 / p99 {:.2} / {:.2} ms",
+            self.rate,
+            self.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            self.latency.value_at_quantile(0.99) as f64 / 1000.0
+        )
+    }
+}
+
+/// Receives and acknowledges [`DRAIN`] messages of `queue`, ten at a time.
+async fn drain(client: &Client, queue: &str, clients: usize) -> anyhow::Result<Drained> {
+    let request: switchyard::wire::ReceiveRequest =
+        serde_json::from_value(json!({"max_messages": 10, "wait_s": 1}))?;
+    let taken = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..clients {
+        let (c, queue, request) = (client.clone(), queue.to_string(), request.clone());
+        let (taken, latency) = (taken.clone(), latency.clone());
+        tasks.spawn(async move {
+            while taken.load(Ordering::Relaxed) < DRAIN {
+                ensure!(
+                    started.elapsed() < Duration::from_secs(300),
+                    "{queue}: {} of {DRAIN} received in 300 s",
+                    taken.load(Ordering::Relaxed)
+                );
+                let asked = Instant::now();
+                let got = c.receive(&queue, &request).await?;
+                latency
+                    .lock()
+                    .expect("never poisoned")
+                    .record(asked.elapsed().as_micros() as u64)?;
+                let receipts: Vec<String> = got.into_iter().map(|m| m.receipt).collect();
+                if !receipts.is_empty() {
+                    c.ack(&queue, &receipts).await?;
+                    taken.fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("a client task")??;
+    }
+    let took = started.elapsed();
+    let latency = latency.lock().expect("never poisoned").clone();
+    Ok(Drained {
+        rate: taken.load(Ordering::Relaxed) as f64 / took.as_secs_f64(),
+        latency,
+    })
 }
