@@ -191,11 +191,12 @@ impl Embedded {
             .settle()
             .await
             .map_err(StorageError::Unavailable)?;
-        let released: Vec<NonZeroU64> = gone
-            .into_iter()
-            .chain(self.read_states(h.id, &spilled)?)
-            .filter_map(|(_, e)| e.shared)
-            .collect();
+        let mut released: Vec<NonZeroU64> =
+            gone.into_iter().filter_map(|(_, e)| e.shared).collect();
+        for page in spilled.chunks(PURGE_PAGE) {
+            let states = self.read_states(h.id, page)?;
+            released.extend(states.into_iter().filter_map(|(_, e)| e.shared));
+        }
         let prefix = codec::queue_prefix(h.id);
         for space in [Space::Messages, Space::State, Space::Dedup] {
             let ks = match space {
@@ -645,14 +646,7 @@ impl Embedded {
 
     /// Deletes every message in the queue; returns how many.
     pub async fn purge(&self, h: &Arc<QueueHandle>) -> Result<u64, StorageError> {
-        let (mut gone, spilled) = h.lock_index().purge();
-        if !spilled.is_empty() {
-            self.committer
-                .settle()
-                .await
-                .map_err(StorageError::Unavailable)?;
-            gone.extend(self.read_states(h.id, &spilled)?);
-        }
+        let (gone, spilled) = h.lock_index().purge();
         let mut ops = Vec::with_capacity(gone.len() * 2);
         let mut released = Vec::new();
         for (seq, e) in &gone {
@@ -661,7 +655,23 @@ impl Embedded {
         self.release(released, ops, |c, ops| c.send(ops, Wait::Synced))
             .await
             .map_err(StorageError::Unavailable)?;
-        Ok(gone.len() as u64)
+        if !spilled.is_empty() {
+            self.committer
+                .settle()
+                .await
+                .map_err(StorageError::Unavailable)?;
+        }
+        // A deep backlog's deletions go in pages, so they need no more memory than a page.
+        for page in spilled.chunks(PURGE_PAGE) {
+            let (mut ops, mut released) = (Vec::with_capacity(page.len() * 2), Vec::new());
+            for (seq, e) in self.read_states(h.id, page)? {
+                delete_ops(h.id, seq, &e, &mut ops, &mut released);
+            }
+            self.release(released, ops, |c, ops| c.send(ops, Wait::Synced))
+                .await
+                .map_err(StorageError::Unavailable)?;
+        }
+        Ok((gone.len() + spilled.len()) as u64)
     }
 
     pub fn counts(&self, h: &QueueHandle) -> Counts {
@@ -721,6 +731,8 @@ fn receipt_error(p: ReceiptProblem, r: &str) -> ReceiptError {
 
 /// Spilled messages a sweep reads at most, per queue.
 const EXPIRE_PAGE: usize = 4096;
+/// Spilled messages a purge deletes with one write.
+const PURGE_PAGE: usize = 64 * 1024;
 
 /// A page of spilled messages being read; put back into the spilled set if dropped
 /// before it was read.
