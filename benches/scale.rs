@@ -479,7 +479,7 @@ async fn deep_backlog(
 /// Sends `n` messages of 1 KiB to `queue` in batches of 10.
 async fn fill(client: &Client, queue: &str, n: u64, clients: usize) -> anyhow::Result<Duration> {
     ensure!(
-        n % 10 == 0,
+        n.is_multiple_of(10),
         "messages are sent 10 at a time: {n} is not a multiple"
     );
     let message: switchyard::wire::SendRequest =
