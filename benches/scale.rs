@@ -30,11 +30,11 @@
 //! - (f) on a fresh server, one topic with `SCALE_FANOUT` subscriptions without a policy
 //!   (spread over 10 queues) and messages published to it one at a time for a few
 //!   seconds: deliveries stored per second.
-//! - (g) on a fresh server, receive + ack (10 at a time, `SCALE_CLIENTS` clients) of
-//!   20,000 messages from a queue holding just those, then `SCALE_BACKLOG` messages of
-//!   1 KiB sent to another queue (batches of 10) and the same receive + ack there: rate
-//!   and receive latency at either depth, and RSS; the server killed and started again
-//!   on the backlog: to healthy, RSS, and the receive + ack once more.
+//! - (g) on a fresh server, 80,000 messages of 1 KiB sent to one queue and
+//!   `SCALE_BACKLOG` to another (batches of 10), then receive + ack (10 at a time,
+//!   `SCALE_CLIENTS` clients) of 20,000 messages from each, twice, alternating: rate and
+//!   receive latency at either depth, and RSS; the server killed and started again on
+//!   the backlog: to healthy, RSS, and the receive + ack once more.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -414,45 +414,55 @@ async fn wide_fanout(
 
 /// Messages received and acknowledged in each measurement of (g).
 const DRAIN: u64 = 20_000;
+/// Messages in the shallow queue of (g): what its drains take, and as many again, so
+/// that it never runs dry while measured.
+const SHALLOW: u64 = 4 * DRAIN;
 
-/// (g) Receive + ack from a queue holding only what is drained and from one with `n`
-/// messages backlogged, and the backlog across a restart.
+/// (g) Receive + ack from a queue of [`SHALLOW`] messages and from one with `n`
+/// backlogged, and the backlog across a restart.
 async fn deep_backlog(
     binary: &std::path::Path,
     n: u64,
     clients: usize,
     table: &mut Table,
 ) -> anyhow::Result<()> {
+    ensure!(
+        n >= 2 * SHALLOW,
+        "SCALE_BACKLOG must be at least {}",
+        2 * SHALLOW
+    );
     let server = Server::start(binary, &LAUNCH, common::http_client(1)?).await?;
     let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
     for q in ["shallow", "deep"] {
         client.put_queue(q, &QueueSpec::default()).await?;
     }
-    fill(&client, "shallow", DRAIN, clients).await?;
-    let shallow = drain(&client, "shallow", clients).await?;
-    table.row(
-        format!("(g) receive 10 + ack, {clients} clients, from a queue of {DRAIN}"),
-        shallow.to_string(),
-    );
+    fill(&client, "shallow", SHALLOW, clients).await?;
     let took = fill(&client, "deep", n, clients).await?;
-    let filled = server.rss_mb()?;
     table.row(
         format!("(g) send {n} × 1 KiB to one queue, batches of 10, {clients} clients"),
         format!(
-            "{:.1} s ({:.0} messages/s); RSS {filled:.1} MB",
+            "{:.1} s ({:.0} messages/s); RSS {:.1} MB",
             took.as_secs_f64(),
-            n as f64 / took.as_secs_f64()
-        ),
-    );
-    let deep = drain(&client, "deep", clients).await?;
-    table.row(
-        format!("(g) the same receive + ack from the queue of {n}"),
-        format!(
-            "{deep}; {:.2} of the rate from {DRAIN}; RSS {:.1} MB",
-            deep.rate / shallow.rate,
+            n as f64 / took.as_secs_f64(),
             server.rss_mb()?
         ),
     );
+    let mut acked = 0;
+    for round in 1..=2 {
+        let shallow = drain(&client, "shallow", clients).await?;
+        let deep = drain(&client, "deep", clients).await?;
+        acked += deep.acked;
+        table.row(
+            format!(
+                "(g) round {round}: receive 10 + ack, {clients} clients, from {SHALLOW} / from {n}"
+            ),
+            format!(
+                "{shallow} / {deep}: ratio {:.2}; RSS {:.1} MB",
+                deep.rate / shallow.rate,
+                server.rss_mb()?
+            ),
+        );
+    }
     let server = server
         .restart(binary, &LAUNCH, common::http_client(1)?, &[])
         .await?;
@@ -461,9 +471,9 @@ async fn deep_backlog(
     let client = Client::with_http(&server.base_url, common::http_client(clients)?)?;
     let left = client.get_queue("deep").await?.approximate_visible;
     ensure!(
-        left == n - DRAIN,
+        left == n - acked,
         "{left} messages visible after the restart, not {}",
-        n - DRAIN
+        n - acked
     );
     let again = drain(&client, "deep", clients).await?;
     table.row(
@@ -499,6 +509,9 @@ async fn fill(client: &Client, queue: &str, n: u64, clients: usize) -> anyhow::R
 
 /// What one drain of [`DRAIN`] messages measured.
 struct Drained {
+    /// Messages received and acknowledged: [`DRAIN`], and what the last receives took
+    /// beyond.
+    acked: u64,
     rate: f64,
     latency: Histogram<u64>,
 }
@@ -553,8 +566,10 @@ async fn drain(client: &Client, queue: &str, clients: usize) -> anyhow::Result<D
     }
     let took = started.elapsed();
     let latency = latency.lock().expect("never poisoned").clone();
+    let acked = taken.load(Ordering::Relaxed);
     Ok(Drained {
-        rate: taken.load(Ordering::Relaxed) as f64 / took.as_secs_f64(),
+        acked,
+        rate: acked as f64 / took.as_secs_f64(),
         latency,
     })
 }
