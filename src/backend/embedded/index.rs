@@ -117,8 +117,9 @@ pub struct Page {
     generation: u64,
 }
 
-/// Visible messages a standard queue keeps in memory: a receive of ten reads a page back
-/// once in hundreds, and the entries of this many cost about a megabyte.
+/// Visible messages a standard queue keeps in memory: a page read back is at least half
+/// of them (at most one receive of ten in 800 waits for one), and the entries of this
+/// many cost about a megabyte.
 pub const RESIDENT_VISIBLE: usize = 16 * 1024;
 
 impl QueueIndex {
