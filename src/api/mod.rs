@@ -273,11 +273,11 @@ struct QueuePath {
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct StreamPath {
-    /// Stream name.
+    /// Stream name: letters, digits, `-`, `_` and `.` (not dots alone).
     #[param(
-        pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+        pattern = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
         min_length = 1,
-        max_length = 80
+        max_length = 128
     )]
     stream: String,
 }
@@ -286,11 +286,11 @@ struct StreamPath {
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct ShardPath {
-    /// Stream name.
+    /// Stream name: letters, digits, `-`, `_` and `.` (not dots alone).
     #[param(
-        pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+        pattern = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
         min_length = 1,
-        max_length = 80
+        max_length = 128
     )]
     stream: String,
     /// `shard-0003` (or `3`).
@@ -302,11 +302,11 @@ struct ShardPath {
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct GroupPath {
-    /// Stream name.
+    /// Stream name: letters, digits, `-`, `_` and `.` (not dots alone).
     #[param(
-        pattern = r"^[A-Za-z0-9_-]+(\.fifo)?$",
+        pattern = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
         min_length = 1,
-        max_length = 80
+        max_length = 128
     )]
     stream: String,
     /// Consumer group name.

@@ -33,6 +33,8 @@ use std::fmt;
 /// Longest resource name. Short enough to keep storage keys small, long enough for
 /// descriptive names (SQS allows 80).
 pub const MAX_NAME_LEN: usize = 80;
+/// Longest stream name (Kinesis allows 128).
+pub const MAX_STREAM_NAME_LEN: usize = 128;
 
 /// Default and maximum size of one message body, as SNS and SQS (256 KiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -96,8 +98,31 @@ impl fmt::Display for Kind {
 }
 
 /// Checks a resource name: 1..=80 characters of `[A-Za-z0-9_-]`, optionally ending in
-/// `.fifo` (the SQS/SNS rule, so names port to AWS unchanged).
+/// `.fifo` (the SQS/SNS rule, so names port to AWS unchanged); a stream's, 1..=128 of
+/// `[A-Za-z0-9_.-]` (the Kinesis rule).
 pub fn validate_name(kind: Kind, name: &str) -> Result<(), String> {
+    if kind == Kind::Stream {
+        if name.is_empty() || name.len() > MAX_STREAM_NAME_LEN {
+            return Err(format!(
+                "invalid stream name {name:?}: must be 1 to {MAX_STREAM_NAME_LEN} characters"
+            ));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(format!(
+                "invalid stream name {name:?}: only letters, digits, '-', '_' and '.' are allowed"
+            ));
+        }
+        if name.bytes().all(|b| b == b'.') {
+            // `.` and `..` are URL path segments that clients resolve away.
+            return Err(format!(
+                "invalid stream name {name:?}: a name of dots alone cannot be addressed"
+            ));
+        }
+        return Ok(());
+    }
     let stem = name.strip_suffix(".fifo").unwrap_or(name);
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!(
@@ -194,5 +219,26 @@ mod tests {
         assert!(validate_name(Kind::Queue, ".fifo").is_err());
         assert!(validate_name(Kind::Queue, "a b").is_err());
         assert!(validate_name(Kind::Queue, &"a".repeat(81)).is_err());
+        assert!(validate_name(Kind::Queue, "a.b").is_err());
+    }
+
+    #[test]
+    fn stream_names_follow_the_kinesis_rule() {
+        for ok in ["clicks", "clicks.v2", "a-b_c.d", ".a.", &"s".repeat(128)] {
+            assert!(validate_name(Kind::Stream, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "a b",
+            "a/b",
+            "a:b",
+            "a=b",
+            &"s".repeat(129),
+        ] {
+            assert!(validate_name(Kind::Stream, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -329,6 +329,20 @@ def check_get_records_from_trim_horizon():
     assert again["NextShardIterator"], "an open shard always gives a NextShardIterator"
 
 
+def check_a_stream_name_with_dots():
+    name = "kb.orders.v2"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name)
+    out = kinesis.put_record(StreamName=name, PartitionKey="k", Data=b"dotted")
+    shard = kinesis.get_shard_iterator(
+        StreamName=name, ShardId=out["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    got = kinesis.get_records(ShardIterator=shard)["Records"]
+    eq([r["Data"] for r in got], [b"dotted"], "a record of a stream named with dots")
+    assert name in kinesis.list_streams()["StreamNames"], "listed"
+    kinesis.delete_stream(StreamName=name)
+
+
 def check_get_records_limit():
     shard_id = SHARD_IDS[0]
     want = strip(expected(shard_id))
@@ -645,6 +659,7 @@ CHECKS = [
     check_get_records_from_trim_horizon,
     check_get_records_limit,
     check_iterator_types,
+    check_a_stream_name_with_dots,
     check_retention,
     check_tags,
     check_resharding_is_refused,

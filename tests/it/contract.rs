@@ -331,13 +331,14 @@ async fn delayed_messages_stay_hidden_until_due(s: &TestServer) {
 }
 
 async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) {
-    put(s, "/v1/streams/clicks", json!({"shards": 2})).await;
+    // A name with a dot, as Kinesis allows: JetStream's names and subjects cannot hold one.
+    put(s, "/v1/streams/clicks.v2", json!({"shards": 2})).await;
     let records: Vec<Value> = (0..20)
         .map(|i| json!({"partition_key": format!("user-{}", i % 4), "data": {"i": i}}))
         .collect();
     let placed = post(
         s,
-        "/v1/streams/clicks/records",
+        "/v1/streams/clicks.v2/records",
         json!({ "records": records }),
     )
     .await;
@@ -353,7 +354,7 @@ async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) 
         let page = s
             .ok(
                 Method::GET,
-                &format!("/v1/streams/clicks/shards/{shard}/records?from=trim_horizon"),
+                &format!("/v1/streams/clicks.v2/shards/{shard}/records?from=trim_horizon"),
                 Value::Null,
             )
             .await;
@@ -363,7 +364,7 @@ async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) 
 
     put(
         s,
-        "/v1/streams/clicks/groups/g",
+        "/v1/streams/clicks.v2/groups/g",
         json!({"start_position": "trim_horizon", "lease_timeout_s": 2}),
     )
     .await;
@@ -372,7 +373,7 @@ async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) 
     while seen < 20 {
         let v = post(
             s,
-            "/v1/streams/clicks/groups/g/poll",
+            "/v1/streams/clicks.v2/groups/g/poll",
             json!({"member": "m1", "max_records": 100, "wait_s": 1}),
         )
         .await;
@@ -385,7 +386,7 @@ async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) 
     for r in &polled {
         post(
             s,
-            "/v1/streams/clicks/groups/g/checkpoint",
+            "/v1/streams/clicks.v2/groups/g/checkpoint",
             json!({"member": "m1", "shard_id": r["shard_id"], "sequence": r["sequence"]}),
         )
         .await;
@@ -393,13 +394,13 @@ async fn streams_number_records_per_shard_and_groups_checkpoint(s: &TestServer) 
     let (status, _) = s
         .json(
             Method::POST,
-            "/v1/streams/clicks/groups/g/checkpoint",
+            "/v1/streams/clicks.v2/groups/g/checkpoint",
             json!({"member": "stranger", "shard_id": polled[0]["shard_id"], "sequence": polled[0]["sequence"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let g = s
-        .ok(Method::GET, "/v1/streams/clicks/groups/g", Value::Null)
+        .ok(Method::GET, "/v1/streams/clicks.v2/groups/g", Value::Null)
         .await;
     for shard in g["shards"].as_array().unwrap() {
         assert_eq!(shard["member"], "m1", "{g}");
