@@ -628,6 +628,17 @@ mod tests {
         }
     }
 
+    /// A standard queue keeping `resident` visible messages in memory, sent messages 1 to
+    /// `n` (visible at once), and what storage holds of them.
+    fn spilling(resident: usize, n: u64) -> (QueueIndex, HashMap<u64, Entry>) {
+        let mut q = QueueIndex::with_resident(false, resident);
+        let stored: HashMap<u64, Entry> = (1..=n).map(|s| (s, entry(s, 0, None))).collect();
+        for s in 1..=n {
+            q.insert(s, stored[&s].clone(), 0);
+        }
+        (q, stored)
+    }
+
     /// Reads a page back as storage would: the entries of its messages, as stored.
     fn read(page: &Page, stored: &HashMap<u64, Entry>) -> Vec<(u64, Entry)> {
         page.seqs.iter().map(|s| (*s, stored[s].clone())).collect()
@@ -635,11 +646,8 @@ mod tests {
 
     #[test]
     fn past_its_bound_a_queue_spills_and_reads_back_in_order() {
-        let mut q = QueueIndex::with_resident(false, 4);
-        let stored: HashMap<u64, Entry> = (1..=11).map(|s| (s, entry(s, 0, None))).collect();
-        for s in 1..=10 {
-            q.insert(s, stored[&s].clone(), 0);
-        }
+        let (mut q, mut stored) = spilling(4, 10);
+        stored.insert(11, entry(11, 0, None));
         assert_eq!(q.entries.len(), 4, "only the bound in memory");
         assert_eq!(q.counts(0).visible, 10, "spilled messages count as visible");
         assert_eq!(
@@ -700,11 +708,7 @@ mod tests {
 
     #[test]
     fn a_purge_drops_spilled_messages_and_the_page_read_before_it() {
-        let mut q = QueueIndex::with_resident(false, 2);
-        let stored: HashMap<u64, Entry> = (1..=6).map(|s| (s, entry(s, 0, None))).collect();
-        for s in 1..=6 {
-            q.insert(s, stored[&s].clone(), 0);
-        }
+        let (mut q, stored) = spilling(2, 6);
         q.take(0, 2, 10);
         let page = q.page_to_read().unwrap();
         assert_eq!(page.seqs, vec![3, 4]);
@@ -725,10 +729,7 @@ mod tests {
 
     #[test]
     fn a_page_that_failed_is_read_again_and_a_removed_spill_is_forgotten() {
-        let mut q = QueueIndex::with_resident(false, 2);
-        for s in 1..=5 {
-            q.insert(s, entry(s, 0, None), 0);
-        }
+        let (mut q, _) = spilling(2, 5);
         q.take(0, 2, 10);
         let page = q.page_to_read().unwrap();
         q.page_failed(page);
@@ -739,10 +740,7 @@ mod tests {
 
     #[test]
     fn spilled_messages_past_retention_are_forgotten_unless_a_page_is_being_read() {
-        let mut q = QueueIndex::with_resident(false, 2);
-        for s in 1..=6 {
-            q.insert(s, entry(s, 0, None), 0);
-        }
+        let (mut q, _) = spilling(2, 6);
         assert_eq!(q.first_spilled(), Some(3));
         // 2 is in memory: retention in memory takes it.
         assert_eq!(q.expire_spilled(&[2, 3, 4]), vec![3, 4]);

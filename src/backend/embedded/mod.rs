@@ -221,16 +221,8 @@ impl Embedded {
             {
                 let mut idx = h.lock_index();
                 let mut last = 0;
-                for kv in self.spaces.state.prefix(codec::queue_prefix(rec.id)) {
-                    let (k, v) = kv.into_inner()?;
-                    let (Some((_, seq)), Some(e)) =
-                        (codec::split_msg_key(&k), codec::decode_state(&v))
-                    else {
-                        return Err(StorageError::Corrupt(format!(
-                            "a message state record of queue {:?} is corrupt",
-                            h.name
-                        )));
-                    };
+                for state in self.states(&h, 0..=u64::MAX) {
+                    let (seq, e) = state?;
                     last = last.max(seq);
                     if let Some(id) = e.shared {
                         *refs.entry(id).or_default() += 1;

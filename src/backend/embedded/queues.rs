@@ -194,7 +194,7 @@ impl Embedded {
         let mut released: Vec<NonZeroU64> =
             gone.into_iter().filter_map(|(_, e)| e.shared).collect();
         for page in spilled.chunks(PURGE_PAGE) {
-            let states = self.read_states(h.id, page)?;
+            let states = self.read_states(&h, page)?;
             released.extend(states.into_iter().filter_map(|(_, e)| e.shared));
         }
         let prefix = codec::queue_prefix(h.id);
@@ -318,7 +318,7 @@ impl Embedded {
         let Some(page) = h.lock_index().page_to_read() else {
             return Ok(());
         };
-        // Put back should this receive be dropped while it reads.
+        // Put back should this receive fail or be dropped while it reads.
         let mut reading = Reading(h.as_ref(), Some(page));
         // A message is spilled once its writes are logged: once fjall has everything
         // logged so far, it has them all.
@@ -326,14 +326,8 @@ impl Embedded {
             .settle()
             .await
             .map_err(StorageError::Unavailable)?;
+        let read = self.read_states(h, &reading.page().seqs)?;
         let page = reading.1.take().expect("taken once");
-        let read = match self.read_states(h.id, &page.seqs) {
-            Ok(read) => read,
-            Err(e) => {
-                h.lock_index().page_failed(page);
-                return Err(e);
-            }
-        };
         if read.len() < page.seqs.len() {
             tracing::error!(queue = %h.name, missing = page.seqs.len() - read.len(), "spilled messages missing from storage; dropping them from the index");
         }
@@ -358,16 +352,8 @@ impl Embedded {
             return Ok(());
         };
         let mut past = Vec::new();
-        let range = codec::msg_key(h.id, first)..=codec::msg_key(h.id, u64::MAX);
-        for kv in self.spaces.state.range(range).take(EXPIRE_PAGE) {
-            let (k, v) = kv.into_inner()?;
-            let (Some((_, seq)), Some(e)) = (codec::split_msg_key(&k), codec::decode_state(&v))
-            else {
-                return Err(StorageError::Corrupt(format!(
-                    "a message state record of queue {:?}",
-                    h.name
-                )));
-            };
+        for state in self.states(h, first..=u64::MAX).take(EXPIRE_PAGE) {
+            let (seq, e) = state?;
             if e.sent_at.saturating_add(retention_ms) > now {
                 break;
             }
@@ -385,26 +371,40 @@ impl Embedded {
     }
 
     /// The stored states of a queue's messages `seqs` (ascending) that fjall has.
-    fn read_states(&self, queue_id: u64, seqs: &[u64]) -> Result<Vec<(u64, Entry)>, StorageError> {
+    fn read_states(
+        &self,
+        h: &QueueHandle,
+        seqs: &[u64],
+    ) -> Result<Vec<(u64, Entry)>, StorageError> {
         let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::with_capacity(seqs.len());
-        let range = codec::msg_key(queue_id, first)..=codec::msg_key(queue_id, last);
-        for kv in self.spaces.state.range(range) {
+        self.states(h, first..=last)
+            .filter(|state| {
+                state
+                    .as_ref()
+                    .map_or(true, |(seq, _)| seqs.binary_search(seq).is_ok())
+            })
+            .collect()
+    }
+
+    /// The stored states of a queue's messages with sequence numbers in `seqs`, in order.
+    pub(super) fn states<'a>(
+        &'a self,
+        h: &'a QueueHandle,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> impl Iterator<Item = Result<(u64, Entry), StorageError>> + 'a {
+        let range = codec::msg_key(h.id, *seqs.start())..=codec::msg_key(h.id, *seqs.end());
+        self.spaces.state.range(range).map(move |kv| {
             let (k, v) = kv.into_inner()?;
-            let Some((_, seq)) = codec::split_msg_key(&k) else {
-                continue;
-            };
-            if seqs.binary_search(&seq).is_err() {
-                continue;
+            match (codec::split_msg_key(&k), codec::decode_state(&v)) {
+                (Some((_, seq)), Some(e)) => Ok((seq, e)),
+                _ => Err(StorageError::Corrupt(format!(
+                    "a message state record of queue {:?} is corrupt",
+                    h.name
+                ))),
             }
-            let e = codec::decode_state(&v).ok_or_else(|| {
-                StorageError::Corrupt(format!("the state record of message {seq}"))
-            })?;
-            out.push((seq, e));
-        }
-        Ok(out)
+        })
     }
 
     /// The name of the queue with id `id`, while it exists.
@@ -664,7 +664,7 @@ impl Embedded {
         // A deep backlog's deletions go in pages, so they need no more memory than a page.
         for page in spilled.chunks(PURGE_PAGE) {
             let (mut ops, mut released) = (Vec::with_capacity(page.len() * 2), Vec::new());
-            for (seq, e) in self.read_states(h.id, page)? {
+            for (seq, e) in self.read_states(h, page)? {
                 delete_ops(h.id, seq, &e, &mut ops, &mut released);
             }
             self.release(released, ops, |c, ops| c.send(ops, Wait::Synced))
@@ -737,6 +737,12 @@ const PURGE_PAGE: usize = 64 * 1024;
 /// A page of spilled messages being read; put back into the spilled set if dropped
 /// before it was read.
 struct Reading<'a>(&'a QueueHandle, Option<Page>);
+
+impl Reading<'_> {
+    fn page(&self) -> &Page {
+        self.1.as_ref().expect("held until read")
+    }
+}
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {
