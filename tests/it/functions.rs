@@ -736,13 +736,14 @@ async fn a_stream_source_gathers_records_for_its_batch_window() {
         json!({"batch_size": 3, "batch_window_ms": 120000}),
     )
     .await;
-    // Once the source holds the shard it has read the first record, and gathers.
+    // Once the source holds the shard it has read the first record, and gathers. The
+    // source makes its group: until then there is none.
     eventually(
         Duration::from_secs(60),
         "the source holds the shard",
         || async {
-            let g = server
-                .ok(Method::GET, "/v1/streams/s/groups/g", Value::Null)
+            let (_, g) = server
+                .json(Method::GET, "/v1/streams/s/groups/g", Value::Null)
                 .await;
             g["shards"][0]["member"].is_string().then_some(())
         },
