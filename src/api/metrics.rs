@@ -20,7 +20,7 @@ pub(super) async fn gather(s: &AppState) -> Scrape {
     topics(&mut out, &s.app);
     queues(&mut out, &s.app).await;
     streams(&mut out, &s.app).await;
-    functions(&mut out, &s.app);
+    functions(&mut out, &s.app).await;
     sources(&mut out, &s.app.control.all_source_readings());
     storage(&mut out, &s.app);
     out
@@ -321,8 +321,9 @@ async fn streams(out: &mut Scrape, app: &App) {
     );
 }
 
-/// Per function: invocations, errors by kind, durations, what runs now, throttles.
-fn functions(out: &mut Scrape, app: &App) {
+/// Per function: invocations, errors by kind, durations, what runs now, throttles, and
+/// its asynchronous invocations.
+async fn functions(out: &mut Scrape, app: &App) {
     let functions: Vec<_> = app
         .control
         .function_names()
@@ -334,6 +335,40 @@ fn functions(out: &mut Scrape, app: &App) {
         })
         .collect();
     let function = |name: &str| labels([("function", name)]);
+    let mut waiting = Vec::new();
+    for (name, _, _) in &functions {
+        // A function deleted since it was listed has nothing to show.
+        if let Ok(n) = app.control.events_waiting(name).await {
+            waiting.push((function(name), n as i64));
+        }
+    }
+    out.gauges(
+        "switchyard_function_async_events",
+        "Asynchronous invocations of a function accepted and not finished: waiting, running or waiting for a retry",
+        waiting,
+    );
+    let events: Vec<(Labels, Arc<SubscriptionMeter>)> = functions
+        .iter()
+        .map(|(n, m, _)| (function(n), m.events.clone()))
+        .collect();
+    let families: [CounterFamily<SubscriptionMeter>; 3] = [
+        (
+            "switchyard_function_async_events_succeeded",
+            "Asynchronous invocations of a function that ran without an error",
+            |m| m.delivered.get(),
+        ),
+        (
+            "switchyard_function_async_events_retried",
+            "Failed asynchronous invocations of a function scheduled to run again",
+            |m| m.retried.get(),
+        ),
+        (
+            "switchyard_function_async_events_dropped",
+            "Asynchronous invocations of a function given up after their retries",
+            |m| m.dropped.get(),
+        ),
+    ];
+    counter_families(out, &families, &events, |(l, m)| (l, m));
     out.counters(
         "switchyard_function_invocations",
         "Invocations of a function that ended, with or without an error",

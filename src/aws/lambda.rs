@@ -10,8 +10,9 @@
 //!   bytes otherwise). A handler returns no value, so a successful invocation's payload
 //!   is `null`; a failed one answers `X-Amz-Function-Error: Unhandled` and a payload
 //!   naming the error, as Lambda does. What the handler published is published.
-//!   `Event` invocations run in the background with Lambda's two retries; `DryRun`
-//!   checks that the function can be invoked;
+//!   `Event` invocations are stored before the 202 (its request id is the event's id)
+//!   and run by the function's worker with Lambda's two retries, a restart included;
+//!   `DryRun` checks that the function can be invoked;
 //! - an event source mapping is one of the function's sources: an SQS queue ARN is a
 //!   queue source, a Kinesis stream ARN a stream source read as consumer group
 //!   `lambda-FUNCTION`. Its UUID is derived from the function and the source, so every
@@ -36,7 +37,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// The API version every Lambda path starts with.
 pub const PREFIX: &str = "/2015-03-31/";
@@ -47,10 +47,6 @@ const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
 
 /// The end of the log an invocation answers with `LogType: Tail`, as Lambda's.
 const LOG_TAIL_BYTES: usize = 4096;
-
-/// Retries of an asynchronous invocation that failed, and the wait before each, as
-/// Lambda's defaults.
-const ASYNC_RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(60), Duration::from_secs(120)];
 
 /// `ListFunctions` and `ListEventSourceMappings` answer this many unless asked for fewer.
 const DEFAULT_PAGE: usize = 50;
@@ -436,17 +432,21 @@ async fn invoke(
         .control
         .function(name)
         .map_err(|e| LambdaError::from_op(cx, e))?;
-    let body = match std::str::from_utf8(request.body) {
-        Ok(text) => Body::Text(text.to_string()),
-        Err(_) => Body::Bytes(request.body.to_vec()),
-    };
     match kind {
         InvocationType::DryRun => Ok(StatusCode::NO_CONTENT.into_response()),
         InvocationType::Event => {
-            invoke_in_background(s, name.to_string(), body);
-            Ok(StatusCode::ACCEPTED.into_response())
+            let id = s
+                .app
+                .control
+                .invoke_later(name, request.body.to_vec())
+                .await
+                .map_err(|e| LambdaError::from_op(cx, e))?;
+            // The request id is the id of the event the function is handed.
+            let id = HeaderValue::from_str(&id).expect("a UUID is a header value");
+            Ok((StatusCode::ACCEPTED, [("x-amzn-requestid", id)]).into_response())
         }
         InvocationType::RequestResponse => {
+            let body = Body::from_payload(request.body.to_vec());
             let inv = s
                 .app
                 .publisher
@@ -505,37 +505,6 @@ fn log_tail(inv: &Invocation) -> String {
         cut += 1;
     }
     text.split_off(cut)
-}
-
-/// Runs an `Event` invocation after answering it: a failure is retried twice, after a
-/// minute and after two more, as Lambda retries; what it published is published.
-fn invoke_in_background(s: &Door<'_>, name: String, body: Body) {
-    let control = s.app.control.clone();
-    let publisher = s.app.publisher.clone();
-    let shutdown = s.app.shutdown.clone();
-    tokio::spawn(async move {
-        let mut delays = ASYNC_RETRY_DELAYS.iter();
-        loop {
-            match publisher.invoke(&control, &name, body.clone()).await {
-                Ok(inv) if inv.outcome.is_ok() => return,
-                Ok(inv) => {
-                    let error = inv.outcome.err().map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(function = %name, %error, "asynchronous invocation failed");
-                }
-                Err(error) => {
-                    tracing::warn!(function = %name, %error, "asynchronous invocation could not run");
-                }
-            }
-            let Some(delay) = delays.next() else {
-                tracing::error!(function = %name, "asynchronous invocation failed after its retries; dropped");
-                return;
-            };
-            tokio::select! {
-                () = tokio::time::sleep(*delay) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
-    });
 }
 
 /// An event source mapping as Lambda shows it.

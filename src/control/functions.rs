@@ -1,6 +1,7 @@
 //! Functions: WebAssembly components registered by name, invoked for `function`
-//! subscriptions (through their delivery queues), by their queue and stream sources, and
-//! directly (`invoke`) to try a handler locally.
+//! subscriptions (through their delivery queues), by their queue and stream sources,
+//! directly (`invoke`) to try a handler locally, and asynchronously (`invoke_later`,
+//! through a queue of their own, as Lambda's `Event` invocations).
 //!
 //! A function's component is stored in the backend's metadata (content-addressed), so a
 //! restart reloads it without the original file; compiled code comes from the runtime's
@@ -366,6 +367,8 @@ impl Control {
             return Err(OpError::not_found(Kind::Function, name));
         }
         self.backend.delete_meta(&meta::function_key(name)).await?;
+        // As Lambda discards a deleted function's asynchronous invocations not run yet.
+        self.workers.remove_events(name).await?;
         Ok(())
     }
 
@@ -377,6 +380,7 @@ impl Control {
             .expect("never poisoned")
             .insert(name.to_string(), (spec.clone(), module_sha256));
         self.sources.restart(name, &spec.sources);
+        self.workers.resume_events(name, spec.timeout_ms);
     }
 
     /// Forgets a function on this router: its sources stop, invocations in flight
@@ -392,6 +396,7 @@ impl Control {
             return false;
         }
         self.sources.restart(name, &[]);
+        self.workers.stop_events(name);
         self.functions.remove(name);
         self.telemetry.functions.forget(name);
         true
@@ -536,5 +541,41 @@ impl Control {
             receive_count: 1,
         };
         Ok(f.invoke(event).await)
+    }
+
+    /// A function's asynchronous invocations not finished yet (waiting, running, or
+    /// waiting for a retry); none when it never had one.
+    pub async fn events_waiting(&self, name: &str) -> Result<u64, OpError> {
+        let Some(queue) = self.backend.queue(&crate::deliver::event_queue_name(name)) else {
+            return Ok(0);
+        };
+        let c = self.backend.counts(&queue).await?;
+        Ok(c.visible + c.in_flight + c.delayed)
+    }
+
+    /// Accepts an asynchronous invocation of `name` with `payload`, answering once it is
+    /// stored: the function's worker runs it with Lambda's two retries (a restart
+    /// included) and publishes what it published once it succeeded. The answer is the
+    /// id of the event the function is handed.
+    pub async fn invoke_later(&self, name: &str, payload: Vec<u8>) -> Result<String, OpError> {
+        let timeout_ms = self
+            .function_specs
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .map(|(spec, _)| spec.timeout_ms)
+            .ok_or_else(|| OpError::not_found(Kind::Function, name))?;
+        let queue = self.workers.event_queue(name, timeout_ms).await?;
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let message = crate::backend::NewMessage {
+            message_id: message_id.clone(),
+            payload,
+            attributes: Vec::new(),
+            delay_ms: 0,
+            group: None,
+            dedup_id: None,
+        };
+        self.backend.enqueue(vec![(queue, message)]).await?;
+        Ok(message_id)
     }
 }

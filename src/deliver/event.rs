@@ -1,5 +1,6 @@
 //! The events a function receives, made from what storage holds: a subscription's
-//! delivery (the envelope), a queue's message or a stream's record.
+//! delivery (the envelope), an asynchronous invocation's payload, a queue's message or a
+//! stream's record.
 
 use super::http::Notification;
 use crate::backend::{Received, StoredRecord};
@@ -17,6 +18,20 @@ pub(super) fn from_notification(n: &Notification<'_>, m: &Received) -> Event {
             &serde_json::from_str(n.attributes.get()).unwrap_or_default(),
         ),
         body: Body::Text(n.message.get().to_string()),
+        published_at_ms: m.sent_at,
+        receive_count: m.receive_count,
+    }
+}
+
+/// The event of an asynchronous (`Event`) invocation: its payload as it was sent, as a
+/// synchronous invocation gets it, under the id its caller was answered with.
+pub(super) fn from_invocation(m: &Received) -> Event {
+    Event {
+        id: m.message_id.clone(),
+        topic: String::new(),
+        subscription: String::new(),
+        attributes: Vec::new(),
+        body: Body::from_payload(m.payload.clone()),
         published_at_ms: m.sent_at,
         receive_count: m.receive_count,
     }
@@ -42,10 +57,7 @@ pub(super) fn from_record(stream: &str, group: &str, rec: &StoredRecord) -> Even
         topic: stream.to_string(),
         subscription: group.to_string(),
         attributes: Vec::new(),
-        body: match String::from_utf8(rec.data.clone()) {
-            Ok(text) => Body::Text(text),
-            Err(bytes) => Body::Bytes(bytes.into_bytes()),
-        },
+        body: Body::from_payload(rec.data.clone()),
         published_at_ms: rec.arrived_at,
         receive_count: 1,
     }

@@ -1,5 +1,5 @@
 //! Delivery workers: the consumers of the internal delivery queues behind `http` and
-//! `function` subscriptions.
+//! `function` subscriptions, and of each function's queue of asynchronous invocations.
 //!
 //! A publish stores such a matched delivery in its subscription's delivery queue (an
 //! ordinary queue with an internal name), so retries, backoff and crash safety are the
@@ -16,7 +16,7 @@ mod worker;
 pub use event::runtime_attributes;
 pub use sources::{Feed, FeedError, GroupFeed, QueueFeed, SourceParts, SourceReading, Sources};
 
-use crate::backend::{Backend, QueueKind, StorageError};
+use crate::backend::{Backend, Queue, QueueKind, StorageError};
 use crate::model::{
     Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Endpoint, HttpEndpoint, Notification,
     QueueSpec, SubscriptionSpec, arn,
@@ -52,6 +52,13 @@ const STORAGE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// `:`, so this never collides with a queue a user creates.
 pub fn delivery_queue_name(topic: &str, subscription: &str) -> String {
     format!("{topic}:{subscription}")
+}
+
+/// The internal queue of a function's asynchronous (`Event`) invocations, kept like a
+/// subscription's delivery queue. A delivery queue's name holds one `:` between two names
+/// that cannot contain one; this one holds two, so no subscription's queue is named so.
+pub fn event_queue_name(function: &str) -> String {
+    format!("function:{function}:events")
 }
 
 /// A delivery queue's stored envelope, which the publish path writes without a
@@ -137,6 +144,9 @@ enum Target {
         sns: Option<Box<http::SnsArns>>,
     },
     Function(String),
+    /// A function's asynchronous invocations: each stored message is an invocation's
+    /// payload.
+    Event(String),
 }
 
 /// The running workers, one per `http` or `function` subscription.
@@ -152,7 +162,8 @@ pub struct Workers {
     pub metrics: Arc<DeliveryMetrics>,
     /// Where each subscription's deliveries are counted.
     telemetry: Arc<Telemetry>,
-    running: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// The running workers, by the name of the queue they take from.
+    running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
 }
 
@@ -225,56 +236,133 @@ impl Workers {
             _ => return Ok(()),
         };
         let name = delivery_queue_name(topic, sub);
-        let queue = match self.backend.queue(&name) {
-            Some(q) => q,
+        let queue = self.delivery_queue(&name, attempt_ms).await?;
+        self.start(Worker {
+            topic: topic.to_string(),
+            subscription: sub.to_string(),
+            policy: spec.delivery_policy.clone().unwrap_or(default_policy),
+            dead_letter_queue: spec.dead_letter_queue.clone(),
+            meter: self.telemetry.topics.get(topic).subscriptions.get(sub),
+            ..self.worker(queue, target, attempt_ms)
+        });
+        Ok(())
+    }
+
+    /// The queue of `function`'s asynchronous invocations, made on its first use, with a
+    /// worker taking from it. `timeout_ms` is the function's timeout.
+    pub async fn event_queue(
+        &self,
+        function: &str,
+        timeout_ms: u64,
+    ) -> Result<Queue, StorageError> {
+        let name = event_queue_name(function);
+        if let Some(queue) = self.backend.queue(&name)
+            && self
+                .running
+                .lock()
+                .expect("never poisoned")
+                .contains_key(&name)
+        {
+            return Ok(queue);
+        }
+        let queue = self.delivery_queue(&name, timeout_ms).await?;
+        self.start_events(function, queue.clone(), timeout_ms);
+        Ok(queue)
+    }
+
+    /// (Re)starts the worker of `function`'s asynchronous invocations with its current
+    /// timeout, when it has a queue of them: invocations accepted before a restart, or
+    /// before the function changed, run.
+    pub fn resume_events(&self, function: &str, timeout_ms: u64) {
+        if let Some(queue) = self.backend.queue(&event_queue_name(function)) {
+            self.start_events(function, queue, timeout_ms);
+        }
+    }
+
+    fn start_events(&self, function: &str, queue: Queue, timeout_ms: u64) {
+        let meter = self.telemetry.functions.get(function).events.clone();
+        self.start(Worker {
+            meter,
+            ..self.worker(queue, Target::Event(function.to_string()), timeout_ms)
+        });
+    }
+
+    /// Stops the worker of `function`'s asynchronous invocations and deletes those not
+    /// run yet (the function is deleted).
+    pub async fn remove_events(&self, function: &str) -> Result<(), StorageError> {
+        let name = event_queue_name(function);
+        self.stop_queue(&name);
+        self.backend.delete_queue(&name).await?;
+        Ok(())
+    }
+
+    /// Stops the worker of `function`'s asynchronous invocations on this router only
+    /// (another router sharing the backend deleted the function and its queue).
+    pub fn stop_events(&self, function: &str) {
+        self.stop_queue(&event_queue_name(function));
+    }
+
+    /// The delivery queue `name`, made if it does not exist.
+    async fn delivery_queue(&self, name: &str, attempt_ms: u64) -> Result<Queue, StorageError> {
+        match self.backend.queue(name) {
+            Some(q) => Ok(q),
             None => {
                 self.backend
-                    .put_queue(&name, delivery_queue_spec(attempt_ms), QueueKind::Delivery)
-                    .await?
+                    .put_queue(name, delivery_queue_spec(attempt_ms), QueueKind::Delivery)
+                    .await
             }
-        };
-        // A function runs sandboxed: nothing it does leaves the process except through
-        // writes logged after its event, so it may start before the event's sync. A
-        // webhook's request leaves at once, so it waits for the disk.
-        queue.deliver_before_sync(matches!(target, Target::Function(_)));
-        let stop = self.shutdown.child_token();
-        if let Some(old) = self
-            .running
-            .lock()
-            .expect("never poisoned")
-            .insert((topic.to_string(), sub.to_string()), stop.clone())
-        {
-            old.cancel();
         }
+    }
+
+    /// A worker for `queue` with the settings of a function or webhook subscription
+    /// without a policy, dead-letter queue or meter of its own.
+    fn worker(&self, queue: Queue, target: Target, attempt_ms: u64) -> Worker {
         let (acks, receipts) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(worker::acknowledge(
             self.backend.clone(),
             queue.clone(),
             receipts,
         ));
-        let worker = Arc::new(Worker {
+        Worker {
             backend: self.backend.clone(),
             functions: self.functions.clone(),
             outbox: self.outbox.clone(),
             queue,
             acks,
-            topic: topic.to_string(),
-            subscription: sub.to_string(),
+            topic: String::new(),
+            subscription: String::new(),
             target,
             attempt_ms,
-            policy: spec.delivery_policy.clone().unwrap_or(default_policy),
-            dead_letter_queue: spec.dead_letter_queue.clone(),
+            policy: default_function_policy(),
+            dead_letter_queue: None,
             client: self.client.clone(),
             deny_private: self.deny_private,
             metrics: self.metrics.clone(),
-            meter: self.telemetry.topics.get(topic).subscriptions.get(sub),
+            meter: Arc::default(),
             telemetry: self.telemetry.clone(),
-            stop,
+            stop: self.shutdown.child_token(),
             failures_in_a_row: Default::default(),
             paused_until: AtomicU64::new(0),
-        });
-        tokio::spawn(worker.run());
-        Ok(())
+        }
+    }
+
+    /// Runs `worker` in place of the one its queue had.
+    fn start(&self, worker: Worker) {
+        // A function runs sandboxed: nothing it does leaves the process except through
+        // writes logged after its event, so it may start before the event's sync. A
+        // webhook's request leaves at once, so it waits for the disk.
+        worker
+            .queue
+            .deliver_before_sync(!matches!(worker.target, Target::Http { .. }));
+        if let Some(old) = self
+            .running
+            .lock()
+            .expect("never poisoned")
+            .insert(worker.queue.name().to_string(), worker.stop.clone())
+        {
+            old.cancel();
+        }
+        tokio::spawn(Arc::new(worker).run());
     }
 
     /// Sends one request to an http endpoint in the background (SNS's subscription
@@ -326,12 +414,11 @@ impl Workers {
     /// Stops the subscription's worker on this router only (another router sharing the
     /// backend removed the subscription and its queue).
     pub fn stop(&self, topic: &str, sub: &str) {
-        if let Some(stop) = self
-            .running
-            .lock()
-            .expect("never poisoned")
-            .remove(&(topic.to_string(), sub.to_string()))
-        {
+        self.stop_queue(&delivery_queue_name(topic, sub));
+    }
+
+    fn stop_queue(&self, queue: &str) {
+        if let Some(stop) = self.running.lock().expect("never poisoned").remove(queue) {
             stop.cancel();
         }
     }

@@ -1,6 +1,7 @@
-//! One subscription's worker: takes deliveries from its delivery queue while the endpoint
-//! has room, attempts each, and acknowledges it, schedules its retry (the message stays
-//! invisible until then) or gives up on it (to the dead-letter queue, or dropped).
+//! One subscription's worker (or one function's, for its asynchronous invocations):
+//! takes deliveries from its delivery queue while the endpoint has room, attempts each,
+//! and acknowledges it, schedules its retry (the message stays invisible until then) or
+//! gives up on it (to the dead-letter queue, or dropped).
 
 use super::http::{self, Notification, Outcome};
 use super::{
@@ -68,7 +69,9 @@ impl Worker {
             Target::Http { endpoint, .. } => endpoint.max_concurrency as usize,
             // The function's own semaphore bounds its instances; this bounds the
             // deliveries held in memory waiting for one.
-            Target::Function(_) => crate::model::DEFAULT_HTTP_CONCURRENCY as usize,
+            Target::Function(_) | Target::Event(_) => {
+                crate::model::DEFAULT_HTTP_CONCURRENCY as usize
+            }
         };
         let permits = Arc::new(Semaphore::new(concurrency));
         let visibility_ms = self.attempt_ms + IN_FLIGHT_MARGIN_MS;
@@ -89,7 +92,7 @@ impl Worker {
             // A function still loading (or failed to load) takes nothing: its deliveries
             // wait in the queue, not counted as attempts. A function that does not exist
             // at all is attempted, and the retry policy decides how long to wait for it.
-            if let Target::Function(f) = &self.target {
+            if let Target::Function(f) | Target::Event(f) = &self.target {
                 tokio::select! {
                     _ = self.functions.wait_ready(f) => {}
                     _ = self.stop.cancelled() => break,
@@ -142,6 +145,19 @@ impl Worker {
     }
 
     async fn attempt(&self, m: Received) {
+        if let Target::Event(f) = &self.target {
+            self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+            let outcome = self
+                .invoke(
+                    f,
+                    &m.message_id,
+                    event::from_invocation(&m),
+                    Vec::new(),
+                    None,
+                )
+                .await;
+            return self.settle(&m, &m.message_id, &m.payload, outcome).await;
+        }
         let attempt = m.receive_count;
         let mut n: Notification<'_> = match serde_json::from_slice(&m.payload) {
             Ok(n) => n,
@@ -180,13 +196,25 @@ impl Worker {
                 }
                 http::send(&self.client, endpoint, url.as_ref(), req, self.deny_private).await
             }
-            Target::Function(f) => self.invoke(f, &n, &m, trace, span.as_ref()).await,
+            Target::Function(f) => {
+                let event = event::from_notification(&n, &m);
+                self.invoke(f, n.message_id, event, trace, span.as_ref())
+                    .await
+            }
+            Target::Event(_) => unreachable!("an invocation is attempted above"),
         };
         if let (Some(s), Outcome::Retry { reason, .. } | Outcome::Failed { reason }) =
             (&mut span, &outcome)
         {
             s.fail(reason.clone());
         }
+        self.settle(&m, n.message_id, envelope, outcome).await
+    }
+
+    /// Records an attempt's outcome: acknowledged, scheduled to be tried again, or given
+    /// up (`envelope` is what a dead-letter queue receives).
+    async fn settle(&self, m: &Received, message_id: &str, envelope: &[u8], outcome: Outcome) {
+        let attempt = m.receive_count;
         match &outcome {
             Outcome::Delivered => self.note(true),
             Outcome::Retry { .. } => self.note(false),
@@ -198,14 +226,14 @@ impl Worker {
         }
         match outcome {
             Outcome::Delivered => {
-                tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, "delivered");
+                tracing::debug!(topic = %self.topic, subscription = %self.subscription, message_id, attempt, "delivered");
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 self.meter.delivered.inc();
                 let since_publish = self.backend.clock().now_ms().saturating_sub(m.sent_at);
                 self.meter
                     .delivery_seconds()
                     .observe(Duration::from_millis(since_publish));
-                self.ack(&m).await;
+                self.ack(m).await;
             }
             Outcome::Retry {
                 reason,
@@ -216,7 +244,7 @@ impl Worker {
                 match self.policy.next_delay(attempt, elapsed, random_unit()) {
                     Some(delay) => {
                         let delay = delay.max(retry_after.unwrap_or_default());
-                        tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id = %n.message_id, attempt, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; will retry");
+                        tracing::warn!(topic = %self.topic, subscription = %self.subscription, message_id, attempt, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; will retry");
                         if let Err(e) = self
                             .backend
                             .change_visibility(&self.queue, &m.receipt, delay.as_millis() as u64)
@@ -231,11 +259,11 @@ impl Worker {
                     }
                     None => {
                         let reason = format!("{reason} (after {attempt} attempts)");
-                        self.give_up(&m, envelope, &reason).await
+                        self.give_up(m, envelope, &reason).await
                     }
                 }
             }
-            Outcome::Failed { reason } => self.give_up(&m, envelope, &reason).await,
+            Outcome::Failed { reason } => self.give_up(m, envelope, &reason).await,
         }
     }
 
@@ -257,7 +285,7 @@ impl Worker {
         let parent = value(TRACEPARENT).map(|p| (p, value(TRACESTATE)));
         let kind = match self.target {
             Target::Http { .. } => Kind::Client,
-            Target::Function(_) => Kind::Consumer,
+            Target::Function(_) | Target::Event(_) => Kind::Consumer,
         };
         let attributes = vec![
             KeyValue::new("messaging.destination.name", self.topic.clone()),
@@ -274,8 +302,8 @@ impl Worker {
     async fn invoke(
         &self,
         function: &str,
-        n: &Notification<'_>,
-        m: &Received,
+        message_id: &str,
+        event: crate::runtime::Event,
         mut trace: Vec<(&'static str, String)>,
         attempt_span: Option<&Span>,
     ) -> Outcome {
@@ -286,7 +314,6 @@ impl Worker {
                 retry_after: None,
             };
         };
-        let event = event::from_notification(n, m);
         let mut span = attempt_span.and_then(|parent| {
             let tracing = self.telemetry.tracing.as_ref()?;
             Some(tracing.child(parent, format!("invoke {function}")))
@@ -296,7 +323,7 @@ impl Worker {
             s.fail(e.to_string());
         }
         for l in &inv.logs {
-            tracing::info!(function, message_id = %n.message_id, level = ?l.level, "{}", l.message);
+            tracing::info!(function, message_id, level = ?l.level, "{}", l.message);
         }
         match inv.outcome {
             Ok(()) => {
@@ -363,7 +390,11 @@ impl Worker {
                 dlq_meter.sent.inc();
             }
             None => {
-                tracing::error!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up and dropped: the subscription has no dead-letter queue");
+                if let Target::Event(function) = &self.target {
+                    tracing::error!(function, message_id = %m.message_id, attempts, reason, "asynchronous invocation given up and dropped");
+                } else {
+                    tracing::error!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up and dropped: the subscription has no dead-letter queue");
+                }
                 self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                 self.meter.dropped.inc();
             }

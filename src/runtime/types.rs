@@ -53,6 +53,14 @@ pub enum Body {
 }
 
 impl Body {
+    /// Bytes as a body: text when they are UTF-8.
+    pub fn from_payload(bytes: Vec<u8>) -> Body {
+        match String::from_utf8(bytes) {
+            Ok(text) => Body::Text(text),
+            Err(e) => Body::Bytes(e.into_bytes()),
+        }
+    }
+
     /// Size in bytes, as counted against publish limits.
     pub fn len(&self) -> usize {
         match self {

@@ -195,6 +195,8 @@ pub struct FunctionMeter {
     pub duration_seconds: Latency,
     /// What its latest invocations logged, for the console.
     pub recent_logs: RecentLogs,
+    /// What became of its asynchronous (`Event`) invocations.
+    pub events: std::sync::Arc<SubscriptionMeter>,
 }
 
 /// Log lines kept per function: enough to see what the last few dozen invocations said.

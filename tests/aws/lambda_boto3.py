@@ -106,7 +106,9 @@ def check_dry_run_and_event():
         FunctionName="lam-pub", InvocationType="Event", Payload=json.dumps({"count": 1}).encode()
     )
     eq(res["StatusCode"], 202, "event")
-    drain(1)
+    # The function is handed the event under the id the invocation was answered with.
+    body = json.loads(drain(1)[0]["Body"])["message"]
+    eq(body, res["ResponseMetadata"]["RequestId"] + ":0", "the event's id")
 
 
 def check_invoke_errors():

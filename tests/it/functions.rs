@@ -7,6 +7,7 @@ use crate::harness::{TestServer, eventually, spawn_server};
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn module(name: &str) -> String {
@@ -144,6 +145,82 @@ async fn invoke_shows_the_result_logs_and_published_events_without_routing_them(
         )
         .await;
     assert_eq!(v["published"], json!([]), "{v}");
+}
+
+/// An asynchronous invocation through Lambda's REST path; the request id it is answered
+/// with.
+async fn invoke_event(server: &TestServer, function: &str, payload: Value) -> String {
+    let response = server
+        .http
+        .post(server.url(&format!("/2015-03-31/functions/{function}/invocations")))
+        .header("x-amz-invocation-type", "Event")
+        .body(payload.to_string())
+        .send()
+        .await
+        .expect("send an invocation");
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{payload}");
+    response.headers()["x-amzn-requestid"]
+        .to_str()
+        .expect("a request id is text")
+        .to_string()
+}
+
+#[tokio::test]
+async fn accepted_event_invocations_survive_a_crash_and_run_after_the_restart() {
+    let mut server = spawn_server(None).await;
+    put_queue(&server, "out", json!({})).await;
+    server
+        .ok(Method::PUT, "/v1/topics/published", json!({}))
+        .await;
+    server
+        .ok(
+            Method::PUT,
+            "/v1/topics/published/subscriptions/out",
+            json!({"endpoint": {"queue": "out"}, "raw_message_delivery": true}),
+        )
+        .await;
+    put_function(
+        &server,
+        "pub",
+        json!({"module": module("publisher"), "concurrency": 1, "timeout_ms": 5000}),
+    )
+    .await;
+    // The first holds the only instance, so those after it wait their turn in storage
+    // (or in the worker's hands) when the server dies.
+    let holder = invoke_event(&server, "pub", json!({"hold_ms": 4500, "count": 0})).await;
+    let mut waiting = BTreeSet::new();
+    for _ in 0..4 {
+        waiting.insert(invoke_event(&server, "pub", json!({"count": 1})).await);
+    }
+    assert!(!waiting.contains(&holder));
+    // The four wait for the holder, which may have finished on a slow machine.
+    const PENDING: &str = "switchyard_function_async_events{function=\"pub\"}";
+    let pending = server.metric(PENDING).await.expect("/metrics answers");
+    assert!(pending >= 4, "{pending} pending");
+    server.kill9();
+    server.restart().await;
+    // Each publishes its event's id once it ran.
+    let within = Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + within;
+    let mut ran = BTreeSet::new();
+    while !waiting.is_subset(&ran) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "within {within:?} these ran: {ran:?}; accepted: {waiting:?}"
+        );
+        for m in receive(&server, "out", 1).await {
+            let body = m["message"].as_str().expect("a text body").to_string();
+            let (id, _) = body.rsplit_once(':').expect("<event id>:<i>");
+            ran.insert(id.to_string());
+        }
+    }
+    assert_eq!(ran, waiting, "only the accepted invocations ran");
+    eventually(Duration::from_secs(30), "none pending", || async {
+        (server.metric(PENDING).await == Some(0)).then_some(())
+    })
+    .await;
+    let succeeded = "switchyard_function_async_events_succeeded_total{function=\"pub\"}";
+    assert!(server.metric(succeeded).await >= Some(4));
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Test guest: publishes events, then succeeds or fails.
 //!
-//! The event body is JSON: `{"count": N, "fail": bool, "topic": "t"}`; each
-//! field is optional and falls back to the function's `env` (`count`, `topic`)
-//! and then to 1 event on topic `published`, success. Event `i` (from 0) has the
+//! The event body is JSON: `{"count": N, "fail": bool, "topic": "t", "hold_ms": M}`;
+//! each field is optional and falls back to the function's `env` (`count`, `topic`)
+//! and then to 1 event on topic `published`, success. With `hold_ms` the handler
+//! first sleeps that long, keeping its instance busy. Event `i` (from 0) has the
 //! body `"<event id>:<i>"` and attribute `seq` (Number) `i`. A refused publish
 //! is logged and counted, and the handler goes on: tests use this to see the
 //! host's per-invocation publish limits.
@@ -23,6 +24,9 @@ impl Guest for Publisher {
             .text()
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or(Value::Null);
+        if let Some(ms) = request["hold_ms"].as_u64() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let count = request["count"]
             .as_u64()
             .or_else(|| config("count").and_then(|text| text.parse().ok()))
