@@ -155,7 +155,7 @@ async fn run(s: &Door<'_>, cx: &Context, action: &str, form: &Form) -> SnsResult
         "GetTopicAttributes" => get_topic_attributes(s, cx, form),
         "SetTopicAttributes" => set_topic_attributes(s, form).await,
         "Subscribe" => subscribe(s, cx, form).await,
-        "Unsubscribe" => unsubscribe(s, form).await,
+        "Unsubscribe" => unsubscribe(s, cx, form).await,
         "ConfirmSubscription" => confirm_subscription(s, cx, form).await,
         "ListSubscriptions" => list_subscriptions(s, cx, form, None),
         "ListSubscriptionsByTopic" => {
@@ -641,43 +641,20 @@ async fn subscribe_pending(
     };
     let region = subscription_region(cx, &spec).to_string();
     let topic_arn = arn::topic_arn(&region, topic);
-    let message_id = uuid::Uuid::now_v7().to_string();
-    let subscribe_url = format!(
-        "http://{}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
-        cx.host,
-        url_encoded(&topic_arn),
-        url_encoded(&token)
+    let message = format!(
+        "You have chosen to subscribe to the topic {topic_arn}.\nTo confirm the subscription, visit the SubscribeURL included in this message."
     );
-    let body = json!({
-        "Type": "SubscriptionConfirmation",
-        "MessageId": message_id,
-        "Token": token,
-        "TopicArn": topic_arn,
-        "Message": format!("You have chosen to subscribe to the topic {topic_arn}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
-        "SubscribeURL": subscribe_url,
-        "Timestamp": crate::time::rfc3339_ms(crate::time::now_ms()),
-    });
-    let headers = vec![
-        ("content-type".into(), "text/plain; charset=UTF-8".into()),
-        (
-            "x-amz-sns-message-type".into(),
-            "SubscriptionConfirmation".into(),
-        ),
-        ("x-amz-sns-message-id".into(), message_id),
-        ("x-amz-sns-topic-arn".into(), topic_arn),
-    ];
+    let request = token_request(
+        cx,
+        "SubscriptionConfirmation",
+        &topic_arn,
+        None,
+        &token,
+        message,
+    );
     s.app
         .control
-        .put_pending_subscription(
-            topic,
-            &name,
-            spec,
-            token,
-            ConfirmationRequest {
-                headers,
-                body: body.to_string().into_bytes(),
-            },
-        )
+        .put_pending_subscription(topic, &name, spec, token, request)
         .await?;
     let answer = if form.get("ReturnSubscriptionArn") == Some("true") {
         arn::subscription_arn(&region, topic, &name)
@@ -687,6 +664,48 @@ async fn subscribe_pending(
     let mut xml = Xml::response("Subscribe", NAMESPACE);
     xml.text("SubscriptionArn", &answer);
     Ok(xml)
+}
+
+/// What tells an endpoint a token that confirms its subscription (`kind`
+/// `SubscriptionConfirmation`) or restores it (`UnsubscribeConfirmation`): SNS's message,
+/// whose `SubscribeURL` is the `ConfirmSubscription` call on this server.
+fn token_request(
+    cx: &Context,
+    kind: &str,
+    topic_arn: &str,
+    subscription_arn: Option<&str>,
+    token: &str,
+    message: String,
+) -> ConfirmationRequest {
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let subscribe_url = format!(
+        "http://{}/?Action=ConfirmSubscription&TopicArn={}&Token={}",
+        cx.host,
+        url_encoded(topic_arn),
+        url_encoded(token)
+    );
+    let body = json!({
+        "Type": kind,
+        "MessageId": message_id,
+        "Token": token,
+        "TopicArn": topic_arn,
+        "Message": message,
+        "SubscribeURL": subscribe_url,
+        "Timestamp": crate::time::rfc3339_ms(crate::time::now_ms()),
+    });
+    let mut headers = vec![
+        ("content-type".into(), "text/plain; charset=UTF-8".into()),
+        ("x-amz-sns-message-type".into(), kind.into()),
+        ("x-amz-sns-message-id".into(), message_id),
+        ("x-amz-sns-topic-arn".into(), topic_arn.into()),
+    ];
+    if let Some(arn) = subscription_arn {
+        headers.push(("x-amz-sns-subscription-arn".into(), arn.into()));
+    }
+    ConfirmationRequest {
+        headers,
+        body: body.to_string().into_bytes(),
+    }
 }
 
 fn url_encoded(text: &str) -> String {
@@ -720,8 +739,41 @@ async fn confirm_subscription(s: &Door<'_>, cx: &Context, form: &Form) -> SnsRes
     Ok(xml)
 }
 
-async fn unsubscribe(s: &Door<'_>, form: &Form) -> SnsResult {
+async fn unsubscribe(s: &Door<'_>, cx: &Context, form: &Form) -> SnsResult {
     let (topic, name) = subscription_of(form.get("SubscriptionArn"))?;
+    let spec = s
+        .app
+        .control
+        .topic(topic)
+        .ok()
+        .and_then(|t| t.subscriptions.get(name));
+    if let Some(SubscriptionSpec {
+        endpoint: Endpoint::Http(_),
+        notification: Notification::Sns { region, .. },
+        ..
+    }) = &spec
+    {
+        // As SNS, the endpoint is told, with a token that restores the subscription.
+        let topic_arn = arn::topic_arn(region, topic);
+        let subscription_arn = arn::subscription_arn(region, topic, name);
+        let message = format!(
+            "You have chosen to deactivate subscription {subscription_arn}.\nTo cancel this operation and restore the subscription, visit the SubscribeURL included in this message."
+        );
+        let token = crate::random_secret();
+        let request = token_request(
+            cx,
+            "UnsubscribeConfirmation",
+            &topic_arn,
+            Some(&subscription_arn),
+            &token,
+            message,
+        );
+        s.app
+            .control
+            .unsubscribe_restorably(topic, name, token, request)
+            .await?;
+        return Ok(Xml::response("Unsubscribe", NAMESPACE));
+    }
     match s.app.control.delete_subscription(topic, name).await {
         Ok(()) => {
             // A confirmed subscription's token confirms nothing any more.

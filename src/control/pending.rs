@@ -6,6 +6,10 @@
 //! A pending subscription is a metadata record `pend/TOPIC/NAME` holding its spec and
 //! token; confirming it puts the subscription and marks the record confirmed, so that
 //! confirming again with the same token answers the same subscription.
+//!
+//! An http subscription that is unsubscribed leaves such a record too, unlisted: its
+//! endpoint is sent a new token with which the subscription can be restored, as SNS's
+//! `UnsubscribeConfirmation` offers.
 
 use super::Control;
 use crate::backend::StorageError;
@@ -27,6 +31,9 @@ pub struct PendingSubscription {
     pub token: String,
     /// Confirmed already: the subscription exists.
     pub confirmed: bool,
+    /// Unsubscribed: the token restores it, and it is not listed as waiting.
+    #[serde(default)]
+    pub unsubscribed: bool,
 }
 
 /// The request that asks an endpoint to confirm: its headers and body.
@@ -67,11 +74,58 @@ impl Control {
             spec,
             token,
             confirmed: false,
+            unsubscribed: false,
         };
+        self.send_pending(topic, name, &record, endpoint, request)
+            .await
+    }
+
+    /// Deletes an http subscription, keeping what restores it under `token`, and sends
+    /// its endpoint `request` (which tells it the token). Not found when the topic has no
+    /// such subscription.
+    pub async fn unsubscribe_restorably(
+        &self,
+        topic: &str,
+        name: &str,
+        token: String,
+        request: ConfirmationRequest,
+    ) -> Result<(), OpError> {
+        let spec = self
+            .topics
+            .find(topic)?
+            .subscriptions
+            .get(name)
+            .ok_or_else(|| OpError::not_found(Kind::Subscription, name))?;
+        let Endpoint::Http(endpoint) = &spec.endpoint else {
+            return Err(OpError::Invalid(
+                "only http subscriptions are restored by a token".into(),
+            ));
+        };
+        let endpoint = endpoint.clone();
+        self.delete_subscription(topic, name).await?;
+        let record = PendingSubscription {
+            spec,
+            token,
+            confirmed: false,
+            unsubscribed: true,
+        };
+        self.send_pending(topic, name, &record, endpoint, request)
+            .await
+    }
+
+    /// Stores `record` and sends the endpoint `request` once it is stored.
+    async fn send_pending(
+        &self,
+        topic: &str,
+        name: &str,
+        record: &PendingSubscription,
+        endpoint: crate::model::HttpEndpoint,
+        request: ConfirmationRequest,
+    ) -> Result<(), OpError> {
         self.backend
             .put_meta(
                 &pending_key(topic, name),
-                serde_json::to_vec(&record).expect("plain data serializes"),
+                serde_json::to_vec(record).expect("plain data serializes"),
             )
             .await?;
         self.workers
@@ -87,7 +141,7 @@ impl Control {
         Ok(self
             .pending_records(topic)?
             .into_iter()
-            .filter(|(_, p)| !p.confirmed)
+            .filter(|(_, p)| !p.confirmed && !p.unsubscribed)
             .collect())
     }
 
@@ -120,6 +174,7 @@ impl Control {
                 .await?;
             let confirmed = PendingSubscription {
                 confirmed: true,
+                unsubscribed: false,
                 ..record
             };
             self.backend
@@ -143,7 +198,7 @@ impl Control {
             .pending_records(topic)?
             .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, p)| !p.confirmed);
+            .map(|(_, p)| !p.confirmed && !p.unsubscribed);
         if waiting.is_some() {
             self.backend.delete_meta(&pending_key(topic, name)).await?;
         }

@@ -307,27 +307,59 @@ def check_confirm_by_visiting_the_subscribe_url():
     )
 
 
-def check_unsubscribe():
-    arn = STATE["hook_arn"]
+def unsubscribed_told(arn, path):
+    """Unsubscribes `arn` and checks the UnsubscribeConfirmation its endpoint is sent;
+    its body."""
     sns.unsubscribe(SubscriptionArn=arn)
-    # AWS tells an http endpoint that it was unsubscribed; a late word is taken below.
-    told = request_within(2)
-    if told is not None:
-        sns_post(told, "/hook", "UnsubscribeConfirmation")
+    req = next_request(what="the UnsubscribeConfirmation")
+    body = sns_post(req, path, "UnsubscribeConfirmation")
+    eq(req.headers.get("x-amz-sns-subscription-arn"), arn, "subscription header")
+    assert arn in body.get("Message", ""), f"the Message names the subscription: {body}"
+    token = body.get("Token")
+    assert isinstance(token, str) and token, f"Token in {body}"
+    eq(
+        query_of(body.get("SubscribeURL", "")),
+        {"Action": "ConfirmSubscription", "TopicArn": TOPIC, "Token": token},
+        "SubscribeURL's query",
+    )
     eq(
         error_of(sns.get_subscription_attributes, SubscriptionArn=arn),
         ("NotFound", 404),
         "unsubscribed",
     )
+    return body
+
+
+def check_unsubscribe_and_restore_with_the_subscribe_url():
+    arn = STATE["hook_arn"]
+    told = unsubscribed_told(arn, "/hook")
+    eq(subscriptions_listed(), {OTHER: STATE["other_arn"]}, "ListSubscriptionsByTopic")
+    # Visiting the SubscribeURL it was sent restores the subscription as it was.
+    with urllib.request.urlopen(told["SubscribeURL"], timeout=10) as res:
+        eq(res.status, 200, "SubscribeURL status")
+        root = ET.fromstring(res.read())
+    eq(root.find("{*}ConfirmSubscriptionResult/{*}SubscriptionArn").text, arn, "restored ARN")
+    eq(
+        subscriptions_listed(),
+        {HOOK: arn, OTHER: STATE["other_arn"]},
+        "ListSubscriptionsByTopic after restoring",
+    )
+    sent = sns.publish(
+        TopicArn=TOPIC,
+        Message="restored",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "b"}},
+    )["MessageId"]
+    got = {r.path: r for r in notifications(2)}
+    eq(sorted(got), ["/hook", "/other"], "both endpoints get the publish")
+    eq(got["/hook"].body, b"restored", "the restored subscription is raw, as it was")
+    eq(body_of(got["/other"])["MessageId"], sent, "the other endpoint")
+
+
+def check_unsubscribe():
+    unsubscribed_told(STATE["hook_arn"], "/hook")
     eq(subscriptions_listed(), {OTHER: STATE["other_arn"]}, "ListSubscriptionsByTopic")
     sent = sns.publish(TopicArn=TOPIC, Message="after unsubscribe")["MessageId"]
-    while True:
-        req = next_request(what="the publish after unsubscribing")
-        if told is None and req.path == "/hook":
-            told = req
-            sns_post(req, "/hook", "UnsubscribeConfirmation")
-            continue
-        break
+    req = next_request(what="the publish after unsubscribing")
     body = sns_post(req, "/other", "Notification")
     eq((body["MessageId"], body["Message"]), (sent, "after unsubscribe"), "the publish")
     eq(req.headers.get("x-amz-sns-subscription-arn"), STATE["other_arn"], "subscription header")
@@ -363,6 +395,7 @@ CHECKS = [
     check_raw_message_delivery,
     check_filter_policy,
     check_confirm_by_visiting_the_subscribe_url,
+    check_unsubscribe_and_restore_with_the_subscribe_url,
     check_unsubscribe,
     check_errors,
     check_nothing_else_arrived,
