@@ -219,3 +219,16 @@ impl Control {
             .map(|why| FieldError::new("endpoint.http.url", why))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_stored_before_unsubscribing_was_kept_reads_as_not_unsubscribed() {
+        let stored = br#"{"spec":{"endpoint":{"http":{"url":"http://127.0.0.1:9/"}}},"token":"t","confirmed":false}"#;
+        let record: PendingSubscription = serde_json::from_slice(stored).unwrap();
+        assert!(!record.unsubscribed && !record.confirmed);
+        assert_eq!(record.token, "t");
+    }
+}
