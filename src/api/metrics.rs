@@ -160,7 +160,7 @@ fn topics(out: &mut Scrape, app: &App) {
         "Time from a publish arriving to its deliveries being durable",
         topics
             .iter()
-            .map(|t| (topic(t), t.meter.publish_seconds.clone())),
+            .map(|t| (topic(t), t.meter.publish_seconds_so_far())),
     );
 
     // Subscription meters with the labels that name them, and whether a worker delivers

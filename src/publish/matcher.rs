@@ -12,7 +12,9 @@ const REBUILD_AFTER: usize = 4096;
 /// All subscriptions of one topic, compiled for matching, under the ids their caller gives
 /// them.
 pub struct TopicMatcher {
-    matcher: Matcher,
+    /// The policies; none until the first one, since most topics have none and an empty
+    /// matcher's tables cost a topic more than everything else it holds.
+    matcher: Option<Box<Matcher>>,
     /// Subscriptions without a policy, sorted: they get every message.
     unfiltered: Vec<u32>,
 }
@@ -22,18 +24,22 @@ impl TopicMatcher {
     /// index each with all of them in view.
     pub fn build<'a>(subs: impl Iterator<Item = (u32, Option<&'a (Policy, Scope)>)>) -> Self {
         let mut builder = MatcherBuilder::new();
+        let mut policies = false;
         let mut unfiltered = Vec::new();
         for (id, policy) in subs {
             match policy {
                 None => unfiltered.push(id),
-                Some((p, scope)) => builder
-                    .add(id, p, *scope)
-                    .expect("a policy parsed for its scope compiles in it"),
+                Some((p, scope)) => {
+                    policies = true;
+                    builder
+                        .add(id, p, *scope)
+                        .expect("a policy parsed for its scope compiles in it")
+                }
             }
         }
         unfiltered.sort_unstable();
         Self {
-            matcher: builder.build(),
+            matcher: policies.then(|| Box::new(builder.build())),
             unfiltered,
         }
     }
@@ -48,6 +54,7 @@ impl TopicMatcher {
             }
             Some((p, scope)) => self
                 .matcher
+                .get_or_insert_with(|| Box::new(MatcherBuilder::new().build()))
                 .insert(id, p, *scope)
                 .expect("a policy parsed for its scope compiles in it"),
         }
@@ -58,19 +65,25 @@ impl TopicMatcher {
         if let Ok(at) = self.unfiltered.binary_search(&id) {
             self.unfiltered.remove(at);
         }
-        self.matcher.remove(id);
+        if let Some(m) = &mut self.matcher {
+            m.remove(id);
+        }
     }
 
     /// Whether removals have left more dead space than live policies: building the
     /// matcher again then costs less than the space and the stale index lengths it frees.
     pub fn needs_rebuild(&self) -> bool {
-        let removed = self.matcher.removed_conjunctions();
-        removed > REBUILD_AFTER && removed > self.matcher.live_conjunctions()
+        self.matcher.as_ref().is_some_and(|m| {
+            let removed = m.removed_conjunctions();
+            removed > REBUILD_AFTER && removed > m.live_conjunctions()
+        })
     }
 
     #[cfg(test)]
     pub fn removed(&self) -> usize {
-        self.matcher.removed_conjunctions()
+        self.matcher
+            .as_ref()
+            .map_or(0, |m| m.removed_conjunctions())
     }
 
     /// Appends the ids of every subscription the message matches, in id order.
@@ -81,8 +94,10 @@ impl TopicMatcher {
     /// and still decides exactly as on unchecked text.
     pub fn matches(&self, body: &[u8], attrs: &Attributes, out: &mut Vec<u32>) {
         out.extend_from_slice(&self.unfiltered);
-        if self.matcher.policy_count() > 0 {
-            self.matcher.matches_valid_json(body, attrs, out);
+        if let Some(m) = &self.matcher
+            && m.policy_count() > 0
+        {
+            m.matches_valid_json(body, attrs, out);
             out.sort_unstable();
         }
     }

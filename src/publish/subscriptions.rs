@@ -131,6 +131,11 @@ impl Subscriptions {
                 let id = match set.free.pop() {
                     Some(id) => id,
                     None => {
+                        // Most topics have a subscription or two: room for four entries
+                        // (a vector's first growth) would be most of a topic's memory.
+                        if set.entries.len() < 4 {
+                            set.entries.reserve_exact(1);
+                        }
                         set.entries.push(None);
                         set.entries.len() as u32 - 1
                     }

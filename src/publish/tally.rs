@@ -73,7 +73,7 @@ impl Tally {
     pub(super) fn stored(self, t: &TopicState) {
         t.meter.published.add(self.messages);
         t.meter.matched.add(self.deliveries.len() as u64);
-        t.meter.publish_seconds.observe(self.started.elapsed());
+        t.meter.publish_seconds().observe(self.started.elapsed());
         for (sub, to) in self.deliveries {
             let delivered = match to {
                 Target::Queue(q) => {

@@ -131,8 +131,9 @@ pub struct TopicMeter {
     pub matched: Count,
     /// Messages refused because they did not match the topic's JSON Schema.
     pub schema_rejected: Count,
-    /// From the publish arriving to its deliveries being durable.
-    pub publish_seconds: Latency,
+    /// From the publish arriving to its deliveries being durable. Made on first use: a
+    /// server may hold a hundred thousand topics that are never published to.
+    publish_seconds: std::sync::OnceLock<Latency>,
     /// Its subscriptions' meters, by subscription name.
     pub subscriptions: Meters<SubscriptionMeter>,
 }
@@ -154,6 +155,19 @@ pub struct SubscriptionMeter {
     /// retries included. Made on first use: a queue or stream subscription never needs
     /// its buckets, and a topic may have a million of them.
     delivery_seconds: std::sync::OnceLock<Latency>,
+}
+
+impl TopicMeter {
+    /// From the publish arriving to its deliveries being durable.
+    pub fn publish_seconds(&self) -> &Latency {
+        self.publish_seconds.get_or_init(Latency::default)
+    }
+
+    /// What [`Self::publish_seconds`] has observed; empty for a topic never published to,
+    /// without keeping buckets for it.
+    pub fn publish_seconds_so_far(&self) -> Latency {
+        self.publish_seconds.get().cloned().unwrap_or_default()
+    }
 }
 
 impl SubscriptionMeter {
