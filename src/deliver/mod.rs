@@ -164,6 +164,9 @@ pub struct Workers {
     telemetry: Arc<Telemetry>,
     /// The running workers, by the name of the queue they take from.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Held while a function's queue of asynchronous invocations is made, so that two
+    /// first invocations at once make one queue, not two of which one is lost.
+    making_events: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
 }
 
@@ -186,6 +189,7 @@ impl Workers {
             metrics: Arc::default(),
             telemetry,
             running: Mutex::default(),
+            making_events: tokio::sync::Mutex::default(),
             shutdown,
         }
     }
@@ -256,13 +260,16 @@ impl Workers {
         timeout_ms: u64,
     ) -> Result<Queue, StorageError> {
         let name = event_queue_name(function);
-        if let Some(queue) = self.backend.queue(&name)
-            && self
-                .running
-                .lock()
-                .expect("never poisoned")
-                .contains_key(&name)
-        {
+        let ready = || {
+            let queue = self.backend.queue(&name)?;
+            let running = self.running.lock().expect("never poisoned");
+            running.contains_key(&name).then_some(queue)
+        };
+        if let Some(queue) = ready() {
+            return Ok(queue);
+        }
+        let _one_at_a_time = self.making_events.lock().await;
+        if let Some(queue) = ready() {
             return Ok(queue);
         }
         let queue = self.delivery_queue(&name, timeout_ms).await?;
@@ -429,22 +436,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[tokio::test]
-    async fn only_function_deliveries_are_handed_out_before_the_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<Backend> = Arc::new(Backend::Embedded(
-            crate::backend::Embedded::open(dir.path()).unwrap(),
-        ));
-        let stop = CancellationToken::new();
-        struct Discard;
-        #[async_trait::async_trait]
-        impl Outbox for Discard {
-            async fn publish(&self, _: &str, _: Vec<Publish>) {}
-            async fn publish_json(&self, _: &str, _: String) -> Result<(), FeedError> {
-                Ok(())
-            }
+    struct Discard;
+    #[async_trait::async_trait]
+    impl Outbox for Discard {
+        async fn publish(&self, _: &str, _: Vec<Publish>) {}
+        async fn publish_json(&self, _: &str, _: String) -> Result<(), FeedError> {
+            Ok(())
         }
-        let workers = Workers::new(
+    }
+
+    fn workers(backend: &Arc<Backend>, stop: &CancellationToken) -> Workers {
+        Workers::new(
             backend.clone(),
             Arc::default(),
             Arc::new(Discard),
@@ -452,7 +454,50 @@ mod tests {
             Arc::new(http::SystemLookup),
             Arc::default(),
             stop.clone(),
+        )
+    }
+
+    fn embedded(dir: &tempfile::TempDir) -> Arc<Backend> {
+        Arc::new(Backend::Embedded(
+            crate::backend::Embedded::open(dir.path()).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn two_first_asynchronous_invocations_at_once_share_one_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        let stop = CancellationToken::new();
+        let workers = workers(&backend, &stop);
+        let (a, b) = tokio::join!(
+            workers.event_queue("f", 1000),
+            workers.event_queue("f", 1000)
         );
+        let message = |id: &str| crate::backend::NewMessage {
+            message_id: id.into(),
+            payload: b"{}".to_vec(),
+            attributes: Vec::new(),
+            delay_ms: 0,
+            group: None,
+            dedup_id: None,
+        };
+        backend
+            .enqueue(vec![(a.unwrap(), message("a")), (b.unwrap(), message("b"))])
+            .await
+            .unwrap();
+        let queue = backend.queue(&event_queue_name("f")).unwrap();
+        let c = backend.counts(&queue).await.unwrap();
+        // Both are in the queue the function's worker takes from.
+        assert_eq!(c.visible + c.in_flight + c.delayed, 2, "{c:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_function_deliveries_are_handed_out_before_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = embedded(&dir);
+        let stop = CancellationToken::new();
+        let workers = workers(&backend, &stop);
         let subscriptions = [
             (
                 "hook",
