@@ -289,6 +289,8 @@ impl Workers {
     fn start_events(&self, function: &str, queue: Queue, timeout_ms: u64) {
         let meter = self.telemetry.functions.get(function).events.clone();
         self.start(Worker {
+            // What its log lines name: the queue, which names the function.
+            subscription: queue.name().to_string(),
             meter,
             ..self.worker(queue, Target::Event(function.to_string()), timeout_ms)
         });
