@@ -447,8 +447,13 @@ mod tests {
         }
     }
 
-    fn workers(backend: &Arc<Backend>, stop: &CancellationToken) -> Workers {
-        Workers::new(
+    /// Workers over an embedded store in `dir`, stopped by the token.
+    fn workers_in(dir: &tempfile::TempDir) -> (Arc<Backend>, CancellationToken, Workers) {
+        let backend = Arc::new(Backend::Embedded(
+            crate::backend::Embedded::open(dir.path()).unwrap(),
+        ));
+        let stop = CancellationToken::new();
+        let workers = Workers::new(
             backend.clone(),
             Arc::default(),
             Arc::new(Discard),
@@ -456,21 +461,14 @@ mod tests {
             Arc::new(http::SystemLookup),
             Arc::default(),
             stop.clone(),
-        )
-    }
-
-    fn embedded(dir: &tempfile::TempDir) -> Arc<Backend> {
-        Arc::new(Backend::Embedded(
-            crate::backend::Embedded::open(dir.path()).unwrap(),
-        ))
+        );
+        (backend, stop, workers)
     }
 
     #[tokio::test]
     async fn two_first_asynchronous_invocations_at_once_share_one_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = embedded(&dir);
-        let stop = CancellationToken::new();
-        let workers = workers(&backend, &stop);
+        let (backend, stop, workers) = workers_in(&dir);
         let (a, b) = tokio::join!(
             workers.event_queue("f", 1000),
             workers.event_queue("f", 1000)
@@ -497,9 +495,7 @@ mod tests {
     #[tokio::test]
     async fn only_function_deliveries_are_handed_out_before_the_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = embedded(&dir);
-        let stop = CancellationToken::new();
-        let workers = workers(&backend, &stop);
+        let (backend, stop, workers) = workers_in(&dir);
         let subscriptions = [
             (
                 "hook",

@@ -3,12 +3,13 @@
 //! queue and stream sources with partial batch failures. Guests come from `guests/`.
 
 use crate::guests;
-use crate::harness::{TestServer, eventually, spawn_server};
+use crate::harness::{TestServer, eventually, spawn_server, topic_with_queues};
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use switchyard::model::SubscriptionSpec;
 
 fn module(name: &str) -> String {
     guests::path(name).to_string_lossy().into_owned()
@@ -168,17 +169,11 @@ async fn invoke_event(server: &TestServer, function: &str, payload: Value) -> St
 #[tokio::test]
 async fn accepted_event_invocations_survive_a_crash_and_run_after_the_restart() {
     let mut server = spawn_server(None).await;
-    put_queue(&server, "out", json!({})).await;
-    server
-        .ok(Method::PUT, "/v1/topics/published", json!({}))
-        .await;
-    server
-        .ok(
-            Method::PUT,
-            "/v1/topics/published/subscriptions/out",
-            json!({"endpoint": {"queue": "out"}, "raw_message_delivery": true}),
-        )
-        .await;
+    let raw = SubscriptionSpec {
+        raw_message_delivery: true,
+        ..SubscriptionSpec::to_queue("out")
+    };
+    topic_with_queues(&server.client, "published", &[("out", raw)]).await;
     put_function(
         &server,
         "pub",
