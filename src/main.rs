@@ -249,9 +249,8 @@ async fn purge_freed_memory() {
 }
 
 /// Gives back at once what a start allocated and freed: reading every stored topic,
-/// subscription and queue at once, and building the routes with their descriptions, free
-/// far more than they keep, and the periodic purge would wait its delay and the next
-/// allocation to give it back.
+/// subscription and queue at once frees far more than it keeps, and the periodic purge
+/// would wait its delay and the next allocation to give it back.
 fn release_freed_memory() {
     // SAFETY: as in `purge_freed_memory`; forced, it also purges ranges whose delay has
     // not passed.

@@ -16,16 +16,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use serde_json::json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_functions))
-        .routes(routes!(get_function, put_function, delete_function))
-        .routes(routes!(invoke))
-        .routes(routes!(function_logs))
-}
+handlers!(
+    routes,
+    documented:
+        list_functions, get_function, put_function, delete_function, invoke, function_logs,
+);
 
 fn function_info(s: &AppState, name: &str) -> Result<FunctionInfo, OpError> {
     let not_found = || OpError::not_found(Kind::Function, name);

@@ -10,6 +10,28 @@
 //! Files follow the resources: `topics` (topics, subscriptions, publishes), `queues`,
 //! `streams`, `functions`, `server` (health, readiness, metrics, policy tests).
 
+/// Declares a file's routes once, by their handlers. `$routes()` routes each handler on
+/// the path and methods its `#[utoipa::path]` description names, without building the
+/// description: the server serves these, and does not build the whole document at each
+/// start. `$documented()` registers the same handlers with their descriptions, for the
+/// document.
+macro_rules! handlers {
+    ($routes:ident, $documented:ident: $($handler:ident),+ $(,)?) => {
+        pub(super) fn $routes() -> axum::Router<$crate::api::AppState> {
+            let routes = axum::Router::new();
+            $(let routes = pastey::paste!(
+                $crate::api::route::<[<__path_ $handler>], _, _>(routes, $handler)
+            );)+
+            routes
+        }
+
+        pub(super) fn $documented() -> utoipa_axum::router::OpenApiRouter<$crate::api::AppState> {
+            utoipa_axum::router::OpenApiRouter::new()
+                $(.routes(utoipa_axum::routes!($handler)))+
+        }
+    };
+}
+
 pub mod error;
 mod functions;
 pub mod listen;
@@ -96,26 +118,45 @@ impl std::ops::Deref for AppState {
 type ApiResult<T> = Result<T, Problem>;
 
 /// The `/v1` routes, each with its OpenAPI description.
-pub(crate) fn v1_routes() -> OpenApiRouter<AppState> {
+fn v1_documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(topics::routes())
-        .merge(queues::routes())
-        .merge(streams::routes())
-        .merge(functions::routes())
-        .merge(server::v1_routes())
+        .merge(topics::documented())
+        .merge(queues::documented())
+        .merge(streams::documented())
+        .merge(functions::documented())
+        .merge(server::v1_documented())
+}
+
+/// Routes `handler` on the path and methods its OpenAPI description `P` names.
+fn route<P, H, T>(routes: Routes<AppState>, handler: H) -> Routes<AppState>
+where
+    P: utoipa::Path,
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    use utoipa_axum::PathItemExt;
+    let methods = P::methods()
+        .iter()
+        .fold(axum::routing::MethodRouter::new(), |methods, method| {
+            methods.on(method.to_method_filter(), handler.clone())
+        });
+    routes.route(&P::path(), methods)
 }
 
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState) -> Routes {
-    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = topics::routes()
+        .merge(queues::routes())
+        .merge(streams::routes())
+        .merge(functions::routes())
+        .merge(server::v1_routes());
     // Without a token there is nothing to check, and no layer to pass through.
     let v1 = if state.token.is_some() {
         v1.route_layer(middleware::from_fn_with_state(state.clone(), authorize))
     } else {
         v1
     };
-    let (server, _) = server::routes().split_for_parts();
-    v1.merge(server)
+    v1.merge(server::routes())
         .merge(crate::ui::routes())
         // The AWS protocols post to the root; anything else there is no route.
         .route("/", axum::routing::post(aws).get(aws))

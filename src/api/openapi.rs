@@ -2,7 +2,7 @@
 //! schemas, then finished by hand where the generator cannot say it (the problem schema,
 //! the optional bearer token, and answers that extend a request body).
 
-use super::{AppState, server, v1_routes};
+use super::{AppState, server, v1_documented};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use utoipa::PartialSchema;
@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 /// The document describing every route, generated from the routes and the wire types.
 pub fn openapi() -> Value {
     let mut doc = OpenApiRouter::<AppState>::new()
-        .merge(v1_routes())
-        .merge(server::routes())
+        .merge(v1_documented())
+        .merge(server::documented())
         .into_openapi();
     doc.info.title = "Switchyard".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();

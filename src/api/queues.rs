@@ -18,20 +18,13 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_queues))
-        .routes(routes!(get_queue, put_queue, delete_queue))
-        .routes(routes!(send))
-        .routes(routes!(receive))
-        .routes(routes!(ack))
-        .routes(routes!(visibility))
-        .routes(routes!(purge))
-        .routes(routes!(redrive))
-}
+handlers!(
+    routes,
+    documented:
+        list_queues, get_queue, put_queue, delete_queue, send, receive, ack, visibility,
+        purge, redrive,
+);
 
 async fn queue_info(s: &AppState, name: &str) -> Result<QueueInfo, OpError> {
     let h = s.app.queues.queue(name)?;

@@ -11,22 +11,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// The routes outside `/v1`, which need no token.
-pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(metrics))
-        .routes(routes!(openapi))
-}
+// The routes outside `/v1`, which need no token.
+handlers!(routes, documented: healthz, readyz, metrics, openapi);
 
-/// The `/v1` routes of the server itself.
-pub(super) fn v1_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(test_policy))
-}
+// The `/v1` routes of the server itself.
+handlers!(v1_routes, v1_documented: test_policy);
 
 /// Liveness: the server answers.
 #[utoipa::path(get, path = "/healthz", tag = "server", security(()),

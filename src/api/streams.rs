@@ -16,20 +16,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_streams))
-        .routes(routes!(get_stream, put_stream, delete_stream))
-        .routes(routes!(put_records))
-        .routes(routes!(list_shards))
-        .routes(routes!(read_shard))
-        .routes(routes!(get_group, put_group))
-        .routes(routes!(poll))
-        .routes(routes!(checkpoint))
-}
+handlers!(
+    routes,
+    documented:
+        list_streams, get_stream, put_stream, delete_stream, put_records, list_shards,
+        read_shard, get_group, put_group, poll, checkpoint,
+);
 
 async fn stream_info(s: &AppState, name: &str) -> Result<StreamInfo, OpError> {
     let h = s.app.streams.stream(name)?;

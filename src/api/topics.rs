@@ -16,24 +16,14 @@ use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use std::sync::atomic::Ordering;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_topics))
-        .routes(routes!(get_topic, put_topic, delete_topic))
-        .routes(routes!(publish))
-        .routes(routes!(publish_batch))
-        .routes(routes!(tail))
-        .routes(routes!(list_subscriptions))
-        .routes(routes!(list_all_subscriptions))
-        .routes(routes!(
-            get_subscription,
-            put_subscription,
-            delete_subscription
-        ))
-}
+handlers!(
+    routes,
+    documented:
+        list_topics, get_topic, put_topic, delete_topic, publish, publish_batch, tail,
+        list_subscriptions, list_all_subscriptions, get_subscription, put_subscription,
+        delete_subscription,
+);
 
 fn topic_info(s: &AppState, name: &str) -> Result<TopicInfo, OpError> {
     let t = s.app.control.topic(name)?;
