@@ -6,7 +6,7 @@
 
 use crate::backend::Backend;
 use crate::control::{Control, FunctionCompiler, Parts};
-use crate::deliver::{DeliveryMetrics, Outbox, SourceParts, Sources, Workers};
+use crate::deliver::{DeliveryMetrics, Outbox, SourceParts, Sources, WorkerParts, Workers};
 use crate::error::OpError;
 use crate::publish::{Publisher, Topics};
 use crate::queue::Queues;
@@ -107,12 +107,15 @@ impl App {
             .lookup
             .unwrap_or_else(|| Arc::new(crate::deliver::http::SystemLookup));
         let workers = Workers::new(
-            backend.clone(),
-            functions.clone(),
-            outbox.clone(),
-            options.deny_private_endpoints,
-            lookup.clone(),
-            telemetry.clone(),
+            WorkerParts {
+                backend: backend.clone(),
+                functions: functions.clone(),
+                outbox: outbox.clone(),
+                queues: queues.clone(),
+                deny_private: options.deny_private_endpoints,
+                lookup: lookup.clone(),
+                telemetry: telemetry.clone(),
+            },
             shutdown.clone(),
         );
         let delivery_metrics = workers.metrics.clone();

@@ -351,7 +351,7 @@ async fn functions(out: &mut Scrape, app: &App) {
         .iter()
         .map(|(n, m, _)| (function(n), m.events.clone()))
         .collect();
-    let families: [CounterFamily<SubscriptionMeter>; 3] = [
+    let families: [CounterFamily<SubscriptionMeter>; 4] = [
         (
             "switchyard_function_async_events_succeeded",
             "Asynchronous invocations of a function that ran without an error",
@@ -364,8 +364,13 @@ async fn functions(out: &mut Scrape, app: &App) {
         ),
         (
             "switchyard_function_async_events_dropped",
-            "Asynchronous invocations of a function given up after their retries",
+            "Asynchronous invocations of a function given up, retries spent or too old, with no on-failure destination",
             |m| m.dropped.get(),
+        ),
+        (
+            "switchyard_function_async_events_sent_to_on_failure",
+            "Asynchronous invocations of a function given up, their records sent to its on-failure destination",
+            |m| m.dead_lettered.get(),
         ),
     ];
     counter_families(out, &families, &events, |(l, m)| (l, m));

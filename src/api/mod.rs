@@ -165,6 +165,7 @@ pub fn app(state: AppState) -> Routes {
         .route("/{account}/{queue}", axum::routing::any(aws))
         // Lambda's REST paths.
         .route("/2015-03-31/{*rest}", axum::routing::any(aws))
+        .route("/2019-09-25/{*rest}", axum::routing::any(aws))
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "no-such-route", "no such route")
         })
@@ -205,7 +206,7 @@ async fn aws(
         headers: &headers,
         body: &body,
     };
-    let answer = if request.path.starts_with(crate::aws::LAMBDA_PREFIX) {
+    let answer = if crate::aws::is_lambda_path(request.path) {
         Some(door.dispatch_lambda(&request).await)
     } else if method == axum::http::Method::GET {
         door.dispatch_link(&request).await

@@ -25,10 +25,7 @@ use crate::app::{App, Metrics};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
-pub use crate::model::arn::ACCOUNT_ID;
-
-/// The region when a request names none.
-const DEFAULT_REGION: &str = "us-east-1";
+pub use crate::model::arn::{ACCOUNT_ID, DEFAULT_REGION};
 
 /// What every AWS handler needs to know of its request besides its body.
 #[derive(Debug, Clone)]
@@ -64,7 +61,7 @@ fn credential_region(authorization: &str) -> Option<&str> {
     (!region.is_empty()).then_some(region)
 }
 
-pub use lambda::PREFIX as LAMBDA_PREFIX;
+pub use lambda::is_lambda_path;
 
 /// Whether a request is meant for the AWS door.
 pub fn is_aws_request(headers: &HeaderMap) -> bool {
@@ -158,16 +155,15 @@ impl Door<'_> {
         }
     }
 
-    /// A Lambda request: a REST path under [`LAMBDA_PREFIX`].
+    /// A Lambda request: a REST path [`is_lambda_path`] accepts.
     pub async fn dispatch_lambda(&self, request: &sigv4::Signed<'_>) -> Response {
         if let Err(e) = self.check_signature(request) {
             return lambda::LambdaError::signature(&e).into_response();
         }
         let cx = Context::of(request.headers);
-        let path = request.path.strip_prefix(LAMBDA_PREFIX).unwrap_or_default();
         let lambda_request = lambda::Request {
             method: request.method,
-            path,
+            path: request.path,
             query: request.query,
             headers: request.headers,
             body: request.body,

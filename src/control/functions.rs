@@ -223,11 +223,7 @@ impl Control {
                 None
             }
         };
-        for (i, s) in spec.sources.iter().enumerate() {
-            if let Err(e) = self.check_source(s) {
-                errors.push(FieldError::new(format!("sources[{i}]"), e));
-            }
-        }
+        self.check_resources(&spec, &mut errors);
         if let (Some((bytes, _)), true) = (&module, errors.is_empty())
             && let Err(e) = self
                 .compiler
@@ -318,13 +314,14 @@ impl Control {
         Ok(existing.is_none())
     }
 
-    /// Changes a function's sources, keeping its component and settings (nothing is
-    /// compiled again here): `change` edits them and says what to answer, or refuses.
-    /// The sources it leaves are checked as a put checks them.
-    pub async fn change_function_sources<R>(
+    /// Changes a function's settings other than its component (nothing is compiled
+    /// again here; sources and asynchronous invocations, as Lambda's event source
+    /// mappings and event invoke configs change them): `change` edits the spec and says
+    /// what to answer, or refuses. The spec it leaves is checked as a put checks it.
+    pub async fn change_function<R>(
         &self,
         name: &str,
-        change: impl FnOnce(&mut Vec<SourceSpec>) -> Result<R, OpError>,
+        change: impl FnOnce(&mut FunctionSpec) -> Result<R, OpError>,
     ) -> Result<R, OpError> {
         let _one_at_a_time = self.source_changes.lock().await;
         let (mut spec, hash) = self
@@ -334,13 +331,9 @@ impl Control {
             .get(name)
             .cloned()
             .ok_or_else(|| OpError::not_found(Kind::Function, name))?;
-        let answer = change(&mut spec.sources)?;
+        let answer = change(&mut spec)?;
         let mut errors = spec.validate();
-        for (i, s) in spec.sources.iter().enumerate() {
-            if let Err(e) = self.check_source(s) {
-                errors.push(FieldError::new(format!("sources[{i}]"), e));
-            }
-        }
+        self.check_resources(&spec, &mut errors);
         if !errors.is_empty() {
             return Err(OpError::InvalidSpec {
                 kind: Kind::Function,
@@ -380,7 +373,7 @@ impl Control {
             .expect("never poisoned")
             .insert(name.to_string(), (spec.clone(), module_sha256));
         self.sources.restart(name, &spec.sources);
-        self.workers.resume_events(name, spec.timeout_ms);
+        self.workers.resume_events(name, spec);
     }
 
     /// Forgets a function on this router: its sources stop, invocations in flight
@@ -473,39 +466,55 @@ impl Control {
         }
     }
 
-    fn check_source(&self, s: &SourceSpec) -> Result<(), String> {
-        let missing = match s {
-            SourceSpec::Queue { queue, .. } => self
-                .backend
-                .queue(queue)
-                .filter(|q| q.kind() == QueueKind::User)
-                .is_none()
-                .then(|| OpError::not_found(Kind::Queue, queue)),
-            SourceSpec::Stream {
-                stream, on_failure, ..
-            } => {
-                let destination = match on_failure {
-                    Some(Destination::Queue { queue }) => self
-                        .backend
-                        .queue(queue)
-                        .filter(|q| q.kind() == QueueKind::User)
-                        .is_none()
-                        .then(|| OpError::not_found(Kind::Queue, queue)),
-                    Some(Destination::Topic { topic }) => self
-                        .topics
-                        .get(topic)
-                        .is_none()
-                        .then(|| OpError::not_found(Kind::Topic, topic)),
-                    None => None,
-                };
-                self.backend
+    /// Checks that the queues, streams and topics a spec names exist.
+    fn check_resources(&self, spec: &FunctionSpec, errors: &mut Vec<FieldError>) {
+        for (i, s) in spec.sources.iter().enumerate() {
+            let missing = match s {
+                SourceSpec::Queue { queue, .. } => self.missing_queue(queue),
+                SourceSpec::Stream {
+                    stream, on_failure, ..
+                } => self
+                    .backend
                     .stream(stream)
                     .is_none()
                     .then(|| OpError::not_found(Kind::Stream, stream))
-                    .or(destination)
+                    .or_else(|| on_failure.as_ref().and_then(|to| self.missing(to))),
+            };
+            if let Some(e) = missing {
+                errors.push(FieldError::new(format!("sources[{i}]"), e.to_string()));
             }
+        }
+        let Some(a) = &spec.asynchronous else {
+            return;
         };
-        missing.map_or(Ok(()), |e| Err(e.to_string()))
+        for (field, to) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
+            if let Some(e) = to.as_ref().and_then(|to| self.missing(to)) {
+                errors.push(FieldError::new(
+                    format!("asynchronous.{field}"),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+
+    /// The error naming a destination that does not exist.
+    fn missing(&self, to: &Destination) -> Option<OpError> {
+        match to {
+            Destination::Queue { queue } => self.missing_queue(queue),
+            Destination::Topic { topic } => self
+                .topics
+                .get(topic)
+                .is_none()
+                .then(|| OpError::not_found(Kind::Topic, topic)),
+        }
+    }
+
+    fn missing_queue(&self, queue: &str) -> Option<OpError> {
+        self.backend
+            .queue(queue)
+            .filter(|q| q.kind() == QueueKind::User)
+            .is_none()
+            .then(|| OpError::not_found(Kind::Queue, queue))
     }
 
     /// Runs a function on one event and reports everything it did, without publishing
@@ -554,23 +563,28 @@ impl Control {
     }
 
     /// Accepts an asynchronous invocation of `name` with `payload`, answering once it is
-    /// stored: the function's worker runs it with Lambda's two retries (a restart
-    /// included) and publishes what it published once it succeeded. The answer is the
-    /// id of the event the function is handed.
-    pub async fn invoke_later(&self, name: &str, payload: Vec<u8>) -> Result<String, OpError> {
-        let timeout_ms = self
-            .function_specs
-            .read()
-            .expect("never poisoned")
-            .get(name)
-            .map(|(spec, _)| spec.timeout_ms)
+    /// stored: the function's worker runs it with the retries its spec allows (a restart
+    /// included), publishes what it published once it succeeded, and sends its record to
+    /// the spec's destinations. `region` is the one its caller signed for, which the
+    /// record names. The answer is the id of the event the function is handed.
+    pub async fn invoke_later(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        region: &str,
+    ) -> Result<String, OpError> {
+        let spec = self
+            .function_spec(name)
             .ok_or_else(|| OpError::not_found(Kind::Function, name))?;
-        let queue = self.workers.event_queue(name, timeout_ms).await?;
+        let queue = self.workers.event_queue(name, &spec).await?;
         let message_id = uuid::Uuid::now_v7().to_string();
+        let attributes = serde_json::json!({
+            crate::deliver::REGION_ATTRIBUTE: {"Type": "String", "Value": region},
+        });
         let message = crate::backend::NewMessage {
             message_id: message_id.clone(),
             payload,
-            attributes: Vec::new(),
+            attributes: serde_json::to_vec(&attributes).expect("JSON values serialize"),
             delay_ms: 0,
             group: None,
             dedup_id: None,

@@ -1,6 +1,6 @@
 //! The events a function receives, made from what storage holds: a subscription's
 //! delivery (the envelope), an asynchronous invocation's payload, a queue's message or a
-//! stream's record.
+//! stream's record; and the record of what became of an asynchronous invocation.
 
 use super::http::Notification;
 use crate::backend::{Received, StoredRecord};
@@ -35,6 +35,55 @@ pub(super) fn from_invocation(m: &Received) -> Event {
         published_at_ms: m.sent_at,
         receive_count: m.receive_count,
     }
+}
+
+/// Where an asynchronous invocation's region is kept among its stored attributes: the
+/// region its caller signed for, which the function's ARN in its record names.
+pub const REGION_ATTRIBUTE: &str = "Region";
+
+/// The record of what became of an asynchronous invocation, as Lambda sends it to a
+/// destination: `condition` is `Success`, `RetriesExhausted` or `EventAgeExceeded`,
+/// `invocations` how many times it ran, `error` why its last run failed.
+pub(super) fn invocation_record(
+    function: &str,
+    m: &Received,
+    condition: &str,
+    invocations: u32,
+    error: Option<&str>,
+    now_ms: u64,
+) -> String {
+    let attributes: Value = serde_json::from_slice(&m.attributes).unwrap_or_default();
+    let region = attributes[REGION_ATTRIBUTE]["Value"]
+        .as_str()
+        .unwrap_or(crate::model::arn::DEFAULT_REGION);
+    let request = serde_json::from_slice::<Value>(&m.payload)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&m.payload).into_owned().into());
+    let mut record = serde_json::json!({
+        "version": "1.0",
+        "timestamp": crate::time::rfc3339_ms(now_ms),
+        "requestContext": {
+            "requestId": m.message_id,
+            "functionArn": format!("{}:$LATEST", crate::model::arn::function_arn(region, function)),
+            "condition": condition,
+            "approximateInvokeCount": invocations,
+        },
+        "requestPayload": request,
+    });
+    if invocations > 0 {
+        record["responseContext"] = serde_json::json!({
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+        });
+        // A handler answers nothing but success or an error.
+        record["responsePayload"] = match error {
+            Some(e) => {
+                record["responseContext"]["functionError"] = "Unhandled".into();
+                serde_json::json!({ "errorMessage": e })
+            }
+            None => Value::Null,
+        };
+    }
+    record.to_string()
 }
 
 /// The event of a message a queue source received from `queue`.

@@ -13,13 +13,13 @@ pub mod http;
 pub mod sources;
 mod worker;
 
-pub use event::runtime_attributes;
+pub use event::{REGION_ATTRIBUTE, runtime_attributes};
 pub use sources::{Feed, FeedError, GroupFeed, QueueFeed, SourceParts, SourceReading, Sources};
 
 use crate::backend::{Backend, Queue, QueueKind, StorageError};
 use crate::model::{
-    Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Endpoint, HttpEndpoint, Notification,
-    QueueSpec, SubscriptionSpec, arn,
+    Backoff, DEFAULT_FUNCTION_RETRIES, DeliveryPolicy, Destination, Endpoint, FunctionSpec,
+    HttpEndpoint, Notification, QueueSpec, SubscriptionSpec, arn,
 };
 use crate::runtime::{FunctionRegistry, Publish};
 use crate::telemetry::Telemetry;
@@ -131,6 +131,19 @@ pub trait Outbox: Send + Sync + 'static {
     async fn publish_json(&self, topic: &str, message: String) -> Result<(), FeedError>;
 }
 
+/// Sends `message` (JSON text) to a function's destination, answering once it is stored.
+async fn send_to(
+    to: &Destination,
+    message: String,
+    queues: &dyn QueueFeed,
+    outbox: &dyn Outbox,
+) -> Result<(), FeedError> {
+    match to {
+        Destination::Queue { queue } => queues.send_json(queue, message).await,
+        Destination::Topic { topic } => outbox.publish_json(topic, message).await,
+    }
+}
+
 /// Where a worker delivers.
 enum Target {
     Http {
@@ -146,7 +159,29 @@ enum Target {
     Function(String),
     /// A function's asynchronous invocations: each stored message is an invocation's
     /// payload.
-    Event(String),
+    Event(Box<Asynchronous>),
+}
+
+impl Target {
+    /// The function it invokes.
+    fn function(&self) -> Option<&str> {
+        match self {
+            Target::Http { .. } => None,
+            Target::Function(f) => Some(f),
+            Target::Event(a) => Some(&a.function),
+        }
+    }
+}
+
+/// A function's asynchronous invocations, as its spec has them handled.
+struct Asynchronous {
+    function: String,
+    /// Oldest an invocation may be when it is tried.
+    max_age_ms: u64,
+    /// Where the record of an invocation that succeeded goes.
+    on_success: Option<Destination>,
+    /// Where the record of an invocation given up goes.
+    on_failure: Option<Destination>,
 }
 
 /// The running workers, one per `http` or `function` subscription.
@@ -157,6 +192,8 @@ pub struct Workers {
     functions: Arc<FunctionRegistry>,
     /// Where function workers publish what their invocations published.
     outbox: Arc<dyn Outbox>,
+    /// Where an asynchronous invocation's destination queue is sent its record.
+    queues: Arc<dyn QueueFeed>,
     client: reqwest::Client,
     deny_private: bool,
     pub metrics: Arc<DeliveryMetrics>,
@@ -170,20 +207,35 @@ pub struct Workers {
     shutdown: CancellationToken,
 }
 
+/// What the workers are built from: the storage they take deliveries from, and what
+/// they deliver through.
+pub struct WorkerParts {
+    pub backend: Arc<Backend>,
+    pub functions: Arc<FunctionRegistry>,
+    pub outbox: Arc<dyn Outbox>,
+    pub queues: Arc<dyn QueueFeed>,
+    /// Refuse webhooks to private and loopback addresses.
+    pub deny_private: bool,
+    pub lookup: Arc<dyn http::Lookup>,
+    pub telemetry: Arc<Telemetry>,
+}
+
 impl Workers {
-    pub fn new(
-        backend: Arc<Backend>,
-        functions: Arc<FunctionRegistry>,
-        outbox: Arc<dyn Outbox>,
-        deny_private: bool,
-        lookup: Arc<dyn http::Lookup>,
-        telemetry: Arc<Telemetry>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: WorkerParts, shutdown: CancellationToken) -> Self {
+        let WorkerParts {
+            backend,
+            functions,
+            outbox,
+            queues,
+            deny_private,
+            lookup,
+            telemetry,
+        } = parts;
         Self {
             backend,
             functions,
             outbox,
+            queues,
             client: http::client(deny_private, lookup),
             deny_private,
             metrics: Arc::default(),
@@ -253,11 +305,11 @@ impl Workers {
     }
 
     /// The queue of `function`'s asynchronous invocations, made on its first use, with a
-    /// worker taking from it. `timeout_ms` is the function's timeout.
+    /// worker taking from it as `spec` says.
     pub async fn event_queue(
         &self,
         function: &str,
-        timeout_ms: u64,
+        spec: &FunctionSpec,
     ) -> Result<Queue, StorageError> {
         let name = event_queue_name(function);
         let ready = || {
@@ -272,27 +324,39 @@ impl Workers {
         if let Some(queue) = ready() {
             return Ok(queue);
         }
-        let queue = self.delivery_queue(&name, timeout_ms).await?;
-        self.start_events(function, queue.clone(), timeout_ms);
+        let queue = self.delivery_queue(&name, spec.timeout_ms).await?;
+        self.start_events(function, queue.clone(), spec);
         Ok(queue)
     }
 
     /// (Re)starts the worker of `function`'s asynchronous invocations with its current
-    /// timeout, when it has a queue of them: invocations accepted before a restart, or
+    /// `spec`, when it has a queue of them: invocations accepted before a restart, or
     /// before the function changed, run.
-    pub fn resume_events(&self, function: &str, timeout_ms: u64) {
+    pub fn resume_events(&self, function: &str, spec: &FunctionSpec) {
         if let Some(queue) = self.backend.queue(&event_queue_name(function)) {
-            self.start_events(function, queue, timeout_ms);
+            self.start_events(function, queue, spec);
         }
     }
 
-    fn start_events(&self, function: &str, queue: Queue, timeout_ms: u64) {
+    fn start_events(&self, function: &str, queue: Queue, spec: &FunctionSpec) {
         let meter = self.telemetry.functions.get(function).events.clone();
+        let a = spec.asynchronous.clone().unwrap_or_default();
+        let target = Target::Event(Box::new(Asynchronous {
+            function: function.to_string(),
+            max_age_ms: a.max_event_age_s * 1000,
+            on_success: a.on_success,
+            on_failure: a.on_failure,
+        }));
         self.start(Worker {
             // What its log lines name: the queue, which names the function.
             subscription: queue.name().to_string(),
             meter,
-            ..self.worker(queue, Target::Event(function.to_string()), timeout_ms)
+            policy: DeliveryPolicy {
+                num_retries: a.max_retries,
+                max_total_s: a.max_event_age_s,
+                ..default_function_policy()
+            },
+            ..self.worker(queue, target, spec.timeout_ms)
         });
     }
 
@@ -336,6 +400,7 @@ impl Workers {
             backend: self.backend.clone(),
             functions: self.functions.clone(),
             outbox: self.outbox.clone(),
+            queues: self.queues.clone(),
             queue,
             acks,
             topic: String::new(),
@@ -446,6 +511,24 @@ mod tests {
             Ok(())
         }
     }
+    #[async_trait::async_trait]
+    impl QueueFeed for Discard {
+        async fn receive(
+            &self,
+            _: &str,
+            _: usize,
+            _: Duration,
+            _: &CancellationToken,
+        ) -> Result<Vec<crate::backend::Received>, FeedError> {
+            Ok(Vec::new())
+        }
+        async fn ack(&self, _: &str, _: &[String]) -> Result<(), FeedError> {
+            Ok(())
+        }
+        async fn send_json(&self, _: &str, _: String) -> Result<(), FeedError> {
+            Ok(())
+        }
+    }
 
     /// Workers over an embedded store in `dir`, stopped by the token.
     fn workers_in(dir: &tempfile::TempDir) -> (Arc<Backend>, CancellationToken, Workers) {
@@ -453,25 +536,31 @@ mod tests {
             crate::backend::Embedded::open(dir.path()).unwrap(),
         ));
         let stop = CancellationToken::new();
-        let workers = Workers::new(
-            backend.clone(),
-            Arc::default(),
-            Arc::new(Discard),
-            false,
-            Arc::new(http::SystemLookup),
-            Arc::default(),
-            stop.clone(),
-        );
+        let workers = Workers::new(parts(backend.clone(), Arc::new(Discard)), stop.clone());
         (backend, stop, workers)
+    }
+
+    /// Parts of workers over `backend` that send to `queues` and publish nowhere.
+    fn parts(backend: Arc<Backend>, queues: Arc<dyn QueueFeed>) -> WorkerParts {
+        WorkerParts {
+            backend,
+            functions: Arc::default(),
+            outbox: Arc::new(Discard),
+            queues,
+            deny_private: false,
+            lookup: Arc::new(http::SystemLookup),
+            telemetry: Arc::default(),
+        }
     }
 
     #[tokio::test]
     async fn two_first_asynchronous_invocations_at_once_share_one_queue() {
         let dir = tempfile::tempdir().unwrap();
         let (backend, stop, workers) = workers_in(&dir);
+        let spec: FunctionSpec = serde_json::from_value(json!({"module": "f.wasm"})).unwrap();
         let (a, b) = tokio::join!(
-            workers.event_queue("f", 1000),
-            workers.event_queue("f", 1000)
+            workers.event_queue("f", &spec),
+            workers.event_queue("f", &spec)
         );
         let message = |id: &str| crate::backend::NewMessage {
             message_id: id.into(),
@@ -489,6 +578,105 @@ mod tests {
         let c = backend.counts(&queue).await.unwrap();
         // Both are in the queue the function's worker takes from.
         assert_eq!(c.visible + c.in_flight + c.delayed, 2, "{c:?}");
+        stop.cancel();
+    }
+
+    /// Keeps what is sent to queues, and says when something was.
+    #[derive(Default)]
+    struct Recording {
+        sent: Mutex<Vec<(String, serde_json::Value)>>,
+        arrived: tokio::sync::Notify,
+    }
+    #[async_trait::async_trait]
+    impl QueueFeed for Recording {
+        async fn receive(
+            &self,
+            _: &str,
+            _: usize,
+            _: Duration,
+            _: &CancellationToken,
+        ) -> Result<Vec<crate::backend::Received>, FeedError> {
+            Ok(Vec::new())
+        }
+        async fn ack(&self, _: &str, _: &[String]) -> Result<(), FeedError> {
+            Ok(())
+        }
+        async fn send_json(&self, queue: &str, message: String) -> Result<(), FeedError> {
+            let record = serde_json::from_str(&message)?;
+            self.sent.lock().unwrap().push((queue.into(), record));
+            self.arrived.notify_one();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invocation_older_than_its_function_allows_is_given_up_to_its_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::time::Clock::manual(1_000_000);
+        let backend = Arc::new(Backend::Embedded(
+            crate::backend::Embedded::open_with_clock(dir.path(), clock.clone()).unwrap(),
+        ));
+        let stop = CancellationToken::new();
+        let recording = Arc::new(Recording::default());
+        let telemetry = Arc::new(Telemetry::default());
+        let workers = Workers::new(
+            WorkerParts {
+                telemetry: telemetry.clone(),
+                ..parts(backend.clone(), recording.clone())
+            },
+            stop.clone(),
+        );
+        let spec: FunctionSpec = serde_json::from_value(json!({
+            "module": "f.wasm",
+            "asynchronous": {"max_event_age_s": 60, "on_failure": {"queue": "failed"}},
+        }))
+        .unwrap();
+        // Stored, and a minute and a second old, before its worker starts.
+        let queue = workers
+            .delivery_queue(&event_queue_name("f"), 1000)
+            .await
+            .unwrap();
+        let attributes = json!({REGION_ATTRIBUTE: {"Type": "String", "Value": "eu-west-1"}});
+        let message = crate::backend::NewMessage {
+            message_id: "inv-1".into(),
+            payload: br#"{"order": 7}"#.to_vec(),
+            attributes: serde_json::to_vec(&attributes).unwrap(),
+            delay_ms: 0,
+            group: None,
+            dedup_id: None,
+        };
+        backend.enqueue(vec![(queue, message)]).await.unwrap();
+        clock.advance(Duration::from_secs(61));
+        workers.resume_events("f", &spec);
+        tokio::time::timeout(Duration::from_secs(30), recording.arrived.notified())
+            .await
+            .expect("the record reaches the on-failure destination");
+        let sent = recording.sent.lock().unwrap().clone();
+        let [(queue, record)] = sent.as_slice() else {
+            panic!("one record, got {sent:?}");
+        };
+        assert_eq!(queue, "failed");
+        assert_eq!(record["version"], "1.0");
+        assert_eq!(
+            record["requestContext"],
+            json!({
+                "requestId": "inv-1",
+                "functionArn": "arn:aws:lambda:eu-west-1:000000000000:function:f:$LATEST",
+                "condition": "EventAgeExceeded",
+                "approximateInvokeCount": 0,
+            })
+        );
+        assert_eq!(record["requestPayload"], json!({"order": 7}));
+        // It never ran, so there is no response to tell of.
+        assert!(record.get("responseContext").is_none(), "{record}");
+        assert_eq!(record["timestamp"], crate::time::rfc3339_ms(1_061_000));
+        let meter = telemetry.functions.get("f").events.clone();
+        assert_eq!(
+            meter.dead_lettered.get(),
+            1,
+            "counted as sent to on-failure"
+        );
+        assert_eq!(meter.dropped.get(), 0, "not counted as dropped");
         stop.cancel();
     }
 

@@ -790,10 +790,7 @@ impl SourceParts {
             return true;
         };
         let message = failure_message(s, recs, given, condition, error, attempts);
-        let sent = match to {
-            Destination::Queue { queue } => self.queues.send_json(queue, message).await,
-            Destination::Topic { topic } => self.outbox.publish_json(topic, message).await,
-        };
+        let sent = super::send_to(to, message, &*self.queues, &*self.outbox).await;
         match sent {
             Ok(()) => {
                 tracing::warn!(function, stream, group, condition, error, ?sequences, destination = ?to, "records given up");

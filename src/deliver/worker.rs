@@ -5,8 +5,9 @@
 
 use super::http::{self, Notification, Outcome};
 use super::{
-    ACK_BATCH, BREAKER_FAILURES, BREAKER_MAX_PAUSE_MS, DeliveryMetrics, IN_FLIGHT_MARGIN_MS,
-    Outbox, POLL_WAIT, RECEIVE_BATCH, STORAGE_ERROR_BACKOFF, Target, event, with_subscription,
+    ACK_BATCH, Asynchronous, BREAKER_FAILURES, BREAKER_MAX_PAUSE_MS, DeliveryMetrics,
+    IN_FLIGHT_MARGIN_MS, Outbox, POLL_WAIT, QueueFeed, RECEIVE_BATCH, STORAGE_ERROR_BACKOFF,
+    Target, event, with_subscription,
 };
 use crate::backend::{Backend, NewMessage, Queue, Received};
 use crate::model::DeliveryPolicy;
@@ -25,6 +26,8 @@ pub(super) struct Worker {
     pub(super) backend: Arc<Backend>,
     pub(super) functions: Arc<FunctionRegistry>,
     pub(super) outbox: Arc<dyn Outbox>,
+    /// Where an asynchronous invocation's record goes when its destination is a queue.
+    pub(super) queues: Arc<dyn QueueFeed>,
     pub(super) queue: Queue,
     /// Receipts of finished deliveries, acknowledged in batches by [`acknowledge`].
     pub(super) acks: tokio::sync::mpsc::UnboundedSender<String>,
@@ -92,7 +95,7 @@ impl Worker {
             // A function still loading (or failed to load) takes nothing: its deliveries
             // wait in the queue, not counted as attempts. A function that does not exist
             // at all is attempted, and the retry policy decides how long to wait for it.
-            if let Target::Function(f) | Target::Event(f) = &self.target {
+            if let Some(f) = self.target.function() {
                 tokio::select! {
                     _ = self.functions.wait_ready(f) => {}
                     _ = self.stop.cancelled() => break,
@@ -145,25 +148,17 @@ impl Worker {
     }
 
     async fn attempt(&self, m: Received) {
-        if let Target::Event(f) = &self.target {
-            self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
-            let outcome = self
-                .invoke(
-                    f,
-                    &m.message_id,
-                    event::from_invocation(&m),
-                    Vec::new(),
-                    None,
-                )
-                .await;
-            return self.settle(&m, &m.message_id, &m.payload, outcome).await;
+        if let Target::Event(a) = &self.target {
+            return self.attempt_invocation(a, m).await;
         }
         let attempt = m.receive_count;
         let mut n: Notification<'_> = match serde_json::from_slice(&m.payload) {
             Ok(n) => n,
             Err(e) => {
                 let reason = format!("stored delivery is unreadable: {e}");
-                return self.give_up(&m, &m.payload, &reason).await;
+                return self
+                    .give_up(&m, &m.payload, &reason, GiveUp::RetriesExhausted)
+                    .await;
             }
         };
         let full = n.subscription.is_empty().then(|| {
@@ -201,7 +196,7 @@ impl Worker {
                 self.invoke(f, n.message_id, event, trace, span.as_ref())
                     .await
             }
-            Target::Event(_) => unreachable!("an invocation is attempted above"),
+            Target::Event(_) => unreachable!("an invocation is attempted on its own"),
         };
         if let (Some(s), Outcome::Retry { reason, .. } | Outcome::Failed { reason }) =
             (&mut span, &outcome)
@@ -209,6 +204,40 @@ impl Worker {
             s.fail(reason.clone());
         }
         self.settle(&m, n.message_id, envelope, outcome).await
+    }
+
+    /// Runs an asynchronous invocation unless it is too old to, and sends its record to
+    /// the function's on-success destination once it ran.
+    async fn attempt_invocation(&self, a: &Asynchronous, m: Received) {
+        let age_ms = self.backend.clock().now_ms().saturating_sub(m.sent_at);
+        if age_ms > a.max_age_ms {
+            let reason = format!(
+                "accepted {} s ago, more than the function's max_event_age_s of {} s",
+                age_ms / 1000,
+                a.max_age_ms / 1000
+            );
+            return self.give_up(&m, &m.payload, &reason, GiveUp::TooOld).await;
+        }
+        self.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        let outcome = self
+            .invoke(
+                &a.function,
+                &m.message_id,
+                event::from_invocation(&m),
+                Vec::new(),
+                None,
+            )
+            .await;
+        if let (Outcome::Delivered, Some(to)) = (&outcome, &a.on_success) {
+            let now = self.backend.clock().now_ms();
+            let record =
+                event::invocation_record(&a.function, &m, "Success", m.receive_count, None, now);
+            // The invocation ran and is not run again for a record that cannot be sent.
+            if let Err(e) = super::send_to(to, record, &*self.queues, &*self.outbox).await {
+                tracing::error!(function = %a.function, message_id = %m.message_id, destination = ?to, error = %e, "the on-success destination refused the invocation's record");
+            }
+        }
+        self.settle(&m, &m.message_id, &m.payload, outcome).await
     }
 
     /// Records an attempt's outcome: acknowledged, scheduled to be tried again, or given
@@ -259,11 +288,19 @@ impl Worker {
                     }
                     None => {
                         let reason = format!("{reason} (after {attempt} attempts)");
-                        self.give_up(m, envelope, &reason).await
+                        let why = if attempt > self.policy.num_retries {
+                            GiveUp::RetriesExhausted
+                        } else {
+                            GiveUp::TooOldToRetry
+                        };
+                        self.give_up(m, envelope, &reason, why).await
                     }
                 }
             }
-            Outcome::Failed { reason } => self.give_up(m, envelope, &reason).await,
+            Outcome::Failed { reason } => {
+                self.give_up(m, envelope, &reason, GiveUp::RetriesExhausted)
+                    .await
+            }
         }
     }
 
@@ -349,7 +386,13 @@ impl Worker {
     /// The last attempt failed: to the dead-letter queue with the reason and the attempt
     /// count, or dropped with an error log when the subscription has none. `envelope` is
     /// what the dead-letter queue receives: the delivery's envelope, subscription included.
-    async fn give_up(&self, m: &Received, envelope: &[u8], reason: &str) {
+    /// An asynchronous invocation's record goes to its function's on-failure destination.
+    async fn give_up(&self, m: &Received, envelope: &[u8], reason: &str, why: GiveUp) {
+        if let Target::Event(a) = &self.target
+            && let Some(to) = &a.on_failure
+        {
+            return self.give_up_invocation(a, to, m, reason, why).await;
+        }
         let attempts = m.receive_count;
         let dlq = self
             .dead_letter_queue
@@ -390,8 +433,8 @@ impl Worker {
                 dlq_meter.sent.inc();
             }
             None => {
-                if let Target::Event(function) = &self.target {
-                    tracing::error!(function, message_id = %m.message_id, attempts, reason, "asynchronous invocation given up and dropped");
+                if let Target::Event(a) = &self.target {
+                    tracing::error!(function = %a.function, message_id = %m.message_id, attempts, reason, "asynchronous invocation given up and dropped");
                 } else {
                     tracing::error!(topic = %self.topic, subscription = %self.subscription, message_id = %m.message_id, attempts, reason, "delivery given up and dropped: the subscription has no dead-letter queue");
                 }
@@ -402,10 +445,50 @@ impl Worker {
         self.ack(m).await;
     }
 
+    /// Sends the record of an asynchronous invocation given up to its function's
+    /// on-failure destination, and then lets it go; kept when the destination refuses it,
+    /// so it is given up again once it reappears.
+    async fn give_up_invocation(
+        &self,
+        a: &Asynchronous,
+        to: &crate::model::Destination,
+        m: &Received,
+        reason: &str,
+        why: GiveUp,
+    ) {
+        let (condition, invocations) = match why {
+            GiveUp::RetriesExhausted => ("RetriesExhausted", m.receive_count),
+            GiveUp::TooOldToRetry => ("EventAgeExceeded", m.receive_count),
+            // This receive's attempt was not made.
+            GiveUp::TooOld => ("EventAgeExceeded", m.receive_count - 1),
+        };
+        let now = self.backend.clock().now_ms();
+        let error = (invocations > 0).then_some(reason);
+        let record = event::invocation_record(&a.function, m, condition, invocations, error, now);
+        if let Err(e) = super::send_to(to, record, &*self.queues, &*self.outbox).await {
+            tracing::error!(function = %a.function, message_id = %m.message_id, destination = ?to, error = %e, "the on-failure destination refused the invocation's record; kept for another try");
+            return;
+        }
+        tracing::warn!(function = %a.function, message_id = %m.message_id, condition, reason, destination = ?to, "asynchronous invocation given up; its record sent to the on-failure destination");
+        self.meter.dead_lettered.inc();
+        self.ack(m).await;
+    }
+
     async fn ack(&self, m: &Received) {
         // Closed only once this worker is gone, and a worker with attempts is not.
         let _ = self.acks.send(m.receipt.clone());
     }
+}
+
+/// Why a delivery or an asynchronous invocation is given up.
+#[derive(Clone, Copy)]
+pub(super) enum GiveUp {
+    /// Its attempts failed and the policy allows no more, or one was refused outright.
+    RetriesExhausted,
+    /// Its last attempt failed, and the next would come later than it may be tried.
+    TooOldToRetry,
+    /// It is older than it may be tried, and was not attempted this time.
+    TooOld,
 }
 
 /// Makes `traceparent` the trace context's parent, in place of the one it had.

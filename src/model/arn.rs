@@ -4,6 +4,9 @@
 /// The account id in every ARN and queue URL, as AWS's local tools use.
 pub const ACCOUNT_ID: &str = "000000000000";
 
+/// The region of a request that names none.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
 /// `arn:aws:sns:REGION:ACCOUNT:TOPIC`.
 pub fn topic_arn(region: &str, topic: &str) -> String {
     format!("arn:aws:sns:{region}:{ACCOUNT_ID}:{topic}")

@@ -48,7 +48,63 @@ pub struct FunctionSpec {
     /// Queues and streams the function consumes in batches.
     #[serde(default)]
     pub sources: Vec<SourceSpec>,
+    /// What becomes of its asynchronous (`Event`) invocations (Lambda's event invoke
+    /// config). Unset: two retries, kept up to six hours, given up to the log only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asynchronous: Option<AsyncSpec>,
 }
+
+/// What becomes of a function's asynchronous invocations: how often and how long they
+/// are tried, and where a record of each one goes once it succeeded or was given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncSpec {
+    /// Attempts after a failed first one (Lambda's `MaximumRetryAttempts`, 0 to 2;
+    /// default 2), a minute and then two minutes apart.
+    #[serde(
+        default = "default_async_retries",
+        deserialize_with = "super::whole::u32"
+    )]
+    #[schema(minimum = 0, maximum = 2)]
+    pub max_retries: u32,
+    /// Oldest an invocation may be when it is tried, in seconds since it was accepted
+    /// (Lambda's `MaximumEventAgeInSeconds`, 60 to 21,600; default 21,600): an older one
+    /// is given up.
+    #[serde(
+        default = "default_max_event_age_s",
+        deserialize_with = "super::whole::u64"
+    )]
+    #[schema(minimum = 60, maximum = 21600)]
+    pub max_event_age_s: u64,
+    /// Where a record of each invocation that succeeded goes: a queue or a topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<Destination>,
+    /// Where a record of each invocation given up goes, with why: a queue or a topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Destination>,
+}
+
+impl Default for AsyncSpec {
+    fn default() -> Self {
+        Self {
+            max_retries: DEFAULT_FUNCTION_RETRIES,
+            max_event_age_s: MAX_EVENT_AGE_S,
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+fn default_async_retries() -> u32 {
+    DEFAULT_FUNCTION_RETRIES
+}
+fn default_max_event_age_s() -> u64 {
+    MAX_EVENT_AGE_S
+}
+
+/// Lambda's bounds of an asynchronous invocation's age.
+pub const MIN_EVENT_AGE_S: u64 = 60;
+pub const MAX_EVENT_AGE_S: u64 = 21_600;
 
 fn default_function_timeout_ms() -> u64 {
     1000
@@ -88,6 +144,19 @@ pub enum Destination {
         )]
         topic: String,
     },
+}
+
+impl Destination {
+    /// Checks the name it gives; `field` is where it sits in the spec.
+    fn check(&self, field: &str, errs: &mut Vec<FieldError>) {
+        let (kind, name, member) = match self {
+            Destination::Queue { queue } => (Kind::Queue, queue, "queue"),
+            Destination::Topic { topic } => (Kind::Topic, topic, "topic"),
+        };
+        if let Err(e) = validate_name(kind, name) {
+            errs.push(FieldError::new(format!("{field}.{member}"), e));
+        }
+    }
 }
 
 /// Most retry attempts of a stream source, and the oldest record it may be given.
@@ -312,24 +381,8 @@ impl FunctionSpec {
                             &mut errs,
                         );
                     }
-                    match on_failure {
-                        Some(Destination::Queue { queue }) => {
-                            if let Err(e) = validate_name(Kind::Queue, queue) {
-                                errs.push(FieldError::new(
-                                    format!("sources[{i}].on_failure.queue"),
-                                    e,
-                                ));
-                            }
-                        }
-                        Some(Destination::Topic { topic }) => {
-                            if let Err(e) = validate_name(Kind::Topic, topic) {
-                                errs.push(FieldError::new(
-                                    format!("sources[{i}].on_failure.topic"),
-                                    e,
-                                ));
-                            }
-                        }
-                        None => {}
+                    if let Some(to) = on_failure {
+                        to.check(&format!("sources[{i}].on_failure"), &mut errs);
                     }
                     if let Some(n) = parallelization_factor {
                         check_range(
@@ -354,6 +407,28 @@ impl FunctionSpec {
                         &mut errs,
                     );
                 }
+            }
+        }
+        if let Some(a) = &self.asynchronous {
+            check_range(
+                "asynchronous.max_retries",
+                u64::from(a.max_retries),
+                0,
+                u64::from(DEFAULT_FUNCTION_RETRIES),
+                &mut errs,
+            );
+            check_range(
+                "asynchronous.max_event_age_s",
+                a.max_event_age_s,
+                MIN_EVENT_AGE_S,
+                MAX_EVENT_AGE_S,
+                &mut errs,
+            );
+            if let Some(to) = &a.on_success {
+                to.check("asynchronous.on_success", &mut errs);
+            }
+            if let Some(to) = &a.on_failure {
+                to.check("asynchronous.on_failure", &mut errs);
             }
         }
         errs

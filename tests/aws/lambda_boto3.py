@@ -111,6 +111,115 @@ def check_dry_run_and_event():
     eq(body, res["ResponseMetadata"]["RequestId"] + ":0", "the event's id")
 
 
+def receive_one(queue):
+    """The one record `queue` receives (long polls, bounded), as JSON."""
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    for _ in range(20):
+        res = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+        for m in res.get("Messages", []):
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            return json.loads(m["Body"])
+    raise AssertionError(f"no record reached {queue}")
+
+
+def check_event_invoke_config():
+    v1("PUT", "/v1/queues/lam-ok", {})
+    v1("PUT", "/v1/queues/lam-failed", {})
+    ok_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:lam-ok"
+    failed_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:lam-failed"
+    eq(
+        error_of(lam.get_function_event_invoke_config, FunctionName="lam-pub"),
+        ("ResourceNotFoundException", 404),
+        "no config yet",
+    )
+    conf = lam.put_function_event_invoke_config(
+        FunctionName="lam-pub",
+        MaximumRetryAttempts=0,
+        DestinationConfig={
+            "OnSuccess": {"Destination": ok_arn},
+            "OnFailure": {"Destination": failed_arn},
+        },
+    )
+    eq(conf["FunctionArn"], FUNCTION_ARN + ":$LATEST", "config's function")
+    eq(conf["MaximumRetryAttempts"], 0, "retries")
+    eq(conf["MaximumEventAgeInSeconds"], 21600, "default age")
+    eq(conf["DestinationConfig"]["OnSuccess"], {"Destination": ok_arn}, "on success")
+    eq(conf["DestinationConfig"]["OnFailure"], {"Destination": failed_arn}, "on failure")
+    got = lam.get_function_event_invoke_config(FunctionName=FUNCTION_ARN)
+    eq(got["DestinationConfig"], conf["DestinationConfig"], "read back by ARN")
+    # /v1 shows the same settings.
+    spec = v1("GET", "/v1/functions/lam-pub")["asynchronous"]
+    eq(spec["max_retries"], 0, "/v1 retries")
+    eq(spec["on_failure"], {"queue": "lam-failed"}, "/v1 on failure")
+
+    ok = lam.invoke(
+        FunctionName="lam-pub", InvocationType="Event", Payload=json.dumps({"count": 0}).encode()
+    )
+    record = receive_one("lam-ok")
+    eq(record["requestContext"]["requestId"], ok["ResponseMetadata"]["RequestId"], "request id")
+    eq(record["requestContext"]["condition"], "Success", "condition")
+    eq(record["requestContext"]["functionArn"], FUNCTION_ARN + ":$LATEST", "function ARN")
+    eq(record["requestContext"]["approximateInvokeCount"], 1, "invocations")
+    eq(record["requestPayload"], {"count": 0}, "request payload")
+    eq(record["responseContext"]["statusCode"], 200, "response status")
+    eq(record["responsePayload"], None, "a handler returns no value")
+
+    failed = lam.invoke(
+        FunctionName="lam-pub",
+        InvocationType="Event",
+        Payload=json.dumps({"count": 1, "fail": True}).encode(),
+    )
+    record = receive_one("lam-failed")
+    eq(record["requestContext"]["requestId"], failed["ResponseMetadata"]["RequestId"], "failed id")
+    eq(record["requestContext"]["condition"], "RetriesExhausted", "failed condition")
+    eq(record["requestContext"]["approximateInvokeCount"], 1, "no retries")
+    eq(record["requestPayload"], {"count": 1, "fail": True}, "failed payload")
+    eq(record["responseContext"]["functionError"], "Unhandled", "function error")
+    assert "errorMessage" in record["responsePayload"], record
+
+    # An update keeps what it does not name; a put replaces the whole config.
+    updated = lam.update_function_event_invoke_config(
+        FunctionName="lam-pub", MaximumEventAgeInSeconds=120
+    )
+    eq((updated["MaximumEventAgeInSeconds"], updated["MaximumRetryAttempts"]), (120, 0), "update")
+    eq(updated["DestinationConfig"]["OnFailure"], {"Destination": failed_arn}, "kept")
+    listed = lam.list_function_event_invoke_configs(FunctionName="lam-pub")
+    eq(len(listed["FunctionEventInvokeConfigs"]), 1, "listed")
+    replaced = lam.put_function_event_invoke_config(FunctionName="lam-pub", MaximumRetryAttempts=1)
+    eq(replaced["DestinationConfig"]["OnFailure"], {}, "replaced")
+    eq(replaced["MaximumEventAgeInSeconds"], 21600, "replaced age")
+
+    for bad, why in [
+        ({"MaximumRetryAttempts": 3}, "too many retries"),
+        ({"MaximumEventAgeInSeconds": 21601}, "too old"),
+        (
+            {"DestinationConfig": {"OnFailure": {"Destination": FUNCTION_ARN}}},
+            "a function as destination",
+        ),
+        (
+            {"DestinationConfig": {"OnSuccess": {"Destination": ok_arn + "-missing"}}},
+            "a missing queue",
+        ),
+    ]:
+        eq(
+            error_of(lam.put_function_event_invoke_config, FunctionName="lam-pub", **bad),
+            ("InvalidParameterValueException", 400),
+            why,
+        )
+    eq(
+        error_of(lam.put_function_event_invoke_config, FunctionName="nope"),
+        ("ResourceNotFoundException", 404),
+        "a missing function",
+    )
+    lam.delete_function_event_invoke_config(FunctionName="lam-pub")
+    eq(
+        error_of(lam.delete_function_event_invoke_config, FunctionName="lam-pub"),
+        ("ResourceNotFoundException", 404),
+        "deleted",
+    )
+    eq(lam.list_function_event_invoke_configs(FunctionName="lam-pub")["FunctionEventInvokeConfigs"], [], "none")
+
+
 def check_invoke_errors():
     eq(error_of(lam.invoke, FunctionName="nope"), ("ResourceNotFoundException", 404), "missing")
     eq(
@@ -268,6 +377,7 @@ run(
         check_invoke_request_response,
         check_a_failed_invocation_says_so,
         check_dry_run_and_event,
+        check_event_invoke_config,
         check_invoke_errors,
         check_a_queue_event_source_mapping,
         check_a_stream_event_source_mapping,

@@ -1,6 +1,7 @@
-//! Lambda over its REST protocol (JSON bodies under `/2015-03-31/`): invoking functions,
-//! reading their configuration, and event source mappings, answered by
-//! [`crate::control`] and [`crate::publish`].
+//! Lambda over its REST protocol (JSON bodies under `/2015-03-31/`, and `/2019-09-25/`
+//! for asynchronous invocations' settings): invoking functions, reading their
+//! configuration, event source mappings, and event invoke configs ([`invoke_config`]),
+//! answered by [`crate::control`] and [`crate::publish`].
 //!
 //! How Lambda maps onto Switchyard's functions:
 //! - a function's ARN is `arn:aws:lambda:REGION:000000000000:function:NAME`; a request
@@ -11,7 +12,8 @@
 //!   is `null`; a failed one answers `X-Amz-Function-Error: Unhandled` and a payload
 //!   naming the error, as Lambda does. What the handler published is published.
 //!   `Event` invocations are stored before the 202 (its request id is the event's id)
-//!   and run by the function's worker with Lambda's two retries, a restart included;
+//!   and run by the function's worker with Lambda's two retries (or as its event invoke
+//!   config says), a restart included, their records sent to its destinations;
 //!   `DryRun` checks that the function can be invoked;
 //! - an event source mapping is one of the function's sources: an SQS queue ARN is a
 //!   queue source, a Kinesis stream ARN a stream source read as consumer group
@@ -22,6 +24,8 @@
 //!
 //! Errors are Lambda's: the status, `x-amzn-ErrorType` and a JSON body with `Type` and
 //! `message`.
+
+mod invoke_config;
 
 use super::{Context, Door};
 use crate::error::OpError;
@@ -38,8 +42,15 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The API version every Lambda path starts with.
+/// The API versions Lambda's paths start with: most operations', and the one of
+/// asynchronous invocations' settings.
 pub const PREFIX: &str = "/2015-03-31/";
+pub const ASYNC_PREFIX: &str = "/2019-09-25/";
+
+/// Whether `path` is one of Lambda's.
+pub fn is_lambda_path(path: &str) -> bool {
+    path.starts_with(PREFIX) || path.starts_with(ASYNC_PREFIX)
+}
 
 /// Largest payload of a synchronous invocation, and of an asynchronous one, as Lambda.
 const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -156,7 +167,7 @@ impl LambdaError {
 /// A request to a Lambda path.
 pub(super) struct Request<'a> {
     pub method: &'a str,
-    /// The path after [`PREFIX`], still percent-encoded.
+    /// The whole path, its version included, still percent-encoded.
     pub path: &'a str,
     pub query: &'a str,
     pub headers: &'a HeaderMap,
@@ -169,6 +180,7 @@ pub(super) async fn serve(s: &Door<'_>, cx: &Context, request: Request<'_>) -> R
         .path
         .trim_end_matches('/')
         .split('/')
+        .skip(1)
         .map(|seg| {
             percent_encoding::percent_decode_str(seg)
                 .decode_utf8_lossy()
@@ -176,23 +188,33 @@ pub(super) async fn serve(s: &Door<'_>, cx: &Context, request: Request<'_>) -> R
         })
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    const V2015: &str = "2015-03-31";
+    const V2019: &str = "2019-09-25";
     let answer = match (request.method, segments.as_slice()) {
-        ("POST", ["functions", f, "invocations"]) => invoke(s, cx, f, &request).await,
-        ("GET", ["functions"]) => list_functions(s, cx, request.query),
-        ("GET", ["functions", f]) => get_function(s, cx, f, true),
-        ("GET", ["functions", f, "configuration"]) => get_function(s, cx, f, false),
-        ("POST", ["event-source-mappings"]) => create_mapping(s, cx, request.body).await,
-        ("GET", ["event-source-mappings"]) => list_mappings(s, cx, request.query),
-        ("GET", ["event-source-mappings", uuid]) => {
+        ("POST", [V2015, "functions", f, "invocations"]) => invoke(s, cx, f, &request).await,
+        ("GET", [V2015, "functions"]) => list_functions(s, cx, request.query),
+        ("GET", [V2015, "functions", f]) => get_function(s, cx, f, true),
+        ("GET", [V2015, "functions", f, "configuration"]) => get_function(s, cx, f, false),
+        ("POST", [V2015, "event-source-mappings"]) => create_mapping(s, cx, request.body).await,
+        ("GET", [V2015, "event-source-mappings"]) => list_mappings(s, cx, request.query),
+        ("GET", [V2015, "event-source-mappings", uuid]) => {
             get_mapping(s, cx, uuid).map(|m| json(StatusCode::OK, &m))
         }
-        ("DELETE", ["event-source-mappings", uuid]) => delete_mapping(s, cx, uuid).await,
-        ("PUT", ["event-source-mappings", uuid]) => update_mapping(s, cx, uuid, request.body).await,
+        ("DELETE", [V2015, "event-source-mappings", uuid]) => delete_mapping(s, cx, uuid).await,
+        ("PUT", [V2015, "event-source-mappings", uuid]) => {
+            update_mapping(s, cx, uuid, request.body).await
+        }
+        (method, [V2019, "functions", f, "event-invoke-config"]) => {
+            invoke_config::serve(s, cx, method, f, request.query, request.body).await
+        }
+        ("GET", [V2019, "functions", f, "event-invoke-config", "list"]) => {
+            invoke_config::list(s, cx, f)
+        }
         (method, _) => Err(LambdaError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
             format!(
-                "{method} {PREFIX}{} is not a Lambda operation this server offers",
+                "{method} {} is not a Lambda operation this server offers",
                 request.path
             ),
         )),
@@ -438,7 +460,7 @@ async fn invoke(
             let id = s
                 .app
                 .control
-                .invoke_later(name, request.body.to_vec())
+                .invoke_later(name, request.body.to_vec(), &cx.region)
                 .await
                 .map_err(|e| LambdaError::from_op(cx, e))?;
             // The request id is the id of the event the function is handed.
@@ -565,12 +587,13 @@ fn mapping_of(cx: &Context, function: &str, source: &SourceSpec) -> Mapping {
         mapping.maximum_record_age_in_seconds = Some(maximum_record_age_s.map_or(-1, |n| n as i64));
         mapping.bisect_batch_on_function_error = Some(*bisect_batch_on_error);
         mapping.destination_config = Some(DestinationConfig {
-            on_failure: Some(OnFailure {
-                destination: on_failure.as_ref().map(|d| match d {
-                    Destination::Queue { queue } => queue_arn(&cx.region, queue),
-                    Destination::Topic { topic } => topic_arn(&cx.region, topic),
-                }),
-            }),
+            on_success: None,
+            on_failure: Some(
+                on_failure
+                    .as_ref()
+                    .map(|d| OnDestination::of(cx, d))
+                    .unwrap_or_default(),
+            ),
         });
     }
     mapping
@@ -687,6 +710,16 @@ impl KinesisSettings {
 
     /// The settings checked as Lambda checks them.
     fn checked(&self) -> LambdaResult<CheckedKinesis> {
+        if self
+            .destination_config
+            .as_ref()
+            .is_some_and(|c| c.on_success.is_some())
+        {
+            return Err(LambdaError::invalid(
+                "DestinationConfig.OnSuccess is not supported for Kinesis event sources: a \
+                 mapping sends only what it gives up, to OnFailure",
+            ));
+        }
         Ok(CheckedKinesis {
             factor: self
                 .parallelization_factor
@@ -707,19 +740,34 @@ struct CheckedKinesis {
     on_failure: Option<Destination>,
 }
 
-/// Where a stream mapping sends what it gives up.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Where a stream mapping sends what it gives up, and where a function's asynchronous
+/// invocations' records go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct DestinationConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
-    on_failure: Option<OnFailure>,
+    on_success: Option<OnDestination>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure: Option<OnDestination>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct OnFailure {
+struct OnDestination {
     #[serde(skip_serializing_if = "Option::is_none")]
     destination: Option<String>,
+}
+
+impl OnDestination {
+    /// The ARN of `to`.
+    fn of(cx: &Context, to: &Destination) -> Self {
+        Self {
+            destination: Some(match to {
+                Destination::Queue { queue } => queue_arn(&cx.region, queue),
+                Destination::Topic { topic } => topic_arn(&cx.region, topic),
+            }),
+        }
+    }
 }
 
 /// `MaximumRetryAttempts`: -1 (the default) retries until the records expire.
@@ -745,12 +793,14 @@ fn record_age(n: Option<i64>) -> LambdaResult<Option<u64>> {
     }
 }
 
-/// An on-failure destination: an SQS queue's or SNS topic's ARN.
+/// A stream mapping's on-failure destination: an SQS queue's or SNS topic's ARN.
 fn on_failure(config: Option<&DestinationConfig>) -> LambdaResult<Option<Destination>> {
-    let Some(arn) = config
-        .and_then(|c| c.on_failure.as_ref())
-        .and_then(|o| o.destination.as_deref())
-    else {
+    destination(config.and_then(|c| c.on_failure.as_ref()), "OnFailure")
+}
+
+/// The destination an SQS queue's or SNS topic's ARN names; `field` is where it was given.
+fn destination(given: Option<&OnDestination>, field: &str) -> LambdaResult<Option<Destination>> {
+    let Some(arn) = given.and_then(|o| o.destination.as_deref()) else {
         return Ok(None);
     };
     match Arn::parse(arn) {
@@ -761,7 +811,7 @@ fn on_failure(config: Option<&DestinationConfig>) -> LambdaResult<Option<Destina
             topic: a.resource.to_string(),
         })),
         _ => Err(LambdaError::invalid(format!(
-            "DestinationConfig.OnFailure.Destination {arn:?} is not an SQS queue's or SNS topic's ARN"
+            "DestinationConfig.{field}.Destination {arn:?} is not an SQS queue's or SNS topic's ARN"
         ))),
     }
 }
@@ -910,7 +960,8 @@ async fn create_mapping(s: &Door<'_>, cx: &Context, body: &[u8]) -> LambdaResult
     let mapping = mapping_of(cx, &function, &source);
     s.app
         .control
-        .change_function_sources(&function, |sources| {
+        .change_function(&function, |spec| {
+            let sources = &mut spec.sources;
             if sources.iter().any(|s| mapping_uuid(&function, s) == uuid) {
                 return Err(OpError::Conflict(format!(
                     "An event source mapping with event source ({arn}) and function ({function}) already exists. Please update or delete the existing mapping with UUID {uuid}"
@@ -1021,7 +1072,8 @@ async fn update_mapping(
     let changed = s
         .app
         .control
-        .change_function_sources(&function, |sources| {
+        .change_function(&function, |spec| {
+            let sources = &mut spec.sources;
             let source = sources
                 .iter_mut()
                 .find(|s| mapping_uuid(&function, s) == uuid)
@@ -1106,7 +1158,8 @@ async fn delete_mapping(s: &Door<'_>, cx: &Context, uuid: &str) -> LambdaResult<
     let removed = s
         .app
         .control
-        .change_function_sources(&function, |sources| {
+        .change_function(&function, |spec| {
+            let sources = &mut spec.sources;
             let before = sources.len();
             sources.retain(|s| mapping_uuid(&function, s) != uuid);
             Ok(sources.len() != before)
