@@ -460,7 +460,7 @@ impl Worker {
             GiveUp::RetriesExhausted => ("RetriesExhausted", m.receive_count),
             GiveUp::TooOldToRetry => ("EventAgeExceeded", m.receive_count),
             // This receive's attempt was not made.
-            GiveUp::TooOld => ("EventAgeExceeded", m.receive_count - 1),
+            GiveUp::TooOld => ("EventAgeExceeded", m.receive_count.saturating_sub(1)),
         };
         let now = self.backend.clock().now_ms();
         let error = (invocations > 0).then_some(reason);
