@@ -511,24 +511,6 @@ mod tests {
             Ok(())
         }
     }
-    #[async_trait::async_trait]
-    impl QueueFeed for Discard {
-        async fn receive(
-            &self,
-            _: &str,
-            _: usize,
-            _: Duration,
-            _: &CancellationToken,
-        ) -> Result<Vec<crate::backend::Received>, FeedError> {
-            Ok(Vec::new())
-        }
-        async fn ack(&self, _: &str, _: &[String]) -> Result<(), FeedError> {
-            Ok(())
-        }
-        async fn send_json(&self, _: &str, _: String) -> Result<(), FeedError> {
-            Ok(())
-        }
-    }
 
     /// Workers over an embedded store in `dir`, stopped by the token.
     fn workers_in(dir: &tempfile::TempDir) -> (Arc<Backend>, CancellationToken, Workers) {
@@ -536,7 +518,8 @@ mod tests {
             crate::backend::Embedded::open(dir.path()).unwrap(),
         ));
         let stop = CancellationToken::new();
-        let workers = Workers::new(parts(backend.clone(), Arc::new(Discard)), stop.clone());
+        let queues = Arc::new(Recording::default());
+        let workers = Workers::new(parts(backend.clone(), queues), stop.clone());
         (backend, stop, workers)
     }
 
@@ -581,7 +564,7 @@ mod tests {
         stop.cancel();
     }
 
-    /// Keeps what is sent to queues, and says when something was.
+    /// Queues that keep what is sent to them, and say when something was.
     #[derive(Default)]
     struct Recording {
         sent: Mutex<Vec<(String, serde_json::Value)>>,
