@@ -8,6 +8,7 @@
 mod auth;
 mod aws;
 mod compat;
+mod functions;
 mod queues;
 mod ssrf;
 mod streams;
