@@ -50,8 +50,13 @@ pub(super) async fn serve(
             Ok(json(StatusCode::OK, &config_of(cx, name, &a)))
         }
         "PUT" | "POST" => {
-            let input: Input = serde_json::from_slice(body)
-                .map_err(|e| LambdaError::invalid(format!("the request body: {e}")))?;
+            let input: Input = serde_json::from_slice(body).map_err(|e| {
+                LambdaError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    format!("the request body is not an event invoke config: {e}"),
+                )
+            })?;
             let replace = method == "PUT";
             let a = s
                 .app
