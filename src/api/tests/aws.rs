@@ -194,3 +194,60 @@ async fn with_a_token_an_unsigned_sns_request_is_refused() {
     assert!(xml(&answer).contains("<Code>MissingAuthenticationToken</Code>"));
     assert!(api.app.control.topic("t").is_err(), "nothing was created");
 }
+
+/// Lambda's event invoke configs live under an API version of their own, which reaches
+/// the door; what it cannot take is answered in Lambda's error shape.
+#[tokio::test]
+async fn event_invoke_configs_answer_lambdas_errors() {
+    let api = TestApi::new().await;
+    let path = "/2019-09-25/functions/f/event-invoke-config";
+    let malformed = Request::builder()
+        .method(Method::PUT)
+        .uri(path)
+        .body(Body::from("{not json"))
+        .unwrap();
+    let answer = api.send(malformed).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an event invoke config"),
+        "{}",
+        answer.body
+    );
+    let cases = [
+        (
+            Method::GET,
+            path.to_string(),
+            StatusCode::NOT_FOUND,
+            "Function not found",
+        ),
+        (
+            Method::GET,
+            format!("{path}?Qualifier=7"),
+            StatusCode::BAD_REQUEST,
+            "no versions or aliases",
+        ),
+        (
+            Method::PATCH,
+            path.to_string(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PATCH is not an operation",
+        ),
+        (
+            Method::GET,
+            "/2019-09-25/functions/f/other".to_string(),
+            StatusCode::BAD_REQUEST,
+            "is not a Lambda operation",
+        ),
+    ];
+    for (method, uri, status, says) in cases {
+        let answer = api
+            .call(method.clone(), &uri, serde_json::Value::Null)
+            .await;
+        assert_eq!(answer.status, status, "{method} {uri}: {}", answer.body);
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{method} {uri}: {}", answer.body);
+    }
+}
