@@ -323,7 +323,7 @@ impl Control {
         name: &str,
         change: impl FnOnce(&mut FunctionSpec) -> Result<R, OpError>,
     ) -> Result<R, OpError> {
-        let _one_at_a_time = self.source_changes.lock().await;
+        let _one_at_a_time = self.spec_changes.lock().await;
         let (mut spec, hash) = self
             .function_specs
             .read()
@@ -366,13 +366,17 @@ impl Control {
     }
 
     /// Records a function's spec and module as the current ones, and (re)starts its
-    /// sources, which wait for the function to be ready.
+    /// sources when they changed (they wait for the function to be ready, and look it up
+    /// for each batch, so a new component or other settings leave them running).
     fn register(&self, name: &str, spec: &FunctionSpec, module_sha256: String) {
-        self.function_specs
+        let previous = self
+            .function_specs
             .write()
             .expect("never poisoned")
             .insert(name.to_string(), (spec.clone(), module_sha256));
-        self.sources.restart(name, &spec.sources);
+        if previous.is_none_or(|(p, _)| p.sources != spec.sources) {
+            self.sources.restart(name, &spec.sources);
+        }
         self.workers.resume_events(name, spec);
     }
 

@@ -49,9 +49,10 @@ pub struct Control {
     /// Functions' specs as put (for `GET` and their sources), and the hash of each one's
     /// module, to tell a changed function from one loaded already.
     function_specs: RwLock<HashMap<String, (FunctionSpec, String)>>,
-    /// Held while a function's sources change on their own, so two changes made at once
-    /// are stored one after the other and neither is lost.
-    source_changes: tokio::sync::Mutex<()>,
+    /// Held while a function's settings change without a new component (its sources,
+    /// its asynchronous invocations), so two changes made at once are stored one after
+    /// the other and neither is lost.
+    spec_changes: tokio::sync::Mutex<()>,
     /// Held while a subscription changes, one lock for every subscription whose topic
     /// and name hash to it (see `Control::subscription_change`).
     subscription_changes: Box<[tokio::sync::Mutex<()>]>,
@@ -96,7 +97,7 @@ impl Control {
             compiler: parts.compiler,
             functions: parts.functions,
             function_specs: RwLock::default(),
-            source_changes: tokio::sync::Mutex::default(),
+            spec_changes: tokio::sync::Mutex::default(),
             subscription_changes: (0..SUBSCRIPTION_CHANGE_LOCKS)
                 .map(|_| tokio::sync::Mutex::default())
                 .collect(),

@@ -1060,3 +1060,54 @@ async fn a_functions_recent_logs_show_what_its_deliveries_logged_and_why_they_fa
         .await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
 }
+
+/// A function's sources keep running, counts and all, when only its other settings
+/// change: an event invoke config put through Lambda leaves its queue source as it was.
+#[tokio::test]
+async fn changing_a_functions_asynchronous_settings_leaves_its_sources_running() {
+    let server = spawn_server(None).await;
+    put_queue(&server, "jobs", json!({})).await;
+    put_queue(&server, "failed", json!({})).await;
+    send_copies(&server, "jobs", 3, "ok-1").await;
+    put_function(
+        &server,
+        "batch",
+        json!({"module": module("batch"), "sources": [{"queue": "jobs"}]}),
+    )
+    .await;
+    let events = |s: &Value| s["events"].as_u64().unwrap_or_else(|| panic!("{s}"));
+    let before = eventually(
+        Duration::from_secs(60),
+        "the source's first events",
+        || async {
+            let s = queue_source(&server, "batch", "jobs").await;
+            (events(&s) >= 3).then_some(s)
+        },
+    )
+    .await;
+    let (status, config) = server
+        .json(
+            Method::PUT,
+            "/2019-09-25/functions/batch/event-invoke-config",
+            json!({"DestinationConfig": {"OnFailure": {
+                "Destination": "arn:aws:sqs:us-east-1:000000000000:failed"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    let after = queue_source(&server, "batch", "jobs").await;
+    assert_eq!(
+        (events(&after), &after["batches"]),
+        (events(&before), &before["batches"]),
+        "the source was started again: {after}"
+    );
+    send_copies(&server, "jobs", 2, "ok-2").await;
+    eventually(
+        Duration::from_secs(60),
+        "the source's next events",
+        || async {
+            let s = queue_source(&server, "batch", "jobs").await;
+            (events(&s) >= events(&before) + 2).then_some(())
+        },
+    )
+    .await;
+}
