@@ -577,10 +577,23 @@ impl Control {
         payload: Vec<u8>,
         region: &str,
     ) -> Result<String, OpError> {
-        let spec = self
-            .function_spec(name)
-            .ok_or_else(|| OpError::not_found(Kind::Function, name))?;
-        let queue = self.workers.event_queue(name, &spec).await?;
+        let missing = || OpError::not_found(Kind::Function, name);
+        let exists = self
+            .function_specs
+            .read()
+            .expect("never poisoned")
+            .contains_key(name);
+        if !exists {
+            return Err(missing());
+        }
+        // The spec is read (and copied) only to make the queue, on the first invocation.
+        let queue = match self.workers.running_event_queue(name) {
+            Some(queue) => queue,
+            None => {
+                let spec = self.function_spec(name).ok_or_else(missing)?;
+                self.workers.event_queue(name, &spec).await?
+            }
+        };
         let message_id = uuid::Uuid::now_v7().to_string();
         let attributes = serde_json::json!({
             crate::deliver::REGION_ATTRIBUTE: {"Type": "String", "Value": region},

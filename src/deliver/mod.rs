@@ -311,22 +311,27 @@ impl Workers {
         function: &str,
         spec: &FunctionSpec,
     ) -> Result<Queue, StorageError> {
-        let name = event_queue_name(function);
-        let ready = || {
-            let queue = self.backend.queue(&name)?;
-            let running = self.running.lock().expect("never poisoned");
-            running.contains_key(&name).then_some(queue)
-        };
-        if let Some(queue) = ready() {
+        if let Some(queue) = self.running_event_queue(function) {
             return Ok(queue);
         }
         let _one_at_a_time = self.making_events.lock().await;
-        if let Some(queue) = ready() {
+        if let Some(queue) = self.running_event_queue(function) {
             return Ok(queue);
         }
-        let queue = self.delivery_queue(&name, spec.timeout_ms).await?;
+        let queue = self
+            .delivery_queue(&event_queue_name(function), spec.timeout_ms)
+            .await?;
         self.start_events(function, queue.clone(), spec);
         Ok(queue)
+    }
+
+    /// The queue of `function`'s asynchronous invocations, when it exists and a worker
+    /// takes from it.
+    pub fn running_event_queue(&self, function: &str) -> Option<Queue> {
+        let name = event_queue_name(function);
+        let queue = self.backend.queue(&name)?;
+        let running = self.running.lock().expect("never poisoned");
+        running.contains_key(&name).then_some(queue)
     }
 
     /// (Re)starts the worker of `function`'s asynchronous invocations with its current

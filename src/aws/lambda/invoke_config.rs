@@ -8,7 +8,9 @@ use super::{
     function_name, json,
 };
 use crate::model::arn::function_arn;
-use crate::model::{AsyncSpec, DEFAULT_FUNCTION_RETRIES, MAX_EVENT_AGE_S, MIN_EVENT_AGE_S};
+use crate::model::{
+    AsyncSpec, DEFAULT_FUNCTION_RETRIES, Destination, MAX_EVENT_AGE_S, MIN_EVENT_AGE_S,
+};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -57,17 +59,12 @@ pub(super) async fn serve(
                     format!("the request body is not an event invoke config: {e}"),
                 )
             })?;
-            let replace = method == "PUT";
+            let change = Change::checked(&input, method == "PUT")?;
             let a = s
                 .app
                 .control
                 .change_function(name, |spec| {
-                    let base = match (replace, &spec.asynchronous) {
-                        (false, Some(a)) => a.clone(),
-                        _ => AsyncSpec::default(),
-                    };
-                    let a = apply(base, &input, replace)
-                        .map_err(|e| crate::error::OpError::Invalid(e.message.clone()))?;
+                    let a = change.applied_to(spec.asynchronous.take());
                     spec.asynchronous = Some(a.clone());
                     Ok(a)
                 })
@@ -150,39 +147,80 @@ fn no_config(cx: &Context, name: &str) -> LambdaError {
     )
 }
 
-/// `base` with what `input` gives, checked as Lambda checks it. A destination given
-/// without an ARN removes it; one not given is kept on an update and removed on a put.
-fn apply(mut a: AsyncSpec, input: &Input, replace: bool) -> LambdaResult<AsyncSpec> {
-    if let Some(n) = input.maximum_retry_attempts {
-        let max = i64::from(DEFAULT_FUNCTION_RETRIES);
-        if !(0..=max).contains(&n) {
-            return Err(LambdaError::invalid(format!(
-                "MaximumRetryAttempts {n} is not between 0 and {max}"
-            )));
+/// What a put or an update sets, checked as Lambda checks it; `None` where it keeps what
+/// the function has.
+struct Change {
+    replace: bool,
+    retries: Option<u32>,
+    age_s: Option<u64>,
+    on_success: Option<Option<Destination>>,
+    on_failure: Option<Option<Destination>>,
+}
+
+impl Change {
+    /// A put (`replace`) sets everything, the defaults where `input` is silent; an update
+    /// sets what `input` gives. A destination given without an ARN is removed.
+    fn checked(input: &Input, replace: bool) -> LambdaResult<Change> {
+        let retries = input
+            .maximum_retry_attempts
+            .map(|n| {
+                let max = i64::from(DEFAULT_FUNCTION_RETRIES);
+                u32::try_from(n).ok().filter(|_| n <= max).ok_or_else(|| {
+                    LambdaError::invalid(format!(
+                        "MaximumRetryAttempts {n} is not between 0 and {max}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let age_s = input
+            .maximum_event_age_in_seconds
+            .map(|n| {
+                let (min, max) = (MIN_EVENT_AGE_S, MAX_EVENT_AGE_S);
+                u64::try_from(n)
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        LambdaError::invalid(format!(
+                            "MaximumEventAgeInSeconds {n} is not between {min} and {max}"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let config = input.destination_config.clone().unwrap_or_default();
+        let given = |to: Option<OnDestination>, field| {
+            (replace || to.is_some())
+                .then(|| destination(to.as_ref(), field))
+                .transpose()
+        };
+        Ok(Change {
+            replace,
+            retries,
+            age_s,
+            on_success: given(config.on_success, "OnSuccess")?,
+            on_failure: given(config.on_failure, "OnFailure")?,
+        })
+    }
+
+    /// The settings `current` becomes.
+    fn applied_to(&self, current: Option<AsyncSpec>) -> AsyncSpec {
+        let mut a = match current {
+            Some(a) if !self.replace => a,
+            _ => AsyncSpec::default(),
+        };
+        a.max_retries = self.retries.unwrap_or(a.max_retries);
+        a.max_event_age_s = self.age_s.unwrap_or(a.max_event_age_s);
+        if let Some(to) = &self.on_success {
+            a.on_success = to.clone();
         }
-        a.max_retries = n as u32;
-    }
-    if let Some(n) = input.maximum_event_age_in_seconds {
-        let (min, max) = (MIN_EVENT_AGE_S as i64, MAX_EVENT_AGE_S as i64);
-        if !(min..=max).contains(&n) {
-            return Err(LambdaError::invalid(format!(
-                "MaximumEventAgeInSeconds {n} is not between {min} and {max}"
-            )));
+        if let Some(to) = &self.on_failure {
+            a.on_failure = to.clone();
         }
-        a.max_event_age_s = n as u64;
+        a
     }
-    let config = input.destination_config.clone().unwrap_or_default();
-    if replace || config.on_success.is_some() {
-        a.on_success = destination(config.on_success.as_ref(), "OnSuccess")?;
-    }
-    if replace || config.on_failure.is_some() {
-        a.on_failure = destination(config.on_failure.as_ref(), "OnFailure")?;
-    }
-    Ok(a)
 }
 
 fn config_of(cx: &Context, name: &str, a: &AsyncSpec) -> Config {
-    let of = |to: &Option<crate::model::Destination>| {
+    let of = |to: &Option<Destination>| {
         to.as_ref()
             .map(|d| OnDestination::of(cx, d))
             .unwrap_or_default()
